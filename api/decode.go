@@ -1,0 +1,173 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/nearcast/nearcast/rules"
+)
+
+// decodeJSON reads the request body into v strictly: the body must be JSON,
+// every field must be one the contract knows, and every value must have
+// the right type. All unknown fields are named at once, by JSON path.
+func decodeJSON(c *fiber.Ctx, v any) error {
+	ct := strings.ToLower(strings.TrimSpace(strings.Split(c.Get(fiber.HeaderContentType), ";")[0]))
+	if ct != "" && ct != fiber.MIMEApplicationJSON {
+		return newError(http.StatusUnsupportedMediaType, "", "send JSON with Content-Type: application/json, not %s", ct)
+	}
+	return decodeBytes(c.Body(), v)
+}
+
+func decodeBytes(body []byte, v any) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return newError(http.StatusBadRequest, "", "the request body is empty; send a JSON object")
+	}
+	var generic any
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(&generic); err != nil {
+		return syntaxError(err)
+	}
+	if dec.More() {
+		return newError(http.StatusBadRequest, "", "malformed JSON: more than one value in the body")
+	}
+	if _, ok := generic.(map[string]any); !ok {
+		return newError(http.StatusBadRequest, "", "the body must be a JSON object")
+	}
+	var fs []rules.Fault
+	unknownFields(generic, reflect.TypeOf(v), "", &fs)
+	if len(fs) > 0 {
+		return &rules.ValidationError{Faults: fs}
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return newError(http.StatusBadRequest, te.Field, "%s must be %s, not %s", fieldName(te.Field), typeName(te.Type), te.Value)
+		}
+		return newError(http.StatusBadRequest, "", "malformed JSON: %v", strings.TrimPrefix(err.Error(), "json: "))
+	}
+	return nil
+}
+
+func syntaxError(err error) error {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return newError(http.StatusBadRequest, "", "malformed JSON at byte %d: %s", se.Offset, se.Error())
+	}
+	return newError(http.StatusBadRequest, "", "malformed JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
+}
+
+func fieldName(f string) string {
+	if f == "" {
+		return "the body"
+	}
+	return f
+}
+
+func typeName(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	}
+	return t.String()
+}
+
+var unmarshalerType = reflect.TypeOf((*json.Unmarshaler)(nil)).Elem()
+
+// unknownFields walks a decoded JSON value beside the Go type it will be
+// decoded into and reports every object key that type does not have.
+// Keys match exactly: "Lat" is not "lat".
+func unknownFields(v any, t reflect.Type, path string, out *[]rules.Fault) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if reflect.PointerTo(t).Implements(unmarshalerType) {
+		return
+	}
+	join := func(k string) string {
+		if path == "" {
+			return k
+		}
+		return path + "." + k
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return
+		}
+		fields := jsonFields(t)
+		keys := make([]string, 0, len(obj))
+		for k := range obj {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			f, ok := fields[k]
+			if !ok {
+				*out = append(*out, rules.Fault{Field: join(k), Message: fmt.Sprintf("unknown field %q", k)})
+				continue
+			}
+			unknownFields(obj[k], f.Type, join(k), out)
+		}
+	case reflect.Map:
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return
+		}
+		for k, e := range obj {
+			unknownFields(e, t.Elem(), join(k), out)
+		}
+	case reflect.Slice, reflect.Array:
+		arr, ok := v.([]any)
+		if !ok {
+			return
+		}
+		for i, e := range arr {
+			unknownFields(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i), out)
+		}
+	}
+}
+
+func jsonFields(t reflect.Type) map[string]reflect.StructField {
+	out := map[string]reflect.StructField{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name := f.Name
+		if tag := f.Tag.Get("json"); tag != "" {
+			if tag == "-" {
+				continue
+			}
+			if n := strings.Split(tag, ",")[0]; n != "" {
+				name = n
+			}
+		}
+		out[name] = f
+	}
+	return out
+}

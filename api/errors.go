@@ -1,0 +1,94 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/nearcast/nearcast/engine"
+	"github.com/nearcast/nearcast/rules"
+)
+
+// Error is the contract's one error shape:
+// {"error": {"code", "message", "field", "details"}}.
+type Error struct {
+	Status  int           `json:"-"`
+	Code    string        `json:"code"`
+	Message string        `json:"message"`
+	Field   string        `json:"field,omitempty"`
+	Details []rules.Fault `json:"details,omitempty"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+var codeForStatus = map[int]string{
+	http.StatusBadRequest:            "invalid_argument",
+	http.StatusUnauthorized:          "unauthenticated",
+	http.StatusForbidden:             "permission_denied",
+	http.StatusNotFound:              "not_found",
+	http.StatusMethodNotAllowed:      "not_found",
+	http.StatusConflict:              "conflict",
+	http.StatusGone:                  "expired",
+	http.StatusRequestEntityTooLarge: "too_large",
+	http.StatusUnsupportedMediaType:  "unsupported_media_type",
+	http.StatusUnprocessableEntity:   "failed_precondition",
+	http.StatusTooManyRequests:       "rate_limited",
+	http.StatusServiceUnavailable:    "unavailable",
+}
+
+func newError(status int, field, format string, args ...any) *Error {
+	code, ok := codeForStatus[status]
+	if !ok {
+		code = "internal"
+	}
+	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...), Field: field}
+}
+
+// toError maps any error to the contract's shape, in one place.
+func toError(err error) *Error {
+	var ae *Error
+	var ve *rules.ValidationError
+	var fe *fiber.Error
+	switch {
+	case errors.As(err, &ae):
+		return ae
+	case errors.As(err, &ve):
+		status := http.StatusBadRequest
+		if ve.Precondition() {
+			status = http.StatusUnprocessableEntity
+		}
+		e := newError(status, ve.Faults[0].Field, "%s", ve.Faults[0].Message)
+		if len(ve.Faults) > 1 {
+			e.Message = fmt.Sprintf("%d problems, the first: %s", len(ve.Faults), ve.Faults[0].Message)
+			e.Details = ve.Faults
+		}
+		return e
+	case errors.Is(err, rules.ErrNotFound):
+		return newError(http.StatusNotFound, "", "not found")
+	case errors.Is(err, rules.ErrConflict):
+		return newError(http.StatusConflict, "", "the document changed while it was being saved; try again")
+	case errors.Is(err, engine.ErrUnavailable), errors.Is(err, engine.ErrNoSnapshot):
+		return newError(http.StatusServiceUnavailable, "", "a dependency is unavailable; retry later")
+	case errors.As(err, &fe):
+		switch fe.Code {
+		case http.StatusNotFound:
+			return newError(fe.Code, "", "no such endpoint")
+		case http.StatusMethodNotAllowed:
+			return newError(fe.Code, "", "method not allowed on this endpoint")
+		case http.StatusRequestEntityTooLarge:
+			return newError(fe.Code, "", "request body too large")
+		}
+		return newError(fe.Code, "", "%s", fe.Message)
+	}
+	return &Error{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error"}
+}
+
+func (s *Server) handleError(c *fiber.Ctx, err error) error {
+	e := toError(err)
+	if e.Status >= 500 {
+		s.log.Error("request failed", "method", c.Method(), "path", c.Route().Path, "status", e.Status, "err", err)
+	}
+	return c.Status(e.Status).JSON(fiber.Map{"error": e})
+}

@@ -1,0 +1,340 @@
+package api
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/nearcast/nearcast/engine"
+	"github.com/nearcast/nearcast/rules"
+)
+
+func created(c *fiber.Ctx, isNew bool, v any) error {
+	if isNew {
+		c.Status(http.StatusCreated)
+	}
+	return c.JSON(v)
+}
+
+// Stores
+
+func (s *Server) putStore(c *fiber.Ctx) error {
+	id, err := pathID(c, "id", "store_id")
+	if err != nil {
+		return err
+	}
+	var st rules.Store
+	if err := decodeJSON(c, &st); err != nil {
+		return err
+	}
+	if err := sameID(st.ID, id); err != nil {
+		return err
+	}
+	st.ID = id
+	ctx, cancel := s.ctx()
+	defer cancel()
+	isNew, err := s.Live.Catalog().PutStore(ctx, &st)
+	if err != nil {
+		return err
+	}
+	s.refresh(ctx)
+	return created(c, isNew, &st)
+}
+
+func (s *Server) getStore(c *fiber.Ctx) error {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	st, err := s.Live.Catalog().GetStore(ctx, c.Params("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(st)
+}
+
+func (s *Server) deleteStore(c *fiber.Ctx) error {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	if err := s.Live.Catalog().DeleteStore(ctx, c.Params("id")); err != nil {
+		return err
+	}
+	s.refresh(ctx)
+	return c.SendStatus(http.StatusNoContent)
+}
+
+func (s *Server) listStores(c *fiber.Ctx) error {
+	limit, err := pageLimit(c)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	stores, next, err := s.Live.Catalog().ListStores(ctx, c.Query("cursor"), limit)
+	if err != nil {
+		return err
+	}
+	if stores == nil {
+		stores = []*rules.Store{}
+	}
+	return c.JSON(fiber.Map{"stores": stores, "next_cursor": next})
+}
+
+// Rules
+
+func (s *Server) putRule(c *fiber.Ctx) error {
+	id, err := pathID(c, "id", "rule_id")
+	if err != nil {
+		return err
+	}
+	dryRun, err := boolQuery(c, "dry_run")
+	if err != nil {
+		return err
+	}
+	var r rules.Rule
+	if err := decodeJSON(c, &r); err != nil {
+		return err
+	}
+	if err := sameID(r.ID, id); err != nil {
+		return err
+	}
+	r.ID = id
+	ctx, cancel := s.ctx()
+	defer cancel()
+	if err := s.Live.Catalog().PutRule(ctx, &r, dryRun); err != nil {
+		return err
+	}
+	if dryRun {
+		return c.JSON(fiber.Map{"valid": true, "rule": &r})
+	}
+	s.refresh(ctx)
+	return created(c, r.Version == 1, &r)
+}
+
+func (s *Server) getRule(c *fiber.Ctx) error {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	r, err := s.Live.Catalog().GetRule(ctx, c.Params("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(r)
+}
+
+func (s *Server) deleteRule(c *fiber.Ctx) error {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	if err := s.Live.Catalog().DeleteRule(ctx, c.Params("id")); err != nil {
+		return err
+	}
+	s.refresh(ctx)
+	return c.SendStatus(http.StatusNoContent)
+}
+
+func (s *Server) listRules(c *fiber.Ctx) error {
+	limit, err := pageLimit(c)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	rs, next, err := s.Live.Catalog().ListRules(ctx, c.Query("cursor"), limit)
+	if err != nil {
+		return err
+	}
+	if rs == nil {
+		rs = []*rules.Rule{}
+	}
+	return c.JSON(fiber.Map{"rules": rs, "next_cursor": next})
+}
+
+// Customers and devices
+
+func (s *Server) putCustomer(c *fiber.Ctx) error {
+	id, err := pathID(c, "id", "customer_id")
+	if err != nil {
+		return err
+	}
+	var cu rules.Customer
+	if err := decodeJSON(c, &cu); err != nil {
+		return err
+	}
+	if err := sameID(cu.ID, id); err != nil {
+		return err
+	}
+	cu.ID = id
+	ctx, cancel := s.ctx()
+	defer cancel()
+	isNew, err := s.Customers.Put(ctx, &cu)
+	if err != nil {
+		return err
+	}
+	return created(c, isNew, &cu)
+}
+
+func (s *Server) getCustomer(c *fiber.Ctx) error {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	cu, err := s.Customers.Get(ctx, c.Params("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(cu)
+}
+
+func (s *Server) deleteCustomer(c *fiber.Ctx) error {
+	id, err := pathID(c, "id", "customer_id")
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	if err := s.Customers.Delete(ctx, id); err != nil {
+		return err
+	}
+	return c.SendStatus(http.StatusNoContent)
+}
+
+type deviceRequest struct {
+	DeviceID string `json:"device_id"`
+	FCMToken string `json:"fcm_token"`
+	Platform string `json:"platform"`
+}
+
+func (s *Server) putDevice(c *fiber.Ctx) error {
+	cid, err := pathID(c, "id", "customer_id")
+	if err != nil {
+		return err
+	}
+	did, err := pathID(c, "device_id", "device_id")
+	if err != nil {
+		return err
+	}
+	var req deviceRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	if req.DeviceID != "" && req.DeviceID != did {
+		return newError(http.StatusBadRequest, "device_id", "device_id in the body differs from the one in the path")
+	}
+	d := rules.Device{ID: did, FCMToken: req.FCMToken, Platform: req.Platform}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	isNew, err := s.Customers.PutDevice(ctx, cid, &d)
+	if err != nil {
+		return err
+	}
+	return created(c, isNew, &d)
+}
+
+func (s *Server) deleteDevice(c *fiber.Ctx) error {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	if err := s.Customers.DeleteDevice(ctx, c.Params("id"), c.Params("device_id")); err != nil {
+		return err
+	}
+	return c.SendStatus(http.StatusNoContent)
+}
+
+func (s *Server) listDevices(c *fiber.Ctx) error {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	ds, err := s.Customers.Devices(ctx, c.Params("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(fiber.Map{"devices": ds})
+}
+
+// Pings
+
+type pingRequest struct {
+	CustomerID string         `json:"customer_id"`
+	DeviceID   string         `json:"device_id"`
+	Lat        *float64       `json:"lat"`
+	Lng        *float64       `json:"lng"`
+	AccuracyM  *float64       `json:"accuracy_m"`
+	TS         string         `json:"ts"`
+	SpeedMps   *float64       `json:"speed_mps"`
+	Context    map[string]any `json:"context"`
+}
+
+// toPing checks every field of a ping and reports all faults at once.
+func (r *pingRequest) toPing() (engine.Ping, error) {
+	var fs []rules.Fault
+	add := func(err error) {
+		if ve, ok := err.(*rules.ValidationError); ok {
+			fs = append(fs, ve.Faults...)
+		}
+	}
+	add(rules.ValidID("customer_id", r.CustomerID))
+	if r.DeviceID != "" {
+		add(rules.ValidID("device_id", r.DeviceID))
+	}
+	if f := validCoord(r.Lat, "lat", 90); f != nil {
+		fs = append(fs, *f)
+	}
+	if f := validCoord(r.Lng, "lng", 180); f != nil {
+		fs = append(fs, *f)
+	}
+	p := engine.Ping{CustomerID: r.CustomerID, DeviceID: r.DeviceID, SpeedMps: r.SpeedMps, Context: r.Context}
+	if r.AccuracyM != nil {
+		if *r.AccuracyM < 0 || *r.AccuracyM > 100000 {
+			fs = append(fs, rules.Fault{Field: "accuracy_m", Message: "accuracy_m must be between 0 and 100000"})
+		}
+		p.AccuracyM = *r.AccuracyM
+	}
+	if r.SpeedMps != nil && (*r.SpeedMps < 0 || *r.SpeedMps > 400) {
+		fs = append(fs, rules.Fault{Field: "speed_mps", Message: "speed_mps must be between 0 and 400"})
+	}
+	if r.TS != "" {
+		ts, err := time.Parse(time.RFC3339Nano, r.TS)
+		if err != nil {
+			fs = append(fs, rules.Fault{Field: "ts", Message: "ts must be an RFC 3339 time such as 2026-11-22T08:00:00Z"})
+		}
+		p.TS = ts
+	}
+	if len(fs) > 0 {
+		return p, &rules.ValidationError{Faults: fs}
+	}
+	p.Lat, p.Lng = *r.Lat, *r.Lng
+	return p, nil
+}
+
+func (s *Server) postPing(c *fiber.Ctx) error {
+	dryRun, err := boolQuery(c, "dry_run")
+	if err != nil {
+		return err
+	}
+	explain, err := boolQuery(c, "explain")
+	if err != nil {
+		return err
+	}
+	var req pingRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	p, err := req.toPing()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	res, err := s.Engine.Evaluate(ctx, p, engine.Options{DryRun: dryRun, Explain: explain})
+	if err != nil {
+		return err
+	}
+	return c.JSON(res)
+}
+
+// Development
+
+func (s *Server) devPushes(c *fiber.Ctx) error {
+	if s.Pushes == nil {
+		return newError(http.StatusNotFound, "", "pushes go to FCM (NEARCAST_PUSH=fcm); only the log sender keeps them")
+	}
+	ps := s.Pushes.Pushes(c.Query("customer_id"))
+	if ps == nil {
+		ps = []engine.Push{}
+	}
+	return c.JSON(fiber.Map{"pushes": ps})
+}

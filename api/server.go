@@ -1,0 +1,210 @@
+// Package api is Nearcast's HTTP face: the Fiber routes of the v1
+// contract, request decoding and validation, bearer-key auth, and the
+// contract's one error shape. It knows no Redis key names: it calls
+// package rules for the catalog and package engine for decisions.
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/nearcast/nearcast/engine"
+	"github.com/nearcast/nearcast/rules"
+)
+
+// PushLog lists the pushes the development sender kept.
+type PushLog interface {
+	Pushes(customerID string) []engine.Push
+}
+
+// Deps are what the API serves from.
+type Deps struct {
+	Live      *rules.Live
+	Customers *engine.Customers
+	Engine    *engine.Engine
+	// Pushes is the log sender's memory; nil when pushes go to FCM.
+	Pushes PushLog
+	// Ready reports whether Redis answers.
+	Ready     func(ctx context.Context) error
+	AppKeys   []string
+	AdminKeys []string
+	Log       *slog.Logger
+	// RequestTimeout bounds the Redis work of one request.
+	RequestTimeout time.Duration
+}
+
+// Server holds the routes' dependencies.
+type Server struct {
+	Deps
+	log *slog.Logger
+}
+
+type role int
+
+const (
+	roleNone role = iota
+	roleApp
+	roleAdmin
+)
+
+// New builds the Fiber app.
+func New(d Deps) *fiber.App {
+	if d.RequestTimeout == 0 {
+		d.RequestTimeout = 2 * time.Second
+	}
+	s := &Server{Deps: d, log: d.Log}
+	app := fiber.New(fiber.Config{
+		AppName:               "nearcast",
+		BodyLimit:             1 << 20,
+		ErrorHandler:          s.handleError,
+		DisableStartupMessage: true,
+		ReadTimeout:           10 * time.Second,
+		WriteTimeout:          10 * time.Second,
+		IdleTimeout:           60 * time.Second,
+	})
+	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	app.Get("/readyz", s.readyz)
+
+	v1 := app.Group("/v1")
+	appKey, admin := s.auth(roleApp), s.auth(roleAdmin)
+
+	v1.Post("/pings", appKey, s.postPing)
+	v1.Put("/customers/:id/devices/:device_id", appKey, s.putDevice)
+	v1.Delete("/customers/:id/devices/:device_id", appKey, s.deleteDevice)
+
+	v1.Get("/stores", admin, s.listStores)
+	v1.Put("/stores/:id", admin, s.putStore)
+	v1.Get("/stores/:id", admin, s.getStore)
+	v1.Delete("/stores/:id", admin, s.deleteStore)
+
+	v1.Put("/customers/:id", admin, s.putCustomer)
+	v1.Get("/customers/:id", admin, s.getCustomer)
+	v1.Delete("/customers/:id", admin, s.deleteCustomer)
+	v1.Get("/customers/:id/devices", admin, s.listDevices)
+
+	v1.Get("/rules", admin, s.listRules)
+	v1.Put("/rules/:id", admin, s.putRule)
+	v1.Get("/rules/:id", admin, s.getRule)
+	v1.Delete("/rules/:id", admin, s.deleteRule)
+
+	v1.Get("/dev/pushes", admin, s.devPushes)
+	return app
+}
+
+// auth lets a request through when its bearer key has at least the role.
+// Keys are compared in constant time.
+func (s *Server) auth(need role) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		h := c.Get(fiber.HeaderAuthorization)
+		key, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok || key == "" {
+			return newError(http.StatusUnauthorized, "", "send an API key: Authorization: Bearer <key>")
+		}
+		got := s.roleOf(key)
+		switch {
+		case got == roleNone:
+			return newError(http.StatusUnauthorized, "", "unknown API key")
+		case got < need:
+			return newError(http.StatusForbidden, "", "an app key may only send pings and register devices; this needs an admin key")
+		}
+		return c.Next()
+	}
+}
+
+func (s *Server) roleOf(key string) role {
+	match := func(keys []string) bool {
+		found := 0
+		for _, k := range keys {
+			found |= subtle.ConstantTimeCompare([]byte(k), []byte(key))
+		}
+		return found == 1
+	}
+	switch {
+	case match(s.AdminKeys):
+		return roleAdmin
+	case match(s.AppKeys):
+		return roleApp
+	}
+	return roleNone
+}
+
+func (s *Server) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), s.RequestTimeout)
+}
+
+func (s *Server) readyz(c *fiber.Ctx) error {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	if err := s.Ready(ctx); err != nil {
+		return newError(http.StatusServiceUnavailable, "", "redis does not answer")
+	}
+	if s.Live.Current() == nil {
+		return newError(http.StatusServiceUnavailable, "", "no catalog snapshot loaded yet")
+	}
+	return c.JSON(fiber.Map{"status": "ready", "catalog_version": s.Live.Current().Version})
+}
+
+// refresh makes this replica's snapshot include a change it just wrote, so
+// that the next request here sees it; other replicas follow by pub/sub.
+func (s *Server) refresh(ctx context.Context) {
+	if err := s.Live.Refresh(ctx); err != nil {
+		s.log.Warn("snapshot refresh after a change failed; the watcher will catch up", "err", err)
+	}
+}
+
+func boolQuery(c *fiber.Ctx, name string) (bool, error) {
+	v := c.Query(name)
+	switch v {
+	case "", "false", "0":
+		return false, nil
+	case "true", "1":
+		return true, nil
+	}
+	return false, newError(http.StatusBadRequest, name, "%s must be true or false", name)
+}
+
+func pathID(c *fiber.Ctx, param, field string) (string, error) {
+	id := c.Params(param)
+	if err := rules.ValidID(field, id); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// sameID checks an id given in the body against the one in the path.
+func sameID(body, path string) error {
+	if body != "" && body != path {
+		return newError(http.StatusBadRequest, "id", "id in the body (%q) differs from the one in the path (%q)", body, path)
+	}
+	return nil
+}
+
+func pageLimit(c *fiber.Ctx) (int, error) {
+	v := c.Query("limit")
+	if v == "" {
+		return 100, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 1000 {
+		return 0, newError(http.StatusBadRequest, "limit", "limit must be a whole number from 1 to 1000")
+	}
+	return n, nil
+}
+
+func validCoord(v *float64, name string, lim float64) *rules.Fault {
+	switch {
+	case v == nil:
+		return &rules.Fault{Field: name, Message: name + " is required"}
+	case math.IsNaN(*v) || *v < -lim || *v > lim:
+		return &rules.Fault{Field: name, Message: name + " must be between -" + strconv.Itoa(int(lim)) + " and " + strconv.Itoa(int(lim))}
+	}
+	return nil
+}

@@ -1,0 +1,231 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nearcast/nearcast/rules"
+)
+
+// Keys of one customer share the hash tag {c:<id>}, so that in Redis
+// Cluster they live in one slot and one script can change them together.
+func customerKey(id, part string) string { return "nc:{c:" + id + "}:" + part }
+
+const (
+	partProfile    = "profile"     // hash: doc (JSON), loc and push ("1"/"0": consent, read by scripts)
+	partDevices    = "devices"     // hash: device id → JSON
+	partDeviceSeen = "device_seen" // hash: device id → unix ms of its last ping
+	partPresence   = "presence"    // hash: store id → "entered_ms:last_seen_ms"; "_ts" → last fix
+	partCaps       = "caps"        // hash: "<rule id>|<yyyymmdd>" → offers that day
+	partCoupons    = "coupons"     // set: coupon codes issued to the customer
+)
+
+func couponKey(code string) string { return "nc:coupon:" + code }
+
+// Customers is the Redis repository of profiles and devices.
+type Customers struct {
+	rdb redis.UniversalClient
+	now func() time.Time
+}
+
+// NewCustomers returns the repository on rdb.
+func NewCustomers(rdb redis.UniversalClient) *Customers {
+	return &Customers{rdb: rdb, now: time.Now}
+}
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+// Put validates and saves a profile, answering whether it is new.
+func (cs *Customers) Put(ctx context.Context, c *rules.Customer) (created bool, err error) {
+	if err := c.Normalize(); err != nil {
+		return false, err
+	}
+	c.UpdatedAt = cs.now().UTC().Truncate(time.Millisecond)
+	doc, err := json.Marshal(c)
+	if err != nil {
+		return false, err
+	}
+	n, err := cs.rdb.HSet(ctx, customerKey(c.ID, partProfile),
+		"doc", doc, "loc", flag(c.Consent.Location), "push", flag(c.Consent.Push)).Result()
+	if err != nil {
+		return false, fmt.Errorf("save customer: %w", err)
+	}
+	if !c.Consent.Location {
+		// Withdrawn location consent: what we knew of where they were goes.
+		if err := cs.rdb.Del(ctx, customerKey(c.ID, partPresence)).Err(); err != nil {
+			return false, fmt.Errorf("drop presence: %w", err)
+		}
+	}
+	return n == 3, nil
+}
+
+// Get reads a profile.
+func (cs *Customers) Get(ctx context.Context, id string) (*rules.Customer, error) {
+	doc, err := cs.rdb.HGet(ctx, customerKey(id, partProfile), "doc").Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, rules.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read customer: %w", err)
+	}
+	return decodeCustomer(doc)
+}
+
+func decodeCustomer(doc []byte) (*rules.Customer, error) {
+	var c rules.Customer
+	if err := json.Unmarshal(doc, &c); err != nil {
+		return nil, fmt.Errorf("decode customer: %w", err)
+	}
+	return &c, nil
+}
+
+// eraseScript removes everything kept about a customer: their own keys and
+// the coupons issued to them that were not redeemed.
+var eraseScript = redis.NewScript(`
+local existed = redis.call('EXISTS', KEYS[1])
+local codes = redis.call('SMEMBERS', KEYS[6])
+for _, code in ipairs(codes) do
+  local k = ARGV[1] .. code
+  if redis.call('HGET', k, 'redeemed_at') == false then
+    redis.call('DEL', k)
+  else
+    redis.call('HDEL', k, 'customer_id', 'device_id')
+  end
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+return existed`)
+
+// Delete erases the customer: profile, devices, presence, counters and
+// unredeemed coupons.
+func (cs *Customers) Delete(ctx context.Context, id string) error {
+	keys := []string{
+		customerKey(id, partProfile), customerKey(id, partDevices), customerKey(id, partDeviceSeen),
+		customerKey(id, partPresence), customerKey(id, partCaps), customerKey(id, partCoupons),
+	}
+	existed, err := eraseScript.Run(ctx, cs.rdb, keys, couponKey("")).Int64()
+	if err != nil {
+		return fmt.Errorf("erase customer: %w", err)
+	}
+	if existed == 0 {
+		return rules.ErrNotFound
+	}
+	return nil
+}
+
+// PutDevice registers or replaces a device of a customer, answering
+// whether it is new.
+func (cs *Customers) PutDevice(ctx context.Context, customerID string, d *rules.Device) (created bool, err error) {
+	if err := d.Normalize(); err != nil {
+		return false, err
+	}
+	d.UpdatedAt = cs.now().UTC().Truncate(time.Millisecond)
+	doc, err := json.Marshal(d)
+	if err != nil {
+		return false, err
+	}
+	n, err := cs.rdb.HSet(ctx, customerKey(customerID, partDevices), d.ID, doc).Result()
+	if err != nil {
+		return false, fmt.Errorf("save device: %w", err)
+	}
+	return n == 1, nil
+}
+
+// DeleteDevice removes a device.
+func (cs *Customers) DeleteDevice(ctx context.Context, customerID, deviceID string) error {
+	n, err := cs.rdb.HDel(ctx, customerKey(customerID, partDevices), deviceID).Result()
+	if err != nil {
+		return fmt.Errorf("delete device: %w", err)
+	}
+	if n == 0 {
+		return rules.ErrNotFound
+	}
+	cs.rdb.HDel(ctx, customerKey(customerID, partDeviceSeen), deviceID)
+	return nil
+}
+
+// Devices lists a customer's devices.
+func (cs *Customers) Devices(ctx context.Context, customerID string) ([]*rules.Device, error) {
+	m, err := cs.rdb.HGetAll(ctx, customerKey(customerID, partDevices)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read devices: %w", err)
+	}
+	out := make([]*rules.Device, 0, len(m))
+	for _, doc := range m {
+		var d rules.Device
+		if err := json.Unmarshal([]byte(doc), &d); err != nil {
+			return nil, fmt.Errorf("decode device: %w", err)
+		}
+		out = append(out, &d)
+	}
+	return out, nil
+}
+
+// pushTarget is what the sender needs to know at send time.
+type pushTarget struct {
+	consent bool
+	device  *rules.Device
+}
+
+// target picks the device a push goes to: the one named, while it is still
+// registered, else the one seen most recently (or registered last).
+func (cs *Customers) target(ctx context.Context, customerID, deviceID string) (pushTarget, error) {
+	var consent *redis.StringCmd
+	var devices, seen *redis.MapStringStringCmd
+	_, err := cs.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		consent = p.HGet(ctx, customerKey(customerID, partProfile), "push")
+		devices = p.HGetAll(ctx, customerKey(customerID, partDevices))
+		seen = p.HGetAll(ctx, customerKey(customerID, partDeviceSeen))
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return pushTarget{}, fmt.Errorf("read push target: %w", err)
+	}
+	t := pushTarget{consent: consent.Val() == "1"}
+	var best *rules.Device
+	var bestAt int64
+	for id, doc := range devices.Val() {
+		var d rules.Device
+		if json.Unmarshal([]byte(doc), &d) != nil {
+			continue
+		}
+		if id == deviceID {
+			t.device = &d
+			return t, nil
+		}
+		at := d.UpdatedAt.UnixMilli()
+		if s, err := strconv.ParseInt(seen.Val()[id], 10, 64); err == nil && s > at {
+			at = s
+		}
+		if best == nil || at > bestAt || (at == bestAt && d.ID < best.ID) {
+			best, bestAt = &d, at
+		}
+	}
+	t.device = best
+	return t, nil
+}
+
+var dropTokenScript = redis.NewScript(`
+local doc = redis.call('HGET', KEYS[1], ARGV[1])
+if doc and string.find(doc, ARGV[2], 1, true) then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 1
+end
+return 0`)
+
+// dropToken removes a device whose token the push service no longer
+// knows, unless the app registered a new token meanwhile.
+func (cs *Customers) dropToken(ctx context.Context, customerID, deviceID, token string) error {
+	quoted, _ := json.Marshal(token)
+	return dropTokenScript.Run(ctx, cs.rdb, []string{customerKey(customerID, partDevices)}, deviceID, string(quoted)).Err()
+}

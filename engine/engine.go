@@ -1,0 +1,513 @@
+// Package engine makes the decision for one ping — presence (enter and
+// exit), eligibility, frequency caps, arbitration and coupons — and owns
+// the outbox that carries each issued coupon to a push Sender. Stores,
+// rules and profiles come from package rules; the engine knows nothing of
+// HTTP.
+package engine
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nearcast/nearcast/geo"
+	"github.com/nearcast/nearcast/rules"
+)
+
+// ErrUnavailable wraps a failure of Redis: the caller may retry later.
+var ErrUnavailable = errors.New("unavailable")
+
+// ErrNoSnapshot means the catalog has not been loaded yet.
+var ErrNoSnapshot = errors.New("no catalog snapshot loaded yet")
+
+// Keys shared by all customers.
+const (
+	keyOutbox = "nc:outbox"      // stream of pushes to send
+	keyDead   = "nc:outbox:dead" // stream of pushes that could not be sent, with the reason
+)
+
+// Snapshots gives the catalog snapshot in force (rules.Live does).
+type Snapshots interface {
+	Current() *rules.Snapshot
+}
+
+// Config tunes the decision.
+type Config struct {
+	// VisitTimeout ends a visit with no fix inside for that long, so that
+	// the next fix inside is a new visit.
+	VisitTimeout time.Duration
+	// LateFix is the age past which a fix (a delayed upload) still moves
+	// presence but fires no offer.
+	LateFix time.Duration
+	// PushTTL is how long a push may wait before it is dropped unsent.
+	PushTTL time.Duration
+	// CouponRetention is how long a coupon's record is kept past its
+	// expiry, for redemption look-ups and statistics.
+	CouponRetention time.Duration
+}
+
+// DefaultConfig is the configuration the server starts with.
+var DefaultConfig = Config{
+	VisitTimeout:    30 * time.Minute,
+	LateFix:         5 * time.Minute,
+	PushTTL:         10 * time.Minute,
+	CouponRetention: 30 * 24 * time.Hour,
+}
+
+// maxCommit bounds how many eligible offers one ping hands to the atomic
+// step, which issues the first one its caps allow.
+const maxCommit = 8
+
+// Engine decides what a ping causes.
+type Engine struct {
+	rdb     redis.UniversalClient
+	snaps   Snapshots
+	coupons *Coupons
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+}
+
+// New returns an engine. now may be nil for the wall clock.
+func New(rdb redis.UniversalClient, snaps Snapshots, coupons *Coupons, cfg Config, log *slog.Logger, now func() time.Time) *Engine {
+	if now == nil {
+		now = time.Now
+	}
+	return &Engine{rdb: rdb, snaps: snaps, coupons: coupons, cfg: cfg, log: log, now: now}
+}
+
+// Ping is one location fix of a customer's device.
+type Ping struct {
+	CustomerID string
+	DeviceID   string
+	Lat, Lng   float64
+	AccuracyM  float64
+	SpeedMps   *float64
+	// TS is when the fix was taken; zero means now.
+	TS      time.Time
+	Context map[string]any
+}
+
+// Options change how a ping is evaluated.
+type Options struct {
+	// DryRun changes nothing: no presence, no counters, no coupon, no push.
+	DryRun bool
+	// Explain lists why each rule looked at did or did not fire.
+	Explain bool
+}
+
+// Event is a change of presence.
+type Event struct {
+	Type      string `json:"type"` // enter or exit
+	StoreID   string `json:"store_id"`
+	DistanceM int    `json:"distance_m"`
+	// VisitS is how long the visit lasted, on exit.
+	VisitS *int `json:"visit_s,omitempty"`
+}
+
+// Offer is an issued coupon.
+type Offer struct {
+	CouponCode string    `json:"coupon_code"`
+	RuleID     string    `json:"rule_id"`
+	StoreID    string    `json:"store_id"`
+	Title      string    `json:"title"`
+	Body       string    `json:"body"`
+	ExpiresAt  time.Time `json:"expires_at"`
+}
+
+// Explanation says what became of one rule at one store.
+type Explanation struct {
+	RuleID  string `json:"rule_id"`
+	StoreID string `json:"store_id"`
+	// Result is "sent" or the first reason the rule did not fire.
+	Result string `json:"result"`
+}
+
+// Reasons a rule looked at did not fire.
+const (
+	ResultSent     = "sent"
+	ReasonAudience = "audience"
+	ReasonClosed   = "store_closed"
+	ReasonCap      = "frequency_cap"
+	ReasonConsent  = "no_consent"
+	ReasonLate     = "late_fix"
+	ReasonLower    = "lower_priority"
+)
+
+// Result is what a ping caused.
+type Result struct {
+	Events  []Event       `json:"events"`
+	Offers  []Offer       `json:"offers"`
+	Explain []Explanation `json:"explain,omitempty"`
+}
+
+// observeScript moves the customer's presence to the fix atomically and
+// says which stores were entered and left. Only one of two concurrent
+// pings can see a store as entered. Nothing is read or kept for a customer
+// without location consent (or without a profile).
+//
+// KEYS: presence, profile, device_seen
+// ARGV: ts_ms, visit_timeout_ms, dry ("1"), device_id, n_inside, inside ids…, n_near, near ids…
+// Returns {"ok", n_entered, ids…, n_exited, (id, visit_ms)…, profile doc or ""},
+// or {"no_consent"} or {"stale"} (a fix older than the last one seen).
+var observeScript = redis.NewScript(`
+local ts = tonumber(ARGV[1])
+local timeout = tonumber(ARGV[2])
+local dry = ARGV[3] == '1'
+local prof = redis.call('HMGET', KEYS[2], 'loc', 'doc')
+if prof[1] ~= '1' then return {'no_consent'} end
+local last = tonumber(redis.call('HGET', KEYS[1], '_ts') or '0')
+if ts < last then return {'stale'} end
+local ni = tonumber(ARGV[5])
+local inside = {}
+for i = 1, ni do inside[ARGV[5 + i]] = true end
+local nn = tonumber(ARGV[6 + ni])
+local near = {}
+for i = 1, nn do near[ARGV[6 + ni + i]] = true end
+local present = {}
+local cur = redis.call('HGETALL', KEYS[1])
+for i = 1, #cur, 2 do
+  if cur[i] ~= '_ts' then
+    local e, s = string.match(cur[i + 1], '^(%d+):(%d+)$')
+    if e then present[cur[i]] = {tonumber(e), tonumber(s)} end
+  end
+end
+local entered, exited, writes, dels = {}, {}, {'_ts', ARGV[1]}, {}
+for i = 1, ni do
+  local id = ARGV[5 + i]
+  local p = present[id]
+  if p == nil or p[2] < ts - timeout then
+    table.insert(entered, id)
+    table.insert(writes, id); table.insert(writes, ARGV[1] .. ':' .. ARGV[1])
+  else
+    table.insert(writes, id); table.insert(writes, string.format('%d:%s', p[1], ARGV[1]))
+  end
+end
+for id, p in pairs(present) do
+  if not inside[id] then
+    if p[2] < ts - timeout then
+      table.insert(dels, id)
+    elseif near[id] then
+      table.insert(writes, id); table.insert(writes, string.format('%d:%s', p[1], ARGV[1]))
+    else
+      table.insert(exited, id); table.insert(exited, string.format('%d', ts - p[1]))
+      table.insert(dels, id)
+    end
+  end
+end
+if not dry then
+  redis.call('HSET', KEYS[1], unpack(writes))
+  if #dels > 0 then redis.call('HDEL', KEYS[1], unpack(dels)) end
+  redis.call('PEXPIRE', KEYS[1], timeout)
+  if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], ARGV[4], ARGV[1]) end
+end
+local out = {'ok', tostring(#entered)}
+for _, id in ipairs(entered) do table.insert(out, id) end
+table.insert(out, tostring(#exited / 2))
+for _, v in ipairs(exited) do table.insert(out, v) end
+if #entered > 0 or #exited > 0 then table.insert(out, prof[2] or '') else table.insert(out, '') end
+return out`)
+
+// commitScript issues the first offer whose frequency cap allows it: it
+// counts it, records the coupon and appends the push to the outbox, all
+// in one step, so no two pings can both pass a cap.
+//
+// KEYS: caps, coupons, outbox, coupon key per candidate…
+// ARGV: n, customer_id, device_id, now_ms, retention_ms, oldest_day_kept,
+// then per candidate: cap_field, cap_limit, code, rule_id, store_id, expires_ms, push JSON.
+// Returns one result per candidate looked at: "sent" or "frequency_cap".
+var commitScript = redis.NewScript(`
+local n = tonumber(ARGV[1])
+local res = {}
+for i = 1, n do
+  local b = 6 + (i - 1) * 7
+  local field, limit = ARGV[b + 1], tonumber(ARGV[b + 2])
+  local used = tonumber(redis.call('HGET', KEYS[1], field) or '0')
+  if limit > 0 and used >= limit then
+    table.insert(res, 'frequency_cap')
+  else
+    local code, exp = ARGV[b + 3], tonumber(ARGV[b + 6])
+    if redis.call('HLEN', KEYS[1]) > 64 then
+      local fields = redis.call('HKEYS', KEYS[1])
+      for _, f in ipairs(fields) do
+        local day = string.match(f, '|(%d+)$')
+        if day and day < ARGV[6] then redis.call('HDEL', KEYS[1], f) end
+      end
+    end
+    redis.call('HINCRBY', KEYS[1], field, 1)
+    redis.call('PEXPIRE', KEYS[1], 8 * 86400000)
+    redis.call('HSET', KEYS[3 + i], 'customer_id', ARGV[2], 'device_id', ARGV[3], 'rule_id', ARGV[b + 4],
+      'store_id', ARGV[b + 5], 'issued_at', ARGV[4], 'expires_at', ARGV[b + 6])
+    redis.call('PEXPIREAT', KEYS[3 + i], exp + tonumber(ARGV[5]))
+    redis.call('SADD', KEYS[2], code)
+    redis.call('PEXPIREAT', KEYS[2], exp + tonumber(ARGV[5]))
+    redis.call('XADD', KEYS[3], '*', 'push', ARGV[b + 7])
+    table.insert(res, 'sent')
+    return res
+  end
+end
+return res`)
+
+// candidate is an offer the customer is eligible for at one store.
+type candidate struct {
+	rule      *rules.Compiled
+	store     *rules.StoreEntry
+	distanceM int
+	explain   int // position in Result.Explain
+}
+
+// Evaluate decides what a ping causes.
+func (e *Engine) Evaluate(ctx context.Context, p Ping, opt Options) (*Result, error) {
+	snap := e.snaps.Current()
+	if snap == nil {
+		return nil, ErrNoSnapshot
+	}
+	now := e.now()
+	ts := p.TS
+	if ts.IsZero() || ts.After(now) {
+		ts = now
+	}
+	res := &Result{Events: []Event{}, Offers: []Offer{}}
+
+	var buf [16]geo.Hit
+	hits := snap.Index.Near(p.Lat, p.Lng, buf[:0])
+	args := make([]any, 0, 8+len(hits))
+	args = append(args, ts.UnixMilli(), e.cfg.VisitTimeout.Milliseconds(), flag(opt.DryRun), p.DeviceID)
+	inside := 0
+	for _, h := range hits {
+		if h.Inside {
+			inside++
+		}
+	}
+	args = append(args, inside)
+	for _, h := range hits {
+		if h.Inside {
+			args = append(args, snap.Stores[h.Fence].ID)
+		}
+	}
+	args = append(args, len(hits)-inside)
+	for _, h := range hits {
+		if !h.Inside {
+			args = append(args, snap.Stores[h.Fence].ID)
+		}
+	}
+	keys := []string{customerKey(p.CustomerID, partPresence), customerKey(p.CustomerID, partProfile), customerKey(p.CustomerID, partDeviceSeen)}
+	raw, err := observeScript.Run(ctx, e.rdb, keys, args...).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("%w: presence: %v", ErrUnavailable, err)
+	}
+	if raw[0] != "ok" {
+		return res, nil // no consent, no profile, or a fix older than the last: nothing changes
+	}
+	entered, exited, doc := parseObserve(raw)
+
+	distance := func(id string) (int32, int) {
+		pos, ok := snap.StoreByID(id)
+		if !ok {
+			return -1, 0
+		}
+		for _, h := range hits {
+			if h.Fence == pos {
+				return pos, int(math.Round(h.DistanceM))
+			}
+		}
+		s := snap.Stores[pos]
+		return pos, int(math.Round(geo.DistanceM(p.Lat, p.Lng, *s.Lat, *s.Lng)))
+	}
+	type fired struct {
+		on    string
+		store int32
+		dist  int
+	}
+	var events []fired
+	for _, id := range entered {
+		pos, d := distance(id)
+		res.Events = append(res.Events, Event{Type: rules.OnEnter, StoreID: id, DistanceM: d})
+		if pos >= 0 {
+			events = append(events, fired{rules.OnEnter, pos, d})
+		}
+	}
+	for _, x := range exited {
+		pos, d := distance(x.id)
+		visit := int(x.visit / time.Second)
+		res.Events = append(res.Events, Event{Type: rules.OnExit, StoreID: x.id, DistanceM: d, VisitS: &visit})
+		if pos >= 0 {
+			events = append(events, fired{rules.OnExit, pos, d})
+		}
+	}
+	if len(events) == 0 || doc == "" {
+		return res, nil
+	}
+	cust, err := decodeCustomer([]byte(doc))
+	if err != nil {
+		return nil, err
+	}
+
+	// Eligibility, rule by rule: the first reason a rule fails is the one
+	// explained.
+	var eligible []candidate
+	late := now.Sub(ts) > e.cfg.LateFix
+	for _, ev := range events {
+		store := snap.Stores[ev.store]
+		env := rules.AudienceEnv{Customer: cust, Store: store.Store, Context: pingContext(p.Context, ts, store.Location())}
+		for _, r := range snap.Candidates(ev.store, ev.on) {
+			reason := ""
+			switch {
+			case late:
+				reason = ReasonLate
+			case !cust.Consent.Push:
+				reason = ReasonConsent
+			case !store.OpenAt(ts):
+				reason = ReasonClosed
+			case !r.Matches(&env):
+				reason = ReasonAudience
+			}
+			if opt.Explain {
+				res.Explain = append(res.Explain, Explanation{RuleID: r.Rule.ID, StoreID: store.ID, Result: reason})
+			}
+			if reason == "" {
+				eligible = append(eligible, candidate{rule: r, store: store, distanceM: ev.dist, explain: len(res.Explain) - 1})
+			}
+		}
+	}
+	// One offer per ping: the highest priority wins, then the nearest
+	// store, then the rule id, so the choice is the same on every replica.
+	slices.SortStableFunc(eligible, func(a, b candidate) int {
+		if a.rule.Rule.Priority != b.rule.Rule.Priority {
+			return cmp.Compare(b.rule.Rule.Priority, a.rule.Rule.Priority)
+		}
+		if a.distanceM != b.distanceM {
+			return cmp.Compare(a.distanceM, b.distanceM)
+		}
+		return cmp.Compare(a.rule.Rule.ID, b.rule.Rule.ID)
+	})
+	if len(eligible) > 0 {
+		if err := e.issue(ctx, now, p, cust, eligible, opt, res); err != nil {
+			return nil, err
+		}
+	}
+	for i := range res.Explain {
+		if res.Explain[i].Result == "" {
+			res.Explain[i].Result = ReasonLower
+		}
+	}
+	return res, nil
+}
+
+// issue hands the eligible offers, best first, to the atomic step, which
+// issues the first its caps allow.
+func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.Customer, eligible []candidate, opt Options, res *Result) error {
+	if len(eligible) > maxCommit {
+		eligible = eligible[:maxCommit]
+	}
+	local := now.In(cust.Location())
+	day := local.Format("20060102")
+	oldest := local.AddDate(0, 0, -8).Format("20060102")
+	offers := make([]Offer, len(eligible))
+	keys := []string{customerKey(p.CustomerID, partCaps), customerKey(p.CustomerID, partCoupons), keyOutbox}
+	args := []any{len(eligible), p.CustomerID, p.DeviceID, now.UnixMilli(), e.cfg.CouponRetention.Milliseconds(), oldest}
+	capFields := make([]string, len(eligible))
+	for i, c := range eligible {
+		code := e.coupons.NewCode()
+		expires := now.Add(c.rule.ValidFor()).UTC().Truncate(time.Second)
+		msg := c.rule.Render(rules.OfferData{Customer: cust, Store: c.store.Store, DistanceM: c.distanceM, CouponCode: code, ExpiresAt: expires})
+		offers[i] = Offer{CouponCode: code, RuleID: c.rule.Rule.ID, StoreID: c.store.ID, Title: msg.Title, Body: msg.Body, ExpiresAt: expires}
+		pushExpires := now.Add(e.cfg.PushTTL)
+		if expires.Before(pushExpires) {
+			pushExpires = expires
+		}
+		payload, err := json.Marshal(Push{
+			ID: code, CustomerID: p.CustomerID, DeviceID: p.DeviceID,
+			Title: msg.Title, Body: msg.Body,
+			Data: map[string]string{
+				"coupon_code": code, "rule_id": c.rule.Rule.ID, "store_id": c.store.ID,
+				"expires_at": expires.Format(time.RFC3339), "title": msg.Title, "body": msg.Body,
+			},
+			CollapseKey: c.rule.Rule.ID, ExpiresAt: pushExpires, CreatedAt: now,
+		})
+		if err != nil {
+			return err
+		}
+		capFields[i] = c.rule.Rule.ID + "|" + day
+		keys = append(keys, couponKey(code))
+		args = append(args, capFields[i], c.rule.Rule.Caps.PerCustomerPerDay, code, c.rule.Rule.ID, c.store.ID, expires.UnixMilli(), payload)
+	}
+
+	var results []string
+	if opt.DryRun {
+		used, err := e.rdb.HMGet(ctx, keys[0], capFields...).Result()
+		if err != nil {
+			return fmt.Errorf("%w: caps: %v", ErrUnavailable, err)
+		}
+		for i, c := range eligible {
+			n, _ := strconv.Atoi(fmt.Sprint(used[i]))
+			if limit := c.rule.Rule.Caps.PerCustomerPerDay; limit > 0 && n >= limit {
+				results = append(results, ReasonCap)
+				continue
+			}
+			results = append(results, ResultSent)
+			break
+		}
+	} else {
+		var err error
+		results, err = commitScript.Run(ctx, e.rdb, keys, args...).StringSlice()
+		if err != nil {
+			return fmt.Errorf("%w: issue offer: %v", ErrUnavailable, err)
+		}
+	}
+	for i, r := range results {
+		if eligible[i].explain >= 0 && opt.Explain {
+			res.Explain[eligible[i].explain].Result = r
+		}
+		if r == ResultSent {
+			res.Offers = append(res.Offers, offers[i])
+		}
+	}
+	return nil
+}
+
+// pingContext is the context an audience sees: the app's own context plus
+// the local hour and weekday at the store.
+func pingContext(app map[string]any, ts time.Time, loc *time.Location) map[string]any {
+	ctx := make(map[string]any, len(app)+2)
+	for k, v := range app {
+		ctx[k] = v
+	}
+	lt := ts.In(loc)
+	ctx["local_hour"] = lt.Hour()
+	ctx["local_weekday"] = strings.ToLower(lt.Weekday().String()[:3])
+	return ctx
+}
+
+type exit struct {
+	id    string
+	visit time.Duration
+}
+
+func parseObserve(raw []string) (entered []string, exited []exit, doc string) {
+	i := 1
+	n, _ := strconv.Atoi(raw[i])
+	i++
+	entered = append(entered, raw[i:i+n]...)
+	slices.Sort(entered)
+	i += n
+	n, _ = strconv.Atoi(raw[i])
+	i++
+	for j := 0; j < n; j++ {
+		ms, _ := strconv.ParseInt(raw[i+1], 10, 64)
+		exited = append(exited, exit{id: raw[i], visit: time.Duration(ms) * time.Millisecond})
+		i += 2
+	}
+	slices.SortFunc(exited, func(a, b exit) int { return cmp.Compare(a.id, b.id) })
+	return entered, exited, raw[i]
+}

@@ -1,0 +1,213 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+const outboxGroup = "senders"
+
+// DispatchConfig tunes the outbox workers.
+type DispatchConfig struct {
+	// Workers is how many pushes are sent at once by this replica.
+	Workers int
+	// ClaimIdle is how long a push may stay unacknowledged (its worker
+	// crashed, or the push service failed) before another worker takes it.
+	ClaimIdle time.Duration
+	// SendTimeout bounds one call to the push service.
+	SendTimeout time.Duration
+	// Consumer names this replica in the consumer group; unique per process.
+	Consumer string
+}
+
+// DefaultDispatchConfig is what the server starts with.
+func DefaultDispatchConfig() DispatchConfig {
+	host, _ := os.Hostname()
+	return DispatchConfig{
+		Workers:     4,
+		ClaimIdle:   15 * time.Second,
+		SendTimeout: 10 * time.Second,
+		Consumer:    host + "-" + strconv.Itoa(os.Getpid()),
+	}
+}
+
+// Dispatcher reads the outbox through a Redis consumer group and delivers
+// each push through a Sender. A push is acknowledged (and removed from the
+// stream) only once its fate is known: sent, or dropped for a recorded
+// reason. A push left pending by a crashed worker or a transient failure
+// is reclaimed after ClaimIdle and tried again until it expires.
+type Dispatcher struct {
+	rdb       redis.UniversalClient
+	customers *Customers
+	sender    Sender
+	cfg       DispatchConfig
+	log       *slog.Logger
+	now       func() time.Time
+}
+
+// NewDispatcher returns a dispatcher; now may be nil for the wall clock.
+func NewDispatcher(rdb redis.UniversalClient, sender Sender, cfg DispatchConfig, log *slog.Logger, now func() time.Time) *Dispatcher {
+	if now == nil {
+		now = time.Now
+	}
+	if cfg.Workers < 1 {
+		cfg.Workers = 1
+	}
+	return &Dispatcher{rdb: rdb, customers: NewCustomers(rdb), sender: sender, cfg: cfg, log: log, now: now}
+}
+
+// Run sends pushes until ctx ends, then waits for the pushes in flight.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	for {
+		err := d.rdb.XGroupCreateMkStream(ctx, keyOutbox, outboxGroup, "0").Err()
+		if err == nil || strings.Contains(err.Error(), "BUSYGROUP") {
+			break
+		}
+		d.log.Warn("outbox: cannot create consumer group, retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < d.cfg.Workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			d.work(ctx, fmt.Sprintf("%s-%d", d.cfg.Consumer, w))
+		}(w)
+	}
+	wg.Wait()
+	return nil
+}
+
+func (d *Dispatcher) work(ctx context.Context, consumer string) {
+	claimEvery := d.cfg.ClaimIdle / 3
+	if claimEvery <= 0 {
+		claimEvery = time.Second
+	}
+	nextClaim := time.Now()
+	for ctx.Err() == nil {
+		if time.Now().After(nextClaim) {
+			nextClaim = time.Now().Add(claimEvery)
+			msgs, _, err := d.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+				Stream: keyOutbox, Group: outboxGroup, Consumer: consumer,
+				MinIdle: d.cfg.ClaimIdle, Start: "0-0", Count: 16,
+			}).Result()
+			if err != nil && ctx.Err() == nil && !errors.Is(err, redis.Nil) {
+				d.log.Warn("outbox: reclaim failed", "err", err)
+			}
+			for _, m := range msgs {
+				d.handle(ctx, m)
+			}
+		}
+		streams, err := d.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+			Group: outboxGroup, Consumer: consumer, Streams: []string{keyOutbox, ">"},
+			Count: 16, Block: time.Second,
+		}).Result()
+		if err != nil {
+			if errors.Is(err, redis.Nil) || ctx.Err() != nil {
+				continue
+			}
+			d.log.Warn("outbox: read failed", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(500 * time.Millisecond):
+			}
+			continue
+		}
+		for _, s := range streams {
+			for _, m := range s.Messages {
+				d.handle(ctx, m)
+			}
+		}
+	}
+}
+
+// handle delivers one outbox entry. It runs to the end even when ctx is
+// cancelled, so that a shutdown finishes the sends in flight.
+func (d *Dispatcher) handle(ctx context.Context, m redis.XMessage) {
+	ctx = context.WithoutCancel(ctx)
+	raw, _ := m.Values["push"].(string)
+	var p Push
+	if err := json.Unmarshal([]byte(raw), &p); err != nil {
+		d.finish(ctx, m.ID, nil, "malformed", err)
+		return
+	}
+	if !d.now().Before(p.ExpiresAt) {
+		d.finish(ctx, m.ID, &p, "expired", nil)
+		return
+	}
+	target, err := d.customers.target(ctx, p.CustomerID, p.DeviceID)
+	if err != nil {
+		d.log.Warn("outbox: cannot resolve device, will retry", "push", p.ID, "err", err)
+		return
+	}
+	if !target.consent {
+		d.finish(ctx, m.ID, &p, "no_consent", nil)
+		return
+	}
+	if target.device == nil {
+		d.finish(ctx, m.ID, &p, "no_device", nil)
+		return
+	}
+	p.DeviceID, p.Token, p.Platform = target.device.ID, target.device.FCMToken, target.device.Platform
+	sendCtx, cancel := context.WithTimeout(ctx, d.cfg.SendTimeout)
+	err = d.sender.Send(sendCtx, p)
+	cancel()
+	var perm *PermanentError
+	switch {
+	case err == nil:
+		d.finish(ctx, m.ID, nil, "", nil)
+		d.log.Info("push sent", "push", p.ID, "customer_id", p.CustomerID, "device_id", p.DeviceID)
+	case errors.Is(err, ErrUnregistered):
+		if err := d.customers.dropToken(ctx, p.CustomerID, p.DeviceID, p.Token); err != nil {
+			d.log.Warn("outbox: cannot drop unregistered token", "err", err)
+		}
+		d.finish(ctx, m.ID, &p, "unregistered", err)
+	case errors.As(err, &perm):
+		d.finish(ctx, m.ID, &p, perm.Reason, err)
+	default:
+		// Left pending: reclaimed after ClaimIdle and tried again until
+		// the push expires.
+		d.log.Warn("push failed, will retry", "push", p.ID, "err", err)
+	}
+}
+
+// finish acknowledges an entry and removes it from the stream; a push that
+// was not sent is recorded in the dead-letter stream with its reason.
+func (d *Dispatcher) finish(ctx context.Context, id string, p *Push, reason string, cause error) {
+	_, err := d.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+		if reason != "" {
+			values := map[string]any{"reason": reason, "entry": id}
+			if p != nil {
+				values["push_id"] = p.ID
+				values["rule_id"] = p.Data["rule_id"]
+			}
+			if cause != nil {
+				values["error"] = cause.Error()
+			}
+			pl.XAdd(ctx, &redis.XAddArgs{Stream: keyDead, MaxLen: 100000, Approx: true, Values: values})
+		}
+		pl.XAck(ctx, keyOutbox, outboxGroup, id)
+		pl.XDel(ctx, keyOutbox, id)
+		return nil
+	})
+	if err != nil {
+		d.log.Warn("outbox: cannot acknowledge, the push may be tried again", "entry", id, "err", err)
+	}
+	if reason != "" {
+		d.log.Info("push dropped", "reason", reason, "entry", id)
+	}
+}

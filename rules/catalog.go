@@ -1,0 +1,256 @@
+package rules
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis keys of the catalog. They share the {catalog} hash tag so that in
+// Redis Cluster one script can change a document and the version together.
+const (
+	keyStores       = "nc:{catalog}:stores"        // hash: store id → JSON
+	keyRules        = "nc:{catalog}:rules"         // hash: rule id → JSON of the current version
+	keyRuleVersions = "nc:{catalog}:rule_versions" // hash: rule id → latest version number
+	keyRuleHistory  = "nc:{catalog}:history:"      // list per rule id: every saved version, oldest first
+	keyVersion      = "nc:{catalog}:version"       // counter, bumped by every change
+
+	// ChannelChanged carries the new catalog version after every change.
+	ChannelChanged = "nc:catalog:changed"
+)
+
+// ErrConflict is returned when a rule changed between reading its version
+// and writing the next one.
+var ErrConflict = errors.New("conflict")
+
+// Catalog is the Redis repository of stores and rules: the source of
+// truth every replica builds its Snapshot from.
+type Catalog struct {
+	rdb redis.UniversalClient
+	now func() time.Time
+}
+
+// NewCatalog returns a catalog on rdb.
+func NewCatalog(rdb redis.UniversalClient) *Catalog {
+	return &Catalog{rdb: rdb, now: time.Now}
+}
+
+var putStoreScript = redis.NewScript(`
+local created = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local v = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[3], v)
+return {created, v}`)
+
+var deleteScript = redis.NewScript(`
+local removed = redis.call('HDEL', KEYS[1], ARGV[1])
+if removed == 0 then return 0 end
+local v = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[2], v)
+return v`)
+
+// PutStore validates and saves a store, answering whether it is new.
+func (c *Catalog) PutStore(ctx context.Context, s *Store) (created bool, err error) {
+	if err := s.Normalize(); err != nil {
+		return false, err
+	}
+	s.UpdatedAt = c.now().UTC().Truncate(time.Millisecond)
+	doc, err := json.Marshal(s)
+	if err != nil {
+		return false, err
+	}
+	res, err := putStoreScript.Run(ctx, c.rdb, []string{keyStores, keyVersion}, s.ID, doc, ChannelChanged).Int64Slice()
+	if err != nil {
+		return false, fmt.Errorf("save store: %w", err)
+	}
+	return res[0] == 1, nil
+}
+
+// GetStore reads one store.
+func (c *Catalog) GetStore(ctx context.Context, id string) (*Store, error) {
+	doc, err := c.rdb.HGet(ctx, keyStores, id).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read store: %w", err)
+	}
+	var s Store
+	if err := json.Unmarshal(doc, &s); err != nil {
+		return nil, fmt.Errorf("decode store %s: %w", id, err)
+	}
+	return &s, nil
+}
+
+// DeleteStore removes a store.
+func (c *Catalog) DeleteStore(ctx context.Context, id string) error {
+	return c.delete(ctx, keyStores, id)
+}
+
+func (c *Catalog) delete(ctx context.Context, key, id string) error {
+	v, err := deleteScript.Run(ctx, c.rdb, []string{key, keyVersion}, id, ChannelChanged).Int64()
+	if err != nil {
+		return fmt.Errorf("delete: %w", err)
+	}
+	if v == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// ListStores answers a page of stores and the cursor of the next page
+// ("" after the last one).
+func (c *Catalog) ListStores(ctx context.Context, cursor string, limit int) ([]*Store, string, error) {
+	var out []*Store
+	next, err := c.page(ctx, keyStores, cursor, limit, func(doc []byte) error {
+		var s Store
+		if err := json.Unmarshal(doc, &s); err != nil {
+			return err
+		}
+		out = append(out, &s)
+		return nil
+	})
+	return out, next, err
+}
+
+// page walks a hash with HSCAN. The cursor is Redis's own, so a page
+// never repeats or skips an entry that stays in the hash.
+func (c *Catalog) page(ctx context.Context, key, cursor string, limit int, each func([]byte) error) (string, error) {
+	var cur uint64
+	if cursor != "" {
+		v, err := strconv.ParseUint(cursor, 10, 64)
+		if err != nil {
+			return "", Invalid("cursor", "cursor must be a value from an earlier page's next_cursor")
+		}
+		cur = v
+	}
+	kv, next, err := c.rdb.HScan(ctx, key, cur, "*", int64(limit)).Result()
+	if err != nil {
+		return "", fmt.Errorf("list: %w", err)
+	}
+	for i := 1; i < len(kv); i += 2 {
+		if err := each([]byte(kv[i])); err != nil {
+			return "", fmt.Errorf("decode %s: %w", kv[i-1], err)
+		}
+	}
+	if next == 0 {
+		return "", nil
+	}
+	return strconv.FormatUint(next, 10), nil
+}
+
+// putRuleScript writes the next version of a rule if the latest version
+// is still the one the caller read (ARGV[2]).
+var putRuleScript = redis.NewScript(`
+local cur = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if cur ~= tonumber(ARGV[2]) then return -1 end
+redis.call('HSET', KEYS[2], ARGV[1], cur + 1)
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('RPUSH', KEYS[3], ARGV[3])
+local v = redis.call('INCR', KEYS[4])
+redis.call('PUBLISH', ARGV[4], v)
+return cur + 1`)
+
+// PutRule validates, compiles and saves a rule as its next version, which
+// it sets on r. With dryRun it only validates.
+func (c *Catalog) PutRule(ctx context.Context, r *Rule, dryRun bool) error {
+	if _, err := Compile(r); err != nil {
+		return err
+	}
+	for attempt := 0; ; attempt++ {
+		prev, err := c.rdb.HGet(ctx, keyRuleVersions, r.ID).Int64()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("read rule version: %w", err)
+		}
+		r.Version = prev + 1
+		r.UpdatedAt = c.now().UTC().Truncate(time.Millisecond)
+		if dryRun {
+			return nil
+		}
+		doc, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		v, err := putRuleScript.Run(ctx, c.rdb,
+			[]string{keyRules, keyRuleVersions, keyRuleHistory + r.ID, keyVersion},
+			r.ID, prev, doc, ChannelChanged).Int64()
+		if err != nil {
+			return fmt.Errorf("save rule: %w", err)
+		}
+		if v > 0 {
+			return nil
+		}
+		if attempt >= 10 {
+			return ErrConflict
+		}
+	}
+}
+
+// GetRule reads the current version of a rule.
+func (c *Catalog) GetRule(ctx context.Context, id string) (*Rule, error) {
+	doc, err := c.rdb.HGet(ctx, keyRules, id).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read rule: %w", err)
+	}
+	var r Rule
+	if err := json.Unmarshal(doc, &r); err != nil {
+		return nil, fmt.Errorf("decode rule %s: %w", id, err)
+	}
+	return &r, nil
+}
+
+// DeleteRule removes a rule from force. Its history stays, and a rule
+// saved later under the same id continues its version numbers.
+func (c *Catalog) DeleteRule(ctx context.Context, id string) error {
+	return c.delete(ctx, keyRules, id)
+}
+
+// ListRules answers a page of rules and the cursor of the next page.
+func (c *Catalog) ListRules(ctx context.Context, cursor string, limit int) ([]*Rule, string, error) {
+	var out []*Rule
+	next, err := c.page(ctx, keyRules, cursor, limit, func(doc []byte) error {
+		var r Rule
+		if err := json.Unmarshal(doc, &r); err != nil {
+			return err
+		}
+		out = append(out, &r)
+		return nil
+	})
+	return out, next, err
+}
+
+// Version is the catalog's change counter.
+func (c *Catalog) Version(ctx context.Context) (int64, error) {
+	v, err := c.rdb.Get(ctx, keyVersion).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	return v, err
+}
+
+// load reads the whole catalog in one transaction, so that the version
+// matches the documents.
+func (c *Catalog) load(ctx context.Context) (version int64, stores, rules map[string]string, err error) {
+	var vCmd *redis.StringCmd
+	var sCmd, rCmd *redis.MapStringStringCmd
+	_, err = c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		vCmd = p.Get(ctx, keyVersion)
+		sCmd = p.HGetAll(ctx, keyStores)
+		rCmd = p.HGetAll(ctx, keyRules)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return 0, nil, nil, fmt.Errorf("load catalog: %w", err)
+	}
+	if s := vCmd.Val(); s != "" {
+		version, _ = strconv.ParseInt(s, 10, 64)
+	}
+	return version, sCmd.Val(), rCmd.Val(), nil
+}

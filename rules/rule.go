@@ -1,0 +1,299 @@
+package rules
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/vm"
+	"golang.org/x/text/language"
+)
+
+// Triggers a rule can fire on.
+const (
+	OnEnter = "enter"
+	OnExit  = "exit"
+	OnDwell = "dwell"
+)
+
+// Rule is an offer as a marketer writes it.
+type Rule struct {
+	ID       string  `json:"id"`
+	Name     string  `json:"name"`
+	Enabled  *bool   `json:"enabled"`
+	Priority int     `json:"priority"`
+	Trigger  Trigger `json:"trigger"`
+	Audience string  `json:"audience,omitempty"`
+	Caps     Caps    `json:"caps"`
+	Offer    Offer   `json:"offer"`
+	// Version counts the saves of this rule id, from 1; set by the catalog.
+	Version   int64     `json:"version"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Trigger says on which presence event, and at which stores, a rule fires.
+type Trigger struct {
+	On     string         `json:"on"`
+	DwellS int            `json:"dwell_s,omitempty"`
+	Stores *StoreSelector `json:"stores,omitempty"`
+}
+
+// StoreSelector picks stores by id and by tag; a store matches when it is
+// named or carries one of the tags.
+type StoreSelector struct {
+	IDs  []string `json:"ids,omitempty"`
+	Tags []string `json:"tags,omitempty"`
+}
+
+// Caps limit how often a rule fires.
+type Caps struct {
+	PerCustomerPerDay int `json:"per_customer_per_day,omitempty"`
+}
+
+// Offer is what the customer receives.
+type Offer struct {
+	Title     Texts `json:"title"`
+	Body      Texts `json:"body"`
+	ValidForS int   `json:"valid_for_s"`
+}
+
+// Offer validity bounds, in seconds.
+const (
+	DefaultValidForS = 3600
+	MinValidForS     = 60
+	MaxValidForS     = 30 * 24 * 3600
+)
+
+// Text is a template in one language.
+type Text struct {
+	Lang     string
+	Template string
+}
+
+// Texts are templates by language, in the order the marketer wrote them:
+// the first is the fallback for a customer whose language is missing.
+type Texts []Text
+
+// UnmarshalJSON reads a JSON object keeping the order of its keys.
+func (t *Texts) UnmarshalJSON(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return &json.UnmarshalTypeError{Value: "non-object", Type: textsType}
+	}
+	var out Texts
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		var v string
+		if err := dec.Decode(&v); err != nil {
+			return err
+		}
+		out = append(out, Text{Lang: k.(string), Template: v})
+	}
+	*t = out
+	return nil
+}
+
+// MarshalJSON writes a JSON object in the marketer's order.
+func (t Texts) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, x := range t {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		k, _ := json.Marshal(x.Lang)
+		v, _ := json.Marshal(x.Template)
+		b.Write(k)
+		b.WriteByte(':')
+		b.Write(v)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+var textsType = reflect.TypeOf(Texts{})
+
+// IsEnabled reports whether the rule is in force; rules are enabled unless
+// the document says otherwise.
+func (r *Rule) IsEnabled() bool { return r.Enabled == nil || *r.Enabled }
+
+// Compiled is a rule ready for the hot path: its expression and templates
+// compiled once, when it is saved or loaded.
+type Compiled struct {
+	Rule     *Rule
+	audience *vm.Program
+	title    []compiledText
+	body     []compiledText
+	validFor time.Duration
+}
+
+type compiledText struct {
+	tag  language.Tag
+	tmpl *template.Template
+}
+
+// AudienceEnv is what an audience expression sees.
+type AudienceEnv struct {
+	Customer *Customer     `expr:"customer"`
+	Store    *Store         `expr:"store"`
+	Context  map[string]any `expr:"context"`
+}
+
+// Compile validates the rule and compiles it. It fills defaults, and
+// returns every fault at once as a *ValidationError.
+func Compile(r *Rule) (*Compiled, error) {
+	var fs faults
+	if err := ValidID("id", r.ID); err != nil {
+		fs = append(fs, err.(*ValidationError).Faults...)
+	}
+	if strings.TrimSpace(r.Name) == "" {
+		fs.add("name", "name is required")
+	} else if len(r.Name) > 200 {
+		fs.add("name", "name must be at most 200 characters")
+	}
+	if r.Enabled == nil {
+		t := true
+		r.Enabled = &t
+	}
+	switch r.Trigger.On {
+	case OnEnter, OnExit:
+		if r.Trigger.DwellS != 0 {
+			fs.add("trigger.dwell_s", "dwell_s belongs to a rule with trigger.on \"dwell\"")
+		}
+	case OnDwell:
+		fs.addPrecondition("trigger.on", "dwell triggers are not supported yet: use \"enter\" or \"exit\"")
+	case "":
+		fs.add("trigger.on", "trigger.on is required: \"enter\", \"dwell\" or \"exit\"")
+	default:
+		fs.add("trigger.on", "trigger.on must be \"enter\", \"dwell\" or \"exit\", not %q", r.Trigger.On)
+	}
+	if sel := r.Trigger.Stores; sel != nil {
+		if len(sel.IDs) == 0 && len(sel.Tags) == 0 {
+			fs.add("trigger.stores", "trigger.stores names no ids and no tags; leave it out to mean every store")
+		}
+		for i, id := range sel.IDs {
+			if err := ValidID(fmt.Sprintf("trigger.stores.ids[%d]", i), id); err != nil {
+				fs = append(fs, err.(*ValidationError).Faults...)
+			}
+		}
+		for i, tag := range sel.Tags {
+			if tag == "" {
+				fs.add(fmt.Sprintf("trigger.stores.tags[%d]", i), "a tag must not be empty")
+			}
+		}
+	}
+	if r.Caps.PerCustomerPerDay < 0 {
+		fs.add("caps.per_customer_per_day", "caps.per_customer_per_day must be 0 (no cap) or more")
+	}
+	if r.Offer.ValidForS == 0 {
+		r.Offer.ValidForS = DefaultValidForS
+	}
+	if r.Offer.ValidForS < MinValidForS || r.Offer.ValidForS > MaxValidForS {
+		fs.add("offer.valid_for_s", "offer.valid_for_s must be between %d and %d seconds", MinValidForS, MaxValidForS)
+	}
+
+	c := &Compiled{Rule: r, validFor: time.Duration(r.Offer.ValidForS) * time.Second}
+	if strings.TrimSpace(r.Audience) != "" {
+		prog, err := expr.Compile(r.Audience, expr.Env(AudienceEnv{}), expr.AsBool())
+		if err != nil {
+			fs.addPrecondition("audience", "%s", strings.TrimSpace(err.Error()))
+		}
+		c.audience = prog
+	}
+	c.title = compileTexts(&fs, "offer.title", r.Offer.Title)
+	c.body = compileTexts(&fs, "offer.body", r.Offer.Body)
+	if len(r.Offer.Title) > 0 && len(r.Offer.Body) > 0 {
+		langs := func(ts Texts) []string {
+			var out []string
+			for _, t := range ts {
+				out = append(out, t.Lang)
+			}
+			slices.Sort(out)
+			return out
+		}
+		if !slices.Equal(langs(r.Offer.Title), langs(r.Offer.Body)) {
+			fs.add("offer.body", "offer.title and offer.body must be written in the same languages")
+		}
+	}
+	if err := fs.err(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func compileTexts(fs *faults, field string, texts Texts) []compiledText {
+	if len(texts) == 0 {
+		fs.add(field, "%s needs a text in at least one language, e.g. {\"en\": \"...\"}", field)
+		return nil
+	}
+	out := make([]compiledText, 0, len(texts))
+	seen := map[string]bool{}
+	for _, t := range texts {
+		path := field + "." + t.Lang
+		tag, err := language.Parse(t.Lang)
+		if err != nil {
+			fs.add(path, "%q is not a language tag such as de or en-GB", t.Lang)
+			continue
+		}
+		if seen[t.Lang] {
+			fs.add(path, "language %q is given twice", t.Lang)
+			continue
+		}
+		seen[t.Lang] = true
+		if strings.TrimSpace(t.Template) == "" {
+			fs.add(path, "the text must not be empty")
+			continue
+		}
+		tmpl, err := template.New(path).Option("missingkey=zero").Parse(t.Template)
+		if err != nil {
+			fs.add(path, "%s", templateError(err))
+			continue
+		}
+		for _, msg := range checkTemplateFields(tmpl) {
+			fs.addPrecondition(path, "%s", msg)
+		}
+		out = append(out, compiledText{tag: tag, tmpl: tmpl})
+	}
+	return out
+}
+
+// templateError drops text/template's "template: name:" prefix, which
+// repeats the field path.
+func templateError(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, ": "); i >= 0 && strings.HasPrefix(msg, "template: ") {
+		rest := msg[i+2:]
+		if j := strings.Index(rest, ": "); j >= 0 {
+			return "template " + rest[j+2:]
+		}
+	}
+	return msg
+}
+
+// Matches evaluates the audience expression; a rule without one matches
+// everyone. An expression that fails at run time (a missing attribute
+// compared with a number, say) does not match.
+func (c *Compiled) Matches(env *AudienceEnv) bool {
+	if c.audience == nil {
+		return true
+	}
+	out, err := expr.Run(c.audience, *env)
+	if err != nil {
+		return false
+	}
+	ok, _ := out.(bool)
+	return ok
+}

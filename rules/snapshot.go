@@ -1,0 +1,245 @@
+package rules
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nearcast/nearcast/geo"
+)
+
+// StoreEntry is a store in a snapshot, with its opening hours compiled.
+type StoreEntry struct {
+	*Store
+	sched schedule
+}
+
+// OpenAt reports whether the store is open at t; a store without opening
+// hours is always open.
+func (s *StoreEntry) OpenAt(t time.Time) bool { return s.sched.openAt(t) }
+
+// Location is the store's time zone, UTC when none is set.
+func (s *StoreEntry) Location() *time.Location { return s.sched.loc }
+
+// Snapshot is one immutable, compiled view of the catalog: the geo index
+// and the rules in force by store and trigger. Pings read it without locks;
+// a change builds a new one.
+type Snapshot struct {
+	Version int64
+	BuiltAt time.Time
+	Index   *geo.Index
+	// Stores is in index order: Stores[h.Fence] is the store of a geo.Hit.
+	Stores []*StoreEntry
+	Rules  map[string]*Compiled
+	// byTrigger[on][store position] lists the enabled rules that fire
+	// there on that trigger, best first.
+	byTrigger map[string][][]*Compiled
+	storePos  map[string]int32
+}
+
+// Candidates lists the enabled rules for a store and trigger, best first:
+// higher priority, then rule id.
+func (s *Snapshot) Candidates(store int32, on string) []*Compiled {
+	lists := s.byTrigger[on]
+	if int(store) >= len(lists) {
+		return nil
+	}
+	return lists[store]
+}
+
+// StoreByID finds a store's position.
+func (s *Snapshot) StoreByID(id string) (int32, bool) {
+	p, ok := s.storePos[id]
+	return p, ok
+}
+
+// BuildSnapshot compiles stores and rules. A document that no longer
+// compiles is left out and reported to skip, never failing the rest.
+func BuildSnapshot(version int64, stores []*Store, rules []*Rule, skip func(kind, id string, err error)) (*Snapshot, error) {
+	slices.SortFunc(stores, func(a, b *Store) int { return cmp.Compare(a.ID, b.ID) })
+	snap := &Snapshot{
+		Version:   version,
+		BuiltAt:   time.Now(),
+		Rules:     make(map[string]*Compiled, len(rules)),
+		byTrigger: map[string][][]*Compiled{},
+		storePos:  make(map[string]int32, len(stores)),
+	}
+	fences := make([]geo.Fence, 0, len(stores))
+	byTag := map[string][]int32{}
+	for _, s := range stores {
+		if err := s.Normalize(); err != nil {
+			skip("store", s.ID, err)
+			continue
+		}
+		pos := int32(len(snap.Stores))
+		snap.Stores = append(snap.Stores, &StoreEntry{Store: s, sched: compileSchedule(s)})
+		snap.storePos[s.ID] = pos
+		fences = append(fences, s.Fence())
+		for _, t := range s.Tags {
+			byTag[t] = append(byTag[t], pos)
+		}
+	}
+	ix, err := geo.NewIndex(fences)
+	if err != nil {
+		return nil, fmt.Errorf("build geo index: %w", err)
+	}
+	snap.Index = ix
+
+	for _, r := range rules {
+		c, err := Compile(r)
+		if err != nil {
+			skip("rule", r.ID, err)
+			continue
+		}
+		snap.Rules[r.ID] = c
+		if !r.IsEnabled() {
+			continue
+		}
+		lists := snap.byTrigger[r.Trigger.On]
+		if lists == nil {
+			lists = make([][]*Compiled, len(snap.Stores))
+			snap.byTrigger[r.Trigger.On] = lists
+		}
+		for _, pos := range snap.selectStores(r.Trigger.Stores, byTag) {
+			lists[pos] = append(lists[pos], c)
+		}
+	}
+	for _, lists := range snap.byTrigger {
+		for _, l := range lists {
+			slices.SortFunc(l, func(a, b *Compiled) int {
+				if a.Rule.Priority != b.Rule.Priority {
+					return cmp.Compare(b.Rule.Priority, a.Rule.Priority)
+				}
+				return cmp.Compare(a.Rule.ID, b.Rule.ID)
+			})
+		}
+	}
+	return snap, nil
+}
+
+func (s *Snapshot) selectStores(sel *StoreSelector, byTag map[string][]int32) []int32 {
+	if sel == nil {
+		all := make([]int32, len(s.Stores))
+		for i := range all {
+			all[i] = int32(i)
+		}
+		return all
+	}
+	seen := map[int32]bool{}
+	var out []int32
+	add := func(p int32) {
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	for _, id := range sel.IDs {
+		if p, ok := s.storePos[id]; ok {
+			add(p)
+		}
+	}
+	for _, t := range sel.Tags {
+		for _, p := range byTag[t] {
+			add(p)
+		}
+	}
+	return out
+}
+
+// Live keeps the current snapshot of the catalog and replaces it when the
+// catalog changes: at once on a pub/sub notice, and by a version check
+// every PollEvery as a safety net for a missed notice.
+type Live struct {
+	cat       *Catalog
+	rdb       redis.UniversalClient
+	log       *slog.Logger
+	PollEvery time.Duration
+
+	cur atomic.Pointer[Snapshot]
+	mu  sync.Mutex // one rebuild at a time
+}
+
+// NewLive returns a Live over the catalog; call Refresh before serving.
+func NewLive(rdb redis.UniversalClient, log *slog.Logger) *Live {
+	return &Live{cat: NewCatalog(rdb), rdb: rdb, log: log, PollEvery: 2 * time.Second}
+}
+
+// Catalog is the repository the snapshot is built from.
+func (l *Live) Catalog() *Catalog { return l.cat }
+
+// Current is the snapshot in force; nil before the first Refresh.
+func (l *Live) Current() *Snapshot { return l.cur.Load() }
+
+// Refresh builds a new snapshot if the catalog's version moved.
+func (l *Live) Refresh(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	v, err := l.cat.Version(ctx)
+	if err != nil {
+		return fmt.Errorf("read catalog version: %w", err)
+	}
+	if cur := l.cur.Load(); cur != nil && cur.Version == v {
+		return nil
+	}
+	version, storeDocs, ruleDocs, err := l.cat.load(ctx)
+	if err != nil {
+		return err
+	}
+	skip := func(kind, id string, err error) {
+		l.log.Warn("left out of snapshot", "kind", kind, "id", id, "err", err)
+	}
+	stores := make([]*Store, 0, len(storeDocs))
+	for id, doc := range storeDocs {
+		var s Store
+		if err := json.Unmarshal([]byte(doc), &s); err != nil {
+			skip("store", id, err)
+			continue
+		}
+		stores = append(stores, &s)
+	}
+	rules := make([]*Rule, 0, len(ruleDocs))
+	for id, doc := range ruleDocs {
+		var r Rule
+		if err := json.Unmarshal([]byte(doc), &r); err != nil {
+			skip("rule", id, err)
+			continue
+		}
+		rules = append(rules, &r)
+	}
+	start := time.Now()
+	snap, err := BuildSnapshot(version, stores, rules, skip)
+	if err != nil {
+		return err
+	}
+	l.cur.Store(snap)
+	l.log.Info("snapshot built", "version", version, "stores", len(snap.Stores), "rules", len(snap.Rules), "took", time.Since(start).Round(time.Microsecond))
+	return nil
+}
+
+// Run follows catalog changes until ctx ends.
+func (l *Live) Run(ctx context.Context) error {
+	sub := l.rdb.Subscribe(ctx, ChannelChanged)
+	defer sub.Close()
+	msgs := sub.Channel()
+	tick := time.NewTicker(l.PollEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-msgs:
+		case <-tick.C:
+		}
+		if err := l.Refresh(ctx); err != nil && ctx.Err() == nil {
+			l.log.Warn("snapshot refresh failed", "err", err)
+		}
+	}
+}

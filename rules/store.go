@@ -1,0 +1,166 @@
+package rules
+
+import (
+	"fmt"
+	"math"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/nearcast/nearcast/geo"
+)
+
+// DefaultRadiusM is a store's radius when its document gives none.
+const DefaultRadiusM = 100
+
+// Store is a shop and its geofence, as marketers write it.
+type Store struct {
+	ID           string              `json:"id" expr:"id"`
+	Name         string              `json:"name" expr:"name"`
+	Lat          *float64            `json:"lat" expr:"-"`
+	Lng          *float64            `json:"lng" expr:"-"`
+	RadiusM      float64             `json:"radius_m" expr:"radius_m"`
+	Polygon      [][]float64         `json:"polygon,omitempty" expr:"-"`
+	Tags         []string            `json:"tags" expr:"tags"`
+	Timezone     string              `json:"timezone,omitempty" expr:"timezone"`
+	OpeningHours map[string][]string `json:"opening_hours,omitempty" expr:"-"`
+	UpdatedAt    time.Time           `json:"updated_at" expr:"-"`
+}
+
+var weekdays = map[string]time.Weekday{
+	"sun": time.Sunday, "mon": time.Monday, "tue": time.Tuesday, "wed": time.Wednesday,
+	"thu": time.Thursday, "fri": time.Friday, "sat": time.Saturday,
+}
+
+var hoursRe = regexp.MustCompile(`^([01]\d|2[0-4]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$`)
+
+// Normalize fills defaults and checks every field, returning all faults.
+func (s *Store) Normalize() error {
+	var fs faults
+	if err := ValidID("id", s.ID); err != nil {
+		fs = append(fs, err.(*ValidationError).Faults...)
+	}
+	if s.Name == "" {
+		fs.add("name", "name is required")
+	} else if len(s.Name) > 200 {
+		fs.add("name", "name must be at most 200 characters")
+	}
+	switch {
+	case s.Lat == nil:
+		fs.add("lat", "lat is required")
+	case math.IsNaN(*s.Lat) || *s.Lat < -90 || *s.Lat > 90:
+		fs.add("lat", "lat must be between -90 and 90")
+	}
+	switch {
+	case s.Lng == nil:
+		fs.add("lng", "lng is required")
+	case math.IsNaN(*s.Lng) || *s.Lng < -180 || *s.Lng > 180:
+		fs.add("lng", "lng must be between -180 and 180")
+	}
+	if s.Polygon != nil {
+		fs.addPrecondition("polygon", "polygon fences are not supported yet; give lat, lng and radius_m")
+	}
+	if s.RadiusM == 0 {
+		s.RadiusM = DefaultRadiusM
+	}
+	if s.RadiusM < geo.MinRadiusM || s.RadiusM > geo.MaxRadiusM || math.IsNaN(s.RadiusM) {
+		fs.add("radius_m", "radius_m must be between %d and %d", geo.MinRadiusM, geo.MaxRadiusM)
+	}
+	if s.Tags == nil {
+		s.Tags = []string{}
+	}
+	for i, t := range s.Tags {
+		if t == "" || len(t) > 64 {
+			fs.add(fmt.Sprintf("tags[%d]", i), "a tag must be 1 to 64 characters")
+		}
+	}
+	if s.Timezone != "" {
+		if _, err := time.LoadLocation(s.Timezone); err != nil {
+			fs.add("timezone", "unknown time zone %q (use an IANA name such as Europe/Berlin)", s.Timezone)
+		}
+	}
+	for day, spans := range s.OpeningHours {
+		if _, ok := weekdays[day]; !ok {
+			fs.add("opening_hours."+day, "unknown day %q: use mon, tue, wed, thu, fri, sat or sun", day)
+			continue
+		}
+		for i, span := range spans {
+			if _, _, err := parseSpan(span); err != nil {
+				fs.add(fmt.Sprintf("opening_hours.%s[%d]", day, i), "%v", err)
+			}
+		}
+	}
+	return fs.err()
+}
+
+// parseSpan reads "07:00-20:00" as minutes since midnight. A span whose end
+// is not after its start runs past midnight.
+func parseSpan(span string) (from, to int, err error) {
+	m := hoursRe.FindStringSubmatch(span)
+	if m == nil {
+		return 0, 0, fmt.Errorf("opening hours are written \"07:00-20:00\", not %q", span)
+	}
+	n := func(s string) int { v, _ := strconv.Atoi(s); return v }
+	from, to = n(m[1])*60+n(m[2]), n(m[3])*60+n(m[4])
+	if from > 24*60 || to > 24*60 {
+		return 0, 0, fmt.Errorf("%q: a time of day is at most 24:00", span)
+	}
+	if from == to {
+		return 0, 0, fmt.Errorf("%q: a span must not be empty", span)
+	}
+	return from, to, nil
+}
+
+// Fence is the store's geofence.
+func (s *Store) Fence() geo.Fence {
+	return geo.Fence{ID: s.ID, Lat: *s.Lat, Lng: *s.Lng, RadiusM: s.RadiusM}
+}
+
+// schedule is a store's opening hours compiled for quick checks.
+type schedule struct {
+	loc  *time.Location
+	open [7][][2]int // per weekday, spans in minutes; nil map means always open
+	any  bool        // opening hours were given
+}
+
+func compileSchedule(s *Store) schedule {
+	sc := schedule{loc: time.UTC}
+	if s.Timezone != "" {
+		if loc, err := time.LoadLocation(s.Timezone); err == nil {
+			sc.loc = loc
+		}
+	}
+	for day, spans := range s.OpeningHours {
+		wd := weekdays[day]
+		for _, span := range spans {
+			from, to, err := parseSpan(span)
+			if err != nil {
+				continue
+			}
+			sc.any = true
+			if to > from {
+				sc.open[wd] = append(sc.open[wd], [2]int{from, to})
+				continue
+			}
+			// Past midnight: the rest of this day and the start of the next.
+			sc.open[wd] = append(sc.open[wd], [2]int{from, 24 * 60})
+			sc.open[(wd+1)%7] = append(sc.open[(wd+1)%7], [2]int{0, to})
+		}
+	}
+	return sc
+}
+
+// openAt reports whether the store is open at t.
+func (sc *schedule) openAt(t time.Time) bool {
+	if !sc.any {
+		return true
+	}
+	lt := t.In(sc.loc)
+	m := lt.Hour()*60 + lt.Minute()
+	for _, span := range sc.open[lt.Weekday()] {
+		if m >= span[0] && m < span[1] {
+			return true
+		}
+	}
+	return false
+}
