@@ -147,7 +147,7 @@ type compiledText struct {
 
 // AudienceEnv is what an audience expression sees.
 type AudienceEnv struct {
-	Customer *Customer     `expr:"customer"`
+	Customer *Customer      `expr:"customer"`
 	Store    *Store         `expr:"store"`
 	Context  map[string]any `expr:"context"`
 }
