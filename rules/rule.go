@@ -152,6 +152,10 @@ type AudienceEnv struct {
 	Context  map[string]any `expr:"context"`
 }
 
+// exprTypeNames turns the Go type names in expr's errors into the names
+// marketers write.
+var exprTypeNames = strings.NewReplacer("type rules.Customer", "customer", "type rules.Store", "store", "type rules.Consent", "customer.consent", "*rules.", "", "rules.", "")
+
 // Compile validates the rule and compiles it. It fills defaults, and
 // returns every fault at once as a *ValidationError.
 func Compile(r *Rule) (*Compiled, error) {
@@ -209,7 +213,7 @@ func Compile(r *Rule) (*Compiled, error) {
 	if strings.TrimSpace(r.Audience) != "" {
 		prog, err := expr.Compile(r.Audience, expr.Env(AudienceEnv{}), expr.AsBool())
 		if err != nil {
-			fs.addPrecondition("audience", "%s", strings.TrimSpace(err.Error()))
+			fs.addPrecondition("audience", "%s", exprTypeNames.Replace(strings.TrimSpace(err.Error())))
 		}
 		c.audience = prog
 	}

@@ -1,0 +1,246 @@
+package rules
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func goodRule() *Rule {
+	return &Rule{
+		ID: "latte", Name: "Latte", Priority: 10,
+		Trigger:  Trigger{On: OnEnter, Stores: &StoreSelector{Tags: []string{"coffee"}}},
+		Audience: "customer.attributes.tier == 'gold'",
+		Caps:     Caps{PerCustomerPerDay: 1},
+		Offer: Offer{
+			Title: Texts{{"de", "Hallo {{.customer.first_name}}!"}, {"en", "Hi {{.customer.first_name}}!"}},
+			Body:  Texts{{"de", "{{.store.name}} ist {{.distance_m}} m entfernt"}, {"en", "{{.store.name}} is {{.distance_m}} m away"}},
+		},
+	}
+}
+
+func TestCompileFaults(t *testing.T) {
+	tests := []struct {
+		name         string
+		mutate       func(r *Rule)
+		field        string
+		msg          string
+		precondition bool
+	}{
+		{"missing name", func(r *Rule) { r.Name = "" }, "name", "required", false},
+		{"unknown trigger", func(r *Rule) { r.Trigger.On = "arrive" }, "trigger.on", `not "arrive"`, false},
+		{"missing trigger", func(r *Rule) { r.Trigger.On = "" }, "trigger.on", "required", false},
+		{"dwell not yet", func(r *Rule) { r.Trigger.On = OnDwell; r.Trigger.DwellS = 300 }, "trigger.on", "not supported yet", true},
+		{"empty selector", func(r *Rule) { r.Trigger.Stores = &StoreSelector{} }, "trigger.stores", "no ids and no tags", false},
+		{"bad store id", func(r *Rule) { r.Trigger.Stores = &StoreSelector{IDs: []string{"ok", "no spaces"}} }, "trigger.stores.ids[1]", "may only hold", false},
+		{"negative cap", func(r *Rule) { r.Caps.PerCustomerPerDay = -1 }, "caps.per_customer_per_day", "0 (no cap) or more", false},
+		{"validity too short", func(r *Rule) { r.Offer.ValidForS = 5 }, "offer.valid_for_s", "between 60", false},
+		{"expression syntax", func(r *Rule) { r.Audience = "customer.attributes.tier ==" }, "audience", "", true},
+		{"expression unknown field", func(r *Rule) { r.Audience = "customer.tier == 'gold'" }, "audience", "customer has no field tier", true},
+		{"expression not bool", func(r *Rule) { r.Audience = "customer.first_name" }, "audience", "bool", true},
+		{"template syntax", func(r *Rule) { r.Offer.Title[0].Template = "Hallo {{.customer.first_name" }, "offer.title.de", "template", false},
+		{"template unknown field", func(r *Rule) { r.Offer.Body[1].Template = "{{.store.nam}}" }, "offer.body.en", `store has no field "nam"`, true},
+		{"template unknown root", func(r *Rule) { r.Offer.Body[1].Template = "{{.shop.name}}" }, "offer.body.en", `no field "shop"`, true},
+		{"bad language", func(r *Rule) { r.Offer.Title[1].Lang = "english!" }, "offer.title.english!", "language tag", false},
+		{"no title", func(r *Rule) { r.Offer.Title = nil }, "offer.title", "at least one language", false},
+		{"languages differ", func(r *Rule) { r.Offer.Body = r.Offer.Body[:1] }, "offer.body", "same languages", false},
+		{"empty text", func(r *Rule) { r.Offer.Title[0].Template = " " }, "offer.title.de", "empty", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := goodRule()
+			tt.mutate(r)
+			_, err := Compile(r)
+			var ve *ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("Compile = %v, want a ValidationError", err)
+			}
+			f := ve.Faults[0]
+			if f.Field != tt.field || !strings.Contains(f.Message, tt.msg) || f.Precondition != tt.precondition {
+				t.Fatalf("fault %+v, want field %q, message containing %q, precondition %v", f, tt.field, tt.msg, tt.precondition)
+			}
+		})
+	}
+}
+
+func TestCompileReportsEveryFaultAtOnce(t *testing.T) {
+	r := goodRule()
+	r.Name = ""
+	r.Trigger.On = "x"
+	r.Audience = "nope +"
+	_, err := Compile(r)
+	var ve *ValidationError
+	if !errors.As(err, &ve) || len(ve.Faults) != 3 {
+		t.Fatalf("want 3 faults, got %v", err)
+	}
+	if ve.Precondition() {
+		t.Fatal("a document with malformed fields is not only a precondition failure")
+	}
+}
+
+func TestCompileDefaults(t *testing.T) {
+	r := goodRule()
+	c, err := Compile(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.IsEnabled() || r.Offer.ValidForS != DefaultValidForS || c.ValidFor() != time.Hour {
+		t.Fatalf("defaults: enabled %v, valid_for_s %d", r.IsEnabled(), r.Offer.ValidForS)
+	}
+}
+
+func TestAudience(t *testing.T) {
+	r := goodRule()
+	r.Audience = "customer.attributes.tier == 'gold' && context.local_hour < 11 && 'coffee' in store.tags"
+	c, err := Compile(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &Store{ID: "s", Name: "S", Tags: []string{"coffee"}}
+	tests := []struct {
+		name string
+		tier any
+		hour int
+		want bool
+	}{
+		{"gold in the morning", "gold", 9, true},
+		{"gold in the afternoon", "gold", 15, false},
+		{"silver", "silver", 9, false},
+		{"no tier attribute", nil, 9, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cu := &Customer{ID: "c", Attributes: map[string]any{}}
+			if tt.tier != nil {
+				cu.Attributes["tier"] = tt.tier
+			}
+			env := AudienceEnv{Customer: cu, Store: store, Context: map[string]any{"local_hour": tt.hour}}
+			if got := c.Matches(&env); got != tt.want {
+				t.Fatalf("Matches = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRenderPicksLanguage(t *testing.T) {
+	c, err := Compile(goodRule())
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &Store{ID: "s", Name: "Alexanderplatz"}
+	tests := []struct {
+		locale, title, body string
+	}{
+		{"de", "Hallo Anna!", "Alexanderplatz ist 37 m entfernt"},
+		{"de-AT", "Hallo Anna!", "Alexanderplatz ist 37 m entfernt"},
+		{"en-GB", "Hi Anna!", "Alexanderplatz is 37 m away"},
+		{"fr", "Hallo Anna!", "Alexanderplatz ist 37 m entfernt"}, // the rule's first language
+		{"", "Hallo Anna!", "Alexanderplatz ist 37 m entfernt"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.locale, func(t *testing.T) {
+			m := c.Render(OfferData{Customer: &Customer{FirstName: "Anna", Locale: tt.locale}, Store: store, DistanceM: 37})
+			if m.Title != tt.title || m.Body != tt.body {
+				t.Fatalf("got %q / %q", m.Title, m.Body)
+			}
+		})
+	}
+}
+
+func TestRenderMissingAttributeIsEmpty(t *testing.T) {
+	r := goodRule()
+	r.Offer.Body = Texts{{"de", "Dein {{.customer.attributes.favorite_drink}}."}, {"en", "x"}}
+	c, err := Compile(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := c.Render(OfferData{Customer: &Customer{Locale: "de"}, Store: &Store{}})
+	if m.Body != "Dein ." {
+		t.Fatalf("body %q", m.Body)
+	}
+}
+
+func TestTextsKeepOrder(t *testing.T) {
+	var r Rule
+	doc := `{"offer": {"title": {"en": "A", "de": "B", "fr": "C"}}}`
+	if err := json.Unmarshal([]byte(doc), &r); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := json.Marshal(r.Offer.Title)
+	if string(out) != `{"en":"A","de":"B","fr":"C"}` {
+		t.Fatalf("order lost: %s", out)
+	}
+	if err := json.Unmarshal([]byte(`{"offer": {"title": ["x"]}}`), &r); err == nil {
+		t.Fatal("a list is not texts")
+	}
+}
+
+func TestStoreNormalize(t *testing.T) {
+	lat, lng, bad := 52.5, 13.4, 95.0
+	tests := []struct {
+		name  string
+		s     Store
+		field string
+	}{
+		{"ok", Store{ID: "s", Name: "S", Lat: &lat, Lng: &lng}, ""},
+		{"no lat", Store{ID: "s", Name: "S", Lng: &lng}, "lat"},
+		{"lat out of range", Store{ID: "s", Name: "S", Lat: &bad, Lng: &lng}, "lat"},
+		{"radius too big", Store{ID: "s", Name: "S", Lat: &lat, Lng: &lng, RadiusM: 60000}, "radius_m"},
+		{"radius too small", Store{ID: "s", Name: "S", Lat: &lat, Lng: &lng, RadiusM: 5}, "radius_m"},
+		{"bad zone", Store{ID: "s", Name: "S", Lat: &lat, Lng: &lng, Timezone: "Mars/Olympus"}, "timezone"},
+		{"bad day", Store{ID: "s", Name: "S", Lat: &lat, Lng: &lng, OpeningHours: map[string][]string{"monday": {"07:00-20:00"}}}, "opening_hours.monday"},
+		{"bad span", Store{ID: "s", Name: "S", Lat: &lat, Lng: &lng, OpeningHours: map[string][]string{"mon": {"7-20"}}}, "opening_hours.mon[0]"},
+		{"no name", Store{ID: "s", Lat: &lat, Lng: &lng}, "name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.s.Normalize()
+			if tt.field == "" {
+				if err != nil || tt.s.RadiusM != DefaultRadiusM {
+					t.Fatalf("err %v, radius %v", err, tt.s.RadiusM)
+				}
+				return
+			}
+			var ve *ValidationError
+			if !errors.As(err, &ve) || ve.Faults[0].Field != tt.field {
+				t.Fatalf("got %v, want a fault at %s", err, tt.field)
+			}
+		})
+	}
+}
+
+func TestOpeningHours(t *testing.T) {
+	s := &Store{Timezone: "Europe/Berlin", OpeningHours: map[string][]string{
+		"mon": {"07:00-12:00", "14:00-20:00"},
+		"fri": {"18:00-02:00"}, // past midnight into Saturday
+	}}
+	sc := compileSchedule(s)
+	berlin, _ := time.LoadLocation("Europe/Berlin")
+	at := func(day, hour, min int) time.Time { return time.Date(2026, 11, day, hour, min, 0, 0, berlin) }
+	tests := []struct {
+		name string
+		t    time.Time
+		open bool
+	}{
+		{"monday morning", at(23, 8, 0), true},
+		{"monday lunch break", at(23, 13, 0), false},
+		{"monday closing minute", at(23, 20, 0), false},
+		{"friday night", at(27, 23, 30), true},
+		{"saturday after midnight", at(28, 1, 30), true},
+		{"saturday morning", at(28, 9, 0), false},
+		{"sunday", at(22, 12, 0), false},
+		{"monday 8:00 Berlin given in UTC", at(23, 8, 0).UTC(), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := sc.openAt(tt.t); got != tt.open {
+				t.Fatalf("openAt(%v) = %v", tt.t, got)
+			}
+		})
+	}
+	if always := compileSchedule(&Store{}); !always.openAt(time.Now()) {
+		t.Fatal("a store without opening hours is always open")
+	}
+}
