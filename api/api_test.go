@@ -1,0 +1,319 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nearcast/nearcast/api"
+	"github.com/nearcast/nearcast/engine"
+	"github.com/nearcast/nearcast/engine/redistest"
+	"github.com/nearcast/nearcast/rules"
+)
+
+var srv *redistest.Server
+
+func TestMain(m *testing.M) { redistest.Main(m, &srv) }
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+type client struct {
+	t   *testing.T
+	app *fiber.App
+	rdb *redis.Client
+}
+
+func newClient(t *testing.T, rdb *redis.Client) *client {
+	t.Helper()
+	live := rules.NewLive(rdb, quiet)
+	if err := live.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	eng := engine.New(rdb, live, engine.NewCoupons([]byte("s")), engine.DefaultConfig, quiet, nil)
+	app := api.New(api.Deps{
+		Live: live, Customers: engine.NewCustomers(rdb), Engine: eng,
+		Ready:   func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+		AppKeys: []string{"app-key"}, AdminKeys: []string{"admin-key"}, Log: quiet,
+	})
+	return &client{t: t, app: app, rdb: rdb}
+}
+
+type response struct {
+	Status int
+	Body   map[string]any
+	Raw    string
+}
+
+func (c *client) do(method, path, key, body string) response {
+	c.t.Helper()
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	res, err := c.app.Test(req, 5000)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	raw, _ := io.ReadAll(res.Body)
+	r := response{Status: res.StatusCode, Raw: string(raw)}
+	_ = json.Unmarshal(raw, &r.Body)
+	return r
+}
+
+func (c *client) admin(method, path, body string) response { return c.do(method, path, "admin-key", body) }
+
+// wantError checks the contract's error shape.
+func wantError(t *testing.T, r response, status int, code, field string) {
+	t.Helper()
+	if r.Status != status {
+		t.Fatalf("status %d, want %d: %s", r.Status, status, r.Raw)
+	}
+	e, ok := r.Body["error"].(map[string]any)
+	if !ok {
+		t.Fatalf("no error object: %s", r.Raw)
+	}
+	if e["code"] != code || e["message"] == "" {
+		t.Fatalf("error %v, want code %s", e, code)
+	}
+	got, _ := e["field"].(string)
+	if got != field {
+		t.Fatalf("error field %q, want %q: %s", got, field, r.Raw)
+	}
+}
+
+// keysSnapshot lists every key and its type, to show a refused request
+// changed nothing.
+func keysSnapshot(t *testing.T, rdb *redis.Client) string {
+	keys, err := rdb.Keys(context.Background(), "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, k := range keys {
+		v, _ := rdb.Dump(context.Background(), k).Result()
+		b.WriteString(k + "=" + v + ";")
+	}
+	return b.String()
+}
+
+const storeAlex = `{"name": "Alexanderplatz", "lat": 52.5219, "lng": 13.4132, "radius_m": 100,
+ "tags": ["coffee", "berlin"], "timezone": "Europe/Berlin", "opening_hours": {"mon": ["07:00-20:00"]}}`
+
+const ruleLatte = `{"name": "Morning Flat White", "enabled": true, "priority": 10,
+ "trigger": {"on": "enter", "stores": {"tags": ["coffee"]}},
+ "audience": "customer.attributes.tier == 'gold'",
+ "caps": {"per_customer_per_day": 1},
+ "offer": {
+   "title": {"de": "Guten Morgen, {{.customer.first_name}}!", "en": "Good morning, {{.customer.first_name}}!"},
+   "body":  {"de": "{{.store.name}} ist {{.distance_m}} m entfernt: 20 % auf deinen {{.customer.attributes.favorite_drink}}.",
+             "en": "{{.store.name}} is {{.distance_m}} m away: 20% off your {{.customer.attributes.favorite_drink}}."},
+   "valid_for_s": 3600}}`
+
+const customerAnna = `{"first_name": "Anna", "locale": "de", "timezone": "Europe/Berlin",
+ "consent": {"location": true, "push": true}, "segments": ["commuter"],
+ "attributes": {"tier": "gold", "favorite_drink": "Flat White", "visits_30d": 4}}`
+
+func TestAuth(t *testing.T) {
+	c := newClient(t, srv.Client(t))
+	wantError(t, c.do("GET", "/v1/stores", "", ""), 401, "unauthenticated", "")
+	wantError(t, c.do("GET", "/v1/stores", "wrong", ""), 401, "unauthenticated", "")
+	wantError(t, c.do("GET", "/v1/stores", "app-key", ""), 403, "permission_denied", "")
+	wantError(t, c.do("PUT", "/v1/rules/x", "app-key", ruleLatte), 403, "permission_denied", "")
+	if r := c.do("GET", "/v1/stores", "admin-key", ""); r.Status != 200 {
+		t.Fatalf("admin: %d %s", r.Status, r.Raw)
+	}
+	// App keys may send pings and register devices.
+	if r := c.do("PUT", "/v1/customers/c-1/devices/d-1", "app-key", `{"fcm_token": "t", "platform": "ios"}`); r.Status != 201 {
+		t.Fatalf("device with app key: %d %s", r.Status, r.Raw)
+	}
+	if r := c.do("POST", "/v1/pings", "app-key", `{"customer_id": "c-1", "lat": 1, "lng": 2}`); r.Status != 200 {
+		t.Fatalf("ping with app key: %d %s", r.Status, r.Raw)
+	}
+	// Health needs no key.
+	if r := c.do("GET", "/healthz", "", ""); r.Status != 200 {
+		t.Fatalf("healthz %d", r.Status)
+	}
+	if r := c.do("GET", "/readyz", "", ""); r.Status != 200 {
+		t.Fatalf("readyz %d %s", r.Status, r.Raw)
+	}
+	wantError(t, c.do("GET", "/v1/nothing", "admin-key", ""), 404, "not_found", "")
+}
+
+func TestStoresCRUD(t *testing.T) {
+	for _, be := range redistest.Backends(srv) {
+		t.Run(be.Name, func(t *testing.T) {
+			c := newClient(t, be.New(t))
+			if r := c.admin("PUT", "/v1/stores/s-alex", storeAlex); r.Status != 201 || r.Body["radius_m"] != 100.0 || r.Body["id"] != "s-alex" {
+				t.Fatalf("create: %d %s", r.Status, r.Raw)
+			}
+			if r := c.admin("PUT", "/v1/stores/s-alex", strings.Replace(storeAlex, `"radius_m": 100`, `"radius_m": 150`, 1)); r.Status != 200 {
+				t.Fatalf("replace: %d %s", r.Status, r.Raw)
+			}
+			r := c.admin("GET", "/v1/stores/s-alex", "")
+			if r.Status != 200 || r.Body["radius_m"] != 150.0 || r.Body["name"] != "Alexanderplatz" {
+				t.Fatalf("get: %d %s", r.Status, r.Raw)
+			}
+			if r := c.admin("GET", "/v1/stores", ""); r.Status != 200 || len(r.Body["stores"].([]any)) != 1 {
+				t.Fatalf("list: %s", r.Raw)
+			}
+			if r := c.admin("DELETE", "/v1/stores/s-alex", ""); r.Status != 204 {
+				t.Fatalf("delete: %d", r.Status)
+			}
+			wantError(t, c.admin("GET", "/v1/stores/s-alex", ""), 404, "not_found", "")
+			wantError(t, c.admin("DELETE", "/v1/stores/s-alex", ""), 404, "not_found", "")
+		})
+	}
+}
+
+func TestBadInputChangesNothing(t *testing.T) {
+	for _, be := range redistest.Backends(srv) {
+		t.Run(be.Name, func(t *testing.T) {
+			c := newClient(t, be.New(t))
+			c.admin("PUT", "/v1/stores/s-alex", storeAlex)
+			c.admin("PUT", "/v1/rules/latte", ruleLatte)
+			c.admin("PUT", "/v1/customers/c-42", customerAnna)
+			before := keysSnapshot(t, c.rdb)
+			tests := []struct {
+				name, method, path, key, body string
+				status                        int
+				code, field                   string
+			}{
+				{"malformed store", "PUT", "/v1/stores/s-alex", "admin-key", `{"name": "x",`, 400, "invalid_argument", ""},
+				{"store lat out of range", "PUT", "/v1/stores/s-alex", "admin-key", `{"name": "x", "lat": 91, "lng": 13}`, 400, "invalid_argument", "lat"},
+				{"store radius out of range", "PUT", "/v1/stores/s-alex", "admin-key", `{"name": "x", "lat": 52, "lng": 13, "radius_m": 60000}`, 400, "invalid_argument", "radius_m"},
+				{"store unknown field", "PUT", "/v1/stores/s-alex", "admin-key", `{"name": "x", "lat": 52, "lng": 13, "radius": 60}`, 400, "invalid_argument", "radius"},
+				{"store wrong type", "PUT", "/v1/stores/s-alex", "admin-key", `{"name": "x", "lat": "52", "lng": 13}`, 400, "invalid_argument", "lat"},
+				{"store body id differs", "PUT", "/v1/stores/s-alex", "admin-key", `{"id": "other", "name": "x", "lat": 52, "lng": 13}`, 400, "invalid_argument", "id"},
+				{"store bad id", "PUT", "/v1/stores/s%7Bx%7D", "admin-key", storeAlex, 400, "invalid_argument", "store_id"},
+				{"rule expression does not compile", "PUT", "/v1/rules/latte", "admin-key", strings.Replace(ruleLatte, "customer.attributes.tier == 'gold'", "customer.attributes.tier ==", 1), 422, "failed_precondition", "audience"},
+				{"rule expression unknown field", "PUT", "/v1/rules/latte", "admin-key", strings.Replace(ruleLatte, "customer.attributes.tier", "customer.tier", 1), 422, "failed_precondition", "audience"},
+				{"rule unknown nested field", "PUT", "/v1/rules/latte", "admin-key", strings.Replace(ruleLatte, `"valid_for_s"`, `"valid_for"`, 1), 400, "invalid_argument", "offer.valid_for"},
+				{"rule template unknown field", "PUT", "/v1/rules/latte", "admin-key", strings.Replace(ruleLatte, "{{.store.name}} is {{", "{{.store.title}} is {{", 1), 422, "failed_precondition", "offer.body.en"},
+				{"rule bad trigger", "PUT", "/v1/rules/latte", "admin-key", strings.Replace(ruleLatte, `"on": "enter"`, `"on": "arrive"`, 1), 400, "invalid_argument", "trigger.on"},
+				{"customer unknown field", "PUT", "/v1/customers/c-42", "admin-key", `{"firstname": "A"}`, 400, "invalid_argument", "firstname"},
+				{"customer bad attribute", "PUT", "/v1/customers/c-42", "admin-key", `{"attributes": {"x": {"y": 1}}}`, 400, "invalid_argument", "attributes.x"},
+				{"device bad platform", "PUT", "/v1/customers/c-42/devices/d-1", "app-key", `{"fcm_token": "t", "platform": "nokia"}`, 400, "invalid_argument", "platform"},
+				{"ping malformed", "POST", "/v1/pings", "app-key", `{"customer_id": "c-42", "lat": 52.5`, 400, "invalid_argument", ""},
+				{"ping lat out of range", "POST", "/v1/pings", "app-key", `{"customer_id": "c-42", "lat": 95, "lng": 13.4}`, 400, "invalid_argument", "lat"},
+				{"ping lng out of range", "POST", "/v1/pings", "app-key", `{"customer_id": "c-42", "lat": 52.5, "lng": -181}`, 400, "invalid_argument", "lng"},
+				{"ping missing lat", "POST", "/v1/pings", "app-key", `{"customer_id": "c-42", "lng": 13.4}`, 400, "invalid_argument", "lat"},
+				{"ping unknown field", "POST", "/v1/pings", "app-key", `{"customer_id": "c-42", "lat": 52.5219, "lng": 13.4132, "latitude": 1}`, 400, "invalid_argument", "latitude"},
+				{"ping bad ts", "POST", "/v1/pings", "app-key", `{"customer_id": "c-42", "lat": 52.5219, "lng": 13.4132, "ts": "yesterday"}`, 400, "invalid_argument", "ts"},
+				{"ping no customer", "POST", "/v1/pings", "app-key", `{"lat": 52.5219, "lng": 13.4132}`, 400, "invalid_argument", "customer_id"},
+				{"ping bad query", "POST", "/v1/pings?dry_run=maybe", "app-key", `{"customer_id": "c-42", "lat": 52.5219, "lng": 13.4132}`, 400, "invalid_argument", "dry_run"},
+			}
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					wantError(t, c.do(tt.method, tt.path, tt.key, tt.body), tt.status, tt.code, tt.field)
+				})
+			}
+			if after := keysSnapshot(t, c.rdb); after != before {
+				t.Fatal("a refused request changed what Redis holds")
+			}
+			// Several faults come at once, each with its path.
+			r := c.admin("PUT", "/v1/stores/s-alex", `{"lat": 95, "lng": 200, "radius_m": 1}`)
+			e := r.Body["error"].(map[string]any)
+			if d, _ := e["details"].([]any); len(d) != 4 {
+				t.Fatalf("want 4 details (name, lat, lng, radius_m): %s", r.Raw)
+			}
+		})
+	}
+}
+
+func TestUnsupportedMediaType(t *testing.T) {
+	c := newClient(t, srv.Client(t))
+	req := httptest.NewRequest("PUT", "/v1/stores/s", strings.NewReader("name=x"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "Bearer admin-key")
+	res, _ := c.app.Test(req)
+	if res.StatusCode != http.StatusUnsupportedMediaType {
+		t.Fatalf("status %d", res.StatusCode)
+	}
+}
+
+func TestRulesAndPingOverHTTP(t *testing.T) {
+	for _, be := range redistest.Backends(srv) {
+		t.Run(be.Name, func(t *testing.T) {
+			c := newClient(t, be.New(t))
+			c.admin("PUT", "/v1/stores/s-alex", strings.Replace(storeAlex, `, "opening_hours": {"mon": ["07:00-20:00"]}`, "", 1))
+			if r := c.admin("PUT", "/v1/rules/latte?dry_run=true", ruleLatte); r.Status != 200 || r.Body["valid"] != true {
+				t.Fatalf("dry run: %d %s", r.Status, r.Raw)
+			}
+			wantError(t, c.admin("GET", "/v1/rules/latte", ""), 404, "not_found", "")
+			r := c.admin("PUT", "/v1/rules/latte", ruleLatte)
+			if r.Status != 201 || r.Body["version"] != 1.0 {
+				t.Fatalf("create rule: %d %s", r.Status, r.Raw)
+			}
+			// The marketer's language order survives the round trip.
+			if r := c.admin("GET", "/v1/rules/latte", ""); !strings.Contains(r.Raw, `"title":{"de":"Guten Morgen`) {
+				t.Fatalf("get rule: %s", r.Raw)
+			}
+			if r := c.admin("PUT", "/v1/rules/latte", ruleLatte); r.Status != 200 || r.Body["version"] != 2.0 {
+				t.Fatalf("replace rule: %d %s", r.Status, r.Raw)
+			}
+			if r := c.admin("GET", "/v1/rules", ""); len(r.Body["rules"].([]any)) != 1 {
+				t.Fatalf("list rules: %s", r.Raw)
+			}
+			if r := c.admin("PUT", "/v1/customers/c-42", customerAnna); r.Status != 201 {
+				t.Fatalf("customer: %d %s", r.Status, r.Raw)
+			}
+			if r := c.admin("GET", "/v1/customers/c-42", ""); r.Body["first_name"] != "Anna" {
+				t.Fatalf("get customer: %s", r.Raw)
+			}
+			c.do("PUT", "/v1/customers/c-42/devices/d-1", "app-key", `{"fcm_token": "tok", "platform": "android"}`)
+
+			ping := `{"customer_id": "c-42", "device_id": "d-1", "lat": 52.5215, "lng": 13.4130, "accuracy_m": 12, "speed_mps": 1.2, "context": {"app_state": "background"}}`
+			r = c.do("POST", "/v1/pings?explain=true", "app-key", ping)
+			if r.Status != 200 {
+				t.Fatalf("ping: %d %s", r.Status, r.Raw)
+			}
+			var res struct {
+				Events []engine.Event       `json:"events"`
+				Offers []engine.Offer       `json:"offers"`
+				Expl   []engine.Explanation `json:"explain"`
+			}
+			json.Unmarshal([]byte(r.Raw), &res)
+			if len(res.Events) != 1 || res.Events[0].StoreID != "s-alex" || res.Events[0].Type != "enter" {
+				t.Fatalf("events: %s", r.Raw)
+			}
+			d := res.Events[0].DistanceM
+			wantBody := "Alexanderplatz ist " + itoa(d) + " m entfernt: 20 % auf deinen Flat White."
+			if len(res.Offers) != 1 || res.Offers[0].Title != "Guten Morgen, Anna!" || res.Offers[0].Body != wantBody {
+				t.Fatalf("offers: %s", r.Raw)
+			}
+			if len(res.Expl) != 1 || res.Expl[0].Result != "sent" {
+				t.Fatalf("explain: %s", r.Raw)
+			}
+			// The same ping again: nothing new.
+			if r := c.do("POST", "/v1/pings", "app-key", ping); !strings.Contains(r.Raw, `"events":[]`) || !strings.Contains(r.Raw, `"offers":[]`) {
+				t.Fatalf("second ping: %s", r.Raw)
+			}
+			if r := c.admin("DELETE", "/v1/rules/latte", ""); r.Status != 204 {
+				t.Fatalf("delete rule: %d", r.Status)
+			}
+			// Without a log sender, /v1/dev/pushes is not there.
+			wantError(t, c.admin("GET", "/v1/dev/pushes", ""), 404, "not_found", "")
+		})
+	}
+}
+
+func TestUnavailableRedis(t *testing.T) {
+	rdb, m := redistest.Mini(t)
+	c := newClient(t, rdb)
+	m.Close()
+	wantError(t, c.do("POST", "/v1/pings", "app-key", `{"customer_id": "c", "lat": 1, "lng": 1}`), 503, "unavailable", "")
+	wantError(t, c.do("GET", "/readyz", "", ""), 503, "unavailable", "")
+}
+
+func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
