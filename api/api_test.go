@@ -71,7 +71,9 @@ func (c *client) do(method, path, key, body string) response {
 	return r
 }
 
-func (c *client) admin(method, path, body string) response { return c.do(method, path, "admin-key", body) }
+func (c *client) admin(method, path, body string) response {
+	return c.do(method, path, "admin-key", body)
+}
 
 // wantError checks the contract's error shape.
 func wantError(t *testing.T, r response, status int, code, field string) {
