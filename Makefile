@@ -1,0 +1,36 @@
+# Nearcast: `make run` starts a demo server, `make test` runs every test.
+GO       ?= go
+BIN      := bin/nearcast
+# Root installs directly; anyone else through sudo.
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run build test test-deps vet bench clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/nearcast
+
+## run: the server on the embedded Redis with demo data and the log push sender.
+run: build
+	./$(BIN) serve
+
+## test: installs redis-server when missing, then vets and runs every test
+## (each test package starts and stops its own redis-server on loopback).
+test: test-deps vet
+	$(GO) test -count=1 -race -timeout 8m ./...
+
+test-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "redis-server is missing: installing it with apt-get"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends redis-server >/dev/null && \
+		redis-server --version; }
+
+vet:
+	$(GO) vet ./...
+
+## bench: the Go benchmarks, briefly.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./...
+
+clean:
+	rm -rf bin
