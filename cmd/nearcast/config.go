@@ -1,0 +1,148 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is the server's settings, read from the environment as the
+// contract lists them.
+type config struct {
+	Addr          string
+	RedisURL      string // "" means the embedded Redis
+	Demo          bool
+	Push          string // log or fcm
+	Credentials   string
+	FCMProject    string
+	FCMEndpoint   string
+	AppKeys       []string
+	AdminKeys     []string
+	CouponSecret  []byte
+	PushWorkers   int
+	PushTTL       time.Duration
+	VisitTimeout  time.Duration
+	LogFormat     string
+	LogLevel      string
+	ShutdownGrace time.Duration
+}
+
+func (c *config) embedded() bool { return c.RedisURL == "" }
+
+func loadConfig(env func(string) string) (*config, error) {
+	c := &config{
+		Addr:          or(env("NEARCAST_ADDR"), ":8080"),
+		RedisURL:      strings.TrimSpace(env("NEARCAST_REDIS_URL")),
+		Credentials:   env("GOOGLE_APPLICATION_CREDENTIALS"),
+		FCMProject:    env("NEARCAST_FCM_PROJECT"),
+		FCMEndpoint:   env("NEARCAST_FCM_ENDPOINT"),
+		AppKeys:       list(env("NEARCAST_APP_KEYS")),
+		AdminKeys:     list(env("NEARCAST_ADMIN_KEYS")),
+		LogLevel:      or(env("NEARCAST_LOG_LEVEL"), "info"),
+		ShutdownGrace: 15 * time.Second,
+	}
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
+	}
+
+	c.Demo = c.embedded()
+	switch v := env("NEARCAST_DEMO"); v {
+	case "":
+	case "1", "true":
+		c.Demo = true
+	case "0", "false":
+		c.Demo = false
+	default:
+		bad("NEARCAST_DEMO", "must be 1 or 0, not %q", v)
+	}
+
+	c.Push = env("NEARCAST_PUSH")
+	if c.Push == "" {
+		c.Push = "log"
+		if c.Credentials != "" {
+			c.Push = "fcm"
+		}
+	}
+	if c.Push != "log" && c.Push != "fcm" {
+		bad("NEARCAST_PUSH", "must be log or fcm, not %q", c.Push)
+	}
+	if c.Push == "fcm" && c.FCMProject == "" && c.Credentials == "" {
+		bad("NEARCAST_FCM_PROJECT", "is required with NEARCAST_PUSH=fcm when no GOOGLE_APPLICATION_CREDENTIALS are given")
+	}
+
+	if len(c.AppKeys) == 0 && len(c.AdminKeys) == 0 {
+		if c.embedded() {
+			c.AppKeys, c.AdminKeys = []string{"demo-app"}, []string{"demo-admin"}
+		} else {
+			bad("NEARCAST_APP_KEYS/NEARCAST_ADMIN_KEYS", "are required with a real Redis")
+		}
+	}
+
+	if s := env("NEARCAST_COUPON_SECRET"); s != "" {
+		c.CouponSecret = []byte(s)
+	} else if c.embedded() {
+		b := make([]byte, 32)
+		_, _ = rand.Read(b)
+		c.CouponSecret = []byte(hex.EncodeToString(b))
+	} else {
+		bad("NEARCAST_COUPON_SECRET", "is required with a real Redis")
+	}
+
+	c.PushWorkers = 4
+	if v := env("NEARCAST_PUSH_WORKERS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 256 {
+			bad("NEARCAST_PUSH_WORKERS", "must be a whole number from 1 to 256")
+		}
+		c.PushWorkers = n
+	}
+	c.PushTTL = duration(env, "NEARCAST_PUSH_TTL", 10*time.Minute, bad)
+	c.VisitTimeout = duration(env, "NEARCAST_VISIT_TIMEOUT", 30*time.Minute, bad)
+
+	c.LogFormat = env("NEARCAST_LOG_FORMAT")
+	if c.LogFormat == "" {
+		c.LogFormat = "json"
+		if c.embedded() {
+			c.LogFormat = "text"
+		}
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		bad("NEARCAST_LOG_FORMAT", "must be json or text")
+	}
+	return c, errors.Join(errs...)
+}
+
+func duration(env func(string) string, name string, def time.Duration, bad func(string, string, ...any)) time.Duration {
+	v := env(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		bad(name, "must be a duration such as 10m or 90s")
+		return def
+	}
+	return d
+}
+
+func or(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+func list(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}

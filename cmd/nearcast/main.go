@@ -1,0 +1,237 @@
+// Command nearcast is the proximity-offers server. `nearcast serve` runs
+// it with the settings of the environment (see the README).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+	_ "time/tzdata" // time zones without the system's tzdata (small images)
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nearcast/nearcast/api"
+	"github.com/nearcast/nearcast/engine"
+	"github.com/nearcast/nearcast/engine/push"
+	"github.com/nearcast/nearcast/rules"
+)
+
+const usage = `usage: nearcast serve
+
+Runs the Nearcast server. Settings come from the environment:
+NEARCAST_ADDR, NEARCAST_REDIS_URL, NEARCAST_DEMO, NEARCAST_PUSH,
+GOOGLE_APPLICATION_CREDENTIALS, NEARCAST_FCM_PROJECT, NEARCAST_FCM_ENDPOINT,
+NEARCAST_APP_KEYS, NEARCAST_ADMIN_KEYS, NEARCAST_COUPON_SECRET,
+NEARCAST_PUSH_WORKERS, NEARCAST_PUSH_TTL, NEARCAST_VISIT_TIMEOUT,
+NEARCAST_LOG_FORMAT, NEARCAST_LOG_LEVEL (see README.md).
+`
+
+func main() {
+	if len(os.Args) < 2 || os.Args[1] != "serve" {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "nearcast:", err)
+		os.Exit(1)
+	}
+}
+
+// serve runs the server until ctx ends, then shuts down in order: stop
+// accepting requests, finish those in flight, finish the pushes in flight,
+// close Redis.
+func serve(ctx context.Context, env func(string) string, out io.Writer) error {
+	cfg, err := loadConfig(env)
+	if err != nil {
+		return fmt.Errorf("settings:\n%w", err)
+	}
+	log := newLogger(cfg, out)
+
+	var mini *miniredis.Miniredis
+	var rdb redis.UniversalClient
+	if cfg.embedded() {
+		mini = miniredis.NewMiniRedis()
+		if err := mini.StartAddr("127.0.0.1:0"); err != nil {
+			return fmt.Errorf("start embedded redis: %w", err)
+		}
+		defer mini.Close()
+		rdb = redis.NewClient(&redis.Options{Addr: mini.Addr()})
+	} else {
+		rdb, err = redisClient(cfg.RedisURL)
+		if err != nil {
+			return err
+		}
+	}
+	defer rdb.Close()
+
+	live := rules.NewLive(rdb, log)
+	if err := waitForRedis(ctx, live, log); err != nil {
+		return err
+	}
+	customers := engine.NewCustomers(rdb)
+	if cfg.Demo {
+		if err := seedDemo(ctx, live.Catalog(), customers); err != nil {
+			return fmt.Errorf("demo data: %w", err)
+		}
+		if err := live.Refresh(ctx); err != nil {
+			return err
+		}
+	}
+
+	var sender engine.Sender
+	var pushLog api.PushLog
+	switch cfg.Push {
+	case "fcm":
+		fcm, err := push.NewFCM(ctx, push.FCMConfig{
+			ProjectID: cfg.FCMProject, Endpoint: cfg.FCMEndpoint, CredentialsFile: cfg.Credentials, TTL: cfg.PushTTL,
+		})
+		if err != nil {
+			return fmt.Errorf("fcm: %w", err)
+		}
+		sender = fcm
+	default:
+		l := push.NewLog(1000, log)
+		sender, pushLog = l, l
+	}
+
+	ecfg := engine.DefaultConfig
+	ecfg.PushTTL = cfg.PushTTL
+	ecfg.VisitTimeout = cfg.VisitTimeout
+	eng := engine.New(rdb, live, engine.NewCoupons(cfg.CouponSecret), ecfg, log, nil)
+	dcfg := engine.DefaultDispatchConfig()
+	dcfg.Workers = cfg.PushWorkers
+	dispatcher := engine.NewDispatcher(rdb, sender, dcfg, log, nil)
+
+	app := api.New(api.Deps{
+		Live: live, Customers: customers, Engine: eng, Pushes: pushLog,
+		Ready:   func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+		AppKeys: cfg.AppKeys, AdminKeys: cfg.AdminKeys, Log: log,
+	})
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	welcome(out, cfg, ln.Addr().String())
+
+	bg, stopBg := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	run := func(f func(context.Context) error) {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = f(bg) }()
+	}
+	run(live.Run)
+	run(dispatcher.Run)
+	if mini != nil {
+		// miniredis counts TTLs only when told that time passed.
+		run(func(ctx context.Context) error {
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-t.C:
+					mini.FastForward(time.Second)
+				}
+			}
+		})
+	}
+
+	served := make(chan error, 1)
+	go func() { served <- app.Listener(ln) }()
+	select {
+	case err = <-served:
+	case <-ctx.Done():
+		log.Info("shutting down")
+		err = app.ShutdownWithTimeout(cfg.ShutdownGrace)
+	}
+	stopBg()
+	wg.Wait()
+	log.Info("stopped")
+	return err
+}
+
+func newLogger(cfg *config, out io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(out, opts))
+	}
+	return slog.New(slog.NewJSONHandler(out, opts))
+}
+
+// redisClient connects to redis:// or rediss:// URLs, or to Redis Cluster
+// through a comma-separated list of host:port seeds.
+func redisClient(url string) (redis.UniversalClient, error) {
+	if strings.HasPrefix(url, "redis://") || strings.HasPrefix(url, "rediss://") {
+		opt, err := redis.ParseURL(url)
+		if err != nil {
+			return nil, fmt.Errorf("NEARCAST_REDIS_URL: %w", err)
+		}
+		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout, opt.MaxRetries = redisTimeouts()
+		return redis.NewClient(opt), nil
+	}
+	seeds := list(url)
+	if len(seeds) == 0 {
+		return nil, errors.New("NEARCAST_REDIS_URL: give redis://host:port or host:port seeds of a cluster")
+	}
+	opt := &redis.ClusterOptions{Addrs: seeds}
+	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout, opt.MaxRetries = redisTimeouts()
+	return redis.NewClusterClient(opt), nil
+}
+
+// redisTimeouts keep a ping from hanging on a Redis that is down: the
+// answer is a quick 503, not a stalled customer.
+func redisTimeouts() (dial, read, write, pool time.Duration, retries int) {
+	return 500 * time.Millisecond, 500 * time.Millisecond, 500 * time.Millisecond, 500 * time.Millisecond, 1
+}
+
+// waitForRedis loads the first snapshot, retrying while Redis is not up.
+func waitForRedis(ctx context.Context, live *rules.Live, log *slog.Logger) error {
+	for {
+		err := live.Refresh(ctx)
+		if err == nil {
+			return nil
+		}
+		log.Warn("waiting for redis", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func welcome(out io.Writer, cfg *config, addr string) {
+	host := addr
+	if h, p, err := net.SplitHostPort(addr); err == nil && (h == "::" || h == "0.0.0.0" || h == "") {
+		host = "127.0.0.1:" + p
+	}
+	redisDesc := "embedded Redis (in memory, gone when the server stops)"
+	if !cfg.embedded() {
+		redisDesc = "Redis at " + cfg.RedisURL
+	}
+	fmt.Fprintf(out, "\nNearcast is listening on http://%s\n  redis: %s\n  push:  %s\n", host, redisDesc, cfg.Push)
+	if cfg.embedded() && len(cfg.AppKeys) > 0 && cfg.AppKeys[0] == "demo-app" {
+		fmt.Fprintf(out, "  keys:  app key demo-app, admin key demo-admin\n")
+	}
+	if cfg.Demo {
+		fmt.Fprintf(out, "  demo:  customer c-42 (Anna, device d-1), stores s-alex, s-hackescher, s-potsdamer (Berlin), s-jungfernstieg, s-hh-hbf (Hamburg)\n")
+		fmt.Fprintf(out, "\nTry:\n  curl -s -H 'Authorization: Bearer demo-app' -H 'Content-Type: application/json' \\\n    -d '{\"customer_id\":\"c-42\",\"device_id\":\"d-1\",\"lat\":52.5215,\"lng\":13.4130}' http://%s/v1/pings\n", host)
+		fmt.Fprintf(out, "  curl -s -H 'Authorization: Bearer demo-admin' 'http://%s/v1/dev/pushes?customer_id=c-42'\n\n", host)
+	}
+}
