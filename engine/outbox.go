@@ -170,7 +170,7 @@ func (d *Dispatcher) handle(ctx context.Context, m redis.XMessage) {
 	switch {
 	case err == nil:
 		d.finish(ctx, m.ID, nil, "", nil)
-		d.log.Info("push sent", "push", p.ID, "customer_id", p.CustomerID, "device_id", p.DeviceID)
+		d.log.Debug("push sent", "push", p.ID, "customer_id", p.CustomerID, "device_id", p.DeviceID)
 	case errors.Is(err, ErrUnregistered):
 		if err := d.customers.dropToken(ctx, p.CustomerID, p.DeviceID, p.Token); err != nil {
 			d.log.Warn("outbox: cannot drop unregistered token", "err", err)
