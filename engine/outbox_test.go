@@ -1,0 +1,193 @@
+package engine_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nearcast/nearcast/engine"
+	"github.com/nearcast/nearcast/engine/push"
+	"github.com/nearcast/nearcast/engine/push/fcmtest"
+	"github.com/nearcast/nearcast/rules"
+)
+
+// runDispatcher sends the outbox to an FCM double until the test ends.
+func runDispatcher(t *testing.T, f *fixture, now func() time.Time) *fcmtest.Server {
+	t.Helper()
+	double := fcmtest.New(t)
+	sender, err := push.NewFCM(context.Background(), push.FCMConfig{ProjectID: "p", Endpoint: double.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := engine.DefaultDispatchConfig()
+	cfg.Workers = 2
+	cfg.ClaimIdle = 300 * time.Millisecond
+	d := engine.NewDispatcher(f.rdb, sender, cfg, quiet, now)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return double
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// deadReasons lists the reasons in the dead-letter stream.
+func deadReasons(t *testing.T, f *fixture) []string {
+	msgs, err := f.rdb.XRange(context.Background(), "nc:outbox:dead", "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range msgs {
+		out = append(out, m.Values["reason"].(string))
+	}
+	return out
+}
+
+func (f *fixture) realClockPing(t *testing.T, deviceID string) engine.Offer {
+	t.Helper()
+	lat, lng := north(alexLat, alexLng, 10)
+	res, err := f.eng.Evaluate(context.Background(), engine.Ping{CustomerID: "c-42", DeviceID: deviceID, Lat: lat, Lng: lng}, engine.Options{})
+	if err != nil || len(res.Offers) != 1 {
+		t.Fatalf("ping: %+v %v", res, err)
+	}
+	return res.Offers[0]
+}
+
+func newRealClockFixture(t *testing.T) *fixture {
+	f := setup(t, srv.Client(t))
+	f.eng = engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), engine.DefaultConfig, quiet, nil)
+	return f
+}
+
+func TestDispatcherSendsOnceAndAcknowledges(t *testing.T) {
+	f := newRealClockFixture(t)
+	double := runDispatcher(t, f, nil)
+	o := f.realClockPing(t, "d-1")
+	eventually(t, "the push", func() bool { return len(double.Messages()) == 1 })
+	m := double.Messages()[0]
+	if m.Token != "tok-1" || m.Data["coupon_code"] != o.CouponCode || m.Title != o.Title || m.Body != o.Body {
+		t.Fatalf("push %+v for offer %+v", m, o)
+	}
+	eventually(t, "the outbox to empty", func() bool { return outboxLen(t, f.rdb) == 0 })
+	time.Sleep(500 * time.Millisecond) // past ClaimIdle: nothing is sent again
+	if len(double.Messages()) != 1 || len(deadReasons(t, f)) != 0 {
+		t.Fatalf("%d messages, dead: %v", len(double.Messages()), deadReasons(t, f))
+	}
+}
+
+func TestDispatcherPicksTheDevice(t *testing.T) {
+	f := newRealClockFixture(t)
+	ctx := context.Background()
+	f.cust.PutDevice(ctx, "c-42", &rules.Device{ID: "d-2", FCMToken: "tok-2", Platform: "ios"})
+	double := runDispatcher(t, f, nil)
+	// A ping from d-2 marks it as the most recently seen device.
+	lat, lng := north(alexLat, alexLng, 300)
+	f.eng.Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: "d-2", Lat: lat, Lng: lng}, engine.Options{})
+	// A ping naming no device: the push goes to the one seen last.
+	f.realClockPing(t, "")
+	eventually(t, "the push", func() bool { return len(double.Messages()) == 1 })
+	if got := double.Messages()[0].Token; got != "tok-2" {
+		t.Fatalf("sent to %s, want tok-2 (the device seen last)", got)
+	}
+}
+
+func TestDispatcherFailures(t *testing.T) {
+	tests := []struct {
+		name       string
+		prepare    func(f *fixture, double *fcmtest.Server)
+		reason     string
+		delivered  int
+		deviceGone bool
+	}{
+		{"unregistered token is removed", func(f *fixture, d *fcmtest.Server) { d.FailToken("tok-1", "UNREGISTERED", 0) }, "unregistered", 0, true},
+		{"invalid argument goes to dead letters", func(f *fixture, d *fcmtest.Server) { d.FailToken("tok-1", "INVALID_ARGUMENT", 0) }, "INVALID_ARGUMENT", 0, false},
+		{"sender id mismatch goes to dead letters", func(f *fixture, d *fcmtest.Server) { d.FailToken("tok-1", "SENDER_ID_MISMATCH", 0) }, "SENDER_ID_MISMATCH", 0, false},
+		{"quota exceeded is retried", func(f *fixture, d *fcmtest.Server) { d.FailToken("tok-1", "QUOTA_EXCEEDED", 1) }, "", 1, false},
+		{"internal error is retried", func(f *fixture, d *fcmtest.Server) { d.FailToken("tok-1", "INTERNAL", 2) }, "", 1, false},
+		{"push consent withdrawn while queued", func(f *fixture, d *fcmtest.Server) {
+			anna, _ := f.cust.Get(context.Background(), "c-42")
+			anna.Consent.Push = false
+			f.cust.Put(context.Background(), anna)
+		}, "no_consent", 0, false},
+		{"device removed while queued", func(f *fixture, d *fcmtest.Server) {
+			f.cust.DeleteDevice(context.Background(), "c-42", "d-1")
+		}, "no_device", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newRealClockFixture(t)
+			f.realClockPing(t, "d-1") // queued before the dispatcher runs
+			double := fcmtest.New(t)
+			tt.prepare(f, double)
+			sender, _ := push.NewFCM(context.Background(), push.FCMConfig{ProjectID: "p", Endpoint: double.URL()})
+			cfg := engine.DefaultDispatchConfig()
+			cfg.ClaimIdle = 200 * time.Millisecond
+			d := engine.NewDispatcher(f.rdb, sender, cfg, quiet, nil)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { d.Run(ctx); close(done) }()
+			defer func() { cancel(); <-done }()
+
+			eventually(t, "the outbox to empty", func() bool { return outboxLen(t, f.rdb) == 0 })
+			if got := len(double.Messages()); got != tt.delivered {
+				t.Fatalf("delivered %d, want %d", got, tt.delivered)
+			}
+			dead := deadReasons(t, f)
+			if tt.reason == "" && len(dead) != 0 || tt.reason != "" && (len(dead) != 1 || dead[0] != tt.reason) {
+				t.Fatalf("dead letters %v, want %q", dead, tt.reason)
+			}
+			n, _ := f.rdb.HLen(context.Background(), "nc:{c:c-42}:devices").Result()
+			if gone := n == 0; gone != tt.deviceGone {
+				t.Fatalf("device gone: %v, want %v", gone, tt.deviceGone)
+			}
+		})
+	}
+}
+
+func TestDispatcherDropsExpiredPushes(t *testing.T) {
+	f := newRealClockFixture(t)
+	f.realClockPing(t, "d-1")
+	// The dispatcher's clock is past the push TTL: the push is dropped, not sent late.
+	later := func() time.Time { return time.Now().Add(engine.DefaultConfig.PushTTL + time.Second) }
+	double := runDispatcher(t, f, later)
+	eventually(t, "the outbox to empty", func() bool { return outboxLen(t, f.rdb) == 0 })
+	if len(double.Messages()) != 0 {
+		t.Fatal("an expired push was sent")
+	}
+	if dead := deadReasons(t, f); len(dead) != 1 || dead[0] != "expired" {
+		t.Fatalf("dead letters %v", dead)
+	}
+}
+
+// A worker that read a push and died leaves it pending; another worker
+// takes it over after ClaimIdle.
+func TestDispatcherReclaimsAbandonedPushes(t *testing.T) {
+	f := newRealClockFixture(t)
+	ctx := context.Background()
+	f.realClockPing(t, "d-1")
+	if err := f.rdb.XGroupCreateMkStream(ctx, "nc:outbox", "senders", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The crashed worker: reads the entry and never acknowledges it.
+	if _, err := f.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "senders", Consumer: "crashed", Streams: []string{"nc:outbox", ">"}, Count: 1}).Result(); err != nil {
+		t.Fatal(err)
+	}
+	double := runDispatcher(t, f, nil)
+	eventually(t, "the reclaimed push", func() bool { return len(double.Messages()) == 1 })
+	eventually(t, "the outbox to empty", func() bool { return outboxLen(t, f.rdb) == 0 })
+}
