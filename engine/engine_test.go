@@ -2,9 +2,11 @@ package engine_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"math"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -374,5 +376,38 @@ func TestDistanceRounding(t *testing.T) {
 	res := f.ping(t, 99.4, engine.Options{})
 	if len(res.Events) != 1 || math.Abs(float64(res.Events[0].DistanceM)-99) > 0 {
 		t.Fatalf("distance_m is whole metres: %+v", res.Events)
+	}
+}
+
+// Erasing a customer leaves nothing that names them: no key, no value.
+func TestEraseCustomer(t *testing.T) {
+	for _, be := range redistest.Backends(srv) {
+		t.Run(be.Name, func(t *testing.T) {
+			f := setup(t, be.New(t))
+			ctx := context.Background()
+			f.ping(t, 10, engine.Options{})
+			if err := f.cust.Delete(ctx, "c-42"); err != nil {
+				t.Fatal(err)
+			}
+			keys, _ := f.rdb.Keys(ctx, "*").Result()
+			for _, k := range keys {
+				if strings.Contains(k, "c-42") {
+					t.Fatalf("key %s survives erasure", k)
+				}
+				if typ, _ := f.rdb.Type(ctx, k).Result(); typ == "hash" {
+					for field, v := range f.rdb.HGetAll(ctx, k).Val() {
+						if strings.Contains(v, "c-42") || strings.Contains(field, "c-42") {
+							t.Fatalf("%s.%s still names the customer", k, field)
+						}
+					}
+				}
+			}
+			if _, err := f.cust.Get(ctx, "c-42"); !errors.Is(err, rules.ErrNotFound) {
+				t.Fatalf("Get after erase: %v", err)
+			}
+			if err := f.cust.Delete(ctx, "c-42"); !errors.Is(err, rules.ErrNotFound) {
+				t.Fatalf("erasing twice: %v", err)
+			}
+		})
 	}
 }
