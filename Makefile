@@ -16,7 +16,8 @@ run: build
 ## test: installs redis-server when missing, then vets and runs every test
 ## (each test package starts and stops its own redis-server on loopback).
 test: test-deps vet
-	$(GO) test -count=1 -race -timeout 8m ./...
+	$(GO) test -count=1 -race -short -timeout 8m ./...
+	$(GO) test -count=1 -timeout 5m -run 'IndexMatchesBruteForce' ./geo
 
 test-deps:
 	@command -v redis-server >/dev/null 2>&1 || { \

@@ -192,8 +192,11 @@ func (cs *Customers) target(ctx context.Context, customerID, deviceID string) (p
 		return pushTarget{}, fmt.Errorf("read push target: %w", err)
 	}
 	t := pushTarget{consent: consent.Val() == "1"}
+	// Latest first; at the same millisecond a device that pinged wins over
+	// one only registered, then the smaller id, so the choice is stable.
 	var best *rules.Device
 	var bestAt int64
+	var bestSeen bool
 	for id, doc := range devices.Val() {
 		var d rules.Device
 		if json.Unmarshal([]byte(doc), &d) != nil {
@@ -204,11 +207,15 @@ func (cs *Customers) target(ctx context.Context, customerID, deviceID string) (p
 			return t, nil
 		}
 		at := d.UpdatedAt.UnixMilli()
-		if s, err := strconv.ParseInt(seen.Val()[id], 10, 64); err == nil && s > at {
+		s, err := strconv.ParseInt(seen.Val()[id], 10, 64)
+		wasSeen := err == nil
+		if wasSeen && s > at {
 			at = s
 		}
-		if best == nil || at > bestAt || (at == bestAt && d.ID < best.ID) {
-			best, bestAt = &d, at
+		better := best == nil || at > bestAt ||
+			at == bestAt && (wasSeen && !bestSeen || wasSeen == bestSeen && d.ID < best.ID)
+		if better {
+			best, bestAt, bestSeen = &d, at, wasSeen
 		}
 	}
 	t.device = best

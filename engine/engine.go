@@ -51,6 +51,12 @@ type Config struct {
 	LateFix time.Duration
 	// PushTTL is how long a push may wait before it is dropped unsent.
 	PushTTL time.Duration
+	// MaxEnterSpeedMps is the speed above which a customer does not enter
+	// a store: driving past is not a visit.
+	MaxEnterSpeedMps float64
+	// EnterAccuracyM is the fix accuracy always good enough to enter a
+	// fence; a larger fence accepts fixes as unsure as its own size.
+	EnterAccuracyM float64
 	// CouponRetention is how long a coupon's record is kept past its
 	// expiry, for redemption look-ups and statistics.
 	CouponRetention time.Duration
@@ -58,10 +64,12 @@ type Config struct {
 
 // DefaultConfig is the configuration the server starts with.
 var DefaultConfig = Config{
-	VisitTimeout:    30 * time.Minute,
-	LateFix:         5 * time.Minute,
-	PushTTL:         10 * time.Minute,
-	CouponRetention: 30 * 24 * time.Hour,
+	VisitTimeout:     30 * time.Minute,
+	LateFix:          5 * time.Minute,
+	PushTTL:          10 * time.Minute,
+	MaxEnterSpeedMps: 3,
+	EnterAccuracyM:   25,
+	CouponRetention:  30 * 24 * time.Hour,
 }
 
 // maxCommit bounds how many eligible offers one ping hands to the atomic
@@ -108,11 +116,13 @@ type Options struct {
 
 // Event is a change of presence.
 type Event struct {
-	Type      string `json:"type"` // enter or exit
+	Type      string `json:"type"` // enter, dwell or exit
 	StoreID   string `json:"store_id"`
 	DistanceM int    `json:"distance_m"`
 	// VisitS is how long the visit lasted, on exit.
 	VisitS *int `json:"visit_s,omitempty"`
+	// DwellS is how long the customer has stayed, on dwell.
+	DwellS *int `json:"dwell_s,omitempty"`
 }
 
 // Offer is an issued coupon.
@@ -152,14 +162,22 @@ type Result struct {
 }
 
 // observeScript moves the customer's presence to the fix atomically and
-// says which stores were entered and left. Only one of two concurrent
-// pings can see a store as entered. Nothing is read or kept for a customer
-// without location consent (or without a profile).
+// says which stores were entered, left and dwelt in. Only one of two
+// concurrent pings can see a store as entered. Nothing is read or kept for
+// a customer without location consent (or without a profile).
+//
+// Presence per store is "entered_ms:last_seen_ms:dwell_done_s"; "_ts" is
+// the newest fix's time and "_fix" its "ts:lat:lng", kept only to derive
+// speed from the next fix and gone with the presence key's TTL.
 //
 // KEYS: presence, profile, device_seen
-// ARGV: ts_ms, visit_timeout_ms, dry ("1"), device_id, n_inside, inside ids…, n_near, near ids…
-// Returns {"ok", n_entered, ids…, n_exited, (id, visit_ms)…, profile doc or ""},
-// or {"no_consent"} or {"stale"} (a fix older than the last one seen).
+// ARGV: ts_ms, visit_timeout_ms, dry ("1"), device_id, speed_mps (-1: unknown),
+// max_enter_speed_mps, lat, lng, n, then per store: id, kind ("s": surely
+// inside, may enter; "h": may still be inside, keeps a visit), n_thresholds,
+// dwell thresholds in seconds (ascending)…
+// Returns {"ok", n_entered, ids…, n_exited, (id, visit_ms)…, n_dwell,
+// (id, dwell_s)…, "fast" or "", profile doc or ""}, or {"no_consent"}, or
+// {"stale"} (a fix older than the last one seen).
 var observeScript = redis.NewScript(`
 local ts = tonumber(ARGV[1])
 local timeout = tonumber(ARGV[2])
@@ -168,41 +186,69 @@ local prof = redis.call('HMGET', KEYS[2], 'loc', 'doc')
 if prof[1] ~= '1' then return {'no_consent'} end
 local last = tonumber(redis.call('HGET', KEYS[1], '_ts') or '0')
 if ts < last then return {'stale'} end
-local ni = tonumber(ARGV[5])
-local inside = {}
-for i = 1, ni do inside[ARGV[5 + i]] = true end
-local nn = tonumber(ARGV[6 + ni])
-local near = {}
-for i = 1, nn do near[ARGV[6 + ni + i]] = true end
+local speed = tonumber(ARGV[5])
+local lat, lng = tonumber(ARGV[7]), tonumber(ARGV[8])
+local prev = redis.call('HGET', KEYS[1], '_fix')
+if speed < 0 and prev then
+  local pts, plat, plng = string.match(prev, '^(%d+):([-%d.e]+):([-%d.e]+)$')
+  local dt = (ts - tonumber(pts)) / 1000
+  if dt >= 10 and dt <= 300 then
+    local r = math.pi / 180
+    local s1 = math.sin((lat - tonumber(plat)) * r / 2)
+    local s2 = math.sin((lng - tonumber(plng)) * r / 2)
+    local h = s1 * s1 + math.cos(lat * r) * math.cos(tonumber(plat) * r) * s2 * s2
+    if h > 1 then h = 1 end
+    speed = 2 * 6371007.180918475 * math.asin(math.sqrt(h)) / dt
+  end
+end
+local fast = speed > tonumber(ARGV[6])
 local present = {}
 local cur = redis.call('HGETALL', KEYS[1])
 for i = 1, #cur, 2 do
-  if cur[i] ~= '_ts' then
-    local e, s = string.match(cur[i + 1], '^(%d+):(%d+)$')
-    if e then present[cur[i]] = {tonumber(e), tonumber(s)} end
+  if string.sub(cur[i], 1, 1) ~= '_' then
+    local e, s, d = string.match(cur[i + 1], '^(%d+):(%d+):(%d+)$')
+    if e then present[cur[i]] = {tonumber(e), tonumber(s), tonumber(d)} end
   end
 end
-local entered, exited, writes, dels = {}, {}, {'_ts', ARGV[1]}, {}
-for i = 1, ni do
-  local id = ARGV[5 + i]
+local listed = {}
+local entered, exited, dwelt = {}, {}, {}
+local writes, dels = {'_ts', ARGV[1], '_fix', ARGV[1] .. ':' .. ARGV[7] .. ':' .. ARGV[8]}, {}
+local i = 10
+for _ = 1, tonumber(ARGV[9]) do
+  local id, kind, nt = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local thresholds = {}
+  for k = 1, nt do thresholds[k] = tonumber(ARGV[i + 2 + k]) end
+  i = i + 3 + nt
+  listed[id] = true
   local p = present[id]
-  if p == nil or p[2] < ts - timeout then
-    table.insert(entered, id)
-    table.insert(writes, id); table.insert(writes, ARGV[1] .. ':' .. ARGV[1])
+  if p ~= nil and p[2] < ts - timeout then p = nil end
+  if p == nil then
+    if kind == 's' and not fast then
+      table.insert(entered, id)
+      table.insert(writes, id); table.insert(writes, ARGV[1] .. ':' .. ARGV[1] .. ':0')
+    elseif present[id] ~= nil then
+      table.insert(dels, id)
+    end
   else
-    table.insert(writes, id); table.insert(writes, string.format('%d:%s', p[1], ARGV[1]))
+    local done = p[3]
+    if kind == 's' then
+      local stay = (ts - p[1]) / 1000
+      for _, t in ipairs(thresholds) do
+        if t > done and t <= stay then
+          table.insert(dwelt, id); table.insert(dwelt, tostring(t))
+          done = t
+        end
+      end
+    end
+    table.insert(writes, id); table.insert(writes, string.format('%d:%s:%d', p[1], ARGV[1], done))
   end
 end
 for id, p in pairs(present) do
-  if not inside[id] then
-    if p[2] < ts - timeout then
-      table.insert(dels, id)
-    elseif near[id] then
-      table.insert(writes, id); table.insert(writes, string.format('%d:%s', p[1], ARGV[1]))
-    else
+  if not listed[id] then
+    if p[2] >= ts - timeout then
       table.insert(exited, id); table.insert(exited, string.format('%d', ts - p[1]))
-      table.insert(dels, id)
     end
+    table.insert(dels, id)
   end
 end
 if not dry then
@@ -215,7 +261,10 @@ local out = {'ok', tostring(#entered)}
 for _, id in ipairs(entered) do table.insert(out, id) end
 table.insert(out, tostring(#exited / 2))
 for _, v in ipairs(exited) do table.insert(out, v) end
-if #entered > 0 or #exited > 0 then table.insert(out, prof[2] or '') else table.insert(out, '') end
+table.insert(out, tostring(#dwelt / 2))
+for _, v in ipairs(dwelt) do table.insert(out, v) end
+if fast then table.insert(out, 'fast') else table.insert(out, '') end
+if #entered > 0 or #exited > 0 or #dwelt > 0 then table.insert(out, prof[2] or '') else table.insert(out, '') end
 return out`)
 
 // commitScript issues the first offer whose frequency cap allows it: it
@@ -279,26 +328,37 @@ func (e *Engine) Evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 	}
 	res := &Result{Events: []Event{}, Offers: []Offer{}}
 
+	if p.AccuracyM > geo.MaxAccuracyM {
+		return res, nil // too unsure to move presence either way
+	}
 	var buf [16]geo.Hit
 	hits := snap.Index.Near(p.Lat, p.Lng, buf[:0])
-	args := make([]any, 0, 8+len(hits))
-	args = append(args, ts.UnixMilli(), e.cfg.VisitTimeout.Milliseconds(), flag(opt.DryRun), p.DeviceID)
-	inside := 0
+	speed := -1.0
+	if p.SpeedMps != nil {
+		speed = *p.SpeedMps
+	}
+	args := make([]any, 0, 16+4*len(hits))
+	args = append(args, ts.UnixMilli(), e.cfg.VisitTimeout.Milliseconds(), flag(opt.DryRun), p.DeviceID,
+		speed, e.cfg.MaxEnterSpeedMps, strconv.FormatFloat(p.Lat, 'f', -1, 64), strconv.FormatFloat(p.Lng, 'f', -1, 64))
+	n := 0
 	for _, h := range hits {
-		if h.Inside {
-			inside++
+		if h.Held(p.AccuracyM) {
+			n++
 		}
 	}
-	args = append(args, inside)
+	args = append(args, n)
 	for _, h := range hits {
-		if h.Inside {
-			args = append(args, snap.Stores[h.Fence].ID)
+		if !h.Held(p.AccuracyM) {
+			continue
 		}
-	}
-	args = append(args, len(hits)-inside)
-	for _, h := range hits {
-		if !h.Inside {
-			args = append(args, snap.Stores[h.Fence].ID)
+		kind := "h"
+		if h.Inside && p.AccuracyM <= math.Max(e.cfg.EnterAccuracyM, h.SizeM) {
+			kind = "s"
+		}
+		th := snap.DwellThresholds(h.Fence)
+		args = append(args, snap.Stores[h.Fence].ID, kind, len(th))
+		for _, t := range th {
+			args = append(args, t)
 		}
 	}
 	keys := []string{customerKey(p.CustomerID, partPresence), customerKey(p.CustomerID, partProfile), customerKey(p.CustomerID, partDeviceSeen)}
@@ -309,7 +369,7 @@ func (e *Engine) Evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 	if raw[0] != "ok" {
 		return res, nil // no consent, no profile, or a fix older than the last: nothing changes
 	}
-	entered, exited, doc := parseObserve(raw)
+	obs := parseObserve(raw)
 
 	distance := func(id string) (int32, int) {
 		pos, ok := snap.StoreByID(id)
@@ -325,26 +385,36 @@ func (e *Engine) Evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 		return pos, int(math.Round(geo.DistanceM(p.Lat, p.Lng, *s.Lat, *s.Lng)))
 	}
 	type fired struct {
-		on    string
-		store int32
-		dist  int
+		on     string
+		store  int32
+		dist   int
+		dwellS int
 	}
 	var events []fired
-	for _, id := range entered {
+	for _, id := range obs.entered {
 		pos, d := distance(id)
 		res.Events = append(res.Events, Event{Type: rules.OnEnter, StoreID: id, DistanceM: d})
 		if pos >= 0 {
-			events = append(events, fired{rules.OnEnter, pos, d})
+			events = append(events, fired{rules.OnEnter, pos, d, 0})
 		}
 	}
-	for _, x := range exited {
+	for _, x := range obs.dwelt {
+		pos, d := distance(x.id)
+		dw := x.dwellS
+		res.Events = append(res.Events, Event{Type: rules.OnDwell, StoreID: x.id, DistanceM: d, DwellS: &dw})
+		if pos >= 0 {
+			events = append(events, fired{rules.OnDwell, pos, d, dw})
+		}
+	}
+	for _, x := range obs.exited {
 		pos, d := distance(x.id)
 		visit := int(x.visit / time.Second)
 		res.Events = append(res.Events, Event{Type: rules.OnExit, StoreID: x.id, DistanceM: d, VisitS: &visit})
 		if pos >= 0 {
-			events = append(events, fired{rules.OnExit, pos, d})
+			events = append(events, fired{rules.OnExit, pos, d, 0})
 		}
 	}
+	doc := obs.doc
 	if len(events) == 0 || doc == "" {
 		return res, nil
 	}
@@ -361,6 +431,9 @@ func (e *Engine) Evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 		store := snap.Stores[ev.store]
 		env := rules.AudienceEnv{Customer: cust, Store: store.Store, Context: pingContext(p.Context, ts, store.Location())}
 		for _, r := range snap.Candidates(ev.store, ev.on) {
+			if ev.on == rules.OnDwell && r.Rule.Trigger.DwellS != ev.dwellS {
+				continue
+			}
 			reason := ""
 			switch {
 			case late:
@@ -494,20 +567,43 @@ type exit struct {
 	visit time.Duration
 }
 
-func parseObserve(raw []string) (entered []string, exited []exit, doc string) {
+type dwell struct {
+	id     string
+	dwellS int
+}
+
+type observation struct {
+	entered []string
+	exited  []exit
+	dwelt   []dwell
+	fast    bool
+	doc     string
+}
+
+func parseObserve(raw []string) observation {
+	var o observation
 	i := 1
 	n, _ := strconv.Atoi(raw[i])
 	i++
-	entered = append(entered, raw[i:i+n]...)
-	slices.Sort(entered)
+	o.entered = append(o.entered, raw[i:i+n]...)
+	slices.Sort(o.entered)
 	i += n
 	n, _ = strconv.Atoi(raw[i])
 	i++
 	for j := 0; j < n; j++ {
 		ms, _ := strconv.ParseInt(raw[i+1], 10, 64)
-		exited = append(exited, exit{id: raw[i], visit: time.Duration(ms) * time.Millisecond})
+		o.exited = append(o.exited, exit{id: raw[i], visit: time.Duration(ms) * time.Millisecond})
 		i += 2
 	}
-	slices.SortFunc(exited, func(a, b exit) int { return cmp.Compare(a.id, b.id) })
-	return entered, exited, raw[i]
+	slices.SortFunc(o.exited, func(a, b exit) int { return cmp.Compare(a.id, b.id) })
+	n, _ = strconv.Atoi(raw[i])
+	i++
+	for j := 0; j < n; j++ {
+		t, _ := strconv.Atoi(raw[i+1])
+		o.dwelt = append(o.dwelt, dwell{id: raw[i], dwellS: t})
+		i += 2
+	}
+	o.fast = raw[i] == "fast"
+	o.doc = raw[i+1]
+	return o
 }

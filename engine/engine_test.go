@@ -303,8 +303,9 @@ func TestArbitrationAndAudience(t *testing.T) {
 	anna, _ := f.cust.Get(ctx, "c-42")
 	anna.Segments = []string{"newbie"}
 	f.cust.Put(ctx, anna)
+	f.clock.Advance(10 * time.Minute)
 	f.ping(t, 500, engine.Options{})
-	f.clock.Advance(time.Minute)
+	f.clock.Advance(10 * time.Minute)
 	res = f.ping(t, 10, engine.Options{})
 	if len(res.Offers) != 1 || res.Offers[0].RuleID != "welcome" || res.Offers[0].Body != "Code "+res.Offers[0].CouponCode {
 		t.Fatalf("welcome: %+v", res.Offers)

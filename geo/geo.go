@@ -1,7 +1,8 @@
-// Package geo holds the geofence shapes and the in-memory index that
-// answers, for one point, which fences contain it and how far away their
-// centres are. The index is built on Uber's H3 grid and answered exactly
-// with a great-circle check. It knows nothing of Redis, HTTP or rules.
+// Package geo holds the geofence shapes (circles and polygons) and the
+// in-memory index that answers, for one point, which fences contain it or
+// lie close enough that a customer there has not yet left. The index is
+// built on Uber's H3 grid and answered exactly. It knows nothing of Redis,
+// HTTP or rules.
 package geo
 
 import (
@@ -9,13 +10,18 @@ import (
 	"math"
 )
 
-// EarthRadiusM is the mean Earth radius (IUGG), the one H3 uses too.
+// EarthRadiusM is the mean Earth radius the H3 library uses too.
 const EarthRadiusM = 6371007.180918475
 
-// Radius limits of a circular fence, in metres.
+// Limits of a fence, in metres.
 const (
 	MinRadiusM = 10
 	MaxRadiusM = 50000
+	// MaxAccuracyM is the worst fix accuracy that still counts: a fix less
+	// sure than this neither enters nor leaves any fence.
+	MaxAccuracyM = 250
+	// MaxPolygonPoints bounds a polygon's ring.
+	MaxPolygonPoints = 1000
 )
 
 // DistanceM is the great-circle (haversine) distance in metres between two
@@ -23,10 +29,8 @@ const (
 func DistanceM(lat1, lng1, lat2, lng2 float64) float64 {
 	const rad = math.Pi / 180
 	φ1, φ2 := lat1*rad, lat2*rad
-	dφ := (lat2 - lat1) * rad
-	dλ := (lng2 - lng1) * rad
-	s1 := math.Sin(dφ / 2)
-	s2 := math.Sin(dλ / 2)
+	s1 := math.Sin((lat2 - lat1) * rad / 2)
+	s2 := math.Sin((lng2 - lng1) * rad / 2)
 	h := s1*s1 + math.Cos(φ1)*math.Cos(φ2)*s2*s2
 	if h > 1 {
 		h = 1
@@ -45,17 +49,22 @@ func ValidPoint(lat, lng float64) error {
 	return nil
 }
 
-// ExitMarginM is how far beyond its radius a customer must be before a
-// fence counts them as gone. It keeps a GPS fix that jitters around the
-// edge from turning one visit into several.
-func ExitMarginM(radiusM float64) float64 {
-	return 20 + 0.1*radiusM
+// ExitMarginM is how far beyond its edge a fence of the given size (a
+// radius, or a polygon's bounding radius) a customer must be, on top of
+// their fix's accuracy, before the fence counts them as gone. It keeps a
+// fix that jitters around the edge from turning one visit into several.
+func ExitMarginM(sizeM float64) float64 {
+	return 20 + 0.1*sizeM
 }
 
-// Fence is a circular geofence around a store.
+// Fence is a store's geofence: a circle of RadiusM around (Lat, Lng), or,
+// when Polygon is set, that simple ring (lat, lng pairs, not closed). For
+// a polygon, (Lat, Lng) is the store's own point, which distances are
+// measured to.
 type Fence struct {
 	ID      string
 	Lat     float64
 	Lng     float64
 	RadiusM float64
+	Polygon [][2]float64
 }

@@ -1,18 +1,22 @@
 package geo
 
 import (
+	"cmp"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
+	"sync"
 
 	"github.com/uber/h3-go/v4"
 )
 
 // Resolution bounds of the cells a fence is indexed with. A fence is put
-// on the finest resolution whose cells are at least a third of its reach,
-// so every fence costs a few dozen cells whatever its radius.
+// on the finest resolution whose average cell edge is at least two thirds
+// of its reach, so every fence costs about ten cells whatever its size:
+// a 50 km fence a few coarse cells, a 10 m fence a few fine ones.
 const (
-	coarsestRes = 3
+	coarsestRes = 2
 	finestRes   = 13
 )
 
@@ -20,117 +24,248 @@ const (
 type Hit struct {
 	// Fence is the position of the fence in the slice the index was built from.
 	Fence int32
-	// DistanceM is the great-circle distance from the point to the fence centre.
+	// DistanceM is the great-circle distance from the point to the
+	// fence's store point (a circle's centre).
 	DistanceM float64
-	// Inside is true when DistanceM is at most the fence's radius. A hit
-	// that is not Inside lies within the fence's exit margin.
+	// OutsideM is how far the point lies beyond the fence's edge; 0 inside.
+	OutsideM float64
+	// Inside is true when the fence contains the point.
 	Inside bool
+	// SizeM is the fence's radius, or a polygon's bounding radius.
+	SizeM float64
 }
 
-// Index answers which fences contain a point, or are close enough to it
-// that a customer there has not yet left. It is immutable once built and
-// safe for concurrent use.
+// Held reports whether a customer at this hit, with a fix of the given
+// accuracy, may still be inside: not clearly beyond the edge.
+func (h Hit) Held(accuracyM float64) bool {
+	return h.OutsideM <= ExitMarginM(h.SizeM)+accuracyM
+}
+
+// slackM is how far beyond its edge a fence is still reported by Near: the
+// exit margin plus the worst accuracy a fix may have and still count.
+func slackM(sizeM float64) float64 { return ExitMarginM(sizeM) + MaxAccuracyM }
+
+type fence struct {
+	lat, lng float64 // store point
+	size     float64 // radius, or polygon bounding radius
+	poly     int32   // index into Index.polys; -1 for a circle
+}
+
+type polygon struct {
+	ring       [][2]float64
+	bLat, bLng float64 // bounding circle centre
+}
+
+// level holds the cells of one resolution, sorted, each with the fence it
+// covers; a cell covering several fences appears once per fence.
+type level struct {
+	res    int
+	cells  []h3.Cell
+	fences []int32
+}
+
+// Index answers which fences hold or are near a point. It is immutable
+// once built and safe for concurrent use.
 type Index struct {
-	fences []Fence
-	reach  []float64 // radius plus exit margin, per fence
-	cells  map[h3.Cell][]int32
-	res    []int // resolutions in use, finest first
+	fences []fence
+	polys  []polygon
+	levels []level // finest first
 }
 
 // NewIndex builds the index of fences. A fence's position in fences is
-// the Hit.Fence that names it.
+// the Hit.Fence that names it. Fences are checked: a bad one is an error
+// naming it.
 func NewIndex(fences []Fence) (*Index, error) {
-	ix := &Index{
-		fences: slices.Clone(fences),
-		reach:  make([]float64, len(fences)),
-		cells:  make(map[h3.Cell][]int32, len(fences)*8),
+	ix := &Index{fences: make([]fence, len(fences))}
+	type coverJob struct {
+		lat, lng, reach float64
 	}
-	used := map[int]bool{}
-	for i, f := range ix.fences {
+	jobs := make([]coverJob, len(fences))
+	for i, f := range fences {
 		if err := ValidPoint(f.Lat, f.Lng); err != nil {
 			return nil, fmt.Errorf("fence %q: %w", f.ID, err)
+		}
+		if f.Polygon != nil {
+			ring := NormalizeRing(f.Polygon)
+			if err := ValidatePolygon(ring); err != nil {
+				return nil, fmt.Errorf("fence %q: %w", f.ID, err)
+			}
+			bLat, bLng, bR := boundingCircle(ring)
+			ix.fences[i] = fence{lat: f.Lat, lng: f.Lng, size: bR, poly: int32(len(ix.polys))}
+			ix.polys = append(ix.polys, polygon{ring: slices.Clone(ring), bLat: bLat, bLng: bLng})
+			// Straight edges between points inside the bounding circle stay
+			// inside it to within a fraction of a percent at these sizes.
+			jobs[i] = coverJob{bLat, bLng, bR*1.005 + 1 + slackM(bR)}
+			continue
 		}
 		if f.RadiusM < MinRadiusM || f.RadiusM > MaxRadiusM || math.IsNaN(f.RadiusM) {
 			return nil, fmt.Errorf("fence %q: radius_m must be between %d and %d", f.ID, MinRadiusM, MaxRadiusM)
 		}
-		reach := f.RadiusM + ExitMarginM(f.RadiusM)
-		ix.reach[i] = reach
-		res := resolutionFor(reach)
-		used[res] = true
-		for _, c := range cover(f.Lat, f.Lng, reach, res) {
-			ix.cells[c] = append(ix.cells[c], int32(i))
+		ix.fences[i] = fence{lat: f.Lat, lng: f.Lng, size: f.RadiusM, poly: -1}
+		jobs[i] = coverJob{f.Lat, f.Lng, f.RadiusM + slackM(f.RadiusM)}
+	}
+
+	// Covering is the costly part (cgo calls into H3): share it out.
+	type pair struct {
+		cell  h3.Cell
+		fence int32
+	}
+	workers := runtime.GOMAXPROCS(0)
+	parts := make([][]pair, workers)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			var out []pair
+			for i := w; i < len(jobs); i += workers {
+				j := jobs[i]
+				for _, c := range cover(j.lat, j.lng, j.reach) {
+					out = append(out, pair{c, int32(i)})
+				}
+			}
+			parts[w] = out
+		}(w)
+	}
+	wg.Wait()
+
+	byRes := map[int][]pair{}
+	for _, part := range parts {
+		for _, p := range part {
+			r := p.cell.Resolution()
+			byRes[r] = append(byRes[r], p)
 		}
 	}
-	for r := range used {
-		ix.res = append(ix.res, r)
+	for r, ps := range byRes {
+		slices.SortFunc(ps, func(a, b pair) int {
+			if c := cmp.Compare(a.cell, b.cell); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.fence, b.fence)
+		})
+		lv := level{res: r, cells: make([]h3.Cell, len(ps)), fences: make([]int32, len(ps))}
+		for i, p := range ps {
+			lv.cells[i], lv.fences[i] = p.cell, p.fence
+		}
+		ix.levels = append(ix.levels, lv)
 	}
-	slices.SortFunc(ix.res, func(a, b int) int { return b - a })
+	slices.SortFunc(ix.levels, func(a, b level) int { return b.res - a.res })
 	return ix, nil
 }
 
 // Len is the number of fences in the index.
 func (ix *Index) Len() int { return len(ix.fences) }
 
-// Fence returns the fence at position i.
-func (ix *Index) Fence(i int32) Fence { return ix.fences[i] }
+// Bytes estimates the memory the index holds.
+func (ix *Index) Bytes() int {
+	n := len(ix.fences) * 32
+	for _, p := range ix.polys {
+		n += 40 + len(p.ring)*16
+	}
+	for _, lv := range ix.levels {
+		n += len(lv.cells)*8 + len(lv.fences)*4
+	}
+	return n
+}
 
-// Near appends to dst every fence whose centre is within its radius plus
-// exit margin of the point, with the exact distance, and returns dst.
+// Near appends to dst every fence that holds the point or whose edge is
+// within its exit margin plus MaxAccuracyM of it, and returns dst. It
+// allocates nothing when dst has room.
 func (ix *Index) Near(lat, lng float64, dst []Hit) []Hit {
-	if len(ix.res) == 0 || ValidPoint(lat, lng) != nil {
+	if len(ix.levels) == 0 || ValidPoint(lat, lng) != nil {
 		return dst
 	}
-	finest := h3.LatLngToCell(h3.LatLng{Lat: lat, Lng: lng}, ix.res[0])
-	for _, r := range ix.res {
-		for _, i := range ix.cells[parentCell(finest, r)] {
-			f := &ix.fences[i]
-			d := DistanceM(lat, lng, f.Lat, f.Lng)
-			if d <= ix.reach[i] {
-				dst = append(dst, Hit{Fence: i, DistanceM: d, Inside: d <= f.RadiusM})
+	finest := h3.LatLngToCell(h3.LatLng{Lat: lat, Lng: lng}, ix.levels[0].res)
+	for li := range ix.levels {
+		lv := &ix.levels[li]
+		key := parentCell(finest, lv.res)
+		i, _ := slices.BinarySearch(lv.cells, key)
+		for ; i < len(lv.cells) && lv.cells[i] == key; i++ {
+			if h, ok := ix.check(lv.fences[i], lat, lng); ok {
+				dst = append(dst, h)
 			}
 		}
 	}
 	return dst
 }
 
+// check measures one fence exactly.
+func (ix *Index) check(i int32, lat, lng float64) (Hit, bool) {
+	f := &ix.fences[i]
+	slack := slackM(f.size)
+	if f.poly < 0 {
+		d := DistanceM(lat, lng, f.lat, f.lng)
+		out := math.Max(0, d-f.size)
+		return Hit{Fence: i, DistanceM: d, OutsideM: out, Inside: d <= f.size, SizeM: f.size}, out <= slack
+	}
+	p := &ix.polys[f.poly]
+	if DistanceM(lat, lng, p.bLat, p.bLng) > f.size*1.005+1+slack {
+		return Hit{}, false
+	}
+	h := Hit{Fence: i, DistanceM: DistanceM(lat, lng, f.lat, f.lng), SizeM: f.size}
+	if containsPoint(p.ring, lat, lng) {
+		h.Inside = true
+		return h, true
+	}
+	h.OutsideM = distanceToRingM(p.ring, lat, lng)
+	return h, h.OutsideM <= slack
+}
+
+// CheckFence measures a point against one fence directly, without the
+// index: the brute-force answer the index must agree with.
+func CheckFence(f Fence, lat, lng float64) (Hit, bool) {
+	ix := &Index{fences: []fence{{lat: f.Lat, lng: f.Lng, size: f.RadiusM, poly: -1}}}
+	if f.Polygon != nil {
+		ring := NormalizeRing(f.Polygon)
+		bLat, bLng, bR := boundingCircle(ring)
+		ix.fences[0] = fence{lat: f.Lat, lng: f.Lng, size: bR, poly: 0}
+		ix.polys = []polygon{{ring: ring, bLat: bLat, bLng: bLng}}
+	}
+	return ix.check(0, lat, lng)
+}
+
 // resolutionFor picks the finest resolution whose average cell edge is at
-// least a third of reach.
+// least two thirds of reach.
 func resolutionFor(reachM float64) int {
 	for r := finestRes; r > coarsestRes; r-- {
-		if h3.HexagonEdgeLengthAvgM(r) >= reachM/3 {
+		if h3.HexagonEdgeLengthAvgM(r) >= reachM/1.5 {
 			return r
 		}
 	}
 	return coarsestRes
 }
 
-// cover returns cells at res that together hold every point within reachM
-// of the centre. A point p within reach of c lies in a cell whose centre
-// is within reach + circumradius of c, so keeping the cells whose centres
-// are that close keeps every cell p can be in. Cell sizes vary by about a
-// factor of two across the globe at one resolution, hence the generous
-// bounds on the circumradius and on the spacing of cell centres.
-func cover(lat, lng, reachM float64, res int) []h3.Cell {
-	edge := h3.HexagonEdgeLengthAvgM(res)
-	circumradius := 1.6 * edge
-	minSpacing := math.Sqrt(3) * edge * 0.6
-	k := int(math.Ceil((reachM+circumradius)/minSpacing)) + 1
-	centre := h3.LatLngToCell(h3.LatLng{Lat: lat, Lng: lng}, res)
-	disk := h3.GridDisk(centre, k)
-	out := disk[:0]
-	for _, c := range disk {
-		ll := h3.CellToLatLng(c)
-		if DistanceM(lat, lng, ll.Lat, ll.Lng) <= reachM+circumradius {
-			out = append(out, c)
+// cover returns cells that together hold every point within reachM of the
+// centre. A point p within reach of c lies in a cell whose centre is within
+// reach + circumradius of c; so every cell with its centre that close is
+// kept. They form a connected patch, found by flooding out from c's cell.
+// Cell sizes vary by about a factor of two across the globe at one
+// resolution, hence the generous bound on the circumradius.
+func cover(lat, lng, reachM float64) []h3.Cell {
+	res := resolutionFor(reachM)
+	limit := reachM + 1.6*h3.HexagonEdgeLengthAvgM(res)
+	start := h3.LatLngToCell(h3.LatLng{Lat: lat, Lng: lng}, res)
+	seen := map[h3.Cell]bool{start: true}
+	out := []h3.Cell{start}
+	for q := 0; q < len(out); q++ {
+		for _, n := range h3.GridDisk(out[q], 1) {
+			if n == 0 || seen[n] {
+				continue
+			}
+			seen[n] = true
+			ll := h3.CellToLatLng(n)
+			if DistanceM(lat, lng, ll.Lat, ll.Lng) <= limit {
+				out = append(out, n)
+			}
 		}
 	}
 	return out
 }
 
-// parentCell is h3's cellToParent done with bit operations, so that the
-// hot path makes one cgo call per lookup rather than one per resolution.
-// An H3 cell index keeps its resolution in bits 52..55 and one 3-bit digit
-// per resolution below it; digits past the resolution are all ones.
+// parentCell is h3's cellToParent done with bit operations, so that a
+// lookup makes one cgo call rather than one per resolution. An H3 cell
+// index keeps its resolution in bits 52..55 and one 3-bit digit per
+// resolution; digits past the resolution are all ones.
 func parentCell(c h3.Cell, res int) h3.Cell {
 	const resShift = 52
 	const resMask = uint64(0xF) << resShift

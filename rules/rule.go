@@ -63,6 +63,12 @@ type Offer struct {
 	ValidForS int   `json:"valid_for_s"`
 }
 
+// Dwell bounds, in seconds.
+const (
+	MinDwellS = 30
+	MaxDwellS = 24 * 3600
+)
+
 // Offer validity bounds, in seconds.
 const (
 	DefaultValidForS = 3600
@@ -178,7 +184,9 @@ func Compile(r *Rule) (*Compiled, error) {
 			fs.add("trigger.dwell_s", "dwell_s belongs to a rule with trigger.on \"dwell\"")
 		}
 	case OnDwell:
-		fs.addPrecondition("trigger.on", "dwell triggers are not supported yet: use \"enter\" or \"exit\"")
+		if r.Trigger.DwellS < MinDwellS || r.Trigger.DwellS > MaxDwellS {
+			fs.add("trigger.dwell_s", "a dwell rule needs dwell_s, the seconds a customer must stay, between %d and %d", MinDwellS, MaxDwellS)
+		}
 	case "":
 		fs.add("trigger.on", "trigger.on is required: \"enter\", \"dwell\" or \"exit\"")
 	default:

@@ -43,6 +43,18 @@ type Snapshot struct {
 	// there on that trigger, best first.
 	byTrigger map[string][][]*Compiled
 	storePos  map[string]int32
+	// dwell[store position] lists the dwell_s of the dwell rules there,
+	// ascending, without repeats.
+	dwell [][]int
+}
+
+// DwellThresholds lists the dwell times, in seconds, that rules at a store
+// wait for, ascending.
+func (s *Snapshot) DwellThresholds(store int32) []int {
+	if int(store) >= len(s.dwell) {
+		return nil
+	}
+	return s.dwell[store]
 }
 
 // Candidates lists the enabled rules for a store and trigger, best first:
@@ -110,6 +122,16 @@ func BuildSnapshot(version int64, stores []*Store, rules []*Rule, skip func(kind
 		}
 		for _, pos := range snap.selectStores(r.Trigger.Stores, byTag) {
 			lists[pos] = append(lists[pos], c)
+		}
+	}
+	if lists := snap.byTrigger[OnDwell]; lists != nil {
+		snap.dwell = make([][]int, len(snap.Stores))
+		for pos, l := range lists {
+			for _, c := range l {
+				snap.dwell[pos] = append(snap.dwell[pos], c.Rule.Trigger.DwellS)
+			}
+			slices.Sort(snap.dwell[pos])
+			snap.dwell[pos] = slices.Compact(snap.dwell[pos])
 		}
 	}
 	for _, lists := range snap.byTrigger {

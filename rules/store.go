@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"regexp"
@@ -20,7 +21,7 @@ type Store struct {
 	Lat          *float64            `json:"lat" expr:"-"`
 	Lng          *float64            `json:"lng" expr:"-"`
 	RadiusM      float64             `json:"radius_m" expr:"radius_m"`
-	Polygon      [][]float64         `json:"polygon,omitempty" expr:"-"`
+	Polygon      [][2]float64        `json:"polygon,omitempty" expr:"-"`
 	Tags         []string            `json:"tags" expr:"tags"`
 	Timezone     string              `json:"timezone,omitempty" expr:"timezone"`
 	OpeningHours map[string][]string `json:"opening_hours,omitempty" expr:"-"`
@@ -45,6 +46,23 @@ func (s *Store) Normalize() error {
 	} else if len(s.Name) > 200 {
 		fs.add("name", "name must be at most 200 characters")
 	}
+	if s.Polygon != nil {
+		s.Polygon = geo.NormalizeRing(s.Polygon)
+		if err := geo.ValidatePolygon(s.Polygon); err != nil {
+			var pe *geo.PolygonError
+			if errors.As(err, &pe) && pe.Point >= 0 {
+				fs.add(fmt.Sprintf("polygon[%d]", pe.Point), "%s", pe.Msg)
+			} else {
+				fs.add("polygon", "%v", err)
+			}
+		} else if s.Lat == nil && s.Lng == nil {
+			lat, lng := geo.Centroid(s.Polygon)
+			s.Lat, s.Lng = &lat, &lng
+		}
+		if s.RadiusM != 0 {
+			fs.add("radius_m", "give either radius_m or polygon, not both")
+		}
+	}
 	switch {
 	case s.Lat == nil:
 		fs.add("lat", "lat is required")
@@ -57,13 +75,10 @@ func (s *Store) Normalize() error {
 	case math.IsNaN(*s.Lng) || *s.Lng < -180 || *s.Lng > 180:
 		fs.add("lng", "lng must be between -180 and 180")
 	}
-	if s.Polygon != nil {
-		fs.addPrecondition("polygon", "polygon fences are not supported yet; give lat, lng and radius_m")
-	}
-	if s.RadiusM == 0 {
+	if s.RadiusM == 0 && s.Polygon == nil {
 		s.RadiusM = DefaultRadiusM
 	}
-	if s.RadiusM < geo.MinRadiusM || s.RadiusM > geo.MaxRadiusM || math.IsNaN(s.RadiusM) {
+	if s.Polygon == nil && s.RadiusM < geo.MinRadiusM || s.RadiusM > geo.MaxRadiusM || math.IsNaN(s.RadiusM) {
 		fs.add("radius_m", "radius_m must be between %d and %d", geo.MinRadiusM, geo.MaxRadiusM)
 	}
 	if s.Tags == nil {
@@ -113,7 +128,7 @@ func parseSpan(span string) (from, to int, err error) {
 
 // Fence is the store's geofence.
 func (s *Store) Fence() geo.Fence {
-	return geo.Fence{ID: s.ID, Lat: *s.Lat, Lng: *s.Lng, RadiusM: s.RadiusM}
+	return geo.Fence{ID: s.ID, Lat: *s.Lat, Lng: *s.Lng, RadiusM: s.RadiusM, Polygon: s.Polygon}
 }
 
 // schedule is a store's opening hours compiled for quick checks.
