@@ -26,12 +26,12 @@ func TestMain(m *testing.M) { redistest.Main(m, &srv) }
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 type client struct {
-	t   *testing.T
+	t   testing.TB
 	app *fiber.App
 	rdb *redis.Client
 }
 
-func newClient(t *testing.T, rdb *redis.Client) *client {
+func newClient(t testing.TB, rdb *redis.Client) *client {
 	t.Helper()
 	live := rules.NewLive(rdb, quiet)
 	if err := live.Refresh(context.Background()); err != nil {
@@ -319,3 +319,80 @@ func TestUnavailableRedis(t *testing.T) {
 }
 
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
+
+func (c *client) ndjson(body string) response {
+	c.t.Helper()
+	req := httptest.NewRequest("POST", "/v1/stores", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	req.Header.Set("Authorization", "Bearer admin-key")
+	res, err := c.app.Test(req, 60000)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(res.Body)
+	r := response{Status: res.StatusCode, Raw: string(raw)}
+	_ = json.Unmarshal(raw, &r.Body)
+	return r
+}
+
+func TestBulkStoresAndNear(t *testing.T) {
+	for _, be := range redistest.Backends(srv) {
+		t.Run(be.Name, func(t *testing.T) {
+			c := newClient(t, be.New(t))
+			body := strings.Join([]string{
+				`{"id": "s-alex", "name": "Alexanderplatz", "lat": 52.5219, "lng": 13.4132, "radius_m": 100}`,
+				`{"id": "s-bad-json", "name": `,
+				`{"id": "s-hack", "name": "Hackescher Markt", "lat": 52.5225, "lng": 13.4025, "radius_m": 80}`,
+				`{"id": "s-far", "name": "Out of range", "lat": 152.5, "lng": 13.4}`,
+				``,
+				`{"id": "s-mall", "name": "Mall", "polygon": [[52.5100, 13.3750], [52.5100, 13.3770], [52.5090, 13.3770], [52.5090, 13.3750]]}`,
+				`{"id": "s-bowtie", "name": "Crossed", "polygon": [[52.0, 13.0], [52.01, 13.01], [52.0, 13.01], [52.01, 13.0]]}`,
+				`{"id": "s-hack", "name": "Hackescher Markt (moved)", "lat": 52.5226, "lng": 13.4026, "radius_m": 80}`,
+			}, "\n")
+			r := c.ndjson(body)
+			if r.Status != 200 || r.Body["written"] != 3.0 || r.Body["failed"] != 3.0 {
+				t.Fatalf("bulk: %d %s", r.Status, r.Raw)
+			}
+			errs := r.Body["errors"].([]any)
+			wantLines := []struct {
+				line  float64
+				field string
+			}{{2, ""}, {4, "lat"}, {7, "polygon[2]"}}
+			for i, w := range wantLines {
+				e := errs[i].(map[string]any)
+				inner := e["error"].(map[string]any)
+				if e["line"] != w.line || (inner["field"] != nil && inner["field"] != w.field) || (inner["field"] == nil && w.field != "") {
+					t.Fatalf("error %d: %v, want line %v field %q", i, e, w.line, w.field)
+				}
+			}
+			if r := c.admin("GET", "/v1/stores/s-hack", ""); r.Body["name"] != "Hackescher Markt (moved)" {
+				t.Fatalf("the last line for an id wins: %s", r.Raw)
+			}
+			// Near Alexanderplatz: Alexanderplatz first (inside), then Hackescher Markt.
+			r = c.admin("GET", "/v1/stores?near=52.5219,13.4132&radius_m=1000", "")
+			stores := r.Body["stores"].([]any)
+			if len(stores) != 2 || stores[0].(map[string]any)["id"] != "s-alex" || stores[0].(map[string]any)["inside"] != true || stores[1].(map[string]any)["id"] != "s-hack" {
+				t.Fatalf("near: %s", r.Raw)
+			}
+			// The mall polygon is found near its edge, and pings inside it enter it.
+			r = c.admin("GET", "/v1/stores?near=52.5095,13.3760&radius_m=10", "")
+			if stores := r.Body["stores"].([]any); len(stores) != 1 || stores[0].(map[string]any)["id"] != "s-mall" {
+				t.Fatalf("near the mall: %s", r.Raw)
+			}
+			wantError(t, c.admin("GET", "/v1/stores?near=91,13", ""), 400, "invalid_argument", "near")
+			wantError(t, c.admin("GET", "/v1/stores?near=52,13&radius_m=-1", ""), 400, "invalid_argument", "radius_m")
+			c.admin("PUT", "/v1/customers/c-1", `{"consent": {"location": true, "push": true}}`)
+			r = c.do("POST", "/v1/pings", "app-key", `{"customer_id": "c-1", "lat": 52.5095, "lng": 13.3760, "accuracy_m": 5}`)
+			if !strings.Contains(r.Raw, `"type":"enter","store_id":"s-mall"`) {
+				t.Fatalf("ping in the mall: %s", r.Raw)
+			}
+			// Refused outright: the wrong media type.
+			req := httptest.NewRequest("POST", "/v1/stores", strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer admin-key")
+			if res, _ := c.app.Test(req); res.StatusCode != 415 {
+				t.Fatalf("json to the bulk endpoint: %d", res.StatusCode)
+			}
+		})
+	}
+}

@@ -23,6 +23,9 @@ func decodeJSON(c *fiber.Ctx, v any) error {
 	if ct != "" && ct != fiber.MIMEApplicationJSON {
 		return newError(http.StatusUnsupportedMediaType, "", "send JSON with Content-Type: application/json, not %s", ct)
 	}
+	if len(c.Body()) > maxJSONBody {
+		return newError(http.StatusRequestEntityTooLarge, "", "a JSON body is at most %d bytes", maxJSONBody)
+	}
 	return decodeBytes(c.Body(), v)
 }
 

@@ -1,12 +1,18 @@
 package api
 
 import (
+	"bytes"
+	"context"
+	"math"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/nearcast/nearcast/engine"
+	"github.com/nearcast/nearcast/geo"
 	"github.com/nearcast/nearcast/rules"
 )
 
@@ -62,7 +68,62 @@ func (s *Server) deleteStore(c *fiber.Ctx) error {
 	return c.SendStatus(http.StatusNoContent)
 }
 
+// lineError is one refused line of a bulk upload.
+type lineError struct {
+	Line  int    `json:"line"`
+	Error *Error `json:"error"`
+}
+
+// postStores upserts many stores from NDJSON: one store (with its id) per
+// line. Good lines are written even when others are refused; the answer
+// names each refused line with its error.
+func (s *Server) postStores(c *fiber.Ctx) error {
+	ct := strings.ToLower(strings.TrimSpace(strings.Split(c.Get(fiber.HeaderContentType), ";")[0]))
+	if ct != "application/x-ndjson" {
+		return newError(http.StatusUnsupportedMediaType, "", "send stores as NDJSON, one per line, with Content-Type: application/x-ndjson")
+	}
+	var good []*rules.Store
+	var bad []lineError
+	seen := map[string]int{}
+	for i, line := range bytes.Split(c.Body(), []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var st rules.Store
+		err := decodeBytes(line, &st)
+		if err == nil {
+			err = st.Normalize()
+		}
+		if err != nil {
+			bad = append(bad, lineError{Line: i + 1, Error: toError(err)})
+			continue
+		}
+		if j, dup := seen[st.ID]; dup {
+			good[j] = &st // the last line for an id wins
+			continue
+		}
+		seen[st.ID] = len(good)
+		good = append(good, &st)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	written, err := s.Live.Catalog().PutStores(ctx, good)
+	if err != nil && written == 0 {
+		return err
+	}
+	if written > 0 {
+		s.refresh(ctx)
+	}
+	if bad == nil {
+		bad = []lineError{}
+	}
+	return c.JSON(fiber.Map{"written": written, "failed": len(bad), "errors": bad})
+}
+
 func (s *Server) listStores(c *fiber.Ctx) error {
+	if near := c.Query("near"); near != "" {
+		return s.nearStores(c, near)
+	}
 	limit, err := pageLimit(c)
 	if err != nil {
 		return err
@@ -77,6 +138,49 @@ func (s *Server) listStores(c *fiber.Ctx) error {
 		stores = []*rules.Store{}
 	}
 	return c.JSON(fiber.Map{"stores": stores, "next_cursor": next})
+}
+
+// nearStores lists the stores whose fence lies within radius_m of a point.
+func (s *Server) nearStores(c *fiber.Ctx, near string) error {
+	parts := strings.Split(near, ",")
+	var lat, lng float64
+	var err1, err2 error
+	if len(parts) == 2 {
+		lat, err1 = strconv.ParseFloat(strings.TrimSpace(parts[0]), 64)
+		lng, err2 = strconv.ParseFloat(strings.TrimSpace(parts[1]), 64)
+	}
+	if len(parts) != 2 || err1 != nil || err2 != nil || geo.ValidPoint(lat, lng) != nil {
+		return newError(http.StatusBadRequest, "near", "near is lat,lng in decimal degrees, e.g. near=52.5219,13.4132")
+	}
+	radius := 1000.0
+	if v := c.Query("radius_m"); v != "" {
+		r, err := strconv.ParseFloat(v, 64)
+		if err != nil || r < 0 || r > geo.MaxRadiusM {
+			return newError(http.StatusBadRequest, "radius_m", "radius_m must be between 0 and %d", geo.MaxRadiusM)
+		}
+		radius = r
+	}
+	limit, err := pageLimit(c)
+	if err != nil {
+		return err
+	}
+	snap := s.Live.Current()
+	if snap == nil {
+		return toError(engine.ErrNoSnapshot)
+	}
+	type nearStore struct {
+		*rules.Store
+		DistanceM int  `json:"distance_m"`
+		Inside    bool `json:"inside"`
+	}
+	out := []nearStore{}
+	for _, h := range snap.Index.Within(lat, lng, radius) {
+		if len(out) == limit {
+			break
+		}
+		out = append(out, nearStore{Store: snap.Stores[h.Fence].Store, DistanceM: int(math.Round(h.DistanceM)), Inside: h.Inside})
+	}
+	return c.JSON(fiber.Map{"stores": out})
 }
 
 // Rules

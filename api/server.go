@@ -20,6 +20,12 @@ import (
 	"github.com/nearcast/nearcast/rules"
 )
 
+// Body limits: one JSON document, and a bulk NDJSON upload.
+const (
+	maxJSONBody = 1 << 20
+	maxBulkBody = 256 << 20
+)
+
 // PushLog lists the pushes the development sender kept.
 type PushLog interface {
 	Pushes(customerID string) []engine.Push
@@ -63,7 +69,7 @@ func New(d Deps) *fiber.App {
 	s := &Server{Deps: d, log: d.Log}
 	app := fiber.New(fiber.Config{
 		AppName:               "nearcast",
-		BodyLimit:             1 << 20,
+		BodyLimit:             maxBulkBody,
 		ErrorHandler:          s.handleError,
 		DisableStartupMessage: true,
 		ReadTimeout:           10 * time.Second,
@@ -81,6 +87,7 @@ func New(d Deps) *fiber.App {
 	v1.Delete("/customers/:id/devices/:device_id", appKey, s.deleteDevice)
 
 	v1.Get("/stores", admin, s.listStores)
+	v1.Post("/stores", admin, s.postStores)
 	v1.Put("/stores/:id", admin, s.putStore)
 	v1.Get("/stores/:id", admin, s.getStore)
 	v1.Delete("/stores/:id", admin, s.deleteStore)

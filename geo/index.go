@@ -280,3 +280,39 @@ func parentCell(c h3.Cell, res int) h3.Cell {
 	}
 	return h3.Cell(v)
 }
+
+// Within lists the fences whose edge lies within radiusM of the point
+// (0 when the point is inside), nearest first. It scans every fence, with
+// a cheap latitude test first: it serves people browsing stores, not pings.
+func (ix *Index) Within(lat, lng, radiusM float64) []Hit {
+	var out []Hit
+	for i := range ix.fences {
+		f := &ix.fences[i]
+		if math.Abs(f.lat-lat)*111000 > radiusM+f.size*2.1+1000 {
+			continue
+		}
+		var h Hit
+		if f.poly < 0 {
+			d := DistanceM(lat, lng, f.lat, f.lng)
+			h = Hit{Fence: int32(i), DistanceM: d, OutsideM: math.Max(0, d-f.size), Inside: d <= f.size, SizeM: f.size}
+		} else {
+			p := &ix.polys[f.poly]
+			h = Hit{Fence: int32(i), DistanceM: DistanceM(lat, lng, f.lat, f.lng), SizeM: f.size}
+			if containsPoint(p.ring, lat, lng) {
+				h.Inside = true
+			} else {
+				h.OutsideM = distanceToRingM(p.ring, lat, lng)
+			}
+		}
+		if h.OutsideM <= radiusM {
+			out = append(out, h)
+		}
+	}
+	slices.SortFunc(out, func(a, b Hit) int {
+		if c := cmp.Compare(a.OutsideM, b.OutsideM); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.DistanceM, b.DistanceM)
+	})
+	return out
+}

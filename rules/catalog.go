@@ -70,6 +70,45 @@ func (c *Catalog) PutStore(ctx context.Context, s *Store) (created bool, err err
 	return res[0] == 1, nil
 }
 
+// bulkBatch is how many stores one Redis transaction writes.
+const bulkBatch = 1000
+
+// PutStores saves stores already validated (Normalize) in batches, and
+// announces one catalog change at the end. It answers how many it wrote;
+// on an error, the batches before it are written.
+func (c *Catalog) PutStores(ctx context.Context, stores []*Store) (int, error) {
+	written, version := 0, int64(0)
+	now := c.now().UTC().Truncate(time.Millisecond)
+	for start := 0; start < len(stores); start += bulkBatch {
+		batch := stores[start:min(start+bulkBatch, len(stores))]
+		args := make([]any, 0, 2*len(batch))
+		for _, s := range batch {
+			s.UpdatedAt = now
+			doc, err := json.Marshal(s)
+			if err != nil {
+				return written, err
+			}
+			args = append(args, s.ID, doc)
+		}
+		// The version moves with each batch, so a replica's version check
+		// sees every batch that landed even if the notice below is lost.
+		var v *redis.IntCmd
+		if _, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HSet(ctx, keyStores, args...)
+			v = p.Incr(ctx, keyVersion)
+			return nil
+		}); err != nil {
+			return written, fmt.Errorf("save stores: %w", err)
+		}
+		written += len(batch)
+		version = v.Val()
+	}
+	if written > 0 {
+		c.rdb.Publish(ctx, ChannelChanged, version)
+	}
+	return written, nil
+}
+
 // GetStore reads one store.
 func (c *Catalog) GetStore(ctx context.Context, id string) (*Store, error) {
 	doc, err := c.rdb.HGet(ctx, keyStores, id).Bytes()

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"sync"
 	"time"
 
 	"golang.org/x/text/language"
@@ -46,7 +47,7 @@ func (c *Customer) Normalize() error {
 		}
 	}
 	if c.Timezone != "" {
-		if _, err := time.LoadLocation(c.Timezone); err != nil {
+		if _, err := loadLocation(c.Timezone); err != nil {
 			fs.add("timezone", "unknown time zone %q (use an IANA name such as Europe/Berlin)", c.Timezone)
 		}
 	}
@@ -86,12 +87,30 @@ func validAttribute(v any) bool {
 
 // Location is the customer's time zone, UTC when none is set.
 func (c *Customer) Location() *time.Location {
-	if c.Timezone != "" {
-		if loc, err := time.LoadLocation(c.Timezone); err == nil {
-			return loc
-		}
+	if loc, err := loadLocation(c.Timezone); err == nil {
+		return loc
 	}
 	return time.UTC
+}
+
+// zones caches time.LoadLocation, which reads and parses the zone's data
+// on every call: too slow for the hot path and for bulk loads.
+var zones sync.Map // name → *time.Location
+
+// loadLocation is time.LoadLocation, cached; "" is UTC.
+func loadLocation(name string) (*time.Location, error) {
+	if name == "" {
+		return time.UTC, nil
+	}
+	if loc, ok := zones.Load(name); ok {
+		return loc.(*time.Location), nil
+	}
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, err
+	}
+	zones.Store(name, loc)
+	return loc, nil
 }
 
 // Device is a phone or browser of a customer that can receive pushes.

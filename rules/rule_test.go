@@ -194,12 +194,19 @@ func TestStoreNormalize(t *testing.T) {
 		{"bad day", Store{ID: "s", Name: "S", Lat: &lat, Lng: &lng, OpeningHours: map[string][]string{"monday": {"07:00-20:00"}}}, "opening_hours.monday"},
 		{"bad span", Store{ID: "s", Name: "S", Lat: &lat, Lng: &lng, OpeningHours: map[string][]string{"mon": {"7-20"}}}, "opening_hours.mon[0]"},
 		{"no name", Store{ID: "s", Lat: &lat, Lng: &lng}, "name"},
+		{"polygon", Store{ID: "s", Name: "S", Polygon: [][2]float64{{52, 13}, {52, 13.01}, {52.01, 13.01}, {52, 13}}}, ""},
+		{"polygon too few points", Store{ID: "s", Name: "S", Polygon: [][2]float64{{52, 13}, {52, 13.01}}}, "polygon"},
+		{"polygon point out of range", Store{ID: "s", Name: "S", Polygon: [][2]float64{{52, 13}, {52, 13.01}, {95, 13.01}}}, "polygon[2]"},
+		{"polygon across the antimeridian", Store{ID: "s", Name: "S", Polygon: [][2]float64{{0, 179.99}, {0, -179.99}, {0.01, -179.99}}}, "polygon[0]"},
+		{"polygon crossing itself", Store{ID: "s", Name: "S", Polygon: [][2]float64{{52, 13}, {52.01, 13.01}, {52, 13.01}, {52.01, 13}}}, "polygon[2]"},
+		{"polygon and radius", Store{ID: "s", Name: "S", RadiusM: 50, Polygon: [][2]float64{{52, 13}, {52, 13.01}, {52.01, 13.01}}}, "radius_m"},
+		{"polygon too large", Store{ID: "s", Name: "S", Polygon: [][2]float64{{50, 13}, {50, 15}, {51.5, 14}}}, "polygon"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.s.Normalize()
 			if tt.field == "" {
-				if err != nil || tt.s.RadiusM != DefaultRadiusM {
+				if err != nil || (tt.s.Polygon == nil && tt.s.RadiusM != DefaultRadiusM) || tt.s.Lat == nil {
 					t.Fatalf("err %v, radius %v", err, tt.s.RadiusM)
 				}
 				return

@@ -64,12 +64,15 @@ func (s *Store) Normalize() error {
 		}
 	}
 	switch {
+	case s.Lat == nil && s.Polygon != nil:
+		// an invalid polygon is fault enough; a valid one gives its centroid
 	case s.Lat == nil:
 		fs.add("lat", "lat is required")
 	case math.IsNaN(*s.Lat) || *s.Lat < -90 || *s.Lat > 90:
 		fs.add("lat", "lat must be between -90 and 90")
 	}
 	switch {
+	case s.Lng == nil && s.Polygon != nil:
 	case s.Lng == nil:
 		fs.add("lng", "lng is required")
 	case math.IsNaN(*s.Lng) || *s.Lng < -180 || *s.Lng > 180:
@@ -90,7 +93,7 @@ func (s *Store) Normalize() error {
 		}
 	}
 	if s.Timezone != "" {
-		if _, err := time.LoadLocation(s.Timezone); err != nil {
+		if _, err := loadLocation(s.Timezone); err != nil {
 			fs.add("timezone", "unknown time zone %q (use an IANA name such as Europe/Berlin)", s.Timezone)
 		}
 	}
@@ -140,10 +143,8 @@ type schedule struct {
 
 func compileSchedule(s *Store) schedule {
 	sc := schedule{loc: time.UTC}
-	if s.Timezone != "" {
-		if loc, err := time.LoadLocation(s.Timezone); err == nil {
-			sc.loc = loc
-		}
+	if loc, err := loadLocation(s.Timezone); err == nil {
+		sc.loc = loc
 	}
 	for day, spans := range s.OpeningHours {
 		wd := weekdays[day]
