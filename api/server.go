@@ -78,6 +78,10 @@ func New(d Deps) *fiber.App {
 	})
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", s.readyz)
+	app.Get("/v1/openapi.yaml", func(c *fiber.Ctx) error {
+		c.Set(fiber.HeaderContentType, "application/yaml")
+		return c.Send(OpenAPI)
+	})
 
 	v1 := app.Group("/v1")
 	appKey, admin := s.auth(roleApp), s.auth(roleAdmin)
