@@ -176,12 +176,13 @@ func (ix *Index) Near(lat, lng float64, dst []Hit) []Hit {
 		return dst
 	}
 	finest := h3.LatLngToCell(h3.LatLng{Lat: lat, Lng: lng}, ix.levels[0].res)
+	pre := newPrefilter(lat, lng)
 	for li := range ix.levels {
 		lv := &ix.levels[li]
 		key := parentCell(finest, lv.res)
 		i, _ := slices.BinarySearch(lv.cells, key)
 		for ; i < len(lv.cells) && lv.cells[i] == key; i++ {
-			if h, ok := ix.check(lv.fences[i], lat, lng); ok {
+			if h, ok := ix.check(lv.fences[i], lat, lng, &pre); ok {
 				dst = append(dst, h)
 			}
 		}
@@ -189,17 +190,46 @@ func (ix *Index) Near(lat, lng float64, dst []Hit) []Hit {
 	return dst
 }
 
+// prefilter rejects a far candidate without trigonometry. Fences within
+// reach lie within half a degree of latitude of the point (reach is under
+// 56 km), so measuring longitude with the cosine half a degree poleward
+// underestimates every distance: a candidate this says is out of reach is.
+type prefilter struct {
+	lat, lng, mPerDegLng float64
+}
+
+const mPerDeg = EarthRadiusM * math.Pi / 180
+
+func newPrefilter(lat, lng float64) prefilter {
+	return prefilter{lat: lat, lng: lng, mPerDegLng: mPerDeg * math.Cos(math.Min(90, math.Abs(lat)+0.5)*math.Pi/180)}
+}
+
+// beyond reports whether (lat, lng) is surely farther than reachM away.
+func (p *prefilter) beyond(lat, lng, reachM float64) bool {
+	dy := (lat - p.lat) * mPerDeg
+	dl := math.Abs(lng - p.lng)
+	if dl > 180 {
+		dl = 360 - dl
+	}
+	dx := dl * p.mPerDegLng
+	r := reachM*1.01 + 1
+	return dx*dx+dy*dy > r*r
+}
+
 // check measures one fence exactly.
-func (ix *Index) check(i int32, lat, lng float64) (Hit, bool) {
+func (ix *Index) check(i int32, lat, lng float64, pre *prefilter) (Hit, bool) {
 	f := &ix.fences[i]
 	slack := slackM(f.size)
 	if f.poly < 0 {
+		if pre != nil && pre.beyond(f.lat, f.lng, f.size+slack) {
+			return Hit{}, false
+		}
 		d := DistanceM(lat, lng, f.lat, f.lng)
 		out := math.Max(0, d-f.size)
 		return Hit{Fence: i, DistanceM: d, OutsideM: out, Inside: d <= f.size, SizeM: f.size}, out <= slack
 	}
 	p := &ix.polys[f.poly]
-	if DistanceM(lat, lng, p.bLat, p.bLng) > f.size*1.005+1+slack {
+	if pre != nil && pre.beyond(p.bLat, p.bLng, f.size*1.005+1+slack) || DistanceM(lat, lng, p.bLat, p.bLng) > f.size*1.005+1+slack {
 		return Hit{}, false
 	}
 	h := Hit{Fence: i, DistanceM: DistanceM(lat, lng, f.lat, f.lng), SizeM: f.size}
@@ -221,7 +251,7 @@ func CheckFence(f Fence, lat, lng float64) (Hit, bool) {
 		ix.fences[0] = fence{lat: f.Lat, lng: f.Lng, size: bR, poly: 0}
 		ix.polys = []polygon{{ring: ring, bLat: bLat, bLng: bLng}}
 	}
-	return ix.check(0, lat, lng)
+	return ix.check(0, lat, lng, nil)
 }
 
 // resolutionFor picks the finest resolution whose average cell edge is at
