@@ -111,18 +111,23 @@ func (c *Catalog) PutStores(ctx context.Context, stores []*Store) (int, error) {
 
 // GetStore reads one store.
 func (c *Catalog) GetStore(ctx context.Context, id string) (*Store, error) {
-	doc, err := c.rdb.HGet(ctx, keyStores, id).Bytes()
+	return getDoc[Store](ctx, c.rdb, keyStores, id)
+}
+
+// getDoc reads one JSON document from a hash of documents.
+func getDoc[T any](ctx context.Context, rdb redis.UniversalClient, key, id string) (*T, error) {
+	doc, err := rdb.HGet(ctx, key, id).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read store: %w", err)
+		return nil, fmt.Errorf("read %s: %w", id, err)
 	}
-	var s Store
-	if err := json.Unmarshal(doc, &s); err != nil {
-		return nil, fmt.Errorf("decode store %s: %w", id, err)
+	var v T
+	if err := json.Unmarshal(doc, &v); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", id, err)
 	}
-	return &s, nil
+	return &v, nil
 }
 
 // DeleteStore removes a store.
@@ -231,18 +236,7 @@ func (c *Catalog) PutRule(ctx context.Context, r *Rule, dryRun bool) error {
 
 // GetRule reads the current version of a rule.
 func (c *Catalog) GetRule(ctx context.Context, id string) (*Rule, error) {
-	doc, err := c.rdb.HGet(ctx, keyRules, id).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read rule: %w", err)
-	}
-	var r Rule
-	if err := json.Unmarshal(doc, &r); err != nil {
-		return nil, fmt.Errorf("decode rule %s: %w", id, err)
-	}
-	return &r, nil
+	return getDoc[Rule](ctx, c.rdb, keyRules, id)
 }
 
 // DeleteRule removes a rule from force. Its history stays, and a rule

@@ -218,24 +218,8 @@ func (l *Live) Refresh(ctx context.Context) error {
 	skip := func(kind, id string, err error) {
 		l.log.Warn("left out of snapshot", "kind", kind, "id", id, "err", err)
 	}
-	stores := make([]*Store, 0, len(storeDocs))
-	for id, doc := range storeDocs {
-		var s Store
-		if err := json.Unmarshal([]byte(doc), &s); err != nil {
-			skip("store", id, err)
-			continue
-		}
-		stores = append(stores, &s)
-	}
-	rules := make([]*Rule, 0, len(ruleDocs))
-	for id, doc := range ruleDocs {
-		var r Rule
-		if err := json.Unmarshal([]byte(doc), &r); err != nil {
-			skip("rule", id, err)
-			continue
-		}
-		rules = append(rules, &r)
-	}
+	stores := decodeAll[Store]("store", storeDocs, skip)
+	rules := decodeAll[Rule]("rule", ruleDocs, skip)
 	start := time.Now()
 	snap, err := BuildSnapshot(version, stores, rules, skip)
 	if err != nil {
@@ -264,4 +248,18 @@ func (l *Live) Run(ctx context.Context) error {
 			l.log.Warn("snapshot refresh failed", "err", err)
 		}
 	}
+}
+
+// decodeAll decodes a hash of JSON documents, reporting any that fail.
+func decodeAll[T any](kind string, docs map[string]string, skip func(kind, id string, err error)) []*T {
+	out := make([]*T, 0, len(docs))
+	for id, doc := range docs {
+		var v T
+		if err := json.Unmarshal([]byte(doc), &v); err != nil {
+			skip(kind, id, err)
+			continue
+		}
+		out = append(out, &v)
+	}
+	return out
 }
