@@ -26,6 +26,7 @@ type config struct {
 	PushWorkers   int
 	PushTTL       time.Duration
 	VisitTimeout  time.Duration
+	MaxEnterSpeed float64
 	LogFormat     string
 	LogLevel      string
 	ShutdownGrace time.Duration
@@ -103,6 +104,14 @@ func loadConfig(env func(string) string) (*config, error) {
 	}
 	c.PushTTL = duration(env, "NEARCAST_PUSH_TTL", 10*time.Minute, bad)
 	c.VisitTimeout = duration(env, "NEARCAST_VISIT_TIMEOUT", 30*time.Minute, bad)
+	c.MaxEnterSpeed = 3
+	if v := env("NEARCAST_MAX_ENTER_SPEED"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f <= 0 || f > 100 {
+			bad("NEARCAST_MAX_ENTER_SPEED", "must be a speed in m/s above 0, e.g. 3")
+		}
+		c.MaxEnterSpeed = f
+	}
 
 	c.LogFormat = env("NEARCAST_LOG_FORMAT")
 	if c.LogFormat == "" {

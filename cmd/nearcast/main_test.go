@@ -255,6 +255,7 @@ func TestSettingsRefused(t *testing.T) {
 		{"unknown push sender", map[string]string{"NEARCAST_PUSH": "sms"}, "NEARCAST_PUSH"},
 		{"fcm without project", map[string]string{"NEARCAST_PUSH": "fcm"}, "NEARCAST_FCM_PROJECT"},
 		{"bad duration", map[string]string{"NEARCAST_PUSH_TTL": "ten"}, "NEARCAST_PUSH_TTL"},
+		{"bad speed", map[string]string{"NEARCAST_MAX_ENTER_SPEED": "-1"}, "NEARCAST_MAX_ENTER_SPEED"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
