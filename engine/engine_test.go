@@ -52,6 +52,10 @@ type fixture struct {
 }
 
 func setup(t *testing.T, rdb *redis.Client, extraRules ...rules.Rule) *fixture {
+	return setupTB(t, rdb, extraRules...)
+}
+
+func setupTB(t testing.TB, rdb *redis.Client, extraRules ...rules.Rule) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	live := rules.NewLive(rdb, quiet)
