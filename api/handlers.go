@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"errors"
 	"math"
 	"net/http"
 	"strconv"
@@ -202,16 +203,89 @@ func (s *Server) putRule(c *fiber.Ctx) error {
 		return err
 	}
 	r.ID = id
+	ifVersion, err := ifMatch(c)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := s.ctx()
 	defer cancel()
-	if err := s.Live.Catalog().PutRule(ctx, &r, dryRun); err != nil {
+	if err := s.Live.Catalog().PutRuleIf(ctx, &r, dryRun, ifVersion); err != nil {
+		if errors.Is(err, rules.ErrConflict) && ifVersion > 0 {
+			return newError(http.StatusConflict, "", "the rule changed since version %d; read it again and reapply your edit", ifVersion)
+		}
 		return err
 	}
 	if dryRun {
 		return c.JSON(fiber.Map{"valid": true, "rule": &r})
 	}
 	s.refresh(ctx)
+	setETag(c, r.Version)
 	return created(c, r.Version == 1, &r)
+}
+
+// ifMatch reads an If-Match header holding a rule's ETag ("3"); 0 when absent.
+func ifMatch(c *fiber.Ctx) (int64, error) {
+	h := strings.TrimSpace(c.Get(fiber.HeaderIfMatch))
+	if h == "" || h == "*" {
+		return 0, nil
+	}
+	v, err := strconv.ParseInt(strings.Trim(strings.TrimPrefix(h, "W/"), `"`), 10, 64)
+	if err != nil || v < 1 {
+		return 0, newError(http.StatusBadRequest, "If-Match", "If-Match takes the ETag of a rule, such as \"3\"")
+	}
+	return v, nil
+}
+
+func setETag(c *fiber.Ctx, version int64) {
+	c.Set(fiber.HeaderETag, `"`+strconv.FormatInt(version, 10)+`"`)
+}
+
+func (s *Server) listRuleVersions(c *fiber.Ctx) error {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	vs, err := s.Live.Catalog().RuleVersions(ctx, c.Params("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(fiber.Map{"versions": vs})
+}
+
+func versionParam(c *fiber.Ctx) (int64, error) {
+	v, err := strconv.ParseInt(c.Params("version"), 10, 64)
+	if err != nil || v < 1 {
+		return 0, newError(http.StatusBadRequest, "version", "version is a whole number from 1")
+	}
+	return v, nil
+}
+
+func (s *Server) getRuleVersion(c *fiber.Ctx) error {
+	v, err := versionParam(c)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	r, err := s.Live.Catalog().RuleVersion(ctx, c.Params("id"), v)
+	if err != nil {
+		return err
+	}
+	return c.JSON(r)
+}
+
+func (s *Server) restoreRuleVersion(c *fiber.Ctx) error {
+	v, err := versionParam(c)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	r, err := s.Live.Catalog().RestoreRule(ctx, c.Params("id"), v)
+	if err != nil {
+		return err
+	}
+	s.refresh(ctx)
+	setETag(c, r.Version)
+	return c.JSON(r)
 }
 
 func (s *Server) getRule(c *fiber.Ctx) error {
@@ -221,6 +295,7 @@ func (s *Server) getRule(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	setETag(c, r.Version)
 	return c.JSON(r)
 }
 

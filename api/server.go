@@ -105,6 +105,9 @@ func New(d Deps) *fiber.App {
 	v1.Put("/rules/:id", admin, s.putRule)
 	v1.Get("/rules/:id", admin, s.getRule)
 	v1.Delete("/rules/:id", admin, s.deleteRule)
+	v1.Get("/rules/:id/versions", admin, s.listRuleVersions)
+	v1.Get("/rules/:id/versions/:version", admin, s.getRuleVersion)
+	v1.Post("/rules/:id/versions/:version/restore", admin, s.restoreRuleVersion)
 
 	v1.Get("/dev/pushes", admin, s.devPushes)
 	return app

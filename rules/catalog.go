@@ -202,6 +202,13 @@ return cur + 1`)
 // PutRule validates, compiles and saves a rule as its next version, which
 // it sets on r. With dryRun it only validates.
 func (c *Catalog) PutRule(ctx context.Context, r *Rule, dryRun bool) error {
+	return c.PutRuleIf(ctx, r, dryRun, 0)
+}
+
+// PutRuleIf is PutRule that fails with ErrConflict unless the rule's
+// latest version is ifVersion (0: any), so that of two marketers editing
+// one rule, the second is told instead of overwriting the first.
+func (c *Catalog) PutRuleIf(ctx context.Context, r *Rule, dryRun bool, ifVersion int64) error {
 	if _, err := Compile(r); err != nil {
 		return err
 	}
@@ -209,6 +216,9 @@ func (c *Catalog) PutRule(ctx context.Context, r *Rule, dryRun bool) error {
 		prev, err := c.rdb.HGet(ctx, keyRuleVersions, r.ID).Int64()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return fmt.Errorf("read rule version: %w", err)
+		}
+		if ifVersion > 0 && prev != ifVersion {
+			return ErrConflict
 		}
 		r.Version = prev + 1
 		r.UpdatedAt = c.now().UTC().Truncate(time.Millisecond)
@@ -237,6 +247,57 @@ func (c *Catalog) PutRule(ctx context.Context, r *Rule, dryRun bool) error {
 // GetRule reads the current version of a rule.
 func (c *Catalog) GetRule(ctx context.Context, id string) (*Rule, error) {
 	return getDoc[Rule](ctx, c.rdb, keyRules, id)
+}
+
+// RuleVersions lists every saved version of a rule, oldest first.
+func (c *Catalog) RuleVersions(ctx context.Context, id string) ([]*Rule, error) {
+	docs, err := c.rdb.LRange(ctx, keyRuleHistory+id, 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read rule history: %w", err)
+	}
+	if len(docs) == 0 {
+		return nil, ErrNotFound
+	}
+	out := make([]*Rule, 0, len(docs))
+	for _, doc := range docs {
+		var r Rule
+		if err := json.Unmarshal([]byte(doc), &r); err != nil {
+			return nil, fmt.Errorf("decode rule %s history: %w", id, err)
+		}
+		out = append(out, &r)
+	}
+	return out, nil
+}
+
+// RuleVersion reads one saved version of a rule.
+func (c *Catalog) RuleVersion(ctx context.Context, id string, version int64) (*Rule, error) {
+	if version < 1 {
+		return nil, ErrNotFound
+	}
+	doc, err := c.rdb.LIndex(ctx, keyRuleHistory+id, version-1).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read rule version: %w", err)
+	}
+	var r Rule
+	if err := json.Unmarshal([]byte(doc), &r); err != nil {
+		return nil, fmt.Errorf("decode rule %s version %d: %w", id, version, err)
+	}
+	return &r, nil
+}
+
+// RestoreRule saves an old version's document as the rule's next version.
+func (c *Catalog) RestoreRule(ctx context.Context, id string, version int64) (*Rule, error) {
+	r, err := c.RuleVersion(ctx, id, version)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.PutRule(ctx, r, false); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // DeleteRule removes a rule from force. Its history stays, and a rule
