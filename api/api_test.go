@@ -203,6 +203,8 @@ func TestBadInputChangesNothing(t *testing.T) {
 				{"rule unknown nested field", "PUT", "/v1/rules/latte", "admin-key", strings.Replace(ruleLatte, `"valid_for_s"`, `"valid_for"`, 1), 400, "invalid_argument", "offer.valid_for"},
 				{"rule template unknown field", "PUT", "/v1/rules/latte", "admin-key", strings.Replace(ruleLatte, "{{.store.name}} is {{", "{{.store.title}} is {{", 1), 422, "failed_precondition", "offer.body.en"},
 				{"rule bad trigger", "PUT", "/v1/rules/latte", "admin-key", strings.Replace(ruleLatte, `"on": "enter"`, `"on": "arrive"`, 1), 400, "invalid_argument", "trigger.on"},
+				{"rule names an unknown tag", "PUT", "/v1/rules/latte", "admin-key", strings.Replace(ruleLatte, `"tags": ["coffee"]`, `"tags": ["cofee"]`, 1), 422, "failed_precondition", "trigger.stores.tags[0]"},
+				{"rule names an unknown store", "PUT", "/v1/rules/latte", "admin-key", strings.Replace(ruleLatte, `"tags": ["coffee"]`, `"ids": ["s-alex", "s-nowhere"]`, 1), 422, "failed_precondition", "trigger.stores.ids[1]"},
 				{"customer unknown field", "PUT", "/v1/customers/c-42", "admin-key", `{"firstname": "A"}`, 400, "invalid_argument", "firstname"},
 				{"customer bad attribute", "PUT", "/v1/customers/c-42", "admin-key", `{"attributes": {"x": {"y": 1}}}`, 400, "invalid_argument", "attributes.x"},
 				{"device bad platform", "PUT", "/v1/customers/c-42/devices/d-1", "app-key", `{"fcm_token": "t", "platform": "nokia"}`, 400, "invalid_argument", "platform"},
@@ -401,6 +403,7 @@ func TestRuleVersionsAndConcurrentEdits(t *testing.T) {
 	for _, be := range redistest.Backends(srv) {
 		t.Run(be.Name, func(t *testing.T) {
 			c := newClient(t, be.New(t))
+			c.admin("PUT", "/v1/stores/s-alex", storeAlex)
 			put := func(body, ifMatch string) (response, string) {
 				req := httptest.NewRequest("PUT", "/v1/rules/latte", strings.NewReader(body))
 				req.Header.Set("Content-Type", "application/json")

@@ -33,6 +33,9 @@ var ErrConflict = errors.New("conflict")
 type Catalog struct {
 	rdb redis.UniversalClient
 	now func() time.Time
+	// storeRefs checks the stores a rule names against the stores known;
+	// Live sets it to its snapshot's check.
+	storeRefs func(*Rule) []Fault
 }
 
 // NewCatalog returns a catalog on rdb.
@@ -209,7 +212,14 @@ func (c *Catalog) PutRule(ctx context.Context, r *Rule, dryRun bool) error {
 // latest version is ifVersion (0: any), so that of two marketers editing
 // one rule, the second is told instead of overwriting the first.
 func (c *Catalog) PutRuleIf(ctx context.Context, r *Rule, dryRun bool, ifVersion int64) error {
+	var fs faults
 	if _, err := Compile(r); err != nil {
+		fs = append(fs, err.(*ValidationError).Faults...)
+	}
+	if c.storeRefs != nil {
+		fs = append(fs, c.storeRefs(r)...)
+	}
+	if err := fs.err(); err != nil {
 		return err
 	}
 	for attempt := 0; ; attempt++ {

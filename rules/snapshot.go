@@ -43,6 +43,7 @@ type Snapshot struct {
 	// there on that trigger, best first.
 	byTrigger map[string][][]*Compiled
 	storePos  map[string]int32
+	tags      map[string]bool
 	// dwell[store position] lists the dwell_s of the dwell rules there,
 	// ascending, without repeats.
 	dwell [][]int
@@ -67,6 +68,28 @@ func (s *Snapshot) Candidates(store int32, on string) []*Compiled {
 	return lists[store]
 }
 
+// StoreRefFaults names each store id and tag a rule selects that no store
+// in the snapshot has: most likely a typo, which would make the rule fire
+// nowhere.
+func (s *Snapshot) StoreRefFaults(r *Rule) []Fault {
+	sel := r.Trigger.Stores
+	if sel == nil {
+		return nil
+	}
+	var fs faults
+	for i, id := range sel.IDs {
+		if _, ok := s.storePos[id]; !ok {
+			fs.addPrecondition(fmt.Sprintf("trigger.stores.ids[%d]", i), "no store has the id %q", id)
+		}
+	}
+	for i, tag := range sel.Tags {
+		if !s.tags[tag] {
+			fs.addPrecondition(fmt.Sprintf("trigger.stores.tags[%d]", i), "no store carries the tag %q", tag)
+		}
+	}
+	return fs
+}
+
 // StoreByID finds a store's position.
 func (s *Snapshot) StoreByID(id string) (int32, bool) {
 	p, ok := s.storePos[id]
@@ -86,6 +109,7 @@ func BuildSnapshot(version int64, stores []*Store, rules []*Rule, skip func(kind
 	}
 	fences := make([]geo.Fence, 0, len(stores))
 	byTag := map[string][]int32{}
+	snap.tags = map[string]bool{}
 	for _, s := range stores {
 		if err := s.Normalize(); err != nil {
 			skip("store", s.ID, err)
@@ -97,6 +121,7 @@ func BuildSnapshot(version int64, stores []*Store, rules []*Rule, skip func(kind
 		fences = append(fences, s.Fence())
 		for _, t := range s.Tags {
 			byTag[t] = append(byTag[t], pos)
+			snap.tags[t] = true
 		}
 	}
 	ix, err := geo.NewIndex(fences)
@@ -191,7 +216,14 @@ type Live struct {
 
 // NewLive returns a Live over the catalog; call Refresh before serving.
 func NewLive(rdb redis.UniversalClient, log *slog.Logger) *Live {
-	return &Live{cat: NewCatalog(rdb), rdb: rdb, log: log, PollEvery: 2 * time.Second}
+	l := &Live{cat: NewCatalog(rdb), rdb: rdb, log: log, PollEvery: 2 * time.Second}
+	l.cat.storeRefs = func(r *Rule) []Fault {
+		if snap := l.Current(); snap != nil {
+			return snap.StoreRefFaults(r)
+		}
+		return nil
+	}
+	return l
 }
 
 // Catalog is the repository the snapshot is built from.

@@ -70,11 +70,16 @@ var demoRules = []rules.Rule{
 
 // seedDemo writes the demo stores, rules and customer. It overwrites
 // documents of the same ids and nothing else.
-func seedDemo(ctx context.Context, cat *rules.Catalog, customers *engine.Customers) error {
+func seedDemo(ctx context.Context, live *rules.Live, customers *engine.Customers) error {
+	cat := live.Catalog()
 	for _, s := range demoStores {
 		if _, err := cat.PutStore(ctx, &s); err != nil {
 			return err
 		}
+	}
+	// Rules are checked against the stores they name: load those first.
+	if err := live.Refresh(ctx); err != nil {
+		return err
 	}
 	for _, r := range demoRules {
 		if err := cat.PutRule(ctx, &r, false); err != nil {

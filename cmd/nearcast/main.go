@@ -83,7 +83,7 @@ func serve(ctx context.Context, env func(string) string, out io.Writer) error {
 	}
 	customers := engine.NewCustomers(rdb)
 	if cfg.Demo {
-		if err := seedDemo(ctx, live.Catalog(), customers); err != nil {
+		if err := seedDemo(ctx, live, customers); err != nil {
 			return fmt.Errorf("demo data: %w", err)
 		}
 		if err := live.Refresh(ctx); err != nil {

@@ -65,6 +65,7 @@ func startServer(t *testing.T, settings map[string]string) (string, *syncBuffer)
 		}
 		select {
 		case err := <-done:
+			done <- err // for the cleanup
 			t.Fatalf("server stopped: %v\n%s", err, out.String())
 		case <-time.After(20 * time.Millisecond):
 		}
