@@ -18,6 +18,9 @@ func BenchmarkEvaluate(b *testing.B) {
 	free := rules.Rule{ID: "free", Name: "Free", Trigger: rules.Trigger{On: rules.OnEnter},
 		Offer: rules.Offer{Title: rules.Texts{{Lang: "en", Template: "Hi {{.customer.first_name}}"}}, Body: rules.Texts{{Lang: "en", Template: "{{.store.name}}, {{.distance_m}} m"}}}}
 	f := setupTB(b, rdb, free)
+	cfg := engine.DefaultConfig
+	cfg.MaxOffersPerDay = 0 // one customer, thousands of visits
+	f.eng = engine.New(rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, f.clock.Now)
 	ctx := context.Background()
 	b.Run("near_no_store", func(b *testing.B) {
 		lat, lng := north(alexLat, alexLng, 5000)

@@ -51,6 +51,9 @@ type Config struct {
 	LateFix time.Duration
 	// PushTTL is how long a push may wait before it is dropped unsent.
 	PushTTL time.Duration
+	// MaxOffersPerDay caps the offers one customer gets in a day (their
+	// time zone) across all rules; 0 means no limit.
+	MaxOffersPerDay int
 	// MaxEnterSpeedMps is the speed above which a customer does not enter
 	// a store: driving past is not a visit.
 	MaxEnterSpeedMps float64
@@ -68,6 +71,7 @@ var DefaultConfig = Config{
 	LateFix:          5 * time.Minute,
 	PushTTL:          10 * time.Minute,
 	MaxEnterSpeedMps: 3,
+	MaxOffersPerDay:  2,
 	EnterAccuracyM:   25,
 	CouponRetention:  30 * 24 * time.Hour,
 }
@@ -149,6 +153,9 @@ const (
 	ReasonAudience = "audience"
 	ReasonClosed   = "store_closed"
 	ReasonCap      = "frequency_cap"
+	ReasonLimit    = "customer_limit"
+	ReasonStoreCap = "store_cap"
+	ReasonBudget   = "budget"
 	ReasonConsent  = "no_consent"
 	ReasonLate     = "late_fix"
 	ReasonLower    = "lower_priority"
@@ -267,45 +274,76 @@ if fast then table.insert(out, 'fast') else table.insert(out, '') end
 if #entered > 0 or #exited > 0 or #dwelt > 0 then table.insert(out, prof[2] or '') else table.insert(out, '') end
 return out`)
 
-// commitScript issues the first offer whose frequency cap allows it: it
-// counts it, records the coupon and appends the push to the outbox, all
-// in one step, so no two pings can both pass a cap.
+// commitScript issues the first offer every cap allows: it counts it,
+// records the coupon and appends the push to the outbox, all in one step,
+// so that no two pings can both pass a cap or a budget. With dry it only
+// checks.
 //
-// KEYS: caps, coupons, outbox, coupon key per candidate…
-// ARGV: n, customer_id, device_id, now_ms, retention_ms, oldest_day_kept,
-// then per candidate: cap_field, cap_limit, code, rule_id, store_id, expires_ms, push JSON.
-// Returns one result per candidate looked at: "sent" or "frequency_cap".
+// KEYS: caps, coupons, outbox, then per candidate: coupon, store-day
+// counter, budget counter.
+// ARGV: n, customer_id, device_id, now_ms, retention_ms, dry ("1"),
+// day field, week field, oldest day kept, oldest week kept, customer daily
+// limit, then per candidate: rule_id, store_id, code, expires_ms, push JSON,
+// per_customer_per_day, per_customer_per_week, per_customer_total,
+// per_store_per_day, total (0: no cap).
+// Returns one result per candidate looked at: "sent" or the cap's reason.
 var commitScript = redis.NewScript(`
 local n = tonumber(ARGV[1])
+local dry = ARGV[6] == '1'
+local dayF, weekF = ARGV[7], ARGV[8]
+local limit = tonumber(ARGV[11])
+local function used(f) return tonumber(redis.call('HGET', KEYS[1], f) or '0') end
+local function over(count, cap) return cap > 0 and count >= cap end
 local res = {}
 for i = 1, n do
-  local b = 6 + (i - 1) * 7
-  local field, limit = ARGV[b + 1], tonumber(ARGV[b + 2])
-  local used = tonumber(redis.call('HGET', KEYS[1], field) or '0')
-  if limit > 0 and used >= limit then
-    table.insert(res, 'frequency_cap')
+  local b = 11 + (i - 1) * 10
+  local rule, store, code, exp = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
+  local perDay, perWeek, perTotal = tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7]), tonumber(ARGV[b + 8])
+  local perStoreDay, budget = tonumber(ARGV[b + 9]), tonumber(ARGV[b + 10])
+  local kc, ks, kb = KEYS[3 + (i - 1) * 3 + 1], KEYS[3 + (i - 1) * 3 + 2], KEYS[3 + (i - 1) * 3 + 3]
+  local reason = nil
+  if over(used('*|' .. dayF), limit) then reason = 'customer_limit'
+  elseif over(used(rule .. '|' .. dayF), perDay) or over(used(rule .. '|' .. weekF), perWeek)
+      or over(used(rule .. '|t'), perTotal) then reason = 'frequency_cap'
+  elseif over(tonumber(redis.call('GET', ks) or '0'), perStoreDay) then reason = 'store_cap'
+  elseif over(tonumber(redis.call('GET', kb) or '0'), budget) then reason = 'budget'
+  end
+  if reason then
+    table.insert(res, reason)
   else
-    local code, exp = ARGV[b + 3], tonumber(ARGV[b + 6])
+    table.insert(res, 'sent')
+    if dry then return res end
     if redis.call('HLEN', KEYS[1]) > 64 then
-      local fields = redis.call('HKEYS', KEYS[1])
-      for _, f in ipairs(fields) do
-        local day = string.match(f, '|(%d+)$')
-        if day and day < ARGV[6] then redis.call('HDEL', KEYS[1], f) end
+      for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+        local kind, when = string.match(f, '|([dw])(%d+)$')
+        if (kind == 'd' and when < ARGV[9]) or (kind == 'w' and when < ARGV[10]) then
+          redis.call('HDEL', KEYS[1], f)
+        end
       end
     end
-    redis.call('HINCRBY', KEYS[1], field, 1)
-    redis.call('PEXPIRE', KEYS[1], 8 * 86400000)
-    redis.call('HSET', KEYS[3 + i], 'customer_id', ARGV[2], 'device_id', ARGV[3], 'rule_id', ARGV[b + 4],
-      'store_id', ARGV[b + 5], 'issued_at', ARGV[4], 'expires_at', ARGV[b + 6])
-    redis.call('PEXPIREAT', KEYS[3 + i], exp + tonumber(ARGV[5]))
+    for _, f in ipairs({'*|' .. dayF, rule .. '|' .. dayF, rule .. '|' .. weekF, rule .. '|t'}) do
+      redis.call('HINCRBY', KEYS[1], f, 1)
+    end
+    redis.call('PEXPIRE', KEYS[1], 400 * 86400000)
+    redis.call('INCR', ks)
+    redis.call('PEXPIRE', ks, 2 * 86400000)
+    redis.call('INCR', kb)
+    redis.call('HSET', kc, 'customer_id', ARGV[2], 'device_id', ARGV[3], 'rule_id', rule,
+      'store_id', store, 'issued_at', ARGV[4], 'expires_at', ARGV[b + 4])
+    redis.call('PEXPIREAT', kc, exp + tonumber(ARGV[5]))
     redis.call('SADD', KEYS[2], code)
     redis.call('PEXPIREAT', KEYS[2], exp + tonumber(ARGV[5]))
-    redis.call('XADD', KEYS[3], '*', 'push', ARGV[b + 7])
-    table.insert(res, 'sent')
+    redis.call('XADD', KEYS[3], '*', 'push', ARGV[b + 5])
     return res
   end
 end
 return res`)
+
+// Keys of a rule's shared counters.
+func budgetKey(rule string) string { return "nc:{rule:" + rule + "}:issued" }
+func storeDayKey(rule, store, day string) string {
+	return "nc:{rule:" + rule + "}:store:" + store + ":" + day
+}
 
 // candidate is an offer the customer is eligible for at one store.
 type candidate struct {
@@ -485,11 +523,13 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 	}
 	local := now.In(cust.Location())
 	day := local.Format("20060102")
-	oldest := local.AddDate(0, 0, -8).Format("20060102")
+	year, week := local.ISOWeek()
+	oldestDay := local.AddDate(0, 0, -8).Format("20060102")
+	oy, ow := local.AddDate(0, 0, -15).ISOWeek()
 	offers := make([]Offer, len(eligible))
 	keys := []string{customerKey(p.CustomerID, partCaps), customerKey(p.CustomerID, partCoupons), keyOutbox}
-	args := []any{len(eligible), p.CustomerID, p.DeviceID, now.UnixMilli(), e.cfg.CouponRetention.Milliseconds(), oldest}
-	capFields := make([]string, len(eligible))
+	args := []any{len(eligible), p.CustomerID, p.DeviceID, now.UnixMilli(), e.cfg.CouponRetention.Milliseconds(), flag(opt.DryRun),
+		"d" + day, fmt.Sprintf("w%04d%02d", year, week), "d" + oldestDay, fmt.Sprintf("w%04d%02d", oy, ow), e.cfg.MaxOffersPerDay}
 	for i, c := range eligible {
 		code := e.coupons.NewCode()
 		expires := now.Add(c.rule.ValidFor()).UTC().Truncate(time.Second)
@@ -511,32 +551,15 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 		if err != nil {
 			return err
 		}
-		capFields[i] = c.rule.Rule.ID + "|" + day
-		keys = append(keys, couponKey(code))
-		args = append(args, capFields[i], c.rule.Rule.Caps.PerCustomerPerDay, code, c.rule.Rule.ID, c.store.ID, expires.UnixMilli(), payload)
+		storeDay := now.In(c.store.Location()).Format("20060102")
+		caps := c.rule.Rule.Caps
+		keys = append(keys, couponKey(code), storeDayKey(c.rule.Rule.ID, c.store.ID, storeDay), budgetKey(c.rule.Rule.ID))
+		args = append(args, c.rule.Rule.ID, c.store.ID, code, expires.UnixMilli(), payload,
+			caps.PerCustomerPerDay, caps.PerCustomerPerWeek, caps.PerCustomerTotal, caps.PerStorePerDay, caps.Total)
 	}
-
-	var results []string
-	if opt.DryRun {
-		used, err := e.rdb.HMGet(ctx, keys[0], capFields...).Result()
-		if err != nil {
-			return fmt.Errorf("%w: caps: %v", ErrUnavailable, err)
-		}
-		for i, c := range eligible {
-			n, _ := strconv.Atoi(fmt.Sprint(used[i]))
-			if limit := c.rule.Rule.Caps.PerCustomerPerDay; limit > 0 && n >= limit {
-				results = append(results, ReasonCap)
-				continue
-			}
-			results = append(results, ResultSent)
-			break
-		}
-	} else {
-		var err error
-		results, err = commitScript.Run(ctx, e.rdb, keys, args...).StringSlice()
-		if err != nil {
-			return fmt.Errorf("%w: issue offer: %v", ErrUnavailable, err)
-		}
+	results, err := commitScript.Run(ctx, e.rdb, keys, args...).StringSlice()
+	if err != nil {
+		return fmt.Errorf("%w: issue offer: %v", ErrUnavailable, err)
 	}
 	for i, r := range results {
 		if eligible[i].explain >= 0 && opt.Explain {

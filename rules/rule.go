@@ -51,9 +51,15 @@ type StoreSelector struct {
 	Tags []string `json:"tags,omitempty"`
 }
 
-// Caps limit how often a rule fires.
+// Caps limit how often a rule fires; 0 means no cap. Days and weeks are
+// the customer's (per customer) or the store's (per store).
 type Caps struct {
-	PerCustomerPerDay int `json:"per_customer_per_day,omitempty"`
+	PerCustomerPerDay  int `json:"per_customer_per_day,omitempty"`
+	PerCustomerPerWeek int `json:"per_customer_per_week,omitempty"`
+	PerCustomerTotal   int `json:"per_customer_total,omitempty"`
+	PerStorePerDay     int `json:"per_store_per_day,omitempty"`
+	// Total is the rule's budget: coupons it may issue in all.
+	Total int `json:"total,omitempty"`
 }
 
 // Offer is what the customer receives.
@@ -207,8 +213,14 @@ func Compile(r *Rule) (*Compiled, error) {
 			}
 		}
 	}
-	if r.Caps.PerCustomerPerDay < 0 {
-		fs.add("caps.per_customer_per_day", "caps.per_customer_per_day must be 0 (no cap) or more")
+	for _, c := range []struct {
+		name string
+		v    int
+	}{{"per_customer_per_day", r.Caps.PerCustomerPerDay}, {"per_customer_per_week", r.Caps.PerCustomerPerWeek},
+		{"per_customer_total", r.Caps.PerCustomerTotal}, {"per_store_per_day", r.Caps.PerStorePerDay}, {"total", r.Caps.Total}} {
+		if c.v < 0 {
+			fs.add("caps."+c.name, "caps.%s must be 0 (no cap) or more", c.name)
+		}
 	}
 	if r.Offer.ValidForS == 0 {
 		r.Offer.ValidForS = DefaultValidForS

@@ -1,0 +1,153 @@
+package engine_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nearcast/nearcast/engine"
+	"github.com/nearcast/nearcast/rules"
+)
+
+// capsRule is a rule for everyone at every store with the given caps.
+func capsRule(caps rules.Caps) rules.Rule {
+	return rules.Rule{ID: "capped", Name: "Capped", Priority: 50, Trigger: rules.Trigger{On: rules.OnEnter}, Caps: caps,
+		Offer: rules.Offer{Title: rules.Texts{{Lang: "en", Template: "Hi"}}, Body: rules.Texts{{Lang: "en", Template: "x"}}}}
+}
+
+func addCustomer(t testing.TB, f *fixture, id string) {
+	t.Helper()
+	c := rules.Customer{ID: id, Timezone: "Europe/Berlin", Consent: rules.Consent{Location: true, Push: true}}
+	if _, err := f.cust.Put(context.Background(), &c); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// visit walks a customer into Alexanderplatz and out again, answering
+// the entering ping's explanation for the capped rule.
+func visit(t *testing.T, eng *engine.Engine, f *fixture, customer string) string {
+	t.Helper()
+	ctx := context.Background()
+	in, out := 0.0, 400.0
+	var result string
+	for _, m := range []float64{in, out} {
+		lat, lng := north(alexLat, alexLng, m)
+		res, err := eng.Evaluate(ctx, engine.Ping{CustomerID: customer, Lat: lat, Lng: lng, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{Explain: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range res.Explain {
+			if e.RuleID == "capped" && m == in {
+				result = e.Result
+			}
+		}
+		f.clock.Advance(time.Minute)
+	}
+	return result
+}
+
+func TestCaps(t *testing.T) {
+	// 2026-11-23 is a Monday, 09:00 in Berlin.
+	monday := time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name      string
+		caps      rules.Caps
+		dailyMax  int
+		customers []string      // who visits, in order
+		gap       time.Duration // between visits
+		want      []string      // the capped rule's result per visit
+	}{
+		{"per customer per day", rules.Caps{PerCustomerPerDay: 2}, 0, []string{"u1", "u1", "u1"}, time.Hour,
+			[]string{"sent", "sent", engine.ReasonCap}},
+		{"per customer per day resets the next day", rules.Caps{PerCustomerPerDay: 1}, 0, []string{"u1", "u1"}, 24 * time.Hour,
+			[]string{"sent", "sent"}},
+		{"per customer per week", rules.Caps{PerCustomerPerWeek: 2}, 0, []string{"u1", "u1", "u1"}, 24 * time.Hour,
+			[]string{"sent", "sent", engine.ReasonCap}},
+		{"per customer in total", rules.Caps{PerCustomerTotal: 1}, 0, []string{"u1", "u1"}, 10 * 24 * time.Hour,
+			[]string{"sent", engine.ReasonCap}},
+		{"per store per day", rules.Caps{PerStorePerDay: 2}, 0, []string{"u1", "u2", "u3"}, time.Minute,
+			[]string{"sent", "sent", engine.ReasonStoreCap}},
+		{"budget", rules.Caps{Total: 2}, 0, []string{"u1", "u2", "u3"}, 24 * time.Hour,
+			[]string{"sent", "sent", engine.ReasonBudget}},
+		{"a customer's daily limit across rules", rules.Caps{}, 2, []string{"u1", "u1", "u1"}, time.Hour,
+			[]string{"sent", "sent", engine.ReasonLimit}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := setup(t, srv.Client(t), capsRule(tt.caps))
+			for _, id := range []string{"u1", "u2", "u3"} {
+				addCustomer(t, f, id)
+			}
+			f.clock.t = monday
+			cfg := engine.DefaultConfig
+			cfg.MaxOffersPerDay = tt.dailyMax
+			eng := engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, f.clock.Now)
+			for i, c := range tt.customers {
+				if got := visit(t, eng, f, c); got != tt.want[i] {
+					t.Fatalf("visit %d by %s: %q, want %q", i, c, got, tt.want[i])
+				}
+				f.clock.Advance(tt.gap)
+			}
+		})
+	}
+}
+
+// Two replicas (two engines with their own snapshots) and many customers
+// entering at once: a budget of 10 gives exactly 10 coupons, and a
+// customer's daily cap of 1 never gives 2.
+func TestBudgetAndCapsHoldUnderConcurrency(t *testing.T) {
+	f := setup(t, srv.Client(t), capsRule(rules.Caps{Total: 10, PerCustomerPerDay: 1}))
+	ctx := context.Background()
+	var replicas []*engine.Engine
+	for range 2 {
+		live := rules.NewLive(f.rdb, quiet)
+		if err := live.Refresh(ctx); err != nil {
+			t.Fatal(err)
+		}
+		replicas = append(replicas, engine.New(f.rdb, live, engine.NewCoupons([]byte("k")), engine.DefaultConfig, quiet, f.clock.Now))
+	}
+	const customers = 60
+	for i := range customers {
+		addCustomer(t, f, fmt.Sprint("v", i))
+	}
+	var mu sync.Mutex
+	perCustomer := map[string]int{}
+	total := 0
+	var wg sync.WaitGroup
+	for i := range customers {
+		for k := range 4 { // each customer pings four times at once, through both replicas
+			wg.Add(1)
+			go func(id string, eng *engine.Engine) {
+				defer wg.Done()
+				lat, lng := north(alexLat, alexLng, float64(k))
+				res, err := eng.Evaluate(ctx, engine.Ping{CustomerID: id, Lat: lat, Lng: lng, AccuracyM: 5, TS: f.clock.Now()}, engine.Options{})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				for _, o := range res.Offers {
+					if o.RuleID == "capped" {
+						perCustomer[id]++
+						total++
+					}
+				}
+				mu.Unlock()
+			}(fmt.Sprint("v", i), replicas[k%2])
+		}
+	}
+	wg.Wait()
+	if total != 10 {
+		t.Fatalf("%d coupons issued on a budget of 10", total)
+	}
+	for id, n := range perCustomer {
+		if n > 1 {
+			t.Fatalf("customer %s got %d coupons with a daily cap of 1", id, n)
+		}
+	}
+	if n, _ := f.rdb.Get(ctx, "nc:{rule:capped}:issued").Int(); n != 10 {
+		t.Fatalf("budget counter %d", n)
+	}
+}
