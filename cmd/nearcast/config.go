@@ -27,6 +27,7 @@ type config struct {
 	PushTTL       time.Duration
 	VisitTimeout  time.Duration
 	MaxEnterSpeed float64
+	MaxOffersDay  int
 	LogFormat     string
 	LogLevel      string
 	ShutdownGrace time.Duration
@@ -104,6 +105,14 @@ func loadConfig(env func(string) string) (*config, error) {
 	}
 	c.PushTTL = duration(env, "NEARCAST_PUSH_TTL", 10*time.Minute, bad)
 	c.VisitTimeout = duration(env, "NEARCAST_VISIT_TIMEOUT", 30*time.Minute, bad)
+	c.MaxOffersDay = 2
+	if v := env("NEARCAST_MAX_OFFERS_PER_DAY"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			bad("NEARCAST_MAX_OFFERS_PER_DAY", "must be a whole number, 0 for no limit")
+		}
+		c.MaxOffersDay = n
+	}
 	c.MaxEnterSpeed = 3
 	if v := env("NEARCAST_MAX_ENTER_SPEED"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)

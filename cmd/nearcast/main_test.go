@@ -256,6 +256,7 @@ func TestSettingsRefused(t *testing.T) {
 		{"unknown push sender", map[string]string{"NEARCAST_PUSH": "sms"}, "NEARCAST_PUSH"},
 		{"fcm without project", map[string]string{"NEARCAST_PUSH": "fcm"}, "NEARCAST_FCM_PROJECT"},
 		{"bad duration", map[string]string{"NEARCAST_PUSH_TTL": "ten"}, "NEARCAST_PUSH_TTL"},
+		{"bad daily limit", map[string]string{"NEARCAST_MAX_OFFERS_PER_DAY": "many"}, "NEARCAST_MAX_OFFERS_PER_DAY"},
 		{"bad speed", map[string]string{"NEARCAST_MAX_ENTER_SPEED": "-1"}, "NEARCAST_MAX_ENTER_SPEED"},
 	}
 	for _, tt := range tests {
