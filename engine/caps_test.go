@@ -151,3 +151,41 @@ func TestBudgetAndCapsHoldUnderConcurrency(t *testing.T) {
 		t.Fatalf("budget counter %d", n)
 	}
 }
+
+// A 30 % holdout: about 30 % of matching customers, the same ones on
+// every visit, get nothing, and are counted.
+func TestHoldout(t *testing.T) {
+	r := capsRule(rules.Caps{})
+	r.HoldoutPct = 30
+	f := setup(t, srv.Client(t), r)
+	cfg := engine.DefaultConfig
+	cfg.MaxOffersPerDay = 0
+	eng := engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, f.clock.Now)
+	held := map[string]bool{}
+	const n = 400
+	for i := range n {
+		id := fmt.Sprint("h", i)
+		addCustomer(t, f, id)
+		switch got := visit(t, eng, f, id); got {
+		case engine.ReasonHoldout:
+			held[id] = true
+		case engine.ResultSent:
+		default:
+			t.Fatalf("customer %s: %q", id, got)
+		}
+	}
+	if len(held) < n*22/100 || len(held) > n*38/100 {
+		t.Fatalf("%d of %d held out, want about 30 %%", len(held), n)
+	}
+	// The same customers are held out on the next visit.
+	f.clock.Advance(time.Hour)
+	for i := range 40 {
+		id := fmt.Sprint("h", i)
+		if got := visit(t, eng, f, id); (got == engine.ReasonHoldout) != held[id] {
+			t.Fatalf("customer %s changed group: %q", id, got)
+		}
+	}
+	if c, _ := f.rdb.Get(context.Background(), "nc:{rule:capped}:issued:holdout").Int(); c < len(held) {
+		t.Fatalf("holdout counter %d, want at least %d", c, len(held))
+	}
+}

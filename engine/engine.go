@@ -156,6 +156,7 @@ const (
 	ReasonLimit    = "customer_limit"
 	ReasonStoreCap = "store_cap"
 	ReasonBudget   = "budget"
+	ReasonHoldout  = "holdout"
 	ReasonConsent  = "no_consent"
 	ReasonLate     = "late_fix"
 	ReasonLower    = "lower_priority"
@@ -285,8 +286,11 @@ return out`)
 // day field, week field, oldest day kept, oldest week kept, customer daily
 // limit, then per candidate: rule_id, store_id, code, expires_ms, push JSON,
 // per_customer_per_day, per_customer_per_week, per_customer_total,
-// per_store_per_day, total (0: no cap).
-// Returns one result per candidate looked at: "sent" or the cap's reason.
+// per_store_per_day, total (0: no cap), holdout ("1": the customer is in
+// the rule's holdout group).
+// Returns one result per candidate looked at: "sent", "holdout" (it would
+// have been sent; the customer gets nothing and the holdout is counted),
+// or the cap's reason.
 var commitScript = redis.NewScript(`
 local n = tonumber(ARGV[1])
 local dry = ARGV[6] == '1'
@@ -296,7 +300,7 @@ local function used(f) return tonumber(redis.call('HGET', KEYS[1], f) or '0') en
 local function over(count, cap) return cap > 0 and count >= cap end
 local res = {}
 for i = 1, n do
-  local b = 11 + (i - 1) * 10
+  local b = 11 + (i - 1) * 11
   local rule, store, code, exp = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
   local perDay, perWeek, perTotal = tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7]), tonumber(ARGV[b + 8])
   local perStoreDay, budget = tonumber(ARGV[b + 9]), tonumber(ARGV[b + 10])
@@ -310,6 +314,10 @@ for i = 1, n do
   end
   if reason then
     table.insert(res, reason)
+  elseif ARGV[b + 11] == '1' then
+    table.insert(res, 'holdout')
+    if not dry then redis.call('INCR', kb .. ':holdout') end
+    return res
   else
     table.insert(res, 'sent')
     if dry then return res end
@@ -555,7 +563,8 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 		caps := c.rule.Rule.Caps
 		keys = append(keys, couponKey(code), storeDayKey(c.rule.Rule.ID, c.store.ID, storeDay), budgetKey(c.rule.Rule.ID))
 		args = append(args, c.rule.Rule.ID, c.store.ID, code, expires.UnixMilli(), payload,
-			caps.PerCustomerPerDay, caps.PerCustomerPerWeek, caps.PerCustomerTotal, caps.PerStorePerDay, caps.Total)
+			caps.PerCustomerPerDay, caps.PerCustomerPerWeek, caps.PerCustomerTotal, caps.PerStorePerDay, caps.Total,
+			flag(c.rule.InHoldout(p.CustomerID)))
 	}
 	results, err := commitScript.Run(ctx, e.rdb, keys, args...).StringSlice()
 	if err != nil {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
+	"math"
 	"reflect"
 	"slices"
 	"strings"
@@ -31,7 +33,11 @@ type Rule struct {
 	Trigger  Trigger `json:"trigger"`
 	Audience string  `json:"audience,omitempty"`
 	Caps     Caps    `json:"caps"`
-	Offer    Offer   `json:"offer"`
+	// HoldoutPct is the share of matching customers, chosen by a hash of
+	// rule and customer id (so the same customers every time), who get
+	// nothing, to measure what the offer changes.
+	HoldoutPct float64 `json:"holdout_pct,omitempty"`
+	Offer      Offer   `json:"offer"`
 	// Version counts the saves of this rule id, from 1; set by the catalog.
 	Version   int64     `json:"version"`
 	UpdatedAt time.Time `json:"updated_at"`
@@ -222,6 +228,9 @@ func Compile(r *Rule) (*Compiled, error) {
 			fs.add("caps."+c.name, "caps.%s must be 0 (no cap) or more", c.name)
 		}
 	}
+	if r.HoldoutPct < 0 || r.HoldoutPct > 100 || math.IsNaN(r.HoldoutPct) {
+		fs.add("holdout_pct", "holdout_pct is a percentage from 0 to 100")
+	}
 	if r.Offer.ValidForS == 0 {
 		r.Offer.ValidForS = DefaultValidForS
 	}
@@ -305,6 +314,20 @@ func templateError(err error) string {
 		}
 	}
 	return msg
+}
+
+// InHoldout reports whether a customer is in the rule's holdout group: a
+// stable hash of rule and customer id, so that membership never changes
+// while the rule's holdout_pct stays.
+func (c *Compiled) InHoldout(customerID string) bool {
+	if c.Rule.HoldoutPct <= 0 {
+		return false
+	}
+	h := fnv.New64a()
+	h.Write([]byte(c.Rule.ID))
+	h.Write([]byte{0})
+	h.Write([]byte(customerID))
+	return float64(h.Sum64()%10000) < c.Rule.HoldoutPct*100
 }
 
 // Matches evaluates the audience expression; a rule without one matches
