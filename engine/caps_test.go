@@ -160,6 +160,7 @@ func TestHoldout(t *testing.T) {
 	f := setup(t, srv.Client(t), r)
 	cfg := engine.DefaultConfig
 	cfg.MaxOffersPerDay = 0
+	cfg.QuietHours = [2]int{} // 400 visits run past 21:00
 	eng := engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, f.clock.Now)
 	held := map[string]bool{}
 	const n = 400

@@ -51,6 +51,9 @@ type Config struct {
 	LateFix time.Duration
 	// PushTTL is how long a push may wait before it is dropped unsent.
 	PushTTL time.Duration
+	// QuietHours are minutes of the day, from and until, in the customer's
+	// time zone, when no offer is sent; equal values mean none.
+	QuietHours [2]int
 	// MaxOffersPerDay caps the offers one customer gets in a day (their
 	// time zone) across all rules; 0 means no limit.
 	MaxOffersPerDay int
@@ -72,6 +75,7 @@ var DefaultConfig = Config{
 	PushTTL:          10 * time.Minute,
 	MaxEnterSpeedMps: 3,
 	MaxOffersPerDay:  2,
+	QuietHours:       [2]int{21 * 60, 8 * 60},
 	EnterAccuracyM:   25,
 	CouponRetention:  30 * 24 * time.Hour,
 }
@@ -151,7 +155,9 @@ type Explanation struct {
 const (
 	ResultSent     = "sent"
 	ReasonAudience = "audience"
-	ReasonClosed   = "store_closed"
+	ReasonClosed   = rules.WhenStoreClosed
+	ReasonSchedule = rules.WhenSchedule
+	ReasonQuiet    = rules.WhenQuiet
 	ReasonCap      = "frequency_cap"
 	ReasonLimit    = "customer_limit"
 	ReasonStoreCap = "store_cap"
@@ -486,10 +492,10 @@ func (e *Engine) Evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 				reason = ReasonLate
 			case !cust.Consent.Push:
 				reason = ReasonConsent
-			case !store.OpenAt(ts):
-				reason = ReasonClosed
 			case !r.Matches(&env):
 				reason = ReasonAudience
+			default:
+				reason = r.Allowed(ts, store, cust, e.cfg.QuietHours)
 			}
 			if opt.Explain {
 				res.Explain = append(res.Explain, Explanation{RuleID: r.Rule.ID, StoreID: store.ID, Result: reason})

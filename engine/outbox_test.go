@@ -68,9 +68,13 @@ func (f *fixture) realClockPing(t *testing.T, deviceID string) engine.Offer {
 	return res.Offers[0]
 }
 
+// newRealClockFixture decides on the wall clock, with no quiet hours, so
+// that it fires at any hour the tests run.
 func newRealClockFixture(t *testing.T) *fixture {
 	f := setup(t, srv.Client(t))
-	f.eng = engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), engine.DefaultConfig, quiet, nil)
+	cfg := engine.DefaultConfig
+	cfg.QuietHours = [2]int{}
+	f.eng = engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, nil)
 	return f
 }
 

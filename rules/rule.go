@@ -32,6 +32,7 @@ type Rule struct {
 	Priority int     `json:"priority"`
 	Trigger  Trigger `json:"trigger"`
 	Audience string  `json:"audience,omitempty"`
+	When     *When   `json:"when,omitempty"`
 	Caps     Caps    `json:"caps"`
 	// HoldoutPct is the share of matching customers, chosen by a hash of
 	// rule and customer id (so the same customers every time), who get
@@ -55,6 +56,39 @@ type Trigger struct {
 type StoreSelector struct {
 	IDs  []string `json:"ids,omitempty"`
 	Tags []string `json:"tags,omitempty"`
+}
+
+// When says at which times a rule may fire. Days and local times are the
+// store's; quiet hours are the customer's.
+type When struct {
+	From  *time.Time `json:"from,omitempty"`
+	Until *time.Time `json:"until,omitempty"`
+	// Days are mon..sun; absent means every day.
+	Days []string `json:"days,omitempty"`
+	// LocalTime lists windows such as "07:00-11:00"; absent means all day.
+	LocalTime []string `json:"local_time,omitempty"`
+	// StoreOpen (default true) fires only while the store is open and not
+	// in its last ClosingBufferMin minutes (default 15).
+	StoreOpen        *bool `json:"store_open,omitempty"`
+	ClosingBufferMin *int  `json:"closing_buffer_min,omitempty"`
+	// QuietHours ("22:00-07:00") may narrow the setting's quiet hours for
+	// this rule, never widen them.
+	QuietHours string `json:"quiet_hours,omitempty"`
+}
+
+// Default closing buffer, in minutes.
+const DefaultClosingBufferMin = 15
+
+// schedule is a rule's When compiled.
+type ruleSchedule struct {
+	from, until   time.Time
+	days          [7]bool
+	anyDay        bool
+	windows       [][2]int
+	storeOpen     bool
+	closingBuffer time.Duration
+	quiet         [2]int
+	hasQuiet      bool
 }
 
 // Caps limit how often a rule fires; 0 means no cap. Days and weeks are
@@ -156,6 +190,116 @@ type Compiled struct {
 	title    []compiledText
 	body     []compiledText
 	validFor time.Duration
+	when     ruleSchedule
+}
+
+func compileWhen(fs *faults, w *When) ruleSchedule {
+	sc := ruleSchedule{storeOpen: true, closingBuffer: DefaultClosingBufferMin * time.Minute, anyDay: true}
+	if w == nil {
+		return sc
+	}
+	if w.From != nil {
+		sc.from = *w.From
+	}
+	if w.Until != nil {
+		sc.until = *w.Until
+	}
+	if w.From != nil && w.Until != nil && !w.Until.After(*w.From) {
+		fs.add("when.until", "when.until must be after when.from")
+	}
+	for i, d := range w.Days {
+		wd, ok := weekdays[d]
+		if !ok {
+			fs.add(fmt.Sprintf("when.days[%d]", i), "unknown day %q: use mon, tue, wed, thu, fri, sat or sun", d)
+			continue
+		}
+		sc.days[wd], sc.anyDay = true, false
+	}
+	for i, span := range w.LocalTime {
+		from, to, err := parseSpan(span)
+		if err != nil {
+			fs.add(fmt.Sprintf("when.local_time[%d]", i), "%v", err)
+			continue
+		}
+		sc.windows = append(sc.windows, [2]int{from, to})
+	}
+	if w.StoreOpen != nil {
+		sc.storeOpen = *w.StoreOpen
+	}
+	if w.ClosingBufferMin != nil {
+		if *w.ClosingBufferMin < 0 || *w.ClosingBufferMin > 240 {
+			fs.add("when.closing_buffer_min", "when.closing_buffer_min must be between 0 and 240 minutes")
+		}
+		sc.closingBuffer = time.Duration(*w.ClosingBufferMin) * time.Minute
+	}
+	if w.QuietHours != "" {
+		from, to, err := parseSpan(w.QuietHours)
+		if err != nil {
+			fs.add("when.quiet_hours", "%v", err)
+		}
+		sc.quiet, sc.hasQuiet = [2]int{from, to}, err == nil
+	}
+	return sc
+}
+
+// inSpan reports whether minute m of the day lies in a span, which may run
+// past midnight.
+func inSpan(span [2]int, m int) bool {
+	if span[0] < span[1] {
+		return m >= span[0] && m < span[1]
+	}
+	return m >= span[0] || m < span[1]
+}
+
+// within reports whether span a lies inside span b (both may wrap).
+func within(a, b [2]int) bool {
+	length := func(s [2]int) int { return ((s[1]-s[0])%1440 + 1440) % 1440 }
+	off := ((a[0]-b[0])%1440 + 1440) % 1440
+	return off+length(a) <= length(b)
+}
+
+// Schedule reasons.
+const (
+	WhenOK          = ""
+	WhenSchedule    = "schedule"
+	WhenStoreClosed = "store_closed"
+	WhenQuiet       = "quiet_hours"
+)
+
+// Allowed says whether the rule may fire at t for this store and customer,
+// or the first reason it may not. quiet is the setting's quiet hours
+// (minutes of the day, from and until; until == from means none).
+func (c *Compiled) Allowed(t time.Time, store *StoreEntry, cust *Customer, quiet [2]int) string {
+	w := &c.when
+	if !w.from.IsZero() && t.Before(w.from) || !w.until.IsZero() && !t.Before(w.until) {
+		return WhenSchedule
+	}
+	lt := t.In(store.Location())
+	if !w.anyDay && !w.days[lt.Weekday()] {
+		return WhenSchedule
+	}
+	if len(w.windows) > 0 {
+		m, ok := lt.Hour()*60+lt.Minute(), false
+		for _, span := range w.windows {
+			ok = ok || inSpan(span, m)
+		}
+		if !ok {
+			return WhenSchedule
+		}
+	}
+	if w.storeOpen && (!store.OpenAt(t) || !store.OpenAt(t.Add(w.closingBuffer))) {
+		return WhenStoreClosed
+	}
+	if quiet[0] != quiet[1] {
+		if w.hasQuiet && within(w.quiet, quiet) {
+			quiet = w.quiet // narrower: the rule's own
+		}
+		ct := t.In(cust.Location())
+		if inSpan(quiet, ct.Hour()*60+ct.Minute()) {
+			return WhenQuiet
+		}
+	}
+	return WhenOK
 }
 
 type compiledText struct {
@@ -228,6 +372,7 @@ func Compile(r *Rule) (*Compiled, error) {
 			fs.add("caps."+c.name, "caps.%s must be 0 (no cap) or more", c.name)
 		}
 	}
+	c0 := compileWhen(&fs, r.When)
 	if r.HoldoutPct < 0 || r.HoldoutPct > 100 || math.IsNaN(r.HoldoutPct) {
 		fs.add("holdout_pct", "holdout_pct is a percentage from 0 to 100")
 	}
@@ -238,7 +383,7 @@ func Compile(r *Rule) (*Compiled, error) {
 		fs.add("offer.valid_for_s", "offer.valid_for_s must be between %d and %d seconds", MinValidForS, MaxValidForS)
 	}
 
-	c := &Compiled{Rule: r, validFor: time.Duration(r.Offer.ValidForS) * time.Second}
+	c := &Compiled{Rule: r, validFor: time.Duration(r.Offer.ValidForS) * time.Second, when: c0}
 	if strings.TrimSpace(r.Audience) != "" {
 		prog, err := expr.Compile(r.Audience, expr.Env(AudienceEnv{}), expr.AsBool())
 		if err != nil {

@@ -252,3 +252,76 @@ func TestOpeningHours(t *testing.T) {
 		t.Fatal("a store without opening hours is always open")
 	}
 }
+
+func TestWhen(t *testing.T) {
+	berlin, _ := time.LoadLocation("Europe/Berlin")
+	lat, lng := 52.5, 13.4
+	store := &StoreEntry{Store: &Store{ID: "s", Lat: &lat, Lng: &lng, Timezone: "Europe/Berlin"}}
+	store.sched = compileSchedule(&Store{Timezone: "Europe/Berlin", OpeningHours: map[string][]string{
+		"mon": {"07:00-20:00"}, "tue": {"07:00-20:00"}, "sat": {"09:00-18:00"}}})
+	cust := &Customer{Timezone: "Europe/Berlin"}
+	global := [2]int{21 * 60, 8 * 60}
+	at := func(day, hour, min int) time.Time { return time.Date(2026, 11, day, hour, min, 0, 0, berlin) }
+	from, until := at(23, 0, 0), at(29, 0, 0)
+	f, tr := false, true
+	five := 5
+	tests := []struct {
+		name string
+		when *When
+		t    time.Time
+		want string
+	}{
+		{"no when, open", nil, at(23, 9, 0), WhenOK},
+		{"no when, closed on sunday", nil, at(22, 12, 0), WhenStoreClosed},
+		{"in the last 15 minutes before closing", nil, at(23, 19, 50), WhenStoreClosed},
+		{"a 5 minute buffer allows 19:50", &When{ClosingBufferMin: &five}, at(23, 19, 50), WhenOK},
+		{"store_open false ignores the hours", &When{StoreOpen: &f}, at(22, 12, 0), WhenOK},
+		{"store_open true", &When{StoreOpen: &tr}, at(22, 12, 0), WhenStoreClosed},
+		{"before from", &When{From: &from}, at(22, 12, 0), WhenSchedule},
+		{"at until", &When{StoreOpen: &f, Until: &until}, at(29, 0, 0), WhenSchedule},
+		{"inside from-until", &When{From: &from, Until: &until}, at(24, 9, 0), WhenOK},
+		{"not one of the days", &When{Days: []string{"sat"}}, at(23, 9, 0), WhenSchedule},
+		{"one of the days", &When{Days: []string{"mon", "sat"}}, at(23, 9, 0), WhenOK},
+		{"outside the local time windows", &When{LocalTime: []string{"07:00-09:00", "17:00-19:00"}}, at(23, 12, 0), WhenSchedule},
+		{"inside a local time window", &When{LocalTime: []string{"07:00-09:00", "17:00-19:00"}}, at(23, 8, 30), WhenOK},
+		{"quiet hours in the morning", &When{StoreOpen: &f}, at(23, 7, 30), WhenQuiet},
+		{"quiet hours at night", &When{StoreOpen: &f}, at(23, 23, 0), WhenQuiet},
+		{"a rule narrows quiet hours", &When{StoreOpen: &f, QuietHours: "22:00-07:00"}, at(23, 7, 30), WhenOK},
+		{"a rule cannot widen them", &When{StoreOpen: &f, QuietHours: "20:00-09:00"}, at(23, 20, 30), WhenOK},
+		{"a widened rule still keeps the setting's", &When{StoreOpen: &f, QuietHours: "20:00-09:00"}, at(23, 21, 30), WhenQuiet},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := goodRule()
+			r.When = tt.when
+			c, err := Compile(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Allowed(tt.t, store, cust, global); got != tt.want {
+				t.Fatalf("Allowed(%v) = %q, want %q", tt.t, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestWhenFaults(t *testing.T) {
+	from := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	until := from.Add(-time.Hour)
+	big := 500
+	r := goodRule()
+	r.When = &When{From: &from, Until: &until, Days: []string{"mon", "someday"}, LocalTime: []string{"7-9"}, ClosingBufferMin: &big, QuietHours: "late"}
+	_, err := Compile(r)
+	var ve *ValidationError
+	if !errors.As(err, &ve) {
+		t.Fatal(err)
+	}
+	var fields []string
+	for _, f := range ve.Faults {
+		fields = append(fields, f.Field)
+	}
+	want := "when.until when.days[1] when.local_time[0] when.closing_buffer_min when.quiet_hours"
+	if strings.Join(fields, " ") != want {
+		t.Fatalf("faults at %v, want %s", fields, want)
+	}
+}

@@ -111,6 +111,10 @@ func (s *Store) Normalize() error {
 	return fs.err()
 }
 
+// ParseSpan reads "07:00-20:00" as minutes since midnight. A span whose
+// end is not after its start runs past midnight.
+func ParseSpan(span string) (from, to int, err error) { return parseSpan(span) }
+
 // parseSpan reads "07:00-20:00" as minutes since midnight. A span whose end
 // is not after its start runs past midnight.
 func parseSpan(span string) (from, to int, err error) {

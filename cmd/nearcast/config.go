@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nearcast/nearcast/rules"
 )
 
 // config is the server's settings, read from the environment as the
@@ -28,6 +30,7 @@ type config struct {
 	VisitTimeout  time.Duration
 	MaxEnterSpeed float64
 	MaxOffersDay  int
+	QuietHours    [2]int // from, until in minutes; equal: none
 	LogFormat     string
 	LogLevel      string
 	ShutdownGrace time.Duration
@@ -105,6 +108,20 @@ func loadConfig(env func(string) string) (*config, error) {
 	}
 	c.PushTTL = duration(env, "NEARCAST_PUSH_TTL", 10*time.Minute, bad)
 	c.VisitTimeout = duration(env, "NEARCAST_VISIT_TIMEOUT", 30*time.Minute, bad)
+	quiet := env("NEARCAST_QUIET_HOURS")
+	if quiet == "" {
+		quiet = "21:00-08:00"
+		if c.embedded() {
+			quiet = "off" // the demo tour works at any hour
+		}
+	}
+	if quiet != "off" {
+		from, to, err := rules.ParseSpan(quiet)
+		if err != nil {
+			bad("NEARCAST_QUIET_HOURS", "must be like 21:00-08:00, or off")
+		}
+		c.QuietHours = [2]int{from, to}
+	}
 	c.MaxOffersDay = 2
 	if v := env("NEARCAST_MAX_OFFERS_PER_DAY"); v != "" {
 		n, err := strconv.Atoi(v)

@@ -33,7 +33,7 @@ NEARCAST_ADDR, NEARCAST_REDIS_URL, NEARCAST_DEMO, NEARCAST_PUSH,
 GOOGLE_APPLICATION_CREDENTIALS, NEARCAST_FCM_PROJECT, NEARCAST_FCM_ENDPOINT,
 NEARCAST_APP_KEYS, NEARCAST_ADMIN_KEYS, NEARCAST_COUPON_SECRET,
 NEARCAST_PUSH_WORKERS, NEARCAST_PUSH_TTL, NEARCAST_VISIT_TIMEOUT,
-NEARCAST_MAX_ENTER_SPEED, NEARCAST_MAX_OFFERS_PER_DAY,
+NEARCAST_MAX_ENTER_SPEED, NEARCAST_MAX_OFFERS_PER_DAY, NEARCAST_QUIET_HOURS,
 NEARCAST_LOG_FORMAT, NEARCAST_LOG_LEVEL (see README.md).
 `
 
@@ -112,6 +112,7 @@ func serve(ctx context.Context, env func(string) string, out io.Writer) error {
 	ecfg.VisitTimeout = cfg.VisitTimeout
 	ecfg.MaxEnterSpeedMps = cfg.MaxEnterSpeed
 	ecfg.MaxOffersPerDay = cfg.MaxOffersDay
+	ecfg.QuietHours = cfg.QuietHours
 	eng := engine.New(rdb, live, engine.NewCoupons(cfg.CouponSecret), ecfg, log, nil)
 	dcfg := engine.DefaultDispatchConfig()
 	dcfg.Workers = cfg.PushWorkers
@@ -228,7 +229,11 @@ func welcome(out io.Writer, cfg *config, addr string) {
 	if !cfg.embedded() {
 		redisDesc = "Redis at " + cfg.RedisURL
 	}
-	fmt.Fprintf(out, "\nNearcast is listening on http://%s\n  redis: %s\n  push:  %s\n", host, redisDesc, cfg.Push)
+	quiet := "off"
+	if q := cfg.QuietHours; q[0] != q[1] {
+		quiet = fmt.Sprintf("%02d:%02d-%02d:%02d in each customer's time zone", q[0]/60, q[0]%60, q[1]/60, q[1]%60)
+	}
+	fmt.Fprintf(out, "\nNearcast is listening on http://%s\n  redis: %s\n  push:  %s\n  quiet hours: %s\n", host, redisDesc, cfg.Push, quiet)
 	if cfg.embedded() && len(cfg.AppKeys) > 0 && cfg.AppKeys[0] == "demo-app" {
 		fmt.Fprintf(out, "  keys:  app key demo-app, admin key demo-admin\n")
 	}
