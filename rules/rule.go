@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"text/template"
 	"time"
 
@@ -461,6 +462,10 @@ func templateError(err error) string {
 	return msg
 }
 
+// vms reuses expression machines: a fresh one per evaluation is most of
+// an audience check's allocations.
+var vms = sync.Pool{New: func() any { return &vm.VM{} }}
+
 // InHoldout reports whether a customer is in the rule's holdout group: a
 // stable hash of rule and customer id, so that membership never changes
 // while the rule's holdout_pct stays.
@@ -482,7 +487,9 @@ func (c *Compiled) Matches(env *AudienceEnv) bool {
 	if c.audience == nil {
 		return true
 	}
-	out, err := expr.Run(c.audience, *env)
+	machine := vms.Get().(*vm.VM)
+	out, err := machine.Run(c.audience, env)
+	vms.Put(machine)
 	if err != nil {
 		return false
 	}
