@@ -163,6 +163,7 @@ const (
 	ReasonStoreCap = "store_cap"
 	ReasonBudget   = "budget"
 	ReasonHoldout  = "holdout"
+	ReasonSpeed    = "speed"
 	ReasonConsent  = "no_consent"
 	ReasonLate     = "late_fix"
 	ReasonLower    = "lower_priority"
@@ -190,7 +191,7 @@ type Result struct {
 // inside, may enter; "h": may still be inside, keeps a visit), n_thresholds,
 // dwell thresholds in seconds (ascending)…
 // Returns {"ok", n_entered, ids…, n_exited, (id, visit_ms)…, n_dwell,
-// (id, dwell_s)…, "fast" or "", profile doc or ""}, or {"no_consent"}, or
+// (id, dwell_s)…, n_too_fast, ids not entered for speed…, profile doc or ""}, or {"no_consent"}, or
 // {"stale"} (a fix older than the last one seen).
 var observeScript = redis.NewScript(`
 local ts = tonumber(ARGV[1])
@@ -225,7 +226,7 @@ for i = 1, #cur, 2 do
   end
 end
 local listed = {}
-local entered, exited, dwelt = {}, {}, {}
+local entered, exited, dwelt, tooFast = {}, {}, {}, {}
 local writes, dels = {'_ts', ARGV[1], '_fix', ARGV[1] .. ':' .. ARGV[7] .. ':' .. ARGV[8]}, {}
 local i = 10
 for _ = 1, tonumber(ARGV[9]) do
@@ -237,7 +238,9 @@ for _ = 1, tonumber(ARGV[9]) do
   local p = present[id]
   if p ~= nil and p[2] < ts - timeout then p = nil end
   if p == nil then
-    if kind == 's' and not fast then
+    if kind == 's' and fast then
+      table.insert(tooFast, id)
+    elseif kind == 's' then
       table.insert(entered, id)
       table.insert(writes, id); table.insert(writes, ARGV[1] .. ':' .. ARGV[1] .. ':0')
     elseif present[id] ~= nil then
@@ -277,7 +280,8 @@ table.insert(out, tostring(#exited / 2))
 for _, v in ipairs(exited) do table.insert(out, v) end
 table.insert(out, tostring(#dwelt / 2))
 for _, v in ipairs(dwelt) do table.insert(out, v) end
-if fast then table.insert(out, 'fast') else table.insert(out, '') end
+table.insert(out, tostring(#tooFast))
+for _, id in ipairs(tooFast) do table.insert(out, id) end
 if #entered > 0 or #exited > 0 or #dwelt > 0 then table.insert(out, prof[2] or '') else table.insert(out, '') end
 return out`)
 
@@ -467,6 +471,15 @@ func (e *Engine) Evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 		}
 	}
 	doc := obs.doc
+	if opt.Explain {
+		for _, id := range obs.tooFast {
+			if pos, ok := snap.StoreByID(id); ok {
+				for _, r := range snap.Candidates(pos, rules.OnEnter) {
+					res.Explain = append(res.Explain, Explanation{RuleID: r.Rule.ID, StoreID: id, Result: ReasonSpeed})
+				}
+			}
+		}
+	}
 	if len(events) == 0 || doc == "" {
 		return res, nil
 	}
@@ -614,7 +627,7 @@ type observation struct {
 	entered []string
 	exited  []exit
 	dwelt   []dwell
-	fast    bool
+	tooFast []string // stores the customer would have entered but for speed
 	doc     string
 }
 
@@ -641,7 +654,10 @@ func parseObserve(raw []string) observation {
 		o.dwelt = append(o.dwelt, dwell{id: raw[i], dwellS: t})
 		i += 2
 	}
-	o.fast = raw[i] == "fast"
-	o.doc = raw[i+1]
+	n, _ = strconv.Atoi(raw[i])
+	i++
+	o.tooFast = append(o.tooFast, raw[i:i+n]...)
+	i += n
+	o.doc = raw[i]
 	return o
 }

@@ -416,3 +416,16 @@ func TestEraseCustomer(t *testing.T) {
 		})
 	}
 }
+
+func TestExplainSpeed(t *testing.T) {
+	f := setup(t, srvOrMini(t))
+	lat, lng := north(alexLat, alexLng, 10)
+	fast := 14.0
+	res, err := f.eng.Evaluate(context.Background(), engine.Ping{CustomerID: "c-42", Lat: lat, Lng: lng, SpeedMps: &fast, TS: f.clock.Now()}, engine.Options{Explain: true})
+	if err != nil || len(res.Events) != 0 || len(res.Offers) != 0 {
+		t.Fatalf("driving through: %+v %v", res, err)
+	}
+	if len(res.Explain) != 1 || res.Explain[0].Result != engine.ReasonSpeed || res.Explain[0].StoreID != "s-alex" {
+		t.Fatalf("explain %+v", res.Explain)
+	}
+}
