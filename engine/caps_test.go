@@ -190,3 +190,42 @@ func TestHoldout(t *testing.T) {
 		t.Fatalf("holdout counter %d, want at least %d", c, len(held))
 	}
 }
+
+// One offer at a time: a customer who walks from one store into the next
+// within the gap gets nothing more; after it, they do.
+func TestOneOfferAtATime(t *testing.T) {
+	f := setup(t, srv.Client(t), capsRule(rules.Caps{}))
+	ctx := context.Background()
+	lat, lng := north(alexLat, alexLng, 600)
+	if _, err := f.live.Catalog().PutStore(ctx, &rules.Store{ID: "s-next", Name: "Next door", Lat: &lat, Lng: &lng, RadiusM: 100, Tags: []string{"coffee"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.live.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	addCustomer(t, f, "u1")
+	cfg := engine.DefaultConfig
+	eng := engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, f.clock.Now)
+	ping := func(m float64) *engine.Result {
+		la, ln := north(alexLat, alexLng, m)
+		res, err := eng.Evaluate(ctx, engine.Ping{CustomerID: "u1", Lat: la, Lng: ln, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{Explain: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if res := ping(0); len(res.Offers) != 1 {
+		t.Fatalf("first store: %+v", res)
+	}
+	f.clock.Advance(2 * time.Minute)
+	res := ping(600)
+	if len(res.Events) == 0 || len(res.Offers) != 0 || res.Explain[0].Result != engine.ReasonRecent {
+		t.Fatalf("next door two minutes later: %+v", res)
+	}
+	f.clock.Advance(10 * time.Minute)
+	ping(1500) // leave both
+	f.clock.Advance(5 * time.Minute)
+	if res := ping(600); len(res.Offers) != 1 {
+		t.Fatalf("later: %+v", res)
+	}
+}

@@ -54,6 +54,9 @@ type Config struct {
 	// QuietHours are minutes of the day, from and until, in the customer's
 	// time zone, when no offer is sent; equal values mean none.
 	QuietHours [2]int
+	// MinOfferGap is the least time between two offers to one customer:
+	// one offer at a time, however many stores they walk into at once.
+	MinOfferGap time.Duration
 	// MaxOffersPerDay caps the offers one customer gets in a day (their
 	// time zone) across all rules; 0 means no limit.
 	MaxOffersPerDay int
@@ -75,6 +78,7 @@ var DefaultConfig = Config{
 	PushTTL:          10 * time.Minute,
 	MaxEnterSpeedMps: 3,
 	MaxOffersPerDay:  2,
+	MinOfferGap:      5 * time.Minute,
 	QuietHours:       [2]int{21 * 60, 8 * 60},
 	EnterAccuracyM:   25,
 	CouponRetention:  30 * 24 * time.Hour,
@@ -164,6 +168,7 @@ const (
 	ReasonBudget   = "budget"
 	ReasonHoldout  = "holdout"
 	ReasonSpeed    = "speed"
+	ReasonRecent   = "recent_offer"
 	ReasonConsent  = "no_consent"
 	ReasonLate     = "late_fix"
 	ReasonLower    = "lower_priority"
@@ -294,7 +299,7 @@ return out`)
 // counter, budget counter.
 // ARGV: n, customer_id, device_id, now_ms, retention_ms, dry ("1"),
 // day field, week field, oldest day kept, oldest week kept, customer daily
-// limit, then per candidate: rule_id, store_id, code, expires_ms, push JSON,
+// limit, least gap between two offers (ms), then per candidate: rule_id, store_id, code, expires_ms, push JSON,
 // per_customer_per_day, per_customer_per_week, per_customer_total,
 // per_store_per_day, total (0: no cap), holdout ("1": the customer is in
 // the rule's holdout group).
@@ -310,13 +315,14 @@ local function used(f) return tonumber(redis.call('HGET', KEYS[1], f) or '0') en
 local function over(count, cap) return cap > 0 and count >= cap end
 local res = {}
 for i = 1, n do
-  local b = 11 + (i - 1) * 11
+  local b = 12 + (i - 1) * 11
   local rule, store, code, exp = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
   local perDay, perWeek, perTotal = tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7]), tonumber(ARGV[b + 8])
   local perStoreDay, budget = tonumber(ARGV[b + 9]), tonumber(ARGV[b + 10])
   local kc, ks, kb = KEYS[3 + (i - 1) * 3 + 1], KEYS[3 + (i - 1) * 3 + 2], KEYS[3 + (i - 1) * 3 + 3]
   local reason = nil
-  if over(used('*|' .. dayF), limit) then reason = 'customer_limit'
+  if tonumber(ARGV[4]) - used('*|last') < tonumber(ARGV[12]) then reason = 'recent_offer'
+  elseif over(used('*|' .. dayF), limit) then reason = 'customer_limit'
   elseif over(used(rule .. '|' .. dayF), perDay) or over(used(rule .. '|' .. weekF), perWeek)
       or over(used(rule .. '|t'), perTotal) then reason = 'frequency_cap'
   elseif over(tonumber(redis.call('GET', ks) or '0'), perStoreDay) then reason = 'store_cap'
@@ -342,6 +348,7 @@ for i = 1, n do
     for _, f in ipairs({'*|' .. dayF, rule .. '|' .. dayF, rule .. '|' .. weekF, rule .. '|t'}) do
       redis.call('HINCRBY', KEYS[1], f, 1)
     end
+    redis.call('HSET', KEYS[1], '*|last', ARGV[4])
     redis.call('PEXPIRE', KEYS[1], 400 * 86400000)
     redis.call('INCR', ks)
     redis.call('PEXPIRE', ks, 2 * 86400000)
@@ -556,7 +563,8 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 	offers := make([]Offer, len(eligible))
 	keys := []string{customerKey(p.CustomerID, partCaps), customerKey(p.CustomerID, partCoupons), keyOutbox}
 	args := []any{len(eligible), p.CustomerID, p.DeviceID, now.UnixMilli(), e.cfg.CouponRetention.Milliseconds(), flag(opt.DryRun),
-		"d" + day, fmt.Sprintf("w%04d%02d", year, week), "d" + oldestDay, fmt.Sprintf("w%04d%02d", oy, ow), e.cfg.MaxOffersPerDay}
+		"d" + day, fmt.Sprintf("w%04d%02d", year, week), "d" + oldestDay, fmt.Sprintf("w%04d%02d", oy, ow), e.cfg.MaxOffersPerDay,
+		e.cfg.MinOfferGap.Milliseconds()}
 	for i, c := range eligible {
 		code := e.coupons.NewCode()
 		expires := now.Add(c.rule.ValidFor()).UTC().Truncate(time.Second)

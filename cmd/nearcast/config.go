@@ -30,6 +30,7 @@ type config struct {
 	VisitTimeout  time.Duration
 	MaxEnterSpeed float64
 	MaxOffersDay  int
+	MinOfferGap   time.Duration
 	QuietHours    [2]int // from, until in minutes; equal: none
 	LogFormat     string
 	LogLevel      string
@@ -121,6 +122,14 @@ func loadConfig(env func(string) string) (*config, error) {
 			bad("NEARCAST_QUIET_HOURS", "must be like 21:00-08:00, or off")
 		}
 		c.QuietHours = [2]int{from, to}
+	}
+	c.MinOfferGap = 5 * time.Minute
+	if v := env("NEARCAST_MIN_OFFER_GAP"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			bad("NEARCAST_MIN_OFFER_GAP", "must be a duration such as 5m, or 0s")
+		}
+		c.MinOfferGap = d
 	}
 	c.MaxOffersDay = 2
 	if v := env("NEARCAST_MAX_OFFERS_PER_DAY"); v != "" {

@@ -33,7 +33,7 @@ NEARCAST_ADDR, NEARCAST_REDIS_URL, NEARCAST_DEMO, NEARCAST_PUSH,
 GOOGLE_APPLICATION_CREDENTIALS, NEARCAST_FCM_PROJECT, NEARCAST_FCM_ENDPOINT,
 NEARCAST_APP_KEYS, NEARCAST_ADMIN_KEYS, NEARCAST_COUPON_SECRET,
 NEARCAST_PUSH_WORKERS, NEARCAST_PUSH_TTL, NEARCAST_VISIT_TIMEOUT,
-NEARCAST_MAX_ENTER_SPEED, NEARCAST_MAX_OFFERS_PER_DAY, NEARCAST_QUIET_HOURS,
+NEARCAST_MAX_ENTER_SPEED, NEARCAST_MAX_OFFERS_PER_DAY, NEARCAST_QUIET_HOURS, NEARCAST_MIN_OFFER_GAP,
 NEARCAST_LOG_FORMAT, NEARCAST_LOG_LEVEL (see README.md).
 `
 
@@ -113,6 +113,7 @@ func serve(ctx context.Context, env func(string) string, out io.Writer) error {
 	ecfg.MaxEnterSpeedMps = cfg.MaxEnterSpeed
 	ecfg.MaxOffersPerDay = cfg.MaxOffersDay
 	ecfg.QuietHours = cfg.QuietHours
+	ecfg.MinOfferGap = cfg.MinOfferGap
 	eng := engine.New(rdb, live, engine.NewCoupons(cfg.CouponSecret), ecfg, log, nil)
 	dcfg := engine.DefaultDispatchConfig()
 	dcfg.Workers = cfg.PushWorkers

@@ -160,6 +160,7 @@ func TestEndToEndRedisAndFCM(t *testing.T) {
 		"NEARCAST_ADMIN_KEYS":    "admin",
 		"NEARCAST_COUPON_SECRET": "e2e-secret",
 		"NEARCAST_QUIET_HOURS":   "off", // the test runs at any hour
+		"NEARCAST_MIN_OFFER_GAP": "0s",  // the walk goes in, out and in within seconds
 	})
 	_ = rdb
 	for _, c := range []struct{ method, path, key, body string }{
@@ -257,6 +258,7 @@ func TestSettingsRefused(t *testing.T) {
 		{"unknown push sender", map[string]string{"NEARCAST_PUSH": "sms"}, "NEARCAST_PUSH"},
 		{"fcm without project", map[string]string{"NEARCAST_PUSH": "fcm"}, "NEARCAST_FCM_PROJECT"},
 		{"bad duration", map[string]string{"NEARCAST_PUSH_TTL": "ten"}, "NEARCAST_PUSH_TTL"},
+		{"bad offer gap", map[string]string{"NEARCAST_MIN_OFFER_GAP": "soon"}, "NEARCAST_MIN_OFFER_GAP"},
 		{"bad quiet hours", map[string]string{"NEARCAST_QUIET_HOURS": "night"}, "NEARCAST_QUIET_HOURS"},
 		{"bad daily limit", map[string]string{"NEARCAST_MAX_OFFERS_PER_DAY": "many"}, "NEARCAST_MAX_OFFERS_PER_DAY"},
 		{"bad speed", map[string]string{"NEARCAST_MAX_ENTER_SPEED": "-1"}, "NEARCAST_MAX_ENTER_SPEED"},
