@@ -373,6 +373,16 @@ func (s *Server) deleteCustomer(c *fiber.Ctx) error {
 	return c.SendStatus(http.StatusNoContent)
 }
 
+func (s *Server) exportCustomer(c *fiber.Ctx) error {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	ex, err := s.Customers.Export(ctx, c.Params("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(ex)
+}
+
 type deviceRequest struct {
 	DeviceID string `json:"device_id"`
 	FCMToken string `json:"fcm_token"`

@@ -100,6 +100,7 @@ func New(d Deps) *fiber.App {
 	v1.Get("/customers/:id", admin, s.getCustomer)
 	v1.Delete("/customers/:id", admin, s.deleteCustomer)
 	v1.Get("/customers/:id/devices", admin, s.listDevices)
+	v1.Get("/customers/:id/export", admin, s.exportCustomer)
 
 	v1.Get("/rules", admin, s.listRules)
 	v1.Put("/rules/:id", admin, s.putRule)

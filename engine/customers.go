@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -106,8 +107,8 @@ end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 return existed`)
 
-// Delete erases the customer: profile, devices, presence, counters and
-// unredeemed coupons.
+// Delete erases the customer: profile, devices, presence, counters,
+// unredeemed coupons, and the pushes still queued for them.
 func (cs *Customers) Delete(ctx context.Context, id string) error {
 	keys := []string{
 		customerKey(id, partProfile), customerKey(id, partDevices), customerKey(id, partDeviceSeen),
@@ -117,10 +118,102 @@ func (cs *Customers) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("erase customer: %w", err)
 	}
-	if existed == 0 {
+	queued, err := cs.queued(ctx, id)
+	if err != nil {
+		return err
+	}
+	if len(queued) > 0 {
+		ids := make([]string, len(queued))
+		for i, m := range queued {
+			ids[i] = m.ID
+		}
+		// Acknowledged first, so no worker holds them; there is no group
+		// yet when no dispatcher has run, which is fine.
+		if err := cs.rdb.XAck(ctx, keyOutbox, outboxGroup, ids...).Err(); err != nil && !strings.Contains(err.Error(), "NOGROUP") {
+			return fmt.Errorf("drop queued pushes: %w", err)
+		}
+		if err := cs.rdb.XDel(ctx, keyOutbox, ids...).Err(); err != nil {
+			return fmt.Errorf("drop queued pushes: %w", err)
+		}
+	}
+	if existed == 0 && len(queued) == 0 {
 		return rules.ErrNotFound
 	}
 	return nil
+}
+
+// queued lists the outbox entries for a customer. The outbox holds only
+// pushes not yet sent, so it stays short.
+func (cs *Customers) queued(ctx context.Context, id string) ([]redis.XMessage, error) {
+	msgs, err := cs.rdb.XRange(ctx, keyOutbox, "-", "+").Result()
+	if err != nil {
+		return nil, fmt.Errorf("read outbox: %w", err)
+	}
+	var out []redis.XMessage
+	for _, m := range msgs {
+		raw, _ := m.Values["push"].(string)
+		var p Push
+		if json.Unmarshal([]byte(raw), &p) == nil && p.CustomerID == id {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// Export is everything the engine holds about one customer.
+type Export struct {
+	Profile      *rules.Customer              `json:"profile"`
+	Devices      []*rules.Device              `json:"devices"`
+	DeviceSeen   map[string]string            `json:"device_seen"`
+	Presence     map[string]string            `json:"presence"`
+	Counters     map[string]string            `json:"counters"`
+	Coupons      map[string]map[string]string `json:"coupons"`
+	QueuedPushes []Push                       `json:"queued_pushes"`
+}
+
+// Export gathers everything kept about a customer, for their right of
+// access.
+func (cs *Customers) Export(ctx context.Context, id string) (*Export, error) {
+	prof, err := cs.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	devices, err := cs.Devices(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	var seen, presence, caps *redis.MapStringStringCmd
+	var codes *redis.StringSliceCmd
+	if _, err := cs.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		seen = p.HGetAll(ctx, customerKey(id, partDeviceSeen))
+		presence = p.HGetAll(ctx, customerKey(id, partPresence))
+		caps = p.HGetAll(ctx, customerKey(id, partCaps))
+		codes = p.SMembers(ctx, customerKey(id, partCoupons))
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	ex := &Export{Profile: prof, Devices: devices, DeviceSeen: seen.Val(), Presence: presence.Val(), Counters: caps.Val(),
+		Coupons: map[string]map[string]string{}, QueuedPushes: []Push{}}
+	for _, code := range codes.Val() {
+		c, err := cs.rdb.HGetAll(ctx, couponKey(code)).Result()
+		if err != nil {
+			return nil, fmt.Errorf("export coupon: %w", err)
+		}
+		if len(c) > 0 {
+			ex.Coupons[code] = c
+		}
+	}
+	queued, err := cs.queued(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range queued {
+		var p Push
+		json.Unmarshal([]byte(m.Values["push"].(string)), &p)
+		ex.QueuedPushes = append(ex.QueuedPushes, p)
+	}
+	return ex, nil
 }
 
 // PutDevice registers or replaces a device of a customer, answering
