@@ -453,3 +453,49 @@ func TestRuleVersionsAndConcurrentEdits(t *testing.T) {
 }
 
 func mustFirst(r response, _ string) response { return r }
+
+func TestPatchCustomer(t *testing.T) {
+	for _, be := range redistest.Backends(srv) {
+		t.Run(be.Name, func(t *testing.T) {
+			c := newClient(t, be.New(t))
+			c.admin("PUT", "/v1/customers/c-42", customerAnna)
+			patch := func(body string) response {
+				req := httptest.NewRequest("PATCH", "/v1/customers/c-42", strings.NewReader(body))
+				req.Header.Set("Content-Type", "application/merge-patch+json")
+				req.Header.Set("Authorization", "Bearer admin-key")
+				res, err := c.app.Test(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				raw, _ := io.ReadAll(res.Body)
+				r := response{Status: res.StatusCode, Raw: string(raw)}
+				json.Unmarshal(raw, &r.Body)
+				return r
+			}
+			r := patch(`{"attributes": {"tier": "platinum", "visits_30d": null}, "consent": {"push": false}}`)
+			if r.Status != 200 {
+				t.Fatalf("patch: %d %s", r.Status, r.Raw)
+			}
+			got := c.admin("GET", "/v1/customers/c-42", "").Body
+			attrs := got["attributes"].(map[string]any)
+			consent := got["consent"].(map[string]any)
+			if attrs["tier"] != "platinum" || attrs["favorite_drink"] != "Flat White" || attrs["visits_30d"] != nil ||
+				consent["push"] != false || consent["location"] != true || got["first_name"] != "Anna" {
+				t.Fatalf("after patch: %v", got)
+			}
+			before := keysSnapshot(t, c.rdb)
+			wantError(t, patch(`{"firstname": "A"}`), 400, "invalid_argument", "firstname")
+			wantError(t, patch(`{"attributes": {"x": {"deep": 1}}}`), 400, "invalid_argument", "attributes.x")
+			wantError(t, patch(`{"locale": 7}`), 400, "invalid_argument", "locale")
+			if keysSnapshot(t, c.rdb) != before {
+				t.Fatal("a refused patch changed the profile")
+			}
+			req := httptest.NewRequest("PATCH", "/v1/customers/nobody", strings.NewReader(`{"first_name": "X"}`))
+			req.Header.Set("Content-Type", "application/merge-patch+json")
+			req.Header.Set("Authorization", "Bearer admin-key")
+			if res, _ := c.app.Test(req); res.StatusCode != 404 {
+				t.Fatalf("patching nobody: %d", res.StatusCode)
+			}
+		})
+	}
+}

@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"math"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/nearcast/nearcast/engine"
@@ -348,6 +350,52 @@ func (s *Server) putCustomer(c *fiber.Ctx) error {
 		return err
 	}
 	return created(c, isNew, &cu)
+}
+
+// patchCustomer applies a JSON merge patch (RFC 7396) to a profile: the
+// fields it names change, null removes one, the rest stays.
+func (s *Server) patchCustomer(c *fiber.Ctx) error {
+	id, err := pathID(c, "id", "customer_id")
+	if err != nil {
+		return err
+	}
+	ct := strings.ToLower(strings.TrimSpace(strings.Split(c.Get(fiber.HeaderContentType), ";")[0]))
+	if ct != "application/merge-patch+json" && ct != fiber.MIMEApplicationJSON {
+		return newError(http.StatusUnsupportedMediaType, "", "send a JSON merge patch with Content-Type: application/merge-patch+json")
+	}
+	if len(c.Body()) > maxJSONBody {
+		return newError(http.StatusRequestEntityTooLarge, "", "a JSON body is at most %d bytes", maxJSONBody)
+	}
+	var probe map[string]any
+	if err := decodeBytes(c.Body(), &probe); err != nil {
+		return err
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	cur, err := s.Customers.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	doc, err := json.Marshal(cur)
+	if err != nil {
+		return err
+	}
+	merged, err := jsonpatch.MergePatch(doc, c.Body())
+	if err != nil {
+		return newError(http.StatusBadRequest, "", "the merge patch does not apply: %v", err)
+	}
+	var cu rules.Customer
+	if err := decodeBytes(merged, &cu); err != nil {
+		return err
+	}
+	if err := sameID(cu.ID, id); err != nil {
+		return err
+	}
+	cu.ID = id
+	if _, err := s.Customers.Put(ctx, &cu); err != nil {
+		return err
+	}
+	return c.JSON(&cu)
 }
 
 func (s *Server) getCustomer(c *fiber.Ctx) error {

@@ -98,6 +98,7 @@ func New(d Deps) *fiber.App {
 
 	v1.Put("/customers/:id", admin, s.putCustomer)
 	v1.Get("/customers/:id", admin, s.getCustomer)
+	v1.Patch("/customers/:id", admin, s.patchCustomer)
 	v1.Delete("/customers/:id", admin, s.deleteCustomer)
 	v1.Get("/customers/:id/devices", admin, s.listDevices)
 	v1.Get("/customers/:id/export", admin, s.exportCustomer)
