@@ -499,3 +499,51 @@ func TestPatchCustomer(t *testing.T) {
 		})
 	}
 }
+
+func (c *client) ndjsonTo(path, body string) response {
+	c.t.Helper()
+	req := httptest.NewRequest("POST", path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	req.Header.Set("Authorization", "Bearer admin-key")
+	res, err := c.app.Test(req, 120000)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(res.Body)
+	r := response{Status: res.StatusCode, Raw: string(raw)}
+	_ = json.Unmarshal(raw, &r.Body)
+	return r
+}
+
+func TestBulkCustomers(t *testing.T) {
+	for _, be := range redistest.Backends(srv) {
+		t.Run(be.Name, func(t *testing.T) {
+			c := newClient(t, be.New(t))
+			body := strings.Join([]string{
+				`{"id": "c-1", "first_name": "Anna", "consent": {"location": true, "push": true}, "attributes": {"tier": "gold", "visits": 3, "vip": true, "tags": ["a", "b"]}}`,
+				`{"id": "c-2", "first_name": "Ben", "locale": "not a locale!"}`,
+				`{"id": "c-3", "firstname": "Cem"}`,
+				`{"id": "c-4", "first_name": "Dora"}`,
+			}, "\n")
+			r := c.ndjsonTo("/v1/customers", body)
+			if r.Status != 200 || r.Body["written"] != 2.0 || r.Body["failed"] != 2.0 {
+				t.Fatalf("bulk: %d %s", r.Status, r.Raw)
+			}
+			errs := r.Body["errors"].([]any)
+			if e := errs[0].(map[string]any); e["line"] != 2.0 || e["error"].(map[string]any)["field"] != "locale" {
+				t.Fatalf("line 2: %v", e)
+			}
+			if e := errs[1].(map[string]any); e["line"] != 3.0 || e["error"].(map[string]any)["field"] != "firstname" {
+				t.Fatalf("line 3: %v", e)
+			}
+			got := c.admin("GET", "/v1/customers/c-1", "").Body
+			attrs := got["attributes"].(map[string]any)
+			if attrs["visits"] != 3.0 || attrs["vip"] != true || len(attrs["tags"].([]any)) != 2 {
+				t.Fatalf("typed attributes: %v", got)
+			}
+			if r := c.admin("GET", "/v1/customers/c-4", ""); r.Status != 200 {
+				t.Fatalf("c-4: %s", r.Raw)
+			}
+		})
+	}
+}

@@ -25,3 +25,20 @@ func BenchmarkBulkStores100k(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkBulkCustomers100k loads 100,000 profiles through
+// POST /v1/customers (NDJSON) into redis-server.
+func BenchmarkBulkCustomers100k(b *testing.B) {
+	var sb strings.Builder
+	for i := 0; i < 100000; i++ {
+		fmt.Fprintf(&sb, `{"id":"c-%d","first_name":"Customer %d","locale":"de","timezone":"Europe/Berlin","consent":{"location":true,"push":true},"segments":["commuter"],"attributes":{"tier":"gold","visits_30d":%d}}`+"\n", i, i, i%30)
+	}
+	body := sb.String()
+	b.SetBytes(int64(len(body)))
+	for i := 0; i < b.N; i++ {
+		c := newClient(b, srv.Client(b))
+		if r := c.ndjsonTo("/v1/customers", body); r.Status != 200 || r.Body["written"] != 100000.0 {
+			b.Fatalf("bulk: %d %.300s", r.Status, r.Raw)
+		}
+	}
+}

@@ -77,36 +77,48 @@ type lineError struct {
 	Error *Error `json:"error"`
 }
 
-// postStores upserts many stores from NDJSON: one store (with its id) per
-// line. Good lines are written even when others are refused; the answer
-// names each refused line with its error.
-func (s *Server) postStores(c *fiber.Ctx) error {
+// readNDJSON decodes an NDJSON body strictly, line by line: each good
+// line's document (the last one for an id that appears twice) and each
+// refused line with its error.
+func readNDJSON[T any](c *fiber.Ctx, what string, check func(*T) (id string, err error)) ([]*T, []lineError, error) {
 	ct := strings.ToLower(strings.TrimSpace(strings.Split(c.Get(fiber.HeaderContentType), ";")[0]))
 	if ct != "application/x-ndjson" {
-		return newError(http.StatusUnsupportedMediaType, "", "send stores as NDJSON, one per line, with Content-Type: application/x-ndjson")
+		return nil, nil, newError(http.StatusUnsupportedMediaType, "", "send %s as NDJSON, one per line, with Content-Type: application/x-ndjson", what)
 	}
-	var good []*rules.Store
-	var bad []lineError
+	var good []*T
+	bad := []lineError{}
 	seen := map[string]int{}
 	for i, line := range bytes.Split(c.Body(), []byte("\n")) {
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue
 		}
-		var st rules.Store
-		err := decodeBytes(line, &st)
+		v := new(T)
+		err := decodeBytes(line, v)
+		var id string
 		if err == nil {
-			err = st.Normalize()
+			id, err = check(v)
 		}
 		if err != nil {
 			bad = append(bad, lineError{Line: i + 1, Error: toError(err)})
 			continue
 		}
-		if j, dup := seen[st.ID]; dup {
-			good[j] = &st // the last line for an id wins
+		if j, dup := seen[id]; dup {
+			good[j] = v
 			continue
 		}
-		seen[st.ID] = len(good)
-		good = append(good, &st)
+		seen[id] = len(good)
+		good = append(good, v)
+	}
+	return good, bad, nil
+}
+
+// postStores upserts many stores from NDJSON: one store (with its id) per
+// line. Good lines are written even when others are refused; the answer
+// names each refused line with its error.
+func (s *Server) postStores(c *fiber.Ctx) error {
+	good, bad, err := readNDJSON(c, "stores", func(st *rules.Store) (string, error) { return st.ID, st.Normalize() })
+	if err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -117,8 +129,20 @@ func (s *Server) postStores(c *fiber.Ctx) error {
 	if written > 0 {
 		s.refresh(ctx)
 	}
-	if bad == nil {
-		bad = []lineError{}
+	return c.JSON(fiber.Map{"written": written, "failed": len(bad), "errors": bad})
+}
+
+// postCustomers upserts many profiles from NDJSON, like postStores.
+func (s *Server) postCustomers(c *fiber.Ctx) error {
+	good, bad, err := readNDJSON(c, "customers", func(cu *rules.Customer) (string, error) { return cu.ID, cu.Normalize() })
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	written, err := s.Customers.PutMany(ctx, good)
+	if err != nil && written == 0 {
+		return err
 	}
 	return c.JSON(fiber.Map{"written": written, "failed": len(bad), "errors": bad})
 }

@@ -96,6 +96,7 @@ func New(d Deps) *fiber.App {
 	v1.Get("/stores/:id", admin, s.getStore)
 	v1.Delete("/stores/:id", admin, s.deleteStore)
 
+	v1.Post("/customers", admin, s.postCustomers)
 	v1.Put("/customers/:id", admin, s.putCustomer)
 	v1.Get("/customers/:id", admin, s.getCustomer)
 	v1.Patch("/customers/:id", admin, s.patchCustomer)

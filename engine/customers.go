@@ -71,6 +71,37 @@ func (cs *Customers) Put(ctx context.Context, c *rules.Customer) (created bool, 
 	return n == 3, nil
 }
 
+// PutMany saves profiles already checked (Normalize), in pipelined
+// batches, answering how many it wrote; on an error, the batches before it
+// are written.
+func (cs *Customers) PutMany(ctx context.Context, customers []*rules.Customer) (int, error) {
+	const batch = 1000
+	now := cs.now().UTC().Truncate(time.Millisecond)
+	written := 0
+	for start := 0; start < len(customers); start += batch {
+		part := customers[start:min(start+batch, len(customers))]
+		_, err := cs.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, c := range part {
+				c.UpdatedAt = now
+				doc, err := json.Marshal(c)
+				if err != nil {
+					return err
+				}
+				p.HSet(ctx, customerKey(c.ID, partProfile), "doc", doc, "loc", flag(c.Consent.Location), "push", flag(c.Consent.Push))
+				if !c.Consent.Location {
+					p.Del(ctx, customerKey(c.ID, partPresence))
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return written, fmt.Errorf("save customers: %w", err)
+		}
+		written += len(part)
+	}
+	return written, nil
+}
+
 // Get reads a profile.
 func (cs *Customers) Get(ctx context.Context, id string) (*rules.Customer, error) {
 	doc, err := cs.rdb.HGet(ctx, customerKey(id, partProfile), "doc").Bytes()
