@@ -29,6 +29,10 @@ const (
 
 func couponKey(code string) string { return "nc:coupon:" + code }
 
+// deviceOwnerKey names the customer a device belongs to now, so that a
+// device that logs in as another customer leaves the first one.
+func deviceOwnerKey(deviceID string) string { return "nc:device:" + deviceID }
+
 // Customers is the Redis repository of profiles and devices.
 type Customers struct {
 	rdb redis.UniversalClient
@@ -126,6 +130,10 @@ func decodeCustomer(doc []byte) (*rules.Customer, error) {
 // the coupons issued to them that were not redeemed.
 var eraseScript = redis.NewScript(`
 local existed = redis.call('EXISTS', KEYS[1])
+for _, dev in ipairs(redis.call('HKEYS', KEYS[2])) do
+  local k = ARGV[2] .. dev
+  if redis.call('GET', k) == ARGV[3] then redis.call('DEL', k) end
+end
 local codes = redis.call('SMEMBERS', KEYS[6])
 for _, code in ipairs(codes) do
   local k = ARGV[1] .. code
@@ -145,7 +153,7 @@ func (cs *Customers) Delete(ctx context.Context, id string) error {
 		customerKey(id, partProfile), customerKey(id, partDevices), customerKey(id, partDeviceSeen),
 		customerKey(id, partPresence), customerKey(id, partCaps), customerKey(id, partCoupons),
 	}
-	existed, err := eraseScript.Run(ctx, cs.rdb, keys, couponKey("")).Int64()
+	existed, err := eraseScript.Run(ctx, cs.rdb, keys, couponKey(""), deviceOwnerKey(""), id).Int64()
 	if err != nil {
 		return fmt.Errorf("erase customer: %w", err)
 	}
@@ -258,12 +266,28 @@ func (cs *Customers) PutDevice(ctx context.Context, customerID string, d *rules.
 	if err != nil {
 		return false, err
 	}
-	n, err := cs.rdb.HSet(ctx, customerKey(customerID, partDevices), d.ID, doc).Result()
+	n, err := moveDeviceScript.Run(ctx, cs.rdb, []string{deviceOwnerKey(d.ID), customerKey(customerID, partDevices)},
+		customerID, d.ID, doc, "nc:{c:", "}:").Int64() // customerKey's layout, for the old owner
 	if err != nil {
 		return false, fmt.Errorf("save device: %w", err)
 	}
 	return n == 1, nil
 }
+
+// moveDeviceScript registers a device with a customer and takes it from
+// the customer who had it before (a re-login), so that the old customer's
+// offers no longer reach it.
+//
+// KEYS: device owner, new owner's devices. ARGV: customer id, device id,
+// device JSON, and what comes before and after a customer id in their keys.
+var moveDeviceScript = redis.NewScript(`
+local old = redis.call('GET', KEYS[1])
+if old and old ~= ARGV[1] then
+  redis.call('HDEL', ARGV[4] .. old .. ARGV[5] .. 'devices', ARGV[2])
+  redis.call('HDEL', ARGV[4] .. old .. ARGV[5] .. 'device_seen', ARGV[2])
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])`)
 
 // DeleteDevice removes a device.
 func (cs *Customers) DeleteDevice(ctx context.Context, customerID, deviceID string) error {
@@ -275,8 +299,13 @@ func (cs *Customers) DeleteDevice(ctx context.Context, customerID, deviceID stri
 		return rules.ErrNotFound
 	}
 	cs.rdb.HDel(ctx, customerKey(customerID, partDeviceSeen), deviceID)
+	releaseDeviceScript.Run(ctx, cs.rdb, []string{deviceOwnerKey(deviceID)}, customerID)
 	return nil
 }
+
+var releaseDeviceScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0`)
 
 // Devices lists a customer's devices.
 func (cs *Customers) Devices(ctx context.Context, customerID string) ([]*rules.Device, error) {

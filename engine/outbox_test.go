@@ -195,3 +195,40 @@ func TestDispatcherReclaimsAbandonedPushes(t *testing.T) {
 	eventually(t, "the reclaimed push", func() bool { return len(double.Messages()) == 1 })
 	eventually(t, "the outbox to empty", func() bool { return outboxLen(t, f.rdb) == 0 })
 }
+
+// A phone that logs in as another customer leaves the first: a push
+// queued for the first customer does not reach it, and the new
+// customer's do.
+func TestDeviceMovesToAnotherCustomer(t *testing.T) {
+	f := newRealClockFixture(t)
+	ctx := context.Background()
+	f.realClockPing(t, "d-1") // a push for c-42, queued for d-1
+	c7 := rules.Customer{ID: "c-7", Consent: rules.Consent{Location: true, Push: true}, Attributes: map[string]any{"tier": "gold"}}
+	if _, err := f.cust.Put(ctx, &c7); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.cust.PutDevice(ctx, "c-7", &rules.Device{ID: "d-1", FCMToken: "tok-1", Platform: "android"}); err != nil {
+		t.Fatal(err)
+	}
+	if ds, _ := f.cust.Devices(ctx, "c-42"); len(ds) != 0 {
+		t.Fatalf("c-42 still has %d devices", len(ds))
+	}
+	double := runDispatcher(t, f, nil)
+	eventually(t, "the outbox to empty", func() bool { return outboxLen(t, f.rdb) == 0 })
+	if n := len(double.Messages()); n != 0 {
+		t.Fatalf("c-42's push reached the phone now logged in as c-7 (%d messages)", n)
+	}
+	if dead := deadReasons(t, f); len(dead) != 1 || dead[0] != "no_device" {
+		t.Fatalf("dead letters %v", dead)
+	}
+	// c-7's own offer reaches the phone.
+	lat, lng := north(alexLat, alexLng, 10)
+	res, err := f.eng.Evaluate(ctx, engine.Ping{CustomerID: "c-7", DeviceID: "d-1", Lat: lat, Lng: lng}, engine.Options{})
+	if err != nil || len(res.Offers) != 1 {
+		t.Fatalf("c-7: %+v %v", res, err)
+	}
+	eventually(t, "c-7's push", func() bool { return len(double.Messages()) == 1 })
+	if m := double.Messages()[0]; m.Token != "tok-1" || m.Data["coupon_code"] != res.Offers[0].CouponCode {
+		t.Fatalf("push %+v", m)
+	}
+}
