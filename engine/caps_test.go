@@ -229,3 +229,45 @@ func TestOneOfferAtATime(t *testing.T) {
 		t.Fatalf("later: %+v", res)
 	}
 }
+
+// The engine keeps each customer's visits, for audiences and templates:
+// "first visit to this store", "welcome back after 30 days".
+func TestVisitHistory(t *testing.T) {
+	text := func(s string) rules.Offer {
+		return rules.Offer{Title: rules.Texts{{Lang: "en", Template: s}}, Body: rules.Texts{{Lang: "en", Template: "visit {{.visit.store_visits}} of {{.visit.visits}}"}}}
+	}
+	first := rules.Rule{ID: "first", Name: "First", Priority: 5, Trigger: rules.Trigger{On: rules.OnEnter}, Audience: "visit.first_at_store", Offer: text("Welcome")}
+	back := rules.Rule{ID: "back", Name: "Back", Priority: 5, Trigger: rules.Trigger{On: rules.OnEnter}, Audience: "visit.days_since_store >= 30", Offer: text("Welcome back")}
+	f := setup(t, srv.Client(t), first, back)
+	addCustomer(t, f, "u1")
+	f.clock.t = time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC)
+	offer := func() string {
+		la, ln := north(alexLat, alexLng, 0)
+		res, err := f.eng.Evaluate(context.Background(), engine.Ping{CustomerID: "u1", Lat: la, Lng: ln, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		la, ln = north(alexLat, alexLng, 500)
+		f.clock.Advance(10 * time.Minute)
+		f.eng.Evaluate(context.Background(), engine.Ping{CustomerID: "u1", Lat: la, Lng: ln, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{})
+		if len(res.Offers) == 0 {
+			return ""
+		}
+		return res.Offers[0].Title + ": " + res.Offers[0].Body
+	}
+	if got := offer(); got != "Welcome: visit 1 of 1" {
+		t.Fatalf("first visit: %q", got)
+	}
+	f.clock.Advance(24 * time.Hour)
+	if got := offer(); got != "" {
+		t.Fatalf("second visit the next day: %q", got)
+	}
+	f.clock.Advance(31 * 24 * time.Hour)
+	if got := offer(); got != "Welcome back: visit 3 of 3" {
+		t.Fatalf("after 31 days: %q", got)
+	}
+	ex, err := f.cust.Export(context.Background(), "u1")
+	if err != nil || ex.Visits["n:s-alex"] != "3" {
+		t.Fatalf("export: %v %v", ex.Visits, err)
+	}
+}

@@ -25,6 +25,7 @@ const (
 	partPresence   = "presence"    // hash: store id → "entered_ms:last_seen_ms"; "_ts" → last fix
 	partCaps       = "caps"        // hash: "<rule id>|<yyyymmdd>" → offers that day
 	partCoupons    = "coupons"     // set: coupon codes issued to the customer
+	partVisits     = "visits"      // hash: n, first, last, prev (ms), and n:/first:/last:/prev:<store>; offers
 )
 
 func couponKey(code string) string { return "nc:coupon:" + code }
@@ -143,7 +144,7 @@ for _, code in ipairs(codes) do
     redis.call('HDEL', k, 'customer_id', 'device_id')
   end
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
 return existed`)
 
 // Delete erases the customer: profile, devices, presence, counters,
@@ -152,6 +153,7 @@ func (cs *Customers) Delete(ctx context.Context, id string) error {
 	keys := []string{
 		customerKey(id, partProfile), customerKey(id, partDevices), customerKey(id, partDeviceSeen),
 		customerKey(id, partPresence), customerKey(id, partCaps), customerKey(id, partCoupons),
+		customerKey(id, partVisits),
 	}
 	existed, err := eraseScript.Run(ctx, cs.rdb, keys, couponKey(""), deviceOwnerKey(""), id).Int64()
 	if err != nil {
@@ -206,6 +208,7 @@ type Export struct {
 	DeviceSeen   map[string]string            `json:"device_seen"`
 	Presence     map[string]string            `json:"presence"`
 	Counters     map[string]string            `json:"counters"`
+	Visits       map[string]string            `json:"visits"`
 	Coupons      map[string]map[string]string `json:"coupons"`
 	QueuedPushes []Push                       `json:"queued_pushes"`
 }
@@ -221,18 +224,19 @@ func (cs *Customers) Export(ctx context.Context, id string) (*Export, error) {
 	if err != nil {
 		return nil, err
 	}
-	var seen, presence, caps *redis.MapStringStringCmd
+	var seen, presence, caps, visits *redis.MapStringStringCmd
 	var codes *redis.StringSliceCmd
 	if _, err := cs.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		seen = p.HGetAll(ctx, customerKey(id, partDeviceSeen))
 		presence = p.HGetAll(ctx, customerKey(id, partPresence))
 		caps = p.HGetAll(ctx, customerKey(id, partCaps))
+		visits = p.HGetAll(ctx, customerKey(id, partVisits))
 		codes = p.SMembers(ctx, customerKey(id, partCoupons))
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("export: %w", err)
 	}
-	ex := &Export{Profile: prof, Devices: devices, DeviceSeen: seen.Val(), Presence: presence.Val(), Counters: caps.Val(),
+	ex := &Export{Profile: prof, Devices: devices, DeviceSeen: seen.Val(), Presence: presence.Val(), Counters: caps.Val(), Visits: visits.Val(),
 		Coupons: map[string]map[string]string{}, QueuedPushes: []Push{}}
 	for _, code := range codes.Val() {
 		c, err := cs.rdb.HGetAll(ctx, couponKey(code)).Result()

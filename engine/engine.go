@@ -190,13 +190,15 @@ type Result struct {
 // the newest fix's time and "_fix" its "ts:lat:lng", kept only to derive
 // speed from the next fix and gone with the presence key's TTL.
 //
-// KEYS: presence, profile, device_seen
+// KEYS: presence, profile, device_seen, visits, caps
 // ARGV: ts_ms, visit_timeout_ms, dry ("1"), device_id, speed_mps (-1: unknown),
 // max_enter_speed_mps, lat, lng, n, then per store: id, kind ("s": surely
 // inside, may enter; "h": may still be inside, keeps a visit), n_thresholds,
 // dwell thresholds in seconds (ascending)…
 // Returns {"ok", n_entered, ids…, n_exited, (id, visit_ms)…, n_dwell,
-// (id, dwell_s)…, n_too_fast, ids not entered for speed…, profile doc or ""}, or {"no_consent"}, or
+// (id, dwell_s)…, n_too_fast, ids not entered for speed…, profile doc or "",
+// visits in all, previous visit's start (ms), n_stores, (id, visits,
+// previous visit's start)…, offers received}, or {"no_consent"}, or
 // {"stale"} (a fix older than the last one seen).
 var observeScript = redis.NewScript(`
 local ts = tonumber(ARGV[1])
@@ -288,6 +290,45 @@ for _, v in ipairs(dwelt) do table.insert(out, v) end
 table.insert(out, tostring(#tooFast))
 for _, id in ipairs(tooFast) do table.insert(out, id) end
 if #entered > 0 or #exited > 0 or #dwelt > 0 then table.insert(out, prof[2] or '') else table.insert(out, '') end
+-- Visit history of the stores with an event: how many visits, and when the
+-- one before the current began (0: none), for the store and for any store.
+-- An enter starts a visit; a dry run answers as if it had.
+local v = KEYS[4]
+local function num(f) return tonumber(redis.call('HGET', v, f) or '0') end
+local isEntered = {}
+for _, id in ipairs(entered) do isEntered[id] = true end
+local gn, gprev = num('n'), num('prev')
+if #entered > 0 then
+  gn, gprev = gn + 1, num('last')
+  if not dry then
+    redis.call('HSET', v, 'prev', gprev, 'last', ARGV[1])
+    redis.call('HINCRBY', v, 'n', 1)
+    redis.call('HSETNX', v, 'first', ARGV[1])
+  end
+end
+local info, seen = {}, {}
+local function add(id)
+  if seen[id] then return end
+  seen[id] = true
+  local n, prev = num('n:' .. id), num('prev:' .. id)
+  if isEntered[id] then
+    n, prev = n + 1, num('last:' .. id)
+    if not dry then
+      redis.call('HSET', v, 'prev:' .. id, prev, 'last:' .. id, ARGV[1])
+      redis.call('HINCRBY', v, 'n:' .. id, 1)
+      redis.call('HSETNX', v, 'first:' .. id, ARGV[1])
+    end
+  end
+  for _, x in ipairs({id, tostring(n), string.format('%d', prev)}) do table.insert(info, x) end
+end
+for _, id in ipairs(entered) do add(id) end
+for i = 1, #dwelt, 2 do add(dwelt[i]) end
+for i = 1, #exited, 2 do add(exited[i]) end
+if #entered > 0 and not dry then redis.call('PEXPIRE', v, 400 * 86400000) end
+table.insert(out, tostring(gn)); table.insert(out, string.format('%d', gprev))
+table.insert(out, tostring(#info / 3))
+for _, x in ipairs(info) do table.insert(out, x) end
+table.insert(out, redis.call('HGET', KEYS[5], '*|t') or '0')
 return out`)
 
 // commitScript issues the first offer every cap allows: it counts it,
@@ -345,7 +386,7 @@ for i = 1, n do
         end
       end
     end
-    for _, f in ipairs({'*|' .. dayF, rule .. '|' .. dayF, rule .. '|' .. weekF, rule .. '|t'}) do
+    for _, f in ipairs({'*|' .. dayF, '*|t', rule .. '|' .. dayF, rule .. '|' .. weekF, rule .. '|t'}) do
       redis.call('HINCRBY', KEYS[1], f, 1)
     end
     redis.call('HSET', KEYS[1], '*|last', ARGV[4])
@@ -375,6 +416,7 @@ type candidate struct {
 	rule      *rules.Compiled
 	store     *rules.StoreEntry
 	distanceM int
+	visit     *rules.VisitEnv
 	explain   int // position in Result.Explain
 }
 
@@ -424,7 +466,8 @@ func (e *Engine) Evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 			args = append(args, t)
 		}
 	}
-	keys := []string{customerKey(p.CustomerID, partPresence), customerKey(p.CustomerID, partProfile), customerKey(p.CustomerID, partDeviceSeen)}
+	keys := []string{customerKey(p.CustomerID, partPresence), customerKey(p.CustomerID, partProfile),
+		customerKey(p.CustomerID, partDeviceSeen), customerKey(p.CustomerID, partVisits), customerKey(p.CustomerID, partCaps)}
 	raw, err := observeScript.Run(ctx, e.rdb, keys, args...).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("%w: presence: %v", ErrUnavailable, err)
@@ -501,7 +544,8 @@ func (e *Engine) Evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 	late := now.Sub(ts) > e.cfg.LateFix
 	for _, ev := range events {
 		store := snap.Stores[ev.store]
-		env := rules.AudienceEnv{Customer: cust, Store: store.Store, Context: pingContext(p.Context, ts, store.Location())}
+		visit := visitEnv(obs, store.ID, ts)
+		env := rules.AudienceEnv{Customer: cust, Store: store.Store, Context: pingContext(p.Context, ts, store.Location()), Visit: visit}
 		for _, r := range snap.Candidates(ev.store, ev.on) {
 			if ev.on == rules.OnDwell && r.Rule.Trigger.DwellS != ev.dwellS {
 				continue
@@ -521,7 +565,7 @@ func (e *Engine) Evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 				res.Explain = append(res.Explain, Explanation{RuleID: r.Rule.ID, StoreID: store.ID, Result: reason})
 			}
 			if reason == "" {
-				eligible = append(eligible, candidate{rule: r, store: store, distanceM: ev.dist, explain: len(res.Explain) - 1})
+				eligible = append(eligible, candidate{rule: r, store: store, distanceM: ev.dist, visit: visit, explain: len(res.Explain) - 1})
 			}
 		}
 	}
@@ -568,7 +612,7 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 	for i, c := range eligible {
 		code := e.coupons.NewCode()
 		expires := now.Add(c.rule.ValidFor()).UTC().Truncate(time.Second)
-		msg := c.rule.Render(rules.OfferData{Customer: cust, Store: c.store.Store, DistanceM: c.distanceM, CouponCode: code, ExpiresAt: expires})
+		msg := c.rule.Render(rules.OfferData{Customer: cust, Store: c.store.Store, DistanceM: c.distanceM, CouponCode: code, ExpiresAt: expires, Visit: c.visit})
 		offers[i] = Offer{CouponCode: code, RuleID: c.rule.Rule.ID, StoreID: c.store.ID, Title: msg.Title, Body: msg.Body, ExpiresAt: expires}
 		pushExpires := now.Add(e.cfg.PushTTL)
 		if expires.Before(pushExpires) {
@@ -608,6 +652,22 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 	return nil
 }
 
+// visitEnv is the customer's visit history as audiences and templates see
+// it, for one store.
+func visitEnv(o observation, storeID string, ts time.Time) *rules.VisitEnv {
+	days := func(ms int64) int {
+		if ms == 0 {
+			return -1
+		}
+		return int(ts.Sub(time.UnixMilli(ms)) / (24 * time.Hour))
+	}
+	sv := o.stores[storeID]
+	return &rules.VisitEnv{
+		StoreVisits: sv.count, Visits: o.visits, FirstAtStore: sv.count == 1,
+		DaysSinceStore: days(sv.previousMs), DaysSinceAny: days(o.previousMs), OffersReceived: o.offers,
+	}
+}
+
 // pingContext is the context an audience sees: the app's own context plus
 // the local hour and weekday at the store.
 func pingContext(app map[string]any, ts time.Time, loc *time.Location) map[string]any {
@@ -637,6 +697,16 @@ type observation struct {
 	dwelt   []dwell
 	tooFast []string // stores the customer would have entered but for speed
 	doc     string
+	// The customer's visit history: in all, and at each store with an event.
+	visits     int
+	previousMs int64
+	stores     map[string]storeVisits
+	offers     int
+}
+
+type storeVisits struct {
+	count      int
+	previousMs int64
 }
 
 func parseObserve(raw []string) observation {
@@ -667,5 +737,18 @@ func parseObserve(raw []string) observation {
 	o.tooFast = append(o.tooFast, raw[i:i+n]...)
 	i += n
 	o.doc = raw[i]
+	i++
+	o.visits, _ = strconv.Atoi(raw[i])
+	o.previousMs, _ = strconv.ParseInt(raw[i+1], 10, 64)
+	n, _ = strconv.Atoi(raw[i+2])
+	i += 3
+	o.stores = make(map[string]storeVisits, n)
+	for j := 0; j < n; j++ {
+		c, _ := strconv.Atoi(raw[i+1])
+		prev, _ := strconv.ParseInt(raw[i+2], 10, 64)
+		o.stores[raw[i]] = storeVisits{count: c, previousMs: prev}
+		i += 3
+	}
+	o.offers, _ = strconv.Atoi(raw[i])
 	return o
 }

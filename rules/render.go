@@ -27,6 +27,8 @@ var templateFields = map[string]any{
 	"distance_m": nil,
 	"coupon":     map[string]any{"code": nil, "expires_at": nil},
 	"rule":       map[string]any{"id": nil, "name": nil},
+	"visit": map[string]any{"store_visits": nil, "visits": nil, "first_at_store": nil,
+		"days_since_store": nil, "days_since_any": nil, "offers_received": nil},
 }
 
 // checkTemplateFields names every field a template uses that does not
@@ -124,6 +126,7 @@ type OfferData struct {
 	DistanceM  int
 	CouponCode string
 	ExpiresAt  time.Time
+	Visit      *VisitEnv
 }
 
 // Render writes the offer's title and body in the customer's language:
@@ -177,6 +180,17 @@ func (c *Compiled) templateData(d OfferData) map[string]any {
 		"distance_m": d.DistanceM,
 		"coupon":     map[string]any{"code": d.CouponCode, "expires_at": d.ExpiresAt.UTC().Format(time.RFC3339)},
 		"rule":       map[string]any{"id": c.Rule.ID, "name": c.Rule.Name},
+		"visit":      visitData(d.Visit),
+	}
+}
+
+func visitData(v *VisitEnv) map[string]any {
+	if v == nil {
+		v = &VisitEnv{DaysSinceStore: -1, DaysSinceAny: -1}
+	}
+	return map[string]any{
+		"store_visits": v.StoreVisits, "visits": v.Visits, "first_at_store": v.FirstAtStore,
+		"days_since_store": v.DaysSinceStore, "days_since_any": v.DaysSinceAny, "offers_received": v.OffersReceived,
 	}
 }
 

@@ -313,11 +313,30 @@ type AudienceEnv struct {
 	Customer *Customer      `expr:"customer"`
 	Store    *Store         `expr:"store"`
 	Context  map[string]any `expr:"context"`
+	Visit    *VisitEnv      `expr:"visit"`
+}
+
+// VisitEnv is the customer's visit history as the engine keeps it, seen
+// from the store of the event: "first visit to this store" is
+// visit.first_at_store, "welcome back after 30 days" is
+// visit.days_since_store >= 30.
+type VisitEnv struct {
+	// StoreVisits counts visits to this store, the current one included.
+	StoreVisits int `expr:"store_visits"`
+	// Visits counts visits to any store, the current one included.
+	Visits       int  `expr:"visits"`
+	FirstAtStore bool `expr:"first_at_store"`
+	// DaysSinceStore is the whole days since the previous visit to this
+	// store began; -1 when there was none. DaysSinceAny likewise, any store.
+	DaysSinceStore int `expr:"days_since_store"`
+	DaysSinceAny   int `expr:"days_since_any"`
+	// OffersReceived counts the offers the customer was sent.
+	OffersReceived int `expr:"offers_received"`
 }
 
 // exprTypeNames turns the Go type names in expr's errors into the names
 // marketers write.
-var exprTypeNames = strings.NewReplacer("type rules.Customer", "customer", "type rules.Store", "store", "type rules.Consent", "customer.consent", "*rules.", "", "rules.", "")
+var exprTypeNames = strings.NewReplacer("type rules.Customer", "customer", "type rules.Store", "store", "type rules.Consent", "customer.consent", "type rules.VisitEnv", "visit", "*rules.", "", "rules.", "")
 
 // Compile validates the rule and compiles it. It fills defaults, and
 // returns every fault at once as a *ValidationError.
