@@ -136,13 +136,17 @@ type OfferData struct {
 // text, so rendering always yields a message.
 func (c *Compiled) Render(d OfferData) Message {
 	data := c.templateData(d)
+	loc := d.Customer.Location()
 	i := pickLanguage(c.title, d.Customer.Locale)
-	title, err1 := execute(c.title[i].tmpl, data)
-	body, err2 := execute(c.body[matchLang(c.body, c.title[i].tag)].tmpl, data)
+	run := func(texts []compiledText, j int) (string, error) {
+		return execute(texts[j].tmpl, templateHelpers(texts[j].tag, loc), data)
+	}
+	title, err1 := run(c.title, i)
+	body, err2 := run(c.body, matchLang(c.body, c.title[i].tag))
 	if (err1 != nil || err2 != nil) && i != 0 {
 		i = 0
-		title, err1 = execute(c.title[0].tmpl, data)
-		body, err2 = execute(c.body[matchLang(c.body, c.title[0].tag)].tmpl, data)
+		title, err1 = run(c.title, 0)
+		body, err2 = run(c.body, matchLang(c.body, c.title[0].tag))
 	}
 	if err1 != nil {
 		title = c.Rule.Offer.Title[0].Template
@@ -194,9 +198,15 @@ func visitData(v *VisitEnv) map[string]any {
 	}
 }
 
-func execute(t *template.Template, data any) (string, error) {
+// execute runs a template with helpers bound to the text's language and
+// the customer's time zone.
+func execute(t *template.Template, helpers template.FuncMap, data any) (string, error) {
+	t, err := t.Clone()
+	if err != nil {
+		return "", err
+	}
 	var b strings.Builder
-	if err := t.Execute(&b, data); err != nil {
+	if err := t.Funcs(helpers).Execute(&b, data); err != nil {
 		return "", err
 	}
 	// A customer attribute the profile lacks renders as nothing, not as

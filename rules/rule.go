@@ -455,7 +455,7 @@ func compileTexts(fs *faults, field string, texts Texts) []compiledText {
 			fs.add(path, "the text must not be empty")
 			continue
 		}
-		tmpl, err := template.New(path).Option("missingkey=zero").Parse(t.Template)
+		tmpl, err := template.New(path).Option("missingkey=zero").Funcs(templateHelpers(tag, time.UTC)).Parse(t.Template)
 		if err != nil {
 			fs.add(path, "%s", templateError(err))
 			continue

@@ -325,3 +325,40 @@ func TestWhenFaults(t *testing.T) {
 		t.Fatalf("faults at %v, want %s", fields, want)
 	}
 }
+
+func TestTemplateHelpers(t *testing.T) {
+	r := goodRule()
+	r.Offer.Title = Texts{{"de", "{{.store.name}} in {{distance .distance_m}}"}, {"en", "{{.store.name}} in {{distance .distance_m}}"}, {"en-GB", "{{.store.name}}, {{distance .distance_m}}"}}
+	r.Offer.Body = Texts{
+		{"de", "Gültig bis {{clock .coupon.expires_at}}: 20 % auf {{default \"deinen Kaffee\" .customer.attributes.favorite_drink}}."},
+		{"en", "Valid until {{clock .coupon.expires_at}}: 20% off {{default \"your coffee\" .customer.attributes.favorite_drink}}."},
+		{"en-GB", "Valid until {{clock .coupon.expires_at}}."},
+	}
+	c, err := Compile(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expires := time.Date(2026, 11, 22, 10, 30, 0, 0, time.UTC) // 11:30 in Berlin
+	tests := []struct {
+		locale string
+		dist   int
+		attrs  map[string]any
+		title  string
+		body   string
+	}{
+		{"de", 80, nil, "Alexanderplatz in 80 m", "Gültig bis 11:30 Uhr: 20 % auf deinen Kaffee."},
+		{"de-AT", 1234, map[string]any{"favorite_drink": "Melange"}, "Alexanderplatz in 1,2 km", "Gültig bis 11:30 Uhr: 20 % auf Melange."},
+		{"en-US", 1250, nil, "Alexanderplatz in 1.2 km", "Valid until 11:30 AM: 20% off your coffee."},
+		{"en", 999, map[string]any{"favorite_drink": ""}, "Alexanderplatz in 999 m", "Valid until 11:30 AM: 20% off your coffee."},
+		{"en-GB", 80, nil, "Alexanderplatz, 80 m", "Valid until 11:30."},
+	}
+	for _, tt := range tests {
+		t.Run(tt.locale, func(t *testing.T) {
+			cu := &Customer{Locale: tt.locale, Timezone: "Europe/Berlin", Attributes: tt.attrs}
+			m := c.Render(OfferData{Customer: cu, Store: &Store{Name: "Alexanderplatz"}, DistanceM: tt.dist, ExpiresAt: expires})
+			if m.Title != tt.title || m.Body != tt.body {
+				t.Fatalf("got %q / %q\nwant %q / %q", m.Title, m.Body, tt.title, tt.body)
+			}
+		})
+	}
+}
