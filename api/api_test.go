@@ -3,12 +3,15 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/redis/go-redis/v9"
@@ -37,9 +40,11 @@ func newClient(t testing.TB, rdb *redis.Client) *client {
 	if err := live.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	eng := engine.New(rdb, live, engine.NewCoupons([]byte("s")), engine.DefaultConfig, quiet, nil)
+	cfg := engine.DefaultConfig
+	cfg.QuietHours = [2]int{} // tests run at any hour
+	eng := engine.New(rdb, live, engine.NewCoupons([]byte("s")), cfg, quiet, nil)
 	app := api.New(api.Deps{
-		Live: live, Customers: engine.NewCustomers(rdb), Engine: eng,
+		Live: live, Customers: engine.NewCustomers(rdb), Engine: eng, Ledger: engine.NewLedger(rdb, engine.NewCoupons([]byte("s")), nil),
 		Ready:   func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		AppKeys: []string{"app-key"}, AdminKeys: []string{"admin-key"}, Log: quiet,
 	})
@@ -545,5 +550,70 @@ func TestBulkCustomers(t *testing.T) {
 				t.Fatalf("c-4: %s", r.Raw)
 			}
 		})
+	}
+}
+
+func TestCouponRedemption(t *testing.T) {
+	for _, be := range redistest.Backends(srv) {
+		t.Run(be.Name, func(t *testing.T) {
+			c := newClient(t, be.New(t))
+			c.admin("PUT", "/v1/stores/s-alex", strings.Replace(storeAlex, `, "opening_hours": {"mon": ["07:00-20:00"]}`, "", 1))
+			c.admin("PUT", "/v1/rules/latte", ruleLatte)
+			c.admin("PUT", "/v1/customers/c-42", customerAnna)
+			r := c.do("POST", "/v1/pings", "app-key", `{"customer_id": "c-42", "lat": 52.5219, "lng": 13.4132, "accuracy_m": 5}`)
+			var res struct{ Offers []engine.Offer }
+			json.Unmarshal([]byte(r.Raw), &res)
+			if len(res.Offers) != 1 {
+				t.Fatalf("no coupon: %s", r.Raw)
+			}
+			code := res.Offers[0].CouponCode
+			if r := c.admin("GET", "/v1/coupons/"+code, ""); r.Status != 200 || r.Body["status"] != "active" || r.Body["rule_id"] != "latte" {
+				t.Fatalf("get: %d %s", r.Status, r.Raw)
+			}
+			// A forged code: the right shape, the wrong signature.
+			forged := code[:8] + "0000"
+			if forged == code {
+				forged = code[:8] + "1111"
+			}
+			wantError(t, c.admin("GET", "/v1/coupons/"+forged, ""), 404, "not_found", "")
+			wantError(t, c.admin("POST", "/v1/coupons/"+forged+"/redeem", ""), 404, "not_found", "")
+			// 100 tills at once: exactly one succeeds; typed in lower case with dashes.
+			typed := strings.ToLower(code[:4] + "-" + code[4:8] + "-" + code[8:])
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			statuses := map[int]int{}
+			for range 100 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					r := c.do("POST", "/v1/coupons/"+typed+"/redeem", "admin-key", `{"store_id": "s-alex"}`)
+					mu.Lock()
+					statuses[r.Status]++
+					mu.Unlock()
+				}()
+			}
+			wg.Wait()
+			if statuses[200] != 1 || statuses[409] != 99 {
+				t.Fatalf("100 concurrent redeems: %v", statuses)
+			}
+			if r := c.admin("GET", "/v1/coupons/"+code, ""); r.Body["status"] != "redeemed" || r.Body["redeemed_store_id"] != "s-alex" {
+				t.Fatalf("after redeeming: %s", r.Raw)
+			}
+		})
+	}
+}
+
+func TestExpiredCoupon(t *testing.T) {
+	rdb := srv.Client(t)
+	coupons := engine.NewCoupons([]byte("s"))
+	code := coupons.NewCode()
+	rdb.HSet(context.Background(), "nc:coupon:"+code, "rule_id", "r", "store_id", "s", "issued_at", 1, "expires_at", 2)
+	later := func() time.Time { return time.UnixMilli(3) }
+	l := engine.NewLedger(rdb, coupons, later)
+	if _, err := l.Redeem(context.Background(), code, ""); !errors.Is(err, engine.ErrExpired) {
+		t.Fatalf("redeem an expired coupon: %v", err)
+	}
+	if cp, _ := l.Get(context.Background(), code); cp.Status != "expired" {
+		t.Fatalf("status %s", cp.Status)
 	}
 }

@@ -69,6 +69,10 @@ func toError(err error) *Error {
 		return newError(http.StatusNotFound, "", "not found")
 	case errors.Is(err, rules.ErrConflict):
 		return newError(http.StatusConflict, "", "the document changed while it was being saved; try again")
+	case errors.Is(err, engine.ErrRedeemed):
+		return newError(http.StatusConflict, "", "this coupon was redeemed already")
+	case errors.Is(err, engine.ErrExpired):
+		return newError(http.StatusGone, "", "this coupon has expired")
 	case errors.Is(err, engine.ErrUnavailable), errors.Is(err, engine.ErrNoSnapshot):
 		return newError(http.StatusServiceUnavailable, "", "a dependency is unavailable; retry later")
 	case errors.As(err, &fe):

@@ -587,6 +587,43 @@ func (s *Server) postPing(c *fiber.Ctx) error {
 	return c.JSON(res)
 }
 
+// Coupons
+
+func (s *Server) getCoupon(c *fiber.Ctx) error {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	cp, err := s.Ledger.Get(ctx, c.Params("code"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(cp)
+}
+
+type redeemRequest struct {
+	StoreID string `json:"store_id"`
+}
+
+func (s *Server) redeemCoupon(c *fiber.Ctx) error {
+	var req redeemRequest
+	if len(bytes.TrimSpace(c.Body())) > 0 {
+		if err := decodeJSON(c, &req); err != nil {
+			return err
+		}
+	}
+	if req.StoreID != "" {
+		if err := rules.ValidID("store_id", req.StoreID); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	cp, err := s.Ledger.Redeem(ctx, c.Params("code"), req.StoreID)
+	if err != nil {
+		return err
+	}
+	return c.JSON(cp)
+}
+
 // Development
 
 func (s *Server) devPushes(c *fiber.Ctx) error {

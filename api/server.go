@@ -36,6 +36,7 @@ type Deps struct {
 	Live      *rules.Live
 	Customers *engine.Customers
 	Engine    *engine.Engine
+	Ledger    *engine.Ledger
 	// Pushes is the log sender's memory; nil when pushes go to FCM.
 	Pushes PushLog
 	// Ready reports whether Redis answers.
@@ -111,6 +112,9 @@ func New(d Deps) *fiber.App {
 	v1.Get("/rules/:id/versions", admin, s.listRuleVersions)
 	v1.Get("/rules/:id/versions/:version", admin, s.getRuleVersion)
 	v1.Post("/rules/:id/versions/:version/restore", admin, s.restoreRuleVersion)
+
+	v1.Get("/coupons/:code", admin, s.getCoupon)
+	v1.Post("/coupons/:code/redeem", admin, s.redeemCoupon)
 
 	v1.Get("/dev/pushes", admin, s.devPushes)
 	return app

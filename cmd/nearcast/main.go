@@ -114,13 +114,14 @@ func serve(ctx context.Context, env func(string) string, out io.Writer) error {
 	ecfg.MaxOffersPerDay = cfg.MaxOffersDay
 	ecfg.QuietHours = cfg.QuietHours
 	ecfg.MinOfferGap = cfg.MinOfferGap
-	eng := engine.New(rdb, live, engine.NewCoupons(cfg.CouponSecret), ecfg, log, nil)
+	coupons := engine.NewCoupons(cfg.CouponSecret)
+	eng := engine.New(rdb, live, coupons, ecfg, log, nil)
 	dcfg := engine.DefaultDispatchConfig()
 	dcfg.Workers = cfg.PushWorkers
 	dispatcher := engine.NewDispatcher(rdb, sender, dcfg, log, nil)
 
 	app := api.New(api.Deps{
-		Live: live, Customers: customers, Engine: eng, Pushes: pushLog,
+		Live: live, Customers: customers, Engine: eng, Ledger: engine.NewLedger(rdb, coupons, nil), Pushes: pushLog,
 		Ready:   func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		AppKeys: cfg.AppKeys, AdminKeys: cfg.AdminKeys, Log: log,
 	})

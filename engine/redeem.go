@@ -1,0 +1,111 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nearcast/nearcast/rules"
+)
+
+// Errors of a redemption, beside rules.ErrNotFound (a code the engine did
+// not issue, or whose record has gone).
+var (
+	ErrRedeemed = errors.New("coupon already redeemed")
+	ErrExpired  = errors.New("coupon expired")
+)
+
+// Coupon is an issued coupon as the till sees it.
+type Coupon struct {
+	Code          string     `json:"code"`
+	RuleID        string     `json:"rule_id"`
+	StoreID       string     `json:"store_id"`
+	IssuedAt      time.Time  `json:"issued_at"`
+	ExpiresAt     time.Time  `json:"expires_at"`
+	RedeemedAt    *time.Time `json:"redeemed_at,omitempty"`
+	RedeemedStore string     `json:"redeemed_store_id,omitempty"`
+	// Status is active, redeemed or expired.
+	Status string `json:"status"`
+}
+
+// Ledger looks up and redeems coupons.
+type Ledger struct {
+	rdb     redis.UniversalClient
+	coupons *Coupons
+	now     func() time.Time
+}
+
+// NewLedger returns the coupon ledger; now may be nil for the wall clock.
+func NewLedger(rdb redis.UniversalClient, coupons *Coupons, now func() time.Time) *Ledger {
+	if now == nil {
+		now = time.Now
+	}
+	return &Ledger{rdb: rdb, coupons: coupons, now: now}
+}
+
+// Get reads a coupon. A forged code is not found without asking Redis.
+func (l *Ledger) Get(ctx context.Context, code string) (*Coupon, error) {
+	code = NormalizeCode(code)
+	if !l.coupons.Valid(code) {
+		return nil, rules.ErrNotFound
+	}
+	m, err := l.rdb.HGetAll(ctx, couponKey(code)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("%w: read coupon: %v", ErrUnavailable, err)
+	}
+	if len(m) == 0 {
+		return nil, rules.ErrNotFound
+	}
+	return l.coupon(code, m), nil
+}
+
+func (l *Ledger) coupon(code string, m map[string]string) *Coupon {
+	ms := func(f string) time.Time {
+		v, _ := strconv.ParseInt(m[f], 10, 64)
+		return time.UnixMilli(v).UTC()
+	}
+	c := &Coupon{Code: code, RuleID: m["rule_id"], StoreID: m["store_id"], IssuedAt: ms("issued_at"), ExpiresAt: ms("expires_at"), Status: "active"}
+	if m["redeemed_at"] != "" {
+		t := ms("redeemed_at")
+		c.RedeemedAt, c.RedeemedStore, c.Status = &t, m["redeemed_store"], "redeemed"
+	} else if !l.now().Before(c.ExpiresAt) {
+		c.Status = "expired"
+	}
+	return c
+}
+
+// redeemScript marks a coupon redeemed once: the check and the mark are
+// one step, so of any number of tills only one succeeds.
+// KEYS: coupon. ARGV: now_ms, store id. Returns "ok", "missing",
+// "redeemed" or "expired".
+var redeemScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
+if redis.call('HGET', KEYS[1], 'redeemed_at') then return 'redeemed' end
+if tonumber(ARGV[1]) >= tonumber(redis.call('HGET', KEYS[1], 'expires_at')) then return 'expired' end
+redis.call('HSET', KEYS[1], 'redeemed_at', ARGV[1], 'redeemed_store', ARGV[2])
+return 'ok'`)
+
+// Redeem marks a coupon used at a store.
+func (l *Ledger) Redeem(ctx context.Context, code, storeID string) (*Coupon, error) {
+	code = NormalizeCode(code)
+	if !l.coupons.Valid(code) {
+		return nil, rules.ErrNotFound
+	}
+	res, err := redeemScript.Run(ctx, l.rdb, []string{couponKey(code)}, l.now().UnixMilli(), storeID).Text()
+	if err != nil {
+		return nil, fmt.Errorf("%w: redeem: %v", ErrUnavailable, err)
+	}
+	switch res {
+	case "missing":
+		return nil, rules.ErrNotFound
+	case "redeemed":
+		return nil, ErrRedeemed
+	case "expired":
+		return nil, ErrExpired
+	}
+	return l.Get(ctx, code)
+}
