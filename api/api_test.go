@@ -55,23 +55,37 @@ type response struct {
 	Status int
 	Body   map[string]any
 	Raw    string
+	Header http.Header
 }
 
 func (c *client) do(method, path, key, body string) response {
 	c.t.Helper()
-	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	ct := ""
 	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
+		ct = "application/json"
+	}
+	return c.request(method, path, key, ct, body, nil)
+}
+
+// request sends any request; headers may be nil.
+func (c *client) request(method, path, key, contentType, body string, headers map[string]string) response {
+	c.t.Helper()
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
-	res, err := c.app.Test(req, 5000)
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	res, err := c.app.Test(req, 120000)
 	if err != nil {
 		c.t.Fatalf("%s %s: %v", method, path, err)
 	}
 	raw, _ := io.ReadAll(res.Body)
-	r := response{Status: res.StatusCode, Raw: string(raw)}
+	r := response{Status: res.StatusCode, Raw: string(raw), Header: res.Header}
 	_ = json.Unmarshal(raw, &r.Body)
 	return r
 }
@@ -242,13 +256,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 
 func TestUnsupportedMediaType(t *testing.T) {
 	c := newClient(t, srv.Client(t))
-	req := httptest.NewRequest("PUT", "/v1/stores/s", strings.NewReader("name=x"))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Authorization", "Bearer admin-key")
-	res, _ := c.app.Test(req)
-	if res.StatusCode != http.StatusUnsupportedMediaType {
-		t.Fatalf("status %d", res.StatusCode)
-	}
+	wantError(t, c.request("PUT", "/v1/stores/s", "admin-key", "application/x-www-form-urlencoded", "name=x", nil), 415, "unsupported_media_type", "")
 }
 
 func TestRulesAndPingOverHTTP(t *testing.T) {
@@ -327,20 +335,7 @@ func TestUnavailableRedis(t *testing.T) {
 
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
 
-func (c *client) ndjson(body string) response {
-	c.t.Helper()
-	req := httptest.NewRequest("POST", "/v1/stores", strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/x-ndjson")
-	req.Header.Set("Authorization", "Bearer admin-key")
-	res, err := c.app.Test(req, 60000)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	raw, _ := io.ReadAll(res.Body)
-	r := response{Status: res.StatusCode, Raw: string(raw)}
-	_ = json.Unmarshal(raw, &r.Body)
-	return r
-}
+func (c *client) ndjson(body string) response { return c.ndjsonTo("/v1/stores", body) }
 
 func TestBulkStoresAndNear(t *testing.T) {
 	for _, be := range redistest.Backends(srv) {
@@ -394,12 +389,7 @@ func TestBulkStoresAndNear(t *testing.T) {
 				t.Fatalf("ping in the mall: %s", r.Raw)
 			}
 			// Refused outright: the wrong media type.
-			req := httptest.NewRequest("POST", "/v1/stores", strings.NewReader(body))
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Authorization", "Bearer admin-key")
-			if res, _ := c.app.Test(req); res.StatusCode != 415 {
-				t.Fatalf("json to the bulk endpoint: %d", res.StatusCode)
-			}
+			wantError(t, c.request("POST", "/v1/stores", "admin-key", "application/json", body, nil), 415, "unsupported_media_type", "")
 		})
 	}
 }
@@ -410,20 +400,12 @@ func TestRuleVersionsAndConcurrentEdits(t *testing.T) {
 			c := newClient(t, be.New(t))
 			c.admin("PUT", "/v1/stores/s-alex", storeAlex)
 			put := func(body, ifMatch string) (response, string) {
-				req := httptest.NewRequest("PUT", "/v1/rules/latte", strings.NewReader(body))
-				req.Header.Set("Content-Type", "application/json")
-				req.Header.Set("Authorization", "Bearer admin-key")
+				var h map[string]string
 				if ifMatch != "" {
-					req.Header.Set("If-Match", ifMatch)
+					h = map[string]string{"If-Match": ifMatch}
 				}
-				res, err := c.app.Test(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				raw, _ := io.ReadAll(res.Body)
-				r := response{Status: res.StatusCode, Raw: string(raw)}
-				json.Unmarshal(raw, &r.Body)
-				return r, res.Header.Get("ETag")
+				r := c.request("PUT", "/v1/rules/latte", "admin-key", "application/json", body, h)
+				return r, r.Header.Get("ETag")
 			}
 			r, etag := put(ruleLatte, "")
 			if r.Status != 201 || etag != `"1"` {
@@ -465,17 +447,7 @@ func TestPatchCustomer(t *testing.T) {
 			c := newClient(t, be.New(t))
 			c.admin("PUT", "/v1/customers/c-42", customerAnna)
 			patch := func(body string) response {
-				req := httptest.NewRequest("PATCH", "/v1/customers/c-42", strings.NewReader(body))
-				req.Header.Set("Content-Type", "application/merge-patch+json")
-				req.Header.Set("Authorization", "Bearer admin-key")
-				res, err := c.app.Test(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				raw, _ := io.ReadAll(res.Body)
-				r := response{Status: res.StatusCode, Raw: string(raw)}
-				json.Unmarshal(raw, &r.Body)
-				return r
+				return c.request("PATCH", "/v1/customers/c-42", "admin-key", "application/merge-patch+json", body, nil)
 			}
 			r := patch(`{"attributes": {"tier": "platinum", "visits_30d": null}, "consent": {"push": false}}`)
 			if r.Status != 200 {
@@ -495,29 +467,14 @@ func TestPatchCustomer(t *testing.T) {
 			if keysSnapshot(t, c.rdb) != before {
 				t.Fatal("a refused patch changed the profile")
 			}
-			req := httptest.NewRequest("PATCH", "/v1/customers/nobody", strings.NewReader(`{"first_name": "X"}`))
-			req.Header.Set("Content-Type", "application/merge-patch+json")
-			req.Header.Set("Authorization", "Bearer admin-key")
-			if res, _ := c.app.Test(req); res.StatusCode != 404 {
-				t.Fatalf("patching nobody: %d", res.StatusCode)
-			}
+			wantError(t, c.request("PATCH", "/v1/customers/nobody", "admin-key", "application/merge-patch+json", `{"first_name": "X"}`, nil), 404, "not_found", "")
 		})
 	}
 }
 
 func (c *client) ndjsonTo(path, body string) response {
 	c.t.Helper()
-	req := httptest.NewRequest("POST", path, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/x-ndjson")
-	req.Header.Set("Authorization", "Bearer admin-key")
-	res, err := c.app.Test(req, 120000)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	raw, _ := io.ReadAll(res.Body)
-	r := response{Status: res.StatusCode, Raw: string(raw)}
-	_ = json.Unmarshal(raw, &r.Body)
-	return r
+	return c.request("POST", path, "admin-key", "application/x-ndjson", body, nil)
 }
 
 func TestBulkCustomers(t *testing.T) {
