@@ -271,3 +271,55 @@ func TestVisitHistory(t *testing.T) {
 		t.Fatalf("export: %v %v", ex.Visits, err)
 	}
 }
+
+// What a customer redeemed before breaks ties between offers of equal
+// priority, and audiences see their redemptions.
+func TestAffinityAndRedemptions(t *testing.T) {
+	offer := rules.Offer{Title: rules.Texts{{Lang: "en", Template: "{{.rule.name}}"}}, Body: rules.Texts{{Lang: "en", Template: "redeemed {{.visit.redeemed}}"}}}
+	coffee := rules.Rule{ID: "a-coffee", Name: "Coffee", Tags: []string{"coffee"}, Priority: 5, Trigger: rules.Trigger{On: rules.OnEnter}, Offer: offer}
+	pastry := rules.Rule{ID: "b-pastry", Name: "Pastry", Tags: []string{"pastry"}, Priority: 5, Trigger: rules.Trigger{On: rules.OnEnter}, Offer: offer}
+	loyal := rules.Rule{ID: "loyal", Name: "Loyal", Priority: 9, Trigger: rules.Trigger{On: rules.OnEnter}, Audience: "visit.redeemed >= 2", Offer: offer}
+	f := setup(t, srv.Client(t), coffee, pastry, loyal)
+	addCustomer(t, f, "u1")
+	ctx := context.Background()
+	ledger := engine.NewLedger(f.rdb, engine.NewCoupons([]byte("test-secret")), f.clock.Now)
+	enter := func() engine.Offer {
+		la, ln := north(alexLat, alexLng, 0)
+		res, err := f.eng.Evaluate(ctx, engine.Ping{CustomerID: "u1", Lat: la, Lng: ln, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{})
+		if err != nil || len(res.Offers) != 1 {
+			t.Fatalf("enter: %+v %v", res, err)
+		}
+		la, ln = north(alexLat, alexLng, 500)
+		f.clock.Advance(10 * time.Minute)
+		f.eng.Evaluate(ctx, engine.Ping{CustomerID: "u1", Lat: la, Lng: ln, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{})
+		return res.Offers[0]
+	}
+	// Equal priority, no history: the rule id decides.
+	o := enter()
+	if o.RuleID != "a-coffee" || o.Body != "redeemed 0" {
+		t.Fatalf("first: %+v", o)
+	}
+	f.clock.Advance(24 * time.Hour)
+	// The customer never uses coffee coupons but redeems a pastry one.
+	f.live.Catalog().DeleteRule(ctx, "a-coffee")
+	f.live.Refresh(ctx)
+	o = enter()
+	if o.RuleID != "b-pastry" {
+		t.Fatalf("second: %+v", o)
+	}
+	if _, err := ledger.Redeem(ctx, o.CouponCode, "s-alex"); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Advance(24 * time.Hour)
+	if err := f.live.Catalog().PutRule(ctx, &coffee, false); err != nil {
+		t.Fatal(err)
+	}
+	f.live.Refresh(ctx)
+	if o := enter(); o.RuleID != "b-pastry" || o.Body != "redeemed 1" {
+		t.Fatalf("after a pastry redemption, pastry wins the tie: %+v", o)
+	}
+	ex, _ := f.cust.Export(ctx, "u1")
+	if ex.Visits["aff:pastry"] != "1" || ex.Visits["redeemed"] != "1" {
+		t.Fatalf("history: %v", ex.Visits)
+	}
+}

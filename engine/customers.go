@@ -16,7 +16,14 @@ import (
 
 // Keys of one customer share the hash tag {c:<id>}, so that in Redis
 // Cluster they live in one slot and one script can change them together.
-func customerKey(id, part string) string { return "nc:{c:" + id + "}:" + part }
+func customerKey(id, part string) string { return custKeyOpen + id + custKeyClose + part }
+
+// What comes before and after a customer id in their keys, for scripts
+// that find a customer's keys from a record naming them.
+const (
+	custKeyOpen  = "nc:{c:"
+	custKeyClose = "}:"
+)
 
 const (
 	partProfile    = "profile"     // hash: doc (JSON), loc and push ("1"/"0": consent, read by scripts)
@@ -271,7 +278,7 @@ func (cs *Customers) PutDevice(ctx context.Context, customerID string, d *rules.
 		return false, err
 	}
 	n, err := moveDeviceScript.Run(ctx, cs.rdb, []string{deviceOwnerKey(d.ID), customerKey(customerID, partDevices)},
-		customerID, d.ID, doc, "nc:{c:", "}:").Int64() // customerKey's layout, for the old owner
+		customerID, d.ID, doc, custKeyOpen, custKeyClose).Int64()
 	if err != nil {
 		return false, fmt.Errorf("save device: %w", err)
 	}

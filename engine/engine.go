@@ -329,6 +329,17 @@ table.insert(out, tostring(gn)); table.insert(out, string.format('%d', gprev))
 table.insert(out, tostring(#info / 3))
 for _, x in ipairs(info) do table.insert(out, x) end
 table.insert(out, redis.call('HGET', KEYS[5], '*|t') or '0')
+-- Redemptions: how many, the last one's time, and per rule tag (affinity).
+table.insert(out, tostring(num('redeemed'))); table.insert(out, string.format('%d', num('redeemed_last')))
+local aff = {}
+if #entered > 0 or #exited > 0 or #dwelt > 0 then
+  local all = redis.call('HGETALL', v)
+  for k = 1, #all, 2 do
+    if string.sub(all[k], 1, 4) == 'aff:' then table.insert(aff, string.sub(all[k], 5)); table.insert(aff, all[k + 1]) end
+  end
+end
+table.insert(out, tostring(#aff / 2))
+for _, x in ipairs(aff) do table.insert(out, x) end
 return out`)
 
 // commitScript issues the first offer every cap allows: it counts it,
@@ -343,7 +354,8 @@ return out`)
 // limit, least gap between two offers (ms), then per candidate: rule_id, store_id, code, expires_ms, push JSON,
 // per_customer_per_day, per_customer_per_week, per_customer_total,
 // per_store_per_day, total (0: no cap), holdout ("1": the customer is in
-// the rule's holdout group).
+// the rule's holdout group), the rule's tags (comma-separated, kept on the
+// coupon for affinity at redemption).
 // Returns one result per candidate looked at: "sent", "holdout" (it would
 // have been sent; the customer gets nothing and the holdout is counted),
 // or the cap's reason.
@@ -356,7 +368,7 @@ local function used(f) return tonumber(redis.call('HGET', KEYS[1], f) or '0') en
 local function over(count, cap) return cap > 0 and count >= cap end
 local res = {}
 for i = 1, n do
-  local b = 12 + (i - 1) * 11
+  local b = 12 + (i - 1) * 12
   local rule, store, code, exp = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
   local perDay, perWeek, perTotal = tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7]), tonumber(ARGV[b + 8])
   local perStoreDay, budget = tonumber(ARGV[b + 9]), tonumber(ARGV[b + 10])
@@ -395,7 +407,7 @@ for i = 1, n do
     redis.call('PEXPIRE', ks, 2 * 86400000)
     redis.call('INCR', kb)
     redis.call('HSET', kc, 'customer_id', ARGV[2], 'device_id', ARGV[3], 'rule_id', rule,
-      'store_id', store, 'issued_at', ARGV[4], 'expires_at', ARGV[b + 4])
+      'store_id', store, 'issued_at', ARGV[4], 'expires_at', ARGV[b + 4], 'rule_tags', ARGV[b + 12])
     redis.call('PEXPIREAT', kc, exp + tonumber(ARGV[5]))
     redis.call('SADD', KEYS[2], code)
     redis.call('PEXPIREAT', KEYS[2], exp + tonumber(ARGV[5]))
@@ -569,11 +581,23 @@ func (e *Engine) Evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 			}
 		}
 	}
-	// One offer per ping: the highest priority wins, then the nearest
-	// store, then the rule id, so the choice is the same on every replica.
+	// One offer per ping: the highest priority wins; among equals, the
+	// offer this customer is likeliest to use (the most redemptions of
+	// rules sharing its tags), then the nearest store, then the rule id,
+	// so the choice is the same on every replica.
+	affinity := func(c candidate) int {
+		n := 0
+		for _, t := range c.rule.Rule.Tags {
+			n += obs.affinity[t]
+		}
+		return n
+	}
 	slices.SortStableFunc(eligible, func(a, b candidate) int {
 		if a.rule.Rule.Priority != b.rule.Rule.Priority {
 			return cmp.Compare(b.rule.Rule.Priority, a.rule.Rule.Priority)
+		}
+		if fa, fb := affinity(a), affinity(b); fa != fb {
+			return cmp.Compare(fb, fa)
 		}
 		if a.distanceM != b.distanceM {
 			return cmp.Compare(a.distanceM, b.distanceM)
@@ -635,7 +659,7 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 		keys = append(keys, couponKey(code), storeDayKey(c.rule.Rule.ID, c.store.ID, storeDay), budgetKey(c.rule.Rule.ID))
 		args = append(args, c.rule.Rule.ID, c.store.ID, code, expires.UnixMilli(), payload,
 			caps.PerCustomerPerDay, caps.PerCustomerPerWeek, caps.PerCustomerTotal, caps.PerStorePerDay, caps.Total,
-			flag(c.rule.InHoldout(p.CustomerID)))
+			flag(c.rule.InHoldout(p.CustomerID)), strings.Join(c.rule.Rule.Tags, ","))
 	}
 	results, err := commitScript.Run(ctx, e.rdb, keys, args...).StringSlice()
 	if err != nil {
@@ -665,6 +689,7 @@ func visitEnv(o observation, storeID string, ts time.Time) *rules.VisitEnv {
 	return &rules.VisitEnv{
 		StoreVisits: sv.count, Visits: o.visits, FirstAtStore: sv.count == 1,
 		DaysSinceStore: days(sv.previousMs), DaysSinceAny: days(o.previousMs), OffersReceived: o.offers,
+		Redeemed: o.redeemed, DaysSinceRedeemed: days(o.redeemedLastMs),
 	}
 }
 
@@ -702,6 +727,10 @@ type observation struct {
 	previousMs int64
 	stores     map[string]storeVisits
 	offers     int
+	// Redemptions: how many, the last one's time, and per rule tag.
+	redeemed       int
+	redeemedLastMs int64
+	affinity       map[string]int
 }
 
 type storeVisits struct {
@@ -750,5 +779,14 @@ func parseObserve(raw []string) observation {
 		i += 3
 	}
 	o.offers, _ = strconv.Atoi(raw[i])
+	o.redeemed, _ = strconv.Atoi(raw[i+1])
+	o.redeemedLastMs, _ = strconv.ParseInt(raw[i+2], 10, 64)
+	n, _ = strconv.Atoi(raw[i+3])
+	i += 4
+	o.affinity = make(map[string]int, n)
+	for j := 0; j < n; j++ {
+		o.affinity[raw[i]], _ = strconv.Atoi(raw[i+1])
+		i += 2
+	}
 	return o
 }

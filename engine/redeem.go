@@ -80,13 +80,25 @@ func (l *Ledger) coupon(code string, m map[string]string) *Coupon {
 
 // redeemScript marks a coupon redeemed once: the check and the mark are
 // one step, so of any number of tills only one succeeds.
-// KEYS: coupon. ARGV: now_ms, store id. Returns "ok", "missing",
-// "redeemed" or "expired".
+// The customer's redemptions go into their visit history in the same
+// step: how many, the last one's time, and one per tag of the rule.
+// KEYS: coupon. ARGV: now_ms, store id, what comes before and after a
+// customer id in their keys. Returns "ok", "missing", "redeemed" or
+// "expired".
 var redeemScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
 if redis.call('HGET', KEYS[1], 'redeemed_at') then return 'redeemed' end
 if tonumber(ARGV[1]) >= tonumber(redis.call('HGET', KEYS[1], 'expires_at')) then return 'expired' end
 redis.call('HSET', KEYS[1], 'redeemed_at', ARGV[1], 'redeemed_store', ARGV[2])
+local cust = redis.call('HGET', KEYS[1], 'customer_id')
+if cust then
+  local v = ARGV[3] .. cust .. ARGV[4] .. 'visits'
+  redis.call('HINCRBY', v, 'redeemed', 1)
+  redis.call('HSET', v, 'redeemed_last', ARGV[1])
+  for tag in string.gmatch(redis.call('HGET', KEYS[1], 'rule_tags') or '', '[^,]+') do
+    redis.call('HINCRBY', v, 'aff:' .. tag, 1)
+  end
+end
 return 'ok'`)
 
 // Redeem marks a coupon used at a store.
@@ -95,7 +107,7 @@ func (l *Ledger) Redeem(ctx context.Context, code, storeID string) (*Coupon, err
 	if !l.coupons.Valid(code) {
 		return nil, rules.ErrNotFound
 	}
-	res, err := redeemScript.Run(ctx, l.rdb, []string{couponKey(code)}, l.now().UnixMilli(), storeID).Text()
+	res, err := redeemScript.Run(ctx, l.rdb, []string{couponKey(code)}, l.now().UnixMilli(), storeID, custKeyOpen, custKeyClose).Text()
 	if err != nil {
 		return nil, fmt.Errorf("%w: redeem: %v", ErrUnavailable, err)
 	}

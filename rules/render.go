@@ -28,7 +28,7 @@ var templateFields = map[string]any{
 	"coupon":     map[string]any{"code": nil, "expires_at": nil},
 	"rule":       map[string]any{"id": nil, "name": nil},
 	"visit": map[string]any{"store_visits": nil, "visits": nil, "first_at_store": nil,
-		"days_since_store": nil, "days_since_any": nil, "offers_received": nil},
+		"days_since_store": nil, "days_since_any": nil, "offers_received": nil, "redeemed": nil, "days_since_redeemed": nil},
 }
 
 // checkTemplateFields names every field a template uses that does not
@@ -190,11 +190,12 @@ func (c *Compiled) templateData(d OfferData) map[string]any {
 
 func visitData(v *VisitEnv) map[string]any {
 	if v == nil {
-		v = &VisitEnv{DaysSinceStore: -1, DaysSinceAny: -1}
+		v = &VisitEnv{DaysSinceStore: -1, DaysSinceAny: -1, DaysSinceRedeemed: -1}
 	}
 	return map[string]any{
 		"store_visits": v.StoreVisits, "visits": v.Visits, "first_at_store": v.FirstAtStore,
 		"days_since_store": v.DaysSinceStore, "days_since_any": v.DaysSinceAny, "offers_received": v.OffersReceived,
+		"redeemed": v.Redeemed, "days_since_redeemed": v.DaysSinceRedeemed,
 	}
 }
 

@@ -27,14 +27,17 @@ const (
 
 // Rule is an offer as a marketer writes it.
 type Rule struct {
-	ID       string  `json:"id"`
-	Name     string  `json:"name"`
-	Enabled  *bool   `json:"enabled"`
-	Priority int     `json:"priority"`
-	Trigger  Trigger `json:"trigger"`
-	Audience string  `json:"audience,omitempty"`
-	When     *When   `json:"when,omitempty"`
-	Caps     Caps    `json:"caps"`
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// Tags group rules by what they offer ("coffee", "pastry"): a
+	// customer's redemptions by tag break ties between equal priorities.
+	Tags     []string `json:"tags,omitempty"`
+	Enabled  *bool    `json:"enabled"`
+	Priority int      `json:"priority"`
+	Trigger  Trigger  `json:"trigger"`
+	Audience string   `json:"audience,omitempty"`
+	When     *When    `json:"when,omitempty"`
+	Caps     Caps     `json:"caps"`
 	// HoldoutPct is the share of matching customers, chosen by a hash of
 	// rule and customer id (so the same customers every time), who get
 	// nothing, to measure what the offer changes.
@@ -332,6 +335,10 @@ type VisitEnv struct {
 	DaysSinceAny   int `expr:"days_since_any"`
 	// OffersReceived counts the offers the customer was sent.
 	OffersReceived int `expr:"offers_received"`
+	// Redeemed counts the customer's redeemed coupons;
+	// DaysSinceRedeemed the whole days since the last (-1: never).
+	Redeemed          int `expr:"redeemed"`
+	DaysSinceRedeemed int `expr:"days_since_redeemed"`
 }
 
 // exprTypeNames turns the Go type names in expr's errors into the names
@@ -393,6 +400,11 @@ func Compile(r *Rule) (*Compiled, error) {
 		}
 	}
 	c0 := compileWhen(&fs, r.When)
+	for i, t := range r.Tags {
+		if t == "" || len(t) > 64 || strings.Contains(t, ",") {
+			fs.add(fmt.Sprintf("tags[%d]", i), "a tag is 1 to 64 characters, without commas")
+		}
+	}
 	if r.HoldoutPct < 0 || r.HoldoutPct > 100 || math.IsNaN(r.HoldoutPct) {
 		fs.add("holdout_pct", "holdout_pct is a percentage from 0 to 100")
 	}
