@@ -112,6 +112,31 @@ func checkTemplateFields(t *template.Template) []string {
 	return bad
 }
 
+// trialRender runs a template, when its rule is saved, for a customer with
+// an empty profile and for one with every field set, so that a template
+// that would fail at send time ({{index .customer.segments 3}}) is refused
+// then, not discovered on a customer's phone.
+func trialRender(t *template.Template, tag language.Tag) string {
+	lat, lng := 52.52, 13.40
+	store := &Store{ID: "s", Name: "Store", Lat: &lat, Lng: &lng, RadiusM: 100, Tags: []string{"t"}}
+	samples := []struct {
+		who string
+		c   *Customer
+	}{
+		{"an empty profile", &Customer{ID: "c"}},
+		{"a full profile", &Customer{ID: "c", FirstName: "Anna", LastName: "B", Locale: "de", Timezone: "Europe/Berlin",
+			Segments: []string{"s"}, Attributes: map[string]any{"x": "y"}, Consent: Consent{true, true}}},
+	}
+	c := &Compiled{Rule: &Rule{ID: "r", Name: "Rule"}}
+	for _, s := range samples {
+		data := c.templateData(OfferData{Customer: s.c, Store: store, DistanceM: 80, CouponCode: "K7QM2XPA9F3D", ExpiresAt: time.Now()})
+		if _, err := execute(t, templateHelpers(tag, time.UTC), data); err != nil {
+			return fmt.Sprintf("the template fails for a customer with %s: %s", s.who, templateError(err))
+		}
+	}
+	return ""
+}
+
 // Message is an offer's text for one customer.
 type Message struct {
 	Title string

@@ -475,6 +475,9 @@ func compileTexts(fs *faults, field string, texts Texts) []compiledText {
 		for _, msg := range checkTemplateFields(tmpl) {
 			fs.addPrecondition(path, "%s", msg)
 		}
+		if msg := trialRender(tmpl, tag); msg != "" {
+			fs.addPrecondition(path, "%s", msg)
+		}
 		out = append(out, compiledText{tag: tag, tmpl: tmpl})
 	}
 	return out

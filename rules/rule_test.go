@@ -43,6 +43,7 @@ func TestCompileFaults(t *testing.T) {
 		{"expression not bool", func(r *Rule) { r.Audience = "customer.first_name" }, "audience", "bool", true},
 		{"template syntax", func(r *Rule) { r.Offer.Title[0].Template = "Hallo {{.customer.first_name" }, "offer.title.de", "template", false},
 		{"template unknown field", func(r *Rule) { r.Offer.Body[1].Template = "{{.store.nam}}" }, "offer.body.en", `store has no field "nam"`, true},
+		{"template that fails at send time", func(r *Rule) { r.Offer.Body[1].Template = "{{index .customer.segments 3}}" }, "offer.body.en", "fails for a customer with an empty profile", true},
 		{"template unknown root", func(r *Rule) { r.Offer.Body[1].Template = "{{.shop.name}}" }, "offer.body.en", `no field "shop"`, true},
 		{"bad language", func(r *Rule) { r.Offer.Title[1].Lang = "english!" }, "offer.title.english!", "language tag", false},
 		{"no title", func(r *Rule) { r.Offer.Title = nil }, "offer.title", "at least one language", false},
