@@ -347,7 +347,11 @@ var exprTypeNames = strings.NewReplacer("type rules.Customer", "customer", "type
 
 // Compile validates the rule and compiles it. It fills defaults, and
 // returns every fault at once as a *ValidationError.
-func Compile(r *Rule) (*Compiled, error) {
+func Compile(r *Rule) (*Compiled, error) { return compile(r, true) }
+
+// compile is Compile; trial says whether to try the templates on sample
+// profiles, which a rule already saved (and tried) is spared on load.
+func compile(r *Rule, trial bool) (*Compiled, error) {
 	var fs faults
 	if err := ValidID("id", r.ID); err != nil {
 		fs = append(fs, err.(*ValidationError).Faults...)
@@ -423,8 +427,8 @@ func Compile(r *Rule) (*Compiled, error) {
 		}
 		c.audience = prog
 	}
-	c.title = compileTexts(&fs, "offer.title", r.Offer.Title)
-	c.body = compileTexts(&fs, "offer.body", r.Offer.Body)
+	c.title = compileTexts(&fs, "offer.title", r.Offer.Title, trial)
+	c.body = compileTexts(&fs, "offer.body", r.Offer.Body, trial)
 	if len(r.Offer.Title) > 0 && len(r.Offer.Body) > 0 {
 		langs := func(ts Texts) []string {
 			var out []string
@@ -444,7 +448,7 @@ func Compile(r *Rule) (*Compiled, error) {
 	return c, nil
 }
 
-func compileTexts(fs *faults, field string, texts Texts) []compiledText {
+func compileTexts(fs *faults, field string, texts Texts, trial bool) []compiledText {
 	if len(texts) == 0 {
 		fs.add(field, "%s needs a text in at least one language, e.g. {\"en\": \"...\"}", field)
 		return nil
@@ -475,8 +479,10 @@ func compileTexts(fs *faults, field string, texts Texts) []compiledText {
 		for _, msg := range checkTemplateFields(tmpl) {
 			fs.addPrecondition(path, "%s", msg)
 		}
-		if msg := trialRender(tmpl, tag); msg != "" {
-			fs.addPrecondition(path, "%s", msg)
+		if trial {
+			if msg := trialRender(tmpl, tag); msg != "" {
+				fs.addPrecondition(path, "%s", msg)
+			}
 		}
 		out = append(out, compiledText{tag: tag, tmpl: tmpl})
 	}

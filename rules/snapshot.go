@@ -131,7 +131,7 @@ func BuildSnapshot(version int64, stores []*Store, rules []*Rule, skip func(kind
 	snap.Index = ix
 
 	for _, r := range rules {
-		c, err := Compile(r)
+		c, err := compile(r, false)
 		if err != nil {
 			skip("rule", r.ID, err)
 			continue
