@@ -28,6 +28,9 @@ type DispatchConfig struct {
 	SendTimeout time.Duration
 	// Consumer names this replica in the consumer group; unique per process.
 	Consumer string
+	// Block is how long a worker waits for new pushes before it looks for
+	// abandoned ones (and notices a shutdown).
+	Block time.Duration
 }
 
 // DefaultDispatchConfig is what the server starts with.
@@ -38,6 +41,7 @@ func DefaultDispatchConfig() DispatchConfig {
 		ClaimIdle:   15 * time.Second,
 		SendTimeout: 10 * time.Second,
 		Consumer:    host + "-" + strconv.Itoa(os.Getpid()),
+		Block:       time.Second,
 	}
 }
 
@@ -62,6 +66,9 @@ func NewDispatcher(rdb redis.UniversalClient, sender Sender, cfg DispatchConfig,
 	}
 	if cfg.Workers < 1 {
 		cfg.Workers = 1
+	}
+	if cfg.Block <= 0 {
+		cfg.Block = time.Second
 	}
 	return &Dispatcher{rdb: rdb, customers: NewCustomers(rdb), sender: sender, cfg: cfg, log: log, now: now}
 }
@@ -114,7 +121,7 @@ func (d *Dispatcher) work(ctx context.Context, consumer string) {
 		}
 		streams, err := d.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
 			Group: outboxGroup, Consumer: consumer, Streams: []string{keyOutbox, ">"},
-			Count: 16, Block: time.Second,
+			Count: 16, Block: d.cfg.Block,
 		}).Result()
 		if err != nil {
 			if errors.Is(err, redis.Nil) || ctx.Err() != nil {

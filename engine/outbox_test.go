@@ -11,6 +11,7 @@ import (
 	"github.com/nearcast/nearcast/engine"
 	"github.com/nearcast/nearcast/engine/push"
 	"github.com/nearcast/nearcast/engine/push/fcmtest"
+	"github.com/nearcast/nearcast/engine/redistest"
 	"github.com/nearcast/nearcast/rules"
 )
 
@@ -25,6 +26,7 @@ func runDispatcher(t *testing.T, f *fixture, now func() time.Time) *fcmtest.Serv
 	cfg := engine.DefaultDispatchConfig()
 	cfg.Workers = 2
 	cfg.ClaimIdle = 300 * time.Millisecond
+	cfg.Block = 50 * time.Millisecond
 	d := engine.NewDispatcher(f.rdb, sender, cfg, quiet, now)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -70,8 +72,10 @@ func (f *fixture) realClockPing(t *testing.T, deviceID string) engine.Offer {
 
 // newRealClockFixture decides on the wall clock, with no quiet hours, so
 // that it fires at any hour the tests run.
-func newRealClockFixture(t *testing.T) *fixture {
-	f := setup(t, srv.Client(t))
+func newRealClockFixture(t *testing.T) *fixture { return newRealClockFixtureOn(t, srv.Client(t)) }
+
+func newRealClockFixtureOn(t *testing.T, rdb *redis.Client) *fixture {
+	f := setup(t, rdb)
 	cfg := engine.DefaultConfig
 	cfg.QuietHours = [2]int{}
 	f.eng = engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, nil)
@@ -132,34 +136,40 @@ func TestDispatcherFailures(t *testing.T) {
 			f.cust.DeleteDevice(context.Background(), "c-42", "d-1")
 		}, "no_device", 0, true},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f := newRealClockFixture(t)
-			f.realClockPing(t, "d-1") // queued before the dispatcher runs
-			double := fcmtest.New(t)
-			tt.prepare(f, double)
-			sender, _ := push.NewFCM(context.Background(), push.FCMConfig{ProjectID: "p", Endpoint: double.URL()})
-			cfg := engine.DefaultDispatchConfig()
-			cfg.ClaimIdle = 200 * time.Millisecond
-			d := engine.NewDispatcher(f.rdb, sender, cfg, quiet, nil)
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { d.Run(ctx); close(done) }()
-			defer func() { cancel(); <-done }()
+	for _, be := range redistest.Backends(srv) {
+		for _, tt := range tests {
+			t.Run(be.Name+"/"+tt.name, func(t *testing.T) {
+				dispatcherFailure(t, newRealClockFixtureOn(t, be.New(t)), tt.prepare, tt.reason, tt.delivered, tt.deviceGone)
+			})
+		}
+	}
+}
 
-			eventually(t, "the outbox to empty", func() bool { return outboxLen(t, f.rdb) == 0 })
-			if got := len(double.Messages()); got != tt.delivered {
-				t.Fatalf("delivered %d, want %d", got, tt.delivered)
-			}
-			dead := deadReasons(t, f)
-			if tt.reason == "" && len(dead) != 0 || tt.reason != "" && (len(dead) != 1 || dead[0] != tt.reason) {
-				t.Fatalf("dead letters %v, want %q", dead, tt.reason)
-			}
-			n, _ := f.rdb.HLen(context.Background(), "nc:{c:c-42}:devices").Result()
-			if gone := n == 0; gone != tt.deviceGone {
-				t.Fatalf("device gone: %v, want %v", gone, tt.deviceGone)
-			}
-		})
+func dispatcherFailure(t *testing.T, f *fixture, prepare func(*fixture, *fcmtest.Server), reason string, delivered int, deviceGone bool) {
+	f.realClockPing(t, "d-1") // queued before the dispatcher runs
+	double := fcmtest.New(t)
+	prepare(f, double)
+	sender, _ := push.NewFCM(context.Background(), push.FCMConfig{ProjectID: "p", Endpoint: double.URL()})
+	cfg := engine.DefaultDispatchConfig()
+	cfg.ClaimIdle = 200 * time.Millisecond
+	cfg.Block = 50 * time.Millisecond
+	d := engine.NewDispatcher(f.rdb, sender, cfg, quiet, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	eventually(t, "the outbox to empty", func() bool { return outboxLen(t, f.rdb) == 0 })
+	if got := len(double.Messages()); got != delivered {
+		t.Fatalf("delivered %d, want %d", got, delivered)
+	}
+	dead := deadReasons(t, f)
+	if reason == "" && len(dead) != 0 || reason != "" && (len(dead) != 1 || dead[0] != reason) {
+		t.Fatalf("dead letters %v, want %q", dead, reason)
+	}
+	n, _ := f.rdb.HLen(context.Background(), "nc:{c:c-42}:devices").Result()
+	if gone := n == 0; gone != deviceGone {
+		t.Fatalf("device gone: %v, want %v", gone, deviceGone)
 	}
 }
 
