@@ -170,6 +170,19 @@ func (cs *Customers) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	delayed, err := cs.delayed(ctx, id)
+	if err != nil {
+		return err
+	}
+	if len(delayed) > 0 {
+		members := make([]any, len(delayed))
+		for i, d := range delayed {
+			members[i] = d.raw
+		}
+		if err := cs.rdb.ZRem(ctx, keyDelayed, members...).Err(); err != nil {
+			return fmt.Errorf("drop delayed pushes: %w", err)
+		}
+	}
 	if len(queued) > 0 {
 		ids := make([]string, len(queued))
 		for i, m := range queued {
@@ -184,7 +197,7 @@ func (cs *Customers) Delete(ctx context.Context, id string) error {
 			return fmt.Errorf("drop queued pushes: %w", err)
 		}
 	}
-	if existed == 0 && len(queued) == 0 {
+	if existed == 0 && len(queued) == 0 && len(delayed) == 0 {
 		return rules.ErrNotFound
 	}
 	return nil
@@ -203,6 +216,27 @@ func (cs *Customers) queued(ctx context.Context, id string) ([]redis.XMessage, e
 		var p Push
 		if json.Unmarshal([]byte(raw), &p) == nil && p.CustomerID == id {
 			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+type delayedPush struct {
+	raw  string
+	push Push
+}
+
+// delayed lists the pushes for a customer waiting for another try.
+func (cs *Customers) delayed(ctx context.Context, id string) ([]delayedPush, error) {
+	all, err := cs.rdb.ZRange(ctx, keyDelayed, 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read delayed pushes: %w", err)
+	}
+	var out []delayedPush
+	for _, raw := range all {
+		var p Push
+		if json.Unmarshal([]byte(raw), &p) == nil && p.CustomerID == id {
+			out = append(out, delayedPush{raw: raw, push: p})
 		}
 	}
 	return out, nil
@@ -262,6 +296,13 @@ func (cs *Customers) Export(ctx context.Context, id string) (*Export, error) {
 		var p Push
 		json.Unmarshal([]byte(m.Values["push"].(string)), &p)
 		ex.QueuedPushes = append(ex.QueuedPushes, p)
+	}
+	delayed, err := cs.delayed(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range delayed {
+		ex.QueuedPushes = append(ex.QueuedPushes, d.push)
 	}
 	return ex, nil
 }

@@ -32,8 +32,9 @@ var ErrNoSnapshot = errors.New("no catalog snapshot loaded yet")
 
 // Keys shared by all customers.
 const (
-	keyOutbox = "nc:outbox"      // stream of pushes to send
-	keyDead   = "nc:outbox:dead" // stream of pushes that could not be sent, with the reason
+	keyOutbox  = "nc:outbox"         // stream of pushes to send
+	keyDead    = "nc:outbox:dead"    // stream of pushes that could not be sent, with the reason
+	keyDelayed = "nc:outbox:delayed" // sorted set of pushes waiting to be tried again, by due time
 )
 
 // Snapshots gives the catalog snapshot in force (rules.Live does).

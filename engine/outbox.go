@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
@@ -106,6 +107,7 @@ func (d *Dispatcher) work(ctx context.Context, consumer string) {
 	}
 	nextClaim := time.Now()
 	for ctx.Err() == nil {
+		d.release(ctx)
 		if time.Now().After(nextClaim) {
 			nextClaim = time.Now().Add(claimEvery)
 			msgs, _, err := d.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
@@ -186,9 +188,76 @@ func (d *Dispatcher) handle(ctx context.Context, m redis.XMessage) {
 	case errors.As(err, &perm):
 		d.finish(ctx, m.ID, &p, perm.Reason, err)
 	default:
-		// Left pending: reclaimed after ClaimIdle and tried again until
-		// the push expires.
-		d.log.Warn("push failed, will retry", "push", p.ID, "err", err)
+		d.retryLater(ctx, m.ID, p, err)
+	}
+}
+
+// Backoff of a push that failed for a passing reason: doubling from
+// retryBase up to retryMax, each delay drawn from its upper half (jitter,
+// so that a burst of failures does not return as a burst), and never
+// sooner than the push service's Retry-After.
+const (
+	retryBase = time.Second
+	retryMax  = 2 * time.Minute
+)
+
+func retryDelay(attempts int, err error) time.Duration {
+	d := retryBase << min(attempts, 10)
+	if d > retryMax {
+		d = retryMax
+	}
+	d = d/2 + rand.N(d/2+1)
+	var ra *RetryError
+	if errors.As(err, &ra) && ra.After > d {
+		d = ra.After
+	}
+	return d
+}
+
+// deferScript moves a push from the stream to the delayed set in one step.
+// KEYS: outbox, delayed. ARGV: group, entry id, due ms, push JSON.
+var deferScript = redis.NewScript(`
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return 1`)
+
+// releaseScript moves delayed pushes that are due back to the stream.
+// KEYS: delayed, outbox. ARGV: now ms, how many at most.
+var releaseScript = redis.NewScript(`
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, p in ipairs(due) do
+  redis.call('XADD', KEYS[2], '*', 'push', p)
+  redis.call('ZREM', KEYS[1], p)
+end
+return #due`)
+
+// retryLater sets a push aside until its next try, or drops it when that
+// try would come after the push expires.
+func (d *Dispatcher) retryLater(ctx context.Context, entry string, p Push, cause error) {
+	delay := retryDelay(p.Attempts, cause)
+	due := d.now().Add(delay)
+	if !due.Before(p.ExpiresAt) {
+		d.finish(ctx, entry, &p, "expired", cause)
+		return
+	}
+	p.Attempts++
+	payload, err := json.Marshal(p)
+	if err == nil {
+		err = deferScript.Run(ctx, d.rdb, []string{keyOutbox, keyDelayed}, outboxGroup, entry, due.UnixMilli(), payload).Err()
+	}
+	if err != nil {
+		// Still pending in the stream: reclaimed after ClaimIdle instead.
+		d.log.Warn("outbox: cannot defer a push, it will be reclaimed", "push", p.ID, "err", err)
+		return
+	}
+	d.log.Warn("push failed, will retry", "push", p.ID, "attempt", p.Attempts, "in", delay.Round(time.Millisecond), "err", cause)
+}
+
+// release moves due retries back into the stream.
+func (d *Dispatcher) release(ctx context.Context) {
+	if err := releaseScript.Run(ctx, d.rdb, []string{keyDelayed, keyOutbox}, d.now().UnixMilli(), 64).Err(); err != nil && ctx.Err() == nil {
+		d.log.Warn("outbox: cannot release delayed pushes", "err", err)
 	}
 }
 

@@ -159,7 +159,9 @@ func dispatcherFailure(t *testing.T, f *fixture, prepare func(*fixture, *fcmtest
 	go func() { d.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 
-	eventually(t, "the outbox to empty", func() bool { return outboxLen(t, f.rdb) == 0 })
+	eventually(t, "the outbox and the retries to empty", func() bool {
+		return outboxLen(t, f.rdb) == 0 && f.rdb.ZCard(context.Background(), "nc:outbox:delayed").Val() == 0
+	})
 	if got := len(double.Messages()); got != delivered {
 		t.Fatalf("delivered %d, want %d", got, delivered)
 	}
@@ -240,5 +242,52 @@ func TestDeviceMovesToAnotherCustomer(t *testing.T) {
 	eventually(t, "c-7's push", func() bool { return len(double.Messages()) == 1 })
 	if m := double.Messages()[0]; m.Token != "tok-1" || m.Data["coupon_code"] != res.Offers[0].CouponCode {
 		t.Fatalf("push %+v", m)
+	}
+}
+
+// A push refused for a passing reason is tried again no sooner than the
+// push service's Retry-After, and dropped as expired rather than sent late.
+func TestDispatcherBacksOffAndHonoursRetryAfter(t *testing.T) {
+	f := newRealClockFixture(t)
+	f.realClockPing(t, "d-1")
+	double := fcmtest.New(t)
+	double.FailTokenRetryAfter("tok-1", "QUOTA_EXCEEDED", 1, 2)
+	sender, _ := push.NewFCM(context.Background(), push.FCMConfig{ProjectID: "p", Endpoint: double.URL()})
+	cfg := engine.DefaultDispatchConfig()
+	cfg.Block = 50 * time.Millisecond
+	d := engine.NewDispatcher(f.rdb, sender, cfg, quiet, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	start := time.Now()
+	eventually(t, "the retried push", func() bool { return len(double.Messages()) == 1 })
+	if waited := time.Since(start); waited < 2*time.Second {
+		t.Fatalf("retried after %v, before Retry-After's 2 s", waited)
+	}
+	if n, _ := f.rdb.ZCard(context.Background(), "nc:outbox:delayed").Result(); n != 0 {
+		t.Fatalf("%d pushes still delayed", n)
+	}
+	if dead := deadReasons(t, f); len(dead) != 0 {
+		t.Fatalf("dead letters %v", dead)
+	}
+}
+
+func TestDispatcherDropsARetryThatWouldComeTooLate(t *testing.T) {
+	f := newRealClockFixture(t)
+	f.realClockPing(t, "d-1")
+	double := fcmtest.New(t)
+	double.FailTokenRetryAfter("tok-1", "QUOTA_EXCEEDED", 0, 3600) // past the push's 10 minutes
+	sender, _ := push.NewFCM(context.Background(), push.FCMConfig{ProjectID: "p", Endpoint: double.URL()})
+	cfg := engine.DefaultDispatchConfig()
+	cfg.Block = 50 * time.Millisecond
+	d := engine.NewDispatcher(f.rdb, sender, cfg, quiet, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, "the push dropped", func() bool { return len(deadReasons(t, f)) == 1 })
+	if dead := deadReasons(t, f); dead[0] != "expired" || len(double.Messages()) != 0 {
+		t.Fatalf("dead %v, sent %d", dead, len(double.Messages()))
 	}
 }

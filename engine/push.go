@@ -28,6 +28,8 @@ type Push struct {
 	ExpiresAt time.Time `json:"expires_at"`
 	CreatedAt time.Time `json:"created_at"`
 	SentAt    time.Time `json:"sent_at,omitempty"`
+	// Attempts counts the failed tries so far.
+	Attempts int `json:"attempts,omitempty"`
 }
 
 // Sender delivers one push. The FCM and log senders in engine/push
@@ -52,3 +54,13 @@ type PermanentError struct {
 
 func (e *PermanentError) Error() string { return fmt.Sprintf("push refused (%s): %v", e.Reason, e.Err) }
 func (e *PermanentError) Unwrap() error { return e.Err }
+
+// RetryError is a transient failure for which the push service said when
+// to try again (FCM's Retry-After).
+type RetryError struct {
+	After time.Duration
+	Err   error
+}
+
+func (e *RetryError) Error() string { return fmt.Sprintf("retry after %v: %v", e.After, e.Err) }
+func (e *RetryError) Unwrap() error { return e.Err }

@@ -7,10 +7,12 @@ package push
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strconv"
 	"time"
 
 	firebase "firebase.google.com/go/v4"
+	"firebase.google.com/go/v4/errorutils"
 	"firebase.google.com/go/v4/messaging"
 	"google.golang.org/api/option"
 
@@ -131,5 +133,26 @@ func (f *FCM) Send(ctx context.Context, p engine.Push) error {
 	case messaging.IsThirdPartyAuthError(err):
 		return &engine.PermanentError{Reason: "THIRD_PARTY_AUTH_ERROR", Err: err}
 	}
+	if after, ok := retryAfter(errorutils.HTTPResponse(err)); ok {
+		return &engine.RetryError{After: after, Err: err}
+	}
 	return fmt.Errorf("fcm send: %w", err)
+}
+
+// retryAfter reads a Retry-After header: seconds, or an HTTP date.
+func retryAfter(resp *http.Response) (time.Duration, bool) {
+	if resp == nil {
+		return 0, false
+	}
+	v := resp.Header.Get("Retry-After")
+	if v == "" {
+		return 0, false
+	}
+	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(0, time.Until(t)), true
+	}
+	return 0, false
 }
