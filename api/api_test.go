@@ -556,6 +556,34 @@ func TestCouponRedemption(t *testing.T) {
 			if r := c.admin("GET", "/v1/coupons/"+code, ""); r.Body["status"] != "redeemed" || r.Body["redeemed_store_id"] != "s-alex" {
 				t.Fatalf("after redeeming: %s", r.Raw)
 			}
+			// The app reports the coupon opened: the first time counts.
+			r1 := c.do("POST", "/v1/coupons/"+code+"/opened", "app-key", "")
+			r2 := c.do("POST", "/v1/coupons/"+code+"/opened", "app-key", "")
+			if r1.Status != 200 || r1.Body["opened_at"] == nil || r2.Body["opened_at"] != r1.Body["opened_at"] {
+				t.Fatalf("opened: %s / %s", r1.Raw, r2.Raw)
+			}
+			wantError(t, c.do("POST", "/v1/coupons/"+forged+"/opened", "app-key", ""), 404, "not_found", "")
+			wantError(t, c.do("POST", "/v1/coupons/"+code+"/redeem", "app-key", ""), 403, "permission_denied", "")
+
+			// A coupon good only at its issuing store.
+			c.admin("PUT", "/v1/stores/s-hack", `{"name": "Hackescher Markt", "lat": 52.5225, "lng": 13.4025, "tags": ["coffee"]}`)
+			only := strings.Replace(ruleLatte, `"valid_for_s": 3600}`, `"valid_for_s": 3600, "redeem_at_issuing_store": true}`, 1)
+			only = strings.Replace(only, `"caps": {"per_customer_per_day": 1}`, `"caps": {}`, 1)
+			if r := c.admin("PUT", "/v1/rules/latte", only); r.Status != 200 {
+				t.Fatalf("rule: %s", r.Raw)
+			}
+			c.admin("PUT", "/v1/customers/c-9", strings.Replace(customerAnna, "Anna", "Bea", 1))
+			r = c.do("POST", "/v1/pings", "app-key", `{"customer_id": "c-9", "lat": 52.5219, "lng": 13.4132, "accuracy_m": 5}`)
+			res.Offers = nil
+			json.Unmarshal([]byte(r.Raw), &res)
+			if len(res.Offers) != 1 {
+				t.Fatalf("no coupon for c-9: %s", r.Raw)
+			}
+			code9 := res.Offers[0].CouponCode
+			wantError(t, c.admin("POST", "/v1/coupons/"+code9+"/redeem", `{"store_id": "s-hack"}`), 422, "failed_precondition", "store_id")
+			if r := c.admin("POST", "/v1/coupons/"+code9+"/redeem", `{"store_id": "s-alex"}`); r.Status != 200 {
+				t.Fatalf("at the issuing store: %s", r.Raw)
+			}
 		})
 	}
 }

@@ -51,7 +51,10 @@ func toError(err error) *Error {
 	var ae *Error
 	var ve *rules.ValidationError
 	var fe *fiber.Error
+	var ws *engine.WrongStoreError
 	switch {
+	case errors.As(err, &ws):
+		return newError(http.StatusUnprocessableEntity, "store_id", "%s", ws.Error())
 	case errors.As(err, &ae):
 		return ae
 	case errors.As(err, &ve):

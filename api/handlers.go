@@ -599,6 +599,16 @@ func (s *Server) getCoupon(c *fiber.Ctx) error {
 	return c.JSON(cp)
 }
 
+func (s *Server) openedCoupon(c *fiber.Ctx) error {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	cp, err := s.Ledger.Opened(ctx, c.Params("code"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(cp)
+}
+
 type redeemRequest struct {
 	StoreID string `json:"store_id"`
 }

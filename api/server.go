@@ -89,6 +89,7 @@ func New(d Deps) *fiber.App {
 
 	v1.Post("/pings", appKey, s.postPing)
 	v1.Put("/customers/:id/devices/:device_id", appKey, s.putDevice)
+	v1.Post("/coupons/:code/opened", appKey, s.openedCoupon)
 	v1.Delete("/customers/:id/devices/:device_id", appKey, s.deleteDevice)
 
 	v1.Get("/stores", admin, s.listStores)
@@ -134,7 +135,7 @@ func (s *Server) auth(need role) fiber.Handler {
 		case got == roleNone:
 			return newError(http.StatusUnauthorized, "", "unknown API key")
 		case got < need:
-			return newError(http.StatusForbidden, "", "an app key may only send pings and register devices; this needs an admin key")
+			return newError(http.StatusForbidden, "", "an app key may only send pings, register devices and report coupons opened; this needs an admin key")
 		}
 		return c.Next()
 	}

@@ -356,7 +356,8 @@ return out`)
 // per_customer_per_day, per_customer_per_week, per_customer_total,
 // per_store_per_day, total (0: no cap), holdout ("1": the customer is in
 // the rule's holdout group), the rule's tags (comma-separated, kept on the
-// coupon for affinity at redemption).
+// coupon for affinity at redemption), the only store the coupon is good at
+// ("" for any).
 // Returns one result per candidate looked at: "sent", "holdout" (it would
 // have been sent; the customer gets nothing and the holdout is counted),
 // or the cap's reason.
@@ -369,7 +370,7 @@ local function used(f) return tonumber(redis.call('HGET', KEYS[1], f) or '0') en
 local function over(count, cap) return cap > 0 and count >= cap end
 local res = {}
 for i = 1, n do
-  local b = 12 + (i - 1) * 12
+  local b = 12 + (i - 1) * 13
   local rule, store, code, exp = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
   local perDay, perWeek, perTotal = tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7]), tonumber(ARGV[b + 8])
   local perStoreDay, budget = tonumber(ARGV[b + 9]), tonumber(ARGV[b + 10])
@@ -408,7 +409,8 @@ for i = 1, n do
     redis.call('PEXPIRE', ks, 2 * 86400000)
     redis.call('INCR', kb)
     redis.call('HSET', kc, 'customer_id', ARGV[2], 'device_id', ARGV[3], 'rule_id', rule,
-      'store_id', store, 'issued_at', ARGV[4], 'expires_at', ARGV[b + 4], 'rule_tags', ARGV[b + 12])
+      'store_id', store, 'issued_at', ARGV[4], 'expires_at', ARGV[b + 4], 'rule_tags', ARGV[b + 12],
+      'only_store', ARGV[b + 13])
     redis.call('PEXPIREAT', kc, exp + tonumber(ARGV[5]))
     redis.call('SADD', KEYS[2], code)
     redis.call('PEXPIREAT', KEYS[2], exp + tonumber(ARGV[5]))
@@ -417,6 +419,13 @@ for i = 1, n do
   end
 end
 return res`)
+
+func onlyStore(c candidate) string {
+	if c.rule.Rule.Offer.RedeemAtIssuingStore {
+		return c.store.ID
+	}
+	return ""
+}
 
 // Keys of a rule's shared counters.
 func budgetKey(rule string) string { return "nc:{rule:" + rule + "}:issued" }
@@ -660,7 +669,7 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 		keys = append(keys, couponKey(code), storeDayKey(c.rule.Rule.ID, c.store.ID, storeDay), budgetKey(c.rule.Rule.ID))
 		args = append(args, c.rule.Rule.ID, c.store.ID, code, expires.UnixMilli(), payload,
 			caps.PerCustomerPerDay, caps.PerCustomerPerWeek, caps.PerCustomerTotal, caps.PerStorePerDay, caps.Total,
-			flag(c.rule.InHoldout(p.CustomerID)), strings.Join(c.rule.Rule.Tags, ","))
+			flag(c.rule.InHoldout(p.CustomerID)), strings.Join(c.rule.Rule.Tags, ","), onlyStore(c))
 	}
 	results, err := commitScript.Run(ctx, e.rdb, keys, args...).StringSlice()
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -19,6 +20,14 @@ var (
 	ErrExpired  = errors.New("coupon expired")
 )
 
+// WrongStoreError is a coupon presented at a store other than the one it
+// is good at.
+type WrongStoreError struct{ Store string }
+
+func (e *WrongStoreError) Error() string {
+	return fmt.Sprintf("this coupon is good only at store %s", e.Store)
+}
+
 // Coupon is an issued coupon as the till sees it.
 type Coupon struct {
 	Code          string     `json:"code"`
@@ -28,6 +37,9 @@ type Coupon struct {
 	ExpiresAt     time.Time  `json:"expires_at"`
 	RedeemedAt    *time.Time `json:"redeemed_at,omitempty"`
 	RedeemedStore string     `json:"redeemed_store_id,omitempty"`
+	OpenedAt      *time.Time `json:"opened_at,omitempty"`
+	// OnlyStore is the store the coupon is good at, when it is good at one only.
+	OnlyStore string `json:"only_store_id,omitempty"`
 	// Status is active, redeemed or expired.
 	Status string `json:"status"`
 }
@@ -68,7 +80,12 @@ func (l *Ledger) coupon(code string, m map[string]string) *Coupon {
 		v, _ := strconv.ParseInt(m[f], 10, 64)
 		return time.UnixMilli(v).UTC()
 	}
-	c := &Coupon{Code: code, RuleID: m["rule_id"], StoreID: m["store_id"], IssuedAt: ms("issued_at"), ExpiresAt: ms("expires_at"), Status: "active"}
+	c := &Coupon{Code: code, RuleID: m["rule_id"], StoreID: m["store_id"], IssuedAt: ms("issued_at"), ExpiresAt: ms("expires_at"),
+		OnlyStore: m["only_store"], Status: "active"}
+	if m["opened_at"] != "" {
+		t := ms("opened_at")
+		c.OpenedAt = &t
+	}
 	if m["redeemed_at"] != "" {
 		t := ms("redeemed_at")
 		c.RedeemedAt, c.RedeemedStore, c.Status = &t, m["redeemed_store"], "redeemed"
@@ -89,6 +106,8 @@ var redeemScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
 if redis.call('HGET', KEYS[1], 'redeemed_at') then return 'redeemed' end
 if tonumber(ARGV[1]) >= tonumber(redis.call('HGET', KEYS[1], 'expires_at')) then return 'expired' end
+local only = redis.call('HGET', KEYS[1], 'only_store')
+if only and only ~= '' and only ~= ARGV[2] then return 'store:' .. only end
 redis.call('HSET', KEYS[1], 'redeemed_at', ARGV[1], 'redeemed_store', ARGV[2])
 local cust = redis.call('HGET', KEYS[1], 'customer_id')
 if cust then
@@ -119,5 +138,29 @@ func (l *Ledger) Redeem(ctx context.Context, code, storeID string) (*Coupon, err
 	case "expired":
 		return nil, ErrExpired
 	}
+	if store, ok := strings.CutPrefix(res, "store:"); ok {
+		return nil, &WrongStoreError{Store: store}
+	}
 	return l.Get(ctx, code)
 }
+
+// Opened records that the customer opened the coupon in the app (the
+// first time counts), answering the coupon.
+func (l *Ledger) Opened(ctx context.Context, code string) (*Coupon, error) {
+	code = NormalizeCode(code)
+	if !l.coupons.Valid(code) {
+		return nil, rules.ErrNotFound
+	}
+	n, err := openedScript.Run(ctx, l.rdb, []string{couponKey(code)}, l.now().UnixMilli()).Int()
+	if err != nil {
+		return nil, fmt.Errorf("%w: opened: %v", ErrUnavailable, err)
+	}
+	if n < 0 {
+		return nil, rules.ErrNotFound
+	}
+	return l.Get(ctx, code)
+}
+
+var openedScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+return redis.call('HSETNX', KEYS[1], 'opened_at', ARGV[1])`)

@@ -111,6 +111,9 @@ type Offer struct {
 	Title     Texts `json:"title"`
 	Body      Texts `json:"body"`
 	ValidForS int   `json:"valid_for_s"`
+	// RedeemAtIssuingStore makes the coupon good only at the store where
+	// the customer received it.
+	RedeemAtIssuingStore bool `json:"redeem_at_issuing_store,omitempty"`
 }
 
 // Dwell bounds, in seconds.
