@@ -154,6 +154,12 @@ func (d *Dispatcher) handle(ctx context.Context, m redis.XMessage) {
 		d.finish(ctx, m.ID, nil, "malformed", err)
 		return
 	}
+	// A push whose coupon is marked sent was delivered by a worker that
+	// stopped before acknowledging it: it is not sent twice.
+	if sent, err := d.rdb.HExists(ctx, couponKey(p.ID), "sent_at").Result(); err == nil && sent {
+		d.finish(ctx, m.ID, nil, "", nil)
+		return
+	}
 	if !d.now().Before(p.ExpiresAt) {
 		d.finish(ctx, m.ID, &p, "expired", nil)
 		return
@@ -178,7 +184,7 @@ func (d *Dispatcher) handle(ctx context.Context, m redis.XMessage) {
 	var perm *PermanentError
 	switch {
 	case err == nil:
-		d.finish(ctx, m.ID, nil, "", nil)
+		d.sent(ctx, m.ID, p)
 		d.log.Debug("push sent", "push", p.ID, "customer_id", p.CustomerID, "device_id", p.DeviceID)
 	case errors.Is(err, ErrUnregistered):
 		if err := d.customers.dropToken(ctx, p.CustomerID, p.DeviceID, p.Token); err != nil {
@@ -260,6 +266,25 @@ func (d *Dispatcher) release(ctx context.Context) {
 		d.log.Warn("outbox: cannot release delayed pushes", "err", err)
 	}
 }
+
+// sent marks the coupon sent and acknowledges the entry in one
+// transaction. Only a crash between FCM's answer and this step can send a
+// push twice; the push's collapse key (its rule) then makes the phone
+// show it once.
+func (d *Dispatcher) sent(ctx context.Context, entry string, p Push) {
+	err := sentScript.Run(ctx, d.rdb, []string{couponKey(p.ID), keyOutbox}, d.now().UnixMilli(), outboxGroup, entry).Err()
+	if err != nil {
+		d.log.Warn("outbox: cannot acknowledge a sent push", "entry", entry, "err", err)
+	}
+}
+
+// sentScript marks a coupon sent (unless it was erased meanwhile) and
+// acknowledges its entry. KEYS: coupon, outbox. ARGV: now ms, group, entry.
+var sentScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'sent_at', ARGV[1]) end
+redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
+redis.call('XDEL', KEYS[2], ARGV[3])
+return 1`)
 
 // finish acknowledges an entry and removes it from the stream; a push that
 // was not sent is recorded in the dead-letter stream with its reason.

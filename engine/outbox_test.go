@@ -304,3 +304,26 @@ func TestDispatcherDropsARetryThatWouldComeTooLate(t *testing.T) {
 		t.Fatalf("dead %v, sent %d", dead, len(double.Messages()))
 	}
 }
+
+// A worker that sent a push and stopped before acknowledging it: the push
+// is reclaimed, and not sent again because its coupon is marked sent.
+func TestDispatcherDoesNotResendAPushMarkedSent(t *testing.T) {
+	f := newRealClockFixture(t)
+	ctx := context.Background()
+	o := f.realClockPing(t, "d-1")
+	if err := f.rdb.XGroupCreateMkStream(ctx, "nc:outbox", "senders", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The stopped worker read the entry and FCM took the push; the mark
+	// and the acknowledgement are one step, so a crash after the mark is
+	// a crash before the acknowledgement at worst.
+	if _, err := f.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "senders", Consumer: "stopped", Streams: []string{"nc:outbox", ">"}, Count: 1}).Result(); err != nil {
+		t.Fatal(err)
+	}
+	f.rdb.HSet(ctx, "nc:coupon:"+o.CouponCode, "sent_at", time.Now().UnixMilli())
+	double := runDispatcher(t, f, nil)
+	eventually(t, "the outbox to empty", func() bool { return undelivered(t, f.rdb) == 0 })
+	if n := len(double.Messages()); n != 0 {
+		t.Fatalf("a push marked sent was sent again (%d)", n)
+	}
+}
