@@ -31,6 +31,7 @@ type config struct {
 	MaxEnterSpeed float64
 	MaxOffersDay  int
 	MinOfferGap   time.Duration
+	ClaimIdle     time.Duration
 	QuietHours    [2]int // from, until in minutes; equal: none
 	LogFormat     string
 	LogLevel      string
@@ -109,6 +110,7 @@ func loadConfig(env func(string) string) (*config, error) {
 	}
 	c.PushTTL = duration(env, "NEARCAST_PUSH_TTL", 10*time.Minute, bad)
 	c.VisitTimeout = duration(env, "NEARCAST_VISIT_TIMEOUT", 30*time.Minute, bad)
+	c.ClaimIdle = duration(env, "NEARCAST_CLAIM_IDLE", 15*time.Second, bad)
 	quiet := env("NEARCAST_QUIET_HOURS")
 	if quiet == "" {
 		quiet = "21:00-08:00"

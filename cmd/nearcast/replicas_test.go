@@ -16,6 +16,12 @@ import (
 // startProcess runs the nearcast binary as its own process and returns
 // its base URL; it is stopped (SIGTERM) when the test ends.
 func startProcess(t *testing.T, bin string, env map[string]string) string {
+	url, _ := startProcessCmd(t, bin, env)
+	return url
+}
+
+// startProcessCmd is startProcess, also answering the process.
+func startProcessCmd(t *testing.T, bin string, env map[string]string) (string, *exec.Cmd) {
 	t.Helper()
 	cmd := exec.Command(bin, "serve")
 	cmd.Env = append(os.Environ(), "NEARCAST_ADDR=127.0.0.1:0")
@@ -31,6 +37,9 @@ func startProcess(t *testing.T, bin string, env map[string]string) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		if cmd.ProcessState != nil {
+			return // already stopped (killed by the test)
+		}
 		cmd.Process.Signal(os.Interrupt)
 		done := make(chan struct{})
 		go func() { cmd.Wait(); close(done) }()
@@ -52,11 +61,11 @@ func startProcess(t *testing.T, bin string, env map[string]string) string {
 	}()
 	select {
 	case u := <-urls:
-		return u
+		return u, cmd
 	case <-time.After(30 * time.Second):
 		t.Fatal("replica did not start")
 	}
-	return ""
+	return "", nil
 }
 
 func buildBinary(t *testing.T) string {

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Message is a push the double accepted.
@@ -38,6 +39,14 @@ type Server struct {
 	rejected int
 	faults   map[string]*fault
 	n        int
+	delay    time.Duration
+}
+
+// SetDelay makes every answer wait, as a slow network would.
+func (s *Server) SetDelay(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.delay = d
 }
 
 type fault struct {
@@ -72,6 +81,27 @@ func (s *Server) MessagesFor(token string) []Message {
 		if m.Token == token {
 			out = append(out, m)
 		}
+	}
+	return out
+}
+
+// Shown is what the phone with this token shows: a message replaces an
+// earlier one with the same collapse key (Android's collapse_key, APNs'
+// apns-collapse-id), as phones do; messages without one each show.
+func (s *Server) Shown(token string) []Message {
+	var out []Message
+	at := map[string]int{}
+	for _, m := range s.MessagesFor(token) {
+		key := m.CollapseKey
+		if key == "" {
+			key = m.APNSHeaders["apns-collapse-id"]
+		}
+		if i, ok := at[key]; ok && key != "" {
+			out[i] = m
+			continue
+		}
+		at[key] = len(out)
+		out = append(out, m)
 	}
 	return out
 }
@@ -168,6 +198,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	raw, _ := io.ReadAll(r.Body)
+	s.mu.Lock()
+	delay := s.delay
+	s.mu.Unlock()
+	time.Sleep(delay)
 	msg, problem := check(r, raw)
 	if problem != "" {
 		s.mu.Lock()
