@@ -44,7 +44,7 @@ func newClient(t testing.TB, rdb *redis.Client) *client {
 	cfg.QuietHours = [2]int{} // tests run at any hour
 	eng := engine.New(rdb, live, engine.NewCoupons([]byte("s")), cfg, quiet, nil)
 	app := api.New(api.Deps{
-		Live: live, Customers: engine.NewCustomers(rdb), Engine: eng, Ledger: engine.NewLedger(rdb, engine.NewCoupons([]byte("s")), nil),
+		Live: live, Customers: engine.NewCustomers(rdb), Engine: eng, Ledger: engine.NewLedger(rdb, engine.NewCoupons([]byte("s")), nil), Redis: rdb,
 		Ready:   func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		AppKeys: []string{"app-key"}, AdminKeys: []string{"admin-key"}, Log: quiet,
 	})
@@ -316,6 +316,18 @@ func TestRulesAndPingOverHTTP(t *testing.T) {
 			if r := c.do("POST", "/v1/pings", "app-key", ping); !strings.Contains(r.Raw, `"events":[]`) || !strings.Contains(r.Raw, `"offers":[]`) {
 				t.Fatalf("second ping: %s", r.Raw)
 			}
+			// The ping above counts in the rule's funnel for today.
+			r = c.admin("GET", "/v1/rules/latte/stats", "")
+			days, _ := r.Body["days"].([]any)
+			if r.Status != 200 || len(days) != 7 {
+				t.Fatalf("stats: %d %s", r.Status, r.Raw)
+			}
+			if today := days[6].(map[string]any); today["evaluated"] != 1.0 || today["issued"] != 1.0 {
+				t.Fatalf("today's funnel: %v", today)
+			}
+			wantError(t, c.admin("GET", "/v1/rules/latte/stats?from=yesterday", ""), 400, "invalid_argument", "from")
+			wantError(t, c.admin("GET", "/v1/rules/latte/stats?from=2026-11-22&to=2026-11-01", ""), 400, "invalid_argument", "from")
+			wantError(t, c.admin("GET", "/v1/rules/nope/stats", ""), 404, "not_found", "")
 			if r := c.admin("DELETE", "/v1/rules/latte", ""); r.Status != 204 {
 				t.Fatalf("delete rule: %d", r.Status)
 			}

@@ -266,6 +266,44 @@ func setETag(c *fiber.Ctx, version int64) {
 	c.Set(fiber.HeaderETag, `"`+strconv.FormatInt(version, 10)+`"`)
 }
 
+// ruleStats answers a rule's funnel per UTC day, from and to given as
+// dates (default: the last 7 days).
+func (s *Server) ruleStats(c *fiber.Ctx) error {
+	day := func(name string, def time.Time) (time.Time, error) {
+		v := c.Query(name)
+		if v == "" {
+			return def, nil
+		}
+		t, err := time.Parse("2006-01-02", v)
+		if err != nil {
+			return t, newError(http.StatusBadRequest, name, "%s is a date such as 2026-11-22", name)
+		}
+		return t, nil
+	}
+	today := time.Now().UTC().Truncate(24 * time.Hour)
+	to, err := day("to", today)
+	if err != nil {
+		return err
+	}
+	from, err := day("from", to.AddDate(0, 0, -6))
+	if err != nil {
+		return err
+	}
+	if from.After(to) || to.Sub(from) > engine.MaxFunnelDays*24*time.Hour {
+		return newError(http.StatusBadRequest, "from", "from must be on or before to, at most %d days apart", engine.MaxFunnelDays)
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	if _, err := s.Live.Catalog().RuleVersions(ctx, c.Params("id")); err != nil {
+		return err // a rule that never existed
+	}
+	rep, err := engine.Funnel(ctx, s.Redis, c.Params("id"), from, to)
+	if err != nil {
+		return err
+	}
+	return c.JSON(rep)
+}
+
 func (s *Server) listRuleVersions(c *fiber.Ctx) error {
 	ctx, cancel := s.ctx()
 	defer cancel()

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/nearcast/nearcast/engine"
 	"github.com/nearcast/nearcast/rules"
@@ -37,6 +38,8 @@ type Deps struct {
 	Customers *engine.Customers
 	Engine    *engine.Engine
 	Ledger    *engine.Ledger
+	// Redis serves the read-only reports (funnels).
+	Redis redis.UniversalClient
 	// Pushes is the log sender's memory; nil when pushes go to FCM.
 	Pushes PushLog
 	// Ready reports whether Redis answers.
@@ -111,6 +114,7 @@ func New(d Deps) *fiber.App {
 	v1.Get("/rules/:id", admin, s.getRule)
 	v1.Delete("/rules/:id", admin, s.deleteRule)
 	v1.Get("/rules/:id/versions", admin, s.listRuleVersions)
+	v1.Get("/rules/:id/stats", admin, s.ruleStats)
 	v1.Get("/rules/:id/versions/:version", admin, s.getRuleVersion)
 	v1.Post("/rules/:id/versions/:version/restore", admin, s.restoreRuleVersion)
 

@@ -313,6 +313,18 @@ local function add(id)
   seen[id] = true
   local n, prev = num('n:' .. id), num('prev:' .. id)
   if isEntered[id] then
+    -- A visit within 7 days of an offer (or a holdout) at this store is a
+    -- return, counted in the funnel of the offer's rule and day.
+    local o = redis.call('HGET', v, 'offer:' .. id)
+    if o and not dry then
+      local t, rule, group, day = string.match(o, '^(%d+)|(.+)|([th])|(%d+)$')
+      if t and ts > tonumber(t) and ts - tonumber(t) <= 7 * 86400000 then
+        local f = 'returned_treated'
+        if group == 'h' then f = 'returned_holdout' end
+        redis.call('HINCRBY', 'nc:{rule:' .. rule .. '}:funnel:' .. day, f, 1)
+      end
+      if not t or ts - tonumber(t) > 0 then redis.call('HDEL', v, 'offer:' .. id) end
+    end
     n, prev = n + 1, num('last:' .. id)
     if not dry then
       redis.call('HSET', v, 'prev:' .. id, prev, 'last:' .. id, ARGV[1])
@@ -352,7 +364,8 @@ return out`)
 // counter, budget counter.
 // ARGV: n, customer_id, device_id, now_ms, retention_ms, dry ("1"),
 // day field, week field, oldest day kept, oldest week kept, customer daily
-// limit, least gap between two offers (ms), then per candidate: rule_id, store_id, code, expires_ms, push JSON,
+// limit, least gap between two offers (ms), the visits key, today (UTC),
+// then per candidate: rule_id, store_id, code, expires_ms, push JSON,
 // per_customer_per_day, per_customer_per_week, per_customer_total,
 // per_store_per_day, total (0: no cap), holdout ("1": the customer is in
 // the rule's holdout group), the rule's tags (comma-separated, kept on the
@@ -366,11 +379,15 @@ local n = tonumber(ARGV[1])
 local dry = ARGV[6] == '1'
 local dayF, weekF = ARGV[7], ARGV[8]
 local limit = tonumber(ARGV[11])
+local visits, today = ARGV[13], ARGV[14]
+local function mark(store, rule, group)
+  redis.call('HSET', visits, 'offer:' .. store, ARGV[4] .. '|' .. rule .. '|' .. group .. '|' .. today)
+end
 local function used(f) return tonumber(redis.call('HGET', KEYS[1], f) or '0') end
 local function over(count, cap) return cap > 0 and count >= cap end
 local res = {}
 for i = 1, n do
-  local b = 12 + (i - 1) * 13
+  local b = 14 + (i - 1) * 13
   local rule, store, code, exp = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
   local perDay, perWeek, perTotal = tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7]), tonumber(ARGV[b + 8])
   local perStoreDay, budget = tonumber(ARGV[b + 9]), tonumber(ARGV[b + 10])
@@ -387,7 +404,10 @@ for i = 1, n do
     table.insert(res, reason)
   elseif ARGV[b + 11] == '1' then
     table.insert(res, 'holdout')
-    if not dry then redis.call('INCR', kb .. ':holdout') end
+    if not dry then
+      redis.call('INCR', kb .. ':holdout')
+      mark(store, rule, 'h')
+    end
     return res
   else
     table.insert(res, 'sent')
@@ -415,6 +435,7 @@ for i = 1, n do
     redis.call('SADD', KEYS[2], code)
     redis.call('PEXPIREAT', KEYS[2], exp + tonumber(ARGV[5]))
     redis.call('XADD', KEYS[3], '*', 'push', ARGV[b + 5])
+    mark(store, rule, 't')
     return res
   end
 end
@@ -425,6 +446,60 @@ func onlyStore(c candidate) string {
 		return c.store.ID
 	}
 	return ""
+}
+
+// funnelKey is a rule's funnel counters for one UTC day (yyyymmdd).
+func funnelKey(rule, day string) string { return "nc:{rule:" + rule + "}:funnel:" + day }
+
+// funnelTTL keeps a day's counters for a year and a bit.
+const funnelTTL = 400 * 24 * time.Hour
+
+// reached says whether a rule with this result got as far as the atomic
+// step: its audience, schedule and consent all held.
+func reached(result string) bool {
+	switch result {
+	case ResultSent, ReasonHoldout, ReasonCap, ReasonLimit, ReasonStoreCap, ReasonBudget, ReasonRecent, ReasonLower:
+		return true
+	}
+	return false
+}
+
+func countFunnel(ctx context.Context, rdb redis.UniversalClient, now time.Time, explain []Explanation) error {
+	day := now.UTC().Format("20060102")
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, x := range explain {
+			k := funnelKey(x.RuleID, day)
+			p.HIncrBy(ctx, k, "evaluated", 1)
+			if reached(x.Result) {
+				p.HIncrBy(ctx, k, "matched", 1)
+			}
+			switch x.Result {
+			case ResultSent:
+				p.HIncrBy(ctx, k, "issued", 1)
+			case ReasonHoldout:
+				p.HIncrBy(ctx, k, "holdout", 1)
+			default:
+				p.HIncrBy(ctx, k, "skip:"+x.Result, 1)
+			}
+			p.Expire(ctx, k, funnelTTL)
+		}
+		return nil
+	})
+	return err
+}
+
+// countOne adds one to a funnel counter of a rule, today.
+func countOne(ctx context.Context, rdb redis.UniversalClient, now time.Time, rule, field string) error {
+	if rule == "" {
+		return nil
+	}
+	k := funnelKey(rule, now.UTC().Format("20060102"))
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.HIncrBy(ctx, k, field, 1)
+		p.Expire(ctx, k, funnelTTL)
+		return nil
+	})
+	return err
 }
 
 // Keys of a rule's shared counters.
@@ -442,8 +517,27 @@ type candidate struct {
 	explain   int // position in Result.Explain
 }
 
-// Evaluate decides what a ping causes.
+// Evaluate decides what a ping causes, and counts what became of every
+// rule looked at in the rules' funnels (one pipelined step, and none for a
+// ping that looked at no rule).
 func (e *Engine) Evaluate(ctx context.Context, p Ping, opt Options) (*Result, error) {
+	res, err := e.evaluate(ctx, p, opt)
+	if err != nil {
+		return nil, err
+	}
+	if !opt.DryRun && len(res.Explain) > 0 {
+		if err := countFunnel(ctx, e.rdb, e.now(), res.Explain); err != nil {
+			e.log.Warn("funnel counters not updated", "err", err)
+		}
+	}
+	if !opt.Explain {
+		res.Explain = nil
+	}
+	return res, nil
+}
+
+// evaluate is Evaluate before counting; it always explains.
+func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, error) {
 	snap := e.snaps.Current()
 	if snap == nil {
 		return nil, ErrNoSnapshot
@@ -543,12 +637,10 @@ func (e *Engine) Evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 		}
 	}
 	doc := obs.doc
-	if opt.Explain {
-		for _, id := range obs.tooFast {
-			if pos, ok := snap.StoreByID(id); ok {
-				for _, r := range snap.Candidates(pos, rules.OnEnter) {
-					res.Explain = append(res.Explain, Explanation{RuleID: r.Rule.ID, StoreID: id, Result: ReasonSpeed})
-				}
+	for _, id := range obs.tooFast {
+		if pos, ok := snap.StoreByID(id); ok {
+			for _, r := range snap.Candidates(pos, rules.OnEnter) {
+				res.Explain = append(res.Explain, Explanation{RuleID: r.Rule.ID, StoreID: id, Result: ReasonSpeed})
 			}
 		}
 	}
@@ -583,9 +675,7 @@ func (e *Engine) Evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 			default:
 				reason = r.Allowed(ts, store, cust, e.cfg.QuietHours)
 			}
-			if opt.Explain {
-				res.Explain = append(res.Explain, Explanation{RuleID: r.Rule.ID, StoreID: store.ID, Result: reason})
-			}
+			res.Explain = append(res.Explain, Explanation{RuleID: r.Rule.ID, StoreID: store.ID, Result: reason})
 			if reason == "" {
 				eligible = append(eligible, candidate{rule: r, store: store, distanceM: ev.dist, visit: visit, explain: len(res.Explain) - 1})
 			}
@@ -642,7 +732,7 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 	keys := []string{customerKey(p.CustomerID, partCaps), customerKey(p.CustomerID, partCoupons), keyOutbox}
 	args := []any{len(eligible), p.CustomerID, p.DeviceID, now.UnixMilli(), e.cfg.CouponRetention.Milliseconds(), flag(opt.DryRun),
 		"d" + day, fmt.Sprintf("w%04d%02d", year, week), "d" + oldestDay, fmt.Sprintf("w%04d%02d", oy, ow), e.cfg.MaxOffersPerDay,
-		e.cfg.MinOfferGap.Milliseconds()}
+		e.cfg.MinOfferGap.Milliseconds(), customerKey(p.CustomerID, partVisits), now.UTC().Format("20060102")}
 	for i, c := range eligible {
 		code := e.coupons.NewCode()
 		expires := now.Add(c.rule.ValidFor()).UTC().Truncate(time.Second)
@@ -676,9 +766,7 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 		return fmt.Errorf("%w: issue offer: %v", ErrUnavailable, err)
 	}
 	for i, r := range results {
-		if eligible[i].explain >= 0 && opt.Explain {
-			res.Explain[eligible[i].explain].Result = r
-		}
+		res.Explain[eligible[i].explain].Result = r
 		if r == ResultSent {
 			res.Offers = append(res.Offers, offers[i])
 		}

@@ -276,6 +276,9 @@ func (d *Dispatcher) sent(ctx context.Context, entry string, p Push) {
 	if err != nil {
 		d.log.Warn("outbox: cannot acknowledge a sent push", "entry", entry, "err", err)
 	}
+	if err := countOne(ctx, d.rdb, d.now(), p.Data["rule_id"], "sent"); err != nil {
+		d.log.Warn("funnel counter not updated", "err", err)
+	}
 }
 
 // sentScript marks a coupon sent (unless it was erased meanwhile) and
@@ -310,5 +313,14 @@ func (d *Dispatcher) finish(ctx context.Context, id string, p *Push, reason stri
 	}
 	if reason != "" {
 		d.log.Info("push dropped", "reason", reason, "entry", id)
+		if p != nil {
+			field := "failed:" + reason
+			if reason == "expired" {
+				field = "expired"
+			}
+			if err := countOne(ctx, d.rdb, d.now(), p.Data["rule_id"], field); err != nil {
+				d.log.Warn("funnel counter not updated", "err", err)
+			}
+		}
 	}
 }

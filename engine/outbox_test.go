@@ -186,6 +186,16 @@ func dispatcherFailure(t *testing.T, f *fixture, prepare func(*fixture, *fcmtest
 	if gone := n == 0; gone != deviceGone {
 		t.Fatalf("device gone: %v, want %v", gone, deviceGone)
 	}
+	// The rule's funnel counts the fate: sent, or failed with the reason.
+	today := time.Now().UTC()
+	rep, err := engine.Funnel(context.Background(), f.rdb, "latte", today, today)
+	if err != nil {
+		t.Fatal(err)
+	}
+	day := rep.Days[0]
+	if reason == "" && day.Sent != delivered || reason != "" && day.Failed[reason] != 1 {
+		t.Fatalf("funnel %+v for reason %q", day, reason)
+	}
 }
 
 func TestDispatcherDropsExpiredPushes(t *testing.T) {

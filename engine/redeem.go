@@ -141,7 +141,11 @@ func (l *Ledger) Redeem(ctx context.Context, code, storeID string) (*Coupon, err
 	if store, ok := strings.CutPrefix(res, "store:"); ok {
 		return nil, &WrongStoreError{Store: store}
 	}
-	return l.Get(ctx, code)
+	cp, err := l.Get(ctx, code)
+	if err == nil {
+		err = countOne(ctx, l.rdb, l.now(), cp.RuleID, "redeemed")
+	}
+	return cp, err
 }
 
 // Opened records that the customer opened the coupon in the app (the
@@ -158,7 +162,11 @@ func (l *Ledger) Opened(ctx context.Context, code string) (*Coupon, error) {
 	if n < 0 {
 		return nil, rules.ErrNotFound
 	}
-	return l.Get(ctx, code)
+	cp, err := l.Get(ctx, code)
+	if err == nil && n == 1 {
+		err = countOne(ctx, l.rdb, l.now(), cp.RuleID, "opened")
+	}
+	return cp, err
 }
 
 var openedScript = redis.NewScript(`

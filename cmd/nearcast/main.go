@@ -122,7 +122,7 @@ func serve(ctx context.Context, env func(string) string, out io.Writer) error {
 	dispatcher := engine.NewDispatcher(rdb, sender, dcfg, log, nil)
 
 	app := api.New(api.Deps{
-		Live: live, Customers: customers, Engine: eng, Ledger: engine.NewLedger(rdb, coupons, nil), Pushes: pushLog,
+		Live: live, Customers: customers, Engine: eng, Ledger: engine.NewLedger(rdb, coupons, nil), Redis: rdb, Pushes: pushLog,
 		Ready:   func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		AppKeys: cfg.AppKeys, AdminKeys: cfg.AdminKeys, Log: log,
 	})

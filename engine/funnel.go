@@ -1,0 +1,120 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// FunnelDay is what became of a rule's offers on one UTC day.
+type FunnelDay struct {
+	Date string `json:"date"`
+	// Evaluated counts the times the rule was looked at (an event at one
+	// of its stores); Matched those that passed audience, schedule and
+	// consent; Skipped the reasons it did not fire.
+	Evaluated int            `json:"evaluated"`
+	Matched   int            `json:"matched"`
+	Skipped   map[string]int `json:"skipped"`
+	Holdout   int            `json:"holdout"`
+	Issued    int            `json:"issued"`
+	Sent      int            `json:"sent"`
+	Failed    map[string]int `json:"failed"`
+	Expired   int            `json:"expired"`
+	Opened    int            `json:"opened"`
+	Redeemed  int            `json:"redeemed"`
+	// Returned counts customers offered the rule that day (treated) or
+	// held out who came back to the store within 7 days.
+	ReturnedTreated int `json:"returned_treated"`
+	ReturnedHoldout int `json:"returned_holdout"`
+}
+
+// HoldoutComparison is the uplift question: of the customers who got the
+// offer, and of those held out, what share came back within 7 days?
+type HoldoutComparison struct {
+	Treated         int     `json:"treated"`
+	TreatedReturned int     `json:"treated_returned"`
+	TreatedShare    float64 `json:"treated_share"`
+	Holdout         int     `json:"holdout"`
+	HoldoutReturned int     `json:"holdout_returned"`
+	HoldoutShare    float64 `json:"holdout_share"`
+}
+
+// FunnelReport is a rule's funnel over a range of days.
+type FunnelReport struct {
+	RuleID            string            `json:"rule_id"`
+	Days              []FunnelDay       `json:"days"`
+	HoldoutComparison HoldoutComparison `json:"holdout_comparison"`
+}
+
+// MaxFunnelDays bounds a report.
+const MaxFunnelDays = 400
+
+// Funnel reads a rule's counters for the UTC days from..to, inclusive.
+func Funnel(ctx context.Context, rdb redis.UniversalClient, rule string, from, to time.Time) (*FunnelReport, error) {
+	var days []time.Time
+	for d := from.UTC().Truncate(24 * time.Hour); !d.After(to); d = d.AddDate(0, 0, 1) {
+		days = append(days, d)
+	}
+	cmds := make([]*redis.MapStringStringCmd, len(days))
+	if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, d := range days {
+			cmds[i] = p.HGetAll(ctx, funnelKey(rule, d.Format("20060102")))
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("%w: read funnel: %v", ErrUnavailable, err)
+	}
+	rep := &FunnelReport{RuleID: rule, Days: make([]FunnelDay, 0, len(days))}
+	for i, d := range days {
+		fd := FunnelDay{Date: d.Format("2006-01-02"), Skipped: map[string]int{}, Failed: map[string]int{}}
+		for k, v := range cmds[i].Val() {
+			n, _ := strconv.Atoi(v)
+			switch {
+			case strings.HasPrefix(k, "skip:"):
+				fd.Skipped[k[5:]] = n
+			case strings.HasPrefix(k, "failed:"):
+				fd.Failed[k[7:]] = n
+			}
+			switch k {
+			case "evaluated":
+				fd.Evaluated = n
+			case "matched":
+				fd.Matched = n
+			case "holdout":
+				fd.Holdout = n
+			case "issued":
+				fd.Issued = n
+			case "sent":
+				fd.Sent = n
+			case "expired":
+				fd.Expired = n
+			case "opened":
+				fd.Opened = n
+			case "redeemed":
+				fd.Redeemed = n
+			case "returned_treated":
+				fd.ReturnedTreated = n
+			case "returned_holdout":
+				fd.ReturnedHoldout = n
+			}
+		}
+		hc := &rep.HoldoutComparison
+		hc.Treated += fd.Issued
+		hc.TreatedReturned += fd.ReturnedTreated
+		hc.Holdout += fd.Holdout
+		hc.HoldoutReturned += fd.ReturnedHoldout
+		rep.Days = append(rep.Days, fd)
+	}
+	hc := &rep.HoldoutComparison
+	if hc.Treated > 0 {
+		hc.TreatedShare = float64(hc.TreatedReturned) / float64(hc.Treated)
+	}
+	if hc.Holdout > 0 {
+		hc.HoldoutShare = float64(hc.HoldoutReturned) / float64(hc.Holdout)
+	}
+	return rep, nil
+}
