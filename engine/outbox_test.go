@@ -140,6 +140,8 @@ func TestDispatcherFailures(t *testing.T) {
 		{"unregistered token is removed", func(f *fixture, d *fcmtest.Server) { d.FailToken("tok-1", "UNREGISTERED", 0) }, "unregistered", 0, true},
 		{"invalid argument goes to dead letters", func(f *fixture, d *fcmtest.Server) { d.FailToken("tok-1", "INVALID_ARGUMENT", 0) }, "INVALID_ARGUMENT", 0, false},
 		{"sender id mismatch goes to dead letters", func(f *fixture, d *fcmtest.Server) { d.FailToken("tok-1", "SENDER_ID_MISMATCH", 0) }, "SENDER_ID_MISMATCH", 0, false},
+		{"third party auth error goes to dead letters", func(f *fixture, d *fcmtest.Server) { d.FailToken("tok-1", "THIRD_PARTY_AUTH_ERROR", 0) }, "THIRD_PARTY_AUTH_ERROR", 0, false},
+		{"unavailable is retried", func(f *fixture, d *fcmtest.Server) { d.FailToken("tok-1", "UNAVAILABLE", 1) }, "", 1, false},
 		{"quota exceeded is retried", func(f *fixture, d *fcmtest.Server) { d.FailToken("tok-1", "QUOTA_EXCEEDED", 1) }, "", 1, false},
 		{"internal error is retried", func(f *fixture, d *fcmtest.Server) { d.FailToken("tok-1", "INTERNAL", 2) }, "", 1, false},
 		{"push consent withdrawn while queued", func(f *fixture, d *fcmtest.Server) {
