@@ -175,7 +175,7 @@ func (ix *Index) Near(lat, lng float64, dst []Hit) []Hit {
 	if len(ix.levels) == 0 || ValidPoint(lat, lng) != nil {
 		return dst
 	}
-	finest := h3.LatLngToCell(h3.LatLng{Lat: lat, Lng: lng}, ix.levels[0].res)
+	finest := cellAt(lat, lng, ix.levels[0].res)
 	pre := newPrefilter(lat, lng)
 	for li := range ix.levels {
 		lv := &ix.levels[li]

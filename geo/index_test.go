@@ -359,3 +359,14 @@ func BenchmarkNewIndex(b *testing.B) {
 		})
 	}
 }
+
+func TestCellAtMatchesH3(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	for range 5000 {
+		lat, lng := rng.Float64()*180-90, rng.Float64()*360-180
+		res := rng.IntN(16)
+		if got, want := cellAt(lat, lng, res), h3.LatLngToCell(h3.LatLng{Lat: lat, Lng: lng}, res); got != want {
+			t.Fatalf("cellAt(%f, %f, %d) = %v, want %v", lat, lng, res, got, want)
+		}
+	}
+}
