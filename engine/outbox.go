@@ -272,25 +272,28 @@ func (d *Dispatcher) release(ctx context.Context) {
 // push twice; the push's collapse key (its rule) then makes the phone
 // show it once.
 func (d *Dispatcher) sent(ctx context.Context, entry string, p Push) {
-	err := sentScript.Run(ctx, d.rdb, []string{couponKey(p.ID), keyOutbox}, d.now().UnixMilli(), outboxGroup, entry).Err()
+	funnel := funnelKey(p.Data["rule_id"], d.now().UTC().Format("20060102"))
+	err := sentScript.Run(ctx, d.rdb, []string{couponKey(p.ID), keyOutbox, funnel},
+		d.now().UnixMilli(), outboxGroup, entry, int64(funnelTTL/time.Second)).Err()
 	if err != nil {
 		d.log.Warn("outbox: cannot acknowledge a sent push", "entry", entry, "err", err)
 	}
-	if err := countOne(ctx, d.rdb, d.now(), p.Data["rule_id"], "sent"); err != nil {
-		d.log.Warn("funnel counter not updated", "err", err)
-	}
 }
 
-// sentScript marks a coupon sent (unless it was erased meanwhile) and
-// acknowledges its entry. KEYS: coupon, outbox. ARGV: now ms, group, entry.
+// sentScript marks a coupon sent (unless it was erased meanwhile), counts
+// it in the rule's funnel and acknowledges its entry.
+// KEYS: coupon, outbox, funnel. ARGV: now ms, group, entry, funnel TTL s.
 var sentScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'sent_at', ARGV[1]) end
+redis.call('HINCRBY', KEYS[3], 'sent', 1)
+redis.call('EXPIRE', KEYS[3], ARGV[4])
 redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
 redis.call('XDEL', KEYS[2], ARGV[3])
 return 1`)
 
 // finish acknowledges an entry and removes it from the stream; a push that
-// was not sent is recorded in the dead-letter stream with its reason.
+// was not sent is recorded in the dead-letter stream and the rule's funnel
+// with its reason, before the acknowledgement.
 func (d *Dispatcher) finish(ctx context.Context, id string, p *Push, reason string, cause error) {
 	_, err := d.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
 		if reason != "" {
@@ -303,6 +306,15 @@ func (d *Dispatcher) finish(ctx context.Context, id string, p *Push, reason stri
 				values["error"] = cause.Error()
 			}
 			pl.XAdd(ctx, &redis.XAddArgs{Stream: keyDead, MaxLen: 100000, Approx: true, Values: values})
+			if p != nil && p.Data["rule_id"] != "" {
+				field := "failed:" + reason
+				if reason == "expired" {
+					field = "expired"
+				}
+				k := funnelKey(p.Data["rule_id"], d.now().UTC().Format("20060102"))
+				pl.HIncrBy(ctx, k, field, 1)
+				pl.Expire(ctx, k, funnelTTL)
+			}
 		}
 		pl.XAck(ctx, keyOutbox, outboxGroup, id)
 		pl.XDel(ctx, keyOutbox, id)
@@ -313,14 +325,5 @@ func (d *Dispatcher) finish(ctx context.Context, id string, p *Push, reason stri
 	}
 	if reason != "" {
 		d.log.Info("push dropped", "reason", reason, "entry", id)
-		if p != nil {
-			field := "failed:" + reason
-			if reason == "expired" {
-				field = "expired"
-			}
-			if err := countOne(ctx, d.rdb, d.now(), p.Data["rule_id"], field); err != nil {
-				d.log.Warn("funnel counter not updated", "err", err)
-			}
-		}
 	}
 }
