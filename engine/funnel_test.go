@@ -55,6 +55,7 @@ func TestFunnelAfterAScriptedDay(t *testing.T) {
 			}
 			double := runDispatcher(t, f, f.clock.Now)
 			eventually(t, "every offer sent", func() bool { return len(double.Messages()) == treated })
+			eventually(t, "every push acknowledged", func() bool { return undelivered(t, f.rdb) == 0 })
 			ledger := engine.NewLedger(f.rdb, engine.NewCoupons([]byte("test-secret")), f.clock.Now)
 			for i, code := range codes[:3] {
 				ledger.Opened(ctx, code)
