@@ -326,6 +326,42 @@ func (cs *Customers) PutDevice(ctx context.Context, customerID string, d *rules.
 	return n == 1, nil
 }
 
+// PutDevices registers devices already checked (Normalize), each with the
+// customer at the same position, in pipelined batches, answering how many
+// it wrote; a device another customer had moves, as with PutDevice.
+func (cs *Customers) PutDevices(ctx context.Context, customerIDs []string, devices []*rules.Device) (int, error) {
+	if len(customerIDs) != len(devices) {
+		return 0, fmt.Errorf("put devices: %d customers for %d devices", len(customerIDs), len(devices))
+	}
+	if err := moveDeviceScript.Load(ctx, cs.rdb).Err(); err != nil {
+		return 0, fmt.Errorf("save devices: %w", err)
+	}
+	const batch = 1000
+	now := cs.now().UTC().Truncate(time.Millisecond)
+	written := 0
+	for start := 0; start < len(devices); start += batch {
+		end := min(start+batch, len(devices))
+		_, err := cs.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i := start; i < end; i++ {
+				d := devices[i]
+				d.UpdatedAt = now
+				doc, err := json.Marshal(d)
+				if err != nil {
+					return err
+				}
+				moveDeviceScript.EvalSha(ctx, p, []string{deviceOwnerKey(d.ID), customerKey(customerIDs[i], partDevices)},
+					customerIDs[i], d.ID, doc, custKeyOpen, custKeyClose)
+			}
+			return nil
+		})
+		if err != nil {
+			return written, fmt.Errorf("save devices: %w", err)
+		}
+		written += end - start
+	}
+	return written, nil
+}
+
 // moveDeviceScript registers a device with a customer and takes it from
 // the customer who had it before (a re-login), so that the old customer's
 // offers no longer reach it.

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,9 +27,11 @@ import (
 	"github.com/nearcast/nearcast/rules"
 )
 
-const usage = `usage: nearcast serve
+const usage = `usage: nearcast serve | nearcast bench [flags]
 
-Runs the Nearcast server. Settings come from the environment:
+nearcast bench runs the load bench (nearcast bench -h lists its flags).
+
+nearcast serve runs the Nearcast server. Settings come from the environment:
 NEARCAST_ADDR, NEARCAST_REDIS_URL, NEARCAST_DEMO, NEARCAST_PUSH,
 GOOGLE_APPLICATION_CREDENTIALS, NEARCAST_FCM_PROJECT, NEARCAST_FCM_ENDPOINT,
 NEARCAST_APP_KEYS, NEARCAST_ADMIN_KEYS, NEARCAST_COUPON_SECRET,
@@ -38,17 +41,26 @@ NEARCAST_LOG_FORMAT, NEARCAST_LOG_LEVEL (see README.md).
 `
 
 func main() {
-	if len(os.Args) < 2 || os.Args[1] != "serve" {
+	if len(os.Args) < 2 || os.Args[1] != "serve" && os.Args[1] != "bench" {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, os.Getenv, os.Stdout); err != nil {
+	var err error
+	if os.Args[1] == "bench" {
+		err = runBench(ctx, os.Args[2:], os.Stdout)
+	} else {
+		err = serve(ctx, os.Getenv, os.Stdout)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "nearcast:", err)
 		os.Exit(1)
 	}
 }
+
+// listening finds the server's address in what it prints at start.
+var listening = regexp.MustCompile(`listening on (http://[0-9.:]+)`)
 
 // serve runs the server until ctx ends, then shuts down in order: stop
 // accepting requests, finish those in flight, finish the pushes in flight,

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -35,8 +34,6 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 }
 
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
-var listening = regexp.MustCompile(`listening on (http://[0-9.:]+)`)
 
 // startServer runs `nearcast serve` in-process with the given settings
 // and returns its base URL; it is shut down when the test ends.

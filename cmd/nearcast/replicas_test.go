@@ -1,10 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"os"
+	"io"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -23,49 +22,20 @@ func startProcess(t *testing.T, bin string, env map[string]string) string {
 // startProcessCmd is startProcess, also answering the process.
 func startProcessCmd(t *testing.T, bin string, env map[string]string) (string, *exec.Cmd) {
 	t.Helper()
-	cmd := exec.Command(bin, "serve")
-	cmd.Env = append(os.Environ(), "NEARCAST_ADDR=127.0.0.1:0")
+	all := map[string]string{"NEARCAST_ADDR": "127.0.0.1:0"}
 	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
+		all[k] = v
 	}
-	out, err := cmd.StdoutPipe()
+	url, cmd, err := spawn(bin, all, io.Discard, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
-		if cmd.ProcessState != nil {
-			return // already stopped (killed by the test)
-		}
-		cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			t.Error("replica did not stop on SIGINT")
+		if err := stopProcess(cmd, 20*time.Second); err != nil && cmd.ProcessState == nil {
+			t.Errorf("replica: %v", err)
 		}
 	})
-	urls := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if m := listening.FindStringSubmatch(sc.Text()); m != nil {
-				urls <- m[1]
-			}
-		}
-	}()
-	select {
-	case u := <-urls:
-		return u, cmd
-	case <-time.After(30 * time.Second):
-		t.Fatal("replica did not start")
-	}
-	return "", nil
+	return url, cmd
 }
 
 func buildBinary(t *testing.T) string {

@@ -57,11 +57,21 @@ type fault struct {
 
 // New starts the double; it stops when the test ends.
 func New(t testing.TB) *Server {
-	s := &Server{faults: map[string]*fault{}}
-	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
-	t.Cleanup(s.srv.Close)
+	s := Start()
+	t.Cleanup(s.Close)
 	return s
 }
+
+// Start starts the double on loopback outside a test (the load bench
+// sends its pushes here); Close stops it.
+func Start() *Server {
+	s := &Server{faults: map[string]*fault{}}
+	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
+	return s
+}
+
+// Close stops the double.
+func (s *Server) Close() { s.srv.Close() }
 
 // URL is the base URL to give firebase-admin-go (option.WithEndpoint) or
 // NEARCAST_FCM_ENDPOINT: it ends in /v1.

@@ -1,0 +1,525 @@
+// Package bench is Nearcast's load bench (`nearcast bench`): it loads a
+// city of stores, rules and customers into Redis, drives pings over HTTP
+// from simulated customers who walk, stand, cycle and drive, runs the same
+// pings as bare Redis GEOSEARCH queries for comparison, and reports
+// throughput, latency, events, offers, pushes and duplicates as text, JSON
+// and an SVG chart. It knows no Redis key names of the engine: it loads
+// through packages rules and engine, and pings through the HTTP API.
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nearcast/nearcast/engine"
+	"github.com/nearcast/nearcast/engine/push/fcmtest"
+	"github.com/nearcast/nearcast/engine/redistest"
+	"github.com/nearcast/nearcast/rules"
+)
+
+// Phase names.
+const (
+	PhaseBaseline = "geosearch"
+	PhasePeak     = "nearcast-peak"
+	PhaseAt80     = "nearcast-80%"
+	PhaseRate     = "nearcast-rate"
+)
+
+// StartFunc runs a Nearcast server with the given settings (the
+// contract's environment variables) and answers its base URL and how to
+// stop it.
+type StartFunc func(ctx context.Context, env map[string]string) (url string, stop func() error, err error)
+
+// Config is a bench run.
+type Config struct {
+	Stores, Rules, Customers int
+	// Active is how many customers are out and about at once.
+	Active int
+	// Concurrency is how many pings are in flight at once.
+	Concurrency int
+	// Duration is each phase's length.
+	Duration time.Duration
+	// Rate, when above 0, runs Nearcast at this fixed rate only; else at
+	// full speed, then at 80% of the peak it reached.
+	Rate float64
+	// Baseline is "geosearch" or "none".
+	Baseline string
+	// RedisURL is the Redis to load; empty starts a redis-server.
+	RedisURL string
+	// Flush empties a given Redis first; without it a Redis holding keys
+	// is refused.
+	Flush bool
+	// ServerURL is a running Nearcast on RedisURL; empty starts one.
+	ServerURL string
+	// AppKey authenticates pings to a given server.
+	AppKey string
+	// Out is the folder for report.json, report.txt and report.svg.
+	Out  string
+	Seed uint64
+	// Start starts a server when ServerURL is empty.
+	Start StartFunc
+	Log   io.Writer
+}
+
+// DefaultConfig is `nearcast bench` without flags.
+func DefaultConfig() Config {
+	return Config{Stores: 20000, Rules: 1000, Customers: 1000000, Active: 20000, Concurrency: 32,
+		Duration: 20 * time.Second, Baseline: "geosearch", Out: "bench-out", Seed: 1, AppKey: "bench-app"}
+}
+
+// minOfferGap is the least gap between two offers to one customer that
+// the bench gives a server it starts (the server's default).
+const minOfferGap = 5 * time.Minute
+
+// Run runs the bench and writes its report.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if cfg.Log == nil {
+		cfg.Log = io.Discard
+	}
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(cfg.Log, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+	}
+	rep := &Report{StartedAt: time.Now().UTC().Truncate(time.Second),
+		Machine: Machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH},
+		Settings: Settings{Seed: cfg.Seed, Active: cfg.Active, Concurrency: cfg.Concurrency, DurationS: cfg.Duration.Seconds(),
+			Rate: cfg.Rate, Baseline: cfg.Baseline, ServerURL: cfg.ServerURL, MinOfferGap: minOfferGap.String()}}
+
+	// Redis: the one given, or a redis-server of the bench's own.
+	redisURL := cfg.RedisURL
+	if redisURL == "" {
+		srv, err := redistest.Start()
+		if err != nil {
+			return nil, err
+		}
+		defer srv.Stop()
+		redisURL = "redis://" + srv.Addr
+		logf("started redis-server on %s", srv.Addr)
+	}
+	opt, err := redis.ParseURL(redisURL)
+	if err != nil {
+		return nil, fmt.Errorf("redis url: %w", err)
+	}
+	opt.PoolSize = cfg.Concurrency + 8
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	n, err := rdb.DBSize(ctx).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redis at %s: %w", redisURL, err)
+	}
+	if n > 0 && !cfg.Flush {
+		return nil, fmt.Errorf("redis at %s holds %d keys: the bench loads a city of its own; give --flush to empty it first", redisURL, n)
+	}
+	if cfg.Flush {
+		if err := rdb.FlushDB(ctx).Err(); err != nil {
+			return nil, err
+		}
+	}
+	info := redisInfo(ctx, rdb)
+	rep.Machine.Redis = info["redis_version"]
+
+	// The city.
+	city := NewCity(cfg.Seed, cfg.Stores, cfg.Rules, cfg.Customers)
+	t0 := time.Now()
+	if err := loadCatalog(ctx, rdb, city); err != nil {
+		return nil, err
+	}
+	rep.Load.CatalogS = time.Since(t0).Seconds()
+	rep.City = CityStats{Stores: len(city.Stores), Rules: len(city.Rules), Customers: cfg.Customers}
+	for _, s := range city.Stores {
+		if len(s.Polygon) > 0 {
+			rep.City.PolygonStores++
+		} else {
+			rep.City.CircleStores++
+		}
+	}
+	if rep.Memory.IndexBytesPerCircle, err = city.CircleIndexBytes(); err != nil {
+		return nil, err
+	}
+	logf("loaded %d stores and %d rules in %.1f s", len(city.Stores), len(city.Rules), rep.Load.CatalogS)
+	memCatalog := infoInt(redisInfo(ctx, rdb), "used_memory")
+	t0 = time.Now()
+	if err := loadCustomers(ctx, rdb, city, func(done int) { logf("customers: %d of %d", done, cfg.Customers) }); err != nil {
+		return nil, err
+	}
+	rep.Load.CustomersS = time.Since(t0).Seconds()
+	rep.Load.CustomersPerS = float64(cfg.Customers) / rep.Load.CustomersS
+	memCustomers := infoInt(redisInfo(ctx, rdb), "used_memory")
+	rep.Memory.RedisBytesPerCustomer = float64(memCustomers-memCatalog) / float64(cfg.Customers)
+	logf("loaded %d customers with their phones in %.1f s: %.0f B of Redis each", cfg.Customers, rep.Load.CustomersS, rep.Memory.RedisBytesPerCustomer)
+
+	// The server, sending its pushes through firebase-admin-go to an FCM
+	// double in this process.
+	base := cfg.ServerURL
+	var fcm *fcmtest.Server
+	if base == "" {
+		fcm = fcmtest.Start()
+		defer fcm.Close()
+		env := map[string]string{
+			"NEARCAST_ADDR": "127.0.0.1:0", "NEARCAST_REDIS_URL": redisURL, "NEARCAST_DEMO": "0",
+			"NEARCAST_APP_KEYS": cfg.AppKey, "NEARCAST_ADMIN_KEYS": "bench-admin-" + randomHex(8),
+			"NEARCAST_COUPON_SECRET": randomHex(32), "NEARCAST_PUSH": "fcm", "NEARCAST_FCM_ENDPOINT": fcm.URL(),
+			"NEARCAST_FCM_PROJECT": "nearcast-bench", "NEARCAST_QUIET_HOURS": "off", "NEARCAST_LOG_LEVEL": "warn",
+			"NEARCAST_MIN_OFFER_GAP": minOfferGap.String(),
+		}
+		url, stop, err := cfg.Start(ctx, env)
+		if err != nil {
+			return nil, fmt.Errorf("start nearcast: %w", err)
+		}
+		defer func() {
+			if err := stop(); err != nil {
+				logf("nearcast stopped with: %v", err)
+			}
+		}()
+		base = url
+		logf("started nearcast at %s", base)
+	}
+	if err := waitReady(ctx, base); err != nil {
+		return nil, err
+	}
+	nc, err := newNearcast(base, cfg.AppKey, cfg.Concurrency*2)
+	if err != nil {
+		return nil, err
+	}
+
+	phase := func(name string, t target, rate float64, d time.Duration) *Phase {
+		before := redisCPU(ctx, rdb)
+		spec := phaseSpec{name: name, target: t, workers: cfg.Concurrency, duration: d, rate: rate, gap: minOfferGap}
+		if rate > 0 {
+			// Enough workers that a slow answer delays no other ping.
+			spec.workers = cfg.Concurrency * 4
+		}
+		p := drive(ctx, city, cfg.Seed, cfg.Active, spec)
+		if p.Requests > 0 {
+			p.RedisCPUPerOpUs = (redisCPU(ctx, rdb) - before) * 1e6 / float64(p.Requests)
+		}
+		logf("%s: %d pings, %.0f per s, p50 %.2f ms, p99 %.2f ms, %d offers, %d errors",
+			name, p.Requests, p.Throughput, p.Latency.P50, p.Latency.P99, p.Offers, p.ErrorCount)
+		return p
+	}
+	if cfg.Baseline == "geosearch" {
+		if err := loadGeo(ctx, rdb, city); err != nil {
+			return nil, err
+		}
+		defer rdb.Del(context.Background(), geoKey)
+		rep.Phases = append(rep.Phases, phase(PhaseBaseline, geosearch{rdb}, 0, cfg.Duration))
+	}
+	if cfg.Rate > 0 {
+		rep.Phases = append(rep.Phases, phase(PhaseRate, nc, cfg.Rate, cfg.Duration))
+	} else {
+		peak := phase(PhasePeak, nc, 0, cfg.Duration)
+		rep.Phases = append(rep.Phases, peak)
+		if peak.Throughput > 0 {
+			rep.Phases = append(rep.Phases, phase(PhaseAt80, nc, 0.8*peak.Throughput, cfg.Duration))
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	// Offers across phases: a coupon twice, or a customer offered twice
+	// within the gap, is a duplicate.
+	var all []issued
+	for _, p := range rep.Phases {
+		rep.DuplicateOffers += p.DuplicateOffers
+		all = append(all, p.issued...)
+	}
+	rep.DuplicateOffers += crossPhaseDuplicates(rep.Phases)
+	if fcm != nil {
+		rep.Pushes = awaitPushes(ctx, fcm, all, 20*time.Second)
+	}
+	memEnd := infoInt(redisInfo(ctx, rdb), "used_memory")
+	rep.Memory.RedisUsedBytes = memEnd
+	if cfg.Baseline == "geosearch" {
+		// The baseline's own key is not the engine's.
+		memEnd -= geoKeyBytes(ctx, rdb)
+	}
+	rep.Memory.RedisBytesPerCustomerAfterRun = float64(memEnd-memCatalog) / float64(cfg.Customers)
+	rep.judge()
+	return rep, rep.write(cfg.Out)
+}
+
+func (c *Config) check() error {
+	var errs []error
+	if c.Stores < 1 || c.Rules < 0 || c.Customers < 1 {
+		errs = append(errs, errors.New("--stores and --customers must be at least 1, --rules at least 0"))
+	}
+	if c.Concurrency < 1 || c.Concurrency > 4096 {
+		errs = append(errs, errors.New("--concurrency must be 1 to 4096"))
+	}
+	if c.Active < c.Concurrency {
+		c.Active = c.Concurrency
+	}
+	if c.Active > c.Customers {
+		c.Active = c.Customers
+	}
+	if c.Duration < 500*time.Millisecond {
+		errs = append(errs, errors.New("--duration must be at least 500ms"))
+	}
+	if c.Rate < 0 {
+		errs = append(errs, errors.New("--rate must not be negative"))
+	}
+	if c.Baseline != "geosearch" && c.Baseline != "none" {
+		errs = append(errs, fmt.Errorf("--baseline must be geosearch or none, not %q", c.Baseline))
+	}
+	if c.ServerURL != "" && c.RedisURL == "" {
+		errs = append(errs, errors.New("--server needs --redis-url: the Redis that server runs on, where the bench loads its city"))
+	}
+	if c.ServerURL == "" && c.Start == nil {
+		errs = append(errs, errors.New("no way to start a server: give --server"))
+	}
+	return errors.Join(errs...)
+}
+
+// crossPhaseDuplicates finds customers offered in two phases within the gap.
+func crossPhaseDuplicates(phases []*Phase) int64 {
+	seen := map[int]string{}
+	var n int64
+	for _, p := range phases {
+		offered := map[int]bool{}
+		for _, o := range p.issued {
+			if offered[o.customer] {
+				continue // counted within the phase
+			}
+			offered[o.customer] = true
+			if _, ok := seen[o.customer]; ok {
+				n++ // phases are shorter than the gap together
+			}
+		}
+		for c := range offered {
+			seen[c] = p.Name
+		}
+	}
+	return n
+}
+
+// awaitPushes waits until every offer's push reached the FCM double, or
+// until wait passes, and counts what arrived.
+func awaitPushes(ctx context.Context, fcm *fcmtest.Server, offers []issued, wait time.Duration) Pushes {
+	want := map[string]bool{}
+	for _, o := range offers {
+		want[o.CouponCode] = true
+	}
+	deadline := time.Now().Add(wait)
+	var got map[string]int
+	var total int
+	for {
+		got, total = map[string]int{}, 0
+		for _, m := range fcm.Messages() {
+			got[m.Data["coupon_code"]]++
+			total++
+		}
+		arrived := 0
+		for c := range want {
+			if got[c] > 0 {
+				arrived++
+			}
+		}
+		if arrived == len(want) || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	p := Pushes{Measured: true, Sent: total}
+	for c, n := range got {
+		p.Duplicates += n - 1
+		if !want[c] {
+			p.Unknown += n
+		}
+	}
+	for c := range want {
+		if got[c] == 0 {
+			p.Pending++
+		}
+	}
+	return p
+}
+
+func (r *Report) write(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	var txt strings.Builder
+	r.WriteText(&txt)
+	var svg strings.Builder
+	if err := r.WriteSVG(&svg); err != nil {
+		return err
+	}
+	for name, body := range map[string]string{"report.json": string(js) + "\n", "report.txt": txt.String(), "report.svg": svg.String()} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// loadCatalog saves the city's stores and rules through the catalog, as
+// the API would, without a snapshot rebuild per rule.
+func loadCatalog(ctx context.Context, rdb redis.UniversalClient, city *City) error {
+	for _, s := range city.Stores {
+		if err := s.Normalize(); err != nil {
+			return fmt.Errorf("store %s: %w", s.ID, err)
+		}
+	}
+	cat := rules.NewCatalog(rdb)
+	if _, err := cat.PutStores(ctx, city.Stores); err != nil {
+		return err
+	}
+	for _, r := range city.Rules {
+		if err := cat.PutRule(ctx, r, false); err != nil {
+			return fmt.Errorf("rule %s: %w", r.ID, err)
+		}
+	}
+	return nil
+}
+
+// loadCustomers saves every customer's profile and phone, in parallel
+// batches.
+func loadCustomers(ctx context.Context, rdb redis.UniversalClient, city *City, progress func(int)) error {
+	cs := engine.NewCustomers(rdb)
+	const chunk = 10000
+	jobs := make(chan int)
+	errc := make(chan error, 4)
+	var mu sync.Mutex
+	done, reported := 0, 0
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for start := range jobs {
+				end := min(start+chunk, city.Customers)
+				custs := make([]*rules.Customer, 0, end-start)
+				ids := make([]string, 0, end-start)
+				devs := make([]*rules.Device, 0, end-start)
+				for n := start; n < end; n++ {
+					c, d := city.Customer(n)
+					if err := c.Normalize(); err != nil {
+						errc <- err
+						return
+					}
+					custs, ids, devs = append(custs, c), append(ids, c.ID), append(devs, d)
+				}
+				if _, err := cs.PutMany(ctx, custs); err != nil {
+					errc <- err
+					return
+				}
+				if _, err := cs.PutDevices(ctx, ids, devs); err != nil {
+					errc <- err
+					return
+				}
+				mu.Lock()
+				done += end - start
+				if done-reported >= city.Customers/5 && done < city.Customers {
+					reported = done
+					progress(done)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	var err error
+feed:
+	for start := 0; start < city.Customers; start += chunk {
+		select {
+		case jobs <- start:
+		case err = <-errc:
+			break feed
+		case <-ctx.Done():
+			err = ctx.Err()
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if err == nil {
+		select {
+		case err = <-errc:
+		default:
+		}
+	}
+	return err
+}
+
+func waitReady(ctx context.Context, base string) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		res, err := http.Get(base + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == 200 {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nearcast at %s not ready after 60 s: %v", base, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func redisInfo(ctx context.Context, rdb *redis.Client) map[string]string {
+	out := map[string]string{}
+	s, err := rdb.Info(ctx, "server", "memory", "cpu").Result()
+	if err != nil {
+		return out
+	}
+	for _, line := range strings.Split(s, "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func infoInt(info map[string]string, k string) int64 {
+	n, _ := strconv.ParseInt(info[k], 10, 64)
+	return n
+}
+
+// redisCPU is the seconds of CPU Redis has used.
+func redisCPU(ctx context.Context, rdb *redis.Client) float64 {
+	info := redisInfo(ctx, rdb)
+	u, _ := strconv.ParseFloat(info["used_cpu_user"], 64)
+	s, _ := strconv.ParseFloat(info["used_cpu_sys"], 64)
+	return u + s
+}
+
+func geoKeyBytes(ctx context.Context, rdb *redis.Client) int64 {
+	n, _ := rdb.MemoryUsage(ctx, geoKey, 0).Result()
+	return n
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,230 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Report is what a bench run measured; it is written as report.json,
+// report.txt and report.svg.
+type Report struct {
+	StartedAt time.Time `json:"started_at"`
+	Machine   Machine   `json:"machine"`
+	Settings  Settings  `json:"settings"`
+	City      CityStats `json:"city"`
+	Load      LoadStats `json:"load"`
+	Memory    Memory    `json:"memory"`
+	Phases    []*Phase  `json:"phases"`
+	Pushes    Pushes    `json:"pushes"`
+	// DuplicateOffers over all phases: must be zero.
+	DuplicateOffers int64 `json:"duplicate_offers"`
+	Aims            []Aim `json:"aims"`
+}
+
+// Machine is where the run took place.
+type Machine struct {
+	CPUs      int    `json:"cpus"`
+	GoVersion string `json:"go_version"`
+	OS        string `json:"os"`
+	Redis     string `json:"redis_version"`
+}
+
+// Settings are the bench's own.
+type Settings struct {
+	Seed        uint64  `json:"seed"`
+	Active      int     `json:"active_customers"`
+	Concurrency int     `json:"concurrency"`
+	DurationS   float64 `json:"phase_duration_s"`
+	Rate        float64 `json:"rate,omitempty"`
+	Baseline    string  `json:"baseline"`
+	ServerURL   string  `json:"server_url"`
+	MinOfferGap string  `json:"min_offer_gap"`
+}
+
+// CityStats describes the city loaded.
+type CityStats struct {
+	Stores        int `json:"stores"`
+	CircleStores  int `json:"circle_stores"`
+	PolygonStores int `json:"polygon_stores"`
+	Rules         int `json:"rules"`
+	Customers     int `json:"customers"`
+}
+
+// LoadStats times the loading.
+type LoadStats struct {
+	CatalogS      float64 `json:"catalog_s"`
+	CustomersS    float64 `json:"customers_s"`
+	CustomersPerS float64 `json:"customers_per_s"`
+}
+
+// Memory is what the city costs.
+type Memory struct {
+	// RedisBytesPerCustomer is Redis's used_memory growth from loading
+	// the customers (profile and device), per customer.
+	RedisBytesPerCustomer float64 `json:"redis_bytes_per_customer"`
+	// RedisBytesPerCustomerAfterRun adds what the run left (presence,
+	// visits, caps, coupons), over all customers.
+	RedisBytesPerCustomerAfterRun float64 `json:"redis_bytes_per_customer_after_run"`
+	// IndexBytesPerCircle is the geo index's size per circular store.
+	IndexBytesPerCircle float64 `json:"index_bytes_per_circle_store"`
+	RedisUsedBytes      int64   `json:"redis_used_bytes"`
+}
+
+// Phase is one stretch of pings at full speed or at a fixed rate.
+type Phase struct {
+	Name       string  `json:"name"`
+	RateTarget float64 `json:"rate_target,omitempty"`
+	DurationS  float64 `json:"duration_s"`
+	Requests   int64   `json:"requests"`
+	Throughput float64 `json:"throughput_per_s"`
+	Latency    Latency `json:"latency_ms"`
+	// Errors by HTTP status or "transport".
+	Errors     map[string]int64 `json:"errors"`
+	ErrorCount int64            `json:"error_count"`
+	Events     map[string]int64 `json:"events"`
+	Offers     int64            `json:"offers"`
+	// DuplicateOffers: a coupon code twice, or a customer offered twice
+	// within the least gap between offers.
+	DuplicateOffers int64 `json:"duplicate_offers"`
+	// NearStorePct is, for the baseline, the share of pings with a store
+	// within 100 m.
+	NearStorePct float64 `json:"near_store_pct,omitempty"`
+	// RedisCPUPerOpUs is Redis's CPU time (user and system) per ping.
+	RedisCPUPerOpUs float64  `json:"redis_cpu_per_op_us"`
+	Histogram       []Bucket `json:"histogram"`
+	PerSecond       []int64  `json:"per_second"`
+
+	near   int64
+	issued []issued
+}
+
+// Latency percentiles, in milliseconds.
+type Latency struct {
+	P50  float64 `json:"p50"`
+	P90  float64 `json:"p90"`
+	P99  float64 `json:"p99"`
+	P999 float64 `json:"p99_9"`
+	Max  float64 `json:"max"`
+}
+
+// Bucket counts the pings answered within UpToMs (and above the bucket before).
+type Bucket struct {
+	UpToMs float64 `json:"up_to_ms"`
+	Count  int64   `json:"count"`
+}
+
+// Pushes is what reached the FCM double.
+type Pushes struct {
+	Measured bool `json:"measured"`
+	Sent     int  `json:"sent"`
+	// Duplicates: a coupon pushed more than once.
+	Duplicates int `json:"duplicates"`
+	// Pending: offers whose push had not arrived when the bench stopped waiting.
+	Pending int `json:"pending"`
+	// Unknown: pushes of a coupon no ping's answer named.
+	Unknown int `json:"unknown"`
+}
+
+// Aim is one of the figures the product aims at.
+type Aim struct {
+	Name  string `json:"name"`
+	Goal  string `json:"goal"`
+	Value string `json:"value"`
+	Met   bool   `json:"met"`
+}
+
+func (r *Report) phase(name string) *Phase {
+	for _, p := range r.Phases {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// judge fills the aims from the figures.
+func (r *Report) judge() {
+	r.Aims = nil
+	add := func(name, goal, value string, met bool) {
+		r.Aims = append(r.Aims, Aim{Name: name, Goal: goal, Value: value, Met: met})
+	}
+	peak, base, at80 := r.phase(PhasePeak), r.phase(PhaseBaseline), r.phase(PhaseAt80)
+	if peak != nil && base != nil && base.Throughput > 0 {
+		add("decisions per second vs bare GEOSEARCH", ">= 1.00x",
+			fmt.Sprintf("%.2fx (%.0f vs %.0f per s)", peak.Throughput/base.Throughput, peak.Throughput, base.Throughput),
+			peak.Throughput >= base.Throughput)
+	}
+	if at80 != nil {
+		add("p99 at 80% of the peak rate", "< 10 ms", fmt.Sprintf("%.2f ms at %.0f per s", at80.Latency.P99, at80.Throughput), at80.Latency.P99 < 10)
+	}
+	if r.Memory.RedisBytesPerCustomerAfterRun > 0 {
+		add("Redis memory per customer", "< 1024 B", fmt.Sprintf("%.0f B (%.0f B before the run)", r.Memory.RedisBytesPerCustomerAfterRun, r.Memory.RedisBytesPerCustomer),
+			r.Memory.RedisBytesPerCustomerAfterRun < 1024)
+	}
+	if r.Memory.IndexBytesPerCircle > 0 {
+		add("geo index per circular store", "< 200 B", fmt.Sprintf("%.0f B", r.Memory.IndexBytesPerCircle), r.Memory.IndexBytesPerCircle < 200)
+	}
+	add("duplicate offers", "0", fmt.Sprint(r.DuplicateOffers+int64(r.Pushes.Duplicates)), r.DuplicateOffers == 0 && r.Pushes.Duplicates == 0)
+	errs := int64(0)
+	for _, p := range r.Phases {
+		errs += p.ErrorCount
+	}
+	add("errors", "0", fmt.Sprint(errs), errs == 0)
+}
+
+// WriteText writes the report for a person.
+func (r *Report) WriteText(w io.Writer) {
+	c := r.City
+	fmt.Fprintf(w, "Nearcast load bench, %s, %d CPUs, %s, Redis %s\n", r.StartedAt.Format(time.RFC3339), r.Machine.CPUs, r.Machine.GoVersion, r.Machine.Redis)
+	fmt.Fprintf(w, "city: %d stores (%d circles, %d polygons), %d rules, %d customers; %d out and about, %d pings in flight\n",
+		c.Stores, c.CircleStores, c.PolygonStores, c.Rules, c.Customers, r.Settings.Active, r.Settings.Concurrency)
+	fmt.Fprintf(w, "load: catalog %.1f s, customers %.1f s (%.0f per s)\n", r.Load.CatalogS, r.Load.CustomersS, r.Load.CustomersPerS)
+	fmt.Fprintf(w, "memory: Redis %.0f B per customer after loading, %.0f B after the run; geo index %.0f B per circular store\n\n",
+		r.Memory.RedisBytesPerCustomer, r.Memory.RedisBytesPerCustomerAfterRun, r.Memory.IndexBytesPerCircle)
+	fmt.Fprintf(w, "%-16s %10s %9s %8s %8s %8s %8s %8s %9s %8s %7s %6s %6s\n",
+		"phase", "pings", "per s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "redis µs", "events", "offers", "dups", "errors")
+	for _, p := range r.Phases {
+		ev := int64(0)
+		for _, n := range p.Events {
+			ev += n
+		}
+		fmt.Fprintf(w, "%-16s %10d %9.0f %8.2f %8.2f %8.2f %8.2f %8.1f %9.1f %8d %7d %6d %6d\n",
+			p.Name, p.Requests, p.Throughput, p.Latency.P50, p.Latency.P90, p.Latency.P99, p.Latency.P999, p.Latency.Max,
+			p.RedisCPUPerOpUs, ev, p.Offers, p.DuplicateOffers, p.ErrorCount)
+	}
+	for _, p := range r.Phases {
+		if len(p.Events) > 0 {
+			keys := make([]string, 0, len(p.Events))
+			for k := range p.Events {
+				keys = append(keys, k)
+			}
+			slices.Sort(keys)
+			var parts []string
+			for _, k := range keys {
+				parts = append(parts, fmt.Sprintf("%s %d", k, p.Events[k]))
+			}
+			fmt.Fprintf(w, "  %s events: %s\n", p.Name, strings.Join(parts, ", "))
+		}
+		if p.NearStorePct > 0 {
+			fmt.Fprintf(w, "  %s: %.1f%% of pings within %d m of a store\n", p.Name, p.NearStorePct, baselineRadiusM)
+		}
+		if p.ErrorCount > 0 {
+			fmt.Fprintf(w, "  %s errors: %v\n", p.Name, p.Errors)
+		}
+	}
+	if r.Pushes.Measured {
+		fmt.Fprintf(w, "\npushes through firebase-admin-go to the FCM double: %d sent, %d duplicates, %d pending, %d of unknown coupons\n",
+			r.Pushes.Sent, r.Pushes.Duplicates, r.Pushes.Pending, r.Pushes.Unknown)
+	}
+	fmt.Fprintf(w, "\naims:\n")
+	for _, a := range r.Aims {
+		mark := "met    "
+		if !a.Met {
+			mark = "NOT MET"
+		}
+		fmt.Fprintf(w, "  %s %-40s %-9s %s\n", mark, a.Name, a.Goal, a.Value)
+	}
+}

@@ -1,0 +1,308 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/valyala/fasthttp"
+)
+
+// geoKey is the bench's own copy of the store points, for the GEOSEARCH
+// baseline; it is removed when the bench ends.
+const geoKey = "bench:geosearch:stores"
+
+// baselineRadiusM is the radius of the baseline's GEOSEARCH: the
+// contract's default geofence.
+const baselineRadiusM = 100
+
+// target sends one ping and says what it caused.
+type target interface {
+	send(w *worker, p ping) (outcome, error)
+}
+
+// outcome is what one ping caused.
+type outcome struct {
+	status int
+	near   bool // geosearch: a store within the radius
+	events []event
+	offers []offer
+}
+
+type event struct {
+	Type    string `json:"type"`
+	StoreID string `json:"store_id"`
+}
+
+type offer struct {
+	CouponCode string `json:"coupon_code"`
+	RuleID     string `json:"rule_id"`
+	StoreID    string `json:"store_id"`
+}
+
+// worker is one connection's loop: its own customers, its own tallies.
+type worker struct {
+	movers  *movers
+	buf     []byte
+	lat     []time.Duration
+	errors  map[string]int64
+	events  map[string]int64
+	near    int64
+	offers  []issued
+	resp    *fasthttp.Response
+	req     *fasthttp.Request
+	answer  answer
+	lastOff map[int]time.Time // per customer, the bench's time of their last offer
+	dups    int64
+}
+
+type answer struct {
+	Events []event `json:"events"`
+	Offers []offer `json:"offers"`
+}
+
+// issued is an offer the bench saw in a ping's answer.
+type issued struct {
+	customer int
+	offer
+}
+
+// phaseSpec says how to drive one phase.
+type phaseSpec struct {
+	name     string
+	target   target
+	workers  int
+	duration time.Duration
+	rate     float64 // pings per second; 0: as fast as answers come
+	gap      time.Duration
+}
+
+// drive runs one phase and tallies it.
+func drive(ctx context.Context, city *City, seed uint64, active int, spec phaseSpec) *Phase {
+	ws := make([]*worker, spec.workers)
+	for i := range ws {
+		ws[i] = &worker{
+			movers: newMovers(city, seed, i, spec.workers, active),
+			errors: map[string]int64{}, events: map[string]int64{}, lastOff: map[int]time.Time{},
+		}
+	}
+	secs := int(spec.duration/time.Second) + 2
+	perSec := make([]atomic.Int64, secs)
+	var seq atomic.Int64
+	start := time.Now()
+	end := start.Add(spec.duration)
+	interval := time.Duration(0)
+	if spec.rate > 0 {
+		interval = time.Duration(float64(time.Second) / spec.rate)
+	}
+	var wg sync.WaitGroup
+	for _, w := range ws {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				at := time.Now()
+				if interval > 0 {
+					// Open loop: each ping has its time, and its latency
+					// counts from then, so a slow answer cannot hide the
+					// pings that should have gone out meanwhile.
+					at = start.Add(time.Duration(seq.Add(1)-1) * interval)
+					if d := time.Until(at); d > 0 {
+						time.Sleep(d)
+					}
+				}
+				if !at.Before(end) {
+					return
+				}
+				p := w.movers.nextPing()
+				out, err := spec.target.send(w, p)
+				done := time.Now()
+				w.lat = append(w.lat, done.Sub(at))
+				if s := int(done.Sub(start) / time.Second); s < secs {
+					perSec[s].Add(1)
+				}
+				w.tally(p, out, err, spec.gap, done)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if elapsed > spec.duration {
+		elapsed = spec.duration // the last answers came in after the end; count the phase's length
+	}
+
+	ph := &Phase{Name: spec.name, RateTarget: spec.rate, DurationS: elapsed.Seconds(), Errors: map[string]int64{}, Events: map[string]int64{}}
+	var lat []time.Duration
+	codes := map[string]struct{}{}
+	for _, w := range ws {
+		lat = append(lat, w.lat...)
+		for k, v := range w.errors {
+			ph.Errors[k] += v
+			ph.ErrorCount += v
+		}
+		for k, v := range w.events {
+			ph.Events[k] += v
+		}
+		ph.near += w.near
+		ph.DuplicateOffers += w.dups
+		for _, o := range w.offers {
+			if _, seen := codes[o.CouponCode]; seen {
+				ph.DuplicateOffers++
+			}
+			codes[o.CouponCode] = struct{}{}
+			ph.issued = append(ph.issued, o)
+		}
+	}
+	ph.Offers = int64(len(ph.issued))
+	ph.Requests = int64(len(lat))
+	ph.Throughput = float64(ph.Requests) / ph.DurationS
+	if ph.Requests > 0 {
+		ph.NearStorePct = 100 * float64(ph.near) / float64(ph.Requests)
+	}
+	ph.Latency, ph.Histogram = summarize(lat)
+	full := int(spec.duration / time.Second)
+	for i := 0; i < full && i < secs; i++ {
+		ph.PerSecond = append(ph.PerSecond, perSec[i].Load())
+	}
+	return ph
+}
+
+func (w *worker) tally(p ping, out outcome, err error, gap time.Duration, now time.Time) {
+	switch {
+	case err != nil:
+		w.errors["transport"]++
+		return
+	case out.status != 200:
+		w.errors[strconv.Itoa(out.status)]++
+		return
+	}
+	if out.near {
+		w.near++
+	}
+	for _, e := range out.events {
+		w.events[e.Type]++
+	}
+	// One offer at a time: a customer offered twice within the server's
+	// least gap between offers (or twice in one ping) got a duplicate.
+	for _, o := range out.offers {
+		if last, ok := w.lastOff[p.customer]; ok && now.Sub(last) < gap {
+			w.dups++
+		}
+		w.lastOff[p.customer] = now
+		w.offers = append(w.offers, issued{customer: p.customer, offer: o})
+	}
+}
+
+// summarize gives a phase's latency percentiles and histogram.
+func summarize(lat []time.Duration) (Latency, []Bucket) {
+	if len(lat) == 0 {
+		return Latency{}, nil
+	}
+	slices.Sort(lat)
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	q := func(f float64) float64 { return ms(lat[min(len(lat)-1, int(f*float64(len(lat))))]) }
+	l := Latency{P50: q(0.50), P90: q(0.90), P99: q(0.99), P999: q(0.999), Max: ms(lat[len(lat)-1])}
+	// Buckets in steps of a quarter decade, from 10 µs.
+	var hist []Bucket
+	edge := 0.01
+	i := 0
+	for i < len(lat) {
+		n := int64(0)
+		for i < len(lat) && ms(lat[i]) <= edge {
+			n++
+			i++
+		}
+		hist = append(hist, Bucket{UpToMs: edge, Count: n})
+		edge *= 1.7782794100389228 // 10^(1/4)
+	}
+	return l, hist
+}
+
+// nearcast sends pings over HTTP, as apps do.
+type nearcast struct {
+	client *fasthttp.HostClient
+	url    string
+	auth   string
+}
+
+func newNearcast(base, key string, conns int) (*nearcast, error) {
+	var u fasthttp.URI
+	if err := u.Parse(nil, []byte(base)); err != nil {
+		return nil, fmt.Errorf("server url %q: %w", base, err)
+	}
+	return &nearcast{
+		client: &fasthttp.HostClient{Addr: string(u.Host()), MaxConns: conns, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second},
+		url:    base + "/v1/pings", auth: "Bearer " + key,
+	}, nil
+}
+
+var (
+	noEvents = []byte(`"events":[]`)
+	noOffers = []byte(`"offers":[]`)
+)
+
+func (n *nearcast) send(w *worker, p ping) (outcome, error) {
+	if w.req == nil {
+		w.req, w.resp = fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	}
+	req, resp := w.req, w.resp
+	req.Reset()
+	req.SetRequestURI(n.url)
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.Header.SetContentType("application/json")
+	req.Header.Set(fasthttp.HeaderAuthorization, n.auth)
+	w.buf = p.appendJSON(w.buf[:0])
+	req.SetBodyRaw(w.buf)
+	if err := n.client.DoTimeout(req, resp, 10*time.Second); err != nil {
+		return outcome{}, err
+	}
+	out := outcome{status: resp.StatusCode()}
+	body := resp.Body()
+	if out.status != 200 || bytes.Contains(body, noEvents) && bytes.Contains(body, noOffers) {
+		return out, nil
+	}
+	w.answer = answer{}
+	if err := json.Unmarshal(body, &w.answer); err != nil {
+		return outcome{}, fmt.Errorf("answer: %w", err)
+	}
+	out.events, out.offers = w.answer.Events, w.answer.Offers
+	return out, nil
+}
+
+// geosearch is the baseline: the same pings as bare GEOSEARCH queries on
+// the same stores, straight to Redis.
+type geosearch struct {
+	rdb *redis.Client
+}
+
+func (g geosearch) send(_ *worker, p ping) (outcome, error) {
+	ids, err := g.rdb.GeoSearch(context.Background(), geoKey, &redis.GeoSearchQuery{
+		Longitude: p.lng, Latitude: p.lat, Radius: baselineRadiusM, RadiusUnit: "m", Sort: "ASC", Count: 16,
+	}).Result()
+	if err != nil {
+		return outcome{}, err
+	}
+	return outcome{status: 200, near: len(ids) > 0}, nil
+}
+
+// loadGeo writes the store points for the baseline.
+func loadGeo(ctx context.Context, rdb *redis.Client, city *City) error {
+	const batch = 1000
+	for start := 0; start < len(city.Stores); start += batch {
+		var locs []*redis.GeoLocation
+		for _, s := range city.Stores[start:min(start+batch, len(city.Stores))] {
+			locs = append(locs, &redis.GeoLocation{Name: s.ID, Latitude: *s.Lat, Longitude: *s.Lng})
+		}
+		if err := rdb.GeoAdd(ctx, geoKey, locs...).Err(); err != nil {
+			return fmt.Errorf("baseline stores: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,170 @@
+package bench
+
+import (
+	"math"
+	"math/rand/v2"
+	"strconv"
+)
+
+// How a simulated customer moves.
+type mode uint8
+
+const (
+	walking mode = iota
+	standing
+	cycling
+	driving
+	errand // walks to a store, stays a while, walks away
+)
+
+var modeNames = [...]string{"walk", "stand", "cycle", "drive", "errand"}
+
+// stepS is the time between two pings of one customer, as the app's
+// location updates would space them.
+const stepS = 15
+
+// mover is one customer out and about.
+type mover struct {
+	customer int
+	mode     mode
+	lat, lng float64
+	heading  float64 // radians from north
+	speed    float64 // m/s
+	steps    int     // pings left on this path
+	// An errand: the store's point, and how many pings to stay there.
+	goalLat, goalLng float64
+	stay             int
+}
+
+// movers makes one worker's customers: customers worker, worker+workers,
+// … so that no two workers ever send pings of one customer (one phone
+// sends one ping at a time).
+type movers struct {
+	city    *City
+	rng     *rand.Rand
+	all     []mover
+	next    int
+	worker  int
+	workers int
+}
+
+func newMovers(city *City, seed uint64, worker, workers, active int) *movers {
+	m := &movers{city: city, rng: rand.New(rand.NewPCG(seed, uint64(worker)+7)), worker: worker, workers: workers}
+	n := max(1, active/workers)
+	m.all = make([]mover, n)
+	for i := range m.all {
+		m.restart(&m.all[i])
+	}
+	return m
+}
+
+// restart puts a new customer on a new path.
+func (m *movers) restart(v *mover) {
+	per := (m.city.Customers - m.worker + m.workers - 1) / m.workers
+	v.customer = m.worker + m.rng.IntN(max(1, per))*m.workers
+	v.heading = m.rng.Float64() * 2 * math.Pi
+	v.steps = 20 + m.rng.IntN(40)
+	v.lat, v.lng = m.city.place(m.rng, 8000)
+	switch k := m.rng.IntN(100); {
+	case k < 35:
+		v.mode, v.speed = walking, 1.0+0.6*m.rng.Float64()
+	case k < 50:
+		v.mode, v.speed = standing, 0
+	case k < 62:
+		v.mode, v.speed = cycling, 4+2*m.rng.Float64()
+	case k < 80:
+		v.mode, v.speed = driving, 8+8*m.rng.Float64()
+	default:
+		// Start 150 to 400 m from a store and walk to it.
+		s := m.city.Stores[m.rng.IntN(len(m.city.Stores))]
+		v.mode, v.speed = errand, 1.0+0.6*m.rng.Float64()
+		v.goalLat, v.goalLng = *s.Lat, *s.Lng
+		d := 150 + 250*m.rng.Float64()
+		v.lat, v.lng = offset(v.goalLat, v.goalLng, -d*math.Cos(v.heading), -d*math.Sin(v.heading))
+		v.stay = 4 + m.rng.IntN(8)
+		v.steps = int(d/(v.speed*stepS)) + v.stay + 20
+	}
+}
+
+// step moves a customer on by one ping's time.
+func (m *movers) step(v *mover) {
+	v.steps--
+	if v.steps <= 0 {
+		m.restart(v)
+		return
+	}
+	dist := v.speed * stepS
+	switch v.mode {
+	case standing:
+		// GPS noise around one spot.
+		v.lat, v.lng = offset(v.lat, v.lng, m.rng.NormFloat64()*3, m.rng.NormFloat64()*3)
+		return
+	case errand:
+		if v.stay > 0 {
+			n, e := northEast(v.lat, v.lng, v.goalLat, v.goalLng)
+			left := math.Hypot(n, e)
+			if left <= dist {
+				v.lat, v.lng = offset(v.goalLat, v.goalLng, m.rng.NormFloat64()*5, m.rng.NormFloat64()*5)
+				v.stay--
+				if v.stay == 0 {
+					v.heading = m.rng.Float64() * 2 * math.Pi // leave in a new direction
+				}
+				return
+			}
+			v.heading = math.Atan2(e, n)
+		}
+	default:
+		v.heading += m.rng.NormFloat64() * 0.3
+	}
+	v.lat, v.lng = offset(v.lat, v.lng, dist*math.Cos(v.heading), dist*math.Sin(v.heading))
+}
+
+// northEast is the offset in metres from one point to another, for short
+// distances.
+func northEast(lat1, lng1, lat2, lng2 float64) (float64, float64) {
+	const mPerDeg = 111194.9
+	return (lat2 - lat1) * mPerDeg, (lng2 - lng1) * mPerDeg * math.Cos(lat1*math.Pi/180)
+}
+
+// ping is the next ping of the worker's next customer.
+type ping struct {
+	customer  int
+	lat, lng  float64
+	accuracyM float64
+	speedMps  float64
+}
+
+func (m *movers) nextPing() ping {
+	v := &m.all[m.next]
+	m.next = (m.next + 1) % len(m.all)
+	m.step(v)
+	acc := 5 + 20*m.rng.Float64()
+	if m.rng.IntN(20) == 0 {
+		acc = 40 + 100*m.rng.Float64() // indoors, a weak fix
+	}
+	speed := v.speed
+	if v.mode == errand && v.stay > 0 {
+		if n, e := northEast(v.lat, v.lng, v.goalLat, v.goalLng); math.Hypot(n, e) < 20 {
+			speed = 0.2
+		}
+	}
+	return ping{customer: v.customer, lat: v.lat, lng: v.lng, accuracyM: math.Round(acc), speedMps: math.Round(speed*10) / 10}
+}
+
+// appendJSON writes the ping as the app would send it.
+func (p ping) appendJSON(b []byte) []byte {
+	b = append(b, `{"customer_id":"`...)
+	b = append(b, CustomerID(p.customer)...)
+	b = append(b, `","device_id":"`...)
+	b = append(b, DeviceID(p.customer)...)
+	b = append(b, `","lat":`...)
+	b = strconv.AppendFloat(b, p.lat, 'f', 6, 64)
+	b = append(b, `,"lng":`...)
+	b = strconv.AppendFloat(b, p.lng, 'f', 6, 64)
+	b = append(b, `,"accuracy_m":`...)
+	b = strconv.AppendFloat(b, p.accuracyM, 'f', -1, 64)
+	b = append(b, `,"speed_mps":`...)
+	b = strconv.AppendFloat(b, p.speedMps, 'f', -1, 64)
+	b = append(b, `,"context":{"app_state":"background"}}`...)
+	return b
+}
