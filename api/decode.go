@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"reflect"
 	"slices"
@@ -30,6 +31,56 @@ func decodeJSON(c *fiber.Ctx, v any) error {
 }
 
 func decodeBytes(body []byte, v any) error {
+	// Most documents are right: one strict pass decodes them. Only a
+	// document it refuses takes the slow path, which names every fault.
+	if t := bytes.TrimSpace(body); len(t) > 0 && t[0] == '{' && plainKeys(t) {
+		dec := json.NewDecoder(bytes.NewReader(t))
+		dec.DisallowUnknownFields()
+		if dec.Decode(v) == nil && !dec.More() {
+			if _, err := dec.Token(); err == io.EOF {
+				return nil
+			}
+		}
+	}
+	return decodeSlowly(body, v)
+}
+
+// plainKeys reports whether every object key in a JSON text is plain
+// lower-case ASCII without escapes. encoding/json matches keys to fields
+// regardless of case; the contract's fields are all lower case, so for
+// such keys its matching is exact, as the contract wants.
+func plainKeys(b []byte) bool {
+	for i := 0; i < len(b); i++ {
+		if b[i] != '"' {
+			continue
+		}
+		plain := true
+		for i++; i < len(b) && b[i] != '"'; i++ {
+			switch c := b[i]; {
+			case c == '\\':
+				plain = false
+				i++
+			case c >= 'A' && c <= 'Z', c >= 0x80:
+				plain = false
+			}
+		}
+		if plain {
+			continue
+		}
+		j := i + 1
+		for j < len(b) && (b[j] == ' ' || b[j] == '\t' || b[j] == '\n' || b[j] == '\r') {
+			j++
+		}
+		if j < len(b) && b[j] == ':' {
+			return false // a key that is not plain
+		}
+	}
+	return true
+}
+
+// decodeSlowly decodes a document into a generic value first, to name
+// every unknown field by path and the first value of a wrong type.
+func decodeSlowly(body []byte, v any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return newError(http.StatusBadRequest, "", "the request body is empty; send a JSON object")
 	}

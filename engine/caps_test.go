@@ -2,7 +2,9 @@ package engine_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"sync"
 	"testing"
 	"time"
@@ -321,5 +323,59 @@ func TestAffinityAndRedemptions(t *testing.T) {
 	ex, _ := f.cust.Export(ctx, "u1")
 	if ex.Visits["aff:pastry"] != "1" || ex.Visits["redeemed"] != "1" {
 		t.Fatalf("history: %v", ex.Visits)
+	}
+}
+
+// The atomic step gets only the best candidate rendered; when its caps
+// stop it, the next one is rendered on request and is what the customer
+// gets, in the answer and in the push, and both rules' funnels say so.
+func TestACappedOfferMakesWayForTheNext(t *testing.T) {
+	next := rules.Rule{ID: "next", Name: "Next", Priority: 10, Trigger: rules.Trigger{On: rules.OnEnter},
+		Offer: rules.Offer{Title: rules.Texts{{Lang: "en", Template: "Next at {{.store.name}}"}}, Body: rules.Texts{{Lang: "en", Template: "{{.distance_m}} m"}}}}
+	f := setup(t, srv.Client(t), capsRule(rules.Caps{PerCustomerPerDay: 1}), next)
+	addCustomer(t, f, "u1")
+	f.clock.t = time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)
+	cfg := engine.DefaultConfig
+	cfg.MinOfferGap = 0
+	eng := engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, f.clock.Now)
+	want := [][2]string{{"capped", "Hi"}, {"next", "Next at Alexanderplatz"}}
+	ctx := context.Background()
+	for i, w := range want {
+		lat, lng := north(alexLat, alexLng, 0)
+		res, err := eng.Evaluate(ctx, engine.Ping{CustomerID: "u1", Lat: lat, Lng: lng, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{Explain: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Offers) != 1 || res.Offers[0].RuleID != w[0] || res.Offers[0].Title != w[1] {
+			t.Fatalf("visit %d: offers %+v, want %s %q", i, res.Offers, w[0], w[1])
+		}
+		lat, lng = north(alexLat, alexLng, 400)
+		if _, err := eng.Evaluate(ctx, engine.Ping{CustomerID: "u1", Lat: lat, Lng: lng, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now().Add(time.Minute)}, engine.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		f.clock.Advance(time.Hour)
+	}
+	msgs, err := f.rdb.XRange(ctx, "nc:outbox", "-", "+").Result()
+	if err != nil || len(msgs) != 2 {
+		t.Fatalf("outbox: %d pushes, %v", len(msgs), err)
+	}
+	var p engine.Push
+	if err := json.Unmarshal([]byte(msgs[1].Values["push"].(string)), &p); err != nil || p.Title != "Next at Alexanderplatz" || p.Body != "0 m" {
+		t.Fatalf("second push: %+v %v", p, err)
+	}
+	for rule, want := range map[string]engine.FunnelDay{
+		// capped: sent on the first visit, capped on the second.
+		"capped": {Evaluated: 2, Matched: 2, Issued: 1, Skipped: map[string]int{engine.ReasonCap: 1}},
+		// next: lower priority on the first, sent on the second.
+		"next": {Evaluated: 2, Matched: 2, Issued: 1, Skipped: map[string]int{engine.ReasonLower: 1}},
+	} {
+		rep, err := engine.Funnel(ctx, f.rdb, rule, f.clock.Now(), f.clock.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := rep.Days[0]
+		if d.Evaluated != want.Evaluated || d.Matched != want.Matched || d.Issued != want.Issued || !maps.Equal(d.Skipped, want.Skipped) {
+			t.Errorf("%s funnel: %+v, want %+v", rule, d, want)
+		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -70,6 +71,9 @@ type Config struct {
 	// CouponRetention is how long a coupon's record is kept past its
 	// expiry, for redemption look-ups and statistics.
 	CouponRetention time.Duration
+	// RedisLanes is how many pipelines of pings' commands may be on the
+	// wire to Redis at once; more pings wait and go together.
+	RedisLanes int
 }
 
 // DefaultConfig is the configuration the server starts with.
@@ -83,6 +87,7 @@ var DefaultConfig = Config{
 	QuietHours:       [2]int{21 * 60, 8 * 60},
 	EnterAccuracyM:   25,
 	CouponRetention:  30 * 24 * time.Hour,
+	RedisLanes:       4,
 }
 
 // maxCommit bounds how many eligible offers one ping hands to the atomic
@@ -97,6 +102,10 @@ type Engine struct {
 	cfg     Config
 	log     *slog.Logger
 	now     func() time.Time
+	// funnelTTLs are the funnel keys this process gave their TTL today.
+	funnelTTLs onceADay
+	// batch sends the commands of concurrent pings together.
+	batch *batcher
 }
 
 // New returns an engine. now may be nil for the wall clock.
@@ -104,7 +113,10 @@ func New(rdb redis.UniversalClient, snaps Snapshots, coupons *Coupons, cfg Confi
 	if now == nil {
 		now = time.Now
 	}
-	return &Engine{rdb: rdb, snaps: snaps, coupons: coupons, cfg: cfg, log: log, now: now}
+	if cfg.RedisLanes < 1 {
+		cfg.RedisLanes = DefaultConfig.RedisLanes
+	}
+	return &Engine{rdb: rdb, snaps: snaps, coupons: coupons, cfg: cfg, log: log, now: now, batch: newBatcher(rdb, cfg.RedisLanes)}
 }
 
 // Ping is one location fix of a customer's device.
@@ -197,7 +209,8 @@ type Result struct {
 // inside, may enter; "h": may still be inside, keeps a visit), n_thresholds,
 // dwell thresholds in seconds (ascending)…
 // Returns {"ok", n_entered, ids…, n_exited, (id, visit_ms)…, n_dwell,
-// (id, dwell_s)…, n_too_fast, ids not entered for speed…, profile doc or "",
+// (id, dwell_s)…, n_too_fast, ids not entered for speed…} when nothing
+// happened, else that followed by {profile doc,
 // visits in all, previous visit's start (ms), n_stores, (id, visits,
 // previous visit's start)…, offers received}, or {"no_consent"}, or
 // {"stale"} (a fix older than the last one seen).
@@ -205,14 +218,22 @@ var observeScript = redis.NewScript(`
 local ts = tonumber(ARGV[1])
 local timeout = tonumber(ARGV[2])
 local dry = ARGV[3] == '1'
-local prof = redis.call('HMGET', KEYS[2], 'loc', 'doc')
-if prof[1] ~= '1' then return {'no_consent'} end
-local last = tonumber(redis.call('HGET', KEYS[1], '_ts') or '0')
+if redis.call('HGET', KEYS[2], 'loc') ~= '1' then return {'no_consent'} end
+local cur = redis.call('HGETALL', KEYS[1])
+local present, last, prev = {}, 0, nil
+for i = 1, #cur, 2 do
+  local f = cur[i]
+  if f == '_ts' then last = tonumber(cur[i + 1])
+  elseif f == '_fix' then prev = cur[i + 1]
+  elseif string.sub(f, 1, 1) ~= '_' then
+    local e, s, d = string.match(cur[i + 1], '^(%d+):(%d+):(%d+)$')
+    if e then present[f] = {tonumber(e), tonumber(s), tonumber(d)} end
+  end
+end
 if ts < last then return {'stale'} end
 local speed = tonumber(ARGV[5])
 local lat, lng = tonumber(ARGV[7]), tonumber(ARGV[8])
-local prev = redis.call('HGET', KEYS[1], '_fix')
-if speed < 0 and prev then
+if speed < 0 and prev and tonumber(ARGV[9]) > 0 then
   local pts, plat, plng = string.match(prev, '^(%d+):([-%d.e]+):([-%d.e]+)$')
   local dt = (ts - tonumber(pts)) / 1000
   if dt >= 10 and dt <= 300 then
@@ -225,14 +246,6 @@ if speed < 0 and prev then
   end
 end
 local fast = speed > tonumber(ARGV[6])
-local present = {}
-local cur = redis.call('HGETALL', KEYS[1])
-for i = 1, #cur, 2 do
-  if string.sub(cur[i], 1, 1) ~= '_' then
-    local e, s, d = string.match(cur[i + 1], '^(%d+):(%d+):(%d+)$')
-    if e then present[cur[i]] = {tonumber(e), tonumber(s), tonumber(d)} end
-  end
-end
 local listed = {}
 local entered, exited, dwelt, tooFast = {}, {}, {}, {}
 local writes, dels = {'_ts', ARGV[1], '_fix', ARGV[1] .. ':' .. ARGV[7] .. ':' .. ARGV[8]}, {}
@@ -290,7 +303,9 @@ table.insert(out, tostring(#dwelt / 2))
 for _, v in ipairs(dwelt) do table.insert(out, v) end
 table.insert(out, tostring(#tooFast))
 for _, id in ipairs(tooFast) do table.insert(out, id) end
-if #entered > 0 or #exited > 0 or #dwelt > 0 then table.insert(out, prof[2] or '') else table.insert(out, '') end
+-- Most pings change nothing: they need no profile and no history.
+if #entered == 0 and #exited == 0 and #dwelt == 0 then return out end
+table.insert(out, redis.call('HGET', KEYS[2], 'doc') or '')
 -- Visit history of the stores with an event: how many visits, and when the
 -- one before the current began (0: none), for the store and for any store.
 -- An enter starts a visit; a dry run answers as if it had.
@@ -357,23 +372,31 @@ return out`)
 
 // commitScript issues the first offer every cap allows: it counts it,
 // records the coupon and appends the push to the outbox, all in one step,
-// so that no two pings can both pass a cap or a budget. With dry it only
-// checks.
+// so that no two pings can both pass a cap or a budget. It also counts
+// what became of each candidate in its rule's funnel. With dry it only
+// checks, and counts nothing.
+//
+// Only the candidates the engine rendered carry a push: when the first
+// candidate the caps allow has none, the script changes nothing and
+// answers {"render", i}, and the engine renders it and asks again. Most
+// pings never get that far (the first candidate wins, or a limit of the
+// customer's own stops them all), so most offers cost one rendering.
 //
 // KEYS: caps, coupons, outbox, then per candidate: coupon, store-day
-// counter, budget counter.
+// counter, budget counter, funnel counters (today, UTC).
 // ARGV: n, customer_id, device_id, now_ms, retention_ms, dry ("1"),
 // day field, week field, oldest day kept, oldest week kept, customer daily
 // limit, least gap between two offers (ms), the visits key, today (UTC),
-// then per candidate: rule_id, store_id, code, expires_ms, push JSON,
-// per_customer_per_day, per_customer_per_week, per_customer_total,
-// per_store_per_day, total (0: no cap), holdout ("1": the customer is in
-// the rule's holdout group), the rule's tags (comma-separated, kept on the
-// coupon for affinity at redemption), the only store the coupon is good at
-// ("" for any).
+// funnel TTL (ms), then per candidate: rule_id, store_id, code, expires_ms,
+// push JSON ("" when not rendered), per_customer_per_day,
+// per_customer_per_week, per_customer_total, per_store_per_day, total (0:
+// no cap), holdout ("1": the customer is in the rule's holdout group), the
+// rule's tags (comma-separated, kept on the coupon for affinity at
+// redemption), the only store the coupon is good at ("" for any).
 // Returns one result per candidate looked at: "sent", "holdout" (it would
 // have been sent; the customer gets nothing and the holdout is counted),
-// or the cap's reason.
+// or the cap's reason; the candidates after the last one looked at are
+// lower_priority. Or {"render", i}.
 var commitScript = redis.NewScript(`
 local n = tonumber(ARGV[1])
 local dry = ARGV[6] == '1'
@@ -386,15 +409,31 @@ end
 local function used(f) return tonumber(redis.call('HGET', KEYS[1], f) or '0') end
 local function over(count, cap) return cap > 0 and count >= cap end
 local res = {}
+-- The funnel: every candidate was evaluated and matched; each gets its
+-- result, or lower_priority when an earlier one won.
+local function finish()
+  if dry then return res end
+  for i = 1, n do
+    local k = KEYS[3 + i * 4]
+    local r = res[i] or 'lower_priority'
+    local f = 'skip:' .. r
+    if r == 'sent' then f = 'issued' elseif r == 'holdout' then f = 'holdout' end
+    if redis.call('HINCRBY', k, f, 1) == 1 then redis.call('PEXPIRE', k, ARGV[15]) end
+  end
+  return res
+end
+local customerReason = nil
+if tonumber(ARGV[4]) - used('*|last') < tonumber(ARGV[12]) then customerReason = 'recent_offer'
+elseif over(used('*|' .. dayF), limit) then customerReason = 'customer_limit'
+end
 for i = 1, n do
-  local b = 14 + (i - 1) * 13
+  local b = 15 + (i - 1) * 13
   local rule, store, code, exp = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
   local perDay, perWeek, perTotal = tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7]), tonumber(ARGV[b + 8])
   local perStoreDay, budget = tonumber(ARGV[b + 9]), tonumber(ARGV[b + 10])
-  local kc, ks, kb = KEYS[3 + (i - 1) * 3 + 1], KEYS[3 + (i - 1) * 3 + 2], KEYS[3 + (i - 1) * 3 + 3]
-  local reason = nil
-  if tonumber(ARGV[4]) - used('*|last') < tonumber(ARGV[12]) then reason = 'recent_offer'
-  elseif over(used('*|' .. dayF), limit) then reason = 'customer_limit'
+  local kc, ks, kb = KEYS[(i - 1) * 4 + 4], KEYS[(i - 1) * 4 + 5], KEYS[(i - 1) * 4 + 6]
+  local reason = customerReason
+  if reason then
   elseif over(used(rule .. '|' .. dayF), perDay) or over(used(rule .. '|' .. weekF), perWeek)
       or over(used(rule .. '|t'), perTotal) then reason = 'frequency_cap'
   elseif over(tonumber(redis.call('GET', ks) or '0'), perStoreDay) then reason = 'store_cap'
@@ -408,7 +447,9 @@ for i = 1, n do
       redis.call('INCR', kb .. ':holdout')
       mark(store, rule, 'h')
     end
-    return res
+    return finish()
+  elseif ARGV[b + 5] == '' then
+    return {'render', tostring(i)}
   else
     table.insert(res, 'sent')
     if dry then return res end
@@ -436,10 +477,10 @@ for i = 1, n do
     redis.call('PEXPIREAT', KEYS[2], exp + tonumber(ARGV[5]))
     redis.call('XADD', KEYS[3], '*', 'push', ARGV[b + 5])
     mark(store, rule, 't')
-    return res
+    return finish()
   end
 end
-return res`)
+return finish()`)
 
 func onlyStore(c candidate) string {
 	if c.rule.Rule.Offer.RedeemAtIssuingStore {
@@ -464,28 +505,65 @@ func reached(result string) bool {
 	return false
 }
 
-func countFunnel(ctx context.Context, rdb redis.UniversalClient, now time.Time, explain []Explanation) error {
-	day := now.UTC().Format("20060102")
-	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, x := range explain {
-			k := funnelKey(x.RuleID, day)
-			p.HIncrBy(ctx, k, "evaluated", 1)
-			if reached(x.Result) {
-				p.HIncrBy(ctx, k, "matched", 1)
-			}
-			switch x.Result {
-			case ResultSent:
-				p.HIncrBy(ctx, k, "issued", 1)
-			case ReasonHoldout:
-				p.HIncrBy(ctx, k, "holdout", 1)
-			default:
-				p.HIncrBy(ctx, k, "skip:"+x.Result, 1)
-			}
-			p.Expire(ctx, k, funnelTTL)
+// funnelCmds are the commands that count, in each explained rule's
+// funnel for the UTC day, what became of it: one counter per result, from
+// which the reader derives how many were evaluated and matched. A key
+// gets its TTL the first time this process counts in it that day.
+func (e *Engine) funnelCmds(ctx context.Context, day string, explain []Explanation) []redis.Cmder {
+	cmds := make([]redis.Cmder, 0, len(explain))
+	for _, x := range explain {
+		k := funnelKey(x.RuleID, day)
+		field := "skip:" + x.Result
+		switch x.Result {
+		case ResultSent:
+			field = "issued"
+		case ReasonHoldout:
+			field = "holdout"
 		}
-		return nil
-	})
-	return err
+		cmds = append(cmds, redis.NewIntCmd(ctx, "hincrby", k, field, 1))
+		if e.funnelTTLs.first(day, k) {
+			cmds = append(cmds, redis.NewBoolCmd(ctx, "expire", k, int64(funnelTTL/time.Second)))
+		}
+	}
+	return cmds
+}
+
+// onceADay remembers the keys given their TTL today.
+type onceADay struct {
+	mu   sync.Mutex
+	day  string
+	done map[string]bool
+}
+
+// first reports whether key is new today, and remembers it.
+func (o *onceADay) first(day, key string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.day != day {
+		o.day, o.done = day, map[string]bool{}
+	}
+	if o.done[key] {
+		return false
+	}
+	o.done[key] = true
+	return true
+}
+
+// count adds what became of each explained rule to its funnel, in one
+// round trip; a dry run counts nothing. A failure is logged: the decision
+// stands.
+func (e *Engine) count(ctx context.Context, now time.Time, explain []Explanation, opt Options) {
+	if opt.DryRun || len(explain) == 0 {
+		return
+	}
+	cmds := e.funnelCmds(ctx, now.UTC().Format("20060102"), explain)
+	e.batch.do(cmds...)
+	for _, c := range cmds {
+		if err := c.Err(); err != nil {
+			e.log.Warn("funnel counters not updated", "err", err)
+			return
+		}
+	}
 }
 
 // countOne adds one to a funnel counter of a rule, today.
@@ -518,17 +596,13 @@ type candidate struct {
 }
 
 // Evaluate decides what a ping causes, and counts what became of every
-// rule looked at in the rules' funnels (one pipelined step, and none for a
-// ping that looked at no rule).
+// rule looked at in the rules' funnels: in the same round trip as the
+// atomic step when an offer may be issued, else in one pipelined step,
+// and not at all for a ping that looked at no rule.
 func (e *Engine) Evaluate(ctx context.Context, p Ping, opt Options) (*Result, error) {
 	res, err := e.evaluate(ctx, p, opt)
 	if err != nil {
 		return nil, err
-	}
-	if !opt.DryRun && len(res.Explain) > 0 {
-		if err := countFunnel(ctx, e.rdb, e.now(), res.Explain); err != nil {
-			e.log.Warn("funnel counters not updated", "err", err)
-		}
 	}
 	if !opt.Explain {
 		res.Explain = nil
@@ -536,7 +610,7 @@ func (e *Engine) Evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 	return res, nil
 }
 
-// evaluate is Evaluate before counting; it always explains.
+// evaluate is Evaluate with every rule explained.
 func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, error) {
 	snap := e.snaps.Current()
 	if snap == nil {
@@ -584,7 +658,7 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 	}
 	keys := []string{customerKey(p.CustomerID, partPresence), customerKey(p.CustomerID, partProfile),
 		customerKey(p.CustomerID, partDeviceSeen), customerKey(p.CustomerID, partVisits), customerKey(p.CustomerID, partCaps)}
-	raw, err := observeScript.Run(ctx, e.rdb, keys, args...).StringSlice()
+	raw, err := e.batch.runScript(ctx, observeScript, keys, args...).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("%w: presence: %v", ErrUnavailable, err)
 	}
@@ -645,6 +719,7 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 		}
 	}
 	if len(events) == 0 || doc == "" {
+		e.count(ctx, now, res.Explain, opt) // rules not fired for speed
 		return res, nil
 	}
 	cust, err := decodeCustomer([]byte(doc))
@@ -708,6 +783,8 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 		if err := e.issue(ctx, now, p, cust, eligible, opt, res); err != nil {
 			return nil, err
 		}
+	} else {
+		e.count(ctx, now, res.Explain, opt)
 	}
 	for i := range res.Explain {
 		if res.Explain[i].Result == "" {
@@ -718,7 +795,8 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 }
 
 // issue hands the eligible offers, best first, to the atomic step, which
-// issues the first its caps allow.
+// issues the first its caps allow, and counts the funnels of the rules
+// looked at in the same round trip.
 func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.Customer, eligible []candidate, opt Options, res *Result) error {
 	if len(eligible) > maxCommit {
 		eligible = eligible[:maxCommit]
@@ -728,50 +806,101 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 	year, week := local.ISOWeek()
 	oldestDay := local.AddDate(0, 0, -8).Format("20060102")
 	oy, ow := local.AddDate(0, 0, -15).ISOWeek()
+	utcDay := now.UTC().Format("20060102")
 	offers := make([]Offer, len(eligible))
 	keys := []string{customerKey(p.CustomerID, partCaps), customerKey(p.CustomerID, partCoupons), keyOutbox}
 	args := []any{len(eligible), p.CustomerID, p.DeviceID, now.UnixMilli(), e.cfg.CouponRetention.Milliseconds(), flag(opt.DryRun),
 		"d" + day, fmt.Sprintf("w%04d%02d", year, week), "d" + oldestDay, fmt.Sprintf("w%04d%02d", oy, ow), e.cfg.MaxOffersPerDay,
-		e.cfg.MinOfferGap.Milliseconds(), customerKey(p.CustomerID, partVisits), now.UTC().Format("20060102")}
+		e.cfg.MinOfferGap.Milliseconds(), customerKey(p.CustomerID, partVisits), utcDay, funnelTTL.Milliseconds()}
+	payloadAt := make([]int, len(eligible)) // where each candidate's push is in args
+	committed := make(map[int]bool, len(eligible))
 	for i, c := range eligible {
 		code := e.coupons.NewCode()
 		expires := now.Add(c.rule.ValidFor()).UTC().Truncate(time.Second)
-		msg := c.rule.Render(rules.OfferData{Customer: cust, Store: c.store.Store, DistanceM: c.distanceM, CouponCode: code, ExpiresAt: expires, Visit: c.visit})
-		offers[i] = Offer{CouponCode: code, RuleID: c.rule.Rule.ID, StoreID: c.store.ID, Title: msg.Title, Body: msg.Body, ExpiresAt: expires}
-		pushExpires := now.Add(e.cfg.PushTTL)
-		if expires.Before(pushExpires) {
-			pushExpires = expires
-		}
-		payload, err := json.Marshal(Push{
-			ID: code, CustomerID: p.CustomerID, DeviceID: p.DeviceID,
-			Title: msg.Title, Body: msg.Body,
-			Data: map[string]string{
-				"coupon_code": code, "rule_id": c.rule.Rule.ID, "store_id": c.store.ID,
-				"expires_at": expires.Format(time.RFC3339), "title": msg.Title, "body": msg.Body,
-			},
-			CollapseKey: c.rule.Rule.ID, ExpiresAt: pushExpires, CreatedAt: now,
-		})
-		if err != nil {
-			return err
-		}
+		offers[i] = Offer{CouponCode: code, RuleID: c.rule.Rule.ID, StoreID: c.store.ID, ExpiresAt: expires}
 		storeDay := now.In(c.store.Location()).Format("20060102")
 		caps := c.rule.Rule.Caps
-		keys = append(keys, couponKey(code), storeDayKey(c.rule.Rule.ID, c.store.ID, storeDay), budgetKey(c.rule.Rule.ID))
-		args = append(args, c.rule.Rule.ID, c.store.ID, code, expires.UnixMilli(), payload,
+		keys = append(keys, couponKey(code), storeDayKey(c.rule.Rule.ID, c.store.ID, storeDay), budgetKey(c.rule.Rule.ID), funnelKey(c.rule.Rule.ID, utcDay))
+		payloadAt[i] = len(args) + 4
+		args = append(args, c.rule.Rule.ID, c.store.ID, code, expires.UnixMilli(), "",
 			caps.PerCustomerPerDay, caps.PerCustomerPerWeek, caps.PerCustomerTotal, caps.PerStorePerDay, caps.Total,
 			flag(c.rule.InHoldout(p.CustomerID)), strings.Join(c.rule.Rule.Tags, ","), onlyStore(c))
+		committed[c.explain] = true
 	}
-	results, err := commitScript.Run(ctx, e.rdb, keys, args...).StringSlice()
-	if err != nil {
-		return fmt.Errorf("%w: issue offer: %v", ErrUnavailable, err)
+	// render writes a candidate's texts and push; only those the caps may
+	// let through are rendered.
+	rendered := make([]bool, len(eligible))
+	render := func(i int) error {
+		c, o := eligible[i], &offers[i]
+		msg := c.rule.Render(rules.OfferData{Customer: cust, Store: c.store.Store, DistanceM: c.distanceM, CouponCode: o.CouponCode, ExpiresAt: o.ExpiresAt, Visit: c.visit})
+		o.Title, o.Body = msg.Title, msg.Body
+		pushExpires := now.Add(e.cfg.PushTTL)
+		if o.ExpiresAt.Before(pushExpires) {
+			pushExpires = o.ExpiresAt
+		}
+		payload, err := json.Marshal(Push{
+			ID: o.CouponCode, CustomerID: p.CustomerID, DeviceID: p.DeviceID,
+			Title: msg.Title, Body: msg.Body,
+			Data: map[string]string{
+				"coupon_code": o.CouponCode, "rule_id": o.RuleID, "store_id": o.StoreID,
+				"expires_at": o.ExpiresAt.Format(time.RFC3339), "title": msg.Title, "body": msg.Body,
+			},
+			CollapseKey: o.RuleID, ExpiresAt: pushExpires, CreatedAt: now,
+		})
+		args[payloadAt[i]], rendered[i] = payload, true
+		return err
 	}
-	for i, r := range results {
-		res.Explain[eligible[i].explain].Result = r
-		if r == ResultSent {
-			res.Offers = append(res.Offers, offers[i])
+	if err := render(0); err != nil {
+		return err
+	}
+	// The rules not handed to the atomic step are counted beside it.
+	var others []Explanation
+	if !opt.DryRun {
+		for i, x := range res.Explain {
+			if !committed[i] {
+				if x.Result == "" {
+					x.Result = ReasonLower
+				}
+				others = append(others, x)
+			}
 		}
 	}
-	return nil
+	for attempt := 0; attempt < 3; attempt++ {
+		cmd := evalCmd(ctx, commitScript, keys, args...)
+		cmds := []redis.Cmder{cmd}
+		if attempt == 0 {
+			cmds = append(cmds, e.funnelCmds(ctx, utcDay, others)...)
+		}
+		e.batch.do(cmds...)
+		results, err := cmd.StringSlice()
+		if redis.HasErrorPrefix(err, "NOSCRIPT") {
+			results, err = commitScript.Run(ctx, e.rdb, keys, args...).StringSlice()
+		}
+		if err != nil {
+			return fmt.Errorf("%w: issue offer: %v", ErrUnavailable, err)
+		}
+		if len(results) == 2 && results[0] == "render" {
+			// A candidate the engine did not render may win: render the
+			// rest and ask again; nothing was written.
+			k, _ := strconv.Atoi(results[1])
+			for i := max(k-1, 0); i < len(eligible); i++ {
+				if !rendered[i] {
+					if err := render(i); err != nil {
+						return err
+					}
+				}
+			}
+			continue
+		}
+		for i, r := range results {
+			res.Explain[eligible[i].explain].Result = r
+			if r == ResultSent {
+				res.Offers = append(res.Offers, offers[i])
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: issue offer: the atomic step asked for a rendering it had", ErrUnavailable)
 }
 
 // visitEnv is the customer's visit history as audiences and templates see
@@ -863,6 +992,9 @@ func parseObserve(raw []string) observation {
 	i++
 	o.tooFast = append(o.tooFast, raw[i:i+n]...)
 	i += n
+	if i >= len(raw) {
+		return o // nothing happened: no profile, no history
+	}
 	o.doc = raw[i]
 	i++
 	o.visits, _ = strconv.Atoi(raw[i])

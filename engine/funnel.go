@@ -80,10 +80,6 @@ func Funnel(ctx context.Context, rdb redis.UniversalClient, rule string, from, t
 				fd.Failed[k[7:]] = n
 			}
 			switch k {
-			case "evaluated":
-				fd.Evaluated = n
-			case "matched":
-				fd.Matched = n
 			case "holdout":
 				fd.Holdout = n
 			case "issued":
@@ -100,6 +96,16 @@ func Funnel(ctx context.Context, rdb redis.UniversalClient, rule string, from, t
 				fd.ReturnedTreated = n
 			case "returned_holdout":
 				fd.ReturnedHoldout = n
+			}
+		}
+		// Every rule looked at has one result, so the results add up to
+		// what was evaluated, and those that reached the atomic step to
+		// what matched.
+		fd.Evaluated, fd.Matched = fd.Issued+fd.Holdout, fd.Issued+fd.Holdout
+		for reason, n := range fd.Skipped {
+			fd.Evaluated += n
+			if reached(reason) {
+				fd.Matched += n
 			}
 		}
 		hc := &rep.HoldoutComparison

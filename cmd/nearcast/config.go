@@ -35,6 +35,7 @@ type config struct {
 	QuietHours    [2]int // from, until in minutes; equal: none
 	LogFormat     string
 	LogLevel      string
+	PprofAddr     string // "" : no profiling endpoint
 	ShutdownGrace time.Duration
 }
 
@@ -50,6 +51,7 @@ func loadConfig(env func(string) string) (*config, error) {
 		AppKeys:       list(env("NEARCAST_APP_KEYS")),
 		AdminKeys:     list(env("NEARCAST_ADMIN_KEYS")),
 		LogLevel:      or(env("NEARCAST_LOG_LEVEL"), "info"),
+		PprofAddr:     env("NEARCAST_PPROF_ADDR"),
 		ShutdownGrace: 15 * time.Second,
 	}
 	var errs []error

@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	_ "net/http/pprof" // profiles, only when NEARCAST_PPROF_ADDR is set
 	"os"
 	"os/signal"
 	"regexp"
@@ -37,7 +39,7 @@ GOOGLE_APPLICATION_CREDENTIALS, NEARCAST_FCM_PROJECT, NEARCAST_FCM_ENDPOINT,
 NEARCAST_APP_KEYS, NEARCAST_ADMIN_KEYS, NEARCAST_COUPON_SECRET,
 NEARCAST_PUSH_WORKERS, NEARCAST_PUSH_TTL, NEARCAST_VISIT_TIMEOUT,
 NEARCAST_MAX_ENTER_SPEED, NEARCAST_MAX_OFFERS_PER_DAY, NEARCAST_QUIET_HOURS, NEARCAST_MIN_OFFER_GAP, NEARCAST_CLAIM_IDLE,
-NEARCAST_LOG_FORMAT, NEARCAST_LOG_LEVEL (see README.md).
+NEARCAST_LOG_FORMAT, NEARCAST_LOG_LEVEL, NEARCAST_PPROF_ADDR (see README.md).
 `
 
 func main() {
@@ -153,6 +155,20 @@ func serve(ctx context.Context, env func(string) string, out io.Writer) error {
 	}
 	run(live.Run)
 	run(dispatcher.Run)
+	if cfg.PprofAddr != "" {
+		pl, err := net.Listen("tcp", cfg.PprofAddr)
+		if err != nil {
+			stopBg()
+			wg.Wait()
+			return fmt.Errorf("NEARCAST_PPROF_ADDR %s: %w", cfg.PprofAddr, err)
+		}
+		log.Info("profiles at http://" + pl.Addr().String() + "/debug/pprof/")
+		ps := &http.Server{Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second}
+		run(func(ctx context.Context) error {
+			go func() { <-ctx.Done(); ps.Close() }()
+			return ps.Serve(pl)
+		})
+	}
 	if mini != nil {
 		// miniredis counts TTLs only when told that time passed.
 		run(func(ctx context.Context) error {

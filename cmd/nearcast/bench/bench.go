@@ -194,7 +194,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := waitReady(ctx, base); err != nil {
 		return nil, err
 	}
-	nc, err := newNearcast(base, cfg.AppKey, cfg.Concurrency*2)
+	nc, err := newNearcast(base, cfg.AppKey, cfg.Concurrency*4)
 	if err != nil {
 		return nil, err
 	}
@@ -226,6 +226,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	} else {
 		peak := phase(PhasePeak, nc, 0, cfg.Duration)
 		rep.Phases = append(rep.Phases, peak)
+		if fcm != nil {
+			// The next phase starts once the pushes of this one are out.
+			awaitPushes(ctx, fcm, peak.issued, 30*time.Second)
+		}
 		if peak.Throughput > 0 {
 			rep.Phases = append(rep.Phases, phase(PhaseAt80, nc, 0.8*peak.Throughput, cfg.Duration))
 		}

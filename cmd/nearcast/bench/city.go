@@ -35,12 +35,12 @@ func offset(lat, lng, northM, eastM float64) (float64, float64) {
 }
 
 // place picks a point the way shops and people spread in a metro area:
-// half crowd the centre (a normal spread of sigma metres), half spread
-// evenly over the whole disc.
-func (c *City) place(rng *rand.Rand, sigma float64) (float64, float64) {
+// a share (crowdPct) crowds the centre (a normal spread of sigma metres),
+// the rest spreads evenly over the whole disc.
+func (c *City) place(rng *rand.Rand, crowdPct int, sigma float64) (float64, float64) {
 	for {
 		var n, e float64
-		if rng.IntN(2) == 0 {
+		if rng.IntN(100) < crowdPct {
 			n, e = rng.NormFloat64()*sigma, rng.NormFloat64()*sigma
 		} else {
 			r := c.RadiusM * math.Sqrt(rng.Float64())
@@ -97,13 +97,13 @@ func NewCity(seed uint64, stores, ruleCount, customers int) *City {
 	large := max(1, stores/2000)
 	malls := max(1, stores/500)
 	for i := 0; i < large && len(c.Stores) < stores; i++ {
-		lat, lng := c.place(rng, 12000)
+		lat, lng := c.place(rng, 50, 12000)
 		kind := []string{"station", "airport", "stadium"}[i%3]
 		add(&rules.Store{Name: fmt.Sprintf("%s %d", kind, i), Lat: &lat, Lng: &lng,
 			Polygon: ring(rng, lat, lng, 800+700*rng.Float64(), 12), Tags: []string{kind, "landmark"}})
 	}
 	for i := 0; i < malls && len(c.Stores) < stores; i++ {
-		lat, lng := c.place(rng, 6000)
+		lat, lng := c.place(rng, 50, 6000)
 		r := 150 + 100*rng.Float64()
 		add(&rules.Store{Name: fmt.Sprintf("mall %d", i), Lat: &lat, Lng: &lng,
 			Polygon: ring(rng, lat, lng, r, 8), Tags: []string{"mall", "landmark"}})
@@ -114,7 +114,7 @@ func NewCity(seed uint64, stores, ruleCount, customers int) *City {
 		}
 	}
 	for len(c.Stores) < stores {
-		lat, lng := c.place(rng, 5000)
+		lat, lng := c.place(rng, 50, 8000)
 		add(shop(lat, lng, 50+100*rng.Float64()))
 	}
 

@@ -238,8 +238,9 @@ func newNearcast(base, key string, conns int) (*nearcast, error) {
 		return nil, fmt.Errorf("server url %q: %w", base, err)
 	}
 	return &nearcast{
-		client: &fasthttp.HostClient{Addr: string(u.Host()), MaxConns: conns, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second},
-		url:    base + "/v1/pings", auth: "Bearer " + key,
+		client: &fasthttp.HostClient{Addr: string(u.Host()), MaxConns: conns, MaxConnWaitTimeout: 10 * time.Second,
+			ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second},
+		url: base + "/v1/pings", auth: "Bearer " + key,
 	}, nil
 }
 

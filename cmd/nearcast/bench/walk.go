@@ -64,15 +64,15 @@ func (m *movers) restart(v *mover) {
 	v.customer = m.worker + m.rng.IntN(max(1, per))*m.workers
 	v.heading = m.rng.Float64() * 2 * math.Pi
 	v.steps = 20 + m.rng.IntN(40)
-	v.lat, v.lng = m.city.place(m.rng, 8000)
+	v.lat, v.lng = m.city.place(m.rng, 25, 10000)
 	switch k := m.rng.IntN(100); {
-	case k < 35:
+	case k < 40:
 		v.mode, v.speed = walking, 1.0+0.6*m.rng.Float64()
-	case k < 50:
+	case k < 58:
 		v.mode, v.speed = standing, 0
-	case k < 62:
+	case k < 70:
 		v.mode, v.speed = cycling, 4+2*m.rng.Float64()
-	case k < 80:
+	case k < 90:
 		v.mode, v.speed = driving, 8+8*m.rng.Float64()
 	default:
 		// Start 150 to 400 m from a store and walk to it.

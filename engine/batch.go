@@ -1,0 +1,123 @@
+package engine
+
+import (
+	"context"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// batcher sends the Redis commands of concurrent pings to Redis together,
+// in one pipeline, so that a busy server makes one round trip (one write
+// and one read on each side of the connection) for many pings instead of
+// one each: on loopback and on a network, the round trip's system calls
+// cost more than the commands. A quiet server sends each ping's commands
+// at once, alone. At most lanes pipelines are on the wire at a time;
+// commands that come meanwhile wait for the next free lane, together.
+type batcher struct {
+	rdb   redis.UniversalClient
+	lanes int
+
+	mu    sync.Mutex
+	queue []*batch
+	busy  int // lanes on the wire
+}
+
+// batch is one caller's commands, sent together and in order.
+type batch struct {
+	cmds []redis.Cmder
+	done chan struct{}
+}
+
+func newBatcher(rdb redis.UniversalClient, lanes int) *batcher {
+	return &batcher{rdb: rdb, lanes: max(1, lanes)}
+}
+
+// do sends cmds, with whatever other commands are waiting, and returns
+// when they have their answers; each command holds its own result or
+// error. The client's timeouts bound the wait.
+func (b *batcher) do(cmds ...redis.Cmder) {
+	w := &batch{cmds: cmds, done: make(chan struct{})}
+	b.mu.Lock()
+	b.queue = append(b.queue, w)
+	if b.busy >= b.lanes {
+		// Every lane is on the wire; the first to come back takes us.
+		b.mu.Unlock()
+		<-w.done
+		return
+	}
+	b.busy++
+	b.mu.Unlock()
+	b.sendQueued()
+	// What came while this lane was on the wire goes next, on this lane,
+	// without holding up this caller, whose answer is in.
+	b.mu.Lock()
+	if len(b.queue) > 0 {
+		b.mu.Unlock()
+		go b.drain()
+	} else {
+		b.busy--
+		b.mu.Unlock()
+	}
+	<-w.done
+}
+
+// drain sends the queue until it is empty, then frees its lane.
+func (b *batcher) drain() {
+	for {
+		b.mu.Lock()
+		if len(b.queue) == 0 {
+			b.busy--
+			b.mu.Unlock()
+			return
+		}
+		b.mu.Unlock()
+		b.sendQueued()
+	}
+}
+
+// sendQueued takes the whole queue and sends it as one pipeline.
+func (b *batcher) sendQueued() {
+	b.mu.Lock()
+	ws := b.queue
+	b.queue = nil
+	b.mu.Unlock()
+	if len(ws) == 0 {
+		return
+	}
+	ctx := context.Background() // the client's read and write timeouts bound it
+	pipe := b.rdb.Pipeline()
+	for _, w := range ws {
+		for _, c := range w.cmds {
+			_ = pipe.Process(ctx, c)
+		}
+	}
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	for _, w := range ws {
+		close(w.done)
+	}
+}
+
+// evalCmd is a command that runs a loaded script (EVALSHA), to be sent
+// through the batcher; on NOSCRIPT the caller runs the script itself,
+// which loads it.
+func evalCmd(ctx context.Context, s *redis.Script, keys []string, args ...any) *redis.Cmd {
+	a := make([]any, 0, 3+len(keys)+len(args))
+	a = append(a, "evalsha", s.Hash(), len(keys))
+	for _, k := range keys {
+		a = append(a, k)
+	}
+	a = append(a, args...)
+	return redis.NewCmd(ctx, a...)
+}
+
+// runScript runs a script through the batcher, loading it when Redis
+// does not have it yet.
+func (b *batcher) runScript(ctx context.Context, s *redis.Script, keys []string, args ...any) *redis.Cmd {
+	cmd := evalCmd(ctx, s, keys, args...)
+	b.do(cmd)
+	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		return s.Run(ctx, b.rdb, keys, args...)
+	}
+	return cmd
+}
