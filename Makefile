@@ -4,7 +4,7 @@ BIN      := bin/nearcast
 # Root installs directly; anyone else through sudo.
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run build test test-deps vet bench clean
+.PHONY: run build test test-deps vet bench bench-full bench-go clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/nearcast
@@ -29,8 +29,18 @@ test-deps:
 vet:
 	$(GO) vet ./...
 
-## bench: the Go benchmarks, briefly.
-bench:
+## bench: the load bench, short (under two minutes): 20,000 stores, 1,000
+## rules, 200,000 customers, 10 s a phase; the report goes to bench-out/.
+bench: build test-deps
+	./$(BIN) bench --customers 200000 --duration 10s --out bench-out
+
+## bench-full: the load bench behind the README's figures: 1,000,000
+## customers, 20 s a phase (about three minutes).
+bench-full: build test-deps
+	./$(BIN) bench --out bench-out
+
+## bench-go: the Go benchmarks, briefly.
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./...
 
 clean:

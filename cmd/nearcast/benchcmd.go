@@ -31,6 +31,7 @@ func runBench(ctx context.Context, args []string, out io.Writer) error {
 	fs.IntVar(&cfg.Rules, "rules", cfg.Rules, "offer rules")
 	fs.IntVar(&cfg.Customers, "customers", cfg.Customers, "customers, each with a profile and a phone")
 	fs.IntVar(&cfg.Active, "active", cfg.Active, "customers out and about at once")
+	fs.IntVar(&cfg.ErrandPct, "errand-pct", cfg.ErrandPct, "share of paths (%) that lead into a store")
 	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "pings in flight at once")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "length of each phase")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "pings per second; 0: full speed, then 80% of the peak")
@@ -62,15 +63,15 @@ func runBench(ctx context.Context, args []string, out io.Writer) error {
 // benchServer runs this binary's `serve` as a process of its own, as in
 // production, so that the bench's own work does not share its heap.
 func benchServer(log io.Writer) bench.StartFunc {
-	return func(ctx context.Context, env map[string]string) (string, func() error, error) {
+	return func(ctx context.Context, env map[string]string) (*bench.Server, error) {
 		self, err := os.Executable()
 		if err != nil {
-			return "", nil, err
+			return nil, err
 		}
 		url, cmd, err := spawn(self, env, log, 60*time.Second)
 		if err != nil {
-			return "", nil, err
+			return nil, err
 		}
-		return url, func() error { return stopProcess(cmd, 20*time.Second) }, nil
+		return &bench.Server{URL: url, PID: cmd.Process.Pid, Stop: func() error { return stopProcess(cmd, 20*time.Second) }}, nil
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -94,6 +95,9 @@ func serve(ctx context.Context, env func(string) string, out io.Writer) error {
 	live := rules.NewLive(rdb, log)
 	if err := waitForRedis(ctx, live, log); err != nil {
 		return err
+	}
+	if mini == nil {
+		checkRedis(ctx, rdb, log)
 	}
 	customers := engine.NewCustomers(rdb)
 	if cfg.Demo {
@@ -233,6 +237,19 @@ func redisClient(url string) (redis.UniversalClient, error) {
 // answer is a quick 503, not a stalled customer.
 func redisTimeouts() (dial, read, write, pool time.Duration, retries int) {
 	return 500 * time.Millisecond, 500 * time.Millisecond, 500 * time.Millisecond, 500 * time.Millisecond, 1
+}
+
+// checkRedis warns of a Redis setting that costs memory. A customer's
+// profile and device hashes hold values of some 250 bytes; below
+// hash-max-listpack-value 512 Redis keeps them in its large encoding.
+func checkRedis(ctx context.Context, rdb redis.UniversalClient, log *slog.Logger) {
+	v, err := rdb.ConfigGet(ctx, "hash-max-listpack-value").Result()
+	if err != nil {
+		return // CONFIG is often off on managed Redis: nothing to tell
+	}
+	if n, err := strconv.Atoi(v["hash-max-listpack-value"]); err == nil && n < 512 {
+		log.Warn("redis hash-max-listpack-value is below 512: each customer takes about 1.3 KiB of Redis instead of about 0.9 KiB; set it to 1024", "hash-max-listpack-value", n)
+	}
 }
 
 // waitForRedis loads the first snapshot, retrying while Redis is not up.

@@ -27,9 +27,10 @@ type Server struct {
 	dir  string
 }
 
-// Start runs redis-server on a free loopback port, without persistence.
-// It fails when redis-server is not installed: `make test` installs it.
-func Start() (*Server, error) {
+// Start runs redis-server on a free loopback port, without persistence,
+// with any further settings given as redis-server arguments. It fails
+// when redis-server is not installed: `make test` installs it.
+func Start(settings ...string) (*Server, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, fmt.Errorf("redis-server not found: run `make test`, which installs it, or apt-get install redis-server")
@@ -44,8 +45,9 @@ func Start() (*Server, error) {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	cmd := exec.Command(bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
+	args := []string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log")}
+	cmd := exec.Command(bin, append(args, settings...)...)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start redis-server: %w", err)
 	}

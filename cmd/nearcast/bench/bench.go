@@ -40,16 +40,26 @@ const (
 	PhaseRate     = "nearcast-rate"
 )
 
+// Server is a Nearcast server the bench started.
+type Server struct {
+	URL string
+	// PID is its process, for its CPU time (this process's when it runs
+	// in-process).
+	PID  int
+	Stop func() error
+}
+
 // StartFunc runs a Nearcast server with the given settings (the
-// contract's environment variables) and answers its base URL and how to
-// stop it.
-type StartFunc func(ctx context.Context, env map[string]string) (url string, stop func() error, err error)
+// contract's environment variables).
+type StartFunc func(ctx context.Context, env map[string]string) (*Server, error)
 
 // Config is a bench run.
 type Config struct {
 	Stores, Rules, Customers int
 	// Active is how many customers are out and about at once.
 	Active int
+	// ErrandPct is the share of their paths that lead into a store.
+	ErrandPct int
 	// Concurrency is how many pings are in flight at once.
 	Concurrency int
 	// Duration is each phase's length.
@@ -78,9 +88,15 @@ type Config struct {
 
 // DefaultConfig is `nearcast bench` without flags.
 func DefaultConfig() Config {
-	return Config{Stores: 20000, Rules: 1000, Customers: 1000000, Active: 20000, Concurrency: 32,
+	return Config{Stores: 20000, Rules: 1000, Customers: 1000000, Active: 20000, ErrandPct: 10, Concurrency: 32,
 		Duration: 20 * time.Second, Baseline: "geosearch", Out: "bench-out", Seed: 1, AppKey: "bench-app"}
 }
+
+// RedisSettings are those of the redis-server the bench starts: the
+// setting the operations guide recommends, so that a customer's hashes
+// (a profile of some 250 bytes, a device with a 163-character FCM token)
+// stay in Redis's compact encoding.
+var RedisSettings = []string{"--hash-max-listpack-value", "1024"}
 
 // minOfferGap is the least gap between two offers to one customer that
 // the bench gives a server it starts (the server's default).
@@ -99,13 +115,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rep := &Report{StartedAt: time.Now().UTC().Truncate(time.Second),
 		Machine: Machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH},
-		Settings: Settings{Seed: cfg.Seed, Active: cfg.Active, Concurrency: cfg.Concurrency, DurationS: cfg.Duration.Seconds(),
+		Settings: Settings{Seed: cfg.Seed, Active: cfg.Active, ErrandPct: cfg.ErrandPct, Concurrency: cfg.Concurrency, DurationS: cfg.Duration.Seconds(),
 			Rate: cfg.Rate, Baseline: cfg.Baseline, ServerURL: cfg.ServerURL, MinOfferGap: minOfferGap.String()}}
 
 	// Redis: the one given, or a redis-server of the bench's own.
 	redisURL := cfg.RedisURL
 	if redisURL == "" {
-		srv, err := redistest.Start()
+		srv, err := redistest.Start(RedisSettings...)
 		if err != nil {
 			return nil, err
 		}
@@ -134,6 +150,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	info := redisInfo(ctx, rdb)
 	rep.Machine.Redis = info["redis_version"]
+	if v, err := rdb.ConfigGet(ctx, "hash-max-listpack-value").Result(); err == nil {
+		rep.Memory.RedisListpackValue, _ = strconv.Atoi(v["hash-max-listpack-value"])
+	}
 
 	// The city.
 	city := NewCity(cfg.Seed, cfg.Stores, cfg.Rules, cfg.Customers)
@@ -168,6 +187,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	// The server, sending its pushes through firebase-admin-go to an FCM
 	// double in this process.
 	base := cfg.ServerURL
+	serverPID := 0
 	var fcm *fcmtest.Server
 	if base == "" {
 		fcm = fcmtest.Start()
@@ -179,16 +199,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			"NEARCAST_FCM_PROJECT": "nearcast-bench", "NEARCAST_QUIET_HOURS": "off", "NEARCAST_LOG_LEVEL": "warn",
 			"NEARCAST_MIN_OFFER_GAP": minOfferGap.String(),
 		}
-		url, stop, err := cfg.Start(ctx, env)
+		srv, err := cfg.Start(ctx, env)
 		if err != nil {
 			return nil, fmt.Errorf("start nearcast: %w", err)
 		}
 		defer func() {
-			if err := stop(); err != nil {
+			if err := srv.Stop(); err != nil {
 				logf("nearcast stopped with: %v", err)
 			}
 		}()
-		base = url
+		base, serverPID = srv.URL, srv.PID
 		logf("started nearcast at %s", base)
 	}
 	if err := waitReady(ctx, base); err != nil {
@@ -201,14 +221,25 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	phase := func(name string, t target, rate float64, d time.Duration) *Phase {
 		before := redisCPU(ctx, rdb)
+		benchBefore, serverBefore := processCPU(os.Getpid()), processCPU(serverPID)
 		spec := phaseSpec{name: name, target: t, workers: cfg.Concurrency, duration: d, rate: rate, gap: minOfferGap}
 		if rate > 0 {
 			// Enough workers that a slow answer delays no other ping.
 			spec.workers = cfg.Concurrency * 4
 		}
-		p := drive(ctx, city, cfg.Seed, cfg.Active, spec)
+		p := drive(ctx, city, cfg.Seed, cfg.Active, cfg.ErrandPct, spec)
 		if p.Requests > 0 {
-			p.RedisCPUPerOpUs = (redisCPU(ctx, rdb) - before) * 1e6 / float64(p.Requests)
+			perPing := func(sec float64) float64 { return sec * 1e6 / float64(p.Requests) }
+			p.RedisCPUPerOpUs = perPing(redisCPU(ctx, rdb) - before)
+			p.CPUPerPingUs = map[string]float64{"redis": p.RedisCPUPerOpUs}
+			if b := processCPU(os.Getpid()); b >= 0 && benchBefore >= 0 {
+				p.CPUPerPingUs["bench"] = perPing(b - benchBefore)
+			}
+			if _, bare := t.(geosearch); serverPID != 0 && serverPID != os.Getpid() && !bare {
+				if sv := processCPU(serverPID); sv >= 0 && serverBefore >= 0 {
+					p.CPUPerPingUs["server"] = perPing(sv - serverBefore)
+				}
+			}
 		}
 		logf("%s: %d pings, %.0f per s, p50 %.2f ms, p99 %.2f ms, %d offers, %d errors",
 			name, p.Requests, p.Throughput, p.Latency.P50, p.Latency.P99, p.Offers, p.ErrorCount)
@@ -267,6 +298,9 @@ func (c *Config) check() error {
 	}
 	if c.Concurrency < 1 || c.Concurrency > 4096 {
 		errs = append(errs, errors.New("--concurrency must be 1 to 4096"))
+	}
+	if c.ErrandPct < 0 || c.ErrandPct > 100 {
+		errs = append(errs, errors.New("--errand-pct must be 0 to 100"))
 	}
 	if c.Active < c.Concurrency {
 		c.Active = c.Concurrency
@@ -521,6 +555,30 @@ func geoKeyBytes(ctx context.Context, rdb *redis.Client) int64 {
 	n, _ := rdb.MemoryUsage(ctx, geoKey, 0).Result()
 	return n
 }
+
+// processCPU is the seconds of CPU (user and system) a process has
+// used, from /proc; -1 where that cannot be read.
+func processCPU(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil || pid == 0 {
+		return -1
+	}
+	// The command name, in parentheses, may hold spaces: count fields
+	// after its closing parenthesis (utime and stime are fields 14, 15).
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return -1
+	}
+	u, err1 := strconv.ParseFloat(f[11], 64)
+	st, err2 := strconv.ParseFloat(f[12], 64)
+	if err1 != nil || err2 != nil {
+		return -1
+	}
+	return (u + st) / clockTicks
+}
+
+// clockTicks is the kernel's USER_HZ, 100 on Linux.
+const clockTicks = 100
 
 func randomHex(n int) string {
 	b := make([]byte, n)

@@ -14,10 +14,10 @@ import (
 var phaseColors = []string{"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"}
 
 const (
-	chartW  = 920
+	chartW  = 960
 	panelH  = 300
 	marginL = 70
-	marginR = 180
+	marginR = 210
 	marginT = 40
 	marginB = 45
 )
@@ -86,7 +86,7 @@ func (r *Report) latencyPanel(b *strings.Builder, top float64) {
 			}
 		}
 	}
-	peak = math.Ceil(peak/10) * 10
+	peak = math.Ceil(peak/20) * 20
 	f.yTicks(b, peak, "%.0f")
 	y := func(pct float64) float64 { return f.y0 + f.h - f.h*pct/peak }
 	for i, p := range r.Phases {

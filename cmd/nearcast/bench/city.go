@@ -119,6 +119,10 @@ func NewCity(seed uint64, stores, ruleCount, customers int) *City {
 	}
 
 	for i := 0; i < ruleCount; i++ {
+		if i == 0 {
+			c.Rules = append(c.Rules, welcome())
+			continue
+		}
 		c.Rules = append(c.Rules, c.rule(rng, i))
 	}
 	return c
@@ -136,6 +140,24 @@ var audiences = []string{
 	"visit.first_at_store",
 	"customer.locale == 'de' && customer.attributes.tier != 'bronze'",
 	"context.local_weekday in ['sat', 'sun'] || customer.attributes.tier == 'gold'",
+}
+
+// welcome is the city's catch-all: a coffee on the house at a
+// customer's first visit to any store, open or not.
+func welcome() *rules.Rule {
+	enabled, anyHour := true, false
+	return &rules.Rule{
+		ID: "r-welcome", Name: "Welcome", Tags: []string{"welcome"}, Enabled: &enabled, Priority: 1,
+		Trigger:  rules.Trigger{On: rules.OnEnter},
+		Audience: "visit.first_at_store",
+		When:     &rules.When{StoreOpen: &anyHour},
+		Caps:     rules.Caps{PerCustomerTotal: 1},
+		Offer: rules.Offer{
+			Title:     rules.Texts{{Lang: "de", Template: "Willkommen, {{.customer.first_name}}!"}, {Lang: "en", Template: "Welcome, {{.customer.first_name}}!"}},
+			Body:      rules.Texts{{Lang: "de", Template: "Ein Kaffee geht bei {{.store.name}} auf uns."}, {Lang: "en", Template: "Coffee is on us at {{.store.name}}."}},
+			ValidForS: 3600,
+		},
+	}
 }
 
 func (c *City) rule(rng *rand.Rand, i int) *rules.Rule {
@@ -159,10 +181,12 @@ func (c *City) rule(rng *rand.Rand, i int) *rules.Rule {
 			ValidForS: 3600,
 		},
 	}
+	// Most offers are a brand's own, at its stores; some a whole
+	// category's; some a few stores'; a few every landmark's.
 	switch k := rng.IntN(100); {
-	case k < 55:
+	case k < 65:
 		r.Trigger.Stores = &rules.StoreSelector{Tags: []string{brandTag(cat, rng.IntN(brandsPer))}}
-	case k < 80:
+	case k < 75:
 		r.Trigger.Stores = &rules.StoreSelector{Tags: []string{cat}}
 	case k < 97:
 		sel := &rules.StoreSelector{}

@@ -36,6 +36,7 @@ type Machine struct {
 type Settings struct {
 	Seed        uint64  `json:"seed"`
 	Active      int     `json:"active_customers"`
+	ErrandPct   int     `json:"errand_pct"`
 	Concurrency int     `json:"concurrency"`
 	DurationS   float64 `json:"phase_duration_s"`
 	Rate        float64 `json:"rate,omitempty"`
@@ -70,7 +71,10 @@ type Memory struct {
 	RedisBytesPerCustomerAfterRun float64 `json:"redis_bytes_per_customer_after_run"`
 	// IndexBytesPerCircle is the geo index's size per circular store.
 	IndexBytesPerCircle float64 `json:"index_bytes_per_circle_store"`
-	RedisUsedBytes      int64   `json:"redis_used_bytes"`
+	// RedisListpackValue is Redis's hash-max-listpack-value: hashes with
+	// longer values take far more memory.
+	RedisListpackValue int   `json:"redis_hash_max_listpack_value"`
+	RedisUsedBytes     int64 `json:"redis_used_bytes"`
 }
 
 // Phase is one stretch of pings at full speed or at a fixed rate.
@@ -93,9 +97,12 @@ type Phase struct {
 	// within 100 m.
 	NearStorePct float64 `json:"near_store_pct,omitempty"`
 	// RedisCPUPerOpUs is Redis's CPU time (user and system) per ping.
-	RedisCPUPerOpUs float64  `json:"redis_cpu_per_op_us"`
-	Histogram       []Bucket `json:"histogram"`
-	PerSecond       []int64  `json:"per_second"`
+	RedisCPUPerOpUs float64 `json:"redis_cpu_per_op_us"`
+	// CPUPerPingUs is the CPU time per ping of each process on the
+	// machine: redis, the bench (its HTTP or Redis client), the server.
+	CPUPerPingUs map[string]float64 `json:"cpu_per_ping_us"`
+	Histogram    []Bucket           `json:"histogram"`
+	PerSecond    []int64            `json:"per_second"`
 
 	near   int64
 	issued []issued
@@ -175,6 +182,13 @@ func (r *Report) judge() {
 	add("errors", "0", fmt.Sprint(errs), errs == 0)
 }
 
+func serverCPU(c map[string]float64) string {
+	if v, ok := c["server"]; ok {
+		return fmt.Sprintf("%.0f µs", v)
+	}
+	return "-"
+}
+
 // WriteText writes the report for a person.
 func (r *Report) WriteText(w io.Writer) {
 	c := r.City
@@ -182,8 +196,8 @@ func (r *Report) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "city: %d stores (%d circles, %d polygons), %d rules, %d customers; %d out and about, %d pings in flight\n",
 		c.Stores, c.CircleStores, c.PolygonStores, c.Rules, c.Customers, r.Settings.Active, r.Settings.Concurrency)
 	fmt.Fprintf(w, "load: catalog %.1f s, customers %.1f s (%.0f per s)\n", r.Load.CatalogS, r.Load.CustomersS, r.Load.CustomersPerS)
-	fmt.Fprintf(w, "memory: Redis %.0f B per customer after loading, %.0f B after the run; geo index %.0f B per circular store\n\n",
-		r.Memory.RedisBytesPerCustomer, r.Memory.RedisBytesPerCustomerAfterRun, r.Memory.IndexBytesPerCircle)
+	fmt.Fprintf(w, "memory: Redis %.0f B per customer after loading, %.0f B after the run (hash-max-listpack-value %d); geo index %.0f B per circular store\n\n",
+		r.Memory.RedisBytesPerCustomer, r.Memory.RedisBytesPerCustomerAfterRun, r.Memory.RedisListpackValue, r.Memory.IndexBytesPerCircle)
 	fmt.Fprintf(w, "%-16s %10s %9s %8s %8s %8s %8s %8s %9s %8s %7s %6s %6s\n",
 		"phase", "pings", "per s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "redis µs", "events", "offers", "dups", "errors")
 	for _, p := range r.Phases {
@@ -196,6 +210,9 @@ func (r *Report) WriteText(w io.Writer) {
 			p.RedisCPUPerOpUs, ev, p.Offers, p.DuplicateOffers, p.ErrorCount)
 	}
 	for _, p := range r.Phases {
+		if c := p.CPUPerPingUs; len(c) > 0 {
+			fmt.Fprintf(w, "  %s CPU per ping: bench %.0f µs, server %s, redis %.0f µs\n", p.Name, c["bench"], serverCPU(c), c["redis"])
+		}
 		if len(p.Events) > 0 {
 			keys := make([]string, 0, len(p.Events))
 			for k := range p.Events {

@@ -85,11 +85,11 @@ type phaseSpec struct {
 }
 
 // drive runs one phase and tallies it.
-func drive(ctx context.Context, city *City, seed uint64, active int, spec phaseSpec) *Phase {
+func drive(ctx context.Context, city *City, seed uint64, active, errandPct int, spec phaseSpec) *Phase {
 	ws := make([]*worker, spec.workers)
 	for i := range ws {
 		ws[i] = &worker{
-			movers: newMovers(city, seed, i, spec.workers, active),
+			movers: newMovers(city, seed, i, spec.workers, active, errandPct),
 			errors: map[string]int64{}, events: map[string]int64{}, lastOff: map[int]time.Time{},
 		}
 	}

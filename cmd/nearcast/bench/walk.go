@@ -46,10 +46,12 @@ type movers struct {
 	next    int
 	worker  int
 	workers int
+	// errandPct is the share of paths that lead to a store.
+	errandPct int
 }
 
-func newMovers(city *City, seed uint64, worker, workers, active int) *movers {
-	m := &movers{city: city, rng: rand.New(rand.NewPCG(seed, uint64(worker)+7)), worker: worker, workers: workers}
+func newMovers(city *City, seed uint64, worker, workers, active, errandPct int) *movers {
+	m := &movers{city: city, rng: rand.New(rand.NewPCG(seed, uint64(worker)+7)), worker: worker, workers: workers, errandPct: errandPct}
 	n := max(1, active/workers)
 	m.all = make([]mover, n)
 	for i := range m.all {
@@ -65,7 +67,15 @@ func (m *movers) restart(v *mover) {
 	v.heading = m.rng.Float64() * 2 * math.Pi
 	v.steps = 20 + m.rng.IntN(40)
 	v.lat, v.lng = m.city.place(m.rng, 25, 10000)
-	switch k := m.rng.IntN(100); {
+	// Errands first: ErrandPct of paths lead to a store; the rest are
+	// spread as 40 walk : 18 stand : 12 cycle : 20 drive.
+	k := m.rng.IntN(100)
+	if k >= m.errandPct {
+		k = (k - m.errandPct) * 90 / max(1, 100-m.errandPct)
+	} else {
+		k = 90
+	}
+	switch {
 	case k < 40:
 		v.mode, v.speed = walking, 1.0+0.6*m.rng.Float64()
 	case k < 58:

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nearcast/nearcast/cmd/nearcast/bench"
+)
+
+// The load bench in a tiny city, end to end: it loads the city into
+// redis-server, runs nearcast on it, drives pings over HTTP and as bare
+// GEOSEARCH queries, and reports what a person and a program can read.
+// Every path of the tiny city leads into a store, so that offers and
+// pushes are sure to happen.
+func TestBenchTinyCity(t *testing.T) {
+	srv.Client(t) // flushed
+	cfg := bench.DefaultConfig()
+	cfg.Stores, cfg.Rules, cfg.Customers, cfg.Active, cfg.Concurrency, cfg.ErrandPct = 300, 40, 3000, 16, 4, 100
+	cfg.Duration = 1500 * time.Millisecond
+	cfg.RedisURL = "redis://" + srv.Addr
+	cfg.Out = t.TempDir()
+	cfg.Start = func(ctx context.Context, env map[string]string) (*bench.Server, error) {
+		url, _ := startServer(t, env)
+		return &bench.Server{URL: url, PID: os.Getpid(), Stop: func() error { return nil }}, nil
+	}
+	rep, err := bench.Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if got := rep.City; got.Stores != 300 || got.Rules != 40 || got.Customers != 3000 || got.PolygonStores == 0 {
+		t.Errorf("city: %+v", got)
+	}
+	var names []string
+	offers := int64(0)
+	for _, p := range rep.Phases {
+		names = append(names, p.Name)
+		l := p.Latency
+		if p.Requests == 0 || p.ErrorCount != 0 || p.Throughput <= 0 || !(0 < l.P50 && l.P50 <= l.P90 && l.P90 <= l.P99 && l.P99 <= l.P999 && l.P999 <= l.Max) {
+			t.Errorf("phase %s: %d pings, %d errors %v, %.0f per s, latency %+v", p.Name, p.Requests, p.ErrorCount, p.Errors, p.Throughput, l)
+		}
+		n := int64(0)
+		for _, b := range p.Histogram {
+			n += b.Count
+		}
+		if n != p.Requests || len(p.PerSecond) == 0 {
+			t.Errorf("phase %s: histogram holds %d of %d pings; %d seconds over time", p.Name, n, p.Requests, len(p.PerSecond))
+		}
+		offers += p.Offers
+	}
+	if strings.Join(names, ",") != "geosearch,nearcast-peak,nearcast-80%" {
+		t.Errorf("phases: %v", names)
+	}
+	if peak := rep.Phases[1]; peak.Events["enter"] == 0 || peak.CPUPerPingUs["redis"] <= 0 {
+		t.Errorf("peak: events %v, cpu %v", peak.Events, peak.CPUPerPingUs)
+	}
+	if at80 := rep.Phases[2]; at80.RateTarget <= 0 || at80.RateTarget > rep.Phases[1].Throughput {
+		t.Errorf("80%% phase at %.0f per s, peak %.0f", at80.RateTarget, rep.Phases[1].Throughput)
+	}
+	if offers == 0 || rep.DuplicateOffers != 0 {
+		t.Errorf("%d offers, %d duplicates", offers, rep.DuplicateOffers)
+	}
+	if p := rep.Pushes; !p.Measured || p.Sent != int(offers) || p.Duplicates != 0 || p.Pending != 0 || p.Unknown != 0 {
+		t.Errorf("pushes %+v for %d offers", p, offers)
+	}
+	if m := rep.Memory; m.RedisBytesPerCustomer <= 0 || m.IndexBytesPerCircle <= 0 {
+		t.Errorf("memory %+v", m)
+	}
+	if len(rep.Aims) < 5 {
+		t.Errorf("aims: %+v", rep.Aims)
+	}
+
+	// The files: JSON a program reads back, an SVG that is well-formed
+	// XML, and the text.
+	raw, err := os.ReadFile(filepath.Join(cfg.Out, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back bench.Report
+	if err := json.Unmarshal(raw, &back); err != nil || len(back.Phases) != 3 || back.Phases[1].Requests != rep.Phases[1].Requests {
+		t.Errorf("report.json: %v, %d phases", err, len(back.Phases))
+	}
+	svg, err := os.Open(filepath.Join(cfg.Out, "report.svg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svg.Close()
+	dec := xml.NewDecoder(svg)
+	root, polylines := "", 0
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("report.svg is not well-formed: %v", err)
+		}
+		if se, ok := tok.(xml.StartElement); ok {
+			if root == "" {
+				root = se.Name.Local
+			}
+			if se.Name.Local == "polyline" {
+				polylines++
+			}
+		}
+	}
+	if root != "svg" || polylines != 6 { // latency and throughput, three phases each
+		t.Errorf("report.svg: root %q, %d lines", root, polylines)
+	}
+	txt, err := os.ReadFile(filepath.Join(cfg.Out, "report.txt"))
+	if err != nil || !strings.Contains(string(txt), "nearcast-peak") || !strings.Contains(string(txt), "aims:") {
+		t.Errorf("report.txt: %v\n%s", err, txt)
+	}
+}
