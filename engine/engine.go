@@ -87,7 +87,7 @@ var DefaultConfig = Config{
 	QuietHours:       [2]int{21 * 60, 8 * 60},
 	EnterAccuracyM:   25,
 	CouponRetention:  30 * 24 * time.Hour,
-	RedisLanes:       4,
+	RedisLanes:       1,
 }
 
 // maxCommit bounds how many eligible offers one ping hands to the atomic

@@ -24,7 +24,7 @@ func TestBenchTinyCity(t *testing.T) {
 	srv.Client(t) // flushed
 	cfg := bench.DefaultConfig()
 	cfg.Stores, cfg.Rules, cfg.Customers, cfg.Active, cfg.Concurrency, cfg.ErrandPct = 300, 40, 3000, 16, 4, 100
-	cfg.Duration = 1500 * time.Millisecond
+	cfg.Duration, cfg.WarmUp = 1500*time.Millisecond, 500*time.Millisecond
 	cfg.RedisURL = "redis://" + srv.Addr
 	cfg.Out = t.TempDir()
 	cfg.Start = func(ctx context.Context, env map[string]string) (*bench.Server, error) {
@@ -56,17 +56,22 @@ func TestBenchTinyCity(t *testing.T) {
 		}
 		offers += p.Offers
 	}
-	if strings.Join(names, ",") != "geosearch,nearcast-peak,nearcast-80%" {
+	if strings.Join(names, ",") != "geosearch,http-floor,nearcast-peak,nearcast-80%" {
 		t.Errorf("phases: %v", names)
 	}
-	if peak := rep.Phases[1]; peak.Events["enter"] == 0 || peak.CPUPerPingUs["redis"] <= 0 {
+	if peak := rep.Phases[2]; peak.Events["enter"] == 0 || peak.CPUPerPingUs["redis"] <= 0 {
 		t.Errorf("peak: events %v, cpu %v", peak.Events, peak.CPUPerPingUs)
 	}
-	if at80 := rep.Phases[2]; at80.RateTarget <= 0 || at80.RateTarget > rep.Phases[1].Throughput {
-		t.Errorf("80%% phase at %.0f per s, peak %.0f", at80.RateTarget, rep.Phases[1].Throughput)
+	if at80 := rep.Phases[3]; at80.RateTarget <= 0 || at80.RateTarget > rep.Phases[2].Throughput {
+		t.Errorf("80%% phase at %.0f per s, peak %.0f", at80.RateTarget, rep.Phases[2].Throughput)
 	}
 	if offers == 0 || rep.DuplicateOffers != 0 {
 		t.Errorf("%d offers, %d duplicates", offers, rep.DuplicateOffers)
+	}
+	if rep.WarmUp == nil || rep.WarmUp.Requests == 0 {
+		t.Errorf("no warm-up: %+v", rep.WarmUp)
+	} else {
+		offers += rep.WarmUp.Offers
 	}
 	if p := rep.Pushes; !p.Measured || p.Sent != int(offers) || p.Duplicates != 0 || p.Pending != 0 || p.Unknown != 0 {
 		t.Errorf("pushes %+v for %d offers", p, offers)
@@ -85,7 +90,7 @@ func TestBenchTinyCity(t *testing.T) {
 		t.Fatal(err)
 	}
 	var back bench.Report
-	if err := json.Unmarshal(raw, &back); err != nil || len(back.Phases) != 3 || back.Phases[1].Requests != rep.Phases[1].Requests {
+	if err := json.Unmarshal(raw, &back); err != nil || len(back.Phases) != 4 || back.Phases[2].Requests != rep.Phases[2].Requests {
 		t.Errorf("report.json: %v, %d phases", err, len(back.Phases))
 	}
 	svg, err := os.Open(filepath.Join(cfg.Out, "report.svg"))
@@ -112,7 +117,7 @@ func TestBenchTinyCity(t *testing.T) {
 			}
 		}
 	}
-	if root != "svg" || polylines != 6 { // latency and throughput, three phases each
+	if root != "svg" || polylines != 8 { // latency and throughput, four phases each
 		t.Errorf("report.svg: root %q, %d lines", root, polylines)
 	}
 	txt, err := os.ReadFile(filepath.Join(cfg.Out, "report.txt"))

@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +36,7 @@ import (
 // Phase names.
 const (
 	PhaseBaseline = "geosearch"
+	PhaseHTTP     = "http-floor"
 	PhasePeak     = "nearcast-peak"
 	PhaseAt80     = "nearcast-80%"
 	PhaseRate     = "nearcast-rate"
@@ -64,10 +66,14 @@ type Config struct {
 	Concurrency int
 	// Duration is each phase's length.
 	Duration time.Duration
+	// WarmUp is how long Nearcast is driven, uncounted, before its phases.
+	WarmUp time.Duration
 	// Rate, when above 0, runs Nearcast at this fixed rate only; else at
 	// full speed, then at 80% of the peak it reached.
 	Rate float64
-	// Baseline is "geosearch" or "none".
+	// Baseline lists the reference phases, comma-separated: geosearch
+	// (the same pings as bare GEOSEARCH queries), http (GET /healthz on
+	// the same server: what an HTTP round trip alone costs here), or none.
 	Baseline string
 	// RedisURL is the Redis to load; empty starts a redis-server.
 	RedisURL string
@@ -89,7 +95,7 @@ type Config struct {
 // DefaultConfig is `nearcast bench` without flags.
 func DefaultConfig() Config {
 	return Config{Stores: 20000, Rules: 1000, Customers: 1000000, Active: 20000, ErrandPct: 10, Concurrency: 32,
-		Duration: 20 * time.Second, Baseline: "geosearch", Out: "bench-out", Seed: 1, AppKey: "bench-app"}
+		Duration: 20 * time.Second, WarmUp: 5 * time.Second, Baseline: "geosearch,http", Out: "bench-out", Seed: 1, AppKey: "bench-app"}
 }
 
 // RedisSettings are those of the redis-server the bench starts: the
@@ -115,7 +121,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rep := &Report{StartedAt: time.Now().UTC().Truncate(time.Second),
 		Machine: Machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH},
-		Settings: Settings{Seed: cfg.Seed, Active: cfg.Active, ErrandPct: cfg.ErrandPct, Concurrency: cfg.Concurrency, DurationS: cfg.Duration.Seconds(),
+		Settings: Settings{Seed: cfg.Seed, Active: cfg.Active, ErrandPct: cfg.ErrandPct, Concurrency: cfg.Concurrency, DurationS: cfg.Duration.Seconds(), WarmUpS: cfg.WarmUp.Seconds(),
 			Rate: cfg.Rate, Baseline: cfg.Baseline, ServerURL: cfg.ServerURL, MinOfferGap: minOfferGap.String()}}
 
 	// Redis: the one given, or a redis-server of the bench's own.
@@ -214,20 +220,23 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := waitReady(ctx, base); err != nil {
 		return nil, err
 	}
-	nc, err := newNearcast(base, cfg.AppKey, cfg.Concurrency*4)
+	nc, err := newNearcast(base, cfg.AppKey, cfg.Concurrency*2)
 	if err != nil {
 		return nil, err
 	}
 
+	// The customers out and about, in shards enough for the most
+	// workers a phase has; they walk on from phase to phase.
+	shards := newShards(city, cfg.Seed, cfg.Concurrency*2, cfg.Active, cfg.ErrandPct)
 	phase := func(name string, t target, rate float64, d time.Duration) *Phase {
 		before := redisCPU(ctx, rdb)
 		benchBefore, serverBefore := processCPU(os.Getpid()), processCPU(serverPID)
 		spec := phaseSpec{name: name, target: t, workers: cfg.Concurrency, duration: d, rate: rate, gap: minOfferGap}
 		if rate > 0 {
-			// Enough workers that a slow answer delays no other ping.
-			spec.workers = cfg.Concurrency * 4
+			// Enough workers that a slow answer seldom holds up the next ping.
+			spec.workers = cfg.Concurrency * 2
 		}
-		p := drive(ctx, city, cfg.Seed, cfg.Active, cfg.ErrandPct, spec)
+		p := drive(ctx, shards, spec)
 		if p.Requests > 0 {
 			perPing := func(sec float64) float64 { return sec * 1e6 / float64(p.Requests) }
 			p.RedisCPUPerOpUs = perPing(redisCPU(ctx, rdb) - before)
@@ -245,12 +254,23 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			name, p.Requests, p.Throughput, p.Latency.P50, p.Latency.P99, p.Offers, p.ErrorCount)
 		return p
 	}
-	if cfg.Baseline == "geosearch" {
+	if cfg.baseline("geosearch") {
 		if err := loadGeo(ctx, rdb, city); err != nil {
 			return nil, err
 		}
 		defer rdb.Del(context.Background(), geoKey)
 		rep.Phases = append(rep.Phases, phase(PhaseBaseline, geosearch{rdb}, 0, cfg.Duration))
+	}
+	if cfg.baseline("http") {
+		rep.Phases = append(rep.Phases, phase(PhaseHTTP, healthz{nc}, 0, cfg.Duration))
+	}
+	// A warm-up, not counted: every customer out and about pings at
+	// least once, as in a server that has been up a while (a customer's
+	// first ping of the day creates their presence).
+	warm := phase("warm-up", nc, 0, cfg.WarmUp)
+	rep.WarmUp = warm
+	if fcm != nil {
+		awaitPushes(ctx, fcm, warm.issued, 30*time.Second)
 	}
 	if cfg.Rate > 0 {
 		rep.Phases = append(rep.Phases, phase(PhaseRate, nc, cfg.Rate, cfg.Duration))
@@ -271,18 +291,20 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	// Offers across phases: a coupon twice, or a customer offered twice
 	// within the gap, is a duplicate.
+	// The warm-up's offers count here too.
 	var all []issued
-	for _, p := range rep.Phases {
+	counted := append([]*Phase{warm}, rep.Phases...)
+	for _, p := range counted {
 		rep.DuplicateOffers += p.DuplicateOffers
 		all = append(all, p.issued...)
 	}
-	rep.DuplicateOffers += crossPhaseDuplicates(rep.Phases)
+	rep.DuplicateOffers += crossPhaseDuplicates(counted)
 	if fcm != nil {
 		rep.Pushes = awaitPushes(ctx, fcm, all, 20*time.Second)
 	}
 	memEnd := infoInt(redisInfo(ctx, rdb), "used_memory")
 	rep.Memory.RedisUsedBytes = memEnd
-	if cfg.Baseline == "geosearch" {
+	if cfg.baseline("geosearch") {
 		// The baseline's own key is not the engine's.
 		memEnd -= geoKeyBytes(ctx, rdb)
 	}
@@ -308,14 +330,19 @@ func (c *Config) check() error {
 	if c.Active > c.Customers {
 		c.Active = c.Customers
 	}
+	if c.WarmUp < 100*time.Millisecond {
+		errs = append(errs, errors.New("--warm-up must be at least 100ms"))
+	}
 	if c.Duration < 500*time.Millisecond {
 		errs = append(errs, errors.New("--duration must be at least 500ms"))
 	}
 	if c.Rate < 0 {
 		errs = append(errs, errors.New("--rate must not be negative"))
 	}
-	if c.Baseline != "geosearch" && c.Baseline != "none" {
-		errs = append(errs, fmt.Errorf("--baseline must be geosearch or none, not %q", c.Baseline))
+	for _, b := range strings.Split(c.Baseline, ",") {
+		if b != "geosearch" && b != "http" && b != "none" {
+			errs = append(errs, fmt.Errorf("--baseline lists geosearch, http or none, not %q", b))
+		}
 	}
 	if c.ServerURL != "" && c.RedisURL == "" {
 		errs = append(errs, errors.New("--server needs --redis-url: the Redis that server runs on, where the bench loads its city"))
@@ -324,6 +351,10 @@ func (c *Config) check() error {
 		errs = append(errs, errors.New("no way to start a server: give --server"))
 	}
 	return errors.Join(errs...)
+}
+
+func (c *Config) baseline(name string) bool {
+	return slices.Contains(strings.Split(c.Baseline, ","), name)
 }
 
 // crossPhaseDuplicates finds customers offered in two phases within the gap.

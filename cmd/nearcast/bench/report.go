@@ -17,9 +17,11 @@ type Report struct {
 	City      CityStats `json:"city"`
 	Load      LoadStats `json:"load"`
 	Memory    Memory    `json:"memory"`
-	Phases    []*Phase  `json:"phases"`
-	Pushes    Pushes    `json:"pushes"`
-	// DuplicateOffers over all phases: must be zero.
+	// WarmUp is the uncounted stretch before Nearcast's phases.
+	WarmUp *Phase   `json:"warm_up,omitempty"`
+	Phases []*Phase `json:"phases"`
+	Pushes Pushes   `json:"pushes"`
+	// DuplicateOffers over all phases and the warm-up: must be zero.
 	DuplicateOffers int64 `json:"duplicate_offers"`
 	Aims            []Aim `json:"aims"`
 }
@@ -39,6 +41,7 @@ type Settings struct {
 	ErrandPct   int     `json:"errand_pct"`
 	Concurrency int     `json:"concurrency"`
 	DurationS   float64 `json:"phase_duration_s"`
+	WarmUpS     float64 `json:"warm_up_s"`
 	Rate        float64 `json:"rate,omitempty"`
 	Baseline    string  `json:"baseline"`
 	ServerURL   string  `json:"server_url"`
@@ -235,6 +238,9 @@ func (r *Report) WriteText(w io.Writer) {
 	if r.Pushes.Measured {
 		fmt.Fprintf(w, "\npushes through firebase-admin-go to the FCM double: %d sent, %d duplicates, %d pending, %d of unknown coupons\n",
 			r.Pushes.Sent, r.Pushes.Duplicates, r.Pushes.Pending, r.Pushes.Unknown)
+	}
+	if peak, floor := r.phase(PhasePeak), r.phase(PhaseHTTP); peak != nil && floor != nil && floor.Throughput > 0 {
+		fmt.Fprintf(w, "\nfull decisions at %.0f%% of the rate of bare HTTP round trips to the same server (%.0f per s)\n", 100*peak.Throughput/floor.Throughput, floor.Throughput)
 	}
 	fmt.Fprintf(w, "\naims:\n")
 	for _, a := range r.Aims {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,7 +50,8 @@ type offer struct {
 
 // worker is one connection's loop: its own customers, its own tallies.
 type worker struct {
-	movers  *movers
+	shards  []*movers // the customers this worker pings, one shard after another
+	next    int
 	buf     []byte
 	lat     []time.Duration
 	errors  map[string]int64
@@ -85,22 +87,54 @@ type phaseSpec struct {
 }
 
 // drive runs one phase and tallies it.
-func drive(ctx context.Context, city *City, seed uint64, active, errandPct int, spec phaseSpec) *Phase {
-	ws := make([]*worker, spec.workers)
+// drive runs one phase on the city's customers, split into shards: a
+// shard is one worker's at a time, so that one customer's pings never
+// overlap, and the customers walk on from one phase to the next.
+func drive(ctx context.Context, shards []*movers, spec phaseSpec) *Phase {
+	ws := make([]*worker, min(spec.workers, len(shards)))
 	for i := range ws {
-		ws[i] = &worker{
-			movers: newMovers(city, seed, i, spec.workers, active, errandPct),
-			errors: map[string]int64{}, events: map[string]int64{}, lastOff: map[int]time.Time{},
-		}
+		ws[i] = &worker{errors: map[string]int64{}, events: map[string]int64{}, lastOff: map[int]time.Time{}}
+	}
+	for i, sh := range shards {
+		ws[i%len(ws)].shards = append(ws[i%len(ws)].shards, sh)
 	}
 	secs := int(spec.duration/time.Second) + 2
 	perSec := make([]atomic.Int64, secs)
-	var seq atomic.Int64
 	start := time.Now()
 	end := start.Add(spec.duration)
-	interval := time.Duration(0)
+	// Open loop, at a fixed rate: a pacer hands out each ping's time as
+	// it comes, and a ping's latency counts from that time, so a slow
+	// answer cannot hide the pings that should have gone out meanwhile.
+	var slots chan time.Time
 	if spec.rate > 0 {
-		interval = time.Duration(float64(time.Second) / spec.rate)
+		slots = make(chan time.Time, 1<<16)
+		interval := time.Duration(float64(time.Second) / spec.rate)
+		go func() {
+			defer close(slots)
+			tick := time.NewTicker(time.Millisecond)
+			defer tick.Stop()
+			for n := int64(0); ; {
+				for now := time.Now(); ; n++ {
+					at := start.Add(time.Duration(n) * interval)
+					if !at.Before(end) {
+						return
+					}
+					if at.After(now) {
+						break
+					}
+					select {
+					case slots <- at:
+					case <-ctx.Done():
+						return
+					}
+				}
+				select {
+				case <-tick.C:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
 	}
 	var wg sync.WaitGroup
 	for _, w := range ws {
@@ -109,19 +143,16 @@ func drive(ctx context.Context, city *City, seed uint64, active, errandPct int, 
 			defer wg.Done()
 			for ctx.Err() == nil {
 				at := time.Now()
-				if interval > 0 {
-					// Open loop: each ping has its time, and its latency
-					// counts from then, so a slow answer cannot hide the
-					// pings that should have gone out meanwhile.
-					at = start.Add(time.Duration(seq.Add(1)-1) * interval)
-					if d := time.Until(at); d > 0 {
-						time.Sleep(d)
+				if slots != nil {
+					var ok bool
+					if at, ok = <-slots; !ok {
+						return
 					}
-				}
-				if !at.Before(end) {
+				} else if !at.Before(end) {
 					return
 				}
-				p := w.movers.nextPing()
+				p := w.shards[w.next%len(w.shards)].nextPing()
+				w.next++
 				out, err := spec.target.send(w, p)
 				done := time.Now()
 				w.lat = append(w.lat, done.Sub(at))
@@ -275,6 +306,22 @@ func (n *nearcast) send(w *worker, p ping) (outcome, error) {
 	}
 	out.events, out.offers = w.answer.Events, w.answer.Offers
 	return out, nil
+}
+
+// healthz is the HTTP floor: a round trip to the same server that does
+// no work (GET /healthz), on the same connections.
+type healthz struct{ n *nearcast }
+
+func (h healthz) send(w *worker, _ ping) (outcome, error) {
+	if w.req == nil {
+		w.req, w.resp = fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	}
+	w.req.Reset()
+	w.req.SetRequestURI(strings.TrimSuffix(h.n.url, "/v1/pings") + "/healthz")
+	if err := h.n.client.DoTimeout(w.req, w.resp, 10*time.Second); err != nil {
+		return outcome{}, err
+	}
+	return outcome{status: w.resp.StatusCode()}, nil
 }
 
 // geosearch is the baseline: the same pings as bare GEOSEARCH queries on

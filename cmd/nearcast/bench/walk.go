@@ -36,18 +36,27 @@ type mover struct {
 	stay             int
 }
 
-// movers makes one worker's customers: customers worker, worker+workers,
-// … so that no two workers ever send pings of one customer (one phone
+// movers is one shard of the customers out and about: customers shard,
+// shard+shards, … so that no two shards hold one customer (one phone
 // sends one ping at a time).
 type movers struct {
 	city    *City
 	rng     *rand.Rand
 	all     []mover
 	next    int
-	worker  int
-	workers int
+	worker  int // the shard
+	workers int // shards
 	// errandPct is the share of paths that lead to a store.
 	errandPct int
+}
+
+// newShards splits the active customers into shards.
+func newShards(city *City, seed uint64, shards, active, errandPct int) []*movers {
+	out := make([]*movers, shards)
+	for i := range out {
+		out[i] = newMovers(city, seed, i, shards, active, errandPct)
+	}
+	return out
 }
 
 func newMovers(city *City, seed uint64, worker, workers, active, errandPct int) *movers {
@@ -55,7 +64,14 @@ func newMovers(city *City, seed uint64, worker, workers, active, errandPct int) 
 	n := max(1, active/workers)
 	m.all = make([]mover, n)
 	for i := range m.all {
-		m.restart(&m.all[i])
+		v := &m.all[i]
+		m.restart(v)
+		// Customers are at all points of their paths when the bench
+		// starts, not all setting out at once (which would bring every
+		// errand to its store in the same few seconds).
+		for k := m.rng.IntN(v.steps); k > 0; k-- {
+			m.step(v)
+		}
 	}
 	return m
 }
