@@ -111,13 +111,19 @@ func evalCmd(ctx context.Context, s *redis.Script, keys []string, args ...any) *
 	return redis.NewCmd(ctx, a...)
 }
 
-// runScript runs a script through the batcher, loading it when Redis
-// does not have it yet.
+// runScript runs a script through the batcher, sending it whole (EVAL,
+// which Redis keeps) when Redis does not have it yet.
 func (b *batcher) runScript(ctx context.Context, s *redis.Script, keys []string, args ...any) *redis.Cmd {
 	cmd := evalCmd(ctx, s, keys, args...)
 	b.do(cmd)
+	return orEval(ctx, b.rdb, cmd, s, keys, args...)
+}
+
+// orEval is cmd's answer, or, when Redis did not know the script (after
+// a restart or a SCRIPT FLUSH), the answer of running it whole.
+func orEval(ctx context.Context, rdb redis.Scripter, cmd *redis.Cmd, s *redis.Script, keys []string, args ...any) *redis.Cmd {
 	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
-		return s.Run(ctx, b.rdb, keys, args...)
+		return s.Eval(ctx, rdb, keys, args...)
 	}
 	return cmd
 }

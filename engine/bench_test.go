@@ -19,7 +19,8 @@ func BenchmarkEvaluate(b *testing.B) {
 		Offer: rules.Offer{Title: rules.Texts{{Lang: "en", Template: "Hi {{.customer.first_name}}"}}, Body: rules.Texts{{Lang: "en", Template: "{{.store.name}}, {{.distance_m}} m"}}}}
 	f := setupTB(b, rdb, free)
 	cfg := engine.DefaultConfig
-	cfg.MaxOffersPerDay = 0 // one customer, thousands of visits
+	cfg.MaxOffersPerDay = 0       // one customer, thousands of visits,
+	cfg.QuietHours = [2]int{0, 0} // at every hour of the day and night
 	f.eng = engine.New(rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, f.clock.Now)
 	ctx := context.Background()
 	b.Run("near_no_store", func(b *testing.B) {

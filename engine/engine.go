@@ -872,10 +872,7 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 			cmds = append(cmds, e.funnelCmds(ctx, utcDay, others)...)
 		}
 		e.batch.do(cmds...)
-		results, err := cmd.StringSlice()
-		if redis.HasErrorPrefix(err, "NOSCRIPT") {
-			results, err = commitScript.Run(ctx, e.rdb, keys, args...).StringSlice()
-		}
+		results, err := orEval(ctx, e.rdb, cmd, commitScript, keys, args...).StringSlice()
 		if err != nil {
 			return fmt.Errorf("%w: issue offer: %v", ErrUnavailable, err)
 		}
