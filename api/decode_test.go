@@ -76,3 +76,24 @@ func FuzzDecodePing(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkDecodePing: a ping as apps send it, decoded in one pass (a
+// good document) and by the careful pass alone (what every ping took
+// before).
+func BenchmarkDecodePing(b *testing.B) {
+	body := []byte(`{"customer_id":"c-0000042","device_id":"d-0000042","lat":52.521512,"lng":13.413011,"accuracy_m":12,"speed_mps":1.3,"context":{"app_state":"background"}}`)
+	for _, bm := range []struct {
+		name   string
+		decode func([]byte, any) error
+	}{{"one_pass", decodeBytes}, {"careful", decodeSlowly}} {
+		b.Run(bm.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				var p pingRequest
+				if err := bm.decode(body, &p); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
