@@ -1,0 +1,18 @@
+package engine
+
+import (
+	"context"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// What the tests in engine_test reach of the package's insides.
+
+// Batcher is the batcher, for its own tests.
+type Batcher struct{ b *batcher }
+
+func NewBatcher(rdb redis.UniversalClient, lanes int) Batcher { return Batcher{newBatcher(rdb, lanes)} }
+func (b Batcher) Do(cmds ...redis.Cmder)                      { b.b.do(cmds...) }
+func (b Batcher) RunScript(ctx context.Context, s *redis.Script, keys []string, args ...any) *redis.Cmd {
+	return b.b.runScript(ctx, s, keys, args...)
+}
