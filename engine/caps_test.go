@@ -363,7 +363,7 @@ func TestACappedOfferMakesWayForTheNext(t *testing.T) {
 	if err := json.Unmarshal([]byte(msgs[1].Values["push"].(string)), &p); err != nil || p.Title != "Next at Alexanderplatz" || p.Body != "0 m" {
 		t.Fatalf("second push: %+v %v", p, err)
 	}
-	for rule, want := range map[string]engine.FunnelDay{
+	for rule, exp := range map[string]engine.FunnelDay{
 		// capped: sent on the first visit, capped on the second.
 		"capped": {Evaluated: 2, Matched: 2, Issued: 1, Skipped: map[string]int{engine.ReasonCap: 1}},
 		// next: lower priority on the first, sent on the second.
@@ -374,8 +374,8 @@ func TestACappedOfferMakesWayForTheNext(t *testing.T) {
 			t.Fatal(err)
 		}
 		d := rep.Days[0]
-		if d.Evaluated != want.Evaluated || d.Matched != want.Matched || d.Issued != want.Issued || !maps.Equal(d.Skipped, want.Skipped) {
-			t.Errorf("%s funnel: %+v, want %+v", rule, d, want)
+		if d.Evaluated != exp.Evaluated || d.Matched != exp.Matched || d.Issued != exp.Issued || !maps.Equal(d.Skipped, exp.Skipped) {
+			t.Errorf("%s funnel: %+v, want %+v", rule, d, exp)
 		}
 	}
 }

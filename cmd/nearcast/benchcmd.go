@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/nearcast/nearcast/cmd/nearcast/bench"
@@ -43,6 +44,7 @@ func runBench(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&cfg.AppKey, "app-key", cfg.AppKey, "app key for --server")
 	fs.StringVar(&cfg.Out, "out", cfg.Out, "folder for the report")
 	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the city and the walks")
+	cpuProfile := fs.String("cpuprofile", "", "write the bench's own CPU profile to this file (the server's: NEARCAST_PPROF_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -51,6 +53,17 @@ func runBench(ctx context.Context, args []string, out io.Writer) error {
 	}
 	cfg.Log = out
 	cfg.Start = benchServer(out)
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	rep, err := bench.Run(ctx, cfg)
 	if err != nil {
 		return err
