@@ -1,0 +1,117 @@
+package bench
+
+import (
+	"math"
+	"testing"
+	"time"
+
+	"github.com/nearcast/nearcast/geo"
+)
+
+// One phone sends one ping at a time: no two shards hold one customer,
+// whatever the number of shards.
+func TestShardsNeverShareACustomer(t *testing.T) {
+	city := NewCity(1, 200, 10, 5000)
+	for _, shards := range []int{1, 7, 64} {
+		owner := map[int]int{}
+		for i, sh := range newShards(city, 1, shards, 2000, 10) {
+			for k := 0; k < 500; k++ {
+				p := sh.nextPing()
+				if o, ok := owner[p.customer]; ok && o != i {
+					t.Fatalf("%d shards: customer %d in shards %d and %d", shards, p.customer, o, i)
+				}
+				owner[p.customer] = i
+				if p.customer < 0 || p.customer >= city.Customers {
+					t.Fatalf("customer %d of %d", p.customer, city.Customers)
+				}
+			}
+		}
+	}
+}
+
+// Customers move as their mode says between two pings 15 s apart, and a
+// customer on an errand reaches the store and stays inside its fence.
+func TestWalksMoveAtTheirSpeed(t *testing.T) {
+	city := NewCity(2, 300, 10, 1000)
+	sh := newMovers(city, 2, 0, 1, 400, 30)
+	reached := 0
+	for i := range sh.all {
+		v := &sh.all[i]
+		for step := 0; step < 30 && v.steps > 1; step++ {
+			before, mode, speed := *v, v.mode, v.speed
+			sh.step(v)
+			if v.customer != before.customer {
+				break // a new path
+			}
+			d := geo.DistanceM(before.lat, before.lng, v.lat, v.lng)
+			switch mode {
+			case standing:
+				if d > 30 {
+					t.Fatalf("standing customer moved %.0f m", d)
+				}
+			case errand:
+				if d > speed*stepS+30 {
+					t.Fatalf("errand: %.0f m in one step at %.1f m/s", d, speed)
+				}
+				if geo.DistanceM(v.lat, v.lng, v.goalLat, v.goalLng) < 25 {
+					reached++
+				}
+			default:
+				if math.Abs(d-speed*stepS) > 1 {
+					t.Fatalf("%s at %.1f m/s moved %.1f m in %d s", modeNames[mode], speed, d, stepS)
+				}
+			}
+		}
+	}
+	if reached == 0 {
+		t.Error("no errand reached its store")
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	var lat []time.Duration
+	for i := 1; i <= 1000; i++ {
+		lat = append(lat, time.Duration(i)*time.Millisecond/10) // 0.1 .. 100 ms
+	}
+	l, hist := summarize(lat)
+	if l.P50 != 50.1 || l.P90 != 90.1 || l.P99 != 99.1 || l.P999 != 100 || l.Max != 100 {
+		t.Errorf("percentiles %+v", l)
+	}
+	n := int64(0)
+	prev := 0.0
+	for _, b := range hist {
+		n += b.Count
+		if b.UpToMs <= prev {
+			t.Fatalf("bands not rising: %v", hist)
+		}
+		prev = b.UpToMs
+	}
+	if n != 1000 || prev < 100 {
+		t.Errorf("histogram holds %d pings up to %.1f ms", n, prev)
+	}
+}
+
+func TestJudge(t *testing.T) {
+	r := &Report{
+		Phases: []*Phase{
+			{Name: PhaseBaseline, Throughput: 1000},
+			{Name: PhasePeak, Throughput: 1200},
+			{Name: PhaseAt80, Throughput: 960, Latency: Latency{P99: 12}},
+		},
+		Memory: Memory{RedisBytesPerCustomerAfterRun: 900, IndexBytesPerCircle: 104},
+	}
+	r.judge()
+	met := map[string]bool{}
+	for _, a := range r.Aims {
+		met[a.Name] = a.Met
+	}
+	want := map[string]bool{
+		"decisions per second vs bare GEOSEARCH": true, "p99 at 80% of the peak rate": false,
+		"Redis memory per customer": true, "geo index per circular store": true, "duplicate offers": true, "errors": true,
+	}
+	for k, v := range want {
+		if got, ok := met[k]; !ok || got != v {
+			t.Errorf("%s: met %v (listed %v), want %v", k, got, ok, v)
+		}
+	}
+}
