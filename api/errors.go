@@ -95,7 +95,7 @@ func toError(err error) *Error {
 func (s *Server) handleError(c *fiber.Ctx, err error) error {
 	e := toError(err)
 	if e.Status >= 500 {
-		s.log.Error("request failed", "method", c.Method(), "path", c.Route().Path, "status", e.Status, "err", err)
+		s.log.Error("request failed", "request_id", c.GetRespHeader(fiber.HeaderXRequestID), "method", c.Method(), "path", c.Route().Path, "status", e.Status, "err", err)
 	}
 	return c.Status(e.Status).JSON(fiber.Map{"error": e})
 }

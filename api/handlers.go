@@ -600,6 +600,8 @@ func (r *pingRequest) toPing() (engine.Ping, error) {
 }
 
 func (s *Server) postPing(c *fiber.Ctx) error {
+	start := time.Now()
+	defer func() { s.pingTime.Observe(time.Since(start).Seconds()) }()
 	dryRun, err := boolQuery(c, "dry_run")
 	if err != nil {
 		return err

@@ -15,6 +15,10 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/gofiber/fiber/v2/middleware/requestid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nearcast/nearcast/engine"
@@ -49,12 +53,17 @@ type Deps struct {
 	Log       *slog.Logger
 	// RequestTimeout bounds the Redis work of one request.
 	RequestTimeout time.Duration
+	// Metrics is the registry GET /metrics serves; the API adds the ping
+	// latency to it. Nil: a registry of the API's own.
+	Metrics *prometheus.Registry
 }
 
 // Server holds the routes' dependencies.
 type Server struct {
 	Deps
 	log *slog.Logger
+	// pingTime is the time from a ping's arrival to its answer.
+	pingTime prometheus.Histogram
 }
 
 type role int
@@ -70,7 +79,15 @@ func New(d Deps) *fiber.App {
 	if d.RequestTimeout == 0 {
 		d.RequestTimeout = 2 * time.Second
 	}
-	s := &Server{Deps: d, log: d.Log}
+	if d.Metrics == nil {
+		d.Metrics = prometheus.NewRegistry()
+	}
+	s := &Server{Deps: d, log: d.Log, pingTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "nearcast_ping_duration_seconds",
+		Help:    "Time from a ping's arrival to its answer, errors included.",
+		Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2},
+	})}
+	d.Metrics.MustRegister(s.pingTime)
 	app := fiber.New(fiber.Config{
 		AppName:               "nearcast",
 		BodyLimit:             maxBulkBody,
@@ -80,8 +97,12 @@ func New(d Deps) *fiber.App {
 		WriteTimeout:          10 * time.Second,
 		IdleTimeout:           60 * time.Second,
 	})
+	// Every answer carries a request id (the caller's X-Request-ID, or a
+	// new one), which the log of a failed request names.
+	app.Use(requestid.New())
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", s.readyz)
+	app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(d.Metrics, promhttp.HandlerOpts{})))
 	app.Get("/v1/openapi.yaml", func(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderContentType, "application/yaml")
 		return c.Send(OpenAPI)

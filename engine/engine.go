@@ -74,6 +74,8 @@ type Config struct {
 	// RedisLanes is how many pipelines of pings' commands may be on the
 	// wire to Redis at once; more pings wait and go together.
 	RedisLanes int
+	// Metrics counts decisions and events; nil counts nothing.
+	Metrics *Metrics
 }
 
 // DefaultConfig is the configuration the server starts with.
@@ -603,6 +605,10 @@ func (e *Engine) Evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 	res, err := e.evaluate(ctx, p, opt)
 	if err != nil {
 		return nil, err
+	}
+	if !opt.DryRun {
+		e.cfg.Metrics.decided(res.Explain)
+		e.cfg.Metrics.happened(res.Events)
 	}
 	if !opt.Explain {
 		res.Explain = nil

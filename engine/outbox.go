@@ -32,6 +32,8 @@ type DispatchConfig struct {
 	// Block is how long a worker waits for new pushes before it looks for
 	// abandoned ones (and notices a shutdown).
 	Block time.Duration
+	// Metrics counts the pushes' fates; nil counts nothing.
+	Metrics *Metrics
 }
 
 // DefaultDispatchConfig is what the server starts with.
@@ -257,6 +259,7 @@ func (d *Dispatcher) retryLater(ctx context.Context, entry string, p Push, cause
 		d.log.Warn("outbox: cannot defer a push, it will be reclaimed", "push", p.ID, "err", err)
 		return
 	}
+	d.cfg.Metrics.pushed("retry")
 	d.log.Warn("push failed, will retry", "push", p.ID, "attempt", p.Attempts, "in", delay.Round(time.Millisecond), "err", cause)
 }
 
@@ -272,6 +275,7 @@ func (d *Dispatcher) release(ctx context.Context) {
 // push twice; the push's collapse key (its rule) then makes the phone
 // show it once.
 func (d *Dispatcher) sent(ctx context.Context, entry string, p Push) {
+	d.cfg.Metrics.pushed("sent")
 	funnel := funnelKey(p.Data["rule_id"], d.now().UTC().Format("20060102"))
 	err := sentScript.Run(ctx, d.rdb, []string{couponKey(p.ID), keyOutbox, funnel},
 		d.now().UnixMilli(), outboxGroup, entry, int64(funnelTTL/time.Second)).Err()
@@ -295,6 +299,9 @@ return 1`)
 // was not sent is recorded in the dead-letter stream and the rule's funnel
 // with its reason, before the acknowledgement.
 func (d *Dispatcher) finish(ctx context.Context, id string, p *Push, reason string, cause error) {
+	if reason != "" {
+		d.cfg.Metrics.pushed(reason)
+	}
 	_, err := d.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
 		if reason != "" {
 			values := map[string]any{"reason": reason, "entry": id}

@@ -22,6 +22,8 @@ import (
 	_ "time/tzdata" // time zones without the system's tzdata (small images)
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nearcast/nearcast/api"
@@ -125,7 +127,12 @@ func serve(ctx context.Context, env func(string) string, out io.Writer) error {
 		sender, pushLog = l, l
 	}
 
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := engine.NewMetrics(reg, rdb, live)
+
 	ecfg := engine.DefaultConfig
+	ecfg.Metrics = metrics
 	ecfg.PushTTL = cfg.PushTTL
 	ecfg.VisitTimeout = cfg.VisitTimeout
 	ecfg.MaxEnterSpeedMps = cfg.MaxEnterSpeed
@@ -137,12 +144,13 @@ func serve(ctx context.Context, env func(string) string, out io.Writer) error {
 	dcfg := engine.DefaultDispatchConfig()
 	dcfg.Workers = cfg.PushWorkers
 	dcfg.ClaimIdle = cfg.ClaimIdle
+	dcfg.Metrics = metrics
 	dispatcher := engine.NewDispatcher(rdb, sender, dcfg, log, nil)
 
 	app := api.New(api.Deps{
 		Live: live, Customers: customers, Engine: eng, Ledger: engine.NewLedger(rdb, coupons, nil), Redis: rdb, Pushes: pushLog,
 		Ready:   func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-		AppKeys: cfg.AppKeys, AdminKeys: cfg.AdminKeys, Log: log,
+		AppKeys: cfg.AppKeys, AdminKeys: cfg.AdminKeys, Log: log, Metrics: reg,
 	})
 
 	ln, err := net.Listen("tcp", cfg.Addr)
