@@ -4,7 +4,7 @@ BIN      := bin/nearcast
 # Root installs directly; anyone else through sudo.
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run build test test-deps vet bench bench-full bench-go clean
+.PHONY: run build test test-deps vet fuzz bench bench-full bench-go clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/nearcast
@@ -18,6 +18,14 @@ run: build
 test: test-deps vet
 	$(GO) test -count=1 -race -short -timeout 8m ./...
 	$(GO) test -count=1 -timeout 5m -run 'IndexMatchesBruteForce' ./geo
+	$(MAKE) fuzz FUZZTIME=10s
+
+## fuzz: each fuzz target for FUZZTIME (its corpus: testdata/fuzz in its package).
+FUZZTIME ?= 1m
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodePing$$' -fuzztime $(FUZZTIME) ./api
+	$(GO) test -run '^$$' -fuzz '^FuzzCompileRule$$' -fuzztime $(FUZZTIME) ./rules
+	$(GO) test -run '^$$' -fuzz '^FuzzRenderTemplate$$' -fuzztime $(FUZZTIME) ./rules
 
 test-deps:
 	@command -v redis-server >/dev/null 2>&1 || { \

@@ -59,6 +59,7 @@ func checkTemplateFields(t *template.Template) []string {
 			node = next
 		}
 	}
+	ranges := 0 // ranges around the node walked
 	var walk func(n parse.Node, rooted bool)
 	walk = func(n parse.Node, rooted bool) {
 		switch n := n.(type) {
@@ -95,8 +96,19 @@ func checkTemplateFields(t *template.Template) []string {
 			walk(n.List, rooted)
 			walk(n.ElseList, rooted)
 		case *parse.RangeNode:
+			// A range goes over a list of the data, once: a range over a
+			// number ({{range 1000000000}}) or a range within a range
+			// could keep a ping waiting for ever.
+			if ranges > 0 {
+				bad = append(bad, "a range inside a range is not allowed")
+			}
+			if !overData(n.Pipe) {
+				bad = append(bad, "range goes only over a list of the data, such as {{range .customer.segments}}")
+			}
 			walk(n.Pipe, rooted)
+			ranges++
 			walk(n.List, false)
+			ranges--
 			walk(n.ElseList, rooted)
 		case *parse.WithNode:
 			walk(n.Pipe, rooted)
@@ -110,6 +122,21 @@ func checkTemplateFields(t *template.Template) []string {
 		walk(t.Tree.Root, true)
 	}
 	return bad
+}
+
+// overData reports whether a range's pipeline is a plain path into the
+// data ({{range .customer.segments}}, {{range $i, $s := $.customer.segments}}).
+func overData(p *parse.PipeNode) bool {
+	if p == nil || len(p.Cmds) != 1 || len(p.Cmds[0].Args) != 1 {
+		return false
+	}
+	switch a := p.Cmds[0].Args[0].(type) {
+	case *parse.FieldNode:
+		return true
+	case *parse.VariableNode:
+		return len(a.Ident) > 1
+	}
+	return false
 }
 
 // trialRender runs a template, when its rule is saved, for a customer with
@@ -226,12 +253,32 @@ func visitData(v *VisitEnv) map[string]any {
 
 // execute runs a template with helpers bound to the text's language and
 // the customer's time zone.
+// MaxTextBytes bounds a rendered title or body: FCM takes at most 4 KB
+// for a whole message.
+const MaxTextBytes = 4096
+
+// errTooLong stops a template whose text outgrows MaxTextBytes.
+var errTooLong = fmt.Errorf("the text is longer than %d bytes", MaxTextBytes)
+
+// cappedWriter keeps what a template writes, up to max bytes.
+type cappedWriter struct {
+	strings.Builder
+	max int
+}
+
+func (w *cappedWriter) Write(p []byte) (int, error) {
+	if w.Len()+len(p) > w.max {
+		return 0, errTooLong
+	}
+	return w.Builder.Write(p)
+}
+
 func execute(t *template.Template, helpers template.FuncMap, data any) (string, error) {
 	t, err := t.Clone()
 	if err != nil {
 		return "", err
 	}
-	var b strings.Builder
+	b := cappedWriter{max: MaxTextBytes}
 	if err := t.Funcs(helpers).Execute(&b, data); err != nil {
 		return "", err
 	}

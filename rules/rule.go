@@ -479,10 +479,11 @@ func compileTexts(fs *faults, field string, texts Texts, trial bool) []compiledT
 			fs.add(path, "%s", templateError(err))
 			continue
 		}
-		for _, msg := range checkTemplateFields(tmpl) {
+		bad := checkTemplateFields(tmpl)
+		for _, msg := range bad {
 			fs.addPrecondition(path, "%s", msg)
 		}
-		if trial {
+		if trial && len(bad) == 0 { // a template refused is not run, not even on trial
 			if msg := trialRender(tmpl, tag); msg != "" {
 				fs.addPrecondition(path, "%s", msg)
 			}

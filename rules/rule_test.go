@@ -45,6 +45,11 @@ func TestCompileFaults(t *testing.T) {
 		{"template unknown field", func(r *Rule) { r.Offer.Body[1].Template = "{{.store.nam}}" }, "offer.body.en", `store has no field "nam"`, true},
 		{"template that fails at send time", func(r *Rule) { r.Offer.Body[1].Template = "{{index .customer.segments 3}}" }, "offer.body.en", "fails for a customer with an empty profile", true},
 		{"template unknown root", func(r *Rule) { r.Offer.Body[1].Template = "{{.shop.name}}" }, "offer.body.en", `no field "shop"`, true},
+		{"template range over a number", func(r *Rule) { r.Offer.Body[1].Template = "{{range 1000000000}}{{end}}" }, "offer.body.en", "only over a list of the data", true},
+		{"template range within a range", func(r *Rule) {
+			r.Offer.Body[1].Template = "{{range .customer.segments}}{{range $.customer.segments}}x{{end}}{{end}}"
+		}, "offer.body.en", "range inside a range", true},
+		{"template text too long", func(r *Rule) { r.Offer.Body[1].Template = strings.Repeat("x", MaxTextBytes+1) }, "offer.body.en", "longer than 4096 bytes", true},
 		{"bad language", func(r *Rule) { r.Offer.Title[1].Lang = "english!" }, "offer.title.english!", "language tag", false},
 		{"no title", func(r *Rule) { r.Offer.Title = nil }, "offer.title", "at least one language", false},
 		{"languages differ", func(r *Rule) { r.Offer.Body = r.Offer.Body[:1] }, "offer.body", "same languages", false},
