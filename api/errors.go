@@ -3,7 +3,9 @@ package api
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
+	"strconv"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -52,6 +54,7 @@ func toError(err error) *Error {
 	var ve *rules.ValidationError
 	var fe *fiber.Error
 	var ws *engine.WrongStoreError
+	var rl *engine.RateLimitError
 	switch {
 	case errors.As(err, &ws):
 		return newError(http.StatusUnprocessableEntity, "store_id", "%s", ws.Error())
@@ -76,6 +79,8 @@ func toError(err error) *Error {
 		return newError(http.StatusConflict, "", "this coupon was redeemed already")
 	case errors.Is(err, engine.ErrExpired):
 		return newError(http.StatusGone, "", "this coupon has expired")
+	case errors.As(err, &rl):
+		return newError(http.StatusTooManyRequests, "", "%s", rl.Error())
 	case errors.Is(err, engine.ErrUnavailable), errors.Is(err, engine.ErrNoSnapshot):
 		return newError(http.StatusServiceUnavailable, "", "a dependency is unavailable; retry later")
 	case errors.As(err, &fe):
@@ -94,6 +99,10 @@ func toError(err error) *Error {
 
 func (s *Server) handleError(c *fiber.Ctx, err error) error {
 	e := toError(err)
+	var rl *engine.RateLimitError
+	if errors.As(err, &rl) {
+		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(math.Ceil(rl.RetryAfter.Seconds()))))
+	}
 	if e.Status >= 500 {
 		s.log.Error("request failed", "request_id", c.GetRespHeader(fiber.HeaderXRequestID), "method", c.Method(), "path", c.Route().Path, "status", e.Status, "err", err)
 	}

@@ -28,6 +28,16 @@ import (
 // ErrUnavailable wraps a failure of Redis: the caller may retry later.
 var ErrUnavailable = errors.New("unavailable")
 
+// RateLimitError is a ping over a customer's or a device's limit; it
+// changed nothing.
+type RateLimitError struct {
+	RetryAfter time.Duration
+}
+
+func (e *RateLimitError) Error() string {
+	return fmt.Sprintf("too many pings from this customer or device; retry in %s", e.RetryAfter.Round(time.Second))
+}
+
 // ErrNoSnapshot means the catalog has not been loaded yet.
 var ErrNoSnapshot = errors.New("no catalog snapshot loaded yet")
 
@@ -74,6 +84,11 @@ type Config struct {
 	// RedisLanes is how many pipelines of pings' commands may be on the
 	// wire to Redis at once; more pings wait and go together.
 	RedisLanes int
+	// PingsPerMinute and PingsPerMinuteDevice limit a customer's pings,
+	// and each of their devices', in a minute of the server's clock;
+	// 0 means no limit.
+	PingsPerMinute       int
+	PingsPerMinuteDevice int
 	// Metrics counts decisions and events; nil counts nothing.
 	Metrics *Metrics
 }
@@ -90,6 +105,9 @@ var DefaultConfig = Config{
 	EnterAccuracyM:   25,
 	CouponRetention:  30 * 24 * time.Hour,
 	RedisLanes:       1,
+	// An app sends a fix every few seconds at most; more is a loop or abuse.
+	PingsPerMinute:       60,
+	PingsPerMinuteDevice: 30,
 }
 
 // maxCommit bounds how many eligible offers one ping hands to the atomic
@@ -207,7 +225,8 @@ type Result struct {
 //
 // KEYS: presence, profile, device_seen, visits, caps
 // ARGV: ts_ms, visit_timeout_ms, dry ("1"), device_id, speed_mps (-1: unknown),
-// max_enter_speed_mps, lat, lng, n, then per store: id, kind ("s": surely
+// max_enter_speed_mps, lat, lng, n, now_ms (the server's clock), pings a
+// minute per customer and per device (0: no limit), then per store: id, kind ("s": surely
 // inside, may enter; "h": may still be inside, keeps a visit), n_thresholds,
 // dwell thresholds in seconds (ascending)…
 // Returns {"ok", n_entered, ids…, n_exited, (id, visit_ms)…, n_dwell,
@@ -215,24 +234,51 @@ type Result struct {
 // happened, else that followed by {profile doc,
 // visits in all, previous visit's start (ms), n_stores, (id, visits,
 // previous visit's start)…, offers received}, or {"no_consent"}, or
-// {"stale"} (a fix older than the last one seen).
+// {"stale"} (a fix older than the last one seen), or {"rate_limited",
+// ms until the next minute}.
 var observeScript = redis.NewScript(`
 local ts = tonumber(ARGV[1])
 local timeout = tonumber(ARGV[2])
 local dry = ARGV[3] == '1'
 if redis.call('HGET', KEYS[2], 'loc') ~= '1' then return {'no_consent'} end
 local cur = redis.call('HGETALL', KEYS[1])
-local present, last, prev = {}, 0, nil
+local present, last, prev, rcv, rdv = {}, 0, nil, nil, nil
+local fd = '_rd:' .. ARGV[4]
 for i = 1, #cur, 2 do
   local f = cur[i]
   if f == '_ts' then last = tonumber(cur[i + 1])
   elseif f == '_fix' then prev = cur[i + 1]
+  elseif f == '_rc' then rcv = cur[i + 1]
+  elseif f == fd then rdv = cur[i + 1]
   elseif string.sub(f, 1, 1) ~= '_' then
     local e, s, d = string.match(cur[i + 1], '^(%d+):(%d+):(%d+)$')
     if e then present[f] = {tonumber(e), tonumber(s), tonumber(d)} end
   end
 end
-if ts < last then return {'stale'} end
+-- Rate limits, per minute of the server's clock: the customer's pings and
+-- each device's, kept as "minute:count". A ping over a limit changes
+-- nothing; a dry run is held to the limits but not counted.
+local now = tonumber(ARGV[10])
+local minute = math.floor(now / 60000)
+local function bump(v)
+  local m, c = string.match(v or '', '^(%d+):(%d+)$')
+  if m and tonumber(m) == minute then return tonumber(c) + 1 end
+  return 1
+end
+local limC, limD = tonumber(ARGV[11]), tonumber(ARGV[12])
+local counts = {}
+if limC > 0 or limD > 0 then
+  local rc, rd = bump(rcv), bump(rdv)
+  if (limC > 0 and rc > limC) or (limD > 0 and ARGV[4] ~= '' and rd > limD) then
+    return {'rate_limited', string.format('%d', (minute + 1) * 60000 - now)}
+  end
+  counts = {'_rc', minute .. ':' .. rc}
+  if ARGV[4] ~= '' then table.insert(counts, fd); table.insert(counts, minute .. ':' .. rd) end
+end
+if ts < last then
+  if not dry and #counts > 0 then redis.call('HSET', KEYS[1], unpack(counts)) end
+  return {'stale'}
+end
 local speed = tonumber(ARGV[5])
 local lat, lng = tonumber(ARGV[7]), tonumber(ARGV[8])
 if speed < 0 and prev and tonumber(ARGV[9]) > 0 then
@@ -251,7 +297,8 @@ local fast = speed > tonumber(ARGV[6])
 local listed = {}
 local entered, exited, dwelt, tooFast = {}, {}, {}, {}
 local writes, dels = {'_ts', ARGV[1], '_fix', ARGV[1] .. ':' .. ARGV[7] .. ':' .. ARGV[8]}, {}
-local i = 10
+for _, x in ipairs(counts) do table.insert(writes, x) end
+local i = 13
 for _ = 1, tonumber(ARGV[9]) do
   local id, kind, nt = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local thresholds = {}
@@ -647,7 +694,7 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 			n++
 		}
 	}
-	args = append(args, n)
+	args = append(args, n, now.UnixMilli(), e.cfg.PingsPerMinute, e.cfg.PingsPerMinuteDevice)
 	for _, h := range hits {
 		if !h.Held(p.AccuracyM) {
 			continue
@@ -668,7 +715,12 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 	if err != nil {
 		return nil, fmt.Errorf("%w: presence: %v", ErrUnavailable, err)
 	}
-	if raw[0] != "ok" {
+	switch raw[0] {
+	case "ok":
+	case "rate_limited":
+		ms, _ := strconv.ParseInt(raw[1], 10, 64)
+		return nil, &RateLimitError{RetryAfter: time.Duration(ms) * time.Millisecond}
+	default:
 		return res, nil // no consent, no profile, or a fix older than the last: nothing changes
 	}
 	obs := parseObserve(raw)

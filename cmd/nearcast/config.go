@@ -30,6 +30,8 @@ type config struct {
 	VisitTimeout  time.Duration
 	MaxEnterSpeed float64
 	MaxOffersDay  int
+	PingsPerMin   int // a customer's pings a minute; 0: no limit
+	PingsPerMinD  int // a device's
 	MinOfferGap   time.Duration
 	ClaimIdle     time.Duration
 	QuietHours    [2]int // from, until in minutes; equal: none
@@ -143,6 +145,8 @@ func loadConfig(env func(string) string) (*config, error) {
 		}
 		c.MaxOffersDay = n
 	}
+	c.PingsPerMin = count(env, "NEARCAST_PINGS_PER_MINUTE", 60, bad)
+	c.PingsPerMinD = count(env, "NEARCAST_PINGS_PER_MINUTE_DEVICE", 30, bad)
 	c.MaxEnterSpeed = 3
 	if v := env("NEARCAST_MAX_ENTER_SPEED"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
@@ -176,6 +180,20 @@ func duration(env func(string) string, name string, def time.Duration, bad func(
 		return def
 	}
 	return d
+}
+
+// count reads a whole number of at least 0 (0: no limit).
+func count(env func(string) string, name string, def int, bad func(string, string, ...any)) int {
+	v := env(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		bad(name, "must be a whole number, 0 for no limit")
+		return def
+	}
+	return n
 }
 
 func or(v, def string) string {

@@ -116,3 +116,27 @@ func TestRequestIDs(t *testing.T) {
 		t.Errorf("request ids %v: want three different ones", ids)
 	}
 }
+
+// A device over its limit gets 429 rate_limited in the contract's shape,
+// with Retry-After.
+func TestPingRateLimitAnswer(t *testing.T) {
+	base, _ := startServer(t, map[string]string{"NEARCAST_PINGS_PER_MINUTE_DEVICE": "2"})
+	body := `{"customer_id":"c-42","device_id":"d-1","lat":52.6,"lng":13.4}`
+	for i := 0; i < 2; i++ {
+		if status, raw := call(t, "POST", base+"/v1/pings", "demo-app", body); status != 200 {
+			t.Fatalf("ping %d: %d %s", i, status, raw)
+		}
+	}
+	req, _ := http.NewRequest("POST", base+"/v1/pings", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer demo-app")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	after, err := strconv.Atoi(res.Header.Get("Retry-After"))
+	if res.StatusCode != 429 || !strings.Contains(string(raw), `"code":"rate_limited"`) || err != nil || after < 1 || after > 60 {
+		t.Fatalf("3rd ping: %d, Retry-After %q, %s", res.StatusCode, res.Header.Get("Retry-After"), raw)
+	}
+}
