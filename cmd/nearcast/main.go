@@ -232,6 +232,7 @@ func redisClient(url string) (redis.UniversalClient, error) {
 			return nil, fmt.Errorf("NEARCAST_REDIS_URL: %w", err)
 		}
 		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout, opt.MaxRetries = redisTimeouts()
+		opt.DialerRetries = 1 // a Redis that is down is told at once, not after five tries
 		return redis.NewClient(opt), nil
 	}
 	seeds := list(url)
@@ -240,6 +241,7 @@ func redisClient(url string) (redis.UniversalClient, error) {
 	}
 	opt := &redis.ClusterOptions{Addrs: seeds}
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout, opt.MaxRetries = redisTimeouts()
+	opt.DialerRetries = 1
 	return redis.NewClusterClient(opt), nil
 }
 

@@ -25,14 +25,14 @@ type Server struct {
 	Addr string
 	cmd  *exec.Cmd
 	dir  string
+	args []string // to start it again, the same
 }
 
 // Start runs redis-server on a free loopback port, without persistence,
 // with any further settings given as redis-server arguments. It fails
 // when redis-server is not installed: `make test` installs it.
 func Start(settings ...string) (*Server, error) {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
+	if _, err := exec.LookPath("redis-server"); err != nil {
 		return nil, fmt.Errorf("redis-server not found: run `make test`, which installs it, or apt-get install redis-server")
 	}
 	dir, err := os.MkdirTemp("", "nearcast-redis-")
@@ -47,11 +47,47 @@ func Start(settings ...string) (*Server, error) {
 	l.Close()
 	args := []string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log")}
-	cmd := exec.Command(bin, append(args, settings...)...)
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start redis-server: %w", err)
+	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), dir: dir, args: append(args, settings...)}
+	if err := s.start(); err != nil {
+		return nil, err
 	}
-	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd, dir: dir}
+	if err := s.waitUp(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) start() error {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return err
+	}
+	s.cmd = exec.Command(bin, s.args...)
+	if err := s.cmd.Start(); err != nil {
+		return fmt.Errorf("start redis-server: %w", err)
+	}
+	return nil
+}
+
+// Kill stops the process at once (SIGKILL), as a crash would, keeping its
+// folder: with persistence on, Restart finds the data again.
+func (s *Server) Kill() {
+	if s.cmd.Process != nil {
+		_ = s.cmd.Process.Kill()
+		_ = s.cmd.Wait()
+	}
+}
+
+// Restart starts the process again on the same port and folder.
+func (s *Server) Restart() error {
+	if err := s.start(); err != nil {
+		return err
+	}
+	return s.waitUp()
+}
+
+// waitUp waits until the server answers.
+func (s *Server) waitUp() error {
 	rdb := redis.NewClient(&redis.Options{Addr: s.Addr})
 	defer rdb.Close()
 	deadline := time.Now().Add(10 * time.Second)
@@ -60,11 +96,11 @@ func Start(settings ...string) (*Server, error) {
 		err := rdb.Ping(ctx).Err()
 		cancel()
 		if err == nil {
-			return s, nil
+			return nil
 		}
 		if time.Now().After(deadline) {
 			s.Stop()
-			return nil, fmt.Errorf("redis-server did not answer on %s: %v (%s)", s.Addr, err, s.logTail())
+			return fmt.Errorf("redis-server did not answer on %s: %v (%s)", s.Addr, err, s.logTail())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
