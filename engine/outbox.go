@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/time/rate"
 )
 
 const outboxGroup = "senders"
@@ -34,6 +35,10 @@ type DispatchConfig struct {
 	Block time.Duration
 	// Metrics counts the pushes' fates; nil counts nothing.
 	Metrics *Metrics
+	// Rate bounds the pushes this replica sends a second, over all its
+	// workers, so that a burst stays within the push service's quota;
+	// 0 means no bound.
+	Rate float64
 }
 
 // DefaultDispatchConfig is what the server starts with.
@@ -58,6 +63,7 @@ type Dispatcher struct {
 	customers *Customers
 	sender    Sender
 	cfg       DispatchConfig
+	limiter   *rate.Limiter
 	log       *slog.Logger
 	now       func() time.Time
 }
@@ -73,7 +79,12 @@ func NewDispatcher(rdb redis.UniversalClient, sender Sender, cfg DispatchConfig,
 	if cfg.Block <= 0 {
 		cfg.Block = time.Second
 	}
-	return &Dispatcher{rdb: rdb, customers: NewCustomers(rdb), sender: sender, cfg: cfg, log: log, now: now}
+	limit := rate.Inf
+	if cfg.Rate > 0 {
+		limit = rate.Limit(cfg.Rate)
+	}
+	return &Dispatcher{rdb: rdb, customers: NewCustomers(rdb), sender: sender, cfg: cfg, log: log, now: now,
+		limiter: rate.NewLimiter(limit, max(1, int(cfg.Rate/10)))}
 }
 
 // Run sends pushes until ctx ends, then waits for the pushes in flight.
@@ -180,6 +191,7 @@ func (d *Dispatcher) handle(ctx context.Context, m redis.XMessage) {
 		return
 	}
 	p.DeviceID, p.Token, p.Platform = target.device.ID, target.device.FCMToken, target.device.Platform
+	_ = d.limiter.Wait(ctx) // its turn; ctx has no deadline, and a shutdown still finishes the sends in flight
 	sendCtx, cancel := context.WithTimeout(ctx, d.cfg.SendTimeout)
 	err = d.sender.Send(sendCtx, p)
 	cancel()

@@ -2,6 +2,8 @@ package engine_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -337,5 +339,40 @@ func TestDispatcherDoesNotResendAPushMarkedSent(t *testing.T) {
 	eventually(t, "the outbox to empty", func() bool { return undelivered(t, f.rdb) == 0 })
 	if n := len(double.Messages()); n != 0 {
 		t.Fatalf("a push marked sent was sent again (%d)", n)
+	}
+}
+
+// NEARCAST_PUSH_RATE: a replica sends no faster than its rate, whatever
+// the backlog, and sends it all.
+func TestDispatcherKeepsToItsRate(t *testing.T) {
+	f := newRealClockFixture(t)
+	ctx := context.Background()
+	const n, perSecond = 21, 20.0
+	for i := 0; i < n; i++ {
+		p, _ := json.Marshal(engine.Push{ID: fmt.Sprintf("RATE%08d", i), CustomerID: "c-42", DeviceID: "d-1", Title: "t", Body: "b",
+			Data: map[string]string{"coupon_code": fmt.Sprintf("RATE%08d", i)}, ExpiresAt: time.Now().Add(time.Minute), CreatedAt: time.Now()})
+		if err := f.rdb.XAdd(ctx, &redis.XAddArgs{Stream: "nc:outbox", Values: map[string]any{"push": string(p)}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	double := fcmtest.New(t)
+	sender, err := push.NewFCM(ctx, push.FCMConfig{ProjectID: "p", Endpoint: double.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := engine.DefaultDispatchConfig()
+	cfg.Workers, cfg.Block, cfg.Rate = 4, 50*time.Millisecond, perSecond
+	d := engine.NewDispatcher(f.rdb, sender, cfg, quiet, nil)
+	runCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); d.Run(runCtx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	start := time.Now()
+	eventually(t, "every push", func() bool { return len(double.Messages()) == n })
+	// A burst of 2, then one every 50 ms: at least 0.95 s for 21; a slow
+	// machine only takes longer.
+	if took := time.Since(start); took < 900*time.Millisecond {
+		t.Fatalf("%d pushes in %s: faster than %v a second", n, took, perSecond)
 	}
 }

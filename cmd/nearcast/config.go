@@ -26,6 +26,7 @@ type config struct {
 	AdminKeys     []string
 	CouponSecret  []byte
 	PushWorkers   int
+	PushRate      float64 // pushes a second from this replica; 0: no bound
 	PushTTL       time.Duration
 	VisitTimeout  time.Duration
 	MaxEnterSpeed float64
@@ -111,6 +112,13 @@ func loadConfig(env func(string) string) (*config, error) {
 			bad("NEARCAST_PUSH_WORKERS", "must be a whole number from 1 to 256")
 		}
 		c.PushWorkers = n
+	}
+	if v := env("NEARCAST_PUSH_RATE"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 0 {
+			bad("NEARCAST_PUSH_RATE", "must be pushes a second, 0 for no bound")
+		}
+		c.PushRate = f
 	}
 	c.PushTTL = duration(env, "NEARCAST_PUSH_TTL", 10*time.Minute, bad)
 	c.VisitTimeout = duration(env, "NEARCAST_VISIT_TIMEOUT", 30*time.Minute, bad)
