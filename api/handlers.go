@@ -599,6 +599,29 @@ func (r *pingRequest) toPing() (engine.Ping, error) {
 	return p, nil
 }
 
+// HeaderIDToken carries the app user's Firebase ID token with a ping.
+const HeaderIDToken = "X-Firebase-ID-Token"
+
+// checkIDToken holds a ping to its sender's Firebase ID token, when
+// tokens are checked: the token must be valid and its uid the customer's.
+func (s *Server) checkIDToken(ctx context.Context, c *fiber.Ctx, customerID string) error {
+	if s.VerifyIDToken == nil {
+		return nil
+	}
+	token := c.Get(HeaderIDToken)
+	if token == "" {
+		return newError(http.StatusUnauthorized, "", "send the app user's Firebase ID token in %s", HeaderIDToken)
+	}
+	uid, err := s.VerifyIDToken(ctx, token)
+	if err != nil {
+		return newError(http.StatusUnauthorized, "", "the Firebase ID token is not valid")
+	}
+	if uid != customerID {
+		return newError(http.StatusForbidden, "customer_id", "the Firebase ID token is another user's than customer_id")
+	}
+	return nil
+}
+
 func (s *Server) postPing(c *fiber.Ctx) error {
 	start := time.Now()
 	defer func() { s.pingTime.Observe(time.Since(start).Seconds()) }()
@@ -620,6 +643,9 @@ func (s *Server) postPing(c *fiber.Ctx) error {
 	}
 	ctx, cancel := s.ctx()
 	defer cancel()
+	if err := s.checkIDToken(ctx, c, p.CustomerID); err != nil {
+		return err
+	}
 	res, err := s.Engine.Evaluate(ctx, p, engine.Options{DryRun: dryRun, Explain: explain})
 	if err != nil {
 		return err

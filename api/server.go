@@ -56,6 +56,10 @@ type Deps struct {
 	// Metrics is the registry GET /metrics serves; the API adds the ping
 	// latency to it. Nil: a registry of the API's own.
 	Metrics *prometheus.Registry
+	// VerifyIDToken, when set, checks the app user's Firebase ID token sent
+	// with each ping (X-Firebase-ID-Token) and answers its uid, which must
+	// be the ping's customer_id (NEARCAST_VERIFY_ID_TOKENS).
+	VerifyIDToken func(ctx context.Context, token string) (uid string, err error)
 }
 
 // Server holds the routes' dependencies.

@@ -39,6 +39,7 @@ type config struct {
 	LogFormat     string
 	LogLevel      string
 	PprofAddr     string // "" : no profiling endpoint
+	VerifyTokens  bool   // pings carry the app user's Firebase ID token
 	ShutdownGrace time.Duration
 }
 
@@ -164,6 +165,16 @@ func loadConfig(env func(string) string) (*config, error) {
 		c.MaxEnterSpeed = f
 	}
 
+	switch v := env("NEARCAST_VERIFY_ID_TOKENS"); v {
+	case "", "0", "false":
+	case "1", "true":
+		c.VerifyTokens = true
+		if c.FCMProject == "" && c.Credentials == "" {
+			bad("NEARCAST_VERIFY_ID_TOKENS", "needs the Firebase project: NEARCAST_FCM_PROJECT or GOOGLE_APPLICATION_CREDENTIALS")
+		}
+	default:
+		bad("NEARCAST_VERIFY_ID_TOKENS", "must be 1 or 0, not %q", v)
+	}
 	c.LogFormat = env("NEARCAST_LOG_FORMAT")
 	if c.LogFormat == "" {
 		c.LogFormat = "json"

@@ -43,7 +43,8 @@ NEARCAST_APP_KEYS, NEARCAST_ADMIN_KEYS, NEARCAST_COUPON_SECRET,
 NEARCAST_PUSH_WORKERS, NEARCAST_PUSH_RATE, NEARCAST_PUSH_TTL, NEARCAST_VISIT_TIMEOUT,
 NEARCAST_MAX_ENTER_SPEED, NEARCAST_MAX_OFFERS_PER_DAY, NEARCAST_PINGS_PER_MINUTE,
 NEARCAST_PINGS_PER_MINUTE_DEVICE, NEARCAST_QUIET_HOURS, NEARCAST_MIN_OFFER_GAP, NEARCAST_CLAIM_IDLE,
-NEARCAST_LOG_FORMAT, NEARCAST_LOG_LEVEL, NEARCAST_PPROF_ADDR (see README.md).
+NEARCAST_LOG_FORMAT, NEARCAST_LOG_LEVEL, NEARCAST_PPROF_ADDR, NEARCAST_VERIFY_ID_TOKENS
+(see README.md).
 `
 
 func main() {
@@ -150,10 +151,17 @@ func serve(ctx context.Context, env func(string) string, out io.Writer) error {
 	dcfg.Rate = cfg.PushRate
 	dispatcher := engine.NewDispatcher(rdb, sender, dcfg, log, nil)
 
+	var verify func(context.Context, string) (string, error)
+	if cfg.VerifyTokens {
+		verify, err = idTokenVerifier(ctx, cfg.FCMProject, cfg.Credentials)
+		if err != nil {
+			return fmt.Errorf("NEARCAST_VERIFY_ID_TOKENS: %w", err)
+		}
+	}
 	app := api.New(api.Deps{
 		Live: live, Customers: customers, Engine: eng, Ledger: engine.NewLedger(rdb, coupons, nil), Redis: rdb, Pushes: pushLog,
 		Ready:   func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-		AppKeys: cfg.AppKeys, AdminKeys: cfg.AdminKeys, Log: log, Metrics: reg,
+		AppKeys: cfg.AppKeys, AdminKeys: cfg.AdminKeys, Log: log, Metrics: reg, VerifyIDToken: verify,
 	})
 
 	ln, err := net.Listen("tcp", cfg.Addr)
