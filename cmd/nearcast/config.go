@@ -146,14 +146,7 @@ func loadConfig(env func(string) string) (*config, error) {
 		}
 		c.MinOfferGap = d
 	}
-	c.MaxOffersDay = 2
-	if v := env("NEARCAST_MAX_OFFERS_PER_DAY"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			bad("NEARCAST_MAX_OFFERS_PER_DAY", "must be a whole number, 0 for no limit")
-		}
-		c.MaxOffersDay = n
-	}
+	c.MaxOffersDay = count(env, "NEARCAST_MAX_OFFERS_PER_DAY", 2, bad)
 	c.PingsPerMin = count(env, "NEARCAST_PINGS_PER_MINUTE", 60, bad)
 	c.PingsPerMinD = count(env, "NEARCAST_PINGS_PER_MINUTE_DEVICE", 30, bad)
 	c.MaxEnterSpeed = 3
