@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -31,10 +32,10 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 type client struct {
 	t   testing.TB
 	app *fiber.App
-	rdb *redis.Client
+	rdb redis.UniversalClient
 }
 
-func newClient(t testing.TB, rdb *redis.Client) *client {
+func newClient(t testing.TB, rdb redis.UniversalClient) *client {
 	t.Helper()
 	live := rules.NewLive(rdb, quiet)
 	if err := live.Refresh(context.Background()); err != nil {
@@ -115,11 +116,12 @@ func wantError(t *testing.T, r response, status int, code, field string) {
 
 // keysSnapshot lists every key and its type, to show a refused request
 // changed nothing.
-func keysSnapshot(t *testing.T, rdb *redis.Client) string {
-	keys, err := rdb.Keys(context.Background(), "*").Result()
+func keysSnapshot(t *testing.T, rdb redis.UniversalClient) string {
+	keys, err := redistest.Keys(context.Background(), rdb, "*")
 	if err != nil {
 		t.Fatal(err)
 	}
+	slices.Sort(keys)
 	var b strings.Builder
 	for _, k := range keys {
 		v, _ := rdb.Dump(context.Background(), k).Result()

@@ -127,3 +127,22 @@ func orEval(ctx context.Context, rdb redis.Scripter, cmd *redis.Cmd, s *redis.Sc
 	}
 	return cmd
 }
+
+// scripted is a script's command to send through the batcher; its result
+// runs the script whole when Redis did not have it.
+type scripted struct {
+	cmd  *redis.Cmd
+	s    *redis.Script
+	keys []string
+	args []any
+}
+
+func newScripted(ctx context.Context, s *redis.Script, keys []string, args ...any) *scripted {
+	return &scripted{cmd: evalCmd(ctx, s, keys, args...), s: s, keys: keys, args: args}
+}
+
+// result is the script's answer, once the command was sent.
+func (x *scripted) result(ctx context.Context, rdb redis.Scripter) *redis.Cmd {
+	x.cmd = orEval(ctx, rdb, x.cmd, x.s, x.keys, x.args...)
+	return x.cmd
+}

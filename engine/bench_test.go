@@ -50,6 +50,6 @@ func BenchmarkEvaluate(b *testing.B) {
 			}
 		}
 		b.StopTimer()
-		rdb.Del(ctx, "nc:outbox")
+		rdb.Del(ctx, "nc:{outbox}:stream")
 	})
 }

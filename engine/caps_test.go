@@ -355,12 +355,20 @@ func TestACappedOfferMakesWayForTheNext(t *testing.T) {
 		}
 		f.clock.Advance(time.Hour)
 	}
-	msgs, err := f.rdb.XRange(ctx, "nc:outbox", "-", "+").Result()
+	msgs, err := f.rdb.XRange(ctx, "nc:{outbox}:stream", "-", "+").Result()
 	if err != nil || len(msgs) != 2 {
 		t.Fatalf("outbox: %d pushes, %v", len(msgs), err)
 	}
 	var p engine.Push
-	if err := json.Unmarshal([]byte(msgs[1].Values["push"].(string)), &p); err != nil || p.Title != "Next at Alexanderplatz" || p.Body != "0 m" {
+	if err := json.Unmarshal([]byte(msgs[1].Values["push"].(string)), &p); err != nil {
+		t.Fatal(err)
+	}
+	// The stream holds a reference; the push is in the coupon's record.
+	doc, err := f.rdb.HGet(ctx, engine.CouponRecordKey(p.CustomerID, p.ID), "push").Result()
+	if err != nil {
+		t.Fatalf("second push's record: %v", err)
+	}
+	if err := json.Unmarshal([]byte(doc), &p); err != nil || p.Title != "Next at Alexanderplatz" || p.Body != "0 m" {
 		t.Fatalf("second push: %+v %v", p, err)
 	}
 	for rule, exp := range map[string]engine.FunnelDay{

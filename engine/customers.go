@@ -33,9 +33,20 @@ const (
 	partCaps       = "caps"        // hash: "<rule id>|<yyyymmdd>" → offers that day
 	partCoupons    = "coupons"     // set: coupon codes issued to the customer
 	partVisits     = "visits"      // hash: n, first, last, prev (ms), and n:/first:/last:/prev:<store>; offers
+	partCoupon     = "coupon:"     // + code, hash: the coupon's record and its push
 )
 
-func couponKey(code string) string { return "nc:coupon:" + code }
+// couponRecordKey is a coupon's record, among its customer's keys: the
+// step that issues it writes it with the customer's caps.
+func couponRecordKey(customerID, code string) string { return customerKey(customerID, partCoupon+code) }
+
+// codeIndexKey names the customer a coupon code was issued to, so that a
+// till that has only the code finds the record.
+func codeIndexKey(code string) string { return "nc:code:" + code }
+
+// archivedCouponKey keeps a redeemed coupon of a customer who was erased,
+// without anything that names them, for the rule's statistics.
+func archivedCouponKey(code string) string { return "nc:coupon:" + code }
 
 // deviceOwnerKey names the customer a device belongs to now, so that a
 // device that logs in as another customer leaves the first one.
@@ -134,35 +145,76 @@ func decodeCustomer(doc []byte) (*rules.Customer, error) {
 	return &c, nil
 }
 
-// eraseScript removes everything kept about a customer: their own keys and
-// the coupons issued to them that were not redeemed.
+// eraseScript removes everything kept about a customer: their own keys,
+// the coupons issued to them that were not redeemed, and the records of
+// those redeemed, whose anonymous part it answers for the archive.
+// KEYS: the customer's keys (coupons set sixth). ARGV: the prefix of
+// their coupon records.
+// Returns {existed, devices…, "", (code, rule_id, store_id, issued_at,
+// expires_at, redeemed_at, redeemed_store, only_store, ms to live)…, "",
+// codes not redeemed…}.
 var eraseScript = redis.NewScript(`
-local existed = redis.call('EXISTS', KEYS[1])
-for _, dev in ipairs(redis.call('HKEYS', KEYS[2])) do
-  local k = ARGV[2] .. dev
-  if redis.call('GET', k) == ARGV[3] then redis.call('DEL', k) end
-end
-local codes = redis.call('SMEMBERS', KEYS[6])
-for _, code in ipairs(codes) do
+local out = {tostring(redis.call('EXISTS', KEYS[1]))}
+for _, dev in ipairs(redis.call('HKEYS', KEYS[2])) do table.insert(out, dev) end
+table.insert(out, '')
+local unredeemed = {}
+for _, code in ipairs(redis.call('SMEMBERS', KEYS[6])) do
   local k = ARGV[1] .. code
-  if redis.call('HGET', k, 'redeemed_at') == false then
-    redis.call('DEL', k)
+  local r = redis.call('HMGET', k, 'rule_id', 'store_id', 'issued_at', 'expires_at', 'redeemed_at', 'redeemed_store', 'only_store')
+  if r[5] then
+    table.insert(out, code)
+    for i = 1, 7 do table.insert(out, r[i] or '') end
+    table.insert(out, tostring(redis.call('PTTL', k)))
   else
-    redis.call('HDEL', k, 'customer_id', 'device_id')
+    table.insert(unredeemed, code)
   end
+  redis.call('DEL', k)
 end
+table.insert(out, '')
+for _, code in ipairs(unredeemed) do table.insert(out, code) end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
-return existed`)
+return out`)
 
 // Delete erases the customer: profile, devices, presence, counters,
-// unredeemed coupons, and the pushes still queued for them.
+// unredeemed coupons, and the pushes still queued for them. A redeemed
+// coupon stays for the rule's statistics, without what named them.
 func (cs *Customers) Delete(ctx context.Context, id string) error {
 	keys := []string{
 		customerKey(id, partProfile), customerKey(id, partDevices), customerKey(id, partDeviceSeen),
 		customerKey(id, partPresence), customerKey(id, partCaps), customerKey(id, partCoupons),
 		customerKey(id, partVisits),
 	}
-	existed, err := eraseScript.Run(ctx, cs.rdb, keys, couponKey(""), deviceOwnerKey(""), id).Int64()
+	out, err := eraseScript.Run(ctx, cs.rdb, keys, couponRecordKey(id, "")).StringSlice()
+	if err != nil {
+		return fmt.Errorf("erase customer: %w", err)
+	}
+	existed := out[0] == "1"
+	i := 1
+	var devices []string
+	for ; out[i] != ""; i++ {
+		devices = append(devices, out[i])
+	}
+	// The rest lives in other slots of a cluster: one command each.
+	for _, dev := range devices {
+		if err := releaseDeviceScript.Run(ctx, cs.rdb, []string{deviceOwnerKey(dev)}, id).Err(); err != nil {
+			return fmt.Errorf("erase customer: release device: %w", err)
+		}
+	}
+	_, err = cs.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i++; out[i] != ""; i += 9 {
+			code, f := out[i], out[i+1:i+9]
+			p.HSet(ctx, archivedCouponKey(code), "rule_id", f[0], "store_id", f[1], "issued_at", f[2], "expires_at", f[3],
+				"redeemed_at", f[4], "redeemed_store", f[5], "only_store", f[6])
+			if ms, _ := strconv.ParseInt(f[7], 10, 64); ms > 0 {
+				p.PExpire(ctx, archivedCouponKey(code), time.Duration(ms)*time.Millisecond)
+			}
+			p.Del(ctx, codeIndexKey(code))
+		}
+		for i++; i < len(out); i++ {
+			p.Del(ctx, codeIndexKey(out[i]))
+		}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("erase customer: %w", err)
 	}
@@ -197,7 +249,7 @@ func (cs *Customers) Delete(ctx context.Context, id string) error {
 			return fmt.Errorf("drop queued pushes: %w", err)
 		}
 	}
-	if existed == 0 && len(queued) == 0 && len(delayed) == 0 {
+	if !existed && len(queued) == 0 && len(delayed) == 0 {
 		return rules.ErrNotFound
 	}
 	return nil
@@ -280,7 +332,7 @@ func (cs *Customers) Export(ctx context.Context, id string) (*Export, error) {
 	ex := &Export{Profile: prof, Devices: devices, DeviceSeen: seen.Val(), Presence: presence.Val(), Counters: caps.Val(), Visits: visits.Val(),
 		Coupons: map[string]map[string]string{}, QueuedPushes: []Push{}}
 	for _, code := range codes.Val() {
-		c, err := cs.rdb.HGetAll(ctx, couponKey(code)).Result()
+		c, err := cs.rdb.HGetAll(ctx, couponRecordKey(id, code)).Result()
 		if err != nil {
 			return nil, fmt.Errorf("export coupon: %w", err)
 		}
@@ -295,6 +347,10 @@ func (cs *Customers) Export(ctx context.Context, id string) (*Export, error) {
 	for _, m := range queued {
 		var p Push
 		json.Unmarshal([]byte(m.Values["push"].(string)), &p)
+		// The stream holds a reference; the coupon's record, the push.
+		if rec, ok := ex.Coupons[p.ID]; ok && rec["push"] != "" {
+			json.Unmarshal([]byte(rec["push"]), &p)
+		}
 		ex.QueuedPushes = append(ex.QueuedPushes, p)
 	}
 	delayed, err := cs.delayed(ctx, id)
@@ -314,16 +370,11 @@ func (cs *Customers) PutDevice(ctx context.Context, customerID string, d *rules.
 		return false, err
 	}
 	d.UpdatedAt = cs.now().UTC().Truncate(time.Millisecond)
-	doc, err := json.Marshal(d)
-	if err != nil {
-		return false, err
-	}
-	n, err := moveDeviceScript.Run(ctx, cs.rdb, []string{deviceOwnerKey(d.ID), customerKey(customerID, partDevices)},
-		customerID, d.ID, doc, custKeyOpen, custKeyClose).Int64()
+	created2, err := cs.moveDevices(ctx, []string{customerID}, []*rules.Device{d})
 	if err != nil {
 		return false, fmt.Errorf("save device: %w", err)
 	}
-	return n == 1, nil
+	return created2 == 1, nil
 }
 
 // PutDevices registers devices already checked (Normalize), each with the
@@ -333,28 +384,15 @@ func (cs *Customers) PutDevices(ctx context.Context, customerIDs []string, devic
 	if len(customerIDs) != len(devices) {
 		return 0, fmt.Errorf("put devices: %d customers for %d devices", len(customerIDs), len(devices))
 	}
-	if err := moveDeviceScript.Load(ctx, cs.rdb).Err(); err != nil {
-		return 0, fmt.Errorf("save devices: %w", err)
-	}
 	const batch = 1000
 	now := cs.now().UTC().Truncate(time.Millisecond)
 	written := 0
 	for start := 0; start < len(devices); start += batch {
 		end := min(start+batch, len(devices))
-		_, err := cs.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i := start; i < end; i++ {
-				d := devices[i]
-				d.UpdatedAt = now
-				doc, err := json.Marshal(d)
-				if err != nil {
-					return err
-				}
-				moveDeviceScript.EvalSha(ctx, p, []string{deviceOwnerKey(d.ID), customerKey(customerIDs[i], partDevices)},
-					customerIDs[i], d.ID, doc, custKeyOpen, custKeyClose)
-			}
-			return nil
-		})
-		if err != nil {
+		for _, d := range devices[start:end] {
+			d.UpdatedAt = now
+		}
+		if _, err := cs.moveDevices(ctx, customerIDs[start:end], devices[start:end]); err != nil {
 			return written, fmt.Errorf("save devices: %w", err)
 		}
 		written += end - start
@@ -362,20 +400,45 @@ func (cs *Customers) PutDevices(ctx context.Context, customerIDs []string, devic
 	return written, nil
 }
 
-// moveDeviceScript registers a device with a customer and takes it from
-// the customer who had it before (a re-login), so that the old customer's
-// offers no longer reach it.
-//
-// KEYS: device owner, new owner's devices. ARGV: customer id, device id,
-// device JSON, and what comes before and after a customer id in their keys.
-var moveDeviceScript = redis.NewScript(`
-local old = redis.call('GET', KEYS[1])
-if old and old ~= ARGV[1] then
-  redis.call('HDEL', ARGV[4] .. old .. ARGV[5] .. 'devices', ARGV[2])
-  redis.call('HDEL', ARGV[4] .. old .. ARGV[5] .. 'device_seen', ARGV[2])
-end
-redis.call('SET', KEYS[1], ARGV[1])
-return redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])`)
+// moveDevices registers each device with the customer at its position and
+// takes it from the customer who had it before (a re-login), so that the
+// old customer's offers no longer reach it; it answers how many devices
+// are new to their customer. The device's owner key lives apart from the
+// customers' keys (another slot in Redis Cluster), so the move is three
+// steps: the device joins the new customer, the owner key names them and
+// says who had it, the old customer loses it. A move cut short leaves the
+// device with both customers until it registers again; the push to the
+// old one would still go to the device its owner key no longer names.
+func (cs *Customers) moveDevices(ctx context.Context, customerIDs []string, devices []*rules.Device) (int, error) {
+	added := make([]*redis.IntCmd, len(devices))
+	owners := make([]*redis.StatusCmd, len(devices))
+	_, err := cs.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, d := range devices {
+			doc, err := json.Marshal(d)
+			if err != nil {
+				return err
+			}
+			added[i] = p.HSet(ctx, customerKey(customerIDs[i], partDevices), d.ID, doc)
+			owners[i] = p.SetArgs(ctx, deviceOwnerKey(d.ID), customerIDs[i], redis.SetArgs{Get: true})
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return 0, err
+	}
+	created := 0
+	_, err = cs.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, d := range devices {
+			created += int(added[i].Val())
+			if old := owners[i].Val(); old != "" && old != customerIDs[i] {
+				p.HDel(ctx, customerKey(old, partDevices), d.ID)
+				p.HDel(ctx, customerKey(old, partDeviceSeen), d.ID)
+			}
+		}
+		return nil
+	})
+	return created, err
+}
 
 // DeleteDevice removes a device.
 func (cs *Customers) DeleteDevice(ctx context.Context, customerID, deviceID string) error {

@@ -8,7 +8,6 @@ package engine
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,11 +40,21 @@ func (e *RateLimitError) Error() string {
 // ErrNoSnapshot means the catalog has not been loaded yet.
 var ErrNoSnapshot = errors.New("no catalog snapshot loaded yet")
 
-// Keys shared by all customers.
+// Keys of the outbox, shared by all customers, under one hash tag so that
+// in Redis Cluster its scripts find them in one slot.
 const (
-	keyOutbox  = "nc:outbox"         // stream of pushes to send
-	keyDead    = "nc:outbox:dead"    // stream of pushes that could not be sent, with the reason
-	keyDelayed = "nc:outbox:delayed" // sorted set of pushes waiting to be tried again, by due time
+	keyOutbox  = "nc:{outbox}:stream"  // stream of pushes to send (references to their coupon records)
+	keyDead    = "nc:{outbox}:dead"    // stream of pushes that could not be sent, with the reason
+	keyDelayed = "nc:{outbox}:delayed" // sorted set of pushes waiting to be tried again, by due time
+	keyIntents = "nc:{outbox}:intents" // sorted set of offers being issued, by the deadline of their commit
+)
+
+// The outbox's keys before it had a hash tag, moved by a dispatcher that
+// finds them.
+const (
+	legacyOutbox  = "nc:outbox"
+	legacyDead    = "nc:outbox:dead"
+	legacyDelayed = "nc:outbox:delayed"
 )
 
 // Snapshots gives the catalog snapshot in force (rules.Live does).
@@ -233,7 +242,11 @@ type Result struct {
 // (id, dwell_s)…, n_too_fast, ids not entered for speed…} when nothing
 // happened, else that followed by {profile doc,
 // visits in all, previous visit's start (ms), n_stores, (id, visits,
-// previous visit's start)…, offers received}, or {"no_consent"}, or
+// previous visit's start)…, offers received, redemptions, the last one's
+// time, n_tags, (tag, redemptions)…, n_returns, (rule, funnel field,
+// day)…: visits that are returns after an offer, which the engine counts
+// in the rule's funnel (a key of the rule's, which in Redis Cluster lives
+// elsewhere)}, or {"no_consent"}, or
 // {"stale"} (a fix older than the last one seen), or {"rate_limited",
 // ms until the next minute}.
 var observeScript = redis.NewScript(`
@@ -371,7 +384,7 @@ if #entered > 0 then
     redis.call('HSETNX', v, 'first', ARGV[1])
   end
 end
-local info, seen = {}, {}
+local info, seen, returns = {}, {}, {}
 local function add(id)
   if seen[id] then return end
   seen[id] = true
@@ -385,7 +398,7 @@ local function add(id)
       if t and ts > tonumber(t) and ts - tonumber(t) <= 7 * 86400000 then
         local f = 'returned_treated'
         if group == 'h' then f = 'returned_holdout' end
-        redis.call('HINCRBY', 'nc:{rule:' .. rule .. '}:funnel:' .. day, f, 1)
+        table.insert(returns, rule); table.insert(returns, f); table.insert(returns, day)
       end
       if not t or ts - tonumber(t) > 0 then redis.call('HDEL', v, 'offer:' .. id) end
     end
@@ -417,119 +430,9 @@ if #entered > 0 or #exited > 0 or #dwelt > 0 then
 end
 table.insert(out, tostring(#aff / 2))
 for _, x in ipairs(aff) do table.insert(out, x) end
+table.insert(out, tostring(#returns / 3))
+for _, x in ipairs(returns) do table.insert(out, x) end
 return out`)
-
-// commitScript issues the first offer every cap allows: it counts it,
-// records the coupon and appends the push to the outbox, all in one step,
-// so that no two pings can both pass a cap or a budget. It also counts
-// what became of each candidate in its rule's funnel. With dry it only
-// checks, and counts nothing.
-//
-// Only the candidates the engine rendered carry a push: when the first
-// candidate the caps allow has none, the script changes nothing and
-// answers {"render", i}, and the engine renders it and asks again. Most
-// pings never get that far (the first candidate wins, or a limit of the
-// customer's own stops them all), so most offers cost one rendering.
-//
-// KEYS: caps, coupons, outbox, then per candidate: coupon, store-day
-// counter, budget counter, funnel counters (today, UTC).
-// ARGV: n, customer_id, device_id, now_ms, retention_ms, dry ("1"),
-// day field, week field, oldest day kept, oldest week kept, customer daily
-// limit, least gap between two offers (ms), the visits key, today (UTC),
-// funnel TTL (ms), then per candidate: rule_id, store_id, code, expires_ms,
-// push JSON ("" when not rendered), per_customer_per_day,
-// per_customer_per_week, per_customer_total, per_store_per_day, total (0:
-// no cap), holdout ("1": the customer is in the rule's holdout group), the
-// rule's tags (comma-separated, kept on the coupon for affinity at
-// redemption), the only store the coupon is good at ("" for any).
-// Returns one result per candidate looked at: "sent", "holdout" (it would
-// have been sent; the customer gets nothing and the holdout is counted),
-// or the cap's reason; the candidates after the last one looked at are
-// lower_priority. Or {"render", i}.
-var commitScript = redis.NewScript(`
-local n = tonumber(ARGV[1])
-local dry = ARGV[6] == '1'
-local dayF, weekF = ARGV[7], ARGV[8]
-local limit = tonumber(ARGV[11])
-local visits, today = ARGV[13], ARGV[14]
-local function mark(store, rule, group)
-  redis.call('HSET', visits, 'offer:' .. store, ARGV[4] .. '|' .. rule .. '|' .. group .. '|' .. today)
-end
-local function used(f) return tonumber(redis.call('HGET', KEYS[1], f) or '0') end
-local function over(count, cap) return cap > 0 and count >= cap end
-local res = {}
--- The funnel: every candidate was evaluated and matched; each gets its
--- result, or lower_priority when an earlier one won.
-local function finish()
-  if dry then return res end
-  for i = 1, n do
-    local k = KEYS[3 + i * 4]
-    local r = res[i] or 'lower_priority'
-    local f = 'skip:' .. r
-    if r == 'sent' then f = 'issued' elseif r == 'holdout' then f = 'holdout' end
-    if redis.call('HINCRBY', k, f, 1) == 1 then redis.call('PEXPIRE', k, ARGV[15]) end
-  end
-  return res
-end
-local customerReason = nil
-if tonumber(ARGV[4]) - used('*|last') < tonumber(ARGV[12]) then customerReason = 'recent_offer'
-elseif over(used('*|' .. dayF), limit) then customerReason = 'customer_limit'
-end
-for i = 1, n do
-  local b = 15 + (i - 1) * 13
-  local rule, store, code, exp = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
-  local perDay, perWeek, perTotal = tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7]), tonumber(ARGV[b + 8])
-  local perStoreDay, budget = tonumber(ARGV[b + 9]), tonumber(ARGV[b + 10])
-  local kc, ks, kb = KEYS[(i - 1) * 4 + 4], KEYS[(i - 1) * 4 + 5], KEYS[(i - 1) * 4 + 6]
-  local reason = customerReason
-  if reason then
-  elseif over(used(rule .. '|' .. dayF), perDay) or over(used(rule .. '|' .. weekF), perWeek)
-      or over(used(rule .. '|t'), perTotal) then reason = 'frequency_cap'
-  elseif over(tonumber(redis.call('GET', ks) or '0'), perStoreDay) then reason = 'store_cap'
-  elseif over(tonumber(redis.call('GET', kb) or '0'), budget) then reason = 'budget'
-  end
-  if reason then
-    table.insert(res, reason)
-  elseif ARGV[b + 11] == '1' then
-    table.insert(res, 'holdout')
-    if not dry then
-      redis.call('INCR', kb .. ':holdout')
-      mark(store, rule, 'h')
-    end
-    return finish()
-  elseif ARGV[b + 5] == '' then
-    return {'render', tostring(i)}
-  else
-    table.insert(res, 'sent')
-    if dry then return res end
-    if redis.call('HLEN', KEYS[1]) > 64 then
-      for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
-        local kind, when = string.match(f, '|([dw])(%d+)$')
-        if (kind == 'd' and when < ARGV[9]) or (kind == 'w' and when < ARGV[10]) then
-          redis.call('HDEL', KEYS[1], f)
-        end
-      end
-    end
-    for _, f in ipairs({'*|' .. dayF, '*|t', rule .. '|' .. dayF, rule .. '|' .. weekF, rule .. '|t'}) do
-      redis.call('HINCRBY', KEYS[1], f, 1)
-    end
-    redis.call('HSET', KEYS[1], '*|last', ARGV[4])
-    redis.call('PEXPIRE', KEYS[1], 400 * 86400000)
-    redis.call('INCR', ks)
-    redis.call('PEXPIRE', ks, 2 * 86400000)
-    redis.call('INCR', kb)
-    redis.call('HSET', kc, 'customer_id', ARGV[2], 'device_id', ARGV[3], 'rule_id', rule,
-      'store_id', store, 'issued_at', ARGV[4], 'expires_at', ARGV[b + 4], 'rule_tags', ARGV[b + 12],
-      'only_store', ARGV[b + 13])
-    redis.call('PEXPIREAT', kc, exp + tonumber(ARGV[5]))
-    redis.call('SADD', KEYS[2], code)
-    redis.call('PEXPIREAT', KEYS[2], exp + tonumber(ARGV[5]))
-    redis.call('XADD', KEYS[3], '*', 'push', ARGV[b + 5])
-    mark(store, rule, 't')
-    return finish()
-  end
-end
-return finish()`)
 
 func onlyStore(c candidate) string {
 	if c.rule.Rule.Offer.RedeemAtIssuingStore {
@@ -577,6 +480,20 @@ func (e *Engine) funnelCmds(ctx context.Context, day string, explain []Explanati
 	return cmds
 }
 
+// returnCmds count returns after offers in the rules' funnels.
+func (e *Engine) returnCmds(ctx context.Context, returns []funnelCount) []redis.Cmder {
+	var cmds []redis.Cmder
+	today := e.now().UTC().Format("20060102")
+	for _, r := range returns {
+		k := funnelKey(r.rule, r.day)
+		cmds = append(cmds, redis.NewIntCmd(ctx, "hincrby", k, r.field, 1))
+		if e.funnelTTLs.first(today, k) {
+			cmds = append(cmds, redis.NewBoolCmd(ctx, "expire", k, int64(funnelTTL/time.Second)))
+		}
+	}
+	return cmds
+}
+
 // onceADay remembers the keys given their TTL today.
 type onceADay struct {
 	mu   sync.Mutex
@@ -601,11 +518,11 @@ func (o *onceADay) first(day, key string) bool {
 // count adds what became of each explained rule to its funnel, in one
 // round trip; a dry run counts nothing. A failure is logged: the decision
 // stands.
-func (e *Engine) count(ctx context.Context, now time.Time, explain []Explanation, opt Options) {
-	if opt.DryRun || len(explain) == 0 {
+func (e *Engine) count(ctx context.Context, now time.Time, explain []Explanation, opt Options, extra []redis.Cmder) {
+	if opt.DryRun || len(explain)+len(extra) == 0 {
 		return
 	}
-	cmds := e.funnelCmds(ctx, now.UTC().Format("20060102"), explain)
+	cmds := append(extra, e.funnelCmds(ctx, now.UTC().Format("20060102"), explain)...)
 	e.batch.do(cmds...)
 	for _, c := range cmds {
 		if err := c.Err(); err != nil {
@@ -777,7 +694,7 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 		}
 	}
 	if len(events) == 0 || doc == "" {
-		e.count(ctx, now, res.Explain, opt) // rules not fired for speed
+		e.count(ctx, now, res.Explain, opt, e.returnCmds(ctx, obs.returns)) // rules not fired for speed
 		return res, nil
 	}
 	cust, err := decodeCustomer([]byte(doc))
@@ -838,11 +755,11 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 		return cmp.Compare(a.rule.Rule.ID, b.rule.Rule.ID)
 	})
 	if len(eligible) > 0 {
-		if err := e.issue(ctx, now, p, cust, eligible, opt, res); err != nil {
+		if err := e.issue(ctx, now, p, cust, eligible, opt, res, e.returnCmds(ctx, obs.returns)); err != nil {
 			return nil, err
 		}
 	} else {
-		e.count(ctx, now, res.Explain, opt)
+		e.count(ctx, now, res.Explain, opt, e.returnCmds(ctx, obs.returns))
 	}
 	for i := range res.Explain {
 		if res.Explain[i].Result == "" {
@@ -850,112 +767,6 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 		}
 	}
 	return res, nil
-}
-
-// issue hands the eligible offers, best first, to the atomic step, which
-// issues the first its caps allow, and counts the funnels of the rules
-// looked at in the same round trip.
-func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.Customer, eligible []candidate, opt Options, res *Result) error {
-	if len(eligible) > maxCommit {
-		eligible = eligible[:maxCommit]
-	}
-	local := now.In(cust.Location())
-	day := local.Format("20060102")
-	year, week := local.ISOWeek()
-	oldestDay := local.AddDate(0, 0, -8).Format("20060102")
-	oy, ow := local.AddDate(0, 0, -15).ISOWeek()
-	utcDay := now.UTC().Format("20060102")
-	offers := make([]Offer, len(eligible))
-	keys := []string{customerKey(p.CustomerID, partCaps), customerKey(p.CustomerID, partCoupons), keyOutbox}
-	args := []any{len(eligible), p.CustomerID, p.DeviceID, now.UnixMilli(), e.cfg.CouponRetention.Milliseconds(), flag(opt.DryRun),
-		"d" + day, fmt.Sprintf("w%04d%02d", year, week), "d" + oldestDay, fmt.Sprintf("w%04d%02d", oy, ow), e.cfg.MaxOffersPerDay,
-		e.cfg.MinOfferGap.Milliseconds(), customerKey(p.CustomerID, partVisits), utcDay, funnelTTL.Milliseconds()}
-	payloadAt := make([]int, len(eligible)) // where each candidate's push is in args
-	committed := make(map[int]bool, len(eligible))
-	for i, c := range eligible {
-		code := e.coupons.NewCode()
-		expires := now.Add(c.rule.ValidFor()).UTC().Truncate(time.Second)
-		offers[i] = Offer{CouponCode: code, RuleID: c.rule.Rule.ID, StoreID: c.store.ID, ExpiresAt: expires}
-		storeDay := now.In(c.store.Location()).Format("20060102")
-		caps := c.rule.Rule.Caps
-		keys = append(keys, couponKey(code), storeDayKey(c.rule.Rule.ID, c.store.ID, storeDay), budgetKey(c.rule.Rule.ID), funnelKey(c.rule.Rule.ID, utcDay))
-		payloadAt[i] = len(args) + 4
-		args = append(args, c.rule.Rule.ID, c.store.ID, code, expires.UnixMilli(), "",
-			caps.PerCustomerPerDay, caps.PerCustomerPerWeek, caps.PerCustomerTotal, caps.PerStorePerDay, caps.Total,
-			flag(c.rule.InHoldout(p.CustomerID)), strings.Join(c.rule.Rule.Tags, ","), onlyStore(c))
-		committed[c.explain] = true
-	}
-	// render writes a candidate's texts and push; only those the caps may
-	// let through are rendered.
-	rendered := make([]bool, len(eligible))
-	render := func(i int) error {
-		c, o := eligible[i], &offers[i]
-		msg := c.rule.Render(rules.OfferData{Customer: cust, Store: c.store.Store, DistanceM: c.distanceM, CouponCode: o.CouponCode, ExpiresAt: o.ExpiresAt, Visit: c.visit})
-		o.Title, o.Body = msg.Title, msg.Body
-		pushExpires := now.Add(e.cfg.PushTTL)
-		if o.ExpiresAt.Before(pushExpires) {
-			pushExpires = o.ExpiresAt
-		}
-		payload, err := json.Marshal(Push{
-			ID: o.CouponCode, CustomerID: p.CustomerID, DeviceID: p.DeviceID,
-			Title: msg.Title, Body: msg.Body,
-			Data: map[string]string{
-				"coupon_code": o.CouponCode, "rule_id": o.RuleID, "store_id": o.StoreID,
-				"expires_at": o.ExpiresAt.Format(time.RFC3339), "title": msg.Title, "body": msg.Body,
-			},
-			CollapseKey: o.RuleID, ExpiresAt: pushExpires, CreatedAt: now,
-		})
-		args[payloadAt[i]], rendered[i] = payload, true
-		return err
-	}
-	if err := render(0); err != nil {
-		return err
-	}
-	// The rules not handed to the atomic step are counted beside it.
-	var others []Explanation
-	if !opt.DryRun {
-		for i, x := range res.Explain {
-			if !committed[i] {
-				if x.Result == "" {
-					x.Result = ReasonLower
-				}
-				others = append(others, x)
-			}
-		}
-	}
-	for attempt := 0; attempt < 3; attempt++ {
-		cmd := evalCmd(ctx, commitScript, keys, args...)
-		cmds := []redis.Cmder{cmd}
-		if attempt == 0 {
-			cmds = append(cmds, e.funnelCmds(ctx, utcDay, others)...)
-		}
-		e.batch.do(cmds...)
-		results, err := orEval(ctx, e.rdb, cmd, commitScript, keys, args...).StringSlice()
-		if err != nil {
-			return fmt.Errorf("%w: issue offer: %v", ErrUnavailable, err)
-		}
-		if len(results) == 2 && results[0] == "render" {
-			// A candidate the engine did not render may win: render the
-			// rest and ask again; nothing was written.
-			k, _ := strconv.Atoi(results[1])
-			for i := max(k-1, 0); i < len(eligible); i++ {
-				if !rendered[i] {
-					if err := render(i); err != nil {
-						return err
-					}
-				}
-			}
-			continue
-		}
-		for i, r := range results {
-			res.Explain[eligible[i].explain].Result = r
-			if r == ResultSent {
-				res.Offers = append(res.Offers, offers[i])
-			}
-		}
-		return nil
-	}
-	return fmt.Errorf("%w: issue offer: the atomic step asked for a rendering it had", ErrUnavailable)
 }
 
 // visitEnv is the customer's visit history as audiences and templates see
@@ -1013,7 +824,12 @@ type observation struct {
 	redeemed       int
 	redeemedLastMs int64
 	affinity       map[string]int
+	// returns are funnel counts the visit causes: returns after an offer.
+	returns []funnelCount
 }
+
+// funnelCount is one count in a rule's funnel of a day.
+type funnelCount struct{ rule, field, day string }
 
 type storeVisits struct {
 	count      int
@@ -1072,6 +888,12 @@ func parseObserve(raw []string) observation {
 	for j := 0; j < n; j++ {
 		o.affinity[raw[i]], _ = strconv.Atoi(raw[i+1])
 		i += 2
+	}
+	n, _ = strconv.Atoi(raw[i])
+	i++
+	for j := 0; j < n; j++ {
+		o.returns = append(o.returns, funnelCount{rule: raw[i], field: raw[i+1], day: raw[i+2]})
+		i += 3
 	}
 	return o
 }

@@ -45,18 +45,18 @@ func north(lat, lng, m float64) (float64, float64) {
 }
 
 type fixture struct {
-	rdb   *redis.Client
+	rdb   redis.UniversalClient
 	eng   *engine.Engine
 	live  *rules.Live
 	cust  *engine.Customers
 	clock *clock
 }
 
-func setup(t *testing.T, rdb *redis.Client, extraRules ...rules.Rule) *fixture {
+func setup(t *testing.T, rdb redis.UniversalClient, extraRules ...rules.Rule) *fixture {
 	return setupTB(t, rdb, extraRules...)
 }
 
-func setupTB(t testing.TB, rdb *redis.Client, extraRules ...rules.Rule) *fixture {
+func setupTB(t testing.TB, rdb redis.UniversalClient, extraRules ...rules.Rule) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	live := rules.NewLive(rdb, quiet)
@@ -113,8 +113,8 @@ func (f *fixture) ping(t *testing.T, metresNorth float64, opt engine.Options) *e
 	return res
 }
 
-func outboxLen(t *testing.T, rdb *redis.Client) int64 {
-	n, err := rdb.XLen(context.Background(), "nc:outbox").Result()
+func outboxLen(t *testing.T, rdb redis.UniversalClient) int64 {
+	n, err := rdb.XLen(context.Background(), "nc:{outbox}:stream").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,12 +260,12 @@ func TestDryRunChangesNothing(t *testing.T) {
 		t.Run(be.Name, func(t *testing.T) {
 			f := setup(t, be.New(t))
 			ctx := context.Background()
-			before, _ := f.rdb.Keys(ctx, "*").Result()
+			before, _ := redistest.Keys(ctx, f.rdb, "*")
 			res := f.ping(t, 10, engine.Options{DryRun: true, Explain: true})
 			if len(res.Events) != 1 || len(res.Offers) != 1 || res.Explain[0].Result != engine.ResultSent {
 				t.Fatalf("dry run answers what would happen: %+v", res)
 			}
-			after, _ := f.rdb.Keys(ctx, "*").Result()
+			after, _ := redistest.Keys(ctx, f.rdb, "*")
 			if len(before) != len(after) {
 				t.Fatalf("dry run wrote keys: %v → %v", before, after)
 			}
@@ -418,9 +418,9 @@ func TestEraseCustomer(t *testing.T) {
 }
 
 // findAnywhere scans every key and every value in Redis for s.
-func findAnywhere(t *testing.T, rdb *redis.Client, s string) string {
+func findAnywhere(t *testing.T, rdb redis.UniversalClient, s string) string {
 	ctx := context.Background()
-	keys, err := rdb.Keys(ctx, "*").Result()
+	keys, err := redistest.Keys(ctx, rdb, "*")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,3 +16,6 @@ func (b Batcher) Do(cmds ...redis.Cmder)                      { b.b.do(cmds...) 
 func (b Batcher) RunScript(ctx context.Context, s *redis.Script, keys []string, args ...any) *redis.Cmd {
 	return b.b.runScript(ctx, s, keys, args...)
 }
+
+// CouponRecordKey is where a coupon's record lives.
+var CouponRecordKey = couponRecordKey

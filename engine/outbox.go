@@ -90,7 +90,10 @@ func NewDispatcher(rdb redis.UniversalClient, sender Sender, cfg DispatchConfig,
 // Run sends pushes until ctx ends, then waits for the pushes in flight.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	for {
-		err := d.rdb.XGroupCreateMkStream(ctx, keyOutbox, outboxGroup, "0").Err()
+		err := d.moveLegacyKeys(ctx)
+		if err == nil {
+			err = d.rdb.XGroupCreateMkStream(ctx, keyOutbox, outboxGroup, "0").Err()
+		}
 		if err == nil || strings.Contains(err.Error(), "BUSYGROUP") {
 			break
 		}
@@ -121,6 +124,7 @@ func (d *Dispatcher) work(ctx context.Context, consumer string) {
 	nextClaim := time.Now()
 	for ctx.Err() == nil {
 		d.release(ctx)
+		d.recoverIntents(ctx)
 		if time.Now().After(nextClaim) {
 			nextClaim = time.Now().Add(claimEvery)
 			msgs, _, err := d.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
@@ -167,10 +171,29 @@ func (d *Dispatcher) handle(ctx context.Context, m redis.XMessage) {
 		d.finish(ctx, m.ID, nil, "malformed", err)
 		return
 	}
-	// A push whose coupon is marked sent was delivered by a worker that
-	// stopped before acknowledging it: it is not sent twice.
-	if sent, err := d.rdb.HExists(ctx, couponKey(p.ID), "sent_at").Result(); err == nil && sent {
+	// The entry is a reference; the push is in the coupon's record, with
+	// its customer's keys. A push whose coupon is marked sent was
+	// delivered by a worker that stopped before acknowledging it: it is
+	// not sent twice. A record gone means the customer was erased.
+	rec, err := d.rdb.HMGet(ctx, couponRecordKey(p.CustomerID, p.ID), "push", "sent_at").Result()
+	if err != nil {
+		d.log.Warn("outbox: cannot read a push's record, will retry", "push", p.ID, "err", err)
+		return
+	}
+	if sent, _ := rec[1].(string); sent != "" {
 		d.finish(ctx, m.ID, nil, "", nil)
+		return
+	}
+	if doc, _ := rec[0].(string); doc != "" {
+		attempts := p.Attempts
+		p = Push{}
+		if err := json.Unmarshal([]byte(doc), &p); err != nil {
+			d.finish(ctx, m.ID, nil, "malformed", err)
+			return
+		}
+		p.Attempts = attempts
+	} else if p.Title == "" {
+		d.finish(ctx, m.ID, nil, "", nil) // erased with its customer
 		return
 	}
 	if !d.now().Before(p.ExpiresAt) {
@@ -288,23 +311,30 @@ func (d *Dispatcher) release(ctx context.Context) {
 // show it once.
 func (d *Dispatcher) sent(ctx context.Context, entry string, p Push) {
 	d.cfg.Metrics.pushed("sent")
+	// The mark first: should the process stop before the acknowledgement,
+	// the entry comes back and is not sent again.
+	err := markSentScript.Run(ctx, d.rdb, []string{couponRecordKey(p.CustomerID, p.ID)}, d.now().UnixMilli()).Err()
+	if err != nil {
+		d.log.Warn("outbox: cannot mark a push sent", "entry", entry, "err", err)
+		return
+	}
 	funnel := funnelKey(p.Data["rule_id"], d.now().UTC().Format("20060102"))
-	err := sentScript.Run(ctx, d.rdb, []string{couponKey(p.ID), keyOutbox, funnel},
-		d.now().UnixMilli(), outboxGroup, entry, int64(funnelTTL/time.Second)).Err()
+	_, err = d.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+		pl.HIncrBy(ctx, funnel, "sent", 1)
+		pl.Expire(ctx, funnel, funnelTTL)
+		pl.XAck(ctx, keyOutbox, outboxGroup, entry)
+		pl.XDel(ctx, keyOutbox, entry)
+		return nil
+	})
 	if err != nil {
 		d.log.Warn("outbox: cannot acknowledge a sent push", "entry", entry, "err", err)
 	}
 }
 
-// sentScript marks a coupon sent (unless it was erased meanwhile), counts
-// it in the rule's funnel and acknowledges its entry.
-// KEYS: coupon, outbox, funnel. ARGV: now ms, group, entry, funnel TTL s.
-var sentScript = redis.NewScript(`
+// markSentScript marks a coupon's push sent, unless the coupon was erased
+// meanwhile.
+var markSentScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'sent_at', ARGV[1]) end
-redis.call('HINCRBY', KEYS[3], 'sent', 1)
-redis.call('EXPIRE', KEYS[3], ARGV[4])
-redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
-redis.call('XDEL', KEYS[2], ARGV[3])
 return 1`)
 
 // finish acknowledges an entry and removes it from the stream; a push that
@@ -345,4 +375,64 @@ func (d *Dispatcher) finish(ctx context.Context, id string, p *Push, reason stri
 	if reason != "" {
 		d.log.Info("push dropped", "reason", reason, "entry", id)
 	}
+}
+
+// intentGrace is how long past its deadline an intent waits before the
+// dispatcher settles it: past the deadline no commit issues (the customer's
+// step looks at its own Redis's clock), and the grace covers clocks that
+// disagree by less.
+const intentGrace = 5 * time.Second
+
+// recoverIntents settles the offers whose engine stopped between issuing
+// and announcing: an offer issued (its record is there) is announced; an
+// intent with no record is dropped, since its commit can no longer land.
+func (d *Dispatcher) recoverIntents(ctx context.Context) {
+	cutoff := time.Now().Add(-intentGrace).UnixMilli() // the wall clock, as the deadlines
+	due, err := d.rdb.ZRangeByScore(ctx, keyIntents, &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(cutoff, 10), Count: 16}).Result()
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Warn("outbox: cannot read offer intents", "err", err)
+		}
+		return
+	}
+	for _, it := range due {
+		code, customer, ok := parseIntent(it)
+		var ttl time.Duration
+		if ok {
+			rec := couponRecordKey(customer, code)
+			if ttl, err = d.rdb.PTTL(ctx, rec).Result(); err != nil {
+				d.log.Warn("outbox: cannot read an offer's record", "err", err)
+				return
+			}
+		}
+		if !ok || ttl <= 0 {
+			d.rdb.ZRem(ctx, keyIntents, it)
+			continue
+		}
+		if err := d.rdb.Set(ctx, codeIndexKey(code), customer, ttl).Err(); err != nil {
+			d.log.Warn("outbox: cannot index a recovered offer", "err", err)
+			return
+		}
+		if err := announceScript.Run(ctx, d.rdb, []string{keyIntents, keyOutbox}, it, pushRef(code, customer)).Err(); err != nil {
+			d.log.Warn("outbox: cannot announce a recovered offer", "err", err)
+			return
+		}
+		d.log.Info("outbox: announced an offer its engine left behind", "push", code)
+	}
+}
+
+// moveLegacyKeys renames the outbox's keys of before its hash tag, when a
+// single Redis still has them, so that no queued push is lost in the
+// upgrade. (A cluster never had them.)
+func (d *Dispatcher) moveLegacyKeys(ctx context.Context) error {
+	if _, cluster := d.rdb.(*redis.ClusterClient); cluster {
+		return nil
+	}
+	for _, k := range [][2]string{{legacyOutbox, keyOutbox}, {legacyDelayed, keyDelayed}, {legacyDead, keyDead}} {
+		err := d.rdb.RenameNX(ctx, k[0], k[1]).Err()
+		if err != nil && !strings.Contains(err.Error(), "no such key") {
+			return fmt.Errorf("move %s: %w", k[0], err)
+		}
+	}
+	return nil
 }

@@ -40,12 +40,12 @@ func runDispatcher(t *testing.T, f *fixture, now func() time.Time) *fcmtest.Serv
 
 // undelivered counts pushes in the outbox and waiting for a retry, read in
 // one transaction: a push moving between the two is never missed.
-func undelivered(t *testing.T, rdb *redis.Client) int64 {
+func undelivered(t *testing.T, rdb redis.UniversalClient) int64 {
 	ctx := context.Background()
 	var xlen, zcard *redis.IntCmd
 	if _, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		xlen = p.XLen(ctx, "nc:outbox")
-		zcard = p.ZCard(ctx, "nc:outbox:delayed")
+		xlen = p.XLen(ctx, "nc:{outbox}:stream")
+		zcard = p.ZCard(ctx, "nc:{outbox}:delayed")
 		return nil
 	}); err != nil {
 		t.Fatal(err)
@@ -66,7 +66,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 // deadReasons lists the reasons in the dead-letter stream.
 func deadReasons(t *testing.T, f *fixture) []string {
-	msgs, err := f.rdb.XRange(context.Background(), "nc:outbox:dead", "-", "+").Result()
+	msgs, err := f.rdb.XRange(context.Background(), "nc:{outbox}:dead", "-", "+").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func (f *fixture) realClockPing(t *testing.T, deviceID string) engine.Offer {
 // that it fires at any hour the tests run.
 func newRealClockFixture(t *testing.T) *fixture { return newRealClockFixtureOn(t, srv.Client(t)) }
 
-func newRealClockFixtureOn(t *testing.T, rdb *redis.Client) *fixture {
+func newRealClockFixtureOn(t *testing.T, rdb redis.UniversalClient) *fixture {
 	f := setup(t, rdb)
 	cfg := engine.DefaultConfig
 	cfg.QuietHours = [2]int{}
@@ -223,11 +223,11 @@ func TestDispatcherReclaimsAbandonedPushes(t *testing.T) {
 	f := newRealClockFixture(t)
 	ctx := context.Background()
 	f.realClockPing(t, "d-1")
-	if err := f.rdb.XGroupCreateMkStream(ctx, "nc:outbox", "senders", "0").Err(); err != nil {
+	if err := f.rdb.XGroupCreateMkStream(ctx, "nc:{outbox}:stream", "senders", "0").Err(); err != nil {
 		t.Fatal(err)
 	}
 	// The crashed worker: reads the entry and never acknowledges it.
-	if _, err := f.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "senders", Consumer: "crashed", Streams: []string{"nc:outbox", ">"}, Count: 1}).Result(); err != nil {
+	if _, err := f.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "senders", Consumer: "crashed", Streams: []string{"nc:{outbox}:stream", ">"}, Count: 1}).Result(); err != nil {
 		t.Fatal(err)
 	}
 	double := runDispatcher(t, f, nil)
@@ -292,7 +292,7 @@ func TestDispatcherBacksOffAndHonoursRetryAfter(t *testing.T) {
 	if waited := time.Since(start); waited < 2*time.Second {
 		t.Fatalf("retried after %v, before Retry-After's 2 s", waited)
 	}
-	if n, _ := f.rdb.ZCard(context.Background(), "nc:outbox:delayed").Result(); n != 0 {
+	if n, _ := f.rdb.ZCard(context.Background(), "nc:{outbox}:delayed").Result(); n != 0 {
 		t.Fatalf("%d pushes still delayed", n)
 	}
 	if dead := deadReasons(t, f); len(dead) != 0 {
@@ -325,16 +325,17 @@ func TestDispatcherDoesNotResendAPushMarkedSent(t *testing.T) {
 	f := newRealClockFixture(t)
 	ctx := context.Background()
 	o := f.realClockPing(t, "d-1")
-	if err := f.rdb.XGroupCreateMkStream(ctx, "nc:outbox", "senders", "0").Err(); err != nil {
+	if err := f.rdb.XGroupCreateMkStream(ctx, "nc:{outbox}:stream", "senders", "0").Err(); err != nil {
 		t.Fatal(err)
 	}
-	// The stopped worker read the entry and FCM took the push; the mark
-	// and the acknowledgement are one step, so a crash after the mark is
-	// a crash before the acknowledgement at worst.
-	if _, err := f.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "senders", Consumer: "stopped", Streams: []string{"nc:outbox", ">"}, Count: 1}).Result(); err != nil {
+	// The stopped worker read the entry and FCM took the push; it marked
+	// the coupon sent and stopped before the acknowledgement.
+	if _, err := f.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "senders", Consumer: "stopped", Streams: []string{"nc:{outbox}:stream", ">"}, Count: 1}).Result(); err != nil {
 		t.Fatal(err)
 	}
-	f.rdb.HSet(ctx, "nc:coupon:"+o.CouponCode, "sent_at", time.Now().UnixMilli())
+	if n, err := f.rdb.HSet(ctx, engine.CouponRecordKey("c-42", o.CouponCode), "sent_at", time.Now().UnixMilli()).Result(); err != nil || n != 1 {
+		t.Fatalf("mark the coupon's record sent: %d, %v", n, err)
+	}
 	double := runDispatcher(t, f, nil)
 	eventually(t, "the outbox to empty", func() bool { return undelivered(t, f.rdb) == 0 })
 	if n := len(double.Messages()); n != 0 {
@@ -351,7 +352,7 @@ func TestDispatcherKeepsToItsRate(t *testing.T) {
 	for i := 0; i < n; i++ {
 		p, _ := json.Marshal(engine.Push{ID: fmt.Sprintf("RATE%08d", i), CustomerID: "c-42", DeviceID: "d-1", Title: "t", Body: "b",
 			Data: map[string]string{"coupon_code": fmt.Sprintf("RATE%08d", i)}, ExpiresAt: time.Now().Add(time.Minute), CreatedAt: time.Now()})
-		if err := f.rdb.XAdd(ctx, &redis.XAddArgs{Stream: "nc:outbox", Values: map[string]any{"push": string(p)}}).Err(); err != nil {
+		if err := f.rdb.XAdd(ctx, &redis.XAddArgs{Stream: "nc:{outbox}:stream", Values: map[string]any{"push": string(p)}}).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -374,5 +375,45 @@ func TestDispatcherKeepsToItsRate(t *testing.T) {
 	// machine only takes longer.
 	if took := time.Since(start); took < 900*time.Millisecond {
 		t.Fatalf("%d pushes in %s: faster than %v a second", n, took, perSecond)
+	}
+}
+
+// An engine that stopped after the customer's step issued an offer and
+// before announcing it leaves the offer's intent behind: the dispatcher
+// announces it once its deadline is past, and the push goes out once; an
+// intent whose commit issued nothing is dropped. On every Redis,
+// including a cluster, where the intent and the record live apart.
+func TestDispatcherAnnouncesAnOfferItsEngineLeftBehind(t *testing.T) {
+	for _, be := range redistest.Backends(srv) {
+		t.Run(be.Name, func(t *testing.T) {
+			f := newRealClockFixtureOn(t, be.New(t))
+			ctx := context.Background()
+			o := f.realClockPing(t, "d-1")
+			// Undo the announcement, as if the engine had stopped first.
+			for _, k := range []string{"nc:{outbox}:stream", "nc:code:" + o.CouponCode} {
+				if err := f.rdb.Del(ctx, k).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			past := float64(time.Now().Add(-time.Minute).UnixMilli())
+			never := engine.NewCoupons([]byte("k")).NewCode()
+			f.rdb.ZAdd(ctx, "nc:{outbox}:intents", redis.Z{Score: past, Member: o.CouponCode + "c-42"},
+				redis.Z{Score: past, Member: never + "c-42"})
+			if _, err := engine.NewLedger(f.rdb, engine.NewCoupons([]byte("k")), nil).Get(ctx, o.CouponCode); err == nil {
+				t.Fatal("the coupon is found by its code before the dispatcher recovered it")
+			}
+
+			double := runDispatcher(t, f, nil)
+			eventually(t, "the left-behind push to be sent", func() bool { return len(double.Messages()) >= 1 })
+			eventually(t, "the intents to be settled", func() bool { return f.rdb.ZCard(ctx, "nc:{outbox}:intents").Val() == 0 })
+			eventually(t, "the outbox to empty", func() bool { return undelivered(t, f.rdb) == 0 })
+			msgs := double.Messages()
+			if len(msgs) != 1 || msgs[0].Data["coupon_code"] != o.CouponCode {
+				t.Fatalf("pushes %+v, want one for %s", msgs, o.CouponCode)
+			}
+			if _, err := engine.NewLedger(f.rdb, engine.NewCoupons([]byte("k")), nil).Get(ctx, o.CouponCode); err != nil {
+				t.Fatalf("the recovered coupon is not found by its code: %v", err)
+			}
+		})
 	}
 }

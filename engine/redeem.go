@@ -65,7 +65,11 @@ func (l *Ledger) Get(ctx context.Context, code string) (*Coupon, error) {
 	if !l.coupons.Valid(code) {
 		return nil, rules.ErrNotFound
 	}
-	m, err := l.rdb.HGetAll(ctx, couponKey(code)).Result()
+	key, err := l.recordKey(ctx, code)
+	if err != nil {
+		return nil, err
+	}
+	m, err := l.rdb.HGetAll(ctx, key).Result()
 	if err != nil {
 		return nil, fmt.Errorf("%w: read coupon: %v", ErrUnavailable, err)
 	}
@@ -73,6 +77,20 @@ func (l *Ledger) Get(ctx context.Context, code string) (*Coupon, error) {
 		return nil, rules.ErrNotFound
 	}
 	return l.coupon(code, m), nil
+}
+
+// recordKey finds a coupon's record: among its customer's keys, through
+// the code's index, or in the archive (a coupon of a customer since
+// erased, or one issued before records moved to their customers).
+func (l *Ledger) recordKey(ctx context.Context, code string) (string, error) {
+	customer, err := l.rdb.Get(ctx, codeIndexKey(code)).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return archivedCouponKey(code), nil
+	case err != nil:
+		return "", fmt.Errorf("%w: read coupon: %v", ErrUnavailable, err)
+	}
+	return couponRecordKey(customer, code), nil
 }
 
 func (l *Ledger) coupon(code string, m map[string]string) *Coupon {
@@ -99,9 +117,10 @@ func (l *Ledger) coupon(code string, m map[string]string) *Coupon {
 // one step, so of any number of tills only one succeeds.
 // The customer's redemptions go into their visit history in the same
 // step: how many, the last one's time, and one per tag of the rule.
-// KEYS: coupon. ARGV: now_ms, store id, what comes before and after a
-// customer id in their keys. Returns "ok", "missing", "redeemed" or
-// "expired".
+// KEYS: coupon record, the customer's visits (the record and the visits
+// share the customer's hash tag; an archived coupon has no customer, and
+// its visits key is the record itself, not written). ARGV: now_ms, store
+// id. Returns "ok", "missing", "redeemed" or "expired".
 var redeemScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
 if redis.call('HGET', KEYS[1], 'redeemed_at') then return 'redeemed' end
@@ -109,9 +128,8 @@ if tonumber(ARGV[1]) >= tonumber(redis.call('HGET', KEYS[1], 'expires_at')) then
 local only = redis.call('HGET', KEYS[1], 'only_store')
 if only and only ~= '' and only ~= ARGV[2] then return 'store:' .. only end
 redis.call('HSET', KEYS[1], 'redeemed_at', ARGV[1], 'redeemed_store', ARGV[2])
-local cust = redis.call('HGET', KEYS[1], 'customer_id')
-if cust then
-  local v = ARGV[3] .. cust .. ARGV[4] .. 'visits'
+if KEYS[2] ~= KEYS[1] then
+  local v = KEYS[2]
   redis.call('HINCRBY', v, 'redeemed', 1)
   redis.call('HSET', v, 'redeemed_last', ARGV[1])
   for tag in string.gmatch(redis.call('HGET', KEYS[1], 'rule_tags') or '', '[^,]+') do
@@ -126,7 +144,15 @@ func (l *Ledger) Redeem(ctx context.Context, code, storeID string) (*Coupon, err
 	if !l.coupons.Valid(code) {
 		return nil, rules.ErrNotFound
 	}
-	res, err := redeemScript.Run(ctx, l.rdb, []string{couponKey(code)}, l.now().UnixMilli(), storeID, custKeyOpen, custKeyClose).Text()
+	customer, err := l.rdb.Get(ctx, codeIndexKey(code)).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("%w: redeem: %v", ErrUnavailable, err)
+	}
+	keys := []string{archivedCouponKey(code), archivedCouponKey(code)}
+	if customer != "" {
+		keys = []string{couponRecordKey(customer, code), customerKey(customer, partVisits)}
+	}
+	res, err := redeemScript.Run(ctx, l.rdb, keys, l.now().UnixMilli(), storeID).Text()
 	if err != nil {
 		return nil, fmt.Errorf("%w: redeem: %v", ErrUnavailable, err)
 	}
@@ -155,7 +181,11 @@ func (l *Ledger) Opened(ctx context.Context, code string) (*Coupon, error) {
 	if !l.coupons.Valid(code) {
 		return nil, rules.ErrNotFound
 	}
-	n, err := openedScript.Run(ctx, l.rdb, []string{couponKey(code)}, l.now().UnixMilli()).Int()
+	key, err := l.recordKey(ctx, code)
+	if err != nil {
+		return nil, err
+	}
+	n, err := openedScript.Run(ctx, l.rdb, []string{key}, l.now().UnixMilli()).Int()
 	if err != nil {
 		return nil, fmt.Errorf("%w: opened: %v", ErrUnavailable, err)
 	}

@@ -86,7 +86,7 @@ func TestWalks(t *testing.T) {
 	}
 }
 
-func replayWalk(t *testing.T, rdb *redis.Client, w walkFile) {
+func replayWalk(t *testing.T, rdb redis.UniversalClient, w walkFile) {
 	ctx := context.Background()
 	live := rules.NewLive(rdb, quiet)
 	cat := live.Catalog()

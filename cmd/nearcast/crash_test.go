@@ -74,7 +74,7 @@ func TestKilledMidBurstEveryCouponArrivesOnce(t *testing.T) {
 	ctx := context.Background()
 	deadline = time.Now().Add(60 * time.Second)
 	for {
-		n := rdb.XLen(ctx, "nc:outbox").Val() + rdb.ZCard(ctx, "nc:outbox:delayed").Val()
+		n := rdb.XLen(ctx, "nc:{outbox}:stream").Val() + rdb.ZCard(ctx, "nc:{outbox}:delayed").Val()
 		if n == 0 && len(fcm.Messages()) >= customers {
 			break
 		}

@@ -197,7 +197,7 @@ func TestEndToEndRedisAndFCM(t *testing.T) {
 		}
 	}
 	// Delivered pushes leave the outbox.
-	if n, _ := rdb.XLen(context.Background(), "nc:outbox").Result(); n != 0 {
+	if n, _ := rdb.XLen(context.Background(), "nc:{outbox}:stream").Result(); n != 0 {
 		t.Fatalf("outbox still holds %d entries", n)
 	}
 }

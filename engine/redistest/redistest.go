@@ -23,6 +23,7 @@ import (
 // Server is a redis-server process owned by a test package.
 type Server struct {
 	Addr string
+	Port int
 	cmd  *exec.Cmd
 	dir  string
 	args []string // to start it again, the same
@@ -32,6 +33,21 @@ type Server struct {
 // with any further settings given as redis-server arguments. It fails
 // when redis-server is not installed: `make test` installs it.
 func Start(settings ...string) (*Server, error) {
+	s, err := prepare(settings...)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.start(); err != nil {
+		return nil, err
+	}
+	if err := s.waitUp(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// prepare picks a port and a folder for a server, not started yet.
+func prepare(settings ...string) (*Server, error) {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		return nil, fmt.Errorf("redis-server not found: run `make test`, which installs it, or apt-get install redis-server")
 	}
@@ -47,14 +63,7 @@ func Start(settings ...string) (*Server, error) {
 	l.Close()
 	args := []string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log")}
-	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), dir: dir, args: append(args, settings...)}
-	if err := s.start(); err != nil {
-		return nil, err
-	}
-	if err := s.waitUp(); err != nil {
-		return nil, err
-	}
-	return s, nil
+	return &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), Port: port, dir: dir, args: append(args, settings...)}, nil
 }
 
 func (s *Server) start() error {
@@ -156,20 +165,36 @@ func Mini(t testing.TB) (*redis.Client, *miniredis.Miniredis) {
 // Backend names a Redis a test runs against.
 type Backend struct {
 	Name string
-	New  func(t testing.TB) *redis.Client
+	New  func(t testing.TB) redis.UniversalClient
 }
 
-// Backends lists miniredis and, when srv is not nil, the real server.
+// Backends lists miniredis and, when srv is not nil, the real server;
+// under `make cluster-test` (NEARCAST_TEST_CLUSTER=1) also a Redis
+// Cluster of six local processes, started by Main.
 func Backends(srv *Server) []Backend {
-	out := []Backend{{Name: "miniredis", New: func(t testing.TB) *redis.Client { c, _ := Mini(t); return c }}}
+	out := []Backend{{Name: "miniredis", New: func(t testing.TB) redis.UniversalClient { c, _ := Mini(t); return c }}}
 	if srv != nil {
-		out = append(out, Backend{Name: "redis-server", New: srv.Client})
+		out = append(out, Backend{Name: "redis-server", New: func(t testing.TB) redis.UniversalClient { return srv.Client(t) }})
+	}
+	if shared != nil {
+		out = append(out, Backend{Name: "redis-cluster", New: func(t testing.TB) redis.UniversalClient { return shared.Client(t) }})
 	}
 	return out
 }
 
-// Main runs a test package with a redis-server started for it; m.Run's
-// tests find it through the returned pointer. It exits the process.
+// shared is the package's cluster under `make cluster-test`.
+var shared *Cluster
+
+// SharedCluster is the cluster Main started for the package, or nil when
+// the tests run without one.
+func SharedCluster() *Cluster { return shared }
+
+// WantCluster tells whether the tests run against a Redis Cluster too.
+func WantCluster() bool { return os.Getenv("NEARCAST_TEST_CLUSTER") == "1" }
+
+// Main runs a test package with a redis-server started for it (and a
+// cluster, when WantCluster); m.Run's tests find the server through the
+// returned pointer. It exits the process.
 func Main(m *testing.M, srv **Server) {
 	s, err := Start()
 	if err != nil {
@@ -177,7 +202,17 @@ func Main(m *testing.M, srv **Server) {
 		os.Exit(1)
 	}
 	*srv = s
+	if WantCluster() {
+		if shared, err = StartCluster(); err != nil {
+			s.Stop()
+			fmt.Fprintln(os.Stderr, "redistest:", err)
+			os.Exit(1)
+		}
+	}
 	code := m.Run()
 	s.Stop()
+	if shared != nil {
+		shared.Stop()
+	}
 	os.Exit(code)
 }

@@ -1,0 +1,434 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nearcast/nearcast/rules"
+)
+
+// Issuing an offer touches keys that Redis Cluster may keep on three
+// nodes: the customer's own (caps, coupons, visits and the coupon's
+// record, under the customer's hash tag), a rule's shared counters (its
+// budget and per-store caps, under the rule's tag) and the outbox (under
+// its own). No command crosses slots, so an offer is issued in steps, each
+// safe should the process die right after it:
+//
+//  1. Intent: the coupon code joins the outbox's intents with a deadline,
+//     and the best candidate's rule reserves a unit of its budget and
+//     store cap, when it has them.
+//  2. Commit: the customer's atomic step issues the first offer every cap
+//     allows (records the coupon, counts it), and only before the deadline.
+//  3. Announce: the intent moves to the outbox's stream (one atomic step
+//     of the outbox, so it happens once), the code's index is written,
+//     reservations not used are given back, the funnels are counted.
+//
+// Should the process die between 2 and 3, the dispatcher finds the intent
+// past its deadline and announces it, or drops it when nothing was issued.
+// A reservation lost that way is a unit of budget not spent: a cap may
+// under-issue by one, never over-issue.
+
+// commitWindow is how long after its intent a commit may still issue.
+const commitWindow = 2 * time.Second
+
+// commitScript issues the first offer every customer cap allows, among
+// candidates whose rule capacity is reserved (or who need none): it counts
+// it in the customer's caps, records the coupon with its push, and marks
+// the visit, in one step, so no two pings of a customer can both pass a
+// cap. With dry it only checks.
+//
+// A candidate the script cannot decide on is handed back: {"need", i}
+// when candidate i would be issued but has no push rendered yet, or its
+// rule's capacity is not reserved yet; the engine renders or reserves and
+// asks again, and nothing was written. Past the deadline it answers
+// {"late"} and writes nothing.
+//
+// KEYS: caps, coupons, visits, the coupon's record.
+// ARGV: n, customer_id, device_id, now_ms, retention_ms, dry ("1"), day
+// field, week field, oldest day kept, oldest week kept, customer daily
+// limit, least gap between two offers (ms), today (UTC), deadline (ms; 0:
+// none), coupon code, then per candidate: rule_id, store_id, expires_ms,
+// push JSON ("" when not rendered), per_customer_per_day,
+// per_customer_per_week, per_customer_total (0: no cap), rule side (""
+// needs no reservation, "r" reserved, "?" not reserved yet, or the reason
+// the rule's capacity refused), holdout ("1": the customer is in the
+// rule's holdout group), the rule's tags (comma-separated, kept for
+// affinity at redemption), the only store the coupon is good at ("" for
+// any).
+// Returns one result per candidate looked at: "sent", "holdout" (it would
+// have been sent; the customer gets nothing), or the cap's reason; the
+// candidates after the last one looked at are lower_priority.
+var commitScript = redis.NewScript(`
+local n = tonumber(ARGV[1])
+local dry = ARGV[6] == '1'
+local dayF, weekF = ARGV[7], ARGV[8]
+local limit = tonumber(ARGV[11])
+local today = ARGV[13]
+local function used(f) return tonumber(redis.call('HGET', KEYS[1], f) or '0') end
+local function over(count, cap) return cap > 0 and count >= cap end
+local function mark(store, rule, group)
+  redis.call('HSET', KEYS[3], 'offer:' .. store, ARGV[4] .. '|' .. rule .. '|' .. group .. '|' .. today)
+end
+local function late()
+  local deadline = tonumber(ARGV[14])
+  if deadline == 0 then return false end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > deadline
+end
+local res = {}
+local customerReason = nil
+if tonumber(ARGV[4]) - used('*|last') < tonumber(ARGV[12]) then customerReason = 'recent_offer'
+elseif over(used('*|' .. dayF), limit) then customerReason = 'customer_limit'
+end
+for i = 1, n do
+  local b = 15 + (i - 1) * 11
+  local rule, store, exp, push = ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3]), ARGV[b + 4]
+  local perDay, perWeek, perTotal = tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7])
+  local side, holdout = ARGV[b + 8], ARGV[b + 9] == '1'
+  local reason = customerReason
+  if reason then
+  elseif over(used(rule .. '|' .. dayF), perDay) or over(used(rule .. '|' .. weekF), perWeek)
+      or over(used(rule .. '|t'), perTotal) then reason = 'frequency_cap'
+  elseif side ~= '' and side ~= 'r' and side ~= '?' then reason = side
+  end
+  if reason then
+    table.insert(res, reason)
+  elseif side == '?' or (push == '' and not holdout) then
+    return {'need', tostring(i)}
+  elseif holdout then
+    table.insert(res, 'holdout')
+    if not dry then mark(store, rule, 'h') end
+    return res
+  else
+    if not dry and late() then return {'late'} end
+    table.insert(res, 'sent')
+    if dry then return res end
+    if redis.call('HLEN', KEYS[1]) > 64 then
+      for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+        local kind, when = string.match(f, '|([dw])(%d+)$')
+        if (kind == 'd' and when < ARGV[9]) or (kind == 'w' and when < ARGV[10]) then
+          redis.call('HDEL', KEYS[1], f)
+        end
+      end
+    end
+    for _, f in ipairs({'*|' .. dayF, '*|t', rule .. '|' .. dayF, rule .. '|' .. weekF, rule .. '|t'}) do
+      redis.call('HINCRBY', KEYS[1], f, 1)
+    end
+    redis.call('HSET', KEYS[1], '*|last', ARGV[4])
+    redis.call('PEXPIRE', KEYS[1], 400 * 86400000)
+    redis.call('HSET', KEYS[4], 'customer_id', ARGV[2], 'device_id', ARGV[3], 'rule_id', rule,
+      'store_id', store, 'issued_at', ARGV[4], 'expires_at', ARGV[b + 3], 'rule_tags', ARGV[b + 10],
+      'only_store', ARGV[b + 11], 'push', push)
+    redis.call('PEXPIREAT', KEYS[4], exp + tonumber(ARGV[5]))
+    redis.call('SADD', KEYS[2], ARGV[15])
+    redis.call('PEXPIREAT', KEYS[2], exp + tonumber(ARGV[5]))
+    mark(store, rule, 't')
+    return res
+  end
+end
+return res`)
+
+// reserveScript takes one unit of a rule's budget and of its cap at a
+// store today, when both have room; with dry it only checks.
+// KEYS: store-day counter, budget counter. ARGV: per-store-per-day cap,
+// total cap (0: none), dry ("1"). Returns "r", "store_cap" or "budget".
+var reserveScript = redis.NewScript(`
+local function over(k, cap) return cap > 0 and tonumber(redis.call('GET', k) or '0') >= cap end
+if over(KEYS[1], tonumber(ARGV[1])) then return 'store_cap' end
+if over(KEYS[2], tonumber(ARGV[2])) then return 'budget' end
+if ARGV[3] ~= '1' then
+  redis.call('INCR', KEYS[1])
+  redis.call('PEXPIRE', KEYS[1], 2 * 86400000)
+  redis.call('INCR', KEYS[2])
+end
+return 'r'`)
+
+// giveBackScript returns a reserved unit that no coupon used.
+// KEYS: store-day counter, budget counter.
+var giveBackScript = redis.NewScript(`
+for _, k in ipairs(KEYS) do
+  if tonumber(redis.call('GET', k) or '0') > 0 then redis.call('DECR', k) end
+end
+return 1`)
+
+// announceScript moves an intent to the outbox's stream, once.
+// KEYS: intents, stream. ARGV: the intent, the push reference (JSON).
+var announceScript = redis.NewScript(`
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('XADD', KEYS[2], '*', 'push', ARGV[2])
+return 1`)
+
+// intentOf names an issue in the outbox's intents: the code (of fixed
+// length) and the customer.
+func intentOf(code, customerID string) string { return code + customerID }
+
+// parseIntent splits an intent.
+func parseIntent(s string) (code, customerID string, ok bool) {
+	if len(s) <= CouponCodeLen {
+		return "", "", false
+	}
+	return s[:CouponCodeLen], s[CouponCodeLen:], true
+}
+
+// pushRef is what the outbox's stream holds of a push: its record, in the
+// customer's keys, holds the rest.
+func pushRef(code, customerID string) string {
+	b, _ := json.Marshal(Push{ID: code, CustomerID: customerID})
+	return string(b)
+}
+
+// hasRuleCaps tells whether a rule's offers spend shared capacity.
+func hasRuleCaps(r *rules.Compiled) bool {
+	return r.Rule.Caps.PerStorePerDay > 0 || r.Rule.Caps.Total > 0
+}
+
+// issue hands the eligible offers, best first, to the customer's atomic
+// step, which issues the first its caps allow, and counts the funnels of
+// the rules looked at (and extra, the presence step's counts).
+func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.Customer, eligible []candidate, opt Options, res *Result, extra []redis.Cmder) error {
+	if len(eligible) > maxCommit {
+		eligible = eligible[:maxCommit]
+	}
+	local := now.In(cust.Location())
+	day := local.Format("20060102")
+	year, week := local.ISOWeek()
+	oldestDay := local.AddDate(0, 0, -8).Format("20060102")
+	oy, ow := local.AddDate(0, 0, -15).ISOWeek()
+	utcDay := now.UTC().Format("20060102")
+	code := e.coupons.NewCode()
+	intent := intentOf(code, p.CustomerID)
+	var deadline int64
+	if !opt.DryRun {
+		deadline = time.Now().Add(commitWindow).UnixMilli() // the wall clock, as Redis's
+	}
+	keys := []string{customerKey(p.CustomerID, partCaps), customerKey(p.CustomerID, partCoupons),
+		customerKey(p.CustomerID, partVisits), couponRecordKey(p.CustomerID, code)}
+	args := []any{len(eligible), p.CustomerID, p.DeviceID, now.UnixMilli(), e.cfg.CouponRetention.Milliseconds(), flag(opt.DryRun),
+		"d" + day, fmt.Sprintf("w%04d%02d", year, week), "d" + oldestDay, fmt.Sprintf("w%04d%02d", oy, ow), e.cfg.MaxOffersPerDay,
+		e.cfg.MinOfferGap.Milliseconds(), utcDay, deadline, code}
+	offers := make([]Offer, len(eligible))
+	at := make([]int, len(eligible)) // where each candidate's arguments begin
+	ruleKeys := make([][]string, len(eligible))
+	for i, c := range eligible {
+		expires := now.Add(c.rule.ValidFor()).UTC().Truncate(time.Second)
+		offers[i] = Offer{CouponCode: code, RuleID: c.rule.Rule.ID, StoreID: c.store.ID, ExpiresAt: expires}
+		side := ""
+		if hasRuleCaps(c.rule) {
+			side = "?"
+			storeDay := now.In(c.store.Location()).Format("20060102")
+			ruleKeys[i] = []string{storeDayKey(c.rule.Rule.ID, c.store.ID, storeDay), budgetKey(c.rule.Rule.ID)}
+		}
+		caps := c.rule.Rule.Caps
+		at[i] = len(args)
+		args = append(args, c.rule.Rule.ID, c.store.ID, expires.UnixMilli(), "",
+			caps.PerCustomerPerDay, caps.PerCustomerPerWeek, caps.PerCustomerTotal, side,
+			flag(c.rule.InHoldout(p.CustomerID)), strings.Join(c.rule.Rule.Tags, ","), onlyStore(c))
+	}
+	// render writes a candidate's texts and push; only those that may win
+	// are rendered.
+	rendered := make([]bool, len(eligible))
+	render := func(i int) error {
+		if rendered[i] {
+			return nil
+		}
+		c, o := eligible[i], &offers[i]
+		msg := c.rule.Render(rules.OfferData{Customer: cust, Store: c.store.Store, DistanceM: c.distanceM, CouponCode: o.CouponCode, ExpiresAt: o.ExpiresAt, Visit: c.visit})
+		o.Title, o.Body = msg.Title, msg.Body
+		pushExpires := now.Add(e.cfg.PushTTL)
+		if o.ExpiresAt.Before(pushExpires) {
+			pushExpires = o.ExpiresAt
+		}
+		payload, err := json.Marshal(Push{
+			ID: o.CouponCode, CustomerID: p.CustomerID, DeviceID: p.DeviceID,
+			Title: msg.Title, Body: msg.Body,
+			Data: map[string]string{
+				"coupon_code": o.CouponCode, "rule_id": o.RuleID, "store_id": o.StoreID,
+				"expires_at": o.ExpiresAt.Format(time.RFC3339), "title": msg.Title, "body": msg.Body,
+			},
+			CollapseKey: o.RuleID, ExpiresAt: pushExpires, CreatedAt: now,
+		})
+		args[at[i]+3], rendered[i] = string(payload), true
+		return err
+	}
+	// reserve asks a rule for capacity (a check only, in a dry run).
+	reserved := make([]bool, len(eligible))
+	reserveCmd := func(i int) *scripted {
+		c := eligible[i].rule.Rule.Caps
+		return newScripted(ctx, reserveScript, ruleKeys[i], c.PerStorePerDay, c.Total, flag(opt.DryRun))
+	}
+	reserveDone := func(i int, x *scripted) error {
+		side, err := x.result(ctx, e.rdb).Text()
+		if err != nil {
+			return fmt.Errorf("%w: reserve a rule's capacity: %v", ErrUnavailable, err)
+		}
+		args[at[i]+7] = side
+		reserved[i] = side == "r" && !opt.DryRun
+		return nil
+	}
+	if err := render(0); err != nil {
+		return err
+	}
+
+	// Step 1: the intent, and the best candidate's capacity.
+	var intentCmd *redis.IntCmd
+	var first []redis.Cmder
+	if !opt.DryRun {
+		intentCmd = redis.NewIntCmd(ctx, "zadd", keyIntents, deadline, intent)
+		first = append(first, intentCmd)
+	}
+	var reserve0 *scripted
+	if ruleKeys[0] != nil {
+		reserve0 = reserveCmd(0)
+		first = append(first, reserve0.cmd)
+	}
+	if len(first) > 0 {
+		e.batch.do(first...)
+		if reserve0 != nil {
+			if err := reserveDone(0, reserve0); err != nil {
+				return err
+			}
+		}
+		if intentCmd != nil && intentCmd.Err() != nil {
+			e.giveBack(ctx, ruleKeys, reserved)
+			return fmt.Errorf("%w: offer intent: %v", ErrUnavailable, intentCmd.Err())
+		}
+	}
+
+	// Step 2: the customer's atomic step, asked again while it needs a
+	// rendering or a reservation.
+	var results []string
+	for attempt := 0; ; attempt++ {
+		if attempt > 2*len(eligible)+1 {
+			return fmt.Errorf("%w: issue offer: the atomic step asked for what it had", ErrUnavailable)
+		}
+		commit := newScripted(ctx, commitScript, keys, args...)
+		e.batch.do(commit.cmd)
+		out, err := commit.result(ctx, e.rdb).StringSlice()
+		if err != nil {
+			// The intent stays: should the step have issued, the
+			// dispatcher announces it past the deadline.
+			return fmt.Errorf("%w: issue offer: %v", ErrUnavailable, err)
+		}
+		if len(out) == 1 && out[0] == "late" {
+			e.giveBack(ctx, ruleKeys, reserved)
+			return fmt.Errorf("%w: issue offer: the step came after its deadline", ErrUnavailable)
+		}
+		if len(out) == 2 && out[0] == "need" {
+			i, _ := strconv.Atoi(out[1])
+			i--
+			if i < 0 || i >= len(eligible) {
+				return fmt.Errorf("%w: issue offer: the atomic step asked for candidate %s", ErrUnavailable, out[1])
+			}
+			if err := render(i); err != nil {
+				return err
+			}
+			if args[at[i]+7] == "?" {
+				x := reserveCmd(i)
+				e.batch.do(x.cmd)
+				if err := reserveDone(i, x); err != nil {
+					e.giveBack(ctx, ruleKeys, reserved)
+					return err
+				}
+			}
+			continue
+		}
+		results = out
+		break
+	}
+	winner := -1
+	for i, r := range results {
+		res.Explain[eligible[i].explain].Result = r
+		if r == ResultSent || r == ReasonHoldout {
+			winner = i
+		}
+		if r == ResultSent {
+			res.Offers = append(res.Offers, offers[i])
+		}
+	}
+	if opt.DryRun {
+		return nil
+	}
+
+	// Step 3: announce (or drop the intent), give back what was not used,
+	// count.
+	cmds := extra
+	var scripts []*scripted
+	var announce *scripted
+	var index *redis.StatusCmd
+	if winner >= 0 && results[winner] == ResultSent {
+		ttl := offers[winner].ExpiresAt.Add(e.cfg.CouponRetention).Sub(now)
+		announce = newScripted(ctx, announceScript, []string{keyIntents, keyOutbox}, intent, pushRef(code, p.CustomerID))
+		index = redis.NewStatusCmd(ctx, "set", codeIndexKey(code), p.CustomerID, "px", max(ttl, time.Second).Milliseconds())
+		scripts = append(scripts, announce)
+		cmds = append(cmds, index)
+	} else {
+		cmds = append(cmds, redis.NewIntCmd(ctx, "zrem", keyIntents, intent))
+	}
+	if winner >= 0 && results[winner] == ReasonHoldout {
+		cmds = append(cmds, redis.NewIntCmd(ctx, "incr", budgetKey(eligible[winner].rule.Rule.ID)+":holdout"))
+	}
+	for i := range eligible {
+		if reserved[i] && (i != winner || results[winner] != ResultSent) {
+			scripts = append(scripts, newScripted(ctx, giveBackScript, ruleKeys[i]))
+		}
+	}
+	counted := make([]Explanation, len(res.Explain))
+	for i, x := range res.Explain {
+		if x.Result == "" {
+			x.Result = ReasonLower
+		}
+		counted[i] = x
+	}
+	cmds = append(cmds, e.funnelCmds(ctx, utcDay, counted)...)
+	for _, x := range scripts {
+		cmds = append(cmds, x.cmd)
+	}
+	e.batch.do(cmds...)
+	var failed error
+	for _, x := range scripts {
+		if err := x.result(ctx, e.rdb).Err(); err != nil {
+			failed = err
+		}
+	}
+	for _, c := range cmds {
+		if err := c.Err(); err != nil && !redis.HasErrorPrefix(err, "NOSCRIPT") {
+			failed = err
+		}
+	}
+	if announce != nil && (announce.cmd.Err() != nil || index.Err() != nil) {
+		// The coupon is issued but cannot be looked up by its code yet:
+		// the answer does not give it. The dispatcher announces it past
+		// the deadline, and its push reaches the phone.
+		res.Offers = res.Offers[:0]
+		return fmt.Errorf("%w: announce an offer: %v", ErrUnavailable, failed)
+	}
+	if failed != nil {
+		// A counter or a reservation may be off by one.
+		e.log.Warn("offer decided, its counters not all written", "err", failed)
+	}
+	return nil
+}
+
+// giveBack returns the reservations of a failed issue.
+func (e *Engine) giveBack(ctx context.Context, ruleKeys [][]string, reserved []bool) {
+	var scripts []*scripted
+	var cmds []redis.Cmder
+	for i, r := range reserved {
+		if r {
+			x := newScripted(ctx, giveBackScript, ruleKeys[i])
+			scripts, cmds = append(scripts, x), append(cmds, x.cmd)
+		}
+	}
+	if len(cmds) > 0 {
+		e.batch.do(cmds...)
+		for _, x := range scripts {
+			x.result(ctx, e.rdb)
+		}
+	}
+}
