@@ -4,7 +4,7 @@ BIN      := bin/nearcast
 # Root installs directly; anyone else through sudo.
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run build test test-deps vet fuzz bench bench-full bench-go clean
+.PHONY: run build test test-deps vet fuzz cluster-test bench bench-full bench-go clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/nearcast
@@ -19,6 +19,7 @@ test: test-deps vet
 	$(GO) test -count=1 -race -short -timeout 8m ./...
 	$(GO) test -count=1 -timeout 5m -run 'IndexMatchesBruteForce' ./geo
 	$(MAKE) fuzz FUZZTIME=40000x
+	$(MAKE) cluster-test
 
 ## fuzz: each fuzz target for FUZZTIME (its corpus: testdata/fuzz in its package).
 ## FUZZTIME is a count of runs ("500000x"), not a duration: Go 1.26's fuzz
@@ -30,6 +31,14 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePing$$' -fuzztime $(FUZZTIME) ./api
 	$(GO) test -run '^$$' -fuzz '^FuzzCompileRule$$' -fuzztime $(FUZZTIME) ./rules
 	$(GO) test -run '^$$' -fuzz '^FuzzRenderTemplate$$' -fuzztime $(FUZZTIME) ./rules
+
+## cluster-test: the integration and end-to-end tests again on a Redis
+## Cluster of six local redis-server processes (three masters, three
+## replicas) that each test package starts and stops, with two Nearcast
+## replicas, and a master killed mid-run (TestClusterFailover).
+cluster-test: test-deps
+	NEARCAST_TEST_CLUSTER=1 $(GO) test -count=1 -short -timeout 8m ./engine ./api ./rules
+	NEARCAST_TEST_CLUSTER=1 $(GO) test -count=1 -short -timeout 8m -v -run 'Cluster|TwoReplicas|EndToEnd' ./cmd/nearcast
 
 test-deps:
 	@command -v redis-server >/dev/null 2>&1 || { \

@@ -35,7 +35,7 @@ type Catalog struct {
 	now func() time.Time
 	// storeRefs checks the stores a rule names against the stores known;
 	// Live sets it to its snapshot's check.
-	storeRefs func(*Rule) []Fault
+	storeRefs func(context.Context, *Rule) []Fault
 }
 
 // NewCatalog returns a catalog on rdb.
@@ -217,7 +217,7 @@ func (c *Catalog) PutRuleIf(ctx context.Context, r *Rule, dryRun bool, ifVersion
 		fs = append(fs, err.(*ValidationError).Faults...)
 	}
 	if c.storeRefs != nil {
-		fs = append(fs, c.storeRefs(r)...)
+		fs = append(fs, c.storeRefs(ctx, r)...)
 	}
 	if err := fs.err(); err != nil {
 		return err

@@ -217,7 +217,12 @@ type Live struct {
 // NewLive returns a Live over the catalog; call Refresh before serving.
 func NewLive(rdb redis.UniversalClient, log *slog.Logger) *Live {
 	l := &Live{cat: NewCatalog(rdb), rdb: rdb, log: log, PollEvery: 2 * time.Second}
-	l.cat.storeRefs = func(r *Rule) []Fault {
+	l.cat.storeRefs = func(ctx context.Context, r *Rule) []Fault {
+		// The stores as they are now, not as this replica last heard: a
+		// store saved through another replica a moment ago counts.
+		if err := l.Refresh(ctx); err != nil {
+			l.log.Warn("rule checked against the snapshot in force", "err", err)
+		}
 		if snap := l.Current(); snap != nil {
 			return snap.StoreRefFaults(r)
 		}

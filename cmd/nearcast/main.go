@@ -251,7 +251,45 @@ func redisClient(url string) (redis.UniversalClient, error) {
 	opt := &redis.ClusterOptions{Addrs: seeds}
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout, opt.MaxRetries = redisTimeouts()
 	opt.DialerRetries = 1
-	return redis.NewClusterClient(opt), nil
+	cc := redis.NewClusterClient(opt)
+	cc.AddHook(reloadOnFailure{cc})
+	return cc, nil
+}
+
+// reloadOnFailure makes a cluster client read the slot map again as soon
+// as a node stops answering (or a node says the cluster is down), rather
+// than when the map is ten seconds old: pings find the replica that took
+// over from a dead master within a moment of the failover.
+type reloadOnFailure struct{ cc *redis.ClusterClient }
+
+func (h reloadOnFailure) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h reloadOnFailure) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		h.check(ctx, err)
+		return err
+	}
+}
+
+func (h reloadOnFailure) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		for _, c := range cmds {
+			h.check(ctx, c.Err())
+		}
+		return err
+	}
+}
+
+func (h reloadOnFailure) check(ctx context.Context, err error) {
+	if err == nil || errors.Is(err, redis.Nil) {
+		return
+	}
+	var re redis.Error
+	if !errors.As(err, &re) || redis.HasErrorPrefix(err, "CLUSTERDOWN") || redis.HasErrorPrefix(err, "MOVED") {
+		h.cc.ReloadState(ctx) // one reload at a time, however many ask
+	}
 }
 
 // redisTimeouts keep a ping from hanging on a Redis that is down: the

@@ -141,15 +141,22 @@ const e2eRule = `{"name": "Flat White", "priority": 10,
            "body": {"de": "{{.store.name}}: Code {{.coupon.code}}", "en": "{{.store.name}}: code {{.coupon.code}}"},
            "valid_for_s": 1800}}`
 
-// The issue's end-to-end scenario: a real redis-server, the FCM sender
+// The issue's end-to-end scenario: a real redis-server (and a Redis
+// Cluster, under `make cluster-test`), the FCM sender
 // through firebase-admin-go, and an FCM test double that checks each
 // request. Walking in, out and in again sends exactly two pushes, each
 // with the customer's name and its own coupon code.
 func TestEndToEndRedisAndFCM(t *testing.T) {
+	for _, target := range redisTargets() {
+		t.Run(target.name, func(t *testing.T) { endToEnd(t, target) })
+	}
+}
+
+func endToEnd(t *testing.T, target redisTarget) {
 	fcm := fcmtest.New(t)
-	rdb := srv.Client(t)
+	rdb := target.client(t)
 	base, out := startServer(t, map[string]string{
-		"NEARCAST_REDIS_URL":     "redis://" + srv.Addr,
+		"NEARCAST_REDIS_URL":     target.url,
 		"NEARCAST_PUSH":          "fcm",
 		"NEARCAST_FCM_ENDPOINT":  fcm.URL(),
 		"NEARCAST_FCM_PROJECT":   "nearcast-test",

@@ -48,15 +48,21 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
-// Two server processes on one redis-server: a rule saved through one is
-// in force on the other within a second, disabling it likewise, and a
-// budget and a daily cap hold across both under hundreds of concurrent
-// pings.
+// Two server processes on one redis-server (and on a Redis Cluster, under
+// `make cluster-test`): a rule saved through one is in force on the other
+// within a second, disabling it likewise, and a budget and a daily cap
+// hold across both under hundreds of concurrent pings.
 func TestTwoReplicas(t *testing.T) {
-	srv.Client(t) // a clean database
 	bin := buildBinary(t)
+	for _, target := range redisTargets() {
+		t.Run(target.name, func(t *testing.T) { twoReplicas(t, bin, target) })
+	}
+}
+
+func twoReplicas(t *testing.T, bin string, target redisTarget) {
+	target.client(t) // a clean database
 	env := map[string]string{
-		"NEARCAST_REDIS_URL": "redis://" + srv.Addr, "NEARCAST_PUSH": "log",
+		"NEARCAST_REDIS_URL": target.url, "NEARCAST_PUSH": "log",
 		"NEARCAST_APP_KEYS": "app", "NEARCAST_ADMIN_KEYS": "admin", "NEARCAST_COUPON_SECRET": "s",
 		"NEARCAST_QUIET_HOURS": "off", "NEARCAST_MAX_OFFERS_PER_DAY": "0", "NEARCAST_LOG_LEVEL": "warn",
 	}

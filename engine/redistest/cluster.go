@@ -199,3 +199,16 @@ func Keys(ctx context.Context, rdb redis.UniversalClient, pattern string) ([]str
 	})
 	return all, err
 }
+
+// Revive starts a killed node again; it rejoins the cluster (as the
+// replica of the node that took over from it) and the cluster is waited
+// for.
+func (c *Cluster) Revive(n *Server) error {
+	if err := n.Restart(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	delete(c.killed, n.Addr)
+	c.mu.Unlock()
+	return c.WaitHealthy(30 * time.Second)
+}

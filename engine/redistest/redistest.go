@@ -8,10 +8,12 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -46,8 +48,47 @@ func Start(settings ...string) (*Server, error) {
 	return s, nil
 }
 
+// freePort picks a free loopback port; for a cluster node, one whose bus
+// port (10,000 above) is free too.
+func freePort(cluster bool) (int, error) {
+	for attempt := 0; attempt < 100; attempt++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		if !cluster {
+			l.Close()
+			return port, nil
+		}
+		if port+10000 <= 65535 {
+			if bus, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+10000)); err == nil {
+				bus.Close()
+				l.Close()
+				return port, nil
+			}
+		}
+		l.Close()
+		// An ephemeral port is often too high for a bus port: try below.
+		for p := 20000 + rand.IntN(20000); p < 45000; p += 7 {
+			a, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+			if err != nil {
+				continue
+			}
+			b, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+10000))
+			a.Close()
+			if err == nil {
+				b.Close()
+				return p, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("no free port pair for a cluster node")
+}
+
 // prepare picks a port and a folder for a server, not started yet.
 func prepare(settings ...string) (*Server, error) {
+	cluster := slices.Contains(settings, "--cluster-enabled")
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		return nil, fmt.Errorf("redis-server not found: run `make test`, which installs it, or apt-get install redis-server")
 	}
@@ -55,12 +96,10 @@ func prepare(settings ...string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freePort(cluster)
 	if err != nil {
 		return nil, err
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
 	args := []string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log")}
 	return &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), Port: port, dir: dir, args: append(args, settings...)}, nil
