@@ -98,6 +98,12 @@ type Config struct {
 	// 0 means no limit.
 	PingsPerMinute       int
 	PingsPerMinuteDevice int
+	// WaitReplicas is how many replicas must have an offer's step before
+	// the answer gives the coupon (Redis WAIT), so that a failover cannot
+	// lose it; 0 waits for none. WaitTimeout bounds the wait; a step that
+	// reached fewer replicas in time is answered all the same, and counted.
+	WaitReplicas int
+	WaitTimeout  time.Duration
 	// Metrics counts decisions and events; nil counts nothing.
 	Metrics *Metrics
 }
@@ -114,6 +120,7 @@ var DefaultConfig = Config{
 	EnterAccuracyM:   25,
 	CouponRetention:  30 * 24 * time.Hour,
 	RedisLanes:       1,
+	WaitTimeout:      100 * time.Millisecond,
 	// An app sends a fix every few seconds at most; more is a loop or abuse.
 	PingsPerMinute:       60,
 	PingsPerMinuteDevice: 30,

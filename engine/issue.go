@@ -307,9 +307,7 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 		if attempt > 2*len(eligible)+1 {
 			return fmt.Errorf("%w: issue offer: the atomic step asked for what it had", ErrUnavailable)
 		}
-		commit := newScripted(ctx, commitScript, keys, args...)
-		e.batch.do(commit.cmd)
-		out, err := commit.result(ctx, e.rdb).StringSlice()
+		out, err := e.commit(ctx, keys, args, opt.DryRun)
 		if err != nil {
 			// The intent stays: should the step have issued, the
 			// dispatcher announces it past the deadline.
@@ -431,4 +429,56 @@ func (e *Engine) giveBack(ctx context.Context, ruleKeys [][]string, reserved []b
 			x.result(ctx, e.rdb)
 		}
 	}
+}
+
+// commit runs the customer's atomic step. With WaitReplicas, a step that
+// writes goes to the master of the customer's keys in one pipeline with
+// WAIT, on one connection, so that it is answered only once a replica has
+// it: a failover right after cannot lose a coupon an answer gave, and
+// issue it again.
+func (e *Engine) commit(ctx context.Context, keys []string, args []any, dry bool) ([]string, error) {
+	x := newScripted(ctx, commitScript, keys, args...)
+	node := e.masterOf(ctx, keys[0])
+	if e.cfg.WaitReplicas <= 0 || dry || node == nil {
+		e.batch.do(x.cmd)
+		return x.result(ctx, e.rdb).StringSlice()
+	}
+	for attempt := 0; ; attempt++ {
+		x := newScripted(ctx, commitScript, keys, args...)
+		pipe := node.Pipeline()
+		_ = pipe.Process(ctx, x.cmd)
+		wait := pipe.Do(ctx, "wait", e.cfg.WaitReplicas, max(e.cfg.WaitTimeout, time.Millisecond).Milliseconds())
+		_, _ = pipe.Exec(ctx)
+		if redis.HasErrorPrefix(x.cmd.Err(), "NOSCRIPT") && attempt == 0 {
+			if err := commitScript.Load(ctx, node).Err(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		out, err := x.cmd.StringSlice()
+		if err != nil {
+			return nil, err
+		}
+		if n, err := wait.Int(); err != nil || n < e.cfg.WaitReplicas {
+			e.cfg.Metrics.waitedShort()
+			e.log.Warn("an offer's step reached fewer replicas than asked in time", "replicas", n, "want", e.cfg.WaitReplicas, "err", err)
+		}
+		return out, nil
+	}
+}
+
+// masterOf is the client of the one Redis that holds key: the client
+// itself, or the cluster's master for the key's slot; nil when neither.
+func (e *Engine) masterOf(ctx context.Context, key string) *redis.Client {
+	switch c := e.rdb.(type) {
+	case *redis.Client:
+		return c
+	case *redis.ClusterClient:
+		m, err := c.MasterForKey(ctx, key)
+		if err != nil {
+			return nil
+		}
+		return m
+	}
+	return nil
 }

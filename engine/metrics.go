@@ -22,6 +22,7 @@ type Metrics struct {
 	pushes    *prometheus.CounterVec
 	redisTime *prometheus.HistogramVec
 	redisErrs *prometheus.CounterVec
+	waitShort prometheus.Counter
 }
 
 // NewMetrics registers the engine's metrics with reg, times every command
@@ -50,7 +51,11 @@ func NewMetrics(reg prometheus.Registerer, rdb redis.UniversalClient, snaps Snap
 			Help: "Redis round trips that failed, by kind.",
 		}, []string{"kind"}),
 	}
-	reg.MustRegister(m.decisions, m.events, m.pushes, m.redisTime, m.redisErrs, &outboxCollector{rdb: rdb})
+	m.waitShort = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "nearcast_redis_wait_short_total",
+		Help: "Offers issued whose step fewer replicas than NEARCAST_REDIS_WAIT_REPLICAS had in time: a failover then could lose them.",
+	})
+	reg.MustRegister(m.decisions, m.events, m.pushes, m.redisTime, m.redisErrs, m.waitShort, &outboxCollector{rdb: rdb})
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "nearcast_snapshot_version",
 		Help: "Catalog version of the snapshot in force (0: none loaded).",
@@ -94,6 +99,12 @@ func (m *Metrics) happened(events []Event) {
 func (m *Metrics) pushed(result string) {
 	if m != nil {
 		m.pushes.WithLabelValues(result).Inc()
+	}
+}
+
+func (m *Metrics) waitedShort() {
+	if m != nil {
+		m.waitShort.Inc()
 	}
 }
 

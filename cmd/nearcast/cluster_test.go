@@ -242,3 +242,19 @@ func TestClusterFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Unset, NEARCAST_REDIS_WAIT_REPLICAS makes an offer wait for one replica
+// on a cluster whose masters all have one, and for none on a single Redis.
+func TestClusterReplicasToWaitFor(t *testing.T) {
+	ctx := context.Background()
+	if n := replicasToWaitFor(ctx, srv.Client(t)); n != 0 {
+		t.Fatalf("a single redis-server: wait for %d replicas", n)
+	}
+	cl := redistest.SharedCluster()
+	if cl == nil {
+		t.Skip("needs a Redis Cluster of local processes: `make cluster-test` runs this test on one")
+	}
+	if n := replicasToWaitFor(ctx, cl.Client(t)); n != 1 {
+		t.Fatalf("a cluster of three masters with a replica each: wait for %d replicas, want 1", n)
+	}
+}

@@ -33,6 +33,7 @@ type config struct {
 	MaxOffersDay  int
 	PingsPerMin   int // a customer's pings a minute; 0: no limit
 	PingsPerMinD  int // a device's
+	WaitReplicas  int // replicas an offer's step must reach; -1: as many as every master has, up to one
 	MinOfferGap   time.Duration
 	ClaimIdle     time.Duration
 	QuietHours    [2]int // from, until in minutes; equal: none
@@ -149,6 +150,7 @@ func loadConfig(env func(string) string) (*config, error) {
 	c.MaxOffersDay = count(env, "NEARCAST_MAX_OFFERS_PER_DAY", 2, bad)
 	c.PingsPerMin = count(env, "NEARCAST_PINGS_PER_MINUTE", 60, bad)
 	c.PingsPerMinD = count(env, "NEARCAST_PINGS_PER_MINUTE_DEVICE", 30, bad)
+	c.WaitReplicas = count(env, "NEARCAST_REDIS_WAIT_REPLICAS", -1, bad)
 	c.MaxEnterSpeed = 3
 	if v := env("NEARCAST_MAX_ENTER_SPEED"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)

@@ -42,7 +42,7 @@ GOOGLE_APPLICATION_CREDENTIALS, NEARCAST_FCM_PROJECT, NEARCAST_FCM_ENDPOINT,
 NEARCAST_APP_KEYS, NEARCAST_ADMIN_KEYS, NEARCAST_COUPON_SECRET,
 NEARCAST_PUSH_WORKERS, NEARCAST_PUSH_RATE, NEARCAST_PUSH_TTL, NEARCAST_VISIT_TIMEOUT,
 NEARCAST_MAX_ENTER_SPEED, NEARCAST_MAX_OFFERS_PER_DAY, NEARCAST_PINGS_PER_MINUTE,
-NEARCAST_PINGS_PER_MINUTE_DEVICE, NEARCAST_QUIET_HOURS, NEARCAST_MIN_OFFER_GAP, NEARCAST_CLAIM_IDLE,
+NEARCAST_PINGS_PER_MINUTE_DEVICE, NEARCAST_REDIS_WAIT_REPLICAS, NEARCAST_QUIET_HOURS, NEARCAST_MIN_OFFER_GAP, NEARCAST_CLAIM_IDLE,
 NEARCAST_LOG_FORMAT, NEARCAST_LOG_LEVEL, NEARCAST_PPROF_ADDR, NEARCAST_VERIFY_ID_TOKENS
 (see README.md).
 `
@@ -142,6 +142,11 @@ func serve(ctx context.Context, env func(string) string, out io.Writer) error {
 	ecfg.QuietHours = cfg.QuietHours
 	ecfg.MinOfferGap = cfg.MinOfferGap
 	ecfg.PingsPerMinute, ecfg.PingsPerMinuteDevice = cfg.PingsPerMin, cfg.PingsPerMinD
+	ecfg.WaitReplicas = cfg.WaitReplicas
+	if ecfg.WaitReplicas < 0 {
+		ecfg.WaitReplicas = replicasToWaitFor(ctx, rdb)
+	}
+	log.Info("offers wait for replicas", "replicas", ecfg.WaitReplicas)
 	coupons := engine.NewCoupons(cfg.CouponSecret)
 	eng := engine.New(rdb, live, coupons, ecfg, log, nil)
 	dcfg := engine.DefaultDispatchConfig()
@@ -254,6 +259,25 @@ func redisClient(url string) (redis.UniversalClient, error) {
 	cc := redis.NewClusterClient(opt)
 	cc.AddHook(reloadOnFailure{cc})
 	return cc, nil
+}
+
+// replicasToWaitFor is NEARCAST_REDIS_WAIT_REPLICAS unset: one when every
+// master of a cluster has a replica, else none.
+func replicasToWaitFor(ctx context.Context, rdb redis.UniversalClient) int {
+	cc, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		return 0
+	}
+	slots, err := cc.ClusterSlots(ctx).Result()
+	if err != nil || len(slots) == 0 {
+		return 0
+	}
+	for _, s := range slots {
+		if len(s.Nodes) < 2 {
+			return 0
+		}
+	}
+	return 1
 }
 
 // reloadOnFailure makes a cluster client read the slot map again as soon

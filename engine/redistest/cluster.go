@@ -20,6 +20,9 @@ type Cluster struct {
 
 	mu     sync.Mutex
 	killed map[string]bool
+	// whole: every master has its replica (none was killed, or the killed
+	// one was revived); WaitHealthy waits for the replicas too.
+	whole bool
 }
 
 // NodeTimeout is the cluster-node-timeout of a test cluster: a master
@@ -32,7 +35,7 @@ func StartCluster() (*Cluster, error) {
 	if _, err := exec.LookPath("redis-cli"); err != nil {
 		return nil, fmt.Errorf("redis-cli not found: run `make test`, which installs redis-server and its tools")
 	}
-	c := &Cluster{killed: map[string]bool{}}
+	c := &Cluster{killed: map[string]bool{}, whole: true}
 	for i := 0; i < 6; i++ {
 		s, err := prepare("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
 			"--cluster-node-timeout", fmt.Sprint(NodeTimeout.Milliseconds()),
@@ -115,6 +118,7 @@ func (c *Cluster) KillMasterOf(ctx context.Context, key string) (*Server, error)
 		if n.Addr == addr {
 			c.mu.Lock()
 			c.killed[addr] = true
+			c.whole = false
 			c.mu.Unlock()
 			n.Kill()
 			return n, nil
@@ -124,7 +128,8 @@ func (c *Cluster) KillMasterOf(ctx context.Context, key string) (*Server, error)
 }
 
 // WaitHealthy waits until every node still running says the cluster is
-// ok and every slot has a running master.
+// ok and every slot has a running master (and, while no node is dead, a
+// replica).
 func (c *Cluster) WaitHealthy(limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	var last string
@@ -164,6 +169,9 @@ func (c *Cluster) unhealthy() string {
 		for _, s := range slots {
 			if len(s.Nodes) == 0 || c.killed[s.Nodes[0].Addr] {
 				return fmt.Sprintf("%s still names a dead master for slots %d-%d", n.Addr, s.Start, s.End)
+			}
+			if c.whole && len(s.Nodes) < 2 {
+				return fmt.Sprintf("%s names no replica for slots %d-%d yet", n.Addr, s.Start, s.End)
 			}
 			covered += s.End - s.Start + 1
 		}
@@ -209,6 +217,7 @@ func (c *Cluster) Revive(n *Server) error {
 	}
 	c.mu.Lock()
 	delete(c.killed, n.Addr)
+	c.whole = len(c.killed) == 0
 	c.mu.Unlock()
 	return c.WaitHealthy(30 * time.Second)
 }
