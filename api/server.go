@@ -7,6 +7,7 @@ package api
 import (
 	"context"
 	"crypto/subtle"
+	"io"
 	"log/slog"
 	"math"
 	"net/http"
@@ -93,8 +94,12 @@ func New(d Deps) *fiber.App {
 	})}
 	d.Metrics.MustRegister(s.pingTime)
 	app := fiber.New(fiber.Config{
-		AppName:               "nearcast",
-		BodyLimit:             maxBulkBody,
+		AppName: "nearcast",
+		// Bodies up to the JSON limit are read before the handler; a longer
+		// (or chunked) one is streamed, and limitBody refuses it unread
+		// unless its route takes bulk uploads.
+		BodyLimit:             maxJSONBody,
+		StreamRequestBody:     true,
 		ErrorHandler:          s.handleError,
 		DisableStartupMessage: true,
 		ReadTimeout:           10 * time.Second,
@@ -104,6 +109,7 @@ func New(d Deps) *fiber.App {
 	// Every answer carries a request id (the caller's X-Request-ID, or a
 	// new one), which the log of a failed request names.
 	app.Use(requestid.New())
+	app.Use(limitBody)
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", s.readyz)
 	app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(d.Metrics, promhttp.HandlerOpts{})))
@@ -148,6 +154,33 @@ func New(d Deps) *fiber.App {
 
 	v1.Get("/dev/pushes", admin, s.devPushes)
 	return app
+}
+
+// limitBody refuses a body over its route's limit with 413, before reading
+// it when its length is declared: 1 MiB of JSON, 256 MiB of NDJSON for
+// the bulk uploads of stores and customers.
+func limitBody(c *fiber.Ctx) error {
+	limit := maxJSONBody
+	if c.Method() == fiber.MethodPost && (c.Path() == "/v1/stores" || c.Path() == "/v1/customers") {
+		limit = maxBulkBody
+	}
+	tooLarge := func() error {
+		return newError(http.StatusRequestEntityTooLarge, "", "a body here is at most %d bytes", limit)
+	}
+	if c.Request().Header.ContentLength() > limit {
+		return tooLarge()
+	}
+	if stream := c.Request().BodyStream(); stream != nil {
+		body, err := io.ReadAll(io.LimitReader(stream, int64(limit)+1))
+		if err != nil {
+			return newError(http.StatusBadRequest, "", "the body could not be read: %v", err)
+		}
+		if len(body) > limit {
+			return tooLarge()
+		}
+		c.Request().SetBody(body)
+	}
+	return c.Next()
 }
 
 // auth lets a request through when its bearer key has at least the role.
