@@ -2,10 +2,12 @@ package console_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
@@ -205,6 +208,27 @@ func TestConsoleInBrowser(t *testing.T) {
 		})
 	}
 
+	// drag presses the mouse on an element's centre and moves it dx, dy.
+	drag := func(sel string, dx, dy float64) action {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			r, err := chromedp.Evaluate[struct{ X, Y float64 }](fmt.Sprintf(`(() => { const b = document.querySelector(%q).getBoundingClientRect(); return {X: b.left + b.width / 2, Y: b.top + b.height / 2} })()`, sel))(ctx, tg)
+			if err != nil {
+				return err
+			}
+			steps := []action{chromedp.MouseEvent(input.DispatchMouseEventTypeMousePressed, r.X, r.Y, chromedp.ButtonLeft, chromedp.ClickCount(1))}
+			for i := 1; i <= 5; i++ {
+				steps = append(steps, chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, r.X+dx*float64(i)/5, r.Y+dy*float64(i)/5, chromedp.ButtonLeft))
+			}
+			steps = append(steps, chromedp.MouseEvent(input.DispatchMouseEventTypeMouseReleased, r.X+dx, r.Y+dy, chromedp.ButtonLeft, chromedp.ClickCount(1)))
+			for _, a := range steps {
+				if _, err := a(ctx, tg); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+
 	step("sign in with a wrong key",
 		chromedp.Navigate(base+"/console/"),
 		chromedp.WaitVisible(chromedp.ID("signin-key")),
@@ -234,6 +258,17 @@ func TestConsoleInBrowser(t *testing.T) {
 		until(`document.querySelector('#store-list')?.textContent.includes('Café Test')`),
 		until(`document.querySelectorAll('svg.map path.cell').length > 0`),
 		shot("02-store-created"))
+	step("resize the store by its handle, and move it back and forth",
+		drag(`svg.map .handle`, 40, 0),
+		until(`Number(document.querySelector('#store-form [name="radius_m"]')?.value) > 120`),
+		until(`document.querySelector('#store-form h3 .badge')?.textContent === 'unsaved'`),
+		chromedp.Evaluate[chromedp.Void](`window.__lat0 = Number(document.querySelector('#store-form [name="lat"]').value)`),
+		drag(`svg.map .store-dot`, 0, 60),
+		until(`Number(document.querySelector('#store-form [name="lat"]')?.value) < window.__lat0 - 0.0001`),
+		drag(`svg.map .store-dot`, 0, -60),
+		until(`Math.abs(Number(document.querySelector('#store-form [name="lat"]')?.value) - window.__lat0) < 0.00001`),
+		shot("03-store-resized"),
+		set(`#store-form [name="radius_m"]`, "100"))
 	step("a store's fault shows next to its field",
 		set(`#store-form [name="radius_m"]`, "5"),
 		chromedp.Click(chromedp.ID("store-save")),
@@ -295,9 +330,16 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("the first ping, 300 px west of the store, entered it: %s", firstRows)
 	}
 
+	// The walk was a dry run: the funnel is still empty. The same walk
+	// from the app, for real, issues the offer, and the results show it.
+	if got := countIssued(t, base); got != 0 {
+		t.Fatalf("the simulated walk issued %d offers; a dry run issues none", got)
+	}
+	walkForReal(t, base)
 	step("results",
 		chromedp.Click(chromedp.CSS(`nav a[data-view="results"]`)),
 		until(`document.querySelectorAll('#results-charts svg.chart').length >= 3`),
+		until(`document.querySelector('#results-charts text.value[data-label="issued"]')?.textContent === '1'`),
 		shot("07-results"))
 
 	csp, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`window.__csp`))
@@ -321,4 +363,58 @@ func exceptionText(d *runtime.ExceptionDetails) string {
 		return d.Exception.Description
 	}
 	return d.Text
+}
+
+// countIssued reads today's issued count of the test's rule.
+func countIssued(t *testing.T, base string) int {
+	t.Helper()
+	var rep struct {
+		Days []struct{ Issued int } `json:"days"`
+	}
+	call(t, "GET", base+"/v1/rules/cafe-hello/stats", adminKey, "", &rep)
+	n := 0
+	for _, d := range rep.Days {
+		n += d.Issued
+	}
+	return n
+}
+
+// walkForReal sends the app's pings: outside the store, then inside.
+func walkForReal(t *testing.T, base string) {
+	t.Helper()
+	var store struct{ Lat, Lng float64 }
+	call(t, "GET", base+"/v1/stores/s-cafe", adminKey, "", &store)
+	for _, lng := range []float64{store.Lng - 0.004, store.Lng} {
+		var res struct {
+			Offers []struct{ Title string } `json:"offers"`
+		}
+		call(t, "POST", base+"/v1/pings", "console-app", fmt.Sprintf(`{"customer_id": "c-42", "device_id": "d-1", "lat": %v, "lng": %v, "accuracy_m": 10}`, store.Lat, lng), &res)
+		if lng == store.Lng && (len(res.Offers) != 1 || !strings.Contains(res.Offers[0].Title, "Hi Anna")) {
+			t.Fatalf("the real walk into the store got offers %+v", res.Offers)
+		}
+	}
+}
+
+func call(t *testing.T, method, url, key, body string, out any) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("%s %s: %d %s", method, url, res.StatusCode, b)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		t.Fatalf("%s %s: %v: %s", method, url, err, b)
+	}
 }

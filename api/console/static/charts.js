@@ -5,25 +5,25 @@ import { h } from './dom.js';
 // hbars draws one bar per item: {label, value, cls, note}.
 export function hbars(items, { width = 520, unit = '' } = {}) {
   const rowH = 26, labelW = 150, max = Math.max(1, ...items.map((i) => i.value));
-  const svg = h('svg', { class: 'chart', viewBox: `0 0 ${width} ${items.length * rowH + 8}`, role: 'img' });
+  const svg = h('svg', { class: 'chart', width, viewBox: `0 0 ${width} ${items.length * rowH + 8}`, role: 'img' });
   items.forEach((it, i) => {
     const y = i * rowH + 4, w = ((width - labelW - 70) * it.value) / max;
     svg.append(
       h('text', { x: labelW - 8, y: y + 16, 'text-anchor': 'end', class: 'axis' }, it.label),
       h('rect', { x: labelW, y, width: Math.max(w, 1).toFixed(1), height: rowH - 8, class: `bar ${it.cls || ''}` }),
-      h('text', { x: labelW + w + 6, y: y + 15, class: 'value' }, it.note ?? `${it.value}${unit}`));
+      h('text', { x: labelW + w + 6, y: y + 15, class: 'value', 'data-label': it.label }, it.note ?? `${it.value}${unit}`));
   });
   return svg;
 }
 
 // dayBars draws, for each day, one bar per series side by side, with a
 // legend: series are {key, label, cls}.
-export function dayBars(days, series, { width = 720, height = 220 } = {}) {
+export function dayBars(days, series, { width = 960, height = 240 } = {}) {
   const pad = { l: 36, r: 8, t: 10, b: 36 };
   const max = Math.max(1, ...days.flatMap((d) => series.map((s) => d[s.key] || 0)));
   const iw = width - pad.l - pad.r, ih = height - pad.t - pad.b;
   const slot = iw / Math.max(1, days.length), bw = Math.max(2, (slot * 0.8) / series.length);
-  const svg = h('svg', { class: 'chart', viewBox: `0 0 ${width} ${height + 20}`, role: 'img' });
+  const svg = h('svg', { class: 'chart', width, viewBox: `0 0 ${width} ${height + 20}`, role: 'img' });
   const ticks = niceTicks(max);
   for (const t of ticks) {
     const y = pad.t + ih - (ih * t) / ticks[ticks.length - 1];

@@ -97,6 +97,18 @@ export class MapView {
     this.draw();
   }
 
+  // fitBusiest shows the busiest area: the points within radiusM of the
+  // point with the most such neighbours (a chain's home city, not the
+  // whole country).
+  fitBusiest(points, radiusM = 15000) {
+    let best = [];
+    for (const p of points.slice(0, 2000)) {
+      const near = points.filter((q) => Math.abs(q[0] - p[0]) < radiusM / 111000 && distance(p[0], p[1], q[0], q[1]) <= radiusM);
+      if (near.length > best.length) best = near;
+    }
+    this.fit(best);
+  }
+
   zoomBy(dz, sx, sy) {
     const [w, hgt] = this.size();
     sx ??= w / 2; sy ??= hgt / 2;

@@ -324,10 +324,11 @@ export function mountRuleEditor(root, ruleId) {
     try {
       const headers = st.version ? { 'If-Match': `"${st.version}"` } : undefined;
       const saved = await api('PUT', `/v1/rules/${enc(st.id)}`, body(), { headers });
-      st.version = saved.version;
+      const { id, version, updated_at, ...doc } = saved;
+      st.version = version;
       showFaults(form, []);
-      if (isNew) { location.hash = `#/rules/${enc(saved.id)}`; return; }
-      st.doc = saved;
+      if (isNew) { location.hash = `#/rules/${enc(id)}`; return; }
+      st.doc = doc;
       renderForm();
       writeRaw();
       versionEl.textContent = `Version ${saved.version}, saved ${fmtTime(saved.updated_at)}.`;
@@ -351,8 +352,9 @@ export function mountRuleEditor(root, ruleId) {
     if (!isNew) {
       try {
         const r = await api('GET', `/v1/rules/${enc(ruleId)}`);
-        st.version = r.version;
-        st.doc = r;
+        const { id, version, updated_at, ...doc } = r; // the server's, not the marketer's to edit
+        st.version = version;
+        st.doc = doc;
         versionEl.textContent = `Version ${r.version}, saved ${fmtTime(r.updated_at)}.`;
       } catch (err) {
         fill(root, h('p', { class: 'error' }, err.message));

@@ -90,7 +90,10 @@ export function mountSimulate(root) {
     runBtn.disabled = true;
     st.pings = [];
     const tbody = h('tbody');
-    fill(results, h('table', { class: 'grid sim' },
+    const summary = h('p', { id: 'sim-summary', class: 'summary' }, 'Walking…');
+    const quietRows = h('input', { type: 'checkbox', id: 'sim-only-events' });
+    quietRows.addEventListener('change', () => tbody.classList.toggle('only-events', quietRows.checked));
+    fill(results, h('div', { class: 'row between' }, summary, h('label', {}, quietRows, ' only pings that caused something')), h('table', { class: 'grid sim' },
       h('thead', {}, h('tr', {}, ['#', 'm', 'Events', 'Offer', 'Decisions'].map((x) => h('th', {}, x)))), tbody));
     const seen = new Set();
     const pts = interpolate(st.path, Number(step.value) || 20);
@@ -112,6 +115,8 @@ export function mountSimulate(root) {
       tbody.append(row(i + 1, x.at, res, repeat));
       map.draw();
     }
+    const n = st.pings.length, withEvents = st.pings.filter((x) => x.events).length, offers = st.pings.filter((x) => x.offers).length;
+    summary.textContent = `${n} pings: ${withEvents} with an event, ${offers} with an offer.`;
     st.running = false;
     runBtn.disabled = false;
   });
@@ -142,7 +147,7 @@ export function mountSimulate(root) {
     } catch (err) {
       fill(results, h('p', { class: 'error' }, err.message));
     }
-    map.fit(st.stores.map((s) => [s.lat, s.lng]));
+    map.fitBusiest(st.stores.map((s) => [s.lat, s.lng]));
   })();
 }
 

@@ -67,7 +67,10 @@ export function mountStores(root) {
   function shapes() {
     const sel = state.draft;
     const out = [];
-    for (const s of visible()) for (const c of state.cells.get(s.id)?.cells || []) out.push({ polygon: c.boundary, cls: 'cell', title: `H3 ${c.cell} (res ${c.resolution})` });
+    for (const s of visible()) {
+      const cls = s.id === sel?.id ? 'cell selected' : 'cell';
+      for (const c of state.cells.get(s.id)?.cells || []) out.push({ polygon: c.boundary, cls, title: `H3 ${c.cell} (resolution ${c.resolution}) of ${s.name}` });
+    }
     out.push(...storeShapes(visible(), sel?.id));
     if (sel && sel.lat !== undefined && !(sel.polygon && sel.polygon.length)) {
       out.push({ dot: destination(sel.lat, sel.lng, sel.radius_m || 100, 90), px: 6, cls: 'handle', drag: 'radius', title: 'drag to resize' });
@@ -79,8 +82,15 @@ export function mountStores(root) {
     const items = state.stores.filter(matches);
     fill(listEl, items.length ? items.map((s) => h('li', {
       class: state.draft?.id === s.id ? 'selected' : '',
-      onclick: () => { select(s.id); map.fit([[s.lat, s.lng]], (s.radius_m || 300) * 4); },
+      onclick: () => { select(s.id); focus(s); },
     }, h('strong', {}, s.name), ' ', h('span', { class: 'muted' }, s.id), h('div', { class: 'tags' }, (s.tags || []).map((t) => h('span', { class: 'tag' }, t))))) : h('li', { class: 'muted' }, 'No store matches.'));
+  }
+
+  // focus shows a store with the cells the index files it under.
+  function focus(s) {
+    const cells = state.cells.get(s.id)?.cells || [];
+    const pts = cells.flatMap((c) => c.boundary);
+    map.fit(pts.length ? pts : [[s.lat, s.lng]], (s.radius_m || 300) * 4);
   }
 
   function select(id) {
@@ -90,6 +100,15 @@ export function mountStores(root) {
     renderForm(false);
     renderList();
     map.draw();
+    cellInfo();
+  }
+
+  // cellInfo says what the dashed outlines are.
+  function cellInfo() {
+    const c = state.draft && state.cells.get(state.draft.id)?.cells;
+    hint.textContent = c?.length
+      ? `${state.draft.name}: the index files this fence under ${c.length} H3 cells of resolution ${c[0].resolution} (dashed), enough to catch a customer near its edge. Drag the store to move it; drag the handle on its edge to resize.`
+      : 'Dashed outlines: the H3 cells the server\'s index files each fence under. Drag the background to pan, scroll to zoom. Drag a store to move it; drag the handle on its edge to resize.';
   }
 
   function clickMap(lat, lng) {
@@ -106,6 +125,10 @@ export function mountStores(root) {
   }
 
   function drag(key, lat, lng, phase) {
+    if (state.adding) { // a click on a store while adding one adds it there
+      if (phase === 'click' || phase === 'end') clickMap(lat, lng);
+      return;
+    }
     if (key.startsWith('store:')) {
       const id = key.slice(6);
       if (phase === 'start' || phase === 'click') {
@@ -126,6 +149,7 @@ export function mountStores(root) {
     state.dirty = true;
     state.cells.delete(state.draft.id);
     renderForm(!state.stores.some((s) => s.id === state.draft.id));
+    hint.textContent = 'Moved or resized: save to keep it; the server then files it under new H3 cells.';
   }
 
   function renderForm(isNew) {
@@ -234,7 +258,7 @@ export function mountStores(root) {
         state.cells.delete(s.id); // not indexed yet: try again on the next load
       }
     }));
-    if (todo.length) map.draw();
+    if (todo.length) { map.draw(); cellInfo(); }
   }
 
   (async () => {
@@ -245,7 +269,7 @@ export function mountStores(root) {
       return;
     }
     renderList();
-    map.fit(state.stores.filter((s) => s.lat !== undefined).map((s) => [s.lat, s.lng]));
+    map.fitBusiest(state.stores.filter((s) => s.lat !== undefined).map((s) => [s.lat, s.lng]));
     await loadCells();
     map.draw();
   })();
