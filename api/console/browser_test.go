@@ -277,6 +277,17 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.Click(chromedp.ID("store-save")),
 		until(`document.querySelector('#store-status')?.textContent.includes('Saved')`))
 
+	step("a new store may not take an existing store's id",
+		chromedp.Click(chromedp.ID("store-add")),
+		clickMap(150, 100),
+		until(`document.querySelector('#store-form h3')?.textContent.startsWith('New store')`),
+		chromedp.SendKeys(chromedp.CSS(`#store-form [name="id"]`), "s-cafe"),
+		chromedp.SendKeys(chromedp.CSS(`#store-form [name="name"]`), "Another café"),
+		chromedp.Click(chromedp.ID("store-save")),
+		until(`document.querySelector('#store-form [data-field="id"] .fault')?.textContent.includes('exists already')`),
+		chromedp.Click(chromedp.CSS(`#store-form button[data-action="close"]`)),
+		until(`document.querySelector('#store-form h3') === null`))
+
 	step("open a new rule",
 		chromedp.Click(chromedp.CSS(`nav a[data-view="rules"]`)),
 		chromedp.WaitVisible(chromedp.ID("rule-new")),

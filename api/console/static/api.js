@@ -73,4 +73,15 @@ export async function listAll(path, field, max = 5000) {
   return out;
 }
 
+// exists tells whether a document is there (404: no).
+export async function exists(path) {
+  try {
+    await api('GET', path);
+    return true;
+  } catch (err) {
+    if (err.status === 404) return false;
+    throw err;
+  }
+}
+
 export const enc = encodeURIComponent;

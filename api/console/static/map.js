@@ -54,7 +54,10 @@ export class MapView {
     this.svg.addEventListener('pointermove', (e) => this.move(e));
     this.svg.addEventListener('pointerup', (e) => this.up(e));
     this.svg.addEventListener('wheel', (e) => this.wheel(e), { passive: false });
-    new ResizeObserver(() => this.draw()).observe(this.svg);
+    const seen = new ResizeObserver(() => {
+      if (this.svg.isConnected) this.draw(); else seen.disconnect(); // the view was left
+    });
+    seen.observe(this.svg);
   }
 
   size() {

@@ -4,7 +4,7 @@
 // the marketer types, with each fault next to the field it names; and a
 // preview of the push on a phone, in each language, for one customer.
 
-import { api, listAll, enc, ApiError } from './api.js';
+import { api, listAll, enc, exists, ApiError } from './api.js';
 import { h, fill, field, showFaults, debounce, list, fmtTime } from './dom.js';
 
 export const today = () => new Date().toISOString().slice(0, 10);
@@ -179,7 +179,7 @@ export function mountRuleEditor(root, ruleId) {
       isNew ? null : h('a', { href: `#/results/${enc(ruleId)}` }, 'Results'), h('a', { href: '#/rules' }, '← all rules')),
     h('div', { class: 'editor' },
       h('section', {}, form),
-      h('section', {}, h('h3', {}, 'JSON'), h('div', { class: 'field', 'data-field': '$raw' }, raw, rawFault),
+      h('section', { class: 'aside' }, h('h3', {}, 'JSON'), h('div', { class: 'field', 'data-field': '$raw' }, raw, rawFault),
         h('h3', {}, 'Push preview'),
         h('div', { class: 'row' }, field('$customer', 'Customer', custIn), field('$store', 'At store', storeSel)),
         previewFault, preview))));
@@ -248,7 +248,6 @@ export function mountRuleEditor(root, ruleId) {
     }
     changed(false);
   });
-  form.addEventListener('change', (e) => { if (e.target.tagName === 'SELECT' || e.target.type === 'checkbox') form.dispatchEvent(new Event('input')); });
 
   raw.addEventListener('input', () => {
     let doc;
@@ -300,6 +299,8 @@ export function mountRuleEditor(root, ruleId) {
     showFaults(form, faults, { rule_id: 'id' });
     statusEl.textContent = st.valid ? 'Valid.' : `${faults.length} problem${faults.length > 1 ? 's' : ''}.`;
     statusEl.className = `status ${st.valid ? 'ok' : 'bad'}`;
+    preview.classList.toggle('stale', !st.valid);
+    preview.title = st.valid ? '' : 'the last valid version: fix the rule to see it as it is now';
     if (st.valid) renderPreview();
   }
 
@@ -321,6 +322,10 @@ export function mountRuleEditor(root, ruleId) {
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     if (!st.id) return validate();
+    if (isNew && await exists(`/v1/rules/${enc(st.id)}`)) {
+      showFaults(form, [{ field: 'id', message: `a rule ${st.id} exists already: open it from the list to change it` }]);
+      return;
+    }
     try {
       const headers = st.version ? { 'If-Match': `"${st.version}"` } : undefined;
       const saved = await api('PUT', `/v1/rules/${enc(st.id)}`, body(), { headers });

@@ -3,7 +3,7 @@
 // add a store, drag one to move it, drag its handle to resize it, and
 // edit the rest in the form.
 
-import { api, listAll, enc, ApiError } from './api.js';
+import { api, listAll, enc, exists, ApiError } from './api.js';
 import { h, fill, field, showFaults, list } from './dom.js';
 import { MapView, destination, distance } from './map.js';
 
@@ -27,7 +27,8 @@ export function storeShapes(stores, selectedId) {
 }
 
 export function mountStores(root) {
-  const state = { stores: [], cells: new Map(), selected: null, draft: null, adding: false, query: '', dirty: false };
+  // draft is the store in the form; creating says it is not saved yet.
+  const state = { stores: [], cells: new Map(), draft: null, creating: false, adding: false, query: '', dirty: false };
   const search = h('input', { id: 'store-search', type: 'search', placeholder: 'Search by name or tag', 'aria-label': 'search stores' });
   const listEl = h('ul', { id: 'store-list', class: 'items' });
   const formEl = h('form', { id: 'store-form', class: 'form', novalidate: true });
@@ -58,9 +59,11 @@ export function mountStores(root) {
     return s.name.toLowerCase().includes(q) || s.id.toLowerCase().includes(q) || (s.tags || []).some((t) => t.toLowerCase().includes(q));
   }
 
+  // visible lists the stores to draw: those the search matches, the one
+  // being edited as it is in the form.
   function visible() {
     const out = state.stores.filter(matches);
-    if (state.draft && !state.stores.some((s) => s.id === state.draft.id)) out.push(state.draft);
+    if (state.creating) return [...out, state.draft];
     return out.map((s) => (state.draft && s.id === state.draft.id ? state.draft : s));
   }
 
@@ -97,6 +100,7 @@ export function mountStores(root) {
     const s = state.stores.find((x) => x.id === id);
     state.draft = s ? structuredClone(s) : null;
     state.dirty = false;
+    state.creating = false;
     renderForm(false);
     renderList();
     map.draw();
@@ -118,6 +122,7 @@ export function mountStores(root) {
     addBtn.textContent = 'Add store';
     map.svg.classList.remove('adding');
     state.draft = { id: '', name: '', lat: round(lat), lng: round(lng), radius_m: 100, tags: [], timezone: Intl.DateTimeFormat().resolvedOptions().timeZone || '' };
+    state.creating = true;
     state.dirty = true;
     renderForm(true);
     map.draw();
@@ -148,7 +153,7 @@ export function mountStores(root) {
     }
     state.dirty = true;
     state.cells.delete(state.draft.id);
-    renderForm(!state.stores.some((s) => s.id === state.draft.id));
+    renderForm(state.creating);
     hint.textContent = 'Moved or resized: save to keep it; the server then files it under new H3 cells.';
   }
 
@@ -175,7 +180,7 @@ export function mountStores(root) {
       h('div', { class: 'row' },
         h('button', { type: 'submit', id: 'store-save', class: 'primary' }, 'Save'),
         isNew ? null : h('button', { type: 'button', class: 'danger', onclick: remove }, 'Delete'),
-        h('button', { type: 'button', onclick: () => { state.draft = null; renderForm(); map.draw(); renderList(); } }, 'Close')),
+        h('button', { type: 'button', 'data-action': 'close', onclick: () => { state.draft = null; renderForm(); map.draw(); renderList(); } }, 'Close')),
       h('p', { class: 'status', id: 'store-status' }));
   }
 
@@ -212,6 +217,10 @@ export function mountStores(root) {
     const d = state.draft, status = formEl.querySelector('#store-status');
     const { id, updated_at, ...body } = d;
     if (d.polygon && d.polygon.length) delete body.radius_m;
+    if (state.creating && id && await exists(`/v1/stores/${enc(id)}`)) {
+      showFaults(formEl, [{ field: 'id', message: `a store ${id} exists already: pick it from the list to change it` }]);
+      return;
+    }
     try {
       const saved = await api('PUT', `/v1/stores/${enc(id || '-')}`, body);
       showFaults(formEl, []);
@@ -220,6 +229,7 @@ export function mountStores(root) {
       state.stores.sort((a, b) => a.id.localeCompare(b.id));
       state.draft = structuredClone(saved);
       state.dirty = false;
+      state.creating = false;
       state.cells.delete(saved.id);
       renderForm(false);
       formEl.querySelector('#store-status').textContent = `Saved ${saved.name}.`;
