@@ -63,7 +63,7 @@ export function mountStores(root) {
   // being edited as it is in the form.
   function visible() {
     const out = state.stores.filter(matches);
-    if (state.creating) return [...out, state.draft];
+    if (state.creating && state.draft) return [...out, state.draft];
     return out.map((s) => (state.draft && s.id === state.draft.id ? state.draft : s));
   }
 
@@ -180,8 +180,16 @@ export function mountStores(root) {
       h('div', { class: 'row' },
         h('button', { type: 'submit', id: 'store-save', class: 'primary' }, 'Save'),
         isNew ? null : h('button', { type: 'button', class: 'danger', onclick: remove }, 'Delete'),
-        h('button', { type: 'button', 'data-action': 'close', onclick: () => { state.draft = null; renderForm(); map.draw(); renderList(); } }, 'Close')),
+        h('button', { type: 'button', 'data-action': 'close', onclick: close }, 'Close')),
       h('p', { class: 'status', id: 'store-status' }));
+  }
+
+  function close() {
+    state.draft = null;
+    state.creating = false;
+    renderForm();
+    renderList();
+    map.draw();
   }
 
   formEl.addEventListener('input', () => {
@@ -248,10 +256,7 @@ export function mountStores(root) {
     try {
       await api('DELETE', `/v1/stores/${enc(d.id)}`);
       state.stores = state.stores.filter((s) => s.id !== d.id);
-      state.draft = null;
-      renderForm();
-      renderList();
-      map.draw();
+      close();
     } catch (err) {
       showFaults(formEl, err.faults ? err.faults() : [{ field: '', message: String(err) }]);
     }
