@@ -164,11 +164,21 @@ export class MapView {
     this.draw();
   }
 
+  // drawSoon draws at most every 150 ms, for changes that come in a stream.
+  drawSoon() {
+    if (this.pending) return;
+    this.pending = setTimeout(() => { this.pending = null; this.draw(); }, 150);
+  }
+
   draw() {
     const [w, hgt] = this.size();
     this.svg.setAttribute('viewBox', `0 0 ${w} ${hgt}`);
     const nodes = [this.graticule(w, hgt)];
-    for (const s of this.opts.shapes()) nodes.push(this.shape(s));
+    const shapes = this.opts.shapes();
+    // Names only where they can be read: a crowd of stores gets none,
+    // but the selected one.
+    const crowded = shapes.filter((s) => s.circle && this.near(s.circle, s.radius_m)).length > 80;
+    for (const s of shapes) if (!(crowded && s.label && !s.keepLabel)) nodes.push(this.shape(s));
     nodes.push(this.scaleBar(hgt));
     this.svg.replaceChildren(...nodes.filter(Boolean));
   }
@@ -184,9 +194,16 @@ export class MapView {
   // {line: [[lat, lng]...]}, {dot: [lat, lng], px}, {label: [lat, lng], text};
   // each may have cls, drag (a key) and title.
   shape(s) {
+    const pts = s.polygon || s.line;
+    const anchor = s.circle || s.dot || s.label || pts[0];
+    const reach = s.radius_m || (pts ? Math.max(...pts.map((p) => distance(anchor[0], anchor[1], p[0], p[1]))) : 0);
+    if (!this.near(anchor, reach)) return null; // off screen
     const attrs = { class: s.cls || '', 'data-drag': s.drag };
     let el;
-    if (s.circle) {
+    if (s.circle && this.pxPerM(s.circle[0]) * s.radius_m < 2) {
+      const [x, y] = this.screen(...s.circle); // too small to be a ring
+      el = h('circle', { ...attrs, cx: x.toFixed(1), cy: y.toFixed(1), r: 2 });
+    } else if (s.circle) {
       const ring = [];
       for (let b = 0; b < 360; b += 5) ring.push(destination(s.circle[0], s.circle[1], s.radius_m, b));
       el = h('path', { ...attrs, d: this.path(ring, true) });
@@ -203,6 +220,19 @@ export class MapView {
     }
     if (el && s.title) el.append(h('title', {}, s.title));
     return el;
+  }
+
+  pxPerM(lat) {
+    return (TILE * 2 ** this.zoom) / (Math.cos(lat * rad) * 2 * Math.PI * R);
+  }
+
+  // near tells whether a point, or anything within reachM of it, may be on
+  // screen: a catalog of thousands of stores draws only what is in view.
+  near([lat, lng], reachM) {
+    const [w, hgt] = this.size();
+    const [x, y] = this.screen(lat, lng);
+    const m = reachM * this.pxPerM(lat) + 100;
+    return x > -m && y > -m && x < w + m && y < hgt + m;
   }
 
   // graticule draws lines of latitude and longitude at a round step.

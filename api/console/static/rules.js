@@ -249,6 +249,11 @@ export function mountRuleEditor(root, ruleId) {
     changed(false);
   });
 
+  // Enter in a field does not save: a save is a new version, made on purpose.
+  form.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && e.target.tagName === 'INPUT') e.preventDefault();
+  });
+
   raw.addEventListener('input', () => {
     let doc;
     try {

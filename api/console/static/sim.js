@@ -27,6 +27,9 @@ export function interpolate(path, stepM) {
   return out;
 }
 
+// MAX_PINGS bounds one walk: a few kilometres at the default spacing.
+const MAX_PINGS = 400;
+
 export function mountSimulate(root) {
   const st = { stores: [], rules: new Map(), path: [], pings: [], running: false };
   const cust = h('input', { id: 'sim-customer', value: 'c-42' });
@@ -97,6 +100,13 @@ export function mountSimulate(root) {
       h('thead', {}, h('tr', {}, ['#', 'm', 'Events', 'Offer', 'Decisions'].map((x) => h('th', {}, x)))), tbody));
     const seen = new Set();
     const pts = interpolate(st.path, Number(step.value) || 20);
+    if (pts.length > MAX_PINGS) {
+      summary.textContent = `${pts.length} pings is more than ${MAX_PINGS}: draw a shorter walk, or ping less often.`;
+      summary.classList.add('error');
+      st.running = false;
+      runBtn.disabled = false;
+      return;
+    }
     for (const [i, x] of pts.entries()) {
       const ping = { customer_id: cust.value.trim(), lat: round(x.p[0]), lng: round(x.p[1]), accuracy_m: Number(accuracy.value), speed_mps: Number(speed.value) };
       if (device.value) ping.device_id = device.value;
@@ -113,10 +123,11 @@ export function mountSimulate(root) {
       events.forEach((e) => seen.add(`${e.type}:${e.store_id}`));
       st.pings.push({ n: i + 1, p: x.p, events: events.length > 0, offers: (res.offers || []).length > 0 && !repeat });
       tbody.append(row(i + 1, x.at, res, repeat));
-      map.draw();
+      map.drawSoon();
     }
     const n = st.pings.length, withEvents = st.pings.filter((x) => x.events).length, offers = st.pings.filter((x) => x.offers).length;
     summary.textContent = `${n} pings: ${withEvents} with an event, ${offers} with an offer.`;
+    map.draw();
     st.running = false;
     runBtn.disabled = false;
   });

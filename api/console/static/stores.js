@@ -21,7 +21,7 @@ export function storeShapes(stores, selectedId) {
     if (s.polygon && s.polygon.length) out.push({ polygon: s.polygon, cls: `fence ${cls}`, drag: `store:${s.id}`, title: s.name });
     else out.push({ circle: [s.lat, s.lng], radius_m: s.radius_m || 100, cls: `fence ${cls}`, drag: `store:${s.id}`, title: s.name });
     out.push({ dot: [s.lat, s.lng], px: 3, cls: 'store-dot', drag: `store:${s.id}` });
-    out.push({ label: [s.lat, s.lng], text: s.name, dy: -8, cls: 'store-label' });
+    out.push({ label: [s.lat, s.lng], text: s.name, dy: -8, cls: 'store-label', keepLabel: s.id === selectedId });
   }
   return out;
 }
