@@ -98,6 +98,7 @@ export class MapView {
     const z = Math.log2((Math.cos(this.center[0] * rad) * 2 * Math.PI * R) / (mPerPx * TILE));
     this.zoom = Math.max(2, Math.min(20, z));
     this.draw();
+    this.opts.onView?.();
   }
 
   // fitBusiest shows the busiest area: the points within radiusM of the
@@ -120,6 +121,7 @@ export class MapView {
     const after = this.latLng(sx, sy);
     this.center = [this.center[0] + before[0] - after[0], this.center[1] + before[1] - after[1]];
     this.draw();
+    this.opts.onView?.();
   }
 
   wheel(e) {
@@ -160,6 +162,8 @@ export class MapView {
       this.opts.onDrag?.(g.key, ...this.eventLatLng(e), g.moved ? 'end' : 'click');
     } else if (!g.moved) {
       this.opts.onClick?.(...this.eventLatLng(e));
+    } else {
+      this.opts.onView?.();
     }
     this.draw();
   }

@@ -4,10 +4,14 @@
 // edit the rest in the form.
 
 import { api, listAll, enc, exists, ApiError } from './api.js';
-import { h, fill, field, showFaults, list } from './dom.js';
+import { h, fill, field, showFaults, list, debounce } from './dom.js';
 import { MapView, destination, distance } from './map.js';
 
 const DAYS = ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'];
+
+// MAX_CELL_STORES is how many stores may be in view for their H3 cells to
+// be fetched and drawn; past that, zoom in.
+const MAX_CELL_STORES = 80;
 
 export async function loadStores() {
   return listAll('/v1/stores', 'stores');
@@ -38,9 +42,11 @@ export function mountStores(root) {
     shapes: () => shapes(),
     onClick: (lat, lng) => clickMap(lat, lng),
     onDrag: (key, lat, lng, phase) => drag(key, lat, lng, phase),
+    onView: () => loadCellsSoon(),
   });
+  const count = h('p', { class: 'muted', id: 'store-count' });
   fill(root, h('div', { class: 'split' },
-    h('aside', { class: 'side' }, h('div', { class: 'row' }, search, addBtn), listEl, formEl),
+    h('aside', { class: 'side' }, h('div', { class: 'row' }, search, addBtn), count, listEl, formEl),
     h('section', { class: 'main' }, map.el, hint)));
 
   search.addEventListener('input', () => { state.query = search.value.trim().toLowerCase(); renderList(); map.draw(); });
@@ -83,6 +89,7 @@ export function mountStores(root) {
 
   function renderList() {
     const items = state.stores.filter(matches);
+    count.textContent = state.query ? `${items.length} of ${state.stores.length} stores match` : `${state.stores.length} stores`;
     fill(listEl, items.length ? items.map((s) => h('li', {
       class: state.draft?.id === s.id ? 'selected' : '',
       onclick: () => { select(s.id); focus(s); },
@@ -112,7 +119,7 @@ export function mountStores(root) {
     const c = state.draft && state.cells.get(state.draft.id)?.cells;
     hint.textContent = c?.length
       ? `${state.draft.name}: the index files this fence under ${c.length} H3 cells of resolution ${c[0].resolution} (dashed), enough to catch a customer near its edge. Drag the store to move it; drag the handle on its edge to resize.`
-      : 'Dashed outlines: the H3 cells the server\'s index files each fence under. Drag the background to pan, scroll to zoom. Drag a store to move it; drag the handle on its edge to resize.';
+      : `Dashed outlines: the H3 cells the server's index files each fence under (drawn when at most ${MAX_CELL_STORES} stores are in view). Drag the background to pan, scroll to zoom. Drag a store to move it; drag the handle on its edge to resize.`;
   }
 
   function clickMap(lat, lng) {
@@ -262,9 +269,13 @@ export function mountStores(root) {
     }
   }
 
-  // loadCells fetches the H3 cells of the stores shown (at most 60 at once).
+  // loadCells fetches the H3 cells of the stores in view, when there are
+  // few enough for cells to mean something at that zoom.
   async function loadCells() {
-    const todo = visible().filter((s) => s.updated_at && !state.cells.has(s.id)).slice(0, 60);
+    let inView = visible().filter((s) => s.updated_at && map.near([s.lat, s.lng], s.radius_m || 0));
+    if (inView.length > MAX_CELL_STORES) inView = [];
+    if (state.draft?.updated_at && !state.creating) inView.push(state.draft); // the selected store's, always
+    const todo = inView.filter((s) => !state.cells.has(s.id));
     await Promise.all(todo.map(async (s) => {
       state.cells.set(s.id, { cells: [] });
       try {
@@ -275,6 +286,8 @@ export function mountStores(root) {
     }));
     if (todo.length) { map.draw(); cellInfo(); }
   }
+
+  const loadCellsSoon = debounce(loadCells, 250);
 
   (async () => {
     try {
