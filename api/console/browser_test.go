@@ -313,8 +313,15 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.Click(chromedp.ID("rule-save")),
 		until(`location.hash === '#/rules/cafe-hello'`),
 		until(`document.querySelector('#rule-version')?.textContent.startsWith('Version 1,')`),
+		set(`[name="priority"]`, "7"),
+		until(`document.querySelector('#rule-status')?.textContent === 'Valid.'`),
+		chromedp.Click(chromedp.ID("rule-save")),
+		until(`document.querySelector('#rule-version')?.textContent.startsWith('Version 2,')`),
+		until(`document.querySelectorAll('#rule-history li').length === 2`),
 		chromedp.Click(chromedp.CSS(`nav a[data-view="rules"]`)),
 		until(`document.querySelector('#rule-table')?.textContent.includes('Hello at the café')`),
+		chromedp.SendKeys(chromedp.ID("rule-search"), "coffee"),
+		until(`[...document.querySelectorAll('#rule-table tbody tr')].filter(tr => !tr.hidden).length === 1`),
 		shot("05-rule-list"))
 
 	step("simulate a walk into the store",

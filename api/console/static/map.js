@@ -54,6 +54,7 @@ export class MapView {
     this.svg.addEventListener('pointermove', (e) => this.move(e));
     this.svg.addEventListener('pointerup', (e) => this.up(e));
     this.svg.addEventListener('wheel', (e) => this.wheel(e), { passive: false });
+    this.svg.addEventListener('keydown', (e) => this.key(e));
     const seen = new ResizeObserver(() => {
       if (this.svg.isConnected) this.draw(); else seen.disconnect(); // the view was left
     });
@@ -128,6 +129,24 @@ export class MapView {
     e.preventDefault();
     const r = this.svg.getBoundingClientRect();
     this.zoomBy(-Math.sign(e.deltaY) * 0.5, e.clientX - r.left, e.clientY - r.top);
+  }
+
+  // key pans with the arrow keys and zooms with + and -.
+  key(e) {
+    const pan = { ArrowLeft: [-80, 0], ArrowRight: [80, 0], ArrowUp: [0, -80], ArrowDown: [0, 80] }[e.key];
+    if (pan) {
+      const [x, y] = world(...this.center, this.zoom);
+      this.center = unworld(x + pan[0], y + pan[1], this.zoom);
+      this.draw();
+      this.opts.onView?.();
+    } else if (e.key === '+' || e.key === '=') {
+      this.zoomBy(1);
+    } else if (e.key === '-') {
+      this.zoomBy(-1);
+    } else {
+      return;
+    }
+    e.preventDefault();
   }
 
   down(e) {

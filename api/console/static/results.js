@@ -11,6 +11,10 @@ const STEPS = [
   ['sent', 'sent'], ['opened', 'opened'], ['redeemed', 'redeemed'],
 ];
 
+function rate(label, n, of) {
+  return h('span', { class: 'rate' }, h('strong', {}, of ? `${((100 * (n || 0)) / of).toFixed(1)} %` : '—'), ` ${label}`);
+}
+
 export function mountResults(root, ruleId) {
   const sel = h('select', { id: 'results-rule', 'aria-label': 'rule' });
   const range = h('select', { id: 'results-days', 'aria-label': 'days' }, [7, 14, 30, 90].map((n) => h('option', { value: n, selected: n === 14 }, `last ${n} days`)));
@@ -41,7 +45,9 @@ export function mountResults(root, ruleId) {
     fill(out,
       total.evaluated ? null : h('p', { class: 'muted' }, 'No activity in these days yet.'),
       h('div', { class: 'cards' },
-        h('section', { class: 'card' }, h('h3', {}, 'Funnel'), hbars(STEPS.map(([k, label]) => ({ label, value: total[k] || 0, cls: k })))),
+        h('section', { class: 'card' }, h('h3', {}, 'Funnel'), hbars(STEPS.map(([k, label]) => ({ label, value: total[k] || 0, cls: k }))),
+          h('p', { class: 'rates' }, rate('matched of evaluated', total.matched, total.evaluated), rate('redeemed of issued', total.redeemed, total.issued),
+            rate('opened of sent', total.opened, total.sent))),
         h('section', { class: 'card' }, h('h3', {}, 'Came back within 7 days'),
           hbars([
             { label: `offered (${hc.treated})`, value: Math.round(hc.treated_share * 1000) / 10, cls: 'issued', note: `${pct(hc.treated_share)} · ${hc.treated_returned} of ${hc.treated}` },

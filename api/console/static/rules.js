@@ -35,8 +35,13 @@ function trigger(r) {
 
 export function mountRuleList(root) {
   const body = h('tbody', {}, h('tr', {}, h('td', { colspan: 7, class: 'muted' }, 'Loading…')));
+  const search = h('input', { type: 'search', id: 'rule-search', placeholder: 'Search rules by name, id, tag or store', 'aria-label': 'search rules' });
+  search.addEventListener('input', () => {
+    const q = search.value.trim().toLowerCase();
+    for (const tr of body.querySelectorAll('tr[data-search]')) tr.hidden = q !== '' && !tr.dataset.search.includes(q);
+  });
   fill(root, h('div', { class: 'page' },
-    h('div', { class: 'row between' }, h('h2', {}, 'Rules'), h('a', { href: '#/rules/new', id: 'rule-new', class: 'button primary' }, 'New rule')),
+    h('div', { class: 'row between' }, h('h2', {}, 'Rules'), search, h('a', { href: '#/rules/new', id: 'rule-new', class: 'button primary' }, 'New rule')),
     h('table', { class: 'grid', id: 'rule-table' },
       h('thead', {}, h('tr', {}, ['Rule', 'Status', 'Priority', 'Trigger', 'Schedule', "Today's funnel", ''].map((x) => h('th', {}, x)))),
       body)));
@@ -56,7 +61,8 @@ export function mountRuleList(root) {
         fill(funnel, ['evaluated', 'matched', 'issued', 'sent', 'redeemed'].map((k) => h('span', { class: 'step', title: k }, h('b', {}, d[k] || 0), ` ${k}`)));
         funnel.classList.remove('muted');
       }).catch(() => { funnel.textContent = '—'; });
-      return h('tr', {},
+      const words = [r.id, r.name, ...(r.tags || []), ...(r.trigger?.stores?.ids || []), ...(r.trigger?.stores?.tags || []), status(r)];
+      return h('tr', { 'data-search': words.join(' ').toLowerCase() },
         h('td', {}, h('a', { href: `#/rules/${enc(r.id)}` }, r.name), h('div', { class: 'muted' }, `${r.id} · v${r.version}`)),
         h('td', {}, h('span', { class: `pill ${status(r)}` }, status(r))),
         h('td', { class: 'num' }, r.priority),
@@ -174,6 +180,7 @@ export function mountRuleEditor(root, ruleId) {
   const custIn = h('input', { id: 'preview-customer', value: 'c-42', 'aria-label': 'customer id' });
   const storeSel = h('select', { id: 'preview-store', 'aria-label': 'store' }, h('option', { value: '' }, 'first store the trigger selects'));
   const previewFault = h('span', { class: 'fault', role: 'alert' });
+  const history = h('ol', { class: 'history', id: 'rule-history', reversed: true });
   fill(root, h('div', { class: 'page' },
     h('div', { class: 'row between' }, h('h2', {}, isNew ? 'New rule' : `Rule ${ruleId}`), versionEl,
       isNew ? null : h('a', { href: `#/results/${enc(ruleId)}` }, 'Results'), h('a', { href: '#/rules' }, '← all rules')),
@@ -182,7 +189,8 @@ export function mountRuleEditor(root, ruleId) {
       h('section', { class: 'aside' }, h('h3', {}, 'JSON'), h('div', { class: 'field', 'data-field': '$raw' }, raw, rawFault),
         h('h3', {}, 'Push preview'),
         h('div', { class: 'row' }, field('$customer', 'Customer', custIn), field('$store', 'At store', storeSel)),
-        previewFault, preview))));
+        previewFault, preview,
+        isNew ? null : h('div', {}, h('h3', {}, 'History'), history)))));
 
   function renderForm() {
     const sections = FIELDS.map(([title, fields]) => h('fieldset', {}, h('legend', {}, title),
@@ -342,6 +350,7 @@ export function mountRuleEditor(root, ruleId) {
       renderForm();
       writeRaw();
       versionEl.textContent = `Version ${saved.version}, saved ${fmtTime(saved.updated_at)}.`;
+      loadHistory();
       statusEl.textContent = `Saved version ${saved.version}.`;
       statusEl.className = 'status ok';
     } catch (err) {
@@ -351,6 +360,51 @@ export function mountRuleEditor(root, ruleId) {
       statusEl.className = 'status bad';
     }
   });
+
+  // loadHistory lists the saved versions, newest first: any can be loaded
+  // into the editor (then saved as the next version) or restored at once.
+  async function loadHistory() {
+    let vs;
+    try {
+      vs = (await api('GET', `/v1/rules/${enc(st.id)}/versions`)).versions || [];
+    } catch (err) {
+      fill(history, h('li', { class: 'error' }, err.message));
+      return;
+    }
+    fill(history, vs.slice().reverse().map((v) => h('li', {},
+      h('strong', {}, `v${v.version}`), ` · ${fmtTime(v.updated_at)} · ${v.name}`,
+      v.version === st.version ? h('span', { class: 'muted' }, ' (current)') : [
+        ' ', h('button', { type: 'button', class: 'small', onclick: () => loadVersion(v) }, 'Load into editor'),
+        ' ', h('button', { type: 'button', class: 'small', onclick: () => restore(v.version) }, 'Restore'),
+      ])));
+  }
+
+  function loadVersion(v) {
+    const { id, version, updated_at, ...doc } = v;
+    st.doc = doc;
+    renderForm();
+    writeRaw();
+    validateSoon();
+    statusEl.textContent = `Version ${version} loaded: save to make it the next version.`;
+  }
+
+  async function restore(version) {
+    if (!confirm(`Make version ${version} of ${st.id} current again (as a new version)?`)) return;
+    try {
+      const r = await api('POST', `/v1/rules/${enc(st.id)}/versions/${version}/restore`);
+      const { id, version: v, updated_at, ...doc } = r;
+      st.version = v;
+      st.doc = doc;
+      renderForm();
+      writeRaw();
+      validateSoon();
+      versionEl.textContent = `Version ${v} (restored from ${version}), saved ${fmtTime(updated_at)}.`;
+      loadHistory();
+    } catch (err) {
+      statusEl.textContent = err.message;
+      statusEl.className = 'status bad';
+    }
+  }
 
   async function remove() {
     if (!confirm(`Delete rule ${st.id}? Its versions are kept.`)) return;
@@ -366,6 +420,7 @@ export function mountRuleEditor(root, ruleId) {
         st.version = version;
         st.doc = doc;
         versionEl.textContent = `Version ${r.version}, saved ${fmtTime(r.updated_at)}.`;
+        loadHistory();
       } catch (err) {
         fill(root, h('p', { class: 'error' }, err.message));
         return;
