@@ -295,6 +295,8 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.ID("f-id")),
 		chromedp.SendKeys(chromedp.ID("f-id"), "cafe-hello"),
 		set(`[name="name"]`, "Hello at the café"),
+		set(`[name="trigger.stores.tags"]`, "coffee, no-such-tag"),
+		until(`document.querySelector('[data-field="trigger.stores.tags"] .fault')?.textContent === 'item 2: no store carries the tag "no-such-tag"'`),
 		set(`[name="trigger.stores.tags"]`, "coffee"),
 		until(`document.querySelector('#rule-status')?.textContent === 'Valid.'`))
 	step("see a validation error next to its field while typing",

@@ -60,10 +60,15 @@ export function showFaults(root, faults, aliases = {}) {
     if (!target) target = root.querySelector('[data-field=""]');
     if (!target) continue;
     const box = target.querySelector(':scope > .fault') || target.querySelector('.fault');
-    const where = path === f.field || !f.field ? '' : `${f.field.slice(path.length).replace(/^\./, '')}: `;
+    const where = path === f.field || !f.field ? '' : `${within(f.field.slice(path.length))}: `;
     box.textContent = (box.textContent ? `${box.textContent} · ` : '') + where + f.message;
     target.classList.add('bad');
   }
+}
+
+// within names the part of a path below a form field: [2] is item 3.
+function within(rest) {
+  return rest.replace(/^\./, '').replace(/^\[(\d+)\]/, (_, i) => `item ${Number(i) + 1}`);
 }
 
 function fieldEl(root, path) {
