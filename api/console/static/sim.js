@@ -59,6 +59,8 @@ export function mountSimulate(root) {
     if (st.path.length > 1) out.push({ line: st.path, cls: 'walk' });
     st.path.forEach((p, i) => out.push({ dot: p, px: 4, cls: 'vertex', title: `point ${i + 1}` }));
     for (const x of st.pings) out.push({ dot: x.p, px: x.offers ? 7 : x.events ? 5 : 3, cls: `ping ${x.offers ? 'offer' : x.events ? 'event' : ''}`, title: `ping ${x.n}` });
+    const hl = st.pings.find((x) => x.n === st.highlight);
+    if (hl) out.push({ dot: hl.p, px: 11, cls: 'ping-highlight' });
     return out;
   }
 
@@ -139,7 +141,7 @@ export function mountSimulate(root) {
   function row(n, at, res, repeat) {
     const events = res.events || [], offers = res.offers || [], explain = res.explain || [];
     const cls = [repeat ? 'repeat' : '', offers.length ? 'has-offer' : '', events.length ? 'has-event' : ''].join(' ');
-    return h('tr', { class: cls },
+    return h('tr', { class: cls, title: 'show on the map', onclick: () => { st.highlight = n; map.draw(); } },
       h('td', { class: 'num' }, n),
       h('td', { class: 'num' }, at),
       h('td', {}, events.length ? events.map((e) => h('div', { class: `event ${e.type}` }, `${e.type} ${storeName(e.store_id)} · ${e.distance_m} m`,
