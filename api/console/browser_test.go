@@ -267,7 +267,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		until(`Number(document.querySelector('#store-form [name="lat"]')?.value) < window.__lat0 - 0.0001`),
 		drag(`svg.map .store-dot`, 0, -60),
 		until(`Math.abs(Number(document.querySelector('#store-form [name="lat"]')?.value) - window.__lat0) < 0.00001`),
-		shot("03-store-resized"),
+		shot("02b-store-resized"),
 		set(`#store-form [name="radius_m"]`, "100"))
 	step("a store's fault shows next to its field",
 		set(`#store-form [name="radius_m"]`, "5"),
