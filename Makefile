@@ -13,8 +13,10 @@ build:
 run: build
 	./$(BIN) serve
 
-## test: installs redis-server when missing, then vets and runs every test
-## (each test package starts and stops its own redis-server on loopback).
+## test: installs redis-server and chromium when missing, then vets and runs
+## every test (each test package starts and stops its own redis-server on
+## loopback; the console's test drives headless chromium, screenshots in
+## api/console/testout/console/).
 test: test-deps vet
 	$(GO) test -count=1 -race -short -timeout 8m ./...
 	$(GO) test -count=1 -timeout 5m -run 'IndexMatchesBruteForce' ./geo
@@ -46,6 +48,12 @@ test-deps:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends redis-server >/dev/null && \
 		redis-server --version; }
+	@# The console's browser test (api/console) drives Debian's chromium.
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "chromium is missing: installing it with apt-get"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null && \
+		chromium --version; }
 
 vet:
 	$(GO) vet ./...

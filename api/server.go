@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nearcast/nearcast/api/console"
 	"github.com/nearcast/nearcast/engine"
 	"github.com/nearcast/nearcast/rules"
 )
@@ -118,6 +119,8 @@ func New(d Deps) *fiber.App {
 		return c.Send(OpenAPI)
 	})
 
+	console.Mount(app) // the marketer's console at /console: static pages that call the API below
+
 	v1 := app.Group("/v1")
 	appKey, admin := s.auth(roleApp), s.auth(roleAdmin)
 
@@ -130,6 +133,7 @@ func New(d Deps) *fiber.App {
 	v1.Post("/stores", admin, s.postStores)
 	v1.Put("/stores/:id", admin, s.putStore)
 	v1.Get("/stores/:id", admin, s.getStore)
+	v1.Get("/stores/:id/cells", admin, s.storeCells)
 	v1.Delete("/stores/:id", admin, s.deleteStore)
 
 	v1.Post("/customers", admin, s.postCustomers)
@@ -146,6 +150,7 @@ func New(d Deps) *fiber.App {
 	v1.Delete("/rules/:id", admin, s.deleteRule)
 	v1.Get("/rules/:id/versions", admin, s.listRuleVersions)
 	v1.Get("/rules/:id/stats", admin, s.ruleStats)
+	v1.Post("/rules/:id/preview", admin, s.previewRule)
 	v1.Get("/rules/:id/versions/:version", admin, s.getRuleVersion)
 	v1.Post("/rules/:id/versions/:version/restore", admin, s.restoreRuleVersion)
 

@@ -1,0 +1,440 @@
+package console_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/nearcast/nearcast/api"
+	"github.com/nearcast/nearcast/engine"
+	"github.com/nearcast/nearcast/engine/redistest"
+	"github.com/nearcast/nearcast/rules"
+)
+
+const adminKey = "console-admin"
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// startServer serves the whole API, console included, on loopback, over
+// miniredis, with one customer (c-42, Anna) and no stores or rules.
+func startServer(t *testing.T) string {
+	t.Helper()
+	rdb, _ := redistest.Mini(t)
+	ctx := context.Background()
+	live := rules.NewLive(rdb, quiet)
+	if err := live.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cfg := engine.DefaultConfig
+	cfg.QuietHours = [2]int{} // the test runs at any hour
+	customers := engine.NewCustomers(rdb)
+	anna := rules.Customer{ID: "c-42", FirstName: "Anna", Locale: "de", Timezone: "Europe/Berlin",
+		Consent: rules.Consent{Location: true, Push: true}, Attributes: map[string]any{"tier": "gold"}}
+	if _, err := customers.Put(ctx, &anna); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := customers.PutDevice(ctx, "c-42", &rules.Device{ID: "d-1", FCMToken: "token-anna", Platform: "android"}); err != nil {
+		t.Fatal(err)
+	}
+	coupons := engine.NewCoupons([]byte("console-test"))
+	app := api.New(api.Deps{
+		Live: live, Customers: customers, Engine: engine.New(rdb, live, coupons, cfg, quiet, nil),
+		Ledger: engine.NewLedger(rdb, coupons, nil), Redis: rdb,
+		Ready:   func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+		AppKeys: []string{"console-app"}, AdminKeys: []string{adminKey}, Log: quiet,
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = app.Listener(ln) }()
+	t.Cleanup(func() { _ = app.ShutdownWithTimeout(5 * time.Second); <-done })
+	return "http://" + ln.Addr().String()
+}
+
+// chromium finds Debian's chromium, which `make test` installs.
+func chromium(t *testing.T) string {
+	if p := os.Getenv("NEARCAST_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Fatal("chromium is not installed: `make test` installs it (make test-deps), or apt-get install chromium; NEARCAST_CHROMIUM may name another binary")
+	return ""
+}
+
+// outDir is where the screenshots go: $NEARCAST_TEST_OUT, else testout/
+// beside this file (ignored by git).
+func outDir(t *testing.T) string {
+	dir := os.Getenv("NEARCAST_TEST_OUT")
+	if dir == "" {
+		dir = "testout"
+	}
+	dir = filepath.Join(dir, "console")
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// browser starts a headless chromium with a fresh profile, with the flags
+// this machine needs (no sandbox as root, no background connections).
+func browser(t *testing.T) (context.Context, *problemLog) {
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromium(t)),
+		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1440, 960),
+	}
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelB := chromedp.NewContext(actx)
+	ctx, cancelC := context.WithTimeout(ctx, 90*time.Second)
+	t.Cleanup(func() { cancelC(); cancelB(); cancelA() })
+
+	// Every script error and every Content-Security-Policy violation the
+	// page meets fails the test.
+	problems := &problemLog{}
+	err := chromedp.Listen(ctx, func(ev any) {
+		switch ev := ev.(type) {
+		case *runtime.EventExceptionThrown:
+			problems.add(fmt.Sprintf("exception: %s %s:%d", exceptionText(ev.ExceptionDetails), ev.ExceptionDetails.URL, ev.ExceptionDetails.LineNumber))
+		case *runtime.EventConsoleAPICalled:
+			if ev.Type == runtime.ConsoleAPICalledTypeError {
+				var args []string
+				for _, a := range ev.Args {
+					args = append(args, string(a.Value)+a.Description)
+				}
+				problems.add("console.error: " + strings.Join(args, " "))
+			}
+		}
+	})
+	if err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	if _, err := chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: `window.__csp = [];
+document.addEventListener('securitypolicyviolation', e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));`}); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx, problems
+}
+
+// problemLog collects what went wrong in the page, from the listener's goroutine.
+type problemLog struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (p *problemLog) add(s string) { p.mu.Lock(); p.list = append(p.list, s); p.mu.Unlock() }
+
+func (p *problemLog) all() []string { p.mu.Lock(); defer p.mu.Unlock(); return slices.Clone(p.list) }
+
+// The console end to end, in a real browser: sign in, create a store on
+// the map, write a rule and see the server's validation error next to the
+// field as it is typed, preview the push, walk a customer into the store
+// and see the offer sent.
+func TestConsoleInBrowser(t *testing.T) {
+	base := startServer(t)
+	ctx, problems := browser(t)
+	dir := outDir(t)
+	shot := func(name string) action {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			b, err := chromedp.FullScreenshot(100)(ctx, tg)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(dir, name+".png"), b, 0o644)
+		})
+	}
+	step := func(name string, actions ...action) {
+		t.Helper()
+		if err := chromedp.Do(ctx, actions...); err != nil {
+			_ = chromedp.Do(ctx, shot("failed-"+name))
+			text, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("body")))
+			t.Fatalf("%s: %v\npage text:\n%s\nbrowser problems: %v", name, err, text, problems.all())
+		}
+	}
+	// until waits for a JavaScript condition to hold.
+	until := func(js string) action {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := chromedp.Poll[bool](js, chromedp.WithPollingTimeout(20*time.Second))(ctx, tg)
+			if err != nil {
+				return fmt.Errorf("waiting for %s: %w", js, err)
+			}
+			return nil
+		})
+	}
+	// set gives an input a value as if typed: the input event fires.
+	set := func(sel, value string) action {
+		return chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`(() => { const el = document.querySelector(%q); el.value = %q; el.dispatchEvent(new Event('input', {bubbles: true})) })()`, sel, value))
+	}
+	// clickMap clicks the map dx, dy pixels from its centre.
+	clickMap := func(dx, dy float64) action {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			r, err := chromedp.Evaluate[struct{ X, Y float64 }](`(() => { const b = document.querySelector('svg.map').getBoundingClientRect(); return {X: b.left + b.width / 2, Y: b.top + b.height / 2} })()`)(ctx, tg)
+			if err != nil {
+				return err
+			}
+			_, err = chromedp.MouseClickXY(r.X+dx, r.Y+dy)(ctx, tg)
+			return err
+		})
+	}
+
+	// drag presses the mouse on an element's centre and moves it dx, dy.
+	drag := func(sel string, dx, dy float64) action {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			r, err := chromedp.Evaluate[struct{ X, Y float64 }](fmt.Sprintf(`(() => { const b = document.querySelector(%q).getBoundingClientRect(); return {X: b.left + b.width / 2, Y: b.top + b.height / 2} })()`, sel))(ctx, tg)
+			if err != nil {
+				return err
+			}
+			steps := []action{chromedp.MouseEvent(input.DispatchMouseEventTypeMousePressed, r.X, r.Y, chromedp.ButtonLeft, chromedp.ClickCount(1))}
+			for i := 1; i <= 5; i++ {
+				steps = append(steps, chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, r.X+dx*float64(i)/5, r.Y+dy*float64(i)/5, chromedp.ButtonLeft))
+			}
+			steps = append(steps, chromedp.MouseEvent(input.DispatchMouseEventTypeMouseReleased, r.X+dx, r.Y+dy, chromedp.ButtonLeft, chromedp.ClickCount(1)))
+			for _, a := range steps {
+				if _, err := a(ctx, tg); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+
+	step("sign in with a wrong key",
+		chromedp.Navigate(base+"/console/"),
+		chromedp.WaitVisible(chromedp.ID("signin-key")),
+		chromedp.SendKeys(chromedp.ID("signin-key"), "not-a-key"),
+		chromedp.Click(chromedp.ID("signin-submit")),
+		until(`document.querySelector('#signin-error')?.textContent.includes('unknown API key')`),
+		shot("01-signin-refused"))
+	step("sign in with an app key",
+		set("#signin-key", "console-app"),
+		chromedp.Click(chromedp.ID("signin-submit")),
+		until(`document.querySelector('#signin-error')?.textContent.includes('needs an admin key')`))
+	step("sign in",
+		set("#signin-key", adminKey),
+		chromedp.Click(chromedp.ID("signin-submit")),
+		chromedp.WaitVisible(chromedp.ID("store-add")))
+
+	step("add a store on the map",
+		until(`document.querySelector('svg.map .graticule') !== null`),
+		chromedp.Click(chromedp.ID("store-add")),
+		clickMap(0, 0),
+		chromedp.WaitVisible(chromedp.CSS(`#store-form [name="id"]`)),
+		chromedp.SendKeys(chromedp.CSS(`#store-form [name="id"]`), "s-cafe"),
+		chromedp.SendKeys(chromedp.CSS(`#store-form [name="name"]`), "Café Test"),
+		chromedp.SendKeys(chromedp.CSS(`#store-form [name="tags"]`), "coffee, test"),
+		chromedp.Click(chromedp.ID("store-save")),
+		until(`document.querySelector('#store-status')?.textContent.includes('Saved Café Test')`),
+		until(`document.querySelector('#store-list')?.textContent.includes('Café Test')`),
+		until(`document.querySelectorAll('svg.map path.cell').length > 0`),
+		shot("02-store-created"))
+	step("resize the store by its handle, and move it back and forth",
+		drag(`svg.map .handle`, 40, 0),
+		until(`Number(document.querySelector('#store-form [name="radius_m"]')?.value) > 120`),
+		until(`document.querySelector('#store-form h3 .badge')?.textContent === 'unsaved'`),
+		chromedp.Evaluate[chromedp.Void](`window.__lat0 = Number(document.querySelector('#store-form [name="lat"]').value)`),
+		drag(`svg.map .store-dot`, 0, 60),
+		until(`Number(document.querySelector('#store-form [name="lat"]')?.value) < window.__lat0 - 0.0001`),
+		drag(`svg.map .store-dot`, 0, -60),
+		until(`Math.abs(Number(document.querySelector('#store-form [name="lat"]')?.value) - window.__lat0) < 0.00001`),
+		shot("02b-store-resized"),
+		set(`#store-form [name="radius_m"]`, "100"))
+	step("a store's fault shows next to its field",
+		set(`#store-form [name="radius_m"]`, "5"),
+		chromedp.Click(chromedp.ID("store-save")),
+		until(`document.querySelector('#store-form [data-field="radius_m"] .fault')?.textContent.includes('between 10 and 50000')`),
+		set(`#store-form [name="radius_m"]`, "100"),
+		chromedp.Click(chromedp.ID("store-save")),
+		until(`document.querySelector('#store-status')?.textContent.includes('Saved')`))
+
+	step("a new store may not take an existing store's id",
+		chromedp.Click(chromedp.ID("store-add")),
+		clickMap(150, 100),
+		until(`document.querySelector('#store-form h3')?.textContent.startsWith('New store')`),
+		chromedp.SendKeys(chromedp.CSS(`#store-form [name="id"]`), "s-cafe"),
+		chromedp.SendKeys(chromedp.CSS(`#store-form [name="name"]`), "Another café"),
+		chromedp.Click(chromedp.ID("store-save")),
+		until(`document.querySelector('#store-form [data-field="id"] .fault')?.textContent.includes('exists already')`),
+		chromedp.Click(chromedp.CSS(`#store-form button[data-action="close"]`)),
+		until(`document.querySelector('#store-form h3') === null`))
+
+	step("open a new rule",
+		chromedp.Click(chromedp.CSS(`nav a[data-view="rules"]`)),
+		chromedp.WaitVisible(chromedp.ID("rule-new")),
+		chromedp.Click(chromedp.ID("rule-new")),
+		chromedp.WaitVisible(chromedp.ID("f-id")),
+		chromedp.SendKeys(chromedp.ID("f-id"), "cafe-hello"),
+		set(`[name="name"]`, "Hello at the café"),
+		set(`[name="trigger.stores.tags"]`, "coffee, no-such-tag"),
+		until(`document.querySelector('[data-field="trigger.stores.tags"] .fault')?.textContent === 'item 2: no store carries the tag "no-such-tag"'`),
+		set(`[name="trigger.stores.tags"]`, "coffee"),
+		until(`document.querySelector('#rule-status')?.textContent === 'Valid.'`))
+	step("see a validation error next to its field while typing",
+		set(`[name="$title.en"]`, ""),
+		chromedp.SendKeys(chromedp.CSS(`[name="$title.en"]`), "Hi {{.customer.firstname}}"),
+		until(`document.querySelector('[data-field="offer.title.en"] .fault')?.textContent.includes('has no field "firstname"')`),
+		shot("03-validation-error"))
+	step("fix it and preview the push",
+		set(`[name="$title.en"]`, "Hi {{.customer.first_name}}, a coffee is waiting"),
+		until(`document.querySelector('[data-field="offer.title.en"] .fault')?.textContent === ''`),
+		until(`document.querySelector('#rule-status')?.textContent === 'Valid.'`),
+		until(`document.querySelector('#rule-raw')?.value.includes('a coffee is waiting')`),
+		until(`document.querySelector('#rule-preview')?.textContent.includes('Hi Anna, a coffee is waiting')`),
+		shot("04-rule-preview"))
+	step("save the rule",
+		chromedp.Click(chromedp.ID("rule-save")),
+		until(`location.hash === '#/rules/cafe-hello'`),
+		until(`document.querySelector('#rule-version')?.textContent.startsWith('Version 1,')`),
+		set(`[name="priority"]`, "7"),
+		until(`document.querySelector('#rule-status')?.textContent === 'Valid.'`),
+		chromedp.Click(chromedp.ID("rule-save")),
+		until(`document.querySelector('#rule-version')?.textContent.startsWith('Version 2,')`),
+		until(`document.querySelectorAll('#rule-history li').length === 2`),
+		chromedp.Click(chromedp.CSS(`nav a[data-view="rules"]`)),
+		until(`document.querySelector('#rule-table')?.textContent.includes('Hello at the café')`),
+		chromedp.SendKeys(chromedp.ID("rule-search"), "coffee"),
+		until(`[...document.querySelectorAll('#rule-table tbody tr')].filter(tr => !tr.hidden).length === 1`),
+		shot("05-rule-list"))
+
+	step("simulate a walk into the store",
+		chromedp.Click(chromedp.CSS(`nav a[data-view="simulate"]`)),
+		chromedp.WaitVisible(chromedp.ID("sim-run")),
+		until(`document.querySelectorAll('svg.map path.fence').length === 1`),
+		until(`document.querySelector('#sim-who')?.textContent.includes('Anna')`),
+		until(`document.querySelector('#sim-device')?.value === 'd-1'`),
+		clickMap(-300, 40),
+		clickMap(-120, 10),
+		clickMap(0, 0),
+		until(`document.querySelector('#sim-path-info')?.textContent.includes('3 points')`),
+		chromedp.Click(chromedp.ID("sim-run")),
+		until(`!document.querySelector('#sim-run').disabled && document.querySelectorAll('#sim-results tbody tr').length > 5`),
+		until(`[...document.querySelectorAll('#sim-results .explain.sent')].some(e => e.textContent.includes('Hello at the café'))`),
+		until(`document.querySelector('#sim-results .offer')?.textContent.includes('Hi Anna, a coffee is waiting')`),
+		until(`document.querySelector('#sim-results .event.enter')?.textContent.includes('Café Test')`),
+		shot("06-simulated-walk"))
+	firstRows, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#sim-results tbody tr:first-child`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(firstRows, "enter") {
+		t.Errorf("the first ping, 300 px west of the store, entered it: %s", firstRows)
+	}
+
+	// The walk was a dry run: the funnel is still empty. The same walk
+	// from the app, for real, issues the offer, and the results show it.
+	if got := countIssued(t, base); got != 0 {
+		t.Fatalf("the simulated walk issued %d offers; a dry run issues none", got)
+	}
+	walkForReal(t, base)
+	step("results",
+		chromedp.Click(chromedp.CSS(`nav a[data-view="results"]`)),
+		until(`document.querySelectorAll('#results-charts svg.chart').length >= 3`),
+		until(`document.querySelector('#results-charts text.value[data-label="issued"]')?.textContent === '1'`),
+		shot("07-results"))
+
+	csp, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`window.__csp`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(csp) > 0 {
+		t.Errorf("Content-Security-Policy violations: %v", csp)
+	}
+	if p := problems.all(); len(p) > 0 {
+		t.Errorf("the page had script errors: %v", p)
+	}
+	t.Logf("screenshots in %s", dir)
+}
+
+// action is a step in the browser that answers nothing.
+type action = chromedp.Action[chromedp.Void]
+
+func exceptionText(d *runtime.ExceptionDetails) string {
+	if d.Exception != nil && d.Exception.Description != "" {
+		return d.Exception.Description
+	}
+	return d.Text
+}
+
+// countIssued reads today's issued count of the test's rule.
+func countIssued(t *testing.T, base string) int {
+	t.Helper()
+	var rep struct {
+		Days []struct{ Issued int } `json:"days"`
+	}
+	call(t, "GET", base+"/v1/rules/cafe-hello/stats", adminKey, "", &rep)
+	n := 0
+	for _, d := range rep.Days {
+		n += d.Issued
+	}
+	return n
+}
+
+// walkForReal sends the app's pings: outside the store, then inside.
+func walkForReal(t *testing.T, base string) {
+	t.Helper()
+	var store struct{ Lat, Lng float64 }
+	call(t, "GET", base+"/v1/stores/s-cafe", adminKey, "", &store)
+	for _, lng := range []float64{store.Lng - 0.004, store.Lng} {
+		var res struct {
+			Offers []struct{ Title string } `json:"offers"`
+		}
+		call(t, "POST", base+"/v1/pings", "console-app", fmt.Sprintf(`{"customer_id": "c-42", "device_id": "d-1", "lat": %v, "lng": %v, "accuracy_m": 10}`, store.Lat, lng), &res)
+		if lng == store.Lng && (len(res.Offers) != 1 || !strings.Contains(res.Offers[0].Title, "Hi Anna")) {
+			t.Fatalf("the real walk into the store got offers %+v", res.Offers)
+		}
+	}
+}
+
+func call(t *testing.T, method, url, key, body string, out any) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("%s %s: %d %s", method, url, res.StatusCode, b)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		t.Fatalf("%s %s: %v: %s", method, url, err, b)
+	}
+}

@@ -1,0 +1,449 @@
+// Rules: the list with status, priority, schedule and today's funnel, and
+// the editor: a form for every field of the rule document and the raw
+// JSON beside it, kept in sync, validated by the server (dry_run) while
+// the marketer types, with each fault next to the field it names; and a
+// preview of the push on a phone, in each language, for one customer.
+
+import { api, listAll, enc, exists, ApiError } from './api.js';
+import { h, fill, field, showFaults, debounce, list, fmtTime } from './dom.js';
+
+export const today = () => new Date().toISOString().slice(0, 10);
+
+// status says whether a rule is in force now.
+export function status(r, now = new Date()) {
+  if (r.enabled === false) return 'disabled';
+  if (r.when?.until && new Date(r.when.until) < now) return 'ended';
+  if (r.when?.from && new Date(r.when.from) > now) return 'scheduled';
+  return 'live';
+}
+
+function schedule(r) {
+  const w = r.when || {};
+  const parts = [];
+  if (w.days?.length) parts.push(w.days.join(' '));
+  if (w.local_time?.length) parts.push(w.local_time.join(', '));
+  if (w.from || w.until) parts.push(`${w.from ? w.from.slice(0, 10) : '…'} → ${w.until ? w.until.slice(0, 10) : '…'}`);
+  if (w.store_open === false) parts.push('also when closed');
+  return parts.join(' · ') || 'always (store open)';
+}
+
+function trigger(r) {
+  const t = r.trigger || {};
+  const where = t.stores ? [...(t.stores.ids || []), ...(t.stores.tags || []).map((x) => `#${x}`)].join(' ') : 'every store';
+  return `${t.on}${t.on === 'dwell' ? ` ${t.dwell_s}s` : ''} · ${where}`;
+}
+
+export function mountRuleList(root) {
+  const body = h('tbody', {}, h('tr', {}, h('td', { colspan: 7, class: 'muted' }, 'Loading…')));
+  const search = h('input', { type: 'search', id: 'rule-search', placeholder: 'Search rules by name, id, tag or store', 'aria-label': 'search rules' });
+  search.addEventListener('input', () => {
+    const q = search.value.trim().toLowerCase();
+    for (const tr of body.querySelectorAll('tr[data-search]')) tr.hidden = q !== '' && !tr.dataset.search.includes(q);
+  });
+  fill(root, h('div', { class: 'page' },
+    h('div', { class: 'row between' }, h('h2', {}, 'Rules'), search, h('a', { href: '#/rules/new', id: 'rule-new', class: 'button primary' }, 'New rule')),
+    h('table', { class: 'grid', id: 'rule-table' },
+      h('thead', {}, h('tr', {}, ['Rule', 'Status', 'Priority', 'Trigger', 'Schedule', "Today's funnel", ''].map((x) => h('th', {}, x)))),
+      body)));
+  (async () => {
+    let rules;
+    try {
+      rules = await listAll('/v1/rules', 'rules');
+    } catch (err) {
+      fill(body, h('tr', {}, h('td', { colspan: 7, class: 'error' }, err.message)));
+      return;
+    }
+    rules.sort((a, b) => (b.priority - a.priority) || a.id.localeCompare(b.id));
+    fill(body, rules.length ? rules.map((r) => {
+      const funnel = h('td', { class: 'funnel muted' }, '…');
+      api('GET', `/v1/rules/${enc(r.id)}/stats?from=${today()}&to=${today()}`).then((s) => {
+        const d = s.days[0] || {};
+        fill(funnel, ['evaluated', 'matched', 'issued', 'sent', 'redeemed'].map((k) => h('span', { class: 'step', title: k }, h('b', {}, d[k] || 0), ` ${k}`)));
+        funnel.classList.remove('muted');
+      }).catch(() => { funnel.textContent = '—'; });
+      const words = [r.id, r.name, ...(r.tags || []), ...(r.trigger?.stores?.ids || []), ...(r.trigger?.stores?.tags || []), status(r)];
+      return h('tr', { 'data-search': words.join(' ').toLowerCase() },
+        h('td', {}, h('a', { href: `#/rules/${enc(r.id)}` }, r.name), h('div', { class: 'muted' }, `${r.id} · v${r.version}`)),
+        h('td', {}, h('span', { class: `pill ${status(r)}` }, status(r))),
+        h('td', { class: 'num' }, r.priority),
+        h('td', {}, trigger(r)),
+        h('td', {}, schedule(r)),
+        funnel,
+        h('td', {}, h('a', { href: `#/results/${enc(r.id)}` }, 'Results')));
+    }) : h('tr', {}, h('td', { colspan: 7, class: 'muted' }, 'No rules yet: write the first one.')));
+  })();
+}
+
+// Path helpers over the rule document.
+function get(doc, path) {
+  return path.split('.').reduce((o, k) => (o == null ? undefined : o[k]), doc);
+}
+
+// set writes a value at a path; undefined deletes it, and objects left
+// empty on the way go too, so the document holds only what was given.
+function set(doc, path, value) {
+  const keys = path.split('.');
+  const chain = [doc];
+  let o = doc;
+  for (const k of keys.slice(0, -1)) {
+    if (o[k] == null || typeof o[k] !== 'object') o[k] = {};
+    o = o[k];
+    chain.push(o);
+  }
+  const last = keys[keys.length - 1];
+  if (value === undefined) delete o[last]; else o[last] = value;
+  for (let i = keys.length - 1; i > 0; i--) {
+    if (Object.keys(chain[i]).length === 0) delete chain[i - 1][keys[i - 1]]; else break;
+  }
+}
+
+const asNumber = (v) => (v === '' ? undefined : isNaN(Number(v)) ? v : Number(v));
+const asList = (v) => { const l = list(v); return l.length ? l : undefined; };
+
+// The form's fields: path, label, kind, hint.
+const FIELDS = [
+  ['Offer', [
+    ['name', 'Name', 'text'],
+    ['enabled', 'Enabled', 'bool'],
+    ['priority', 'Priority', 'number', 'higher wins when several rules could fire'],
+    ['tags', 'Tags', 'list', 'what the offer is about, e.g. coffee'],
+  ]],
+  ['Trigger', [
+    ['trigger.on', 'On', 'select:enter,dwell,exit'],
+    ['trigger.dwell_s', 'Dwell (s)', 'number', 'only for dwell: seconds inside before it fires'],
+    ['trigger.stores.ids', 'Store ids', 'list', 'empty ids and tags: every store'],
+    ['trigger.stores.tags', 'Store tags', 'list'],
+  ]],
+  ['Audience', [
+    ['audience', 'Audience expression', 'textarea', "e.g. customer.attributes.tier == 'gold' && context.local_hour < 11"],
+    ['holdout_pct', 'Holdout %', 'number', 'share of matching customers who get nothing, to measure uplift'],
+  ]],
+  ['Schedule', [
+    ['when.from', 'From', 'text', 'RFC 3339, e.g. 2026-12-01T00:00:00Z'],
+    ['when.until', 'Until', 'text'],
+    ['when.days', 'Days', 'list', 'mon, tue, … (store time); empty: every day'],
+    ['when.local_time', 'Local time', 'list', 'e.g. 07:00-11:00'],
+    ['when.store_open', 'Only while the store is open', 'tri'],
+    ['when.closing_buffer_min', 'Closing buffer (min)', 'number'],
+    ['when.quiet_hours', 'Quiet hours', 'text', 'e.g. 20:00-09:00, the customer\'s time'],
+  ]],
+  ['Caps', [
+    ['caps.per_customer_per_day', 'Per customer per day', 'number'],
+    ['caps.per_customer_per_week', 'Per customer per week', 'number'],
+    ['caps.per_customer_total', 'Per customer in all', 'number'],
+    ['caps.per_store_per_day', 'Per store per day', 'number'],
+    ['caps.total', 'Budget (coupons in all)', 'number'],
+  ]],
+];
+
+const NEW_RULE = {
+  name: 'New offer', enabled: true, priority: 0,
+  trigger: { on: 'enter' },
+  caps: { per_customer_per_day: 1 },
+  offer: {
+    title: { en: 'Hello {{.customer.first_name}}!' },
+    body: { en: '{{.store.name}} is {{.distance_m}} m away. Show code {{.coupon.code}}.' },
+    valid_for_s: 3600,
+  },
+};
+
+function input(path, kind, value) {
+  const attrs = { name: path, id: `f-${path}` };
+  if (kind === 'bool') return h('input', { ...attrs, type: 'checkbox', checked: value !== false });
+  if (kind === 'tri') {
+    return h('select', attrs, [['', 'default (yes)'], ['true', 'yes'], ['false', 'no, any time']]
+      .map(([v, l]) => h('option', { value: v, selected: String(value ?? '') === v }, l)));
+  }
+  if (kind.startsWith('select:')) return h('select', attrs, kind.slice(7).split(',').map((v) => h('option', { value: v, selected: value === v }, v)));
+  if (kind === 'textarea') return h('textarea', { ...attrs, rows: 2 }, value ?? '');
+  if (kind === 'list') return h('input', { ...attrs, value: Array.isArray(value) ? value.join(', ') : value ?? '' });
+  return h('input', { ...attrs, value: value ?? '', inputmode: kind === 'number' ? 'decimal' : undefined });
+}
+
+function read(kind, el) {
+  if (kind === 'bool') return el.checked;
+  if (kind === 'tri') return el.value === '' ? undefined : el.value === 'true';
+  if (kind === 'number') return asNumber(el.value.trim());
+  if (kind === 'list') return asList(el.value);
+  return el.value === '' ? undefined : el.value;
+}
+
+export function mountRuleEditor(root, ruleId) {
+  const isNew = ruleId === 'new';
+  const st = { id: isNew ? '' : ruleId, doc: structuredClone(NEW_RULE), version: 0, seq: 0, valid: false };
+  const form = h('form', { id: 'rule-form', class: 'form rule-form', novalidate: true });
+  const raw = h('textarea', { id: 'rule-raw', class: 'raw', spellcheck: 'false', rows: 30, 'aria-label': 'rule as JSON' });
+  const rawFault = h('span', { class: 'fault', role: 'alert' });
+  const statusEl = h('p', { class: 'status', id: 'rule-status' });
+  const versionEl = h('p', { class: 'muted', id: 'rule-version' }, isNew ? 'Not saved yet.' : '');
+  const preview = h('div', { class: 'phones', id: 'rule-preview' });
+  const custIn = h('input', { id: 'preview-customer', value: 'c-42', 'aria-label': 'customer id' });
+  const storeSel = h('select', { id: 'preview-store', 'aria-label': 'store' }, h('option', { value: '' }, 'first store the trigger selects'));
+  const previewFault = h('span', { class: 'fault', role: 'alert' });
+  const history = h('ol', { class: 'history', id: 'rule-history', reversed: true });
+  fill(root, h('div', { class: 'page' },
+    h('div', { class: 'row between' }, h('h2', {}, isNew ? 'New rule' : `Rule ${ruleId}`), versionEl,
+      isNew ? null : h('a', { href: `#/results/${enc(ruleId)}` }, 'Results'), h('a', { href: '#/rules' }, '← all rules')),
+    h('div', { class: 'editor' },
+      h('section', {}, form),
+      h('section', { class: 'aside' }, h('h3', {}, 'JSON'), h('div', { class: 'field', 'data-field': '$raw' }, raw, rawFault),
+        h('h3', {}, 'Push preview'),
+        h('div', { class: 'row' }, field('$customer', 'Customer', custIn), field('$store', 'At store', storeSel)),
+        previewFault, preview,
+        isNew ? null : h('div', {}, h('h3', {}, 'History'), history)))));
+
+  function renderForm() {
+    const sections = FIELDS.map(([title, fields]) => h('fieldset', {}, h('legend', {}, title),
+      fields.map(([path, label, kind, hint]) => field(path, label, input(path, kind, get(st.doc, path)), hint))));
+    fill(form,
+      h('div', { class: 'field', 'data-field': '' }, h('span', { class: 'fault', role: 'alert' })),
+      field('id', 'Rule id', h('input', { name: '$id', id: 'f-id', value: st.id, readonly: !isNew, placeholder: 'morning-flat-white' })),
+      sections.slice(0, 1), texts(), sections.slice(1),
+      h('div', { class: 'row sticky' },
+        h('button', { type: 'submit', class: 'primary', id: 'rule-save' }, isNew ? 'Create rule' : 'Save new version'),
+        isNew ? null : h('button', { type: 'button', class: 'danger', onclick: remove }, 'Delete'),
+        statusEl));
+  }
+
+  // texts is the offer's messages, one row per language, in order: the
+  // first language is the fallback.
+  function texts() {
+    const offer = st.doc.offer || {};
+    const langs = Object.keys(offer.title || {});
+    for (const l of Object.keys(offer.body || {})) if (!langs.includes(l)) langs.push(l);
+    const newLang = h('input', { name: '$newlang', placeholder: 'de', size: 4, 'aria-label': 'new language' });
+    return h('fieldset', { 'data-field': 'offer' }, h('legend', {}, 'Message (first language is the fallback)'),
+      h('div', { 'data-field': 'offer.title' }, h('span', { class: 'fault' })),
+      h('div', { 'data-field': 'offer.body' }, h('span', { class: 'fault' })),
+      langs.map((l, i) => h('div', { class: 'lang' },
+        h('div', { class: 'row between' }, h('strong', {}, l, i === 0 ? ' (fallback)' : ''),
+          h('button', { type: 'button', class: 'small', onclick: () => { renameLang(l, null); } }, 'remove')),
+        field(`offer.title.${l}`, 'Title', h('input', { name: `$title.${l}`, id: `f-offer.title.${l}`, value: offer.title?.[l] ?? '' })),
+        field(`offer.body.${l}`, 'Body', h('textarea', { name: `$body.${l}`, id: `f-offer.body.${l}`, rows: 2 }, offer.body?.[l] ?? '')))),
+      h('div', { class: 'row' }, newLang, h('button', { type: 'button', class: 'small', onclick: () => { if (newLang.value.trim()) renameLang(null, newLang.value.trim()); } }, 'Add language')),
+      h('div', { class: 'row' },
+        field('offer.valid_for_s', 'Coupon valid for (s)', input('offer.valid_for_s', 'number', offer.valid_for_s)),
+        field('offer.redeem_at_issuing_store', 'Only at the issuing store', input('offer.redeem_at_issuing_store', 'bool', offer.redeem_at_issuing_store === true))),
+      h('span', { class: 'fault' }));
+  }
+
+  // renameLang adds (from null), removes (to null) a language, keeping order.
+  function renameLang(from, to) {
+    for (const part of ['title', 'body']) {
+      const old = st.doc.offer?.[part] || {};
+      const next = {};
+      for (const [k, v] of Object.entries(old)) if (k !== from) next[k] = v;
+      if (to) next[to] = old[from] ?? '';
+      set(st.doc, `offer.${part}`, next);
+    }
+    changed(true);
+  }
+
+  form.addEventListener('input', (e) => {
+    const el = e.target, name = el.name;
+    if (!name || name === '$newlang') return;
+    if (name === '$id') st.id = el.value.trim();
+    else if (name.startsWith('$title.') || name.startsWith('$body.')) {
+      const [part, lang] = [name.slice(1, name.indexOf('.')), name.slice(name.indexOf('.') + 1)];
+      st.doc.offer ??= {};
+      st.doc.offer[part] ??= {};
+      st.doc.offer[part][lang] = el.value;
+    } else {
+      const kind = [...FIELDS.flatMap(([, f]) => f), ['offer.valid_for_s', '', 'number'], ['offer.redeem_at_issuing_store', '', 'bool']]
+        .find(([p]) => p === name)?.[2];
+      const v = read(kind || 'text', el);
+      set(st.doc, name, v === false && name === 'offer.redeem_at_issuing_store' ? undefined : v);
+    }
+    changed(false);
+  });
+
+  // Enter in a field does not save: a save is a new version, made on purpose.
+  form.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && e.target.tagName === 'INPUT') e.preventDefault();
+  });
+
+  raw.addEventListener('input', () => {
+    let doc;
+    try {
+      doc = JSON.parse(raw.value);
+    } catch (err) {
+      rawFault.textContent = `Not JSON yet: ${err.message}`;
+      return;
+    }
+    rawFault.textContent = '';
+    if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) { rawFault.textContent = 'A rule is a JSON object.'; return; }
+    if (typeof doc.id === 'string' && isNew) st.id = doc.id;
+    delete doc.id;
+    st.doc = doc;
+    renderForm();
+    validateSoon();
+  });
+
+  // changed follows an edit of the form: the JSON, then the server's word.
+  function changed(rebuild) {
+    if (rebuild) renderForm();
+    writeRaw();
+    validateSoon();
+  }
+
+  function writeRaw() {
+    if (document.activeElement !== raw) raw.value = JSON.stringify(st.doc, null, 2);
+  }
+
+  function body() {
+    const { version, updated_at, id, ...doc } = st.doc;
+    return doc;
+  }
+
+  const validateSoon = debounce(validate, 300);
+
+  async function validate() {
+    const seq = ++st.seq;
+    let faults = [];
+    if (!st.id) faults.push({ field: 'id', message: 'give the rule an id: letters, digits and . _ : @ + -' });
+    try {
+      await api('PUT', `/v1/rules/${enc(st.id || 'draft')}?dry_run=true`, body());
+    } catch (err) {
+      if (!(err instanceof ApiError)) throw err;
+      faults = faults.concat(err.faults());
+    }
+    if (seq !== st.seq) return; // a newer edit is on its way
+    st.valid = faults.length === 0;
+    showFaults(form, faults, { rule_id: 'id' });
+    statusEl.textContent = st.valid ? 'Valid.' : `${faults.length} problem${faults.length > 1 ? 's' : ''}.`;
+    statusEl.className = `status ${st.valid ? 'ok' : 'bad'}`;
+    preview.classList.toggle('stale', !st.valid);
+    preview.title = st.valid ? '' : 'the last valid version: fix the rule to see it as it is now';
+    if (st.valid) renderPreview();
+  }
+
+  async function renderPreview() {
+    const seq = st.seq;
+    try {
+      const p = await api('POST', `/v1/rules/${enc(st.id || 'draft')}/preview`, { customer_id: custIn.value.trim(), store_id: storeSel.value || undefined, rule: body() });
+      if (seq !== st.seq) return;
+      previewFault.textContent = '';
+      fill(preview, p.messages.map((m) => phone(m, m.lang === p.customer_language, p)));
+    } catch (err) {
+      previewFault.textContent = err.message;
+      fill(preview);
+    }
+  }
+  custIn.addEventListener('input', debounce(renderPreview, 300));
+  storeSel.addEventListener('change', renderPreview);
+
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    if (!st.id) return validate();
+    if (isNew && await exists(`/v1/rules/${enc(st.id)}`)) {
+      showFaults(form, [{ field: 'id', message: `a rule ${st.id} exists already: open it from the list to change it` }]);
+      return;
+    }
+    try {
+      const headers = st.version ? { 'If-Match': `"${st.version}"` } : undefined;
+      const saved = await api('PUT', `/v1/rules/${enc(st.id)}`, body(), { headers });
+      const { id, version, updated_at, ...doc } = saved;
+      st.version = version;
+      showFaults(form, []);
+      if (isNew) { location.hash = `#/rules/${enc(id)}`; return; }
+      st.doc = doc;
+      renderForm();
+      writeRaw();
+      versionEl.textContent = `Version ${saved.version}, saved ${fmtTime(saved.updated_at)}.`;
+      loadHistory();
+      statusEl.textContent = `Saved version ${saved.version}.`;
+      statusEl.className = 'status ok';
+    } catch (err) {
+      if (!(err instanceof ApiError)) throw err;
+      showFaults(form, err.faults(), { rule_id: 'id' });
+      statusEl.textContent = err.message;
+      statusEl.className = 'status bad';
+    }
+  });
+
+  // loadHistory lists the saved versions, newest first: any can be loaded
+  // into the editor (then saved as the next version) or restored at once.
+  async function loadHistory() {
+    let vs;
+    try {
+      vs = (await api('GET', `/v1/rules/${enc(st.id)}/versions`)).versions || [];
+    } catch (err) {
+      fill(history, h('li', { class: 'error' }, err.message));
+      return;
+    }
+    fill(history, vs.slice().reverse().map((v) => h('li', {},
+      h('strong', {}, `v${v.version}`), ` · ${fmtTime(v.updated_at)} · ${v.name}`,
+      v.version === st.version ? h('span', { class: 'muted' }, ' (current)') : [
+        ' ', h('button', { type: 'button', class: 'small', onclick: () => loadVersion(v) }, 'Load into editor'),
+        ' ', h('button', { type: 'button', class: 'small', onclick: () => restore(v.version) }, 'Restore'),
+      ])));
+  }
+
+  function loadVersion(v) {
+    const { id, version, updated_at, ...doc } = v;
+    st.doc = doc;
+    renderForm();
+    writeRaw();
+    validateSoon();
+    statusEl.textContent = `Version ${version} loaded: save to make it the next version.`;
+  }
+
+  async function restore(version) {
+    if (!confirm(`Make version ${version} of ${st.id} current again (as a new version)?`)) return;
+    try {
+      const r = await api('POST', `/v1/rules/${enc(st.id)}/versions/${version}/restore`);
+      const { id, version: v, updated_at, ...doc } = r;
+      st.version = v;
+      st.doc = doc;
+      renderForm();
+      writeRaw();
+      validateSoon();
+      versionEl.textContent = `Version ${v} (restored from ${version}), saved ${fmtTime(updated_at)}.`;
+      loadHistory();
+    } catch (err) {
+      statusEl.textContent = err.message;
+      statusEl.className = 'status bad';
+    }
+  }
+
+  async function remove() {
+    if (!confirm(`Delete rule ${st.id}? Its versions are kept.`)) return;
+    await api('DELETE', `/v1/rules/${enc(st.id)}`);
+    location.hash = '#/rules';
+  }
+
+  (async () => {
+    if (!isNew) {
+      try {
+        const r = await api('GET', `/v1/rules/${enc(ruleId)}`);
+        const { id, version, updated_at, ...doc } = r; // the server's, not the marketer's to edit
+        st.version = version;
+        st.doc = doc;
+        versionEl.textContent = `Version ${r.version}, saved ${fmtTime(r.updated_at)}.`;
+        loadHistory();
+      } catch (err) {
+        fill(root, h('p', { class: 'error' }, err.message));
+        return;
+      }
+    }
+    renderForm();
+    writeRaw();
+    validate();
+    try {
+      const stores = await listAll('/v1/stores', 'stores', 1000);
+      storeSel.append(...stores.map((s) => h('option', { value: s.id }, `${s.name} (${s.id})`)));
+    } catch { /* the preview picks a store itself */ }
+  })();
+}
+
+// phone draws a push as a lock screen shows it.
+function phone(m, theirs, p) {
+  return h('figure', { class: `phone${theirs ? ' theirs' : ''}`, 'data-lang': m.lang },
+    h('div', { class: 'screen' },
+      h('div', { class: 'clock' }, new Date().toTimeString().slice(0, 5)),
+      h('div', { class: 'notification' },
+        h('div', { class: 'app' }, h('span', { class: 'icon' }, 'N'), 'NEARCAST · now'),
+        h('div', { class: 'title' }, m.title),
+        h('div', { class: 'body' }, m.body))),
+    h('figcaption', {}, m.lang, theirs ? ` · ${p.customer_id} gets this one` : ''));
+}
