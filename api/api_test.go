@@ -616,3 +616,83 @@ func TestExpiredCoupon(t *testing.T) {
 		t.Fatalf("status %s", cp.Status)
 	}
 }
+
+// A simulated walk remembers its pings: it enters, stays, leaves and
+// comes back (capped, the rule allows one a day), at the walk's own times
+// (the store is closed in the evening), every step explained; and Redis is
+// exactly as before. Bad pings are named by their place in the walk.
+func TestSimulateWalk(t *testing.T) {
+	for _, be := range redistest.Backends(srv) {
+		t.Run(be.Name, func(t *testing.T) {
+			c := newClient(t, be.New(t))
+			c.admin("PUT", "/v1/stores/s-alex", storeAlex)
+			c.admin("PUT", "/v1/rules/latte", ruleLatte)
+			c.admin("PUT", "/v1/customers/c-42", customerAnna)
+			c.do("PUT", "/v1/customers/c-42/devices/d-1", "app-key", `{"fcm_token": "tok", "platform": "android"}`)
+			before := keysSnapshot(t, c.rdb)
+
+			// Monday 30 November 2026, from 09:00 in Berlin.
+			walk := `{"customer_id": "c-42", "device_id": "d-1", "pings": [
+			  {"lat": 52.5264, "lng": 13.4132, "ts": "2026-11-30T08:00:00Z"},
+			  {"lat": 52.5220, "lng": 13.4132, "ts": "2026-11-30T08:03:00Z"},
+			  {"lat": 52.5221, "lng": 13.4132, "ts": "2026-11-30T08:04:00Z"},
+			  {"lat": 52.5264, "lng": 13.4132, "ts": "2026-11-30T08:10:00Z"},
+			  {"lat": 52.5220, "lng": 13.4132, "ts": "2026-11-30T08:20:00Z"},
+			  {"lat": 52.5264, "lng": 13.4132, "ts": "2026-11-30T08:30:00Z"},
+			  {"lat": 52.5220, "lng": 13.4132, "ts": "2026-11-30T20:30:00Z"}]}`
+			r := c.admin("POST", "/v1/simulate", walk)
+			if r.Status != 200 || r.Body["simulated"] != true {
+				t.Fatalf("simulate: %d %s", r.Status, r.Raw)
+			}
+			var res struct {
+				Steps []struct {
+					TS     string
+					Events []struct {
+						Type    string
+						StoreID string `json:"store_id"`
+					}
+					Offers []struct {
+						RuleID string `json:"rule_id"`
+						Title  string
+					}
+					Explain []struct{ RuleID, Result string }
+				}
+			}
+			if err := json.Unmarshal([]byte(r.Raw), &res); err != nil || len(res.Steps) != 7 {
+				t.Fatalf("steps: %v %s", err, r.Raw)
+			}
+			type want struct {
+				events, result string
+				offers         int
+			}
+			for i, w := range []want{
+				{"", "", 0}, {"enter", "sent", 1}, {"", "", 0}, {"exit", "", 0},
+				{"enter", "frequency_cap", 0}, {"exit", "", 0}, {"enter", "store_closed", 0},
+			} {
+				s := res.Steps[i]
+				var events []string
+				for _, e := range s.Events {
+					events = append(events, e.Type)
+				}
+				result := ""
+				for _, x := range s.Explain {
+					result = x.Result
+				}
+				if strings.Join(events, ",") != w.events || result != w.result || len(s.Offers) != w.offers {
+					t.Errorf("step %d at %s: events %v, explained %q, %d offers; want %q, %q, %d", i, s.TS, events, result, len(s.Offers), w.events, w.result, w.offers)
+				}
+			}
+			if res.Steps[1].Offers[0].Title != "Guten Morgen, Anna!" {
+				t.Errorf("offer: %+v", res.Steps[1].Offers[0])
+			}
+			if after := keysSnapshot(t, c.rdb); after != before {
+				t.Fatal("a simulation changed Redis")
+			}
+
+			bad := c.admin("POST", "/v1/simulate", `{"customer_id": "c-42", "pings": [{"lat": 52.5, "lng": 13.4}, {"lat": 200, "lng": 13.4}]}`)
+			wantError(t, bad, 400, "invalid_argument", "pings[1].lat")
+			wantError(t, c.admin("POST", "/v1/simulate", `{"customer_id": "nobody", "pings": [{"lat": 52.5, "lng": 13.4}]}`), 404, "not_found", "")
+			wantError(t, c.do("POST", "/v1/simulate", "app-key", walk), 403, "permission_denied", "")
+		})
+	}
+}

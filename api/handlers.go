@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
 	"strconv"
@@ -711,4 +712,70 @@ func (s *Server) devPushes(c *fiber.Ctx) error {
 		ps = []engine.Push{}
 	}
 	return c.JSON(fiber.Map{"pushes": ps})
+}
+
+// Simulation
+
+type simulateRequest struct {
+	CustomerID string            `json:"customer_id"`
+	DeviceID   string            `json:"device_id"`
+	Pings      []simulatedFixDoc `json:"pings"`
+}
+
+// simulatedFixDoc is one ping of a simulated walk: a ping without its
+// customer and device, which the walk gives once.
+type simulatedFixDoc struct {
+	Lat       *float64       `json:"lat"`
+	Lng       *float64       `json:"lng"`
+	AccuracyM *float64       `json:"accuracy_m"`
+	TS        string         `json:"ts"`
+	SpeedMps  *float64       `json:"speed_mps"`
+	Context   map[string]any `json:"context"`
+}
+
+// simulate walks a customer through pings in a sandbox: what each would
+// cause, one after another, explained, with nothing changed.
+func (s *Server) simulate(c *fiber.Ctx) error {
+	var req simulateRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	var fs []rules.Fault
+	if err := rules.ValidID("customer_id", req.CustomerID); err != nil {
+		return err
+	}
+	if req.DeviceID != "" {
+		if err := rules.ValidID("device_id", req.DeviceID); err != nil {
+			return err
+		}
+	}
+	switch {
+	case len(req.Pings) == 0:
+		fs = append(fs, rules.Fault{Field: "pings", Message: "give at least one ping"})
+	case len(req.Pings) > engine.MaxSimulatedPings:
+		fs = append(fs, rules.Fault{Field: "pings", Message: fmt.Sprintf("a simulation takes at most %d pings", engine.MaxSimulatedPings)})
+	}
+	pings := make([]engine.Ping, len(req.Pings))
+	for i, f := range req.Pings {
+		one := pingRequest{CustomerID: req.CustomerID, DeviceID: req.DeviceID, Lat: f.Lat, Lng: f.Lng,
+			AccuracyM: f.AccuracyM, TS: f.TS, SpeedMps: f.SpeedMps, Context: f.Context}
+		p, err := one.toPing()
+		if ve, ok := err.(*rules.ValidationError); ok {
+			for _, x := range ve.Faults {
+				x.Field = fmt.Sprintf("pings[%d].%s", i, x.Field)
+				fs = append(fs, x)
+			}
+		}
+		pings[i] = p
+	}
+	if len(fs) > 0 {
+		return &rules.ValidationError{Faults: fs}
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	steps, err := s.Engine.Simulate(ctx, req.CustomerID, pings)
+	if err != nil {
+		return err
+	}
+	return c.JSON(fiber.Map{"simulated": true, "steps": steps})
 }

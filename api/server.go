@@ -157,6 +157,7 @@ func New(d Deps) *fiber.App {
 	v1.Get("/coupons/:code", admin, s.getCoupon)
 	v1.Post("/coupons/:code/redeem", admin, s.redeemCoupon)
 
+	v1.Post("/simulate", admin, s.simulate)
 	v1.Get("/dev/pushes", admin, s.devPushes)
 	return app
 }

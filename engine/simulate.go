@@ -1,0 +1,126 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nearcast/nearcast/rules"
+)
+
+// MaxSimulatedPings bounds one simulation.
+const MaxSimulatedPings = 400
+
+// Step is what one ping of a simulated walk caused.
+type Step struct {
+	TS time.Time `json:"ts"`
+	Result
+}
+
+// Simulate walks a customer through pings, one after another, as if they
+// were sent at their times, and answers what each caused, explained,
+// without changing anything: the customer's state (profile, devices,
+// presence, caps, visits) and the budgets of the rules are copied into a
+// sandbox, an in-process Redis thrown away at the end, where the pings
+// move presence and issue coupons for real. So a walk shows entering,
+// staying and leaving, caps reached along the way, and any time of day.
+// Coupons issued in a simulation exist nowhere else; no push is sent.
+// A rule's per-store daily counts are not copied: the sandbox starts them
+// at zero.
+func (e *Engine) Simulate(ctx context.Context, customerID string, pings []Ping) ([]Step, error) {
+	if len(pings) > MaxSimulatedPings {
+		return nil, fmt.Errorf("a simulation takes at most %d pings", MaxSimulatedPings)
+	}
+	snap := e.snaps.Current()
+	if snap == nil {
+		return nil, ErrNoSnapshot
+	}
+	sandbox, err := miniredis.Run()
+	if err != nil {
+		return nil, fmt.Errorf("simulation sandbox: %w", err)
+	}
+	defer sandbox.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: sandbox.Addr()})
+	defer rdb.Close()
+	if err := e.copyForSimulation(ctx, rdb, customerID); err != nil {
+		return nil, err
+	}
+
+	var clock time.Time
+	cfg := e.cfg
+	cfg.Metrics, cfg.WaitReplicas, cfg.PingsPerMinute, cfg.PingsPerMinuteDevice = nil, 0, 0, 0
+	sim := New(rdb, e.snaps, e.coupons, cfg, e.log, func() time.Time { return clock })
+	steps := make([]Step, 0, len(pings))
+	last := e.now()
+	for _, p := range pings {
+		p.CustomerID = customerID
+		if p.TS.IsZero() {
+			p.TS = last
+		}
+		last, clock = p.TS, p.TS
+		res, err := sim.Evaluate(ctx, p, Options{Explain: true})
+		if err != nil {
+			var rl *RateLimitError
+			if errors.As(err, &rl) {
+				continue
+			}
+			return nil, fmt.Errorf("simulated ping at %s: %w", p.TS.Format(time.RFC3339), err)
+		}
+		if res.Explain == nil {
+			res.Explain = []Explanation{}
+		}
+		steps = append(steps, Step{TS: p.TS.UTC(), Result: *res})
+	}
+	return steps, nil
+}
+
+// copyForSimulation copies what a simulated walk reads: the customer's own
+// keys and the rules' budget counters.
+func (e *Engine) copyForSimulation(ctx context.Context, to *redis.Client, customerID string) error {
+	parts := []string{partProfile, partDevices, partDeviceSeen, partPresence, partCaps, partVisits}
+	hashes := make([]*redis.MapStringStringCmd, len(parts))
+	snap := e.snaps.Current()
+	var budgetRules []string
+	for _, r := range snap.Rules {
+		if r.Rule.Caps.Total > 0 {
+			budgetRules = append(budgetRules, r.Rule.ID)
+		}
+	}
+	budgets := make([]*redis.StringCmd, len(budgetRules))
+	_, err := e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, part := range parts {
+			hashes[i] = p.HGetAll(ctx, customerKey(customerID, part))
+		}
+		for i, id := range budgetRules {
+			budgets[i] = p.Get(ctx, budgetKey(id))
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("%w: read the customer for a simulation: %v", ErrUnavailable, err)
+	}
+	if len(hashes[0].Val()) == 0 {
+		return rules.ErrNotFound
+	}
+	_, err = to.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, part := range parts {
+			if m := hashes[i].Val(); len(m) > 0 {
+				p.HSet(ctx, customerKey(customerID, part), m)
+			}
+		}
+		for i, id := range budgetRules {
+			if v := budgets[i].Val(); v != "" {
+				p.Set(ctx, budgetKey(id), v, 0)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("simulation sandbox: %w", err)
+	}
+	return nil
+}
