@@ -1,7 +1,9 @@
 // Simulate: click a path on the map for one customer, and see ping by
-// ping what the engine would do, explained. Every ping is a dry run
-// (dry_run=true&explain=true): nothing is written, so nothing changes for
-// the real customer, and no ping remembers the one before it.
+// ping what the engine would do, explained. The walk goes to
+// POST /v1/simulate in one request: the server evaluates each ping after
+// the ones before it, at its time in the walk, in a sandbox copy of the
+// customer's state, so presence, dwell and caps carry through the walk
+// and nothing changes for the real customer.
 
 import { api, listAll, enc } from './api.js';
 import { h, fill, field } from './dom.js';
@@ -37,6 +39,7 @@ export function mountSimulate(root) {
   const speed = h('input', { id: 'sim-speed', type: 'number', value: 1.4, step: 0.1, min: 0 });
   const step = h('input', { id: 'sim-step', type: 'number', value: 20, min: 5, max: 500 });
   const accuracy = h('input', { id: 'sim-accuracy', type: 'number', value: 10, min: 0, max: 250 });
+  const start = h('input', { id: 'sim-start', type: 'datetime-local', value: localNow() });
   const who = h('div', { class: 'who muted', id: 'sim-who' });
   const results = h('div', { id: 'sim-results' });
   const runBtn = h('button', { type: 'button', id: 'sim-run', class: 'primary' }, 'Run walk');
@@ -45,9 +48,10 @@ export function mountSimulate(root) {
   fill(root, h('div', { class: 'split' },
     h('aside', { class: 'side' },
       h('h2', {}, 'Simulate a walk'),
-      h('p', { class: 'hint' }, 'Each point is sent as a dry-run ping with explain: the engine decides against the customer\'s real profile, caps and presence, and writes nothing. A dry run keeps no presence, so a ping inside a store enters it again; repeats within this walk are greyed.'),
+      h('p', { class: 'hint' }, 'The walk is simulated on the server in a copy of the customer\'s profile, caps and presence: each ping remembers the ones before it (enter, stay, leave, caps reached), at its time in the walk, explained. Nothing real changes; coupons in a simulation exist nowhere.'),
       field('$customer', 'Customer', cust), who, field('$device', 'Device', device),
       h('div', { class: 'row' }, field('$speed', 'Speed (m/s)', speed), field('$step', 'Ping every (m)', step), field('$accuracy', 'Accuracy (m)', accuracy)),
+      field('$start', 'Walk starts at (your time)', start),
       h('div', { class: 'row' }, runBtn,
         h('button', { type: 'button', onclick: () => { st.path.pop(); st.pings = []; map.draw(); pathInfo(); } }, 'Undo point'),
         h('button', { type: 'button', id: 'sim-clear', onclick: () => { st.path = []; st.pings = []; fill(results); map.draw(); pathInfo(); } }, 'Clear')),
@@ -99,8 +103,7 @@ export function mountSimulate(root) {
     const quietRows = h('input', { type: 'checkbox', id: 'sim-only-events' });
     quietRows.addEventListener('change', () => tbody.classList.toggle('only-events', quietRows.checked));
     fill(results, h('div', { class: 'row between' }, summary, h('label', {}, quietRows, ' only pings that caused something')), h('table', { class: 'grid sim' },
-      h('thead', {}, h('tr', {}, ['#', 'm', 'Events', 'Offer', 'Decisions'].map((x) => h('th', {}, x)))), tbody));
-    const seen = new Set();
+      h('thead', {}, h('tr', {}, ['#', 'm', 'Time', 'Events', 'Offer', 'Decisions'].map((x) => h('th', {}, x)))), tbody));
     const pts = interpolate(st.path, Number(step.value) || 20);
     if (pts.length > MAX_PINGS) {
       summary.textContent = `${pts.length} pings is more than ${MAX_PINGS}: draw a shorter walk, or ping less often.`;
@@ -109,23 +112,22 @@ export function mountSimulate(root) {
       runBtn.disabled = false;
       return;
     }
-    for (const [i, x] of pts.entries()) {
-      const ping = { customer_id: cust.value.trim(), lat: round(x.p[0]), lng: round(x.p[1]), accuracy_m: Number(accuracy.value), speed_mps: Number(speed.value) };
-      if (device.value) ping.device_id = device.value;
-      let res;
-      try {
-        res = await api('POST', '/v1/pings?dry_run=true&explain=true', ping);
-      } catch (err) {
-        tbody.append(h('tr', { class: 'error' }, h('td', {}, i + 1), h('td', { colspan: 4 }, `${err.field ? `${err.field}: ` : ''}${err.message}`)));
-        if (err.status !== 429) break;
-        continue;
+    const t0 = start.value ? new Date(start.value).getTime() : Date.now();
+    const mps = Math.max(Number(speed.value) || 0, 0.1);
+    const walk = { customer_id: cust.value.trim(), pings: pts.map((x) => ({
+      lat: round(x.p[0]), lng: round(x.p[1]), accuracy_m: Number(accuracy.value), speed_mps: Number(speed.value),
+      ts: new Date(t0 + Math.round((x.at / mps) * 1000)).toISOString(),
+    })) };
+    if (device.value) walk.device_id = device.value;
+    try {
+      const res = await api('POST', '/v1/simulate', walk);
+      for (const [i, r] of (res.steps || []).entries()) {
+        const x = pts[i];
+        st.pings.push({ n: i + 1, p: x.p, events: (r.events || []).length > 0, offers: (r.offers || []).length > 0 });
+        tbody.append(row(i + 1, x.at, r));
       }
-      const events = res.events || [];
-      const repeat = events.length > 0 && events.every((e) => seen.has(`${e.type}:${e.store_id}`));
-      events.forEach((e) => seen.add(`${e.type}:${e.store_id}`));
-      st.pings.push({ n: i + 1, p: x.p, events: events.length > 0, offers: (res.offers || []).length > 0 && !repeat });
-      tbody.append(row(i + 1, x.at, res, repeat));
-      map.drawSoon();
+    } catch (err) {
+      tbody.append(h('tr', { class: 'error' }, h('td', { colspan: 6 }, `${err.field ? `${err.field}: ` : ''}${err.message}`)));
     }
     const n = st.pings.length, withEvents = st.pings.filter((x) => x.events).length, offers = st.pings.filter((x) => x.offers).length;
     summary.textContent = `${n} pings: ${withEvents} with an event, ${offers} with an offer.`;
@@ -138,12 +140,13 @@ export function mountSimulate(root) {
     return st.stores.find((s) => s.id === id)?.name || id;
   }
 
-  function row(n, at, res, repeat) {
+  function row(n, at, res) {
     const events = res.events || [], offers = res.offers || [], explain = res.explain || [];
-    const cls = [repeat ? 'repeat' : '', offers.length ? 'has-offer' : '', events.length ? 'has-event' : ''].join(' ');
+    const cls = [offers.length ? 'has-offer' : '', events.length ? 'has-event' : ''].join(' ');
     return h('tr', { class: cls, title: 'show on the map', onclick: () => { st.highlight = n; map.draw(); } },
       h('td', { class: 'num' }, n),
       h('td', { class: 'num' }, at),
+      h('td', { class: 'num' }, new Date(res.ts).toLocaleTimeString()),
       h('td', {}, events.length ? events.map((e) => h('div', { class: `event ${e.type}` }, `${e.type} ${storeName(e.store_id)} · ${e.distance_m} m`,
         e.dwell_s ? ` · ${e.dwell_s}s` : '', e.visit_s ? ` · visit ${e.visit_s}s` : '')) : h('span', { class: 'muted' }, '—')),
       h('td', {}, offers.map((o) => h('div', { class: 'offer' }, h('strong', {}, o.title), h('div', {}, o.body),
@@ -162,6 +165,13 @@ export function mountSimulate(root) {
     }
     map.fitBusiest(st.stores.map((s) => [s.lat, s.lng]));
   })();
+}
+
+// localNow is the time now as a datetime-local input takes it.
+function localNow() {
+  const d = new Date();
+  d.setSeconds(0, 0);
+  return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
 }
 
 function round(v) {
