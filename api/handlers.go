@@ -717,20 +717,11 @@ func (s *Server) devPushes(c *fiber.Ctx) error {
 // Simulation
 
 type simulateRequest struct {
-	CustomerID string            `json:"customer_id"`
-	DeviceID   string            `json:"device_id"`
-	Pings      []simulatedFixDoc `json:"pings"`
-}
-
-// simulatedFixDoc is one ping of a simulated walk: a ping without its
-// customer and device, which the walk gives once.
-type simulatedFixDoc struct {
-	Lat       *float64       `json:"lat"`
-	Lng       *float64       `json:"lng"`
-	AccuracyM *float64       `json:"accuracy_m"`
-	TS        string         `json:"ts"`
-	SpeedMps  *float64       `json:"speed_mps"`
-	Context   map[string]any `json:"context"`
+	CustomerID string `json:"customer_id"`
+	DeviceID   string `json:"device_id"`
+	// Pings are pings without their customer and device, which the walk
+	// gives once.
+	Pings []pingRequest `json:"pings"`
 }
 
 // simulate walks a customer through pings in a sandbox: what each would
@@ -756,9 +747,11 @@ func (s *Server) simulate(c *fiber.Ctx) error {
 		fs = append(fs, rules.Fault{Field: "pings", Message: fmt.Sprintf("a simulation takes at most %d pings", engine.MaxSimulatedPings)})
 	}
 	pings := make([]engine.Ping, len(req.Pings))
-	for i, f := range req.Pings {
-		one := pingRequest{CustomerID: req.CustomerID, DeviceID: req.DeviceID, Lat: f.Lat, Lng: f.Lng,
-			AccuracyM: f.AccuracyM, TS: f.TS, SpeedMps: f.SpeedMps, Context: f.Context}
+	for i, one := range req.Pings {
+		if one.CustomerID != "" || one.DeviceID != "" {
+			fs = append(fs, rules.Fault{Field: fmt.Sprintf("pings[%d]", i), Message: "give customer_id and device_id once, beside pings"})
+		}
+		one.CustomerID, one.DeviceID = req.CustomerID, req.DeviceID
 		p, err := one.toPing()
 		if ve, ok := err.(*rules.ValidationError); ok {
 			for _, x := range ve.Faults {
