@@ -332,9 +332,13 @@ func (d *Dispatcher) sent(ctx context.Context, entry string, p Push) {
 }
 
 // markSentScript marks a coupon's push sent, unless the coupon was erased
-// meanwhile.
+// meanwhile, and lets go of the push's text, which the record keeps only
+// until then.
 var markSentScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'sent_at', ARGV[1]) end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'sent_at', ARGV[1])
+  redis.call('HDEL', KEYS[1], 'push')
+end
 return 1`)
 
 // finish acknowledges an entry and removes it from the stream; a push that
@@ -355,6 +359,10 @@ func (d *Dispatcher) finish(ctx context.Context, id string, p *Push, reason stri
 				values["error"] = cause.Error()
 			}
 			pl.XAdd(ctx, &redis.XAddArgs{Stream: keyDead, MaxLen: 100000, Approx: true, Values: values})
+			if p != nil {
+				// The push's text is kept only until its fate is known.
+				pl.HDel(ctx, couponRecordKey(p.CustomerID, p.ID), "push")
+			}
 			if p != nil && p.Data["rule_id"] != "" {
 				field := "failed:" + reason
 				if reason == "expired" {

@@ -414,6 +414,11 @@ func TestDispatcherAnnouncesAnOfferItsEngineLeftBehind(t *testing.T) {
 			if _, err := engine.NewLedger(f.rdb, engine.NewCoupons([]byte("k")), nil).Get(ctx, o.CouponCode); err != nil {
 				t.Fatalf("the recovered coupon is not found by its code: %v", err)
 			}
+			// Sent: the record says so and no longer holds the push's text.
+			rec := f.rdb.HGetAll(ctx, engine.CouponRecordKey("c-42", o.CouponCode)).Val()
+			if rec["sent_at"] == "" || rec["push"] != "" {
+				t.Fatalf("the sent coupon's record: %v", rec)
+			}
 		})
 	}
 }
