@@ -99,13 +99,16 @@ func New(d Deps) *fiber.App {
 		// Bodies up to the JSON limit are read before the handler; a longer
 		// (or chunked) one is streamed, and limitBody refuses it unread
 		// unless its route takes bulk uploads.
-		BodyLimit:             maxJSONBody,
-		StreamRequestBody:     true,
-		ErrorHandler:          s.handleError,
-		DisableStartupMessage: true,
-		ReadTimeout:           10 * time.Second,
-		WriteTimeout:          10 * time.Second,
-		IdleTimeout:           60 * time.Second,
+		BodyLimit:         maxJSONBody,
+		StreamRequestBody: true,
+		// No route takes forms: a multipart body is not read ahead (it
+		// would be, whole, before any limit).
+		DisablePreParseMultipartForm: true,
+		ErrorHandler:                 s.handleError,
+		DisableStartupMessage:        true,
+		ReadTimeout:                  10 * time.Second,
+		WriteTimeout:                 10 * time.Second,
+		IdleTimeout:                  60 * time.Second,
 	})
 	// Every answer carries a request id (the caller's X-Request-ID, or a
 	// new one), which the log of a failed request names.
@@ -171,6 +174,9 @@ func limitBody(c *fiber.Ctx) error {
 		limit = maxBulkBody
 	}
 	tooLarge := func() error {
+		// What is left of the body is never read: the connection ends
+		// with the answer, or its bytes would be taken for a request.
+		c.Context().SetConnectionClose()
 		return newError(http.StatusRequestEntityTooLarge, "", "a body here is at most %d bytes", limit)
 	}
 	if c.Request().Header.ContentLength() > limit {
@@ -179,6 +185,7 @@ func limitBody(c *fiber.Ctx) error {
 	if stream := c.Request().BodyStream(); stream != nil {
 		body, err := io.ReadAll(io.LimitReader(stream, int64(limit)+1))
 		if err != nil {
+			c.Context().SetConnectionClose()
 			return newError(http.StatusBadRequest, "", "the body could not be read: %v", err)
 		}
 		if len(body) > limit {

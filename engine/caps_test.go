@@ -387,3 +387,34 @@ func TestACappedOfferMakesWayForTheNext(t *testing.T) {
 		}
 	}
 }
+
+// A customer's counter hash past 64 fields is pruned of days and weeks
+// older than the caps look at, and only those: today's and this week's
+// counts stay, so the caps still hold.
+func TestCapsSurviveThePruningOfOldCounters(t *testing.T) {
+	f := setup(t, srv.Client(t), capsRule(rules.Caps{PerCustomerPerDay: 2}))
+	addCustomer(t, f, "u1")
+	f.clock.t = time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC) // Monday, 09:00 in Berlin
+	ctx := context.Background()
+	caps := "nc:{c:u1}:caps"
+	for i := 0; i < 70; i++ { // other rules' counts today: current, kept
+		f.rdb.HSet(ctx, caps, fmt.Sprintf("r%d|d20261123", i), 1)
+	}
+	f.rdb.HSet(ctx, caps, "old|d20200101", 1, "old|w202001", 1)
+	cfg := engine.DefaultConfig
+	cfg.MaxOffersPerDay, cfg.MinOfferGap = 0, 0
+	eng := engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, f.clock.Now)
+	for i, want := range []string{"sent", "sent", engine.ReasonCap} {
+		if got := visit(t, eng, f, "u1"); got != want {
+			t.Fatalf("visit %d: %q, want %q", i, got, want)
+		}
+		f.clock.Advance(time.Hour)
+	}
+	left := f.rdb.HGetAll(ctx, caps).Val()
+	if left["old|d20200101"] != "" || left["old|w202001"] != "" {
+		t.Error("counts of 2020 were kept")
+	}
+	if left["r5|d20261123"] != "1" || left["capped|d20261123"] != "2" {
+		t.Errorf("today's counts were pruned: r5 %q, capped %q", left["r5|d20261123"], left["capped|d20261123"])
+	}
+}

@@ -112,7 +112,8 @@ for i = 1, n do
     if redis.call('HLEN', KEYS[1]) > 64 then
       for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
         local kind, when = string.match(f, '|([dw])(%d+)$')
-        if (kind == 'd' and when < ARGV[9]) or (kind == 'w' and when < ARGV[10]) then
+        -- ARGV[9] and ARGV[10] carry their kind: "d20261115", "w202646".
+        if (kind == 'd' and kind .. when < ARGV[9]) or (kind == 'w' and kind .. when < ARGV[10]) then
           redis.call('HDEL', KEYS[1], f)
         end
       end

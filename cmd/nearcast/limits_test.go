@@ -65,6 +65,32 @@ func TestBodyLimits(t *testing.T) {
 	if status != 413 || !strings.Contains(raw, `"code":"too_large"`) {
 		t.Fatalf("a declared 2 MiB ping: %d %s", status, raw)
 	}
+	// The rest of a refused body is never taken for a request: the
+	// connection ends with the 413.
+	conn, err := net.DialTimeout("tcp", strings.TrimPrefix(base, "http://"), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	smuggled := "POST /v1/pings HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer demo-app\r\nContent-Type: application/json\r\n" +
+		"Content-Length: 2097152\r\n\r\n" + strings.Repeat(" ", 8<<10+1) + "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+	conn.Write([]byte(smuggled))
+	br := bufio.NewReader(conn)
+	first, err := http.ReadResponse(br, nil)
+	if err != nil || first.StatusCode != 413 {
+		t.Fatalf("a declared 2 MiB ping with a request inside: %v %v", first, err)
+	}
+	io.Copy(io.Discard, first.Body)
+	if second, err := http.ReadResponse(br, nil); err == nil {
+		t.Fatalf("the bytes of a refused body were answered as a request: %d", second.StatusCode)
+	}
+	conn.Close()
+	// A multipart body is not read ahead of the limit either.
+	status, raw = rawCall("POST /v1/pings HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"+
+		"Content-Length: 20971520\r\n\r\n", append([]byte("--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"f\"\r\n\r\n"), bytes.Repeat([]byte("x"), 8<<10+1)...))
+	if status != 413 {
+		t.Fatalf("a declared 20 MiB multipart body: %d %s", status, raw)
+	}
 	// A chunked one: refused one byte past the limit, the rest unsent.
 	chunks := append([]byte(fmt.Sprintf("%x\r\n", limit)), bytes.Repeat([]byte(" "), limit)...)
 	chunks = append(chunks, "\r\n1\r\nx\r\n"...)
