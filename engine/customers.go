@@ -410,34 +410,40 @@ func (cs *Customers) PutDevices(ctx context.Context, customerIDs []string, devic
 // device with both customers until it registers again; the push to the
 // old one would still go to the device its owner key no longer names.
 func (cs *Customers) moveDevices(ctx context.Context, customerIDs []string, devices []*rules.Device) (int, error) {
+	docs := make([][]byte, len(devices))
+	for i, d := range devices {
+		doc, err := json.Marshal(d)
+		if err != nil {
+			return 0, err
+		}
+		docs[i] = doc
+	}
 	added := make([]*redis.IntCmd, len(devices))
 	owners := make([]*redis.StatusCmd, len(devices))
-	_, err := cs.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	var all []redis.Cmder
+	_, _ = cs.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, d := range devices {
-			doc, err := json.Marshal(d)
-			if err != nil {
-				return err
-			}
-			added[i] = p.HSet(ctx, customerKey(customerIDs[i], partDevices), d.ID, doc)
+			added[i] = p.HSet(ctx, customerKey(customerIDs[i], partDevices), d.ID, docs[i])
 			owners[i] = p.SetArgs(ctx, deviceOwnerKey(d.ID), customerIDs[i], redis.SetArgs{Get: true})
+			all = append(all, added[i], owners[i])
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, redis.Nil) {
+	if err := firstFailure(all); err != nil {
 		return 0, err
 	}
 	created := 0
-	_, err = cs.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	var moved []redis.Cmder
+	_, _ = cs.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, d := range devices {
 			created += int(added[i].Val())
 			if old := owners[i].Val(); old != "" && old != customerIDs[i] {
-				p.HDel(ctx, customerKey(old, partDevices), d.ID)
-				p.HDel(ctx, customerKey(old, partDeviceSeen), d.ID)
+				moved = append(moved, p.HDel(ctx, customerKey(old, partDevices), d.ID), p.HDel(ctx, customerKey(old, partDeviceSeen), d.ID))
 			}
 		}
 		return nil
 	})
-	return created, err
+	return created, firstFailure(moved)
 }
 
 // DeleteDevice removes a device.
@@ -539,4 +545,15 @@ return 0`)
 func (cs *Customers) dropToken(ctx context.Context, customerID, deviceID, token string) error {
 	quoted, _ := json.Marshal(token)
 	return dropTokenScript.Run(ctx, cs.rdb, []string{customerKey(customerID, partDevices)}, deviceID, string(quoted)).Err()
+}
+
+// firstFailure is the first error of the commands of a pipeline, but for
+// redis.Nil (a key that was not there: an answer, not a failure).
+func firstFailure(cmds []redis.Cmder) error {
+	for _, c := range cmds {
+		if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+	}
+	return nil
 }

@@ -91,22 +91,25 @@ func (e *Engine) copyForSimulation(ctx context.Context, to *redis.Client, custom
 		}
 	}
 	budgets := make([]*redis.StringCmd, len(budgetRules))
-	_, err := e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	var all []redis.Cmder
+	_, _ = e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, part := range parts {
 			hashes[i] = p.HGetAll(ctx, customerKey(customerID, part))
+			all = append(all, hashes[i])
 		}
 		for i, id := range budgetRules {
 			budgets[i] = p.Get(ctx, budgetKey(id))
+			all = append(all, budgets[i])
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, redis.Nil) {
+	if err := firstFailure(all); err != nil {
 		return fmt.Errorf("%w: read the customer for a simulation: %v", ErrUnavailable, err)
 	}
 	if len(hashes[0].Val()) == 0 {
 		return rules.ErrNotFound
 	}
-	_, err = to.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := to.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, part := range parts {
 			if m := hashes[i].Val(); len(m) > 0 {
 				p.HSet(ctx, customerKey(customerID, part), m)
