@@ -401,9 +401,10 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 		}
 	}
 	if announce != nil && (announce.cmd.Err() != nil || index.Err() != nil) {
-		// The coupon is issued but cannot be looked up by its code yet:
-		// the answer does not give it. The dispatcher announces it past
-		// the deadline, and its push reaches the phone.
+		// The coupon is issued but may not be announced, or found by its
+		// code: the answer does not give it. A dispatcher announces it
+		// past the deadline (when the announcement failed) and writes the
+		// code's index before it sends the push (when the index failed).
 		res.Offers = res.Offers[:0]
 		return fmt.Errorf("%w: announce an offer: %v", ErrUnavailable, failed)
 	}

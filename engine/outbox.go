@@ -175,8 +175,15 @@ func (d *Dispatcher) handle(ctx context.Context, m redis.XMessage) {
 	// its customer's keys. A push whose coupon is marked sent was
 	// delivered by a worker that stopped before acknowledging it: it is
 	// not sent twice. A record gone means the customer was erased.
-	rec, err := d.rdb.HMGet(ctx, couponRecordKey(p.CustomerID, p.ID), "push", "sent_at").Result()
-	if err != nil {
+	recKey := couponRecordKey(p.CustomerID, p.ID)
+	var recCmd *redis.SliceCmd
+	var ttlCmd *redis.DurationCmd
+	_, err := d.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+		recCmd, ttlCmd = pl.HMGet(ctx, recKey, "push", "sent_at"), pl.PTTL(ctx, recKey)
+		return nil
+	})
+	rec := recCmd.Val()
+	if err != nil || len(rec) != 2 {
 		d.log.Warn("outbox: cannot read a push's record, will retry", "push", p.ID, "err", err)
 		return
 	}
@@ -192,6 +199,14 @@ func (d *Dispatcher) handle(ctx context.Context, m redis.XMessage) {
 			return
 		}
 		p.Attempts = attempts
+		// The code's index, should the engine have failed to write it: a
+		// push never goes out with a code the till cannot look up.
+		if ttl := ttlCmd.Val(); ttl > 0 {
+			if err := d.rdb.Set(ctx, codeIndexKey(p.ID), p.CustomerID, ttl).Err(); err != nil {
+				d.log.Warn("outbox: cannot index a push's coupon, will retry", "push", p.ID, "err", err)
+				return
+			}
+		}
 	} else if p.Title == "" {
 		d.finish(ctx, m.ID, nil, "", nil) // erased with its customer
 		return

@@ -422,3 +422,24 @@ func TestDispatcherAnnouncesAnOfferItsEngineLeftBehind(t *testing.T) {
 		})
 	}
 }
+
+// An offer announced whose code index was not written (the engine's write
+// failed): the dispatcher writes the index before it sends the push, so
+// the till finds the code the phone shows.
+func TestDispatcherIndexesTheCodeBeforeSending(t *testing.T) {
+	for _, be := range redistest.Backends(srv) {
+		t.Run(be.Name, func(t *testing.T) {
+			f := newRealClockFixtureOn(t, be.New(t))
+			ctx := context.Background()
+			o := f.realClockPing(t, "d-1")
+			if err := f.rdb.Del(ctx, "nc:code:"+o.CouponCode).Err(); err != nil {
+				t.Fatal(err)
+			}
+			double := runDispatcher(t, f, nil)
+			eventually(t, "the push to be sent", func() bool { return len(double.Messages()) == 1 })
+			if _, err := engine.NewLedger(f.rdb, engine.NewCoupons([]byte("k")), nil).Get(ctx, o.CouponCode); err != nil {
+				t.Fatalf("the pushed coupon is not found by its code: %v", err)
+			}
+		})
+	}
+}
