@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -308,7 +309,7 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 		if attempt > 2*len(eligible)+1 {
 			return fmt.Errorf("%w: issue offer: the atomic step asked for what it had", ErrUnavailable)
 		}
-		out, err := e.commit(ctx, keys, args, opt.DryRun)
+		out, short, err := e.commit(ctx, keys, args, opt.DryRun)
 		if err != nil {
 			// The intent stays: should the step have issued, the
 			// dispatcher announces it past the deadline.
@@ -336,6 +337,12 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 				}
 			}
 			continue
+		}
+		if short && slices.Contains(out, ResultSent) {
+			// Issued on a master that no replica had heard from in time: a
+			// failover now could lose it. The answer does not give it; a
+			// dispatcher announces it past the deadline if it survives.
+			return fmt.Errorf("%w: issue offer: the step reached fewer replicas than NEARCAST_REDIS_WAIT_REPLICAS in time", ErrUnavailable)
 		}
 		results = out
 		break
@@ -438,12 +445,13 @@ func (e *Engine) giveBack(ctx context.Context, ruleKeys [][]string, reserved []b
 // WAIT, on one connection, so that it is answered only once a replica has
 // it: a failover right after cannot lose a coupon an answer gave, and
 // issue it again.
-func (e *Engine) commit(ctx context.Context, keys []string, args []any, dry bool) ([]string, error) {
+func (e *Engine) commit(ctx context.Context, keys []string, args []any, dry bool) (out []string, short bool, err error) {
 	x := newScripted(ctx, commitScript, keys, args...)
 	node := e.masterOf(ctx, keys[0])
 	if e.cfg.WaitReplicas <= 0 || dry || node == nil {
 		e.batch.do(x.cmd)
-		return x.result(ctx, e.rdb).StringSlice()
+		out, err = x.result(ctx, e.rdb).StringSlice()
+		return out, false, err
 	}
 	for attempt := 0; ; attempt++ {
 		x := newScripted(ctx, commitScript, keys, args...)
@@ -453,19 +461,20 @@ func (e *Engine) commit(ctx context.Context, keys []string, args []any, dry bool
 		_, _ = pipe.Exec(ctx)
 		if redis.HasErrorPrefix(x.cmd.Err(), "NOSCRIPT") && attempt == 0 {
 			if err := commitScript.Load(ctx, node).Err(); err != nil {
-				return nil, err
+				return nil, false, err
 			}
 			continue
 		}
 		out, err := x.cmd.StringSlice()
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if n, err := wait.Int(); err != nil || n < e.cfg.WaitReplicas {
 			e.cfg.Metrics.waitedShort()
 			e.log.Warn("an offer's step reached fewer replicas than asked in time", "replicas", n, "want", e.cfg.WaitReplicas, "err", err)
+			return out, true, nil
 		}
-		return out, nil
+		return out, false, nil
 	}
 }
 

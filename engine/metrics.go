@@ -53,7 +53,7 @@ func NewMetrics(reg prometheus.Registerer, rdb redis.UniversalClient, snaps Snap
 	}
 	m.waitShort = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "nearcast_redis_wait_short_total",
-		Help: "Offers issued whose step fewer replicas than NEARCAST_REDIS_WAIT_REPLICAS had in time: a failover then could lose them.",
+		Help: "Offers whose step fewer replicas than NEARCAST_REDIS_WAIT_REPLICAS had in time: answered 503, announced later if they survive.",
 	})
 	reg.MustRegister(m.decisions, m.events, m.pushes, m.redisTime, m.redisErrs, m.waitShort, &outboxCollector{rdb: rdb})
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
