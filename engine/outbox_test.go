@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -441,5 +442,30 @@ func TestDispatcherIndexesTheCodeBeforeSending(t *testing.T) {
 				t.Fatalf("the pushed coupon is not found by its code: %v", err)
 			}
 		})
+	}
+}
+
+// An offer's step that no replica had in time (here: a Redis with no
+// replica, asked for one) is not given in the answer, which is 503; the
+// coupon survived on its master, so a dispatcher announces it past the
+// deadline and the push goes out once.
+func TestOfferWithoutItsReplicaIsAnnouncedLater(t *testing.T) {
+	f := newRealClockFixture(t)
+	cfg := engine.DefaultConfig
+	cfg.QuietHours = [2]int{}
+	cfg.WaitReplicas, cfg.WaitTimeout = 1, 10*time.Millisecond
+	f.eng = engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, nil)
+	lat, lng := north(alexLat, alexLng, 10)
+	_, err := f.eng.Evaluate(context.Background(), engine.Ping{CustomerID: "c-42", DeviceID: "d-1", Lat: lat, Lng: lng}, engine.Options{})
+	if !errors.Is(err, engine.ErrUnavailable) {
+		t.Fatalf("an offer no replica had: %v, want unavailable", err)
+	}
+	double := runDispatcher(t, f, nil)
+	deadline := time.Now().Add(15 * time.Second) // the commit window and the grace: about 7 s
+	for len(double.Messages()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := len(double.Messages()); n != 1 {
+		t.Fatalf("%d pushes, want the surviving offer's one", n)
 	}
 }
