@@ -146,3 +146,9 @@ func (x *scripted) result(ctx context.Context, rdb redis.Scripter) *redis.Cmd {
 	x.cmd = orEval(ctx, rdb, x.cmd, x.s, x.keys, x.args...)
 	return x.cmd
 }
+
+// run runs the script on its own, not through a batcher.
+func (x *scripted) run(ctx context.Context, rdb redis.Scripter) *redis.Cmd {
+	x.cmd = x.s.Run(ctx, rdb, x.keys, x.args...)
+	return x.cmd
+}

@@ -43,10 +43,11 @@ var ErrNoSnapshot = errors.New("no catalog snapshot loaded yet")
 // Keys of the outbox, shared by all customers, under one hash tag so that
 // in Redis Cluster its scripts find them in one slot.
 const (
-	keyOutbox  = "nc:{outbox}:stream"  // stream of pushes to send (references to their coupon records)
-	keyDead    = "nc:{outbox}:dead"    // stream of pushes that could not be sent, with the reason
-	keyDelayed = "nc:{outbox}:delayed" // sorted set of pushes waiting to be tried again, by due time
-	keyIntents = "nc:{outbox}:intents" // sorted set of offers being issued, by the deadline of their commit
+	keyOutbox   = "nc:{outbox}:stream"   // stream of pushes to send (references to their coupon records)
+	keyDead     = "nc:{outbox}:dead"     // stream of pushes that could not be sent, with the reason
+	keyDelayed  = "nc:{outbox}:delayed"  // sorted set of pushes waiting to be tried again, by due time
+	keyIntents  = "nc:{outbox}:intents"  // sorted set of offers being issued, by the deadline of their commit
+	keyReserved = "nc:{outbox}:reserved" // hash: intent → the rule capacity reserved for it, to give back what no coupon used
 )
 
 // The outbox's keys before it had a hash tag, moved by a dispatcher that

@@ -1,8 +1,10 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -159,12 +161,56 @@ for _, k in ipairs(KEYS) do
 end
 return 1`)
 
-// announceScript moves an intent to the outbox's stream, once.
-// KEYS: intents, stream. ARGV: the intent, the push reference (JSON).
-var announceScript = redis.NewScript(`
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('XADD', KEYS[2], '*', 'push', ARGV[2])
-return 1`)
+// settleScript ends an intent, once: with "a" it moves it to the outbox's
+// stream (the offer was issued), with "d" it drops it. Whoever settles it
+// takes the rule reservations recorded with it, to give back those no
+// coupon used; a second settler gets nil and gives back nothing.
+// KEYS: intents, stream, reservations. ARGV: the intent, "a" or "d", the
+// push reference (JSON). Returns the reservations recorded ("" for none),
+// or nil when the intent was settled already.
+var settleScript = redis.NewScript(`
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return false end
+if ARGV[2] == 'a' then redis.call('XADD', KEYS[2], '*', 'push', ARGV[3]) end
+local v = redis.call('HGET', KEYS[3], ARGV[1]) or ''
+redis.call('HDEL', KEYS[3], ARGV[1])
+return v`)
+
+// reservation is a unit of a rule's capacity taken for a candidate, as
+// recorded with its intent: "rule\tstore\tstore-day key\tbudget key".
+type reservation struct{ rule, store, storeDay, budget string }
+
+func (r reservation) String() string {
+	return r.rule + "\t" + r.store + "\t" + r.storeDay + "\t" + r.budget
+}
+
+// parseReservations reads the reservations recorded with an intent.
+func parseReservations(v string) []reservation {
+	var out []reservation
+	for _, line := range strings.Split(v, "\n") {
+		if f := strings.Split(line, "\t"); len(f) == 4 {
+			out = append(out, reservation{f[0], f[1], f[2], f[3]})
+		}
+	}
+	return out
+}
+
+// settleCmd is the command that settles an intent.
+func settleCmd(ctx context.Context, intent string, issued bool, code, customerID string) *scripted {
+	mode := "d"
+	if issued {
+		mode = "a"
+	}
+	return newScripted(ctx, settleScript, []string{keyIntents, keyOutbox, keyReserved}, intent, mode, pushRef(code, customerID))
+}
+
+// giveBackCmds return reserved units that no coupon used.
+func giveBackCmds(ctx context.Context, rs []reservation) []*scripted {
+	out := make([]*scripted, len(rs))
+	for i, r := range rs {
+		out[i] = newScripted(ctx, giveBackScript, []string{r.storeDay, r.budget})
+	}
+	return out
+}
 
 // intentOf names an issue in the outbox's intents: the code (of fixed
 // length) and the customer.
@@ -273,6 +319,37 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 		reserved[i] = side == "r" && !opt.DryRun
 		return nil
 	}
+	// reservations lists the units taken, but for the winner's.
+	reservations := func(except int) []reservation {
+		var out []reservation
+		for i, r := range reserved {
+			if r && i != except {
+				out = append(out, reservation{eligible[i].rule.Rule.ID, eligible[i].store.ID, ruleKeys[i][0], ruleKeys[i][1]})
+			}
+		}
+		return out
+	}
+	// recordCmd records the units taken with the intent, so that whoever
+	// settles the intent gives back those no coupon used.
+	recordCmd := func() redis.Cmder {
+		rs := reservations(-1)
+		if opt.DryRun || len(rs) == 0 {
+			return nil
+		}
+		lines := make([]string, len(rs))
+		for i, r := range rs {
+			lines[i] = r.String()
+		}
+		return redis.NewIntCmd(ctx, "hset", keyReserved, intent, strings.Join(lines, "\n"))
+	}
+	// abandon settles the intent of an offer that was not issued and
+	// gives back what it reserved.
+	abandon := func(cause error) error {
+		if !opt.DryRun {
+			e.settle(ctx, intent, code, p.CustomerID, reservations(-1))
+		}
+		return cause
+	}
 	if err := render(0); err != nil {
 		return err
 	}
@@ -293,47 +370,48 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 		e.batch.do(first...)
 		if reserve0 != nil {
 			if err := reserveDone(0, reserve0); err != nil {
-				return err
+				return err // a unit may be held: lost, never over-spent
 			}
 		}
 		if intentCmd != nil && intentCmd.Err() != nil {
-			e.giveBack(ctx, ruleKeys, reserved)
+			// No intent, so nobody else settles: give back at once.
+			e.runScripts(ctx, giveBackCmds(ctx, reservations(-1)))
 			return fmt.Errorf("%w: offer intent: %v", ErrUnavailable, intentCmd.Err())
 		}
 	}
 
 	// Step 2: the customer's atomic step, asked again while it needs a
-	// rendering or a reservation.
+	// rendering or a reservation. The units reserved go on record with
+	// the intent before (or with) each try.
 	var results []string
 	for attempt := 0; ; attempt++ {
 		if attempt > 2*len(eligible)+1 {
-			return fmt.Errorf("%w: issue offer: the atomic step asked for what it had", ErrUnavailable)
+			return abandon(fmt.Errorf("%w: issue offer: the atomic step asked for what it had", ErrUnavailable))
 		}
-		out, short, err := e.commit(ctx, keys, args, opt.DryRun)
+		out, short, err := e.commit(ctx, keys, args, opt.DryRun, recordCmd())
 		if err != nil {
 			// The intent stays: should the step have issued, the
-			// dispatcher announces it past the deadline.
+			// dispatcher announces it past the deadline; either way it
+			// gives back what the intent recorded and no coupon used.
 			return fmt.Errorf("%w: issue offer: %v", ErrUnavailable, err)
 		}
 		if len(out) == 1 && out[0] == "late" {
-			e.giveBack(ctx, ruleKeys, reserved)
-			return fmt.Errorf("%w: issue offer: the step came after its deadline", ErrUnavailable)
+			return abandon(fmt.Errorf("%w: issue offer: the step came after its deadline", ErrUnavailable))
 		}
 		if len(out) == 2 && out[0] == "need" {
 			i, _ := strconv.Atoi(out[1])
 			i--
 			if i < 0 || i >= len(eligible) {
-				return fmt.Errorf("%w: issue offer: the atomic step asked for candidate %s", ErrUnavailable, out[1])
+				return abandon(fmt.Errorf("%w: issue offer: the atomic step asked for candidate %s", ErrUnavailable, out[1]))
 			}
 			if err := render(i); err != nil {
-				return err
+				return abandon(err)
 			}
 			if args[at[i]+7] == "?" {
 				x := reserveCmd(i)
 				e.batch.do(x.cmd)
 				if err := reserveDone(i, x); err != nil {
-					e.giveBack(ctx, ruleKeys, reserved)
-					return err
+					return abandon(err)
 				}
 			}
 			continue
@@ -361,28 +439,19 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 		return nil
 	}
 
-	// Step 3: announce (or drop the intent), give back what was not used,
-	// count.
-	cmds := extra
-	var scripts []*scripted
-	var announce *scripted
+	// Step 3: settle the intent (announce the offer, or drop the intent),
+	// index the code, count; then give back the units no coupon used.
+	issued := winner >= 0 && results[winner] == ResultSent
+	settle := settleCmd(ctx, intent, issued, code, p.CustomerID)
+	cmds := append(extra, settle.cmd)
 	var index *redis.StatusCmd
-	if winner >= 0 && results[winner] == ResultSent {
+	if issued {
 		ttl := offers[winner].ExpiresAt.Add(e.cfg.CouponRetention).Sub(now)
-		announce = newScripted(ctx, announceScript, []string{keyIntents, keyOutbox}, intent, pushRef(code, p.CustomerID))
 		index = redis.NewStatusCmd(ctx, "set", codeIndexKey(code), p.CustomerID, "px", max(ttl, time.Second).Milliseconds())
-		scripts = append(scripts, announce)
 		cmds = append(cmds, index)
-	} else {
-		cmds = append(cmds, redis.NewIntCmd(ctx, "zrem", keyIntents, intent))
 	}
 	if winner >= 0 && results[winner] == ReasonHoldout {
 		cmds = append(cmds, redis.NewIntCmd(ctx, "incr", budgetKey(eligible[winner].rule.Rule.ID)+":holdout"))
-	}
-	for i := range eligible {
-		if reserved[i] && (i != winner || results[winner] != ResultSent) {
-			scripts = append(scripts, newScripted(ctx, giveBackScript, ruleKeys[i]))
-		}
 	}
 	counted := make([]Explanation, len(res.Explain))
 	for i, x := range res.Explain {
@@ -392,50 +461,62 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 		counted[i] = x
 	}
 	cmds = append(cmds, e.funnelCmds(ctx, utcDay, counted)...)
-	for _, x := range scripts {
-		cmds = append(cmds, x.cmd)
-	}
 	e.batch.do(cmds...)
+	_, settleErr := settle.result(ctx, e.rdb).Result()
+	if settleErr == nil {
+		keep := -1
+		if issued {
+			keep = winner
+		}
+		e.runScripts(ctx, giveBackCmds(ctx, reservations(keep)))
+	}
 	var failed error
-	for _, x := range scripts {
-		if err := x.result(ctx, e.rdb).Err(); err != nil {
-			failed = err
-		}
-	}
 	for _, c := range cmds {
-		if err := c.Err(); err != nil && !redis.HasErrorPrefix(err, "NOSCRIPT") {
+		if err := c.Err(); err != nil && !redis.HasErrorPrefix(err, "NOSCRIPT") && !errors.Is(err, redis.Nil) {
 			failed = err
 		}
 	}
-	if announce != nil && (announce.cmd.Err() != nil || index.Err() != nil) {
+	if issued && (settleErr != nil || index.Err() != nil) {
 		// The coupon is issued but may not be announced, or found by its
 		// code: the answer does not give it. A dispatcher announces it
 		// past the deadline (when the announcement failed) and writes the
 		// code's index before it sends the push (when the index failed).
+		// (A nil answer, the intent settled already, means a dispatcher
+		// announced it.)
 		res.Offers = res.Offers[:0]
-		return fmt.Errorf("%w: announce an offer: %v", ErrUnavailable, failed)
+		return fmt.Errorf("%w: announce an offer: %v", ErrUnavailable, cmp.Or(settleErr, index.Err()))
 	}
 	if failed != nil {
-		// A counter or a reservation may be off by one.
+		// A funnel counter may be off by one.
 		e.log.Warn("offer decided, its counters not all written", "err", failed)
 	}
 	return nil
 }
 
-// giveBack returns the reservations of a failed issue.
-func (e *Engine) giveBack(ctx context.Context, ruleKeys [][]string, reserved []bool) {
-	var scripts []*scripted
-	var cmds []redis.Cmder
-	for i, r := range reserved {
-		if r {
-			x := newScripted(ctx, giveBackScript, ruleKeys[i])
-			scripts, cmds = append(scripts, x), append(cmds, x.cmd)
-		}
+// settle drops the intent of an offer the engine gave up on, and gives
+// back the units reserved for it when the engine settled it (a dispatcher
+// that did gave back those on record).
+func (e *Engine) settle(ctx context.Context, intent, code, customerID string, rs []reservation) {
+	x := settleCmd(ctx, intent, false, code, customerID)
+	e.batch.do(x.cmd)
+	if _, err := x.result(ctx, e.rdb).Result(); err == nil {
+		e.runScripts(ctx, giveBackCmds(ctx, rs))
 	}
-	if len(cmds) > 0 {
-		e.batch.do(cmds...)
-		for _, x := range scripts {
-			x.result(ctx, e.rdb)
+}
+
+// runScripts sends scripts together and runs any Redis did not know.
+func (e *Engine) runScripts(ctx context.Context, xs []*scripted) {
+	if len(xs) == 0 {
+		return
+	}
+	cmds := make([]redis.Cmder, len(xs))
+	for i, x := range xs {
+		cmds[i] = x.cmd
+	}
+	e.batch.do(cmds...)
+	for _, x := range xs {
+		if err := x.result(ctx, e.rdb).Err(); err != nil {
+			e.log.Warn("a rule's reserved unit not given back", "err", err)
 		}
 	}
 }
@@ -445,13 +526,20 @@ func (e *Engine) giveBack(ctx context.Context, ruleKeys [][]string, reserved []b
 // WAIT, on one connection, so that it is answered only once a replica has
 // it: a failover right after cannot lose a coupon an answer gave, and
 // issue it again.
-func (e *Engine) commit(ctx context.Context, keys []string, args []any, dry bool) (out []string, short bool, err error) {
+func (e *Engine) commit(ctx context.Context, keys []string, args []any, dry bool, record redis.Cmder) (out []string, short bool, err error) {
 	x := newScripted(ctx, commitScript, keys, args...)
 	node := e.masterOf(ctx, keys[0])
 	if e.cfg.WaitReplicas <= 0 || dry || node == nil {
-		e.batch.do(x.cmd)
+		if record != nil {
+			e.batch.do(record, x.cmd)
+		} else {
+			e.batch.do(x.cmd)
+		}
 		out, err = x.result(ctx, e.rdb).StringSlice()
 		return out, false, err
+	}
+	if record != nil {
+		e.batch.do(record) // a failure only leaves the units off the record
 	}
 	for attempt := 0; ; attempt++ {
 		x := newScripted(ctx, commitScript, keys, args...)

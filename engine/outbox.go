@@ -420,27 +420,52 @@ func (d *Dispatcher) recoverIntents(ctx context.Context) {
 	}
 	for _, it := range due {
 		code, customer, ok := parseIntent(it)
-		var ttl time.Duration
-		if ok {
-			rec := couponRecordKey(customer, code)
-			if ttl, err = d.rdb.PTTL(ctx, rec).Result(); err != nil {
-				d.log.Warn("outbox: cannot read an offer's record", "err", err)
-				return
-			}
-		}
-		if !ok || ttl <= 0 {
+		if !ok {
 			d.rdb.ZRem(ctx, keyIntents, it)
 			continue
 		}
-		if err := d.rdb.Set(ctx, codeIndexKey(code), customer, ttl).Err(); err != nil {
-			d.log.Warn("outbox: cannot index a recovered offer", "err", err)
+		// Issued, the record says by which rule at which store.
+		rec := couponRecordKey(customer, code)
+		var ttlCmd *redis.DurationCmd
+		var whoCmd *redis.SliceCmd
+		if _, err := d.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			ttlCmd, whoCmd = p.PTTL(ctx, rec), p.HMGet(ctx, rec, "rule_id", "store_id")
+			return nil
+		}); err != nil {
+			d.log.Warn("outbox: cannot read an offer's record", "err", err)
 			return
 		}
-		if err := announceScript.Run(ctx, d.rdb, []string{keyIntents, keyOutbox}, it, pushRef(code, customer)).Err(); err != nil {
-			d.log.Warn("outbox: cannot announce a recovered offer", "err", err)
+		ttl, who := ttlCmd.Val(), whoCmd.Val()
+		issued := ttl > 0
+		if issued {
+			if err := d.rdb.Set(ctx, codeIndexKey(code), customer, ttl).Err(); err != nil {
+				d.log.Warn("outbox: cannot index a recovered offer", "err", err)
+				return
+			}
+		}
+		v, err := settleCmd(ctx, it, issued, code, customer).run(ctx, d.rdb).Text()
+		if errors.Is(err, redis.Nil) {
+			continue // settled meanwhile, by its engine
+		}
+		if err != nil {
+			d.log.Warn("outbox: cannot settle an offer's intent", "err", err)
 			return
 		}
-		d.log.Info("outbox: announced an offer its engine left behind", "push", code)
+		var unused []reservation
+		for _, r := range parseReservations(v) {
+			if issued && r.rule == who[0] && r.store == who[1] {
+				continue // the coupon's own
+			}
+			unused = append(unused, r)
+		}
+		for _, x := range giveBackCmds(ctx, unused) {
+			if err := x.run(ctx, d.rdb).Err(); err != nil {
+				d.log.Warn("outbox: a rule's reserved unit not given back", "err", err)
+			}
+		}
+		if issued {
+			d.log.Info("outbox: announced an offer its engine left behind", "push", code)
+		}
 	}
 }
 

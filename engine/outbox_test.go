@@ -469,3 +469,34 @@ func TestOfferWithoutItsReplicaIsAnnouncedLater(t *testing.T) {
 		t.Fatalf("%d pushes, want the surviving offer's one", n)
 	}
 }
+
+// An engine that reserved a unit of a rule's budget and its store's daily
+// cap, recorded it with its intent and died before its commit (or whose
+// commit failed): past the deadline the dispatcher drops the intent and
+// gives the units back, once.
+func TestDispatcherGivesBackWhatAnAbandonedOfferReserved(t *testing.T) {
+	for _, be := range redistest.Backends(srv) {
+		t.Run(be.Name, func(t *testing.T) {
+			f := newRealClockFixtureOn(t, be.New(t))
+			ctx := context.Background()
+			budget, storeDay := "nc:{rule:r1}:issued", "nc:{rule:r1}:store:s-alex:20261123"
+			f.rdb.Set(ctx, budget, 5, 0)
+			f.rdb.Set(ctx, storeDay, 2, 0)
+			intent := engine.NewCoupons([]byte("k")).NewCode() + "c-42"
+			f.rdb.ZAdd(ctx, "nc:{outbox}:intents", redis.Z{Score: float64(time.Now().Add(-time.Minute).UnixMilli()), Member: intent})
+			f.rdb.HSet(ctx, "nc:{outbox}:reserved", intent, "r1\ts-alex\t"+storeDay+"\t"+budget)
+			runDispatcher(t, f, nil)
+			eventually(t, "the intent to be settled", func() bool { return f.rdb.ZCard(ctx, "nc:{outbox}:intents").Val() == 0 })
+			eventually(t, "the units to be given back", func() bool {
+				return f.rdb.Get(ctx, budget).Val() == "4" && f.rdb.Get(ctx, storeDay).Val() == "1"
+			})
+			if n := f.rdb.HLen(ctx, "nc:{outbox}:reserved").Val(); n != 0 {
+				t.Fatalf("%d reservation records left", n)
+			}
+			time.Sleep(300 * time.Millisecond) // a second give-back would show by now
+			if f.rdb.Get(ctx, budget).Val() != "4" {
+				t.Fatalf("budget %s after the give-back, want 4", f.rdb.Get(ctx, budget).Val())
+			}
+		})
+	}
+}
