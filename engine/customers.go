@@ -175,6 +175,17 @@ for _, code in ipairs(unredeemed) do table.insert(out, code) end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
 return out`)
 
+// eraseLegacyScript erases a coupon record of the old layout
+// (nc:coupon:<code>, with the customer's id in it).
+var eraseLegacyScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'redeemed_at') then
+  redis.call('HDEL', KEYS[1], 'customer_id', 'device_id')
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1`)
+
 // Delete erases the customer: profile, devices, presence, counters,
 // unredeemed coupons, and the pushes still queued for them. A redeemed
 // coupon stays for the rule's statistics, without what named them.
@@ -212,6 +223,9 @@ func (cs *Customers) Delete(ctx context.Context, id string) error {
 		}
 		for i++; i < len(out); i++ {
 			p.Del(ctx, codeIndexKey(out[i]))
+			// A record written before records moved to their customer:
+			// gone when unredeemed, else kept without who it was.
+			eraseLegacyScript.Eval(ctx, p, []string{archivedCouponKey(out[i])})
 		}
 		return nil
 	})
@@ -333,6 +347,12 @@ func (cs *Customers) Export(ctx context.Context, id string) (*Export, error) {
 		Coupons: map[string]map[string]string{}, QueuedPushes: []Push{}}
 	for _, code := range codes.Val() {
 		c, err := cs.rdb.HGetAll(ctx, couponRecordKey(id, code)).Result()
+		if err == nil && len(c) == 0 {
+			// A record of the old layout, when it is theirs.
+			if c, err = cs.rdb.HGetAll(ctx, archivedCouponKey(code)).Result(); c["customer_id"] != id {
+				c = nil
+			}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("export coupon: %w", err)
 		}
