@@ -35,6 +35,27 @@ func redisTargets() []redisTarget {
 	return out
 }
 
+// seedWalkers puts the store s-alex, the rule flat-white and customers,
+// each with a phone (device p-<id>), spreading the requests over the
+// servers.
+func seedWalkers(t *testing.T, bases []string, rule string, ids []string) {
+	t.Helper()
+	setup := []struct{ method, path, key, body string }{
+		{"PUT", "/v1/stores/s-alex", "admin", e2eStore},
+		{"PUT", "/v1/rules/flat-white", "admin", rule},
+	}
+	for _, c := range ids {
+		setup = append(setup,
+			struct{ method, path, key, body string }{"PUT", "/v1/customers/" + c, "admin", `{"first_name": "Anna", "locale": "de", "consent": {"location": true, "push": true}, "attributes": {"tier": "gold"}}`},
+			struct{ method, path, key, body string }{"PUT", "/v1/customers/" + c + "/devices/p-" + c, "app", `{"fcm_token": "tok-` + c + `", "platform": "android"}`})
+	}
+	for i, c := range setup {
+		if status, raw := call(t, c.method, bases[i%len(bases)]+c.path, c.key, c.body); status >= 300 {
+			t.Fatalf("%s %s: %d %s", c.method, c.path, status, raw)
+		}
+	}
+}
+
 // Two replicas on a Redis Cluster under load; the master holding the
 // outbox is killed mid-run. While its replica takes over, pings of the
 // slots it held answer 503 (never hang); after the failover every
@@ -61,21 +82,11 @@ func TestClusterFailover(t *testing.T) {
 	const customers = 90
 	customer := func(i int) string { return fmt.Sprintf("c-%d", i) }
 	rule := strings.Replace(e2eRule, `"priority": 10,`, `"priority": 10, "caps": {"per_customer_per_day": 1},`, 1)
-	setup := []struct{ method, path, key, body string }{
-		{"PUT", "/v1/stores/s-alex", "admin", e2eStore},
-		{"PUT", "/v1/rules/flat-white", "admin", rule},
+	ids := make([]string, customers)
+	for i := range ids {
+		ids[i] = customer(i)
 	}
-	for i := range customers {
-		c := customer(i)
-		setup = append(setup,
-			struct{ method, path, key, body string }{"PUT", "/v1/customers/" + c, "admin", `{"first_name": "Anna", "locale": "de", "consent": {"location": true, "push": true}, "attributes": {"tier": "gold"}}`},
-			struct{ method, path, key, body string }{"PUT", "/v1/customers/" + c + "/devices/p-" + c, "app", `{"fcm_token": "tok-` + c + `", "platform": "android"}`})
-	}
-	for i, c := range setup {
-		if status, raw := call(t, c.method, replicas[i%2]+c.path, c.key, c.body); status >= 300 {
-			t.Fatalf("%s %s: %d %s", c.method, c.path, status, raw)
-		}
-	}
+	seedWalkers(t, replicas, rule, ids)
 	// Both replicas know the rule before the load starts.
 	for _, base := range replicas {
 		deadline := time.Now().Add(5 * time.Second)

@@ -33,24 +33,14 @@ func TestRedisOutageUnderLoad(t *testing.T) {
 		"NEARCAST_CLAIM_IDLE": "1s", // a push in flight when Redis died is taken over soon
 	})
 	const workers, perWorker = 6, 4
-	setup := []struct{ method, path, key, body string }{
-		{"PUT", "/v1/stores/s-alex", "admin", e2eStore},
-		{"PUT", "/v1/rules/flat-white", "admin", e2eRule},
-	}
 	customer := func(w, k int) string { return fmt.Sprintf("c-f%d-%d", w, k) }
+	var ids []string
 	for w := 0; w < workers; w++ {
 		for k := 0; k < perWorker; k++ {
-			c := customer(w, k)
-			setup = append(setup,
-				struct{ method, path, key, body string }{"PUT", "/v1/customers/" + c, "admin", `{"first_name": "Anna", "locale": "de", "consent": {"location": true, "push": true}, "attributes": {"tier": "gold"}}`},
-				struct{ method, path, key, body string }{"PUT", "/v1/customers/" + c + "/devices/p-" + c, "app", `{"fcm_token": "tok-` + c + `", "platform": "android"}`})
+			ids = append(ids, customer(w, k))
 		}
 	}
-	for _, c := range setup {
-		if status, raw := call(t, c.method, base+c.path, c.key, c.body); status >= 300 {
-			t.Fatalf("%s %s: %d %s", c.method, c.path, status, raw)
-		}
-	}
+	seedWalkers(t, []string{base}, e2eRule, ids)
 
 	// Each worker walks its customers in and out of the store, one ping
 	// at a time, and keeps what the answers say.
