@@ -555,6 +555,11 @@ func (e *Engine) commit(ctx context.Context, keys []string, args []any, dry bool
 		}
 		out, err := x.cmd.StringSlice()
 		if err != nil {
+			// Sent past the cluster client (MOVED is not followed here):
+			// have it read the slot map again for the next try.
+			if cc, ok := e.rdb.(*redis.ClusterClient); ok {
+				cc.ReloadState(ctx)
+			}
 			return nil, false, err
 		}
 		if n, err := wait.Int(); err != nil || n < e.cfg.WaitReplicas {
