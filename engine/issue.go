@@ -366,6 +366,13 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 		reserve0 = reserveCmd(0)
 		first = append(first, reserve0.cmd)
 	}
+	// On one Redis a pipeline runs in order on one connection: with no
+	// capacity to reserve first, the intent goes in the commit's round
+	// trip, just before it (a round trip fewer for most offers).
+	var withCommit []redis.Cmder
+	if intentCmd != nil && reserve0 == nil && e.orderedPipelines() {
+		withCommit, first = first, nil
+	}
 	if len(first) > 0 {
 		e.batch.do(first...)
 		if reserve0 != nil {
@@ -388,7 +395,8 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 		if attempt > 2*len(eligible)+1 {
 			return abandon(fmt.Errorf("%w: issue offer: the atomic step asked for what it had", ErrUnavailable))
 		}
-		out, short, err := e.commit(ctx, keys, args, opt.DryRun, recordCmd())
+		out, short, err := e.commit(ctx, keys, args, opt.DryRun, append(withCommit, recordCmd())...)
+		withCommit = nil
 		if err != nil {
 			// The intent stays: should the step have issued, the
 			// dispatcher announces it past the deadline; either way it
@@ -424,6 +432,17 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 		}
 		results = out
 		break
+	}
+	if intentCmd != nil && intentCmd.Err() != nil {
+		// The intent sent with the commit failed, which on one Redis fails
+		// the commit too; should the commit have issued anyway, the intent
+		// goes in now, before the offer is announced.
+		if err := e.rdb.ZAdd(ctx, keyIntents, redis.Z{Score: float64(deadline), Member: intent}).Err(); err != nil {
+			if slices.Contains(results, ResultSent) {
+				e.log.Error("an offer issued without its intent: its push is not announced", "push", code, "err", err)
+			}
+			return fmt.Errorf("%w: offer intent: %v", ErrUnavailable, err)
+		}
 	}
 	winner := -1
 	for i, r := range results {
@@ -526,20 +545,17 @@ func (e *Engine) runScripts(ctx context.Context, xs []*scripted) {
 // WAIT, on one connection, so that it is answered only once a replica has
 // it: a failover right after cannot lose a coupon an answer gave, and
 // issue it again.
-func (e *Engine) commit(ctx context.Context, keys []string, args []any, dry bool, record redis.Cmder) (out []string, short bool, err error) {
+func (e *Engine) commit(ctx context.Context, keys []string, args []any, dry bool, before ...redis.Cmder) (out []string, short bool, err error) {
 	x := newScripted(ctx, commitScript, keys, args...)
 	node := e.masterOf(ctx, keys[0])
+	before = slices.DeleteFunc(before, func(c redis.Cmder) bool { return c == nil })
 	if e.cfg.WaitReplicas <= 0 || dry || node == nil {
-		if record != nil {
-			e.batch.do(record, x.cmd)
-		} else {
-			e.batch.do(x.cmd)
-		}
+		e.batch.do(append(before, x.cmd)...)
 		out, err = x.result(ctx, e.rdb).StringSlice()
 		return out, false, err
 	}
-	if record != nil {
-		e.batch.do(record) // a failure only leaves the units off the record
+	if len(before) > 0 {
+		e.batch.do(before...) // a failure of the record only leaves the units off it
 	}
 	for attempt := 0; ; attempt++ {
 		x := newScripted(ctx, commitScript, keys, args...)
@@ -569,6 +585,14 @@ func (e *Engine) commit(ctx context.Context, keys []string, args []any, dry bool
 		}
 		return out, false, nil
 	}
+}
+
+// orderedPipelines tells whether a pipeline's commands run in order on one
+// Redis, one after another: a single server, and no WAIT path for the
+// customer's step.
+func (e *Engine) orderedPipelines() bool {
+	_, single := e.rdb.(*redis.Client)
+	return single && e.cfg.WaitReplicas <= 0
 }
 
 // masterOf is the client of the one Redis that holds key: the client
