@@ -179,10 +179,14 @@ func limitBody(c *fiber.Ctx) error {
 		c.Context().SetConnectionClose()
 		return newError(http.StatusRequestEntityTooLarge, "", "a body here is at most %d bytes", limit)
 	}
-	if c.Request().Header.ContentLength() > limit {
+	length := c.Request().Header.ContentLength()
+	if length > limit {
 		return tooLarge()
 	}
-	if stream := c.Request().BodyStream(); stream != nil {
+	// A declared length within the limit is read as it is (up to 1 MiB
+	// already, the rest of a bulk upload when the handler asks); only a
+	// chunked body (-1) is read here, to stop one byte past the limit.
+	if stream := c.Request().BodyStream(); length == -1 && stream != nil {
 		body, err := io.ReadAll(io.LimitReader(stream, int64(limit)+1))
 		if err != nil {
 			c.Context().SetConnectionClose()

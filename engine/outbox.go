@@ -64,9 +64,6 @@ type Dispatcher struct {
 	sender    Sender
 	cfg       DispatchConfig
 	limiter   *rate.Limiter
-	// drainMu guards nextDrain, when the old outbox keys are looked at next.
-	drainMu   sync.Mutex
-	nextDrain time.Time
 	log       *slog.Logger
 	now       func() time.Time
 }
@@ -124,12 +121,17 @@ func (d *Dispatcher) work(ctx context.Context, consumer string) {
 	if claimEvery <= 0 {
 		claimEvery = time.Second
 	}
-	nextClaim := time.Now()
+	nextClaim, nextSweep := time.Now(), time.Now()
 	for ctx.Err() == nil {
 		d.release(ctx)
-		d.recoverIntents(ctx)
-		if err := d.drainLegacy(ctx); err != nil && ctx.Err() == nil {
-			d.log.Warn("outbox: " + err.Error())
+		if time.Now().After(nextSweep) {
+			// Offers their engine left behind, and pushes older replicas
+			// queued: rare, so looked for once a second, not every read.
+			nextSweep = time.Now().Add(time.Second)
+			d.recoverIntents(ctx)
+			if err := d.drainLegacy(ctx); err != nil && ctx.Err() == nil {
+				d.log.Warn("outbox: " + err.Error())
+			}
 		}
 		if time.Now().After(nextClaim) {
 			nextClaim = time.Now().Add(claimEvery)
@@ -509,21 +511,14 @@ end
 if redis.call('EXISTS', KEYS[5]) == 1 and redis.call('EXISTS', KEYS[6]) == 0 then redis.call('RENAME', KEYS[5], KEYS[6]) end
 return n`)
 
-// drainLegacy moves older replicas' pushes into the current outbox, at
-// most every few seconds: during a rolling upgrade older replicas still
-// queue under the old keys, and no push of theirs is left behind. (A
+// drainLegacy moves older replicas' pushes into the current outbox: during
+// a rolling upgrade older replicas still queue under the old keys, and no
+// push of theirs is left behind. (A
 // cluster never had the old keys.)
 func (d *Dispatcher) drainLegacy(ctx context.Context) error {
 	if _, cluster := d.rdb.(*redis.ClusterClient); cluster {
 		return nil
 	}
-	d.drainMu.Lock()
-	if time.Now().Before(d.nextDrain) {
-		d.drainMu.Unlock()
-		return nil
-	}
-	d.nextDrain = time.Now().Add(5 * time.Second)
-	d.drainMu.Unlock()
 	n, err := drainLegacyScript.Run(ctx, d.rdb, []string{legacyOutbox, keyOutbox, legacyDelayed, keyDelayed, legacyDead, keyDead}).Int()
 	if err != nil {
 		return fmt.Errorf("move the old outbox's pushes: %w", err)
