@@ -37,6 +37,12 @@ type client struct {
 
 func newClient(t testing.TB, rdb redis.UniversalClient) *client {
 	t.Helper()
+	return newClientWith(t, rdb, nil)
+}
+
+// newClientWith is newClient with its dependencies changed by with.
+func newClientWith(t testing.TB, rdb redis.UniversalClient, with func(*api.Deps)) *client {
+	t.Helper()
 	live := rules.NewLive(rdb, quiet)
 	if err := live.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
@@ -44,11 +50,15 @@ func newClient(t testing.TB, rdb redis.UniversalClient) *client {
 	cfg := engine.DefaultConfig
 	cfg.QuietHours = [2]int{} // tests run at any hour
 	eng := engine.New(rdb, live, engine.NewCoupons([]byte("s")), cfg, quiet, nil)
-	app := api.New(api.Deps{
+	deps := api.Deps{
 		Live: live, Customers: engine.NewCustomers(rdb), Engine: eng, Ledger: engine.NewLedger(rdb, engine.NewCoupons([]byte("s")), nil), Redis: rdb,
 		Ready:   func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		AppKeys: []string{"app-key"}, AdminKeys: []string{"admin-key"}, Log: quiet,
-	})
+	}
+	if with != nil {
+		with(&deps)
+	}
+	app := api.New(deps)
 	return &client{t: t, app: app, rdb: rdb}
 }
 
@@ -157,7 +167,7 @@ func TestAuth(t *testing.T) {
 		t.Fatalf("admin: %d %s", r.Status, r.Raw)
 	}
 	// App keys may send pings and register devices.
-	if r := c.do("PUT", "/v1/customers/c-1/devices/d-1", "app-key", `{"fcm_token": "t", "platform": "ios"}`); r.Status != 201 {
+	if r := c.do("PUT", "/v1/customers/c-1/devices/d-1", "app-key", `{"fcm_token": "t", "platform": "ios"}`); r.Status != 200 {
 		t.Fatalf("device with app key: %d %s", r.Status, r.Raw)
 	}
 	if r := c.do("POST", "/v1/pings", "app-key", `{"customer_id": "c-1", "lat": 1, "lng": 2}`); r.Status != 200 {
@@ -293,7 +303,7 @@ func TestRulesAndPingOverHTTP(t *testing.T) {
 			c.do("PUT", "/v1/customers/c-42/devices/d-1", "app-key", `{"fcm_token": "tok", "platform": "android"}`)
 
 			ping := `{"customer_id": "c-42", "device_id": "d-1", "lat": 52.5215, "lng": 13.4130, "accuracy_m": 12, "speed_mps": 1.2, "context": {"app_state": "background"}}`
-			r = c.do("POST", "/v1/pings?explain=true", "app-key", ping)
+			r = c.do("POST", "/v1/pings?explain=true", "admin-key", ping)
 			if r.Status != 200 {
 				t.Fatalf("ping: %d %s", r.Status, r.Raw)
 			}

@@ -26,18 +26,20 @@ type Error struct {
 func (e *Error) Error() string { return e.Message }
 
 var codeForStatus = map[int]string{
-	http.StatusBadRequest:            "invalid_argument",
-	http.StatusUnauthorized:          "unauthenticated",
-	http.StatusForbidden:             "permission_denied",
-	http.StatusNotFound:              "not_found",
-	http.StatusMethodNotAllowed:      "not_found",
-	http.StatusConflict:              "conflict",
-	http.StatusGone:                  "expired",
-	http.StatusRequestEntityTooLarge: "too_large",
-	http.StatusUnsupportedMediaType:  "unsupported_media_type",
-	http.StatusUnprocessableEntity:   "failed_precondition",
-	http.StatusTooManyRequests:       "rate_limited",
-	http.StatusServiceUnavailable:    "unavailable",
+	http.StatusBadRequest:                  "invalid_argument",
+	http.StatusUnauthorized:                "unauthenticated",
+	http.StatusForbidden:                   "permission_denied",
+	http.StatusNotFound:                    "not_found",
+	http.StatusMethodNotAllowed:            "not_found",
+	http.StatusRequestTimeout:              "request_timeout",
+	http.StatusConflict:                    "conflict",
+	http.StatusGone:                        "expired",
+	http.StatusRequestEntityTooLarge:       "too_large",
+	http.StatusUnsupportedMediaType:        "unsupported_media_type",
+	http.StatusUnprocessableEntity:         "failed_precondition",
+	http.StatusTooManyRequests:             "rate_limited",
+	http.StatusRequestHeaderFieldsTooLarge: "headers_too_large",
+	http.StatusServiceUnavailable:          "unavailable",
 }
 
 func newError(status int, field, format string, args ...any) *Error {
@@ -77,6 +79,8 @@ func toError(err error) *Error {
 		return newError(http.StatusConflict, "", "the document changed while it was being saved; try again")
 	case errors.Is(err, engine.ErrRedeemed):
 		return newError(http.StatusConflict, "", "this coupon was redeemed already")
+	case errors.Is(err, engine.ErrRevoked):
+		return newError(http.StatusUnauthorized, HeaderCustomerToken, "the customer token was revoked; ask your backend for a new one (POST /v1/customers/{id}/tokens)")
 	case errors.Is(err, engine.ErrExpired):
 		return newError(http.StatusGone, "", "this coupon has expired")
 	case errors.As(err, &rl):
@@ -91,6 +95,10 @@ func toError(err error) *Error {
 			return newError(fe.Code, "", "method not allowed on this endpoint")
 		case http.StatusRequestEntityTooLarge:
 			return newError(fe.Code, "", "request body too large")
+		case http.StatusRequestTimeout:
+			return newError(fe.Code, "", "the request did not arrive in time: send it whole within the server's read timeout")
+		case http.StatusRequestHeaderFieldsTooLarge:
+			return newError(fe.Code, "", "the request's headers are too large")
 		}
 		return newError(fe.Code, "", "%s", fe.Message)
 	}

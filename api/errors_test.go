@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/gofiber/fiber/v2"
+
 	"github.com/nearcast/nearcast/engine"
 	"github.com/nearcast/nearcast/rules"
 )
@@ -21,6 +23,10 @@ func TestToError(t *testing.T) {
 		{fmt.Errorf("%w: redis down", engine.ErrUnavailable), 503, "unavailable"},
 		{rules.Invalid("lat", "lat must be between -90 and 90"), 400, "invalid_argument"},
 		{&rules.ValidationError{Faults: []rules.Fault{{Field: "audience", Message: "x", Precondition: true}}}, 422, "failed_precondition"},
+		{fmt.Errorf("ping: %w", engine.ErrRevoked), 401, "unauthenticated"},
+		// What fasthttp reports before a route runs (Fiber's serverErrorHandler).
+		{fiber.ErrRequestTimeout, 408, "request_timeout"},
+		{fiber.ErrRequestHeaderFieldsTooLarge, 431, "headers_too_large"},
 		{fmt.Errorf("something unforeseen"), 500, "internal"},
 	}
 	for _, tt := range tests {

@@ -516,20 +516,110 @@ func (s *Server) putDevice(c *fiber.Ctx) error {
 	if req.DeviceID != "" && req.DeviceID != did {
 		return newError(http.StatusBadRequest, "device_id", "device_id in the body differs from the one in the path")
 	}
+	cl, err := actFor(c, cid, "customer_id")
+	if err != nil {
+		return err
+	}
 	d := rules.Device{ID: did, FCMToken: req.FCMToken, Platform: req.Platform}
+	if err := d.Normalize(); err != nil {
+		return err
+	}
 	ctx, cancel := s.ctx()
 	defer cancel()
+	if err := s.countCall(ctx, cl, cid, did); err != nil {
+		return err
+	}
 	isNew, err := s.Customers.PutDevice(ctx, cid, &d)
 	if err != nil {
 		return err
 	}
-	return created(c, isNew, &d)
+	// An app is answered 200 whether its customer had the device or not,
+	// and whether they have a profile or not: nothing tells which ids exist.
+	return created(c, isNew && cl.admin, &d)
 }
 
 func (s *Server) deleteDevice(c *fiber.Ctx) error {
+	cid, err := pathID(c, "id", "customer_id")
+	if err != nil {
+		return err
+	}
+	did, err := pathID(c, "device_id", "device_id")
+	if err != nil {
+		return err
+	}
+	cl, err := actFor(c, cid, "customer_id")
+	if err != nil {
+		return err
+	}
 	ctx, cancel := s.ctx()
 	defer cancel()
-	if err := s.Customers.DeleteDevice(ctx, c.Params("id"), c.Params("device_id")); err != nil {
+	if err := s.countCall(ctx, cl, cid, did); err != nil {
+		return err
+	}
+	if err := s.Customers.DeleteDevice(ctx, cid, did); err != nil {
+		// For an app, a device that is not there is gone all the same:
+		// a 404 would tell which customers exist.
+		if !errors.Is(err, rules.ErrNotFound) || cl.admin {
+			return err
+		}
+	}
+	return c.SendStatus(http.StatusNoContent)
+}
+
+type tokenRequest struct {
+	TTLS *int64 `json:"ttl_s"`
+}
+
+// mintToken gives the company's backend a customer token for its app
+// (POST /v1/customers/{id}/tokens, admin): the customer's credential on
+// the app routes until it expires or is revoked.
+func (s *Server) mintToken(c *fiber.Ctx) error {
+	id, err := pathID(c, "id", "customer_id")
+	if err != nil {
+		return err
+	}
+	var req tokenRequest
+	if len(bytes.TrimSpace(c.Body())) > 0 {
+		if err := decodeJSON(c, &req); err != nil {
+			return err
+		}
+	}
+	ttl := DefaultTokenTTL
+	if req.TTLS != nil {
+		max := int64(engine.MaxTokenTTL / time.Second)
+		if *req.TTLS < 60 || *req.TTLS > max {
+			return newError(http.StatusBadRequest, "ttl_s", "ttl_s is seconds from 60 to %d (30 days)", max)
+		}
+		ttl = time.Duration(*req.TTLS) * time.Second
+	}
+	if s.Tokens == nil {
+		return newError(http.StatusUnprocessableEntity, "", "customer tokens are off on this server: set NEARCAST_TOKEN_SECRETS")
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	gen, err := s.Customers.TokenGeneration(ctx, id, ttl)
+	if err != nil {
+		return err
+	}
+	token, exp, err := s.Tokens.Mint(id, gen, ttl)
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	c.Status(http.StatusCreated)
+	return c.JSON(fiber.Map{"token": token, "customer_id": id, "expires_at": exp})
+}
+
+// revokeTokens makes every customer token minted so far for the customer
+// stop working at once, on every replica (DELETE /v1/customers/{id}/tokens).
+func (s *Server) revokeTokens(c *fiber.Ctx) error {
+	id, err := pathID(c, "id", "customer_id")
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	if err := s.Customers.RevokeTokens(ctx, id); err != nil {
 		return err
 	}
 	return c.SendStatus(http.StatusNoContent)
@@ -600,29 +690,6 @@ func (r *pingRequest) toPing() (engine.Ping, error) {
 	return p, nil
 }
 
-// HeaderIDToken carries the app user's Firebase ID token with a ping.
-const HeaderIDToken = "X-Firebase-ID-Token"
-
-// checkIDToken holds a ping to its sender's Firebase ID token, when
-// tokens are checked: the token must be valid and its uid the customer's.
-func (s *Server) checkIDToken(ctx context.Context, c *fiber.Ctx, customerID string) error {
-	if s.VerifyIDToken == nil {
-		return nil
-	}
-	token := c.Get(HeaderIDToken)
-	if token == "" {
-		return newError(http.StatusUnauthorized, "", "send the app user's Firebase ID token in %s", HeaderIDToken)
-	}
-	uid, err := s.VerifyIDToken(ctx, token)
-	if err != nil {
-		return newError(http.StatusUnauthorized, "", "the Firebase ID token is not valid")
-	}
-	if uid != customerID {
-		return newError(http.StatusForbidden, "customer_id", "the Firebase ID token is another user's than customer_id")
-	}
-	return nil
-}
-
 func (s *Server) postPing(c *fiber.Ctx) error {
 	start := time.Now()
 	defer func() { s.pingTime.Observe(time.Since(start).Seconds()) }()
@@ -634,19 +701,36 @@ func (s *Server) postPing(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	cl := callerOf(c)
+	if !cl.admin {
+		// What the app side sees is what just happened to its customer:
+		// no trial runs, no reasons, which would probe their profile.
+		for _, q := range []struct {
+			name string
+			on   bool
+		}{{"dry_run", dryRun}, {"explain", explain}} {
+			if q.on {
+				return newError(http.StatusForbidden, q.name, "%s is for the admin key (the console, the simulator); an app sees only its customer's own events and offers", q.name)
+			}
+		}
+	}
 	var req pingRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
+	}
+	if req.CustomerID == "" {
+		req.CustomerID = cl.customerID // the credential's customer, when it names one
 	}
 	p, err := req.toPing()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := s.ctx()
-	defer cancel()
-	if err := s.checkIDToken(ctx, c, p.CustomerID); err != nil {
+	if _, err := actFor(c, p.CustomerID, "customer_id"); err != nil {
 		return err
 	}
+	p.TokenGen = cl.tokenGen
+	ctx, cancel := s.ctx()
+	defer cancel()
 	res, err := s.Engine.Evaluate(ctx, p, engine.Options{DryRun: dryRun, Explain: explain})
 	if err != nil {
 		return err
@@ -659,6 +743,9 @@ func (s *Server) postPing(c *fiber.Ctx) error {
 func (s *Server) getCoupon(c *fiber.Ctx) error {
 	ctx, cancel := s.ctx()
 	defer cancel()
+	if err := s.couponCall(ctx, callerOf(c)); err != nil {
+		return err
+	}
 	cp, err := s.Ledger.Get(ctx, c.Params("code"))
 	if err != nil {
 		return err
@@ -666,10 +753,21 @@ func (s *Server) getCoupon(c *fiber.Ctx) error {
 	return c.JSON(cp)
 }
 
+// openedCoupon records that the customer opened their coupon. An app call
+// reaches only its own customer's coupons: another's code is not found,
+// exactly like a code that does not exist.
 func (s *Server) openedCoupon(c *fiber.Ctx) error {
 	ctx, cancel := s.ctx()
 	defer cancel()
-	cp, err := s.Ledger.Opened(ctx, c.Params("code"))
+	cl := callerOf(c)
+	if cl.customerID != "" {
+		if err := s.countCall(ctx, cl, cl.customerID, ""); err != nil {
+			return err
+		}
+	} else if err := s.couponCall(ctx, cl); err != nil {
+		return err
+	}
+	cp, err := s.Ledger.Opened(ctx, c.Params("code"), cl.customerID)
 	if err != nil {
 		return err
 	}
@@ -694,6 +792,9 @@ func (s *Server) redeemCoupon(c *fiber.Ctx) error {
 	}
 	ctx, cancel := s.ctx()
 	defer cancel()
+	if err := s.couponCall(ctx, callerOf(c)); err != nil {
+		return err
+	}
 	cp, err := s.Ledger.Redeem(ctx, c.Params("code"), req.StoreID)
 	if err != nil {
 		return err

@@ -6,13 +6,12 @@ package api
 
 import (
 	"context"
-	"crypto/subtle"
 	"io"
 	"log/slog"
 	"math"
 	"net/http"
 	"strconv"
-	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -58,10 +57,20 @@ type Deps struct {
 	// Metrics is the registry GET /metrics serves; the API adds the ping
 	// latency to it. Nil: a registry of the API's own.
 	Metrics *prometheus.Registry
-	// VerifyIDToken, when set, checks the app user's Firebase ID token sent
-	// with each ping (X-Firebase-ID-Token) and answers its uid, which must
-	// be the ping's customer_id (NEARCAST_VERIFY_ID_TOKENS).
+	// AppAuth is the customer credential app calls need beside the app
+	// key (NEARCAST_APP_AUTH); the zero value is the app key alone.
+	AppAuth AppAuth
+	// Tokens mints and verifies Nearcast customer tokens; nil: none are
+	// minted or taken.
+	Tokens *CustomerTokens
+	// VerifyIDToken checks a Firebase ID token (X-Firebase-ID-Token) and
+	// answers its uid, the customer it proves; nil: none are taken.
 	VerifyIDToken func(ctx context.Context, token string) (uid string, err error)
+	// CouponRate limits the coupon calls of each credential; nil: no limit.
+	CouponRate *engine.CredentialRate
+	// Warnings are told on /readyz and logged there now and then, such as
+	// app calls taken on the app key alone.
+	Warnings []string
 }
 
 // Server holds the routes' dependencies.
@@ -70,15 +79,9 @@ type Server struct {
 	log *slog.Logger
 	// pingTime is the time from a ping's arrival to its answer.
 	pingTime prometheus.Histogram
+	// warnedAt is the hour /readyz last logged the warnings.
+	warnedAt atomic.Int64
 }
-
-type role int
-
-const (
-	roleNone role = iota
-	roleApp
-	roleAdmin
-)
 
 // New builds the Fiber app.
 func New(d Deps) *fiber.App {
@@ -125,8 +128,9 @@ func New(d Deps) *fiber.App {
 	console.Mount(app) // the marketer's console at /console: static pages that call the API below
 
 	v1 := app.Group("/v1")
-	appKey, admin := s.auth(roleApp), s.auth(roleAdmin)
+	appKey, admin := s.app, s.admin
 
+	// App routes: each acts for the customer its credential proves.
 	v1.Post("/pings", appKey, s.postPing)
 	v1.Put("/customers/:id/devices/:device_id", appKey, s.putDevice)
 	v1.Post("/coupons/:code/opened", appKey, s.openedCoupon)
@@ -146,6 +150,8 @@ func New(d Deps) *fiber.App {
 	v1.Delete("/customers/:id", admin, s.deleteCustomer)
 	v1.Get("/customers/:id/devices", admin, s.listDevices)
 	v1.Get("/customers/:id/export", admin, s.exportCustomer)
+	v1.Post("/customers/:id/tokens", admin, s.mintToken)
+	v1.Delete("/customers/:id/tokens", admin, s.revokeTokens)
 
 	v1.Get("/rules", admin, s.listRules)
 	v1.Put("/rules/:id", admin, s.putRule)
@@ -200,43 +206,6 @@ func limitBody(c *fiber.Ctx) error {
 	return c.Next()
 }
 
-// auth lets a request through when its bearer key has at least the role.
-// Keys are compared in constant time.
-func (s *Server) auth(need role) fiber.Handler {
-	return func(c *fiber.Ctx) error {
-		h := c.Get(fiber.HeaderAuthorization)
-		key, ok := strings.CutPrefix(h, "Bearer ")
-		if !ok || key == "" {
-			return newError(http.StatusUnauthorized, "", "send an API key: Authorization: Bearer <key>")
-		}
-		got := s.roleOf(key)
-		switch {
-		case got == roleNone:
-			return newError(http.StatusUnauthorized, "", "unknown API key")
-		case got < need:
-			return newError(http.StatusForbidden, "", "an app key may only send pings, register devices and report coupons opened; this needs an admin key")
-		}
-		return c.Next()
-	}
-}
-
-func (s *Server) roleOf(key string) role {
-	match := func(keys []string) bool {
-		found := 0
-		for _, k := range keys {
-			found |= subtle.ConstantTimeCompare([]byte(k), []byte(key))
-		}
-		return found == 1
-	}
-	switch {
-	case match(s.AdminKeys):
-		return roleAdmin
-	case match(s.AppKeys):
-		return roleApp
-	}
-	return roleNone
-}
-
 func (s *Server) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), s.RequestTimeout)
 }
@@ -250,7 +219,18 @@ func (s *Server) readyz(c *fiber.Ctx) error {
 	if s.Live.Current() == nil {
 		return newError(http.StatusServiceUnavailable, "", "no catalog snapshot loaded yet")
 	}
-	return c.JSON(fiber.Map{"status": "ready", "catalog_version": s.Live.Current().Version})
+	ready := fiber.Map{"status": "ready", "catalog_version": s.Live.Current().Version}
+	if len(s.Warnings) > 0 {
+		ready["warnings"] = s.Warnings
+		hour := time.Now().Unix() / 3600
+		if old := s.warnedAt.Load(); old != hour && s.warnedAt.CompareAndSwap(old, hour) {
+			// Once an hour per replica, not on every probe.
+			for _, w := range s.Warnings {
+				s.log.Warn(w)
+			}
+		}
+	}
+	return c.JSON(ready)
 }
 
 // refresh makes this replica's snapshot include a change it just wrote, so

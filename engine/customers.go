@@ -2,9 +2,12 @@ package engine
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -27,7 +30,7 @@ const (
 
 const (
 	partProfile    = "profile"     // hash: doc (JSON), loc and push ("1"/"0": consent, read by scripts)
-	partDevices    = "devices"     // hash: device id → JSON
+	partDevices    = "devices"     // hash: device id → JSON; ids are the customer's own, another's "d-1" is another device
 	partDeviceSeen = "device_seen" // hash: device id → unix ms of its last ping
 	partPresence   = "presence"    // hash: store id → "entered_ms:last_seen_ms"; "_ts" → last fix
 	partCaps       = "caps"        // hash: "<rule id>|<yyyymmdd>" → offers that day
@@ -48,9 +51,17 @@ func codeIndexKey(code string) string { return "nc:code:" + code }
 // without anything that names them, for the rule's statistics.
 func archivedCouponKey(code string) string { return "nc:coupon:" + code }
 
-// deviceOwnerKey names the customer a device belongs to now, so that a
-// device that logs in as another customer leaves the first one.
-func deviceOwnerKey(deviceID string) string { return "nc:device:" + deviceID }
+// tokenOwnerKey names the device an FCM token is registered to, as
+// tokenHolder writes it: one token, one device of one customer. The key
+// holds a hash of the token, which is a credential to push to the phone.
+func tokenOwnerKey(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return "nc:fcmtoken:" + hex.EncodeToString(sum[:])
+}
+
+// tokenHolder is the value of a token's owner key: a customer and one of
+// their device ids (ids hold no newline: rules.ValidID).
+func tokenHolder(customerID, deviceID string) string { return customerID + "\n" + deviceID }
 
 // Customers is the Redis repository of profiles and devices.
 type Customers struct {
@@ -148,14 +159,19 @@ func decodeCustomer(doc []byte) (*rules.Customer, error) {
 // eraseScript removes everything kept about a customer: their own keys,
 // the coupons issued to them that were not redeemed, and the records of
 // those redeemed, whose anonymous part it answers for the archive.
-// KEYS: the customer's keys (coupons set sixth). ARGV: the prefix of
-// their coupon records.
-// Returns {existed, devices…, "", (code, rule_id, store_id, issued_at,
-// expires_at, redeemed_at, redeemed_store, only_store, ms to live)…, "",
-// codes not redeemed…}.
+// KEYS: the customer's keys (coupons set sixth, rate counters eighth), their
+// tokens key ninth, which is raised rather than deleted. ARGV: the prefix of
+// their coupon records, ms to keep the raised token generation.
+// Returns {existed, device docs…, "", (code, rule_id, store_id,
+// issued_at, expires_at, redeemed_at, redeemed_store, only_store, ms to
+// live)…, "", codes not redeemed…}.
 var eraseScript = redis.NewScript(`
+-- Their customer tokens stop working: the generation rises, and is kept
+-- as long as a token lives (the one key left, naming nothing but the id).
+local gen = tonumber(redis.call('GET', KEYS[9]) or '1') + 1
+redis.call('SET', KEYS[9], gen, 'PX', ARGV[2])
 local out = {tostring(redis.call('EXISTS', KEYS[1]))}
-for _, dev in ipairs(redis.call('HKEYS', KEYS[2])) do table.insert(out, dev) end
+for _, doc in ipairs(redis.call('HVALS', KEYS[2])) do table.insert(out, doc) end
 table.insert(out, '')
 local unredeemed = {}
 for _, code in ipairs(redis.call('SMEMBERS', KEYS[6])) do
@@ -172,7 +188,7 @@ for _, code in ipairs(redis.call('SMEMBERS', KEYS[6])) do
 end
 table.insert(out, '')
 for _, code in ipairs(unredeemed) do table.insert(out, code) end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8])
 return out`)
 
 // eraseLegacyScript erases a coupon record of the old layout
@@ -193,23 +209,27 @@ func (cs *Customers) Delete(ctx context.Context, id string) error {
 	keys := []string{
 		customerKey(id, partProfile), customerKey(id, partDevices), customerKey(id, partDeviceSeen),
 		customerKey(id, partPresence), customerKey(id, partCaps), customerKey(id, partCoupons),
-		customerKey(id, partVisits),
+		customerKey(id, partVisits), customerKey(id, partRate), customerKey(id, partTokens),
 	}
-	out, err := eraseScript.Run(ctx, cs.rdb, keys, couponRecordKey(id, "")).StringSlice()
+	// Their tokens' owner keys (in other slots of a cluster) go first: an
+	// erasure cut short after its script could not find them again.
+	docs, err := cs.rdb.HVals(ctx, customerKey(id, partDevices)).Result()
+	if err != nil {
+		return fmt.Errorf("erase customer: read devices: %w", err)
+	}
+	if err := cs.releaseTokens(ctx, id, docs); err != nil {
+		return fmt.Errorf("erase customer: %w", err)
+	}
+	out, err := eraseScript.Run(ctx, cs.rdb, keys, couponRecordKey(id, ""), MaxTokenTTL.Milliseconds()).StringSlice()
 	if err != nil {
 		return fmt.Errorf("erase customer: %w", err)
 	}
 	existed := out[0] == "1"
-	i := 1
-	var devices []string
-	for ; out[i] != ""; i++ {
-		devices = append(devices, out[i])
-	}
-	// The rest lives in other slots of a cluster: one command each.
-	for _, dev := range devices {
-		if err := releaseDeviceScript.Run(ctx, cs.rdb, []string{deviceOwnerKey(dev)}, id).Err(); err != nil {
-			return fmt.Errorf("erase customer: release device: %w", err)
-		}
+	i := 1 + slices.Index(out[1:], "") // where the device docs end
+	// And again for the devices the script found: one registered
+	// meanwhile has claimed its token since.
+	if err := cs.releaseTokens(ctx, id, out[1:i]); err != nil {
+		return fmt.Errorf("erase customer: %w", err)
 	}
 	_, err = cs.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i++; out[i] != ""; i += 9 {
@@ -384,22 +404,27 @@ func (cs *Customers) Export(ctx context.Context, id string) (*Export, error) {
 }
 
 // PutDevice registers or replaces a device of a customer, answering
-// whether it is new.
+// whether it is new to them. For a customer without a profile (never
+// created, or erased) nothing is stored, and the answer is the one a
+// customer with a profile would get: a caller cannot tell which customer
+// ids exist.
 func (cs *Customers) PutDevice(ctx context.Context, customerID string, d *rules.Device) (created bool, err error) {
 	if err := d.Normalize(); err != nil {
 		return false, err
 	}
 	d.UpdatedAt = cs.now().UTC().Truncate(time.Millisecond)
-	created2, err := cs.moveDevices(ctx, []string{customerID}, []*rules.Device{d})
+	n, err := cs.register(ctx, []string{customerID}, []*rules.Device{d})
 	if err != nil {
 		return false, fmt.Errorf("save device: %w", err)
 	}
-	return created2 == 1, nil
+	return n == 1, nil
 }
 
 // PutDevices registers devices already checked (Normalize), each with the
-// customer at the same position, in pipelined batches, answering how many
-// it wrote; a device another customer had moves, as with PutDevice.
+// customer at the same position, in pipelined batches, as PutDevice does,
+// answering how many it took (a device of a customer without a profile
+// counts, and is not stored); on an error, the batches before it are
+// written.
 func (cs *Customers) PutDevices(ctx context.Context, customerIDs []string, devices []*rules.Device) (int, error) {
 	if len(customerIDs) != len(devices) {
 		return 0, fmt.Errorf("put devices: %d customers for %d devices", len(customerIDs), len(devices))
@@ -412,7 +437,7 @@ func (cs *Customers) PutDevices(ctx context.Context, customerIDs []string, devic
 		for _, d := range devices[start:end] {
 			d.UpdatedAt = now
 		}
-		if _, err := cs.moveDevices(ctx, customerIDs[start:end], devices[start:end]); err != nil {
+		if _, err := cs.register(ctx, customerIDs[start:end], devices[start:end]); err != nil {
 			return written, fmt.Errorf("save devices: %w", err)
 		}
 		written += end - start
@@ -420,69 +445,272 @@ func (cs *Customers) PutDevices(ctx context.Context, customerIDs []string, devic
 	return written, nil
 }
 
-// moveDevices registers each device with the customer at its position and
-// takes it from the customer who had it before (a re-login), so that the
-// old customer's offers no longer reach it; it answers how many devices
-// are new to their customer. The device's owner key lives apart from the
-// customers' keys (another slot in Redis Cluster), so the move is three
-// steps: the device joins the new customer, the owner key names them and
-// says who had it, the old customer loses it. A move cut short leaves the
-// device with both customers until it registers again; the push to the
-// old one would still go to the device its owner key no longer names.
-func (cs *Customers) moveDevices(ctx context.Context, customerIDs []string, devices []*rules.Device) (int, error) {
-	docs := make([][]byte, len(devices))
+// putDeviceScript stores a device, only for a customer with a profile.
+// KEYS: profile, devices. ARGV: device id, doc.
+// Returns {stored (0/1), new to the customer (0/1), the doc it replaced
+// or ""}.
+var putDeviceScript = redis.NewScript(`
+local old = redis.call('HGET', KEYS[2], ARGV[1])
+local created = old and 0 or 1
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, created, ''} end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return {1, created, old or ''}`)
+
+// dropDeviceScript removes a device from its customer while it still
+// holds a token (the app may have registered a new one meanwhile).
+// KEYS: devices, device_seen. ARGV: device id, token.
+var dropDeviceScript = redis.NewScript(`
+local doc = redis.call('HGET', KEYS[1], ARGV[1])
+if not doc then return 0 end
+local ok, d = pcall(cjson.decode, doc)
+if not ok or type(d) ~= 'table' or d.fcm_token ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1`)
+
+// releaseTokenScript deletes a token's owner key while it names the
+// device given. KEYS: the owner key. ARGV: the holder.
+var releaseTokenScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`)
+
+// register stores each device with the customer at its position and
+// claims its FCM token for it, answering how many devices are new to
+// their customer. One token, one device of one customer: a device id
+// alone moves nothing (another customer's "d-1" is another device); a
+// token does, since only the phone that holds it can show it, and the
+// device that held it before loses it: a re-login, the phone changed
+// hands, or the app registered under a new device id. That customer's
+// pushes no longer reach the phone.
+//
+// A token's owner key lives apart from the customers' keys (another slot
+// in Redis Cluster), so this is five steps, each one pipeline for the
+// whole batch:
+//  1. read the devices as they are;
+//  2. a device whose token changes releases the old token's owner key;
+//  3. store the device, if its customer has a profile (one script on the
+//     customer's keys: no profile, nothing stored, no owner key claimed);
+//  4. the token's owner key names the device, answering who it named;
+//  5. that device, if it still holds the token, leaves its customer.
+//
+// An owner key is released before its device lets go of the token and
+// claimed after the device holds it, so that, wherever a failure cuts
+// this short, an owner key names only a device that holds its token, and
+// erasing a customer finds every key that names them. What a cut leaves:
+// after 2, the device keeps its old token with no owner key (a re-login
+// with it would not take the device) until the request is retried; after
+// 3, the token is with both devices and its owner key names the old one,
+// until the token is registered again, which redoes 4 and 5; after 4,
+// the token is with both devices and its owner key names the new one:
+// the old device keeps the token, and its customer's pushes reach the
+// phone, until it is deleted, registers another token, is found
+// unregistered by FCM, or its customer is erased.
+func (cs *Customers) register(ctx context.Context, customerIDs []string, devices []*rules.Device) (int, error) {
+	docs := make([]string, len(devices))
 	for i, d := range devices {
 		doc, err := json.Marshal(d)
 		if err != nil {
 			return 0, err
 		}
-		docs[i] = doc
+		docs[i] = string(doc)
 	}
-	added := make([]*redis.IntCmd, len(devices))
-	owners := make([]*redis.StatusCmd, len(devices))
-	var all []redis.Cmder
-	_, _ = cs.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	// 1.
+	before := make([]*redis.StringCmd, len(devices))
+	if err := cs.pipeline(ctx, func(p redis.Pipeliner) []redis.Cmder {
 		for i, d := range devices {
-			added[i] = p.HSet(ctx, customerKey(customerIDs[i], partDevices), d.ID, docs[i])
-			owners[i] = p.SetArgs(ctx, deviceOwnerKey(d.ID), customerIDs[i], redis.SetArgs{Get: true})
-			all = append(all, added[i], owners[i])
+			before[i] = p.HGet(ctx, customerKey(customerIDs[i], partDevices), d.ID)
 		}
-		return nil
-	})
-	if err := firstFailure(all); err != nil {
+		return cmders(before)
+	}); err != nil {
+		return 0, err
+	}
+	// 2.
+	released := make([]string, len(devices)) // the old token released, per device
+	var release []*scripted
+	for i, d := range devices {
+		if old := docToken(before[i].Val()); old != "" && old != d.FCMToken {
+			released[i] = old
+			release = append(release, newScripted(ctx, releaseTokenScript, []string{tokenOwnerKey(old)}, tokenHolder(customerIDs[i], d.ID)))
+		}
+	}
+	if err := cs.runScripts(ctx, release); err != nil {
+		return 0, err
+	}
+	// 3.
+	puts := make([]*scripted, len(devices))
+	for i, d := range devices {
+		puts[i] = newScripted(ctx, putDeviceScript,
+			[]string{customerKey(customerIDs[i], partProfile), customerKey(customerIDs[i], partDevices)}, d.ID, docs[i])
+	}
+	if err := cs.runScripts(ctx, puts); err != nil {
 		return 0, err
 	}
 	created := 0
-	var moved []redis.Cmder
-	_, _ = cs.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, d := range devices {
-			created += int(added[i].Val())
-			if old := owners[i].Val(); old != "" && old != customerIDs[i] {
-				moved = append(moved, p.HDel(ctx, customerKey(old, partDevices), d.ID), p.HDel(ctx, customerKey(old, partDeviceSeen), d.ID))
+	stored := make([]bool, len(devices))
+	var late []*scripted // tokens the devices took since step 1
+	for i, d := range devices {
+		out, err := puts[i].cmd.Slice()
+		if err != nil || len(out) != 3 {
+			return 0, fmt.Errorf("store device: unexpected answer %v", out)
+		}
+		stored[i] = out[0] == int64(1)
+		if out[1] == int64(1) {
+			created++
+		}
+		if old, _ := out[2].(string); stored[i] {
+			if tok := docToken(old); tok != "" && tok != d.FCMToken && tok != released[i] {
+				late = append(late, newScripted(ctx, releaseTokenScript, []string{tokenOwnerKey(tok)}, tokenHolder(customerIDs[i], d.ID)))
 			}
 		}
-		return nil
-	})
-	return created, firstFailure(moved)
+	}
+	// 4. A customer without a profile reads the owner key instead, so
+	// that the answer takes as many round trips.
+	holders := make([]interface {
+		redis.Cmder
+		Val() string
+	}, len(devices))
+	if err := cs.pipeline(ctx, func(p redis.Pipeliner) []redis.Cmder {
+		for i, d := range devices {
+			if stored[i] {
+				holders[i] = p.SetArgs(ctx, tokenOwnerKey(d.FCMToken), tokenHolder(customerIDs[i], d.ID), redis.SetArgs{Get: true})
+			} else {
+				holders[i] = p.Get(ctx, tokenOwnerKey(d.FCMToken))
+			}
+		}
+		return cmders(holders)
+	}); err != nil {
+		return 0, err
+	}
+	// A token a device took since step 1 (another registration of it,
+	// meanwhile) goes as step 2's did, now that the device holds this one.
+	if err := cs.runScripts(ctx, late); err != nil {
+		return 0, err
+	}
+	// 5.
+	var drops []*scripted
+	for i, d := range devices {
+		prev := holders[i].Val()
+		if !stored[i] || prev == "" || prev == tokenHolder(customerIDs[i], d.ID) {
+			continue
+		}
+		cust, dev, ok := strings.Cut(prev, "\n")
+		if !ok {
+			continue
+		}
+		drops = append(drops, newScripted(ctx, dropDeviceScript,
+			[]string{customerKey(cust, partDevices), customerKey(cust, partDeviceSeen)}, dev, d.FCMToken))
+	}
+	if err := cs.runScripts(ctx, drops); err != nil {
+		return 0, err
+	}
+	return created, nil
 }
 
-// DeleteDevice removes a device.
-func (cs *Customers) DeleteDevice(ctx context.Context, customerID, deviceID string) error {
-	n, err := cs.rdb.HDel(ctx, customerKey(customerID, partDevices), deviceID).Result()
-	if err != nil {
-		return fmt.Errorf("delete device: %w", err)
+// docToken is the FCM token in a device's doc, or "".
+func docToken(doc string) string {
+	if doc == "" {
+		return ""
 	}
-	if n == 0 {
-		return rules.ErrNotFound
+	var d rules.Device
+	if json.Unmarshal([]byte(doc), &d) != nil {
+		return ""
 	}
-	cs.rdb.HDel(ctx, customerKey(customerID, partDeviceSeen), deviceID)
-	releaseDeviceScript.Run(ctx, cs.rdb, []string{deviceOwnerKey(deviceID)}, customerID)
+	return d.FCMToken
+}
+
+// releaseTokens releases the owner keys of the tokens in a customer's
+// device docs, where they still name the device.
+func (cs *Customers) releaseTokens(ctx context.Context, customerID string, docs []string) error {
+	xs := make([]*scripted, 0, len(docs))
+	for _, doc := range docs {
+		var d rules.Device
+		if json.Unmarshal([]byte(doc), &d) != nil || d.FCMToken == "" {
+			continue
+		}
+		xs = append(xs, newScripted(ctx, releaseTokenScript, []string{tokenOwnerKey(d.FCMToken)}, tokenHolder(customerID, d.ID)))
+	}
+	if err := cs.runScripts(ctx, xs); err != nil {
+		return fmt.Errorf("release tokens: %w", err)
+	}
 	return nil
 }
 
-var releaseDeviceScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 0`)
+// pipeline sends the commands add queues in one pipeline and answers the
+// first that failed.
+func (cs *Customers) pipeline(ctx context.Context, add func(redis.Pipeliner) []redis.Cmder) error {
+	var cmds []redis.Cmder
+	_, _ = cs.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		cmds = add(p)
+		return nil
+	})
+	return firstFailure(cmds)
+}
+
+func cmders[C redis.Cmder](cmds []C) []redis.Cmder {
+	out := make([]redis.Cmder, len(cmds))
+	for i, c := range cmds {
+		out[i] = c
+	}
+	return out
+}
+
+// runScripts runs scripts in one pipeline (each runs whole where Redis
+// did not have it yet) and answers the first that failed.
+func (cs *Customers) runScripts(ctx context.Context, xs []*scripted) error {
+	if len(xs) == 0 {
+		return nil
+	}
+	_, _ = cs.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, x := range xs {
+			_ = p.Process(ctx, x.cmd)
+		}
+		return nil
+	})
+	cmds := make([]redis.Cmder, len(xs))
+	for i, x := range xs {
+		cmds[i] = x.result(ctx, cs.rdb)
+	}
+	return firstFailure(cmds)
+}
+
+// deleteDeviceScript removes a device, answering its doc.
+// KEYS: devices, device_seen. ARGV: device id.
+var deleteDeviceScript = redis.NewScript(`
+local doc = redis.call('HGET', KEYS[1], ARGV[1])
+if not doc then return false end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return doc`)
+
+// DeleteDevice removes a device of a customer and releases its token.
+func (cs *Customers) DeleteDevice(ctx context.Context, customerID, deviceID string) error {
+	doc, err := cs.rdb.HGet(ctx, customerKey(customerID, partDevices), deviceID).Result()
+	if errors.Is(err, redis.Nil) {
+		return rules.ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("delete device: %w", err)
+	}
+	// The owner key first, as in register.
+	if err := cs.releaseTokens(ctx, customerID, []string{doc}); err != nil {
+		return fmt.Errorf("delete device: %w", err)
+	}
+	gone, err := deleteDeviceScript.Run(ctx, cs.rdb,
+		[]string{customerKey(customerID, partDevices), customerKey(customerID, partDeviceSeen)}, deviceID).Text()
+	if errors.Is(err, redis.Nil) {
+		return nil // deleted meanwhile
+	}
+	if err != nil {
+		return fmt.Errorf("delete device: %w", err)
+	}
+	// Its token changed since it was read: that one's owner key too.
+	if docToken(gone) != docToken(doc) {
+		if err := cs.releaseTokens(ctx, customerID, []string{gone}); err != nil {
+			return fmt.Errorf("delete device: %w", err)
+		}
+	}
+	return nil
+}
 
 // Devices lists a customer's devices.
 func (cs *Customers) Devices(ctx context.Context, customerID string) ([]*rules.Device, error) {
@@ -552,19 +780,20 @@ func (cs *Customers) target(ctx context.Context, customerID, deviceID string) (p
 	return t, nil
 }
 
-var dropTokenScript = redis.NewScript(`
-local doc = redis.call('HGET', KEYS[1], ARGV[1])
-if doc and string.find(doc, ARGV[2], 1, true) then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  return 1
-end
-return 0`)
-
 // dropToken removes a device whose token the push service no longer
-// knows, unless the app registered a new token meanwhile.
+// knows, unless the app registered a new token meanwhile, and releases
+// the token's owner key (first, as in register) while it names the
+// device.
 func (cs *Customers) dropToken(ctx context.Context, customerID, deviceID, token string) error {
-	quoted, _ := json.Marshal(token)
-	return dropTokenScript.Run(ctx, cs.rdb, []string{customerKey(customerID, partDevices)}, deviceID, string(quoted)).Err()
+	err := releaseTokenScript.Run(ctx, cs.rdb, []string{tokenOwnerKey(token)}, tokenHolder(customerID, deviceID)).Err()
+	if err != nil {
+		return fmt.Errorf("release token: %w", err)
+	}
+	err = dropDeviceScript.Run(ctx, cs.rdb, []string{customerKey(customerID, partDevices), customerKey(customerID, partDeviceSeen)}, deviceID, token).Err()
+	if err != nil {
+		return fmt.Errorf("drop device: %w", err)
+	}
+	return nil
 }
 
 // firstFailure is the first error of the commands of a pipeline, but for

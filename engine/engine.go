@@ -27,14 +27,14 @@ import (
 // ErrUnavailable wraps a failure of Redis: the caller may retry later.
 var ErrUnavailable = errors.New("unavailable")
 
-// RateLimitError is a ping over a customer's or a device's limit; it
-// changed nothing.
+// RateLimitError is a call over a customer's, a device's or a
+// credential's limit; it changed nothing.
 type RateLimitError struct {
 	RetryAfter time.Duration
 }
 
 func (e *RateLimitError) Error() string {
-	return fmt.Sprintf("too many pings from this customer or device; retry in %s", e.RetryAfter.Round(time.Second))
+	return fmt.Sprintf("too many calls for this customer, device or key; retry in %s", e.RetryAfter.Round(time.Second))
 }
 
 // ErrNoSnapshot means the catalog has not been loaded yet.
@@ -166,6 +166,11 @@ type Ping struct {
 	// TS is when the fix was taken; zero means now.
 	TS      time.Time
 	Context map[string]any
+	// TokenGen is the generation of the customer token the ping came
+	// with, checked against revocations in the ping's own Redis step; 0
+	// when it came with none (an admin key, a Firebase ID token, or the
+	// app key alone).
+	TokenGen int64
 }
 
 // Options change how a ping is evaluated.
@@ -222,6 +227,13 @@ const (
 	ReasonConsent  = "no_consent"
 	ReasonLate     = "late_fix"
 	ReasonLower    = "lower_priority"
+	// ReasonAudienceError: the audience's evaluation went over its budget
+	// of steps or memory (rules.ErrAudienceBudget), or failed; the rule
+	// does not fire.
+	ReasonAudienceError = "audience_error"
+	// ReasonRenderError: the offer's texts could not be rendered within
+	// their bounds (rules.MaxTextBytes, time); no push is sent.
+	ReasonRenderError = "render_error"
 )
 
 // Result is what a ping caused.
@@ -240,10 +252,11 @@ type Result struct {
 // the newest fix's time and "_fix" its "ts:lat:lng", kept only to derive
 // speed from the next fix and gone with the presence key's TTL.
 //
-// KEYS: presence, profile, device_seen, visits, caps
+// KEYS: presence, profile, device_seen, visits, caps, rate, tokens
 // ARGV: ts_ms, visit_timeout_ms, dry ("1"), device_id, speed_mps (-1: unknown),
-// max_enter_speed_mps, lat, lng, n, now_ms (the server's clock), pings a
-// minute per customer and per device (0: no limit), then per store: id, kind ("s": surely
+// max_enter_speed_mps, lat, lng, n, now_ms (the server's clock), calls a
+// minute per customer and per device (0: no limit), the generation of the
+// customer token the ping came with (0: none), then per store: id, kind ("s": surely
 // inside, may enter; "h": may still be inside, keeps a visit), n_thresholds,
 // dwell thresholds in seconds (ascending)…
 // Returns {"ok", n_entered, ids…, n_exited, (id, visit_ms)…, n_dwell,
@@ -255,51 +268,52 @@ type Result struct {
 // day)…: visits that are returns after an offer, which the engine counts
 // in the rule's funnel (a key of the rule's, which in Redis Cluster lives
 // elsewhere)}, or {"no_consent"}, or
-// {"stale"} (a fix older than the last one seen), or {"rate_limited",
-// ms until the next minute}.
+// {"stale"} (a fix older than the last one seen), {"rate_limited",
+// ms until the next minute}, or {"revoked"} (the customer token was).
 var observeScript = redis.NewScript(`
 local ts = tonumber(ARGV[1])
 local timeout = tonumber(ARGV[2])
 local dry = ARGV[3] == '1'
+-- A customer token revoked since it was minted (ARGV[13], 0: none) is
+-- refused before anything is read or counted.
+local gen = tonumber(ARGV[13])
+if gen > 0 and gen < tonumber(redis.call('GET', KEYS[7]) or '1') then return {'revoked'} end
+-- Rate limits, per minute of the server's clock: the customer's calls and
+-- each device's, kept as "minute:count" in their own key. Every call
+-- counts, dry runs and customers without a profile or consent included,
+-- so that no one can tell them apart; a call over a limit changes nothing.
+local now = tonumber(ARGV[10])
+local minute = math.floor(now / 60000)
+local limC, limD = tonumber(ARGV[11]), tonumber(ARGV[12])
+if limC > 0 or limD > 0 then
+  local function bump(v)
+    local m, c = string.match(v or '', '^(%d+):(%d+)$')
+    if m and tonumber(m) == minute then return tonumber(c) + 1 end
+    return 1
+  end
+  local rc = bump(redis.call('HGET', KEYS[6], 'c'))
+  local rd = 0
+  if ARGV[4] ~= '' then rd = bump(redis.call('HGET', KEYS[6], 'd:' .. ARGV[4])) end
+  if (limC > 0 and rc > limC) or (limD > 0 and ARGV[4] ~= '' and rd > limD) then
+    return {'rate_limited', string.format('%d', (minute + 1) * 60000 - now)}
+  end
+  redis.call('HSET', KEYS[6], 'c', minute .. ':' .. rc)
+  if ARGV[4] ~= '' then redis.call('HSET', KEYS[6], 'd:' .. ARGV[4], minute .. ':' .. rd) end
+  redis.call('PEXPIRE', KEYS[6], 120000)
+end
 if redis.call('HGET', KEYS[2], 'loc') ~= '1' then return {'no_consent'} end
 local cur = redis.call('HGETALL', KEYS[1])
-local present, last, prev, rcv, rdv = {}, 0, nil, nil, nil
-local fd = '_rd:' .. ARGV[4]
+local present, last, prev = {}, 0, nil
 for i = 1, #cur, 2 do
   local f = cur[i]
   if f == '_ts' then last = tonumber(cur[i + 1])
   elseif f == '_fix' then prev = cur[i + 1]
-  elseif f == '_rc' then rcv = cur[i + 1]
-  elseif f == fd then rdv = cur[i + 1]
   elseif string.sub(f, 1, 1) ~= '_' then
     local e, s, d = string.match(cur[i + 1], '^(%d+):(%d+):(%d+)$')
     if e then present[f] = {tonumber(e), tonumber(s), tonumber(d)} end
   end
 end
--- Rate limits, per minute of the server's clock: the customer's pings and
--- each device's, kept as "minute:count". A ping over a limit changes
--- nothing; a dry run is held to the limits but not counted.
-local now = tonumber(ARGV[10])
-local minute = math.floor(now / 60000)
-local function bump(v)
-  local m, c = string.match(v or '', '^(%d+):(%d+)$')
-  if m and tonumber(m) == minute then return tonumber(c) + 1 end
-  return 1
-end
-local limC, limD = tonumber(ARGV[11]), tonumber(ARGV[12])
-local counts = {}
-if limC > 0 or limD > 0 then
-  local rc, rd = bump(rcv), bump(rdv)
-  if (limC > 0 and rc > limC) or (limD > 0 and ARGV[4] ~= '' and rd > limD) then
-    return {'rate_limited', string.format('%d', (minute + 1) * 60000 - now)}
-  end
-  counts = {'_rc', minute .. ':' .. rc}
-  if ARGV[4] ~= '' then table.insert(counts, fd); table.insert(counts, minute .. ':' .. rd) end
-end
-if ts < last then
-  if not dry and #counts > 0 then redis.call('HSET', KEYS[1], unpack(counts)) end
-  return {'stale'}
-end
+if ts < last then return {'stale'} end
 local speed = tonumber(ARGV[5])
 local lat, lng = tonumber(ARGV[7]), tonumber(ARGV[8])
 if speed < 0 and prev and tonumber(ARGV[9]) > 0 then
@@ -318,8 +332,7 @@ local fast = speed > tonumber(ARGV[6])
 local listed = {}
 local entered, exited, dwelt, tooFast = {}, {}, {}, {}
 local writes, dels = {'_ts', ARGV[1], '_fix', ARGV[1] .. ':' .. ARGV[7] .. ':' .. ARGV[8]}, {}
-for _, x in ipairs(counts) do table.insert(writes, x) end
-local i = 13
+local i = 14
 for _ = 1, tonumber(ARGV[9]) do
   local id, kind, nt = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local thresholds = {}
@@ -459,7 +472,7 @@ const funnelTTL = 400 * 24 * time.Hour
 // step: its audience, schedule and consent all held.
 func reached(result string) bool {
 	switch result {
-	case ResultSent, ReasonHoldout, ReasonCap, ReasonLimit, ReasonStoreCap, ReasonBudget, ReasonRecent, ReasonLower:
+	case ResultSent, ReasonHoldout, ReasonCap, ReasonLimit, ReasonStoreCap, ReasonBudget, ReasonRecent, ReasonLower, ReasonRenderError:
 		return true
 	}
 	return false
@@ -619,7 +632,7 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 			n++
 		}
 	}
-	args = append(args, n, now.UnixMilli(), e.cfg.PingsPerMinute, e.cfg.PingsPerMinuteDevice)
+	args = append(args, n, now.UnixMilli(), e.cfg.PingsPerMinute, e.cfg.PingsPerMinuteDevice, p.TokenGen)
 	for _, h := range hits {
 		if !h.Held(p.AccuracyM) {
 			continue
@@ -635,16 +648,16 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 		}
 	}
 	keys := []string{customerKey(p.CustomerID, partPresence), customerKey(p.CustomerID, partProfile),
-		customerKey(p.CustomerID, partDeviceSeen), customerKey(p.CustomerID, partVisits), customerKey(p.CustomerID, partCaps)}
+		customerKey(p.CustomerID, partDeviceSeen), customerKey(p.CustomerID, partVisits), customerKey(p.CustomerID, partCaps),
+		customerKey(p.CustomerID, partRate), customerKey(p.CustomerID, partTokens)}
 	raw, err := e.batch.runScript(ctx, observeScript, keys, args...).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("%w: presence: %v", ErrUnavailable, err)
 	}
 	switch raw[0] {
 	case "ok":
-	case "rate_limited":
-		ms, _ := strconv.ParseInt(raw[1], 10, 64)
-		return nil, &RateLimitError{RetryAfter: time.Duration(ms) * time.Millisecond}
+	case "revoked", "rate_limited":
+		return nil, admitted(raw)
 	default:
 		return res, nil // no consent, no profile, or a fix older than the last: nothing changes
 	}
@@ -728,10 +741,15 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 				reason = ReasonLate
 			case !cust.Consent.Push:
 				reason = ReasonConsent
-			case !r.Matches(&env):
-				reason = ReasonAudience
 			default:
-				reason = r.Allowed(ts, store, cust, e.cfg.QuietHours)
+				switch ok, err := r.Match(&env); {
+				case err != nil:
+					reason = ReasonAudienceError
+				case !ok:
+					reason = ReasonAudience
+				default:
+					reason = r.Allowed(ts, store, cust, e.cfg.QuietHours)
+				}
 			}
 			res.Explain = append(res.Explain, Explanation{RuleID: r.Rule.ID, StoreID: store.ID, Result: reason})
 			if reason == "" {

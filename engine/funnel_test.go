@@ -58,8 +58,8 @@ func TestFunnelAfterAScriptedDay(t *testing.T) {
 			eventually(t, "every push acknowledged", func() bool { return undelivered(t, f.rdb) == 0 })
 			ledger := engine.NewLedger(f.rdb, engine.NewCoupons([]byte("test-secret")), f.clock.Now)
 			for i, code := range codes[:3] {
-				ledger.Opened(ctx, code)
-				ledger.Opened(ctx, code) // the first open counts
+				ledger.Opened(ctx, code, "")
+				ledger.Opened(ctx, code, "") // the first open counts
 				if i < 2 {
 					if _, err := ledger.Redeem(ctx, code, "s-alex"); err != nil {
 						t.Fatal(err)

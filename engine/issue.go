@@ -60,7 +60,7 @@ const commitWindow = 2 * time.Second
 // push JSON ("" when not rendered), per_customer_per_day,
 // per_customer_per_week, per_customer_total (0: no cap), rule side (""
 // needs no reservation, "r" reserved, "?" not reserved yet, or the reason
-// the rule's capacity refused), holdout ("1": the customer is in the
+// the rule's capacity refused, or render_error), holdout ("1": the customer is in the
 // rule's holdout group), the rule's tags (comma-separated, kept for
 // affinity at redemption), the only store the coupon is good at ("" for
 // any).
@@ -279,14 +279,20 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 			flag(c.rule.InHoldout(p.CustomerID)), strings.Join(c.rule.Rule.Tags, ","), onlyStore(c))
 	}
 	// render writes a candidate's texts and push; only those that may win
-	// are rendered.
+	// are rendered. A candidate whose texts fail to render is handed to
+	// the step as refused by render_error (as a rule's capacity refuses),
+	// reserves nothing, and is never sent.
 	rendered := make([]bool, len(eligible))
 	render := func(i int) error {
 		if rendered[i] {
 			return nil
 		}
 		c, o := eligible[i], &offers[i]
-		msg := c.rule.Render(rules.OfferData{Customer: cust, Store: c.store.Store, DistanceM: c.distanceM, CouponCode: o.CouponCode, ExpiresAt: o.ExpiresAt, Visit: c.visit})
+		msg, err := c.rule.RenderMessage(rules.OfferData{Customer: cust, Store: c.store.Store, DistanceM: c.distanceM, CouponCode: o.CouponCode, ExpiresAt: o.ExpiresAt, Visit: c.visit})
+		if err != nil {
+			args[at[i]+7], rendered[i] = ReasonRenderError, true
+			return nil
+		}
 		o.Title, o.Body = msg.Title, msg.Body
 		pushExpires := now.Add(e.cfg.PushTTL)
 		if o.ExpiresAt.Before(pushExpires) {
@@ -362,7 +368,7 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 		first = append(first, intentCmd)
 	}
 	var reserve0 *scripted
-	if ruleKeys[0] != nil {
+	if ruleKeys[0] != nil && args[at[0]+7] == "?" {
 		reserve0 = reserveCmd(0)
 		first = append(first, reserve0.cmd)
 	}

@@ -22,6 +22,13 @@ import (
 func runDispatcher(t *testing.T, f *fixture, now func() time.Time) *fcmtest.Server {
 	t.Helper()
 	double := fcmtest.New(t)
+	runDispatcherOn(t, f, double, now)
+	return double
+}
+
+// runDispatcherOn sends the outbox to double until the test ends.
+func runDispatcherOn(t *testing.T, f *fixture, double *fcmtest.Server, now func() time.Time) {
+	t.Helper()
 	sender, err := push.NewFCM(context.Background(), push.FCMConfig{ProjectID: "p", Endpoint: double.URL()})
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +43,6 @@ func runDispatcher(t *testing.T, f *fixture, now func() time.Time) *fcmtest.Serv
 	wg.Add(1)
 	go func() { defer wg.Done(); d.Run(ctx) }()
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	return double
 }
 
 // undelivered counts pushes in the outbox and waiting for a retry, read in

@@ -51,18 +51,27 @@ func TestPingRateLimits(t *testing.T) {
 			if err != nil || len(res.Events) != 1 || res.Events[0].Type != "enter" {
 				t.Fatalf("next minute: %+v %v, want an enter", res, err)
 			}
-			// A dry run counts for nothing; the customer's limit (5) holds
-			// across their devices.
+			// A dry run counts, as every call does (so that a limit tells
+			// nothing); the customer's limit (5) holds across their devices.
 			if _, err := ping("d-2", 0, engine.Options{DryRun: true}); err != nil {
 				t.Fatalf("dry run of d-2: %v", err)
 			}
-			for i, d := range []string{"d-1", "d-2", "d-2", "d-3"} {
+			for i, d := range []string{"d-1", "d-2", "d-3"} {
 				if _, err := ping(d, 0, engine.Options{}); err != nil {
 					t.Fatalf("ping %d from %s: %v", i, d, err)
 				}
 			}
 			if _, err := ping("d-4", 0, engine.Options{}); !limited(err) {
-				t.Fatalf("6th ping of the customer: %v, want a rate limit", err)
+				t.Fatalf("6th call for the customer: %v, want a rate limit", err)
+			}
+			// A customer with no profile is counted alike.
+			for i := 0; i < 5; i++ {
+				if _, err := eng.Evaluate(ctx, engine.Ping{CustomerID: "c-ghost", Lat: 1, Lng: 1}, engine.Options{}); err != nil {
+					t.Fatalf("ghost ping %d: %v", i, err)
+				}
+			}
+			if _, err := eng.Evaluate(ctx, engine.Ping{CustomerID: "c-ghost", Lat: 1, Lng: 1}, engine.Options{}); !limited(err) {
+				t.Fatalf("6th call for an unknown customer: %v, want a rate limit", err)
 			}
 		})
 	}

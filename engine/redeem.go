@@ -175,8 +175,10 @@ func (l *Ledger) Redeem(ctx context.Context, code, storeID string) (*Coupon, err
 }
 
 // Opened records that the customer opened the coupon in the app (the
-// first time counts), answering the coupon.
-func (l *Ledger) Opened(ctx context.Context, code string) (*Coupon, error) {
+// first time counts), answering the coupon. With a customer id, only
+// that customer's coupon is found: another's is not found, exactly like a
+// code that does not exist.
+func (l *Ledger) Opened(ctx context.Context, code, customerID string) (*Coupon, error) {
 	code = NormalizeCode(code)
 	if !l.coupons.Valid(code) {
 		return nil, rules.ErrNotFound
@@ -184,6 +186,9 @@ func (l *Ledger) Opened(ctx context.Context, code string) (*Coupon, error) {
 	key, err := l.recordKey(ctx, code)
 	if err != nil {
 		return nil, err
+	}
+	if customerID != "" && key != couponRecordKey(customerID, code) {
+		return nil, rules.ErrNotFound
 	}
 	n, err := openedScript.Run(ctx, l.rdb, []string{key}, l.now().UnixMilli()).Int()
 	if err != nil {

@@ -51,3 +51,49 @@ func BenchmarkRulesAtStore(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAudienceQuantifier: an audience that walks a customer's
+// segments (20 of them) twice, as a marketer's "any segment starting
+// with vip, and none ending in -lapsed" would.
+func BenchmarkAudienceQuantifier(b *testing.B) {
+	r := goodRule()
+	r.Audience = `any(customer.segments, hasPrefix(#, "vip")) && none(customer.segments, hasSuffix(#, "-lapsed"))`
+	c, err := Compile(r)
+	if err != nil {
+		b.Fatal(err)
+	}
+	segs := make([]string, 20)
+	for i := range segs {
+		segs[i] = fmt.Sprint("segment-", i)
+	}
+	segs[19] = "vip-gold"
+	env := AudienceEnv{Customer: &Customer{ID: "c", Segments: segs}, Store: &Store{ID: "s"}, Context: map[string]any{}}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if !c.Matches(&env) {
+			b.Fatal("no match")
+		}
+	}
+}
+
+// BenchmarkRender: an offer's title and body for one customer, as the
+// engine renders the winning candidate's push.
+func BenchmarkRender(b *testing.B) {
+	r := goodRule()
+	r.Offer.Body = Texts{{"de", "{{.store.name}} ist {{distance .distance_m}} entfernt, gültig bis {{clock .coupon.expires_at}}{{range .customer.segments}} #{{.}}{{end}}"}, {"en", "x"}}
+	c, err := Compile(r)
+	if err != nil {
+		b.Fatal(err)
+	}
+	lat, lng := 52.5, 13.4
+	d := OfferData{Customer: &Customer{ID: "c", FirstName: "Anna", Locale: "de", Timezone: "Europe/Berlin", Segments: []string{"a", "b", "c"}},
+		Store: &Store{ID: "s", Name: "Alexanderplatz", Lat: &lat, Lng: &lng}, DistanceM: 80, CouponCode: "K7QM2XPA9F3D", ExpiresAt: time.Unix(1800000000, 0)}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if m := c.Render(d); m.Body == "" {
+			b.Fatal("empty body")
+		}
+	}
+}

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -29,6 +30,23 @@ type Consent struct {
 	Push     bool `json:"push" expr:"push"`
 }
 
+// Profile limits. Audiences and templates walk a profile's lists and
+// print its strings on every ping near a store, so their sizes are bounded
+// where profiles are written; an evaluation's budget (AudienceSteps) and a
+// render's (MaxTextBytes) still hold for a profile written before.
+const (
+	// MaxListLen bounds customer.segments and every list attribute.
+	MaxListLen = 100
+	// MaxListItemBytes bounds a segment and an item of a list attribute.
+	MaxListItemBytes = 64
+	// MaxAttributes bounds how many attributes a profile has, and
+	// MaxAttributeKeyBytes the length of each name.
+	MaxAttributes        = 50
+	MaxAttributeKeyBytes = 64
+	// MaxAttributeBytes bounds a string attribute.
+	MaxAttributeBytes = 256
+)
+
 // Normalize fills defaults and checks every field, returning all faults.
 func (c *Customer) Normalize() error {
 	var fs faults
@@ -54,35 +72,60 @@ func (c *Customer) Normalize() error {
 	if c.Segments == nil {
 		c.Segments = []string{}
 	}
+	if len(c.Segments) > MaxListLen {
+		fs.add("segments", "a customer has at most %d segments", MaxListLen)
+	}
 	for i, s := range c.Segments {
-		if s == "" || len(s) > 64 {
-			fs.add(fmt.Sprintf("segments[%d]", i), "a segment must be 1 to 64 characters")
+		if s == "" || len(s) > MaxListItemBytes {
+			fs.add(fmt.Sprintf("segments[%d]", i), "a segment must be 1 to %d characters", MaxListItemBytes)
 		}
 	}
 	if c.Attributes == nil {
 		c.Attributes = map[string]any{}
 	}
-	for k, v := range c.Attributes {
-		if !validAttribute(v) {
-			fs.add("attributes."+k, "an attribute is a string, a number, true or false, or a list of strings")
+	if len(c.Attributes) > MaxAttributes {
+		fs.add("attributes", "a customer has at most %d attributes", MaxAttributes)
+	}
+	keys := make([]string, 0, len(c.Attributes))
+	for k := range c.Attributes {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys) // faults in the same order every time
+	for _, k := range keys {
+		if k == "" || len(k) > MaxAttributeKeyBytes {
+			fs.add("attributes."+k, "an attribute's name must be 1 to %d characters", MaxAttributeKeyBytes)
+		}
+		if msg := checkAttribute(c.Attributes[k]); msg != "" {
+			fs.add("attributes."+k, "%s", msg)
 		}
 	}
 	return fs.err()
 }
 
-func validAttribute(v any) bool {
+// checkAttribute says what is wrong with an attribute's value, or "".
+func checkAttribute(v any) string {
 	switch v := v.(type) {
-	case string, float64, bool:
-		return true
+	case float64, bool:
+		return ""
+	case string:
+		if len(v) > MaxAttributeBytes {
+			return fmt.Sprintf("a string attribute is at most %d characters", MaxAttributeBytes)
+		}
+		return ""
 	case []any:
+		if len(v) > MaxListLen {
+			return fmt.Sprintf("a list attribute has at most %d items", MaxListLen)
+		}
 		for _, e := range v {
-			if _, ok := e.(string); !ok {
-				return false
+			if s, ok := e.(string); !ok {
+				return "a list attribute holds only strings"
+			} else if len(s) > MaxListItemBytes {
+				return fmt.Sprintf("an item of a list attribute is at most %d characters", MaxListItemBytes)
 			}
 		}
-		return true
+		return ""
 	}
-	return false
+	return "an attribute is a string, a number, true or false, or a list of strings"
 }
 
 // Location is the customer's time zone, UTC when none is set.

@@ -3,6 +3,8 @@ package rules
 import (
 	"encoding/json"
 	"errors"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -68,5 +70,55 @@ func FuzzRenderTemplate(f *testing.F) {
 			return
 		}
 		renderAll(t, c)
+	})
+}
+
+// FuzzMarketerCode: whatever audience and text a marketer writes, saving
+// the rule answers a rule or a ValidationError, and a rule that saves
+// evaluates and renders, for an ordinary profile and for one written
+// before profiles were bounded, quickly and without panicking: an
+// evaluation that goes over its budget fails closed, a text past its
+// bounds is an error and never its source.
+func FuzzMarketerCode(f *testing.F) {
+	for _, s := range [][2]string{
+		{"customer.attributes.tier == 'gold' && 'commuter' in customer.segments", "Hallo {{.customer.first_name}}!"},
+		{"any(customer.segments, hasPrefix(#, 'vip')) && none(store.tags, # == 'closed')", "{{range .customer.segments}}#{{.}} {{end}}"},
+		{"all(customer.segments, any(customer.segments, # != ''))", "{{range $i, $t := $.store.tags}}{{$i}}{{$t}}{{end}}"},
+	} { // the attacks of issue 14 are in testdata/fuzz/FuzzMarketerCode
+
+		f.Add(s[0], s[1])
+	}
+	lat, lng := 52.5, 13.4
+	store := &Store{ID: "s", Name: "S", Lat: &lat, Lng: &lng, RadiusM: 3000, Tags: []string{"coffee", "vip"}}
+	old := &Customer{ID: "c", FirstName: strings.Repeat("A", 5000), Locale: "en", Segments: make([]string, 2000),
+		Attributes: map[string]any{"tier": "gold", "n": 3.0, "list": make([]any, 2000), "note": strings.Repeat("x", 10_000)}}
+	profiles := append(slices.Clone(sampleCustomers), old)
+	f.Fuzz(func(t *testing.T, audience, text string) {
+		r := goodRule()
+		r.Audience = audience
+		r.Offer.Body[1].Template = text
+		c, err := Compile(r)
+		if err != nil {
+			var ve *ValidationError
+			if !errors.As(err, &ve) || len(ve.Faults) == 0 {
+				t.Fatalf("Compile = %v, want a ValidationError with faults", err)
+			}
+			return
+		}
+		for _, cu := range profiles {
+			env := AudienceEnv{Customer: cu, Store: store, Context: map[string]any{"local_hour": 9}}
+			start := time.Now()
+			_, err := c.Match(&env)
+			if err != nil && !errors.Is(err, ErrAudienceBudget) {
+				t.Fatalf("Match(%q) = %v, want nil or ErrAudienceBudget", audience, err)
+			}
+			m, err := c.RenderMessage(OfferData{Customer: cu, Store: store, DistanceM: 3000, CouponCode: "ABC", ExpiresAt: start})
+			if err == nil && (m.Body == text && strings.Contains(text, "{{") || len(m.Title) > MaxTextBytes || len(m.Body) > MaxTextBytes) {
+				t.Fatalf("RenderMessage(%q) = %+v", text, m)
+			}
+			if took := time.Since(start); took > time.Second {
+				t.Fatalf("evaluating %q and rendering %q took %v", audience, text, took)
+			}
+		}
 	})
 }

@@ -2,6 +2,9 @@ package rules
 
 import (
 	"fmt"
+	"maps"
+	"regexp"
+	"strconv"
 	"strings"
 	"text/template"
 	"text/template/parse"
@@ -10,19 +13,48 @@ import (
 	"golang.org/x/text/language"
 )
 
+// An offer's texts are marketers' code too, run for every offer issued,
+// so they are written in a small language: fields, if, with and else,
+// the helpers, the comparison and printing functions, and range over a
+// list of the profile or the store, not nested. checkTemplate refuses
+// everything else when a rule is saved or loaded, in every template the
+// text defines; a render is bounded in output (MaxTextBytes) and time
+// (renderTimeout) and sees at most MaxListLen items of any list; a text
+// that fails is not sent, and its source never is.
+
+// Template limits.
+const (
+	// MaxTemplateBytes bounds a text's source.
+	MaxTemplateBytes = 8192
+	// MaxTextBytes bounds a rendered title or body: FCM takes at most 4 KB
+	// for a whole message.
+	MaxTextBytes = 4096
+	// renderTimeout bounds a render's time, checked as it writes.
+	renderTimeout = 50 * time.Millisecond
+	// maxPrintfWidth bounds a printf verb's width and precision.
+	maxPrintfWidth = 64
+)
+
+// listField marks a field of the template's data that is a list a
+// template may range over; freeField an attribute, which may be one.
+type (
+	listField struct{}
+	freeField struct{}
+)
+
 // templateFields is what a template can name, from its root: a nil value
-// is a leaf, a map a record, and anyKey a record whose keys are free (the
-// customer's attributes).
+// is a leaf, a listField a list, a map a record, and anyKey a record whose
+// keys are free (the customer's attributes, any of which may be a list).
 var anyKey = map[string]any{"*": nil}
 
 var templateFields = map[string]any{
 	"customer": map[string]any{
 		"id": nil, "first_name": nil, "last_name": nil, "locale": nil, "timezone": nil,
-		"segments": nil, "attributes": anyKey,
+		"segments": listField{}, "attributes": anyKey,
 		"consent": map[string]any{"location": nil, "push": nil},
 	},
 	"store": map[string]any{
-		"id": nil, "name": nil, "tags": nil, "timezone": nil, "radius_m": nil, "lat": nil, "lng": nil,
+		"id": nil, "name": nil, "tags": listField{}, "timezone": nil, "radius_m": nil, "lat": nil, "lng": nil,
 	},
 	"distance_m": nil,
 	"coupon":     map[string]any{"code": nil, "expires_at": nil},
@@ -31,21 +63,68 @@ var templateFields = map[string]any{
 		"days_since_store": nil, "days_since_any": nil, "offers_received": nil, "redeemed": nil, "days_since_redeemed": nil},
 }
 
-// checkTemplateFields names every field a template uses that does not
-// exist, such as {{.customer.firstname}}. Inside range and with the dot
-// moves, so only paths from the root are checked there ($.customer...).
-func checkTemplateFields(t *template.Template) []string {
+// templateFuncs are the functions a template may call: text/template's
+// own but call, and the helpers (templateHelpers).
+var templateFuncs = map[string]bool{
+	"and": true, "or": true, "not": true, "eq": true, "ne": true, "lt": true, "le": true, "gt": true, "ge": true,
+	"len": true, "index": true, "slice": true, "print": true, "printf": true, "println": true,
+	"html": true, "js": true, "urlquery": true,
+	"distance": true, "clock": true, "default": true,
+}
+
+// definitions finds the actions that make or call named templates, to name
+// them in a fault.
+var definitions = regexp.MustCompile(`\{\{-?\s*(define|block|template)\b`)
+
+// checkTemplate names everything a parsed text uses outside the subset:
+// named templates (define, block, template, and so recursion), functions
+// other than templateFuncs, printf widths past maxPrintfWidth, ranges over
+// anything but a list of the data or within another range, and fields
+// that do not exist, such as {{.customer.firstname}}. Inside range and
+// with the dot moves, so only paths from the root are checked there
+// ($.customer...).
+func checkTemplate(t *template.Template, src string) []string {
 	var bad []string
-	check := func(path []string) {
+	seen := map[string]bool{}
+	refuse := func(format string, args ...any) {
+		msg := fmt.Sprintf(format, args...)
+		if !seen[msg] {
+			seen[msg] = true
+			bad = append(bad, msg)
+		}
+	}
+	named := false
+	for _, x := range t.Templates() {
+		named = named || x.Name() != t.Name() || x.Tree != nil && callsTemplate(x.Tree.Root)
+	}
+	if named {
+		kinds := map[string]bool{}
+		for _, m := range definitions.FindAllStringSubmatch(src, -1) {
+			kinds[m[1]] = true
+		}
+		if len(kinds) == 0 {
+			refuse("named templates ({{define}}, {{block}}, {{template}}) are not allowed in an offer text")
+		}
+		for _, k := range []string{"define", "block", "template"} {
+			if kinds[k] {
+				refuse("{{%s}} is not allowed in an offer text", k)
+			}
+		}
+	}
+
+	// resolve follows a path from the root: the node it names, or a fault.
+	resolve := func(path []string) (any, string) {
 		var node any = templateFields
 		for i, p := range path {
 			m, ok := node.(map[string]any)
 			if !ok {
-				bad = append(bad, fmt.Sprintf("{{.%s}}: %s has no fields", strings.Join(path, "."), strings.Join(path[:i], ".")))
-				return
+				return nil, fmt.Sprintf("{{.%s}}: %s has no fields", strings.Join(path, "."), strings.Join(path[:i], "."))
 			}
 			if _, free := m["*"]; free {
-				return
+				if i == len(path)-1 {
+					return freeField{}, ""
+				}
+				return nil, "" // deeper than an attribute: nothing to check, and no list
 			}
 			next, ok := m[p]
 			if !ok {
@@ -53,10 +132,49 @@ func checkTemplateFields(t *template.Template) []string {
 				if i > 0 {
 					where = strings.Join(path[:i], ".")
 				}
-				bad = append(bad, fmt.Sprintf("{{.%s}}: %s has no field %q", strings.Join(path, "."), where, p))
-				return
+				return nil, fmt.Sprintf("{{.%s}}: %s has no field %q", strings.Join(path, "."), where, p)
 			}
 			node = next
+		}
+		return node, ""
+	}
+	check := func(path []string) {
+		if _, msg := resolve(path); msg != "" {
+			refuse("%s", msg)
+		}
+	}
+	// overList checks a range's pipeline: a plain path from the root to
+	// a list ({{range .customer.segments}}, {{range $i, $s := $.store.tags}}).
+	overList := func(p *parse.PipeNode, rooted bool) {
+		const msg = "range goes only over a list of the data, such as {{range .customer.segments}}"
+		if p == nil || len(p.Cmds) != 1 || len(p.Cmds[0].Args) != 1 {
+			refuse("%s", msg)
+			return
+		}
+		var path []string
+		switch a := p.Cmds[0].Args[0].(type) {
+		case *parse.FieldNode:
+			if !rooted {
+				refuse("inside with or range, range names its list from the root: {{range $.customer.segments}}")
+				return
+			}
+			path = a.Ident
+		case *parse.VariableNode:
+			if len(a.Ident) < 2 || a.Ident[0] != "$" {
+				refuse("%s", msg)
+				return
+			}
+			path = a.Ident[1:]
+		default:
+			refuse("%s", msg)
+			return
+		}
+		switch node, fault := resolve(path); node.(type) {
+		case listField, freeField:
+		default:
+			if fault == "" { // a fault is named by the field check
+				refuse("%s, not {{.%s}}", msg, strings.Join(path, "."))
+			}
 		}
 	}
 	ranges := 0 // ranges around the node walked
@@ -80,9 +198,20 @@ func checkTemplateFields(t *template.Template) []string {
 				walk(c, rooted)
 			}
 		case *parse.CommandNode:
+			if len(n.Args) > 0 {
+				if id, ok := n.Args[0].(*parse.IdentifierNode); ok && id.Ident == "printf" {
+					checkPrintf(n.Args[1:], refuse)
+				}
+			}
 			for _, a := range n.Args {
 				walk(a, rooted)
 			}
+		case *parse.IdentifierNode:
+			if !templateFuncs[n.Ident] {
+				refuse("the function %s is not allowed in an offer text", n.Ident)
+			}
+		case *parse.ChainNode:
+			walk(n.Node, rooted)
 		case *parse.FieldNode:
 			if rooted {
 				check(n.Ident)
@@ -97,14 +226,12 @@ func checkTemplateFields(t *template.Template) []string {
 			walk(n.ElseList, rooted)
 		case *parse.RangeNode:
 			// A range goes over a list of the data, once: a range over a
-			// number ({{range 1000000000}}) or a range within a range
-			// could keep a ping waiting for ever.
+			// number ({{range 1000000000}}, {{range .distance_m}}) or a
+			// range within a range could keep a ping waiting for ever.
 			if ranges > 0 {
-				bad = append(bad, "a range inside a range is not allowed")
+				refuse("a range inside a range is not allowed")
 			}
-			if !overData(n.Pipe) {
-				bad = append(bad, "range goes only over a list of the data, such as {{range .customer.segments}}")
-			}
+			overList(n.Pipe, rooted)
 			walk(n.Pipe, rooted)
 			ranges++
 			walk(n.List, false)
@@ -118,25 +245,68 @@ func checkTemplateFields(t *template.Template) []string {
 			walk(n.Pipe, rooted)
 		}
 	}
-	if t.Tree != nil {
-		walk(t.Tree.Root, true)
+	for _, x := range t.Templates() {
+		if x.Tree != nil {
+			walk(x.Tree.Root, true)
+		}
 	}
 	return bad
 }
 
-// overData reports whether a range's pipeline is a plain path into the
-// data ({{range .customer.segments}}, {{range $i, $s := $.customer.segments}}).
-func overData(p *parse.PipeNode) bool {
-	if p == nil || len(p.Cmds) != 1 || len(p.Cmds[0].Args) != 1 {
-		return false
-	}
-	switch a := p.Cmds[0].Args[0].(type) {
-	case *parse.FieldNode:
+// callsTemplate reports whether a tree calls a named template.
+func callsTemplate(n parse.Node) bool {
+	switch n := n.(type) {
+	case *parse.ListNode:
+		if n != nil {
+			for _, c := range n.Nodes {
+				if callsTemplate(c) {
+					return true
+				}
+			}
+		}
+	case *parse.IfNode:
+		return callsTemplate(n.List) || callsTemplate(n.ElseList)
+	case *parse.RangeNode:
+		return callsTemplate(n.List) || callsTemplate(n.ElseList)
+	case *parse.WithNode:
+		return callsTemplate(n.List) || callsTemplate(n.ElseList)
+	case *parse.TemplateNode:
 		return true
-	case *parse.VariableNode:
-		return len(a.Ident) > 1
 	}
 	return false
+}
+
+// checkPrintf refuses a printf whose format is not written out, or whose
+// widths or precisions could make a text of any length from a number.
+func checkPrintf(args []parse.Node, refuse func(string, ...any)) {
+	if len(args) == 0 {
+		return // text/template names the missing argument
+	}
+	f, ok := args[0].(*parse.StringNode)
+	if !ok {
+		refuse("printf takes a format written out, such as {{printf \"%%.1f\" .distance_m}}")
+		return
+	}
+	format := f.Text
+	for i := 0; i < len(format); i++ {
+		if format[i] != '%' {
+			continue
+		}
+		j := i + 1
+		for j < len(format) && strings.IndexByte("+-# 0123456789.*[]", format[j]) >= 0 {
+			j++
+		}
+		spec := format[i+1 : j]
+		if strings.Contains(spec, "*") {
+			refuse("printf widths and precisions are written out in an offer text, not taken from an argument (*)")
+		}
+		for _, num := range strings.FieldsFunc(spec, func(r rune) bool { return r < '0' || r > '9' }) {
+			if n, err := strconv.Atoi(num); err != nil || n > maxPrintfWidth {
+				refuse("printf widths and precisions are at most %d in an offer text", maxPrintfWidth)
+			}
+		}
+		i = j // past the verb; "%%" ends here too
+	}
 }
 
 // trialRender runs a template, when its rule is saved, for a customer with
@@ -181,42 +351,65 @@ type OfferData struct {
 	Visit      *VisitEnv
 }
 
-// Render writes the offer's title and body in the customer's language:
-// the exact locale, else its base language (de-AT → de), else the rule's
-// first language. A template that fails to run (which validation makes
-// rare) falls back to the first language, then to the bare template
-// text, so rendering always yields a message.
-func (c *Compiled) Render(d OfferData) Message {
+// RenderMessage writes the offer's title and body in the customer's
+// language: the exact locale, else its base language (de-AT → de), else
+// the rule's first language. A text that fails to run (past MaxTextBytes
+// or renderTimeout, or an error validation could not foresee) falls back
+// to the first language; when that fails too the answer is an error and
+// no text: the offer is not sent, and a template's source never is.
+func (c *Compiled) RenderMessage(d OfferData) (Message, error) {
 	data := c.templateData(d)
 	loc := d.Customer.Location()
+	run := func(i int) (Message, error) {
+		m := Message{Lang: c.title[i].tag.String()}
+		title, body := c.title[i], c.body[matchLang(c.body, c.title[i].tag)]
+		var err error
+		if m.Title, err = execute(title.tmpl, templateHelpers(title.tag, loc), data); err != nil {
+			return Message{}, fmt.Errorf("render %s: %w", title.tmpl.Name(), err)
+		}
+		if m.Body, err = execute(body.tmpl, templateHelpers(body.tag, loc), data); err != nil {
+			return Message{}, fmt.Errorf("render %s: %w", body.tmpl.Name(), err)
+		}
+		return m, nil
+	}
 	i := pickLanguage(c.title, d.Customer.Locale)
-	run := func(texts []compiledText, j int) (string, error) {
-		return execute(texts[j].tmpl, templateHelpers(texts[j].tag, loc), data)
+	m, err := run(i)
+	if err != nil && i != 0 {
+		m, err = run(0)
 	}
-	title, err1 := run(c.title, i)
-	body, err2 := run(c.body, matchLang(c.body, c.title[i].tag))
-	if (err1 != nil || err2 != nil) && i != 0 {
-		i = 0
-		title, err1 = run(c.title, 0)
-		body, err2 = run(c.body, matchLang(c.body, c.title[0].tag))
+	if err != nil {
+		return Message{}, fmt.Errorf("rule %s: %w", c.Rule.ID, err)
 	}
-	if err1 != nil {
-		title = c.Rule.Offer.Title[0].Template
+	return m, nil
+}
+
+// Render is RenderMessage for a preview, which shows a text that fails as
+// empty.
+func (c *Compiled) Render(d OfferData) Message {
+	m, err := c.RenderMessage(d)
+	if err != nil {
+		return Message{Lang: c.title[pickLanguage(c.title, d.Customer.Locale)].tag.String()}
 	}
-	if err2 != nil {
-		body = c.Rule.Offer.Body[0].Template
-	}
-	return Message{Title: title, Body: body, Lang: c.title[i].tag.String()}
+	return m
 }
 
 // ValidFor is how long a coupon of this rule stays valid.
 func (c *Compiled) ValidFor() time.Duration { return c.validFor }
 
+// templateData is what a template sees. A list holds at most MaxListLen
+// items, whatever a profile written before that bound holds, so that a
+// range's time is bounded.
 func (c *Compiled) templateData(d OfferData) map[string]any {
 	cu := d.Customer
 	attrs := cu.Attributes
 	if attrs == nil {
 		attrs = map[string]any{}
+	}
+	for _, v := range attrs {
+		if l, ok := v.([]any); ok && len(l) > MaxListLen {
+			attrs = capLists(attrs) // rare: only a profile from before the bound
+			break
+		}
 	}
 	s := d.Store
 	var lat, lng float64
@@ -226,11 +419,11 @@ func (c *Compiled) templateData(d OfferData) map[string]any {
 	return map[string]any{
 		"customer": map[string]any{
 			"id": cu.ID, "first_name": cu.FirstName, "last_name": cu.LastName, "locale": cu.Locale,
-			"timezone": cu.Timezone, "segments": cu.Segments, "attributes": attrs,
+			"timezone": cu.Timezone, "segments": cu.Segments[:min(len(cu.Segments), MaxListLen)], "attributes": attrs,
 			"consent": map[string]any{"location": cu.Consent.Location, "push": cu.Consent.Push},
 		},
 		"store": map[string]any{
-			"id": s.ID, "name": s.Name, "tags": s.Tags, "timezone": s.Timezone,
+			"id": s.ID, "name": s.Name, "tags": s.Tags[:min(len(s.Tags), MaxListLen)], "timezone": s.Timezone,
 			"radius_m": s.RadiusM, "lat": lat, "lng": lng,
 		},
 		"distance_m": d.DistanceM,
@@ -238,6 +431,17 @@ func (c *Compiled) templateData(d OfferData) map[string]any {
 		"rule":       map[string]any{"id": c.Rule.ID, "name": c.Rule.Name},
 		"visit":      visitData(d.Visit),
 	}
+}
+
+// capLists copies attributes with every list cut to MaxListLen items.
+func capLists(attrs map[string]any) map[string]any {
+	out := maps.Clone(attrs)
+	for k, v := range out {
+		if l, ok := v.([]any); ok {
+			out[k] = l[:min(len(l), MaxListLen)]
+		}
+	}
+	return out
 }
 
 func visitData(v *VisitEnv) map[string]any {
@@ -251,34 +455,45 @@ func visitData(v *VisitEnv) map[string]any {
 	}
 }
 
-// execute runs a template with helpers bound to the text's language and
-// the customer's time zone.
-// MaxTextBytes bounds a rendered title or body: FCM takes at most 4 KB
-// for a whole message.
-const MaxTextBytes = 4096
+// errTooLong stops a template whose text outgrows MaxTextBytes, and
+// errTooSlow one that runs past renderTimeout.
+var (
+	errTooLong = fmt.Errorf("the text is longer than %d bytes", MaxTextBytes)
+	errTooSlow = fmt.Errorf("the text takes longer than %v to render", renderTimeout)
+)
 
-// errTooLong stops a template whose text outgrows MaxTextBytes.
-var errTooLong = fmt.Errorf("the text is longer than %d bytes", MaxTextBytes)
-
-// cappedWriter keeps what a template writes, up to max bytes.
-type cappedWriter struct {
+// boundedWriter keeps what a template writes, up to MaxTextBytes and
+// until its deadline. text/template cannot be interrupted, so the bound on
+// time holds at each write; between writes a template only walks lists
+// of at most MaxListLen items, never one within another.
+type boundedWriter struct {
 	strings.Builder
-	max int
+	deadline time.Time
 }
 
-func (w *cappedWriter) Write(p []byte) (int, error) {
-	if w.Len()+len(p) > w.max {
+func (w *boundedWriter) Write(p []byte) (int, error) {
+	if w.Len()+len(p) > MaxTextBytes {
 		return 0, errTooLong
+	}
+	if time.Now().After(w.deadline) {
+		return 0, errTooSlow
 	}
 	return w.Builder.Write(p)
 }
 
-func execute(t *template.Template, helpers template.FuncMap, data any) (string, error) {
-	t, err := t.Clone()
+// execute runs a template with helpers bound to the text's language and
+// the customer's time zone, within the bounds of a render.
+func execute(t *template.Template, helpers template.FuncMap, data any) (out string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = "", fmt.Errorf("the template panicked: %v", r)
+		}
+	}()
+	t, err = t.Clone()
 	if err != nil {
 		return "", err
 	}
-	b := cappedWriter{max: MaxTextBytes}
+	b := boundedWriter{deadline: time.Now().Add(renderTimeout)}
 	if err := t.Funcs(helpers).Execute(&b, data); err != nil {
 		return "", err
 	}

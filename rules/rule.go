@@ -13,7 +13,6 @@ import (
 	"text/template"
 	"time"
 
-	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/vm"
 	"golang.org/x/text/language"
 )
@@ -320,6 +319,8 @@ type AudienceEnv struct {
 	Store    *Store         `expr:"store"`
 	Context  map[string]any `expr:"context"`
 	Visit    *VisitEnv      `expr:"visit"`
+	// budget is what the evaluation running on this env has left.
+	budget budget
 }
 
 // VisitEnv is the customer's visit history as the engine keeps it, seen
@@ -424,9 +425,9 @@ func compile(r *Rule, trial bool) (*Compiled, error) {
 
 	c := &Compiled{Rule: r, validFor: time.Duration(r.Offer.ValidForS) * time.Second, when: c0}
 	if strings.TrimSpace(r.Audience) != "" {
-		prog, err := expr.Compile(r.Audience, expr.Env(AudienceEnv{}), expr.AsBool())
-		if err != nil {
-			fs.addPrecondition("audience", "%s", exprTypeNames.Replace(strings.TrimSpace(err.Error())))
+		prog, bad := compileAudience(r.Audience)
+		for _, msg := range bad {
+			fs.addPrecondition("audience", "%s", msg)
 		}
 		c.audience = prog
 	}
@@ -474,12 +475,16 @@ func compileTexts(fs *faults, field string, texts Texts, trial bool) []compiledT
 			fs.add(path, "the text must not be empty")
 			continue
 		}
+		if len(t.Template) > MaxTemplateBytes {
+			fs.addPrecondition(path, "a text's template is at most %d bytes", MaxTemplateBytes)
+			continue
+		}
 		tmpl, err := template.New(path).Option("missingkey=zero").Funcs(templateHelpers(tag, time.UTC)).Parse(t.Template)
 		if err != nil {
 			fs.add(path, "%s", templateError(err))
 			continue
 		}
-		bad := checkTemplateFields(tmpl)
+		bad := checkTemplate(tmpl, t.Template)
 		for _, msg := range bad {
 			fs.addPrecondition(path, "%s", msg)
 		}
@@ -522,21 +527,4 @@ func (c *Compiled) InHoldout(customerID string) bool {
 	h.Write([]byte{0})
 	h.Write([]byte(customerID))
 	return float64(h.Sum64()%10000) < c.Rule.HoldoutPct*100
-}
-
-// Matches evaluates the audience expression; a rule without one matches
-// everyone. An expression that fails at run time (a missing attribute
-// compared with a number, say) does not match.
-func (c *Compiled) Matches(env *AudienceEnv) bool {
-	if c.audience == nil {
-		return true
-	}
-	machine := vms.Get().(*vm.VM)
-	out, err := machine.Run(c.audience, env)
-	vms.Put(machine)
-	if err != nil {
-		return false
-	}
-	ok, _ := out.(bool)
-	return ok
 }

@@ -42,6 +42,7 @@ func runBench(ctx context.Context, args []string, out io.Writer) error {
 	fs.BoolVar(&cfg.Flush, "flush", false, "empty the given Redis first")
 	fs.StringVar(&cfg.ServerURL, "server", "", "a running nearcast on --redis-url (http://host:port); empty: start one")
 	fs.StringVar(&cfg.AppKey, "app-key", cfg.AppKey, "app key for --server")
+	fs.StringVar(&cfg.TokenSecret, "token-secret", "", "for --server: its NEARCAST_TOKEN_SECRETS' first, to sign the customers' tokens (none: a server with NEARCAST_APP_AUTH=key)")
 	fs.StringVar(&cfg.Out, "out", cfg.Out, "folder for the report")
 	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the city and the walks")
 	cpuProfile := fs.String("cpuprofile", "", "write the bench's own CPU profile to this file (the server's: NEARCAST_PPROF_ADDR)")

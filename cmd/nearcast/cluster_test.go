@@ -36,24 +36,29 @@ func redisTargets() []redisTarget {
 }
 
 // seedWalkers puts the store s-alex, the rule flat-white and customers,
-// each with a phone (device p-<id>), spreading the requests over the
-// servers.
-func seedWalkers(t *testing.T, bases []string, rule string, ids []string) {
+// each with a phone (device p-<id>) that its app registered with the
+// customer's token, spreading the requests over the servers. It answers
+// each customer's token.
+func seedWalkers(t *testing.T, bases []string, rule string, ids []string) map[string]string {
 	t.Helper()
-	setup := []struct{ method, path, key, body string }{
-		{"PUT", "/v1/stores/s-alex", "admin", e2eStore},
-		{"PUT", "/v1/rules/flat-white", "admin", rule},
+	type request struct{ method, path, key, token, body string }
+	setup := []request{
+		{"PUT", "/v1/stores/s-alex", "admin", "", e2eStore},
+		{"PUT", "/v1/rules/flat-white", "admin", "", rule},
 	}
-	for _, c := range ids {
+	tokens := map[string]string{}
+	for i, c := range ids {
+		tokens[c] = mintToken(t, bases[i%len(bases)], "admin", c)
 		setup = append(setup,
-			struct{ method, path, key, body string }{"PUT", "/v1/customers/" + c, "admin", `{"first_name": "Anna", "locale": "de", "consent": {"location": true, "push": true}, "attributes": {"tier": "gold"}}`},
-			struct{ method, path, key, body string }{"PUT", "/v1/customers/" + c + "/devices/p-" + c, "app", `{"fcm_token": "tok-` + c + `", "platform": "android"}`})
+			request{"PUT", "/v1/customers/" + c, "admin", "", `{"first_name": "Anna", "locale": "de", "consent": {"location": true, "push": true}, "attributes": {"tier": "gold"}}`},
+			request{"PUT", "/v1/customers/" + c + "/devices/p-" + c, "app", tokens[c], `{"fcm_token": "tok-` + c + `", "platform": "android"}`})
 	}
 	for i, c := range setup {
-		if status, raw := call(t, c.method, bases[i%len(bases)]+c.path, c.key, c.body); status >= 300 {
+		if status, raw := callAs(t, c.method, bases[i%len(bases)]+c.path, c.key, c.token, c.body); status >= 300 {
 			t.Fatalf("%s %s: %d %s", c.method, c.path, status, raw)
 		}
 	}
+	return tokens
 }
 
 // Two replicas on a Redis Cluster under load; the master holding the
@@ -74,7 +79,8 @@ func TestClusterFailover(t *testing.T) {
 		"NEARCAST_REDIS_URL": cl.Seeds(), "NEARCAST_PUSH": "fcm",
 		"NEARCAST_FCM_ENDPOINT": fcm.URL(), "NEARCAST_FCM_PROJECT": "nearcast-test",
 		"NEARCAST_APP_KEYS": "app", "NEARCAST_ADMIN_KEYS": "admin", "NEARCAST_COUPON_SECRET": "cluster-secret",
-		"NEARCAST_QUIET_HOURS": "off", "NEARCAST_MIN_OFFER_GAP": "0s", "NEARCAST_MAX_OFFERS_PER_DAY": "0",
+		"NEARCAST_TOKEN_SECRETS": testTokenSecret, "NEARCAST_QUIET_HOURS": "off",
+		"NEARCAST_MIN_OFFER_GAP": "0s", "NEARCAST_MAX_OFFERS_PER_DAY": "0",
 		"NEARCAST_PINGS_PER_MINUTE": "0", "NEARCAST_PINGS_PER_MINUTE_DEVICE": "0",
 		"NEARCAST_CLAIM_IDLE": "1s", "NEARCAST_LOG_LEVEL": "error",
 	}
@@ -86,12 +92,12 @@ func TestClusterFailover(t *testing.T) {
 	for i := range ids {
 		ids[i] = customer(i)
 	}
-	seedWalkers(t, replicas, rule, ids)
+	tokens := seedWalkers(t, replicas, rule, ids)
 	// Both replicas know the rule before the load starts.
 	for _, base := range replicas {
 		deadline := time.Now().Add(5 * time.Second)
 		for {
-			_, raw := call(t, "POST", base+"/v1/pings?dry_run=true&explain=true", "app", `{"customer_id": "c-0", "lat": 52.5220, "lng": 13.4132, "accuracy_m": 5}`)
+			_, raw := call(t, "POST", base+"/v1/pings?dry_run=true&explain=true", "admin", `{"customer_id": "c-0", "lat": 52.5220, "lng": 13.4132, "accuracy_m": 5}`)
 			if strings.Contains(raw, `"flat-white"`) {
 				break
 			}
@@ -132,10 +138,7 @@ func TestClusterFailover(t *testing.T) {
 				body := fmt.Sprintf(`{"customer_id": %q, "device_id": "p-%s", "lat": %.6f, "lng": 13.4132, "accuracy_m": 5}`, c, c, 52.5219+north/111195)
 				p := phase.Load()
 				start := time.Now()
-				req, _ := http.NewRequest("POST", replicas[i%2]+"/v1/pings", strings.NewReader(body))
-				req.Header.Set("Authorization", "Bearer app")
-				req.Header.Set("Content-Type", "application/json")
-				resp, err := client.Do(req)
+				resp, err := client.Do(newRequest("POST", replicas[i%2]+"/v1/pings", "app", tokens[c], body))
 				took := time.Since(start)
 				mu.Lock()
 				if took > slowest {
@@ -197,7 +200,7 @@ func TestClusterFailover(t *testing.T) {
 		c := customer(i)
 		for _, base := range replicas {
 			body := fmt.Sprintf(`{"customer_id": %q, "lat": 52.5250, "lng": 13.4132, "accuracy_m": 5}`, c)
-			if status, raw := call(t, "POST", base+"/v1/pings", "app", body); status != 200 {
+			if status, raw := callAs(t, "POST", base+"/v1/pings", "app", tokens[c], body); status != 200 {
 				t.Fatalf("after the failover, %s on %s: %d %s", c, base, status, raw)
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nearcast/nearcast/api"
 	"github.com/nearcast/nearcast/rules"
 )
 
@@ -40,8 +41,16 @@ type config struct {
 	LogFormat     string
 	LogLevel      string
 	PprofAddr     string // "" : no profiling endpoint
-	VerifyTokens  bool   // pings carry the app user's Firebase ID token
 	ShutdownGrace time.Duration
+	// AppAuth is the customer credential app calls need (NEARCAST_APP_AUTH).
+	AppAuth api.AppAuth
+	// KeyOnlyAllowed is NEARCAST_ALLOW_KEY_ONLY: the app key alone on a
+	// real Redis, warned of.
+	KeyOnlyAllowed bool
+	// TokenSecrets sign (the first) and verify customer tokens.
+	TokenSecrets [][]byte
+	// CouponCallsPerMin limits each credential's coupon calls; 0: none.
+	CouponCallsPerMin int
 }
 
 func (c *config) embedded() bool { return c.RedisURL == "" }
@@ -160,16 +169,8 @@ func loadConfig(env func(string) string) (*config, error) {
 		c.MaxEnterSpeed = f
 	}
 
-	switch v := env("NEARCAST_VERIFY_ID_TOKENS"); v {
-	case "", "0", "false":
-	case "1", "true":
-		c.VerifyTokens = true
-		if c.FCMProject == "" && c.Credentials == "" {
-			bad("NEARCAST_VERIFY_ID_TOKENS", "needs the Firebase project: NEARCAST_FCM_PROJECT or GOOGLE_APPLICATION_CREDENTIALS")
-		}
-	default:
-		bad("NEARCAST_VERIFY_ID_TOKENS", "must be 1 or 0, not %q", v)
-	}
+	c.appAuth(env, bad)
+	c.CouponCallsPerMin = count(env, "NEARCAST_COUPON_CALLS_PER_MINUTE", 6000, bad)
 	c.LogFormat = env("NEARCAST_LOG_FORMAT")
 	if c.LogFormat == "" {
 		c.LogFormat = "json"
@@ -181,6 +182,62 @@ func loadConfig(env func(string) string) (*config, error) {
 		bad("NEARCAST_LOG_FORMAT", "must be json or text")
 	}
 	return c, errors.Join(errs...)
+}
+
+// appAuth reads who may act for a customer: NEARCAST_APP_AUTH (token by
+// default, key on the embedded demo), NEARCAST_ALLOW_KEY_ONLY, and the
+// customer tokens' secrets, NEARCAST_TOKEN_SECRETS. NEARCAST_VERIFY_ID_TOKENS=1,
+// the older setting, means firebase when NEARCAST_APP_AUTH is not set.
+func (c *config) appAuth(env func(string) string, bad func(string, string, ...any)) {
+	mode := env("NEARCAST_APP_AUTH")
+	switch v := env("NEARCAST_VERIFY_ID_TOKENS"); v {
+	case "", "0", "false":
+	case "1", "true":
+		if mode == "" {
+			mode = "firebase"
+		}
+	default:
+		bad("NEARCAST_VERIFY_ID_TOKENS", "must be 1 or 0, not %q", v)
+	}
+	if mode == "" {
+		mode = "token"
+		if c.embedded() {
+			mode = "key" // the README's tour stays one curl
+		}
+	}
+	a, err := api.ParseAppAuth(mode)
+	if err != nil {
+		bad("NEARCAST_APP_AUTH", "%v", err)
+	}
+	c.AppAuth = a
+	switch v := env("NEARCAST_ALLOW_KEY_ONLY"); v {
+	case "", "0", "false":
+	case "1", "true":
+		c.KeyOnlyAllowed = true
+	default:
+		bad("NEARCAST_ALLOW_KEY_ONLY", "must be 1 or 0, not %q", v)
+	}
+	if a.KeyOnly() && !c.embedded() && !c.KeyOnlyAllowed {
+		bad("NEARCAST_APP_AUTH", "key lets anyone who unpacks the app act for any customer; on a real Redis it needs NEARCAST_ALLOW_KEY_ONLY=1 as well (or use token or firebase)")
+	}
+	if a.Firebase && c.FCMProject == "" && c.Credentials == "" {
+		bad("NEARCAST_APP_AUTH", "firebase needs the Firebase project: NEARCAST_FCM_PROJECT or GOOGLE_APPLICATION_CREDENTIALS")
+	}
+	for _, s := range list(env("NEARCAST_TOKEN_SECRETS")) {
+		if len(s) < api.MinTokenSecret {
+			bad("NEARCAST_TOKEN_SECRETS", "each secret must be at least %d characters", api.MinTokenSecret)
+		}
+		c.TokenSecrets = append(c.TokenSecrets, []byte(s))
+	}
+	if len(c.TokenSecrets) == 0 {
+		if c.embedded() {
+			b := make([]byte, 32)
+			_, _ = rand.Read(b)
+			c.TokenSecrets = [][]byte{[]byte(hex.EncodeToString(b))}
+		} else if a.Tokens {
+			bad("NEARCAST_TOKEN_SECRETS", "is required with NEARCAST_APP_AUTH=%s on a real Redis: the secrets that sign customer tokens, the first signs, each at least %d characters", a, api.MinTokenSecret)
+		}
+	}
 }
 
 func duration(env func(string) string, name string, def time.Duration, bad func(string, string, ...any)) time.Duration {

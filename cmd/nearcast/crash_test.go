@@ -24,16 +24,20 @@ func TestKilledMidBurstEveryCouponArrivesOnce(t *testing.T) {
 	env := map[string]string{
 		"NEARCAST_REDIS_URL": "redis://" + srv.Addr, "NEARCAST_PUSH": "fcm", "NEARCAST_FCM_ENDPOINT": fcm.URL(),
 		"NEARCAST_FCM_PROJECT": "p", "NEARCAST_APP_KEYS": "app", "NEARCAST_ADMIN_KEYS": "admin",
-		"NEARCAST_COUPON_SECRET": "s", "NEARCAST_QUIET_HOURS": "off", "NEARCAST_MIN_OFFER_GAP": "0s",
+		"NEARCAST_COUPON_SECRET": "s", "NEARCAST_TOKEN_SECRETS": testTokenSecret, "NEARCAST_QUIET_HOURS": "off", "NEARCAST_MIN_OFFER_GAP": "0s",
 		"NEARCAST_MAX_OFFERS_PER_DAY": "0", "NEARCAST_CLAIM_IDLE": "1s", "NEARCAST_LOG_LEVEL": "error",
 	}
 	a, proc := startProcessCmd(t, bin, env)
 	call(t, "PUT", a+"/v1/stores/s-alex", "admin", e2eStore)
 	call(t, "PUT", a+"/v1/rules/flat-white", "admin", e2eRule)
 	const customers = 150
+	tokens := make([]string, customers)
 	for i := range customers {
+		tokens[i] = mintToken(t, a, "admin", fmt.Sprint("c", i))
 		call(t, "PUT", fmt.Sprintf("%s/v1/customers/c%d", a, i), "admin", `{"first_name": "C", "consent": {"location": true, "push": true}, "attributes": {"tier": "gold"}}`)
-		call(t, "PUT", fmt.Sprintf("%s/v1/customers/c%d/devices/d%d", a, i, i), "app", fmt.Sprintf(`{"fcm_token": "tok-%d", "platform": "android"}`, i))
+		if status, raw := callAs(t, "PUT", fmt.Sprintf("%s/v1/customers/c%d/devices/d%d", a, i, i), "app", tokens[i], fmt.Sprintf(`{"fcm_token": "tok-%d", "platform": "android"}`, i)); status >= 300 {
+			t.Fatalf("device of c%d: %d %s", i, status, raw)
+		}
 	}
 	codes := make([]string, customers)
 	var wg sync.WaitGroup
@@ -44,7 +48,7 @@ func TestKilledMidBurstEveryCouponArrivesOnce(t *testing.T) {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			_, raw := call(t, "POST", a+"/v1/pings", "app", fmt.Sprintf(`{"customer_id": "c%d", "device_id": "d%d", "lat": 52.5219, "lng": 13.4132, "accuracy_m": 5}`, i, i))
+			_, raw := callAs(t, "POST", a+"/v1/pings", "app", tokens[i], fmt.Sprintf(`{"customer_id": "c%d", "device_id": "d%d", "lat": 52.5219, "lng": 13.4132, "accuracy_m": 5}`, i, i))
 			var ans pingAnswer
 			json.Unmarshal([]byte(raw), &ans)
 			if len(ans.Offers) == 1 {

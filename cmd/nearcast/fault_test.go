@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -28,7 +27,8 @@ func TestRedisOutageUnderLoad(t *testing.T) {
 		"NEARCAST_REDIS_URL": "redis://" + rs.Addr, "NEARCAST_PUSH": "fcm",
 		"NEARCAST_FCM_ENDPOINT": fcm.URL(), "NEARCAST_FCM_PROJECT": "nearcast-test",
 		"NEARCAST_APP_KEYS": "app", "NEARCAST_ADMIN_KEYS": "admin", "NEARCAST_COUPON_SECRET": "fault-secret",
-		"NEARCAST_QUIET_HOURS": "off", "NEARCAST_MIN_OFFER_GAP": "0s", "NEARCAST_MAX_OFFERS_PER_DAY": "0",
+		"NEARCAST_TOKEN_SECRETS": testTokenSecret, "NEARCAST_QUIET_HOURS": "off",
+		"NEARCAST_MIN_OFFER_GAP": "0s", "NEARCAST_MAX_OFFERS_PER_DAY": "0",
 		"NEARCAST_PINGS_PER_MINUTE": "0", "NEARCAST_PINGS_PER_MINUTE_DEVICE": "0",
 		"NEARCAST_CLAIM_IDLE": "1s", // a push in flight when Redis died is taken over soon
 	})
@@ -40,7 +40,7 @@ func TestRedisOutageUnderLoad(t *testing.T) {
 			ids = append(ids, customer(w, k))
 		}
 	}
-	seedWalkers(t, []string{base}, e2eRule, ids)
+	tokens := seedWalkers(t, []string{base}, e2eRule, ids)
 
 	// Each worker walks its customers in and out of the store, one ping
 	// at a time, and keeps what the answers say.
@@ -70,9 +70,7 @@ func TestRedisOutageUnderLoad(t *testing.T) {
 				c := customer(w, i%perWorker)
 				north := []float64{10, 400}[(i/perWorker)%2]
 				body := fmt.Sprintf(`{"customer_id":%q,"device_id":"p-%s","lat":%.7f,"lng":13.4132,"accuracy_m":8,"speed_mps":0.5}`, c, c, 52.5219+north/111194.9)
-				req, _ := http.NewRequest("POST", base+"/v1/pings", strings.NewReader(body))
-				req.Header.Set("Authorization", "Bearer app")
-				req.Header.Set("Content-Type", "application/json")
+				req := newRequest("POST", base+"/v1/pings", "app", tokens[c], body)
 				ph := phase.Load()
 				start := time.Now()
 				res, err := client.Do(req)

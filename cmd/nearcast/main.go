@@ -43,8 +43,9 @@ NEARCAST_APP_KEYS, NEARCAST_ADMIN_KEYS, NEARCAST_COUPON_SECRET,
 NEARCAST_PUSH_WORKERS, NEARCAST_PUSH_RATE, NEARCAST_PUSH_TTL, NEARCAST_VISIT_TIMEOUT,
 NEARCAST_MAX_ENTER_SPEED, NEARCAST_MAX_OFFERS_PER_DAY, NEARCAST_PINGS_PER_MINUTE,
 NEARCAST_PINGS_PER_MINUTE_DEVICE, NEARCAST_REDIS_WAIT_REPLICAS, NEARCAST_QUIET_HOURS, NEARCAST_MIN_OFFER_GAP, NEARCAST_CLAIM_IDLE,
-NEARCAST_LOG_FORMAT, NEARCAST_LOG_LEVEL, NEARCAST_PPROF_ADDR, NEARCAST_VERIFY_ID_TOKENS
-(see README.md).
+NEARCAST_LOG_FORMAT, NEARCAST_LOG_LEVEL, NEARCAST_PPROF_ADDR, NEARCAST_APP_AUTH,
+NEARCAST_ALLOW_KEY_ONLY, NEARCAST_TOKEN_SECRETS, NEARCAST_COUPON_CALLS_PER_MINUTE,
+NEARCAST_VERIFY_ID_TOKENS (see README.md).
 `
 
 func main() {
@@ -157,23 +158,50 @@ func serve(ctx context.Context, env func(string) string, out io.Writer) error {
 	dispatcher := engine.NewDispatcher(rdb, sender, dcfg, log, nil)
 
 	var verify func(context.Context, string) (string, error)
-	if cfg.VerifyTokens {
+	if cfg.AppAuth.Firebase {
 		verify, err = idTokenVerifier(ctx, cfg.FCMProject, cfg.Credentials)
 		if err != nil {
-			return fmt.Errorf("NEARCAST_VERIFY_ID_TOKENS: %w", err)
+			return fmt.Errorf("NEARCAST_APP_AUTH=firebase: %w", err)
 		}
+	}
+	var tokens *api.CustomerTokens
+	if len(cfg.TokenSecrets) > 0 && (cfg.AppAuth.Tokens || cfg.AppAuth.KeyOnly()) {
+		// A server that takes no customer tokens mints none either.
+		if tokens, err = api.NewCustomerTokens(cfg.TokenSecrets, nil); err != nil {
+			return fmt.Errorf("NEARCAST_TOKEN_SECRETS: %w", err)
+		}
+	}
+	var warnings []string
+	if cfg.AppAuth.KeyOnly() && !cfg.embedded() {
+		warnings = append(warnings, "NEARCAST_APP_AUTH=key: the app key alone acts for any customer, and anyone who unpacks the app has it; use token or firebase before real customers use this server")
+	}
+	for _, w := range warnings {
+		log.Warn(w)
 	}
 	app := api.New(api.Deps{
 		Live: live, Customers: customers, Engine: eng, Ledger: engine.NewLedger(rdb, coupons, nil), Redis: rdb, Pushes: pushLog,
 		Ready:   func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-		AppKeys: cfg.AppKeys, AdminKeys: cfg.AdminKeys, Log: log, Metrics: reg, VerifyIDToken: verify,
+		AppKeys: cfg.AppKeys, AdminKeys: cfg.AdminKeys, Log: log, Metrics: reg,
+		AppAuth: cfg.AppAuth, Tokens: tokens, VerifyIDToken: verify,
+		CouponRate: engine.NewCredentialRate(rdb, cfg.CouponCallsPerMin, nil), Warnings: warnings,
 	})
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
-	welcome(out, cfg, ln.Addr().String())
+	demoToken := ""
+	if cfg.Demo && tokens != nil {
+		// The token flow, shown: what a company's backend would hand Anna's app.
+		gen, err := customers.TokenGeneration(ctx, "c-42", api.DefaultTokenTTL)
+		if err == nil {
+			demoToken, _, err = tokens.Mint("c-42", gen, api.DefaultTokenTTL)
+		}
+		if err != nil {
+			return fmt.Errorf("demo token: %w", err)
+		}
+	}
+	welcome(out, cfg, ln.Addr().String(), demoToken)
 
 	bg, stopBg := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -235,6 +263,19 @@ func newLogger(cfg *config, out io.Writer) *slog.Logger {
 		return slog.New(slog.NewTextHandler(out, opts))
 	}
 	return slog.New(slog.NewJSONHandler(out, opts))
+}
+
+// appAuthDesc says in a line what app calls must carry.
+func appAuthDesc(a api.AppAuth) string {
+	switch {
+	case a.KeyOnly():
+		return "the app key alone (NEARCAST_APP_AUTH=key); a customer token is checked when sent"
+	case a.Tokens && a.Firebase:
+		return "the app key and the customer's token (X-Customer-Token) or Firebase ID token (X-Firebase-ID-Token)"
+	case a.Firebase:
+		return "the app key and the customer's Firebase ID token (X-Firebase-ID-Token)"
+	}
+	return "the app key and the customer's token (X-Customer-Token, from POST /v1/customers/{id}/tokens)"
 }
 
 // redisClient connects to redis:// or rediss:// URLs, or to Redis Cluster
@@ -351,7 +392,7 @@ func waitForRedis(ctx context.Context, live *rules.Live, log *slog.Logger) error
 	}
 }
 
-func welcome(out io.Writer, cfg *config, addr string) {
+func welcome(out io.Writer, cfg *config, addr, demoToken string) {
 	host := addr
 	if h, p, err := net.SplitHostPort(addr); err == nil && (h == "::" || h == "0.0.0.0" || h == "") {
 		host = "127.0.0.1:" + p
@@ -368,9 +409,17 @@ func welcome(out io.Writer, cfg *config, addr string) {
 	if cfg.embedded() && len(cfg.AppKeys) > 0 && cfg.AppKeys[0] == "demo-app" {
 		fmt.Fprintf(out, "  keys:  app key demo-app, admin key demo-admin\n")
 	}
+	fmt.Fprintf(out, "  app calls: %s\n", appAuthDesc(cfg.AppAuth))
 	if cfg.Demo {
 		fmt.Fprintf(out, "  demo:  customer c-42 (Anna, device d-1), stores s-alex, s-hackescher, s-potsdamer (Berlin), s-jungfernstieg, s-hh-hbf (Hamburg)\n")
-		fmt.Fprintf(out, "\nTry:\n  curl -s -H 'Authorization: Bearer demo-app' -H 'Content-Type: application/json' \\\n    -d '{\"customer_id\":\"c-42\",\"device_id\":\"d-1\",\"lat\":52.5215,\"lng\":13.4130}' http://%s/v1/pings\n", host)
+		if demoToken != "" {
+			fmt.Fprintf(out, "  c-42's customer token (24 h): %s\n", demoToken)
+		}
+		credential := ""
+		if demoToken != "" {
+			credential = " -H 'X-Customer-Token: " + demoToken + "'"
+		}
+		fmt.Fprintf(out, "\nTry:\n  curl -s -H 'Authorization: Bearer demo-app'%s -H 'Content-Type: application/json' \\\n    -d '{\"customer_id\":\"c-42\",\"device_id\":\"d-1\",\"lat\":52.5215,\"lng\":13.4130}' http://%s/v1/pings\n", credential, host)
 		fmt.Fprintf(out, "  curl -s -H 'Authorization: Bearer demo-admin' 'http://%s/v1/dev/pushes?customer_id=c-42'\n\n", host)
 	}
 }

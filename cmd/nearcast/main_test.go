@@ -71,13 +71,40 @@ func startServer(t *testing.T, settings map[string]string) (string, *syncBuffer)
 	return "", nil
 }
 
-func call(t *testing.T, method, url, key, body string) (int, string) {
-	t.Helper()
+// testTokenSecret signs customer tokens on the tests' servers on a real
+// Redis, which run as production does by default: app calls carry the
+// customer's token beside the app key (NEARCAST_APP_AUTH=token).
+const testTokenSecret = "nearcast-tests-token-secret-0123456789abcdef"
+
+// newRequest is a request as an app or a back office sends it: the API
+// key, and the customer's token when one is given ("" sends none).
+func newRequest(method, url, key, token, body string) *http.Request {
 	req, _ := http.NewRequest(method, url, strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+key)
+	if token != "" {
+		req.Header.Set("X-Customer-Token", token)
+	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	return req
+}
+
+// call makes a request with an API key alone.
+func call(t *testing.T, method, url, key, body string) (int, string) {
+	t.Helper()
+	return callAs(t, method, url, key, "", body)
+}
+
+// callAs makes a request with an API key and a customer's token.
+func callAs(t *testing.T, method, url, key, token, body string) (int, string) {
+	t.Helper()
+	return send(t, newRequest(method, url, key, token, body))
+}
+
+func send(t *testing.T, req *http.Request) (int, string) {
+	t.Helper()
+	method, url := req.Method, req.URL.String()
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
@@ -85,6 +112,21 @@ func call(t *testing.T, method, url, key, body string) (int, string) {
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
 	return res.StatusCode, string(b)
+}
+
+// mintToken gets a customer token through the admin route, as a company's
+// backend does for its app when the customer signs in.
+func mintToken(t *testing.T, base, adminKey, customerID string) string {
+	t.Helper()
+	status, raw := call(t, "POST", base+"/v1/customers/"+customerID+"/tokens", adminKey, "")
+	var minted struct {
+		Token      string `json:"token"`
+		CustomerID string `json:"customer_id"`
+	}
+	if err := json.Unmarshal([]byte(raw), &minted); status != 201 || err != nil || minted.Token == "" || minted.CustomerID != customerID {
+		t.Fatalf("mint a token for %s: %d %s", customerID, status, raw)
+	}
+	return minted.Token
 }
 
 // walk is a customer's path towards Alexanderplatz (52.5219, 13.4132),
@@ -103,13 +145,13 @@ type pingAnswer struct {
 	Offers []engine.Offer `json:"offers"`
 }
 
-func walkIn(t *testing.T, base, customer string) []engine.Offer {
+func walkIn(t *testing.T, base, customer, token string) []engine.Offer {
 	t.Helper()
 	var offers []engine.Offer
 	for i, step := range walk {
 		lat := 52.5219 + step.north/111194.9
 		body := fmt.Sprintf(`{"customer_id": %q, "device_id": "d-1", "lat": %.7f, "lng": 13.4132, "accuracy_m": 8}`, customer, lat)
-		status, raw := call(t, "POST", base+"/v1/pings", "app", body)
+		status, raw := callAs(t, "POST", base+"/v1/pings", "app", token, body)
 		if status != 200 {
 			t.Fatalf("step %d: %d %s", i, status, raw)
 		}
@@ -163,21 +205,23 @@ func endToEnd(t *testing.T, target redisTarget) {
 		"NEARCAST_APP_KEYS":      "app",
 		"NEARCAST_ADMIN_KEYS":    "admin",
 		"NEARCAST_COUPON_SECRET": "e2e-secret",
+		"NEARCAST_TOKEN_SECRETS": testTokenSecret,
 		"NEARCAST_QUIET_HOURS":   "off", // the test runs at any hour
 		"NEARCAST_MIN_OFFER_GAP": "0s",  // the walk goes in, out and in within seconds
 	})
 	_ = rdb
-	for _, c := range []struct{ method, path, key, body string }{
-		{"PUT", "/v1/stores/s-alex", "admin", e2eStore},
-		{"PUT", "/v1/rules/flat-white", "admin", e2eRule},
-		{"PUT", "/v1/customers/c-42", "admin", `{"first_name": "Anna", "locale": "de", "consent": {"location": true, "push": true}, "attributes": {"tier": "gold"}}`},
-		{"PUT", "/v1/customers/c-42/devices/d-1", "app", `{"fcm_token": "anna-phone-token", "platform": "android"}`},
+	anna := mintToken(t, base, "admin", "c-42")
+	for _, c := range []struct{ method, path, key, token, body string }{
+		{"PUT", "/v1/stores/s-alex", "admin", "", e2eStore},
+		{"PUT", "/v1/rules/flat-white", "admin", "", e2eRule},
+		{"PUT", "/v1/customers/c-42", "admin", "", `{"first_name": "Anna", "locale": "de", "consent": {"location": true, "push": true}, "attributes": {"tier": "gold"}}`},
+		{"PUT", "/v1/customers/c-42/devices/d-1", "app", anna, `{"fcm_token": "anna-phone-token", "platform": "android"}`},
 	} {
-		if status, raw := call(t, c.method, base+c.path, c.key, c.body); status >= 300 {
+		if status, raw := callAs(t, c.method, base+c.path, c.key, c.token, c.body); status >= 300 {
 			t.Fatalf("%s %s: %d %s", c.method, c.path, status, raw)
 		}
 	}
-	offers := walkIn(t, base, "c-42")
+	offers := walkIn(t, base, "c-42", anna)
 	if len(offers) != 2 || offers[0].CouponCode == offers[1].CouponCode {
 		t.Fatalf("want two offers with distinct coupons, got %+v", offers)
 	}

@@ -53,7 +53,7 @@ func TestMetrics(t *testing.T) {
 	if status != 200 || !strings.Contains(raw, `"rule_id":"gold-flat-white"`) {
 		t.Fatalf("ping: %d %s", status, raw)
 	}
-	if status, _ := call(t, "POST", base+"/v1/pings?dry_run=true", "demo-app", `{"customer_id":"c-42","lat":52.5097,"lng":13.3761}`); status != 200 {
+	if status, _ := call(t, "POST", base+"/v1/pings?dry_run=true", "demo-admin", `{"customer_id":"c-42","lat":52.5097,"lng":13.3761}`); status != 200 {
 		t.Fatalf("dry run: %d", status)
 	}
 	var m map[string]float64

@@ -64,7 +64,8 @@ func twoReplicas(t *testing.T, bin string, target redisTarget) {
 	env := map[string]string{
 		"NEARCAST_REDIS_URL": target.url, "NEARCAST_PUSH": "log",
 		"NEARCAST_APP_KEYS": "app", "NEARCAST_ADMIN_KEYS": "admin", "NEARCAST_COUPON_SECRET": "s",
-		"NEARCAST_QUIET_HOURS": "off", "NEARCAST_MAX_OFFERS_PER_DAY": "0", "NEARCAST_LOG_LEVEL": "warn",
+		"NEARCAST_TOKEN_SECRETS": testTokenSecret, "NEARCAST_QUIET_HOURS": "off",
+		"NEARCAST_MAX_OFFERS_PER_DAY": "0", "NEARCAST_LOG_LEVEL": "warn",
 	}
 	a, b := startProcess(t, bin, env), startProcess(t, bin, env)
 
@@ -72,16 +73,19 @@ func twoReplicas(t *testing.T, bin string, target redisTarget) {
 	if s, raw := call(t, "PUT", a+"/v1/stores/s-alex", "admin", e2eStore); s >= 300 {
 		t.Fatal(raw)
 	}
+	tokens := map[string]string{}
 	for i := range customers {
+		id := fmt.Sprint("c", i)
 		body := `{"first_name": "C", "consent": {"location": true, "push": true}, "attributes": {"tier": "gold"}}`
-		if s, raw := call(t, "PUT", fmt.Sprintf("%s/v1/customers/c%d", a, i), "admin", body); s >= 300 {
+		if s, raw := call(t, "PUT", a+"/v1/customers/"+id, "admin", body); s >= 300 {
 			t.Fatal(raw)
 		}
+		tokens[id] = mintToken(t, []string{a, b}[i%2], "admin", id)
 	}
 	rule := strings.Replace(e2eRule, `"priority": 10,`, `"priority": 10, "caps": {"total": 50, "per_customer_per_day": 1},`, 1)
 	inside := `{"customer_id": "c0", "lat": 52.5220, "lng": 13.4132, "accuracy_m": 5}`
 	explains := func(base string) bool {
-		_, raw := call(t, "POST", base+"/v1/pings?dry_run=true&explain=true", "app", inside)
+		_, raw := call(t, "POST", base+"/v1/pings?dry_run=true&explain=true", "admin", inside)
 		return strings.Contains(raw, `"rule_id":"flat-white"`)
 	}
 	saved := time.Now()
@@ -109,7 +113,7 @@ func twoReplicas(t *testing.T, bin string, target redisTarget) {
 				sem <- struct{}{}
 				defer func() { <-sem }()
 				body := fmt.Sprintf(`{"customer_id": %q, "lat": %.6f, "lng": 13.4132, "accuracy_m": 5}`, id, 52.5219+north/111195)
-				s, raw := call(t, "POST", base+"/v1/pings", "app", body)
+				s, raw := callAs(t, "POST", base+"/v1/pings", "app", tokens[id], body)
 				if s != 200 {
 					t.Errorf("ping: %d %s", s, raw)
 					return

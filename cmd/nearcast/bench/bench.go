@@ -84,6 +84,11 @@ type Config struct {
 	ServerURL string
 	// AppKey authenticates pings to a given server.
 	AppKey string
+	// TokenSecret signs the customers' tokens that go with their pings to
+	// a given server (its NEARCAST_TOKEN_SECRETS' first); empty sends none
+	// (a server with NEARCAST_APP_AUTH=key). A server the bench starts
+	// gets a new one.
+	TokenSecret string
 	// Out is the folder for report.json, report.txt and report.svg.
 	Out  string
 	Seed uint64
@@ -194,6 +199,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	// double in this process.
 	base := cfg.ServerURL
 	serverPID := 0
+	tokenSecret := cfg.TokenSecret
+	if base == "" {
+		tokenSecret = randomHex(32)
+	}
 	var fcm *fcmtest.Server
 	if base == "" {
 		fcm = fcmtest.Start()
@@ -201,6 +210,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		env := map[string]string{
 			"NEARCAST_ADDR": "127.0.0.1:0", "NEARCAST_REDIS_URL": redisURL, "NEARCAST_DEMO": "0",
 			"NEARCAST_APP_KEYS": cfg.AppKey, "NEARCAST_ADMIN_KEYS": "bench-admin-" + randomHex(8),
+			// As in production: each ping carries its customer's token.
+			"NEARCAST_APP_AUTH": "token", "NEARCAST_TOKEN_SECRETS": tokenSecret,
 			"NEARCAST_COUPON_SECRET": randomHex(32), "NEARCAST_PUSH": "fcm", "NEARCAST_FCM_ENDPOINT": fcm.URL(),
 			"NEARCAST_FCM_PROJECT": "nearcast-bench", "NEARCAST_QUIET_HOURS": "off", "NEARCAST_LOG_LEVEL": "warn",
 			"NEARCAST_MIN_OFFER_GAP": minOfferGap.String(),
@@ -223,7 +234,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := waitReady(ctx, base); err != nil {
 		return nil, err
 	}
-	nc, err := newNearcast(base, cfg.AppKey, cfg.Concurrency*2)
+	nc, err := newNearcast(base, cfg.AppKey, tokenSecret, cfg.Customers, cfg.Concurrency*2)
 	if err != nil {
 		return nil, err
 	}

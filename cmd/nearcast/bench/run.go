@@ -14,6 +14,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/valyala/fasthttp"
+
+	"github.com/nearcast/nearcast/api"
 )
 
 // geoKey is the bench's own copy of the store points, for the GEOSEARCH
@@ -256,23 +258,50 @@ func summarize(lat []time.Duration) (Latency, []Bucket) {
 	return l, hist
 }
 
-// nearcast sends pings over HTTP, as apps do.
+// nearcast sends pings over HTTP, as apps do: the app key and the
+// customer's token, which an app gets once at login and keeps.
 type nearcast struct {
 	client *fasthttp.HostClient
 	url    string
 	auth   string
+	// minter signs the customers' tokens (nil: pings go without); each
+	// customer's is signed at its first ping and kept.
+	minter *api.CustomerTokens
+	tokens []atomic.Pointer[string]
 }
 
-func newNearcast(base, key string, conns int) (*nearcast, error) {
+func newNearcast(base, key, tokenSecret string, customers, conns int) (*nearcast, error) {
 	var u fasthttp.URI
 	if err := u.Parse(nil, []byte(base)); err != nil {
 		return nil, fmt.Errorf("server url %q: %w", base, err)
 	}
-	return &nearcast{
+	n := &nearcast{
 		client: &fasthttp.HostClient{Addr: string(u.Host()), MaxConns: conns, MaxConnWaitTimeout: 10 * time.Second,
 			ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second},
 		url: base + "/v1/pings", auth: "Bearer " + key,
-	}, nil
+	}
+	if tokenSecret != "" {
+		m, err := api.NewCustomerTokens([][]byte{[]byte(tokenSecret)}, nil)
+		if err != nil {
+			return nil, fmt.Errorf("token secret: %w", err)
+		}
+		n.minter, n.tokens = m, make([]atomic.Pointer[string], customers)
+	}
+	return n, nil
+}
+
+// token is the customer's token, signed at their first ping; no
+// customer's tokens were ever revoked, so their generation is 1.
+func (n *nearcast) token(customer int) (string, error) {
+	if t := n.tokens[customer].Load(); t != nil {
+		return *t, nil
+	}
+	t, _, err := n.minter.Mint(CustomerID(customer), 1, api.DefaultTokenTTL)
+	if err != nil {
+		return "", err
+	}
+	n.tokens[customer].Store(&t)
+	return t, nil
 }
 
 var (
@@ -290,6 +319,13 @@ func (n *nearcast) send(w *worker, p ping) (outcome, error) {
 	req.Header.SetMethod(fasthttp.MethodPost)
 	req.Header.SetContentType("application/json")
 	req.Header.Set(fasthttp.HeaderAuthorization, n.auth)
+	if n.minter != nil {
+		t, err := n.token(p.customer)
+		if err != nil {
+			return outcome{}, err
+		}
+		req.Header.Set(api.HeaderCustomerToken, t)
+	}
 	w.buf = p.appendJSON(w.buf[:0])
 	req.SetBodyRaw(w.buf)
 	if err := n.client.DoTimeout(req, resp, 10*time.Second); err != nil {

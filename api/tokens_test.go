@@ -1,0 +1,106 @@
+package api
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+var (
+	secretOld = []byte("old-secret-old-secret-old-secret-0001")
+	secretNew = []byte("new-secret-new-secret-new-secret-0002")
+)
+
+// A secret is rotated by putting the new one first: tokens the old one
+// signed still verify until it is dropped.
+func TestTokenSecretRotation(t *testing.T) {
+	before, err := NewCustomerTokens([][]byte{secretOld}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	during, _ := NewCustomerTokens([][]byte{secretNew, secretOld}, nil)
+	after, _ := NewCustomerTokens([][]byte{secretNew}, nil)
+	old, _, _ := before.Mint("c-1", 3, time.Hour)
+	fresh, _, _ := during.Mint("c-1", 3, time.Hour)
+	for _, tt := range []struct {
+		name  string
+		v     *CustomerTokens
+		token string
+		ok    bool
+	}{
+		{"old token, old secret", before, old, true},
+		{"old token while rotating", during, old, true},
+		{"new token while rotating", during, fresh, true},
+		{"new token, new secret alone", after, fresh, true},
+		{"old token after the old secret is dropped", after, old, false},
+		{"new token, old secret alone", before, fresh, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			id, gen, err := tt.v.Verify(tt.token)
+			if ok := err == nil && id == "c-1" && gen == 3; ok != tt.ok {
+				t.Fatalf("verify: %q %d %v, want ok=%v", id, gen, err, tt.ok)
+			}
+		})
+	}
+}
+
+func TestTokenClaimsAreChecked(t *testing.T) {
+	if _, err := NewCustomerTokens([][]byte{[]byte("short")}, nil); err == nil {
+		t.Fatal("a secret under 32 bytes was taken")
+	}
+	now := time.Now()
+	at := func(d time.Duration) func() time.Time { return func() time.Time { return now.Add(d) } }
+	minter, _ := NewCustomerTokens([][]byte{secretNew}, at(0))
+	tok, exp, err := minter.Mint("c-1", 1, time.Hour)
+	if err != nil || exp.Sub(now) > time.Hour || exp.Sub(now) < 59*time.Minute {
+		t.Fatalf("mint: %v, expires %s", err, exp)
+	}
+	for _, tt := range []struct {
+		name  string
+		clock time.Duration
+		token string
+		ok    bool
+	}{
+		{"fresh", 0, tok, true},
+		{"within the leeway after expiry", time.Hour + 20*time.Second, tok, true},
+		{"expired", time.Hour + time.Minute, tok, false},
+		{"issued in the future", -10 * time.Minute, tok, false},
+		{"payload changed", 0, tamper(tok), false},
+		{"no signature", 0, tok[:strings.LastIndex(tok, ".")+1], false},
+		{"garbage", 0, "not.a.token", false},
+		{"empty", 0, "", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			v, _ := NewCustomerTokens([][]byte{secretNew}, at(tt.clock))
+			_, _, err := v.Verify(tt.token)
+			if (err == nil) != tt.ok {
+				t.Fatalf("verify: %v, want ok=%v", err, tt.ok)
+			}
+		})
+	}
+}
+
+// tamper flips one character of a token's payload.
+func tamper(tok string) string {
+	parts := strings.Split(tok, ".")
+	b := []byte(parts[1])
+	if b[5] == 'A' {
+		b[5] = 'B'
+	} else {
+		b[5] = 'A'
+	}
+	parts[1] = string(b)
+	return strings.Join(parts, ".")
+}
+
+// The cost a customer token adds to every app call.
+func BenchmarkVerifyToken(b *testing.B) {
+	v, _ := NewCustomerTokens([][]byte{secretNew, secretOld}, nil)
+	tok, _, _ := v.Mint("c-123456", 1, time.Hour)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := v.Verify(tok); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,185 @@
+package engine
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrRevoked is a call whose customer token was revoked (by the operator,
+// or by the customer's erasure) after it was minted.
+var ErrRevoked = errors.New("the customer token was revoked")
+
+// MaxTokenTTL is the longest a customer token may live. A revocation is
+// kept that long, so that every token it revoked has expired before it
+// is forgotten.
+const MaxTokenTTL = 30 * 24 * time.Hour
+
+// Two keys of a customer's, beside those in customers.go:
+//   - partTokens: string, the lowest generation of customer tokens still
+//     valid (missing: 1). A revocation raises it; tokens carry the
+//     generation they were minted in, so a token is checked in the call's
+//     own Redis step, with no read of its own.
+//   - partRate: hash, the customer's app calls in the current minute of
+//     the server's clock, "c" for the customer and "d:<device id>" for each
+//     device, as "minute:count"; it expires two minutes after the last call.
+const (
+	partTokens = "tokens"
+	partRate   = "rate"
+)
+
+// rateWindow is how long a rate counter outlives its last call.
+const rateWindow = 2 * time.Minute
+
+// tokenGenerationScript answers the generation a token minted now
+// carries, and keeps a raised generation at least as long as the token
+// (ARGV[1], ms), so that the revocation of older tokens is never forgotten
+// while a newer one lives. KEYS: the customer's tokens key.
+var tokenGenerationScript = redis.NewScript(`
+local v = tonumber(redis.call('GET', KEYS[1]) or '1')
+if v > 1 and redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return v`)
+
+// revokeTokensScript raises the customer's token generation: every token
+// minted before stops working. Kept for MaxTokenTTL, the longest any of
+// them lives. KEYS: the customer's tokens key. ARGV: ms to keep it.
+var revokeTokensScript = redis.NewScript(`
+local v = tonumber(redis.call('GET', KEYS[1]) or '1') + 1
+redis.call('SET', KEYS[1], v, 'PX', ARGV[1])
+return v`)
+
+// TokenGeneration answers the generation a customer token minted now for
+// the customer carries; the token lives ttl.
+func (cs *Customers) TokenGeneration(ctx context.Context, customerID string, ttl time.Duration) (int64, error) {
+	g, err := tokenGenerationScript.Run(ctx, cs.rdb, []string{customerKey(customerID, partTokens)}, ttl.Milliseconds()).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("%w: token generation: %v", ErrUnavailable, err)
+	}
+	return g, nil
+}
+
+// RevokeTokens makes every customer token minted so far for the customer
+// stop working, on every replica at once: each call checks its token's
+// generation in its own Redis step.
+func (cs *Customers) RevokeTokens(ctx context.Context, customerID string) error {
+	err := revokeTokensScript.Run(ctx, cs.rdb, []string{customerKey(customerID, partTokens)}, MaxTokenTTL.Milliseconds()).Err()
+	if err != nil {
+		return fmt.Errorf("%w: revoke tokens: %v", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// admitScript admits an app call that is not a ping (pings do the same in
+// the observe step): the customer token's generation must still be valid
+// (0: the call carried none), and the call is counted against the
+// customer's and the device's limits of a minute. A call over a limit is
+// not counted.
+// KEYS: the customer's tokens key, rate key. ARGV: token generation, now
+// (ms), limit per customer, per device (0: none), device id ("" : none),
+// ms the counters live.
+// Returns {"ok"}, {"revoked"} or {"rate_limited", ms until the next minute}.
+var admitScript = redis.NewScript(`
+local gen = tonumber(ARGV[1])
+if gen > 0 and gen < tonumber(redis.call('GET', KEYS[1]) or '1') then return {'revoked'} end
+local now = tonumber(ARGV[2])
+local minute = math.floor(now / 60000)
+local limC, limD, dev = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local function bump(v)
+  local m, c = string.match(v or '', '^(%d+):(%d+)$')
+  if m and tonumber(m) == minute then return tonumber(c) + 1 end
+  return 1
+end
+local rc = bump(redis.call('HGET', KEYS[2], 'c'))
+local rd = 0
+if dev ~= '' then rd = bump(redis.call('HGET', KEYS[2], 'd:' .. dev)) end
+if (limC > 0 and rc > limC) or (limD > 0 and dev ~= '' and rd > limD) then
+  return {'rate_limited', string.format('%d', (minute + 1) * 60000 - now)}
+end
+redis.call('HSET', KEYS[2], 'c', minute .. ':' .. rc)
+if dev ~= '' then redis.call('HSET', KEYS[2], 'd:' .. dev, minute .. ':' .. rd) end
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+return {'ok'}`)
+
+// Admit checks and counts an app call made for a customer that is not a
+// ping: a device registered or removed, a coupon opened. tokenGen is the
+// generation of the customer token it came with, 0 for none. It answers
+// ErrRevoked, a *RateLimitError, or nil.
+func (e *Engine) Admit(ctx context.Context, customerID, deviceID string, tokenGen int64) error {
+	keys := []string{customerKey(customerID, partTokens), customerKey(customerID, partRate)}
+	raw, err := admitScript.Run(ctx, e.rdb, keys, tokenGen, e.now().UnixMilli(),
+		e.cfg.PingsPerMinute, e.cfg.PingsPerMinuteDevice, deviceID, rateWindow.Milliseconds()).StringSlice()
+	if err != nil {
+		return fmt.Errorf("%w: admit: %v", ErrUnavailable, err)
+	}
+	return admitted(raw)
+}
+
+// admitted reads the verdict of the admission part of a script's reply.
+func admitted(raw []string) error {
+	switch raw[0] {
+	case "revoked":
+		return ErrRevoked
+	case "rate_limited":
+		ms, _ := strconv.ParseInt(raw[1], 10, 64)
+		return &RateLimitError{RetryAfter: time.Duration(ms) * time.Millisecond}
+	}
+	return nil
+}
+
+// keyRateScript counts a call against a credential's limit of a minute.
+// KEYS: the credential's counter. ARGV: limit, now (ms).
+// Returns 0, or the ms until the next minute when over the limit.
+var keyRateScript = redis.NewScript(`
+local now = tonumber(ARGV[2])
+local minute = math.floor(now / 60000)
+local v = redis.call('GET', KEYS[1])
+local m, c = string.match(v or '', '^(%d+):(%d+)$')
+local n = 1
+if m and tonumber(m) == minute then n = tonumber(c) + 1 end
+if n > tonumber(ARGV[1]) then return (minute + 1) * 60000 - now end
+redis.call('SET', KEYS[1], minute .. ':' .. n, 'PX', 120000)
+return 0`)
+
+// CredentialRate limits the coupon calls (look-ups, redemptions, opens)
+// of one credential, in Redis so that the limit holds across replicas.
+type CredentialRate struct {
+	rdb       redis.UniversalClient
+	perMinute int
+	now       func() time.Time
+}
+
+// NewCredentialRate limits each credential to perMinute calls a minute of
+// the server's clock; 0 means no limit. now may be nil for the wall clock.
+func NewCredentialRate(rdb redis.UniversalClient, perMinute int, now func() time.Time) *CredentialRate {
+	if now == nil {
+		now = time.Now
+	}
+	return &CredentialRate{rdb: rdb, perMinute: perMinute, now: now}
+}
+
+// Allow counts one call of the credential, answering a *RateLimitError
+// when it is over its limit. The credential itself is never stored: its
+// counter is named by a hash of it.
+func (r *CredentialRate) Allow(ctx context.Context, credential string) error {
+	if r == nil || r.perMinute <= 0 {
+		return nil
+	}
+	sum := sha256.Sum256([]byte(credential))
+	key := "nc:{rate:" + hex.EncodeToString(sum[:12]) + "}"
+	ms, err := keyRateScript.Run(ctx, r.rdb, []string{key}, r.perMinute, r.now().UnixMilli()).Int64()
+	if err != nil {
+		return fmt.Errorf("%w: rate limit: %v", ErrUnavailable, err)
+	}
+	if ms > 0 {
+		return &RateLimitError{RetryAfter: time.Duration(ms) * time.Millisecond}
+	}
+	return nil
+}

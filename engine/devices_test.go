@@ -1,0 +1,366 @@
+package engine_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nearcast/nearcast/engine"
+	"github.com/nearcast/nearcast/engine/push/fcmtest"
+	"github.com/nearcast/nearcast/engine/redistest"
+	"github.com/nearcast/nearcast/rules"
+)
+
+// ownerKey is where the device an FCM token belongs to is kept.
+func ownerKey(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return "nc:fcmtoken:" + hex.EncodeToString(sum[:])
+}
+
+// tokenOwner is the device an FCM token's owner key names, as
+// "customer/device", or "" when there is no owner key.
+func tokenOwner(t *testing.T, rdb redis.UniversalClient, token string) string {
+	t.Helper()
+	v, err := rdb.Get(context.Background(), ownerKey(token)).Result()
+	if errors.Is(err, redis.Nil) {
+		return ""
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Replace(v, "\n", "/", 1)
+}
+
+// holdings lists a customer's devices as "device:token", sorted.
+func holdings(t *testing.T, f *fixture, customerID string) []string {
+	t.Helper()
+	ds, err := f.cust.Devices(context.Background(), customerID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := []string{}
+	for _, d := range ds {
+		out = append(out, d.ID+":"+d.FCMToken)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// seenDevices lists the devices a customer's device_seen names, sorted.
+func seenDevices(t *testing.T, f *fixture, customerID string) []string {
+	t.Helper()
+	ids, err := f.rdb.HKeys(context.Background(), "nc:{c:"+customerID+"}:device_seen").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(ids)
+	return append([]string{}, ids...)
+}
+
+// A device id names a device of one customer only. Whoever registers
+// "d-1" for another customer with another token gets a device of their
+// own: c-42's d-1, its token and its pushes stay as they were.
+func TestDeviceIDAloneMovesNothing(t *testing.T) {
+	for _, be := range redistest.Backends(srv) {
+		t.Run(be.Name, func(t *testing.T) {
+			f := newRealClockFixtureOn(t, be.New(t))
+			ctx := context.Background()
+			addCustomer(t, f, "c-evil")
+			created, err := f.cust.PutDevice(ctx, "c-evil", &rules.Device{ID: "d-1", FCMToken: "tok-evil", Platform: "android"})
+			if err != nil || !created {
+				t.Fatalf("PutDevice: %v, %v", created, err)
+			}
+			if got := holdings(t, f, "c-42"); !slices.Equal(got, []string{"d-1:tok-1"}) {
+				t.Fatalf("c-42's devices %v, want d-1 with tok-1 untouched", got)
+			}
+			if got := tokenOwner(t, f.rdb, "tok-1"); got != "c-42/d-1" {
+				t.Fatalf("tok-1 belongs to %q, want c-42/d-1", got)
+			}
+			double := runDispatcher(t, f, nil)
+			o := f.realClockPing(t, "d-1")
+			eventually(t, "c-42's push", func() bool { return len(double.Messages()) == 1 })
+			eventually(t, "the outbox to empty", func() bool { return undelivered(t, f.rdb) == 0 })
+			if m := double.Messages()[0]; m.Token != "tok-1" || m.Data["coupon_code"] != o.CouponCode {
+				t.Fatalf("c-42's push went to %s (%+v), want tok-1", m.Token, m)
+			}
+			if n := len(double.MessagesFor("tok-evil")); n != 0 {
+				t.Fatalf("%d of c-42's pushes reached the attacker's token", n)
+			}
+		})
+	}
+}
+
+// One FCM token, one device of one customer: registering a token takes
+// it from the device that had it, and a device's new token lets the old
+// one go.
+func TestDeviceTokenClaims(t *testing.T) {
+	tests := []struct {
+		name       string
+		customerID string
+		device     rules.Device
+		created    bool
+		c42, c7    []string          // devices after, "device:token"
+		c42Seen    []string          // c-42's device_seen after
+		owners     map[string]string // token → "customer/device" ("" none)
+		stale      map[string]string // owner keys written first, as a step cut short may leave them
+	}{
+		{"another customer's device id with another token", "c-7", rules.Device{ID: "d-1", FCMToken: "tok-7"}, true,
+			[]string{"d-1:tok-1"}, []string{"d-1:tok-7"}, []string{"d-1"}, map[string]string{"tok-1": "c-42/d-1", "tok-7": "c-7/d-1"}, nil},
+		{"re-login: the token under another customer and device id", "c-7", rules.Device{ID: "d-5", FCMToken: "tok-1"}, true,
+			[]string{}, []string{"d-5:tok-1"}, []string{}, map[string]string{"tok-1": "c-7/d-5"}, nil},
+		{"re-login: the token under another customer, same device id", "c-7", rules.Device{ID: "d-1", FCMToken: "tok-1"}, true,
+			[]string{}, []string{"d-1:tok-1"}, []string{}, map[string]string{"tok-1": "c-7/d-1"}, nil},
+		{"the token under another device id of the same customer", "c-42", rules.Device{ID: "d-9", FCMToken: "tok-1"}, true,
+			[]string{"d-9:tok-1"}, []string{}, []string{}, map[string]string{"tok-1": "c-42/d-9"}, nil},
+		{"a new token for the device releases the old one", "c-42", rules.Device{ID: "d-1", FCMToken: "tok-2"}, false,
+			[]string{"d-1:tok-2"}, []string{}, []string{"d-1"}, map[string]string{"tok-1": "", "tok-2": "c-42/d-1"}, nil},
+		{"the same device and token again", "c-42", rules.Device{ID: "d-1", FCMToken: "tok-1"}, false,
+			[]string{"d-1:tok-1"}, []string{}, []string{"d-1"}, map[string]string{"tok-1": "c-42/d-1"}, nil},
+		{"an owner key naming a device without its token takes nothing", "c-7", rules.Device{ID: "d-5", FCMToken: "tok-9"}, true,
+			[]string{"d-1:tok-1"}, []string{"d-5:tok-9"}, []string{"d-1"}, map[string]string{"tok-1": "c-42/d-1", "tok-9": "c-7/d-5"},
+			map[string]string{"tok-9": "c-42\nd-1"}},
+	}
+	for _, be := range redistest.Backends(srv) {
+		for _, tt := range tests {
+			t.Run(be.Name+"/"+tt.name, func(t *testing.T) {
+				f := setup(t, be.New(t))
+				ctx := context.Background()
+				addCustomer(t, f, "c-7")
+				f.ping(t, 300, engine.Options{}) // far from any store: d-1 is seen
+				for tok, holder := range tt.stale {
+					if err := f.rdb.Set(ctx, ownerKey(tok), holder, 0).Err(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if got := seenDevices(t, f, "c-42"); !slices.Equal(got, []string{"d-1"}) {
+					t.Fatalf("c-42's device_seen %v before, want d-1", got)
+				}
+				d := tt.device
+				d.Platform = "ios"
+				created, err := f.cust.PutDevice(ctx, tt.customerID, &d)
+				if err != nil || created != tt.created {
+					t.Fatalf("PutDevice: %v, %v; want %v", created, err, tt.created)
+				}
+				if got := holdings(t, f, "c-42"); !slices.Equal(got, tt.c42) {
+					t.Fatalf("c-42's devices %v, want %v", got, tt.c42)
+				}
+				if got := holdings(t, f, "c-7"); !slices.Equal(got, tt.c7) {
+					t.Fatalf("c-7's devices %v, want %v", got, tt.c7)
+				}
+				if got := seenDevices(t, f, "c-42"); !slices.Equal(got, tt.c42Seen) {
+					t.Fatalf("c-42's device_seen %v, want %v", got, tt.c42Seen)
+				}
+				for tok, want := range tt.owners {
+					if got := tokenOwner(t, f.rdb, tok); got != want {
+						t.Fatalf("%s belongs to %q, want %q", tok, got, want)
+					}
+				}
+			})
+		}
+	}
+}
+
+// A device that goes (deleted, its customer erased, its token found
+// unregistered by FCM) releases its token's owner key, unless that key
+// names another device by then (a move cut short after the key was
+// claimed), which keeps it.
+func TestDeviceTokenReleases(t *testing.T) {
+	acts := []struct {
+		name string
+		do   func(t *testing.T, f *fixture)
+	}{
+		{"device deleted", func(t *testing.T, f *fixture) {
+			if err := f.cust.DeleteDevice(context.Background(), "c-42", "d-1"); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"customer erased", func(t *testing.T, f *fixture) {
+			if err := f.cust.Delete(context.Background(), "c-42"); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"token unregistered", func(t *testing.T, f *fixture) {
+			double := fcmtest.New(t)
+			double.FailToken("tok-1", "UNREGISTERED", 0)
+			runDispatcherOn(t, f, double, nil)
+			eventually(t, "the push to be dropped", func() bool { return undelivered(t, f.rdb) == 0 })
+			if dead := deadReasons(t, f); len(dead) != 1 || dead[0] != "unregistered" {
+				t.Fatalf("dead letters %v", dead)
+			}
+		}},
+	}
+	for _, be := range redistest.Backends(srv) {
+		for _, act := range acts {
+			for _, other := range []bool{false, true} {
+				name := be.Name + "/" + act.name
+				if other {
+					name += ", owner key naming another device"
+				}
+				t.Run(name, func(t *testing.T) {
+					f := newRealClockFixtureOn(t, be.New(t))
+					ctx := context.Background()
+					f.realClockPing(t, "d-1") // d-1 seen, a push queued for it
+					want := ""
+					if other {
+						if err := f.rdb.Set(ctx, ownerKey("tok-1"), "c-7\nd-5", 0).Err(); err != nil {
+							t.Fatal(err)
+						}
+						want = "c-7/d-5"
+					}
+					act.do(t, f)
+					if got := holdings(t, f, "c-42"); len(got) != 0 {
+						t.Fatalf("c-42 still has %v", got)
+					}
+					if got := seenDevices(t, f, "c-42"); len(got) != 0 {
+						t.Fatalf("c-42's device_seen still names %v", got)
+					}
+					if got := tokenOwner(t, f.rdb, "tok-1"); got != want {
+						t.Fatalf("tok-1 belongs to %q, want %q", got, want)
+					}
+				})
+			}
+		}
+	}
+}
+
+// A customer without a profile (never created, or erased) gets no key
+// from a device registration, not even by naming another customer's
+// token, and the same answer as a customer who has one.
+func TestDeviceWithoutProfileStoresNothing(t *testing.T) {
+	tests := []struct {
+		name       string
+		customerID string
+		prepare    func(t *testing.T, f *fixture)
+	}{
+		{"never created", "c-nobody", func(*testing.T, *fixture) {}},
+		{"erased", "c-gone", func(t *testing.T, f *fixture) {
+			ctx := context.Background()
+			addCustomer(t, f, "c-gone")
+			if _, err := f.cust.PutDevice(ctx, "c-gone", &rules.Device{ID: "d-3", FCMToken: "tok-gone", Platform: "ios"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.cust.Delete(ctx, "c-gone"); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, be := range redistest.Backends(srv) {
+		for _, tt := range tests {
+			t.Run(be.Name+"/"+tt.name, func(t *testing.T) {
+				f := setup(t, be.New(t))
+				ctx := context.Background()
+				tt.prepare(t, f)
+				addCustomer(t, f, "c-7")
+				type answer struct {
+					created bool
+					err     error
+				}
+				register := func(customerID string, d rules.Device) answer {
+					created, err := f.cust.PutDevice(ctx, customerID, &d)
+					return answer{created, err}
+				}
+				registrations := []rules.Device{
+					{ID: "d-3", FCMToken: "tok-3", Platform: "ios"},
+					{ID: "d-1", FCMToken: "tok-1", Platform: "android"}, // c-42's token
+				}
+				var known []answer
+				for _, d := range registrations {
+					d.FCMToken += "-c7"
+					known = append(known, register("c-7", d))
+				}
+				before := dumpRedis(t, f.rdb)
+				for i, d := range registrations {
+					if got := register(tt.customerID, d); got != known[i] {
+						t.Fatalf("registering %s/%s answered %+v, a customer with a profile %+v", tt.customerID, d.ID, got, known[i])
+					}
+				}
+				n, err := f.cust.PutDevices(ctx, []string{tt.customerID, tt.customerID},
+					[]*rules.Device{{ID: "d-4", FCMToken: "tok-4", Platform: "web"}, {ID: "d-1", FCMToken: "tok-1", Platform: "android"}})
+				if n != 2 || err != nil {
+					t.Fatalf("PutDevices: %d, %v; want 2, nil", n, err)
+				}
+				if after := dumpRedis(t, f.rdb); !slices.Equal(after, before) {
+					t.Fatalf("Redis changed:\nbefore %v\nafter  %v", before, after)
+				}
+				if got := holdings(t, f, "c-42"); !slices.Equal(got, []string{"d-1:tok-1"}) || tokenOwner(t, f.rdb, "tok-1") != "c-42/d-1" {
+					t.Fatalf("c-42's devices %v, tok-1 belongs to %q", got, tokenOwner(t, f.rdb, "tok-1"))
+				}
+			})
+		}
+	}
+}
+
+// PutDevices, which loads customers in bulk, registers as PutDevice
+// does: a token moves with it, a customer without a profile gets nothing.
+func TestPutDevicesClaimsTokens(t *testing.T) {
+	for _, be := range redistest.Backends(srv) {
+		t.Run(be.Name, func(t *testing.T) {
+			f := setup(t, be.New(t))
+			ctx := context.Background()
+			addCustomer(t, f, "c-7")
+			n, err := f.cust.PutDevices(ctx, []string{"c-7", "c-nobody", "c-42"}, []*rules.Device{
+				{ID: "d-5", FCMToken: "tok-1", Platform: "ios"},
+				{ID: "d-6", FCMToken: "tok-6", Platform: "ios"},
+				{ID: "d-2", FCMToken: "tok-2", Platform: "android"},
+			})
+			if n != 3 || err != nil {
+				t.Fatalf("PutDevices: %d, %v", n, err)
+			}
+			for _, c := range []struct {
+				customer string
+				want     []string
+			}{{"c-42", []string{"d-2:tok-2"}}, {"c-7", []string{"d-5:tok-1"}}, {"c-nobody", []string{}}} {
+				if got := holdings(t, f, c.customer); !slices.Equal(got, c.want) {
+					t.Fatalf("%s's devices %v, want %v", c.customer, got, c.want)
+				}
+			}
+			for tok, want := range map[string]string{"tok-1": "c-7/d-5", "tok-2": "c-42/d-2", "tok-6": ""} {
+				if got := tokenOwner(t, f.rdb, tok); got != want {
+					t.Fatalf("%s belongs to %q, want %q", tok, got, want)
+				}
+			}
+		})
+	}
+}
+
+// dumpRedis lists every key with its type and value, sorted.
+func dumpRedis(t *testing.T, rdb redis.UniversalClient) []string {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := redistest.Keys(ctx, rdb, "*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, k := range keys {
+		var v any
+		switch typ := rdb.Type(ctx, k).Val(); typ {
+		case "string":
+			v = rdb.Get(ctx, k).Val()
+		case "hash":
+			v = rdb.HGetAll(ctx, k).Val()
+		case "set":
+			m := rdb.SMembers(ctx, k).Val()
+			slices.Sort(m)
+			v = m
+		case "zset":
+			v = rdb.ZRangeWithScores(ctx, k, 0, -1).Val()
+		case "list":
+			v = rdb.LRange(ctx, k, 0, -1).Val()
+		case "stream":
+			v = rdb.XRange(ctx, k, "-", "+").Val()
+		default:
+			t.Fatalf("key %s of type %s is not dumped", k, typ)
+		}
+		out = append(out, fmt.Sprintf("%s=%v", k, v))
+	}
+	slices.Sort(out)
+	return out
+}
