@@ -4,7 +4,7 @@ BIN      := bin/nearcast
 # Root installs directly; anyone else through sudo.
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run build test test-deps vet fuzz cluster-test bench bench-full bench-go clean
+.PHONY: run build test test-deps vet fuzz abuse cluster-test bench bench-full bench-go clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/nearcast
@@ -34,6 +34,13 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCompileRule$$' -fuzztime $(FUZZTIME) ./rules
 	$(GO) test -run '^$$' -fuzz '^FuzzRenderTemplate$$' -fuzztime $(FUZZTIME) ./rules
 	$(GO) test -run '^$$' -fuzz '^FuzzMarketerCode$$' -fuzztime $(FUZZTIME) ./rules
+
+## abuse: the abuse suite alone (docs/security.md lists each attack and its
+## test); `make test` runs it with everything else.
+ABUSE := AppKeyAlone|StolenAppKey|RevokedTokens|DevicesTellNoOne|Audience|Template|RenderBounds|RenderError|CustomerLimits|ErasureWins|IDsCannotReach|PathIDs|BulkBodyCutShort|SlowBodies|RefusedBulkBody|HungRedis|UnavailableRedis|DemoTour
+abuse: test-deps
+	$(GO) test -count=1 -short -run '$(ABUSE)' ./rules ./engine ./api ./cmd/nearcast
+	$(GO) test -run '^$$' -fuzz '^FuzzMarketerCode$$' -fuzztime 40000x ./rules
 
 ## cluster-test: the integration and end-to-end tests again on a Redis
 ## Cluster of six local redis-server processes (three masters, three

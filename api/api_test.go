@@ -16,6 +16,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/redis/go-redis/v9"
+	"gopkg.in/yaml.v3"
 
 	"github.com/nearcast/nearcast/api"
 	"github.com/nearcast/nearcast/engine"
@@ -51,7 +52,7 @@ func newClientWith(t testing.TB, rdb redis.UniversalClient, with func(*api.Deps)
 	cfg.QuietHours = [2]int{} // tests run at any hour
 	eng := engine.New(rdb, live, engine.NewCoupons([]byte("s")), cfg, quiet, nil)
 	deps := api.Deps{
-		Live: live, Customers: engine.NewCustomers(rdb), Engine: eng, Ledger: engine.NewLedger(rdb, engine.NewCoupons([]byte("s")), nil), Redis: rdb,
+		Live: live, Customers: engine.NewCustomers(rdb), Engine: eng, Ledger: engine.NewLedger(rdb, engine.NewCoupons([]byte("s")), nil, nil), Redis: rdb,
 		Ready:   func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		AppKeys: []string{"app-key"}, AdminKeys: []string{"admin-key"}, Log: quiet,
 	}
@@ -349,12 +350,123 @@ func TestRulesAndPingOverHTTP(t *testing.T) {
 	}
 }
 
+// With Redis down, every operation of the contract that needs Redis
+// answers 503 unavailable, never 500: each is called with a valid
+// request (the catalog snapshot in memory, loaded before Redis went).
+// The few that need no Redis are named, with the reason, and answer.
 func TestUnavailableRedis(t *testing.T) {
-	rdb, m := redistest.Mini(t)
-	c := newClient(t, rdb)
+	_, m := redistest.Mini(t)
+	// Tried once, as cmd/nearcast's client tries a Redis that is down.
+	rdb := redis.NewClient(&redis.Options{Addr: m.Addr(), DialerRetries: 1, MaxRetries: 1, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { rdb.Close() })
+	tokens, err := api.NewCustomerTokens([][]byte{[]byte("unavailable-test-secret-0123456789abcdef")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClientWith(t, rdb, func(d *api.Deps) { d.Tokens = tokens })
 	m.Close()
-	wantError(t, c.do("POST", "/v1/pings", "app-key", `{"customer_id": "c", "lat": 1, "lng": 1}`), 503, "unavailable", "")
-	wantError(t, c.do("GET", "/readyz", "", ""), 503, "unavailable", "")
+
+	code := engine.NewCoupons([]byte("s")).NewCode() // well signed: the ledger asks Redis for it
+	rule := `{"name": "R", "enabled": true, "trigger": {"on": "enter"}, "offer": {"title": {"en": "Hi"}, "body": {"en": "Hello"}}}`
+	type request struct{ method, path, key, contentType, body string }
+	needRedis := map[string]request{
+		"POST /v1/pings": {"POST", "/v1/pings", "app-key", "", `{"customer_id": "c-1", "lat": 52.52, "lng": 13.41}`},
+		"GET /v1/stores": {"GET", "/v1/stores", "admin-key", "", ""},
+		"POST /v1/stores": {"POST", "/v1/stores", "admin-key", "application/x-ndjson",
+			`{"id": "s-1", "name": "S", "lat": 52.52, "lng": 13.41, "radius_m": 50}`},
+		"PUT /v1/stores/{store_id}":    {"PUT", "/v1/stores/s-1", "admin-key", "", `{"name": "S", "lat": 52.52, "lng": 13.41, "radius_m": 50}`},
+		"GET /v1/stores/{store_id}":    {"GET", "/v1/stores/s-1", "admin-key", "", ""},
+		"DELETE /v1/stores/{store_id}": {"DELETE", "/v1/stores/s-1", "admin-key", "", ""},
+		// A store the snapshot has is answered from memory; one it does
+		// not have yet is looked for in Redis.
+		"GET /v1/stores/{store_id}/cells": {"GET", "/v1/stores/s-1/cells", "admin-key", "", ""},
+		"POST /v1/customers": {"POST", "/v1/customers", "admin-key", "application/x-ndjson",
+			`{"id": "c-1", "consent": {"location": true, "push": true}}`},
+		"PUT /v1/customers/{customer_id}":           {"PUT", "/v1/customers/c-1", "admin-key", "", customerAnna},
+		"PATCH /v1/customers/{customer_id}":         {"PATCH", "/v1/customers/c-1", "admin-key", "application/merge-patch+json", `{"first_name": "Ann"}`},
+		"GET /v1/customers/{customer_id}":           {"GET", "/v1/customers/c-1", "admin-key", "", ""},
+		"DELETE /v1/customers/{customer_id}":        {"DELETE", "/v1/customers/c-1", "admin-key", "", ""},
+		"GET /v1/customers/{customer_id}/export":    {"GET", "/v1/customers/c-1/export", "admin-key", "", ""},
+		"POST /v1/customers/{customer_id}/tokens":   {"POST", "/v1/customers/c-1/tokens", "admin-key", "", ""},
+		"DELETE /v1/customers/{customer_id}/tokens": {"DELETE", "/v1/customers/c-1/tokens", "admin-key", "", ""},
+		"GET /v1/customers/{customer_id}/devices":   {"GET", "/v1/customers/c-1/devices", "admin-key", "", ""},
+		"PUT /v1/customers/{customer_id}/devices/{device_id}": {"PUT", "/v1/customers/c-1/devices/d-1", "app-key", "",
+			`{"fcm_token": "tok", "platform": "android"}`},
+		"DELETE /v1/customers/{customer_id}/devices/{device_id}": {"DELETE", "/v1/customers/c-1/devices/d-1", "app-key", "", ""},
+		"GET /v1/rules":                    {"GET", "/v1/rules", "admin-key", "", ""},
+		"PUT /v1/rules/{rule_id}":          {"PUT", "/v1/rules/r-1", "admin-key", "", rule},
+		"GET /v1/rules/{rule_id}":          {"GET", "/v1/rules/r-1", "admin-key", "", ""},
+		"DELETE /v1/rules/{rule_id}":       {"DELETE", "/v1/rules/r-1", "admin-key", "", ""},
+		"GET /v1/rules/{rule_id}/versions": {"GET", "/v1/rules/r-1/versions", "admin-key", "", ""},
+		"GET /v1/rules/{rule_id}/stats":    {"GET", "/v1/rules/r-1/stats", "admin-key", "", ""},
+		// The rule given whole; the customer is read from Redis.
+		"POST /v1/rules/{rule_id}/preview":                    {"POST", "/v1/rules/r-1/preview", "admin-key", "", `{"customer_id": "c-1", "rule": ` + rule + `}`},
+		"GET /v1/rules/{rule_id}/versions/{version}":          {"GET", "/v1/rules/r-1/versions/1", "admin-key", "", ""},
+		"POST /v1/rules/{rule_id}/versions/{version}/restore": {"POST", "/v1/rules/r-1/versions/1/restore", "admin-key", "", ""},
+		"GET /v1/coupons/{code}":                              {"GET", "/v1/coupons/" + code, "admin-key", "", ""},
+		"POST /v1/coupons/{code}/redeem":                      {"POST", "/v1/coupons/" + code + "/redeem", "admin-key", "", `{"store_id": "s-1"}`},
+		"POST /v1/coupons/{code}/opened":                      {"POST", "/v1/coupons/" + code + "/opened", "app-key", "", ""},
+		"POST /v1/simulate":                                   {"POST", "/v1/simulate", "admin-key", "", `{"customer_id": "c-1", "pings": [{"lat": 52.52, "lng": 13.41}]}`},
+		"GET /readyz":                                         {"GET", "/readyz", "", "", ""},
+	}
+	needNoRedis := map[string]struct {
+		why string
+		req request
+	}{
+		"GET /healthz":       {"the process's own liveness", request{"GET", "/healthz", "", "", ""}},
+		"GET /metrics":       {"Prometheus reads the process's own registry", request{"GET", "/metrics", "", "", ""}},
+		"GET /v1/dev/pushes": {"the log sender's memory (404 with FCM, as here)", request{"GET", "/v1/dev/pushes?customer_id=c-1", "admin-key", "", ""}},
+		// Served beside the contract, not in its paths.
+		"GET /v1/openapi.yaml": {"the spec is in the binary", request{"GET", "/v1/openapi.yaml", "", "", ""}},
+		"GET /console/":        {"the console's static files are in the binary", request{"GET", "/console/", "", "", ""}},
+	}
+
+	var spec struct {
+		Paths map[string]map[string]any `yaml:"paths"`
+	}
+	if err := yaml.Unmarshal(api.OpenAPI, &spec); err != nil {
+		t.Fatal(err)
+	}
+	documented := 0
+	for path, item := range spec.Paths {
+		if item["x-nearcast-status"] == "planned" {
+			continue
+		}
+		for method := range item {
+			if method == "parameters" || strings.HasPrefix(method, "x-") {
+				continue
+			}
+			op := strings.ToUpper(method) + " " + path
+			documented++
+			_, needs := needRedis[op]
+			_, none := needNoRedis[op]
+			if !needs && !none {
+				t.Errorf("%s: no request for it here; add one (or say why it needs no Redis)", op)
+			}
+		}
+	}
+	if documented < 30 {
+		t.Fatalf("only %d operations in the spec: the check would prove little", documented)
+	}
+	send := func(r request) response {
+		ct := r.contentType
+		if ct == "" && r.body != "" {
+			ct = "application/json"
+		}
+		return c.request(r.method, r.path, r.key, ct, r.body, nil)
+	}
+	for op, r := range needRedis {
+		t.Run(op, func(t *testing.T) {
+			wantError(t, send(r), 503, "unavailable", "")
+		})
+	}
+	for op, n := range needNoRedis {
+		t.Run(op, func(t *testing.T) {
+			if got := send(n.req); got.Status >= 500 {
+				t.Errorf("%d, but it needs no Redis (%s): %s", got.Status, n.why, got.Raw)
+			}
+		})
+	}
 }
 
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
@@ -618,7 +730,7 @@ func TestExpiredCoupon(t *testing.T) {
 	code := coupons.NewCode()
 	rdb.HSet(context.Background(), "nc:coupon:"+code, "rule_id", "r", "store_id", "s", "issued_at", 1, "expires_at", 2)
 	later := func() time.Time { return time.UnixMilli(3) }
-	l := engine.NewLedger(rdb, coupons, later)
+	l := engine.NewLedger(rdb, coupons, nil, later)
 	if _, err := l.Redeem(context.Background(), code, ""); !errors.Is(err, engine.ErrExpired) {
 		t.Fatalf("redeem an expired coupon: %v", err)
 	}

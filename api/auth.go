@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 )
@@ -16,6 +17,9 @@ import (
 // with a customer credential beside the key: a Nearcast customer token
 // (X-Customer-Token) or a Firebase ID token (X-Firebase-ID-Token). An
 // admin key acts for anyone.
+
+// idTokenTimeout bounds the check of a Firebase ID token.
+const idTokenTimeout = 2 * time.Second
 
 // Headers of the customer credentials.
 const (
@@ -138,7 +142,9 @@ func (s *Server) app(c *fiber.Ctx) error {
 	case roleAdmin:
 		cl.admin = true
 	case roleApp:
-		ctx, cancel := s.ctx()
+		// Not the Redis budget: checking an ID token may fetch Google's
+		// public keys.
+		ctx, cancel := context.WithTimeout(context.Background(), idTokenTimeout)
 		defer cancel()
 		if err := s.customerCredential(ctx, c, cl); err != nil {
 			return err

@@ -78,18 +78,30 @@ type lineError struct {
 	Error *Error `json:"error"`
 }
 
+// bulkBody reads a bulk upload's NDJSON body whole, or refuses it whole:
+// a body cut short is never parsed, so no line of it is written. Its read
+// deadline, set once the admin key has been checked, is BulkReadTimeout
+// (the 256 MiB limit at a slow but honest rate), not the server's
+// ReadTimeout, within which the headers and the body's first 8 KiB (what
+// fasthttp reads before any route) came.
+func (s *Server) bulkBody(c *fiber.Ctx, what string) ([]byte, error) {
+	ct := strings.ToLower(strings.TrimSpace(strings.Split(c.Get(fiber.HeaderContentType), ";")[0]))
+	if ct != "application/x-ndjson" {
+		return nil, newError(http.StatusUnsupportedMediaType, "", "send %s as NDJSON, one per line, with Content-Type: application/x-ndjson", what)
+	}
+	// A connection that takes no deadline has failed: the read says so.
+	_ = c.Context().Conn().SetReadDeadline(time.Now().Add(s.BulkReadTimeout))
+	return readBody(c, maxBulkBody, s.BulkReadTimeout)
+}
+
 // readNDJSON decodes an NDJSON body strictly, line by line: each good
 // line's document (the last one for an id that appears twice) and each
 // refused line with its error.
-func readNDJSON[T any](c *fiber.Ctx, what string, check func(*T) (id string, err error)) ([]*T, []lineError, error) {
-	ct := strings.ToLower(strings.TrimSpace(strings.Split(c.Get(fiber.HeaderContentType), ";")[0]))
-	if ct != "application/x-ndjson" {
-		return nil, nil, newError(http.StatusUnsupportedMediaType, "", "send %s as NDJSON, one per line, with Content-Type: application/x-ndjson", what)
-	}
+func readNDJSON[T any](body []byte, check func(*T) (id string, err error)) ([]*T, []lineError) {
 	var good []*T
 	bad := []lineError{}
 	seen := map[string]int{}
-	for i, line := range bytes.Split(c.Body(), []byte("\n")) {
+	for i, line := range bytes.Split(body, []byte("\n")) {
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue
 		}
@@ -110,17 +122,18 @@ func readNDJSON[T any](c *fiber.Ctx, what string, check func(*T) (id string, err
 		seen[id] = len(good)
 		good = append(good, v)
 	}
-	return good, bad, nil
+	return good, bad
 }
 
 // postStores upserts many stores from NDJSON: one store (with its id) per
 // line. Good lines are written even when others are refused; the answer
 // names each refused line with its error.
 func (s *Server) postStores(c *fiber.Ctx) error {
-	good, bad, err := readNDJSON(c, "stores", func(st *rules.Store) (string, error) { return st.ID, st.Normalize() })
+	body, err := s.bulkBody(c, "stores")
 	if err != nil {
 		return err
 	}
+	good, bad := readNDJSON(body, func(st *rules.Store) (string, error) { return st.ID, st.Normalize() })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	written, err := s.Live.Catalog().PutStores(ctx, good)
@@ -135,10 +148,11 @@ func (s *Server) postStores(c *fiber.Ctx) error {
 
 // postCustomers upserts many profiles from NDJSON, like postStores.
 func (s *Server) postCustomers(c *fiber.Ctx) error {
-	good, bad, err := readNDJSON(c, "customers", func(cu *rules.Customer) (string, error) { return cu.ID, cu.Normalize() })
+	body, err := s.bulkBody(c, "customers")
 	if err != nil {
 		return err
 	}
+	good, bad := readNDJSON(body, func(cu *rules.Customer) (string, error) { return cu.ID, cu.Normalize() })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	written, err := s.Customers.PutMany(ctx, good)
@@ -480,6 +494,9 @@ func (s *Server) deleteCustomer(c *fiber.Ctx) error {
 	defer cancel()
 	if err := s.Customers.Delete(ctx, id); err != nil {
 		return err
+	}
+	if s.Pushes != nil {
+		s.Pushes.Forget(id)
 	}
 	return c.SendStatus(http.StatusNoContent)
 }

@@ -6,11 +6,15 @@ package api
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
+	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -32,9 +36,23 @@ const (
 	maxBulkBody = 256 << 20
 )
 
-// PushLog lists the pushes the development sender kept.
+// readAhead is what fasthttp (v1.51.0, readBodyWithStreaming) reads of a
+// streamed body of declared length before any handler runs; the rest is
+// left in the stream.
+const readAhead = 8 << 10
+
+// Read deadlines: a request's headers and body (the slowloris bound), and
+// the body of a bulk upload, time for the 256 MiB limit at some 0.9 MB/s.
+const (
+	defaultReadTimeout     = 10 * time.Second
+	defaultBulkReadTimeout = 5 * time.Minute
+)
+
+// PushLog lists the pushes the development sender kept, and forgets an
+// erased customer's.
 type PushLog interface {
 	Pushes(customerID string) []engine.Push
+	Forget(customerID string)
 }
 
 // Deps are what the API serves from.
@@ -52,8 +70,19 @@ type Deps struct {
 	AppKeys   []string
 	AdminKeys []string
 	Log       *slog.Logger
-	// RequestTimeout bounds the Redis work of one request.
+	// RequestTimeout bounds the Redis work of one request, retries
+	// included (DefaultRequestTimeout when zero): a Redis that hangs is
+	// answered 503 by then, as one that is down is at once. It bounds a
+	// read in progress only on a client that honours deadlines
+	// (redis.Options.ContextTimeoutEnabled).
 	RequestTimeout time.Duration
+	// ReadTimeout bounds the reading of a request, its headers and its
+	// body, from its first byte; zero: 10 s.
+	ReadTimeout time.Duration
+	// BulkReadTimeout bounds the reading of a bulk upload's body (POST
+	// /v1/stores and /v1/customers) from when its admin key has been
+	// checked; zero: 5 minutes, the 256 MiB limit at some 0.9 MB/s.
+	BulkReadTimeout time.Duration
 	// Metrics is the registry GET /metrics serves; the API adds the ping
 	// latency to it. Nil: a registry of the API's own.
 	Metrics *prometheus.Registry
@@ -73,6 +102,12 @@ type Deps struct {
 	Warnings []string
 }
 
+// DefaultRequestTimeout is a request's Redis budget: a hundred times and
+// more what the Redis work of a ping or an admin call takes, and as long
+// as one read of cmd/nearcast's client may wait, so that a Redis that
+// hangs is answered 503 as soon as a read would time out, retry or not.
+const DefaultRequestTimeout = 500 * time.Millisecond
+
 // Server holds the routes' dependencies.
 type Server struct {
 	Deps
@@ -86,7 +121,13 @@ type Server struct {
 // New builds the Fiber app.
 func New(d Deps) *fiber.App {
 	if d.RequestTimeout == 0 {
-		d.RequestTimeout = 2 * time.Second
+		d.RequestTimeout = DefaultRequestTimeout
+	}
+	if d.ReadTimeout == 0 {
+		d.ReadTimeout = defaultReadTimeout
+	}
+	if d.BulkReadTimeout == 0 {
+		d.BulkReadTimeout = defaultBulkReadTimeout
 	}
 	if d.Metrics == nil {
 		d.Metrics = prometheus.NewRegistry()
@@ -107,16 +148,20 @@ func New(d Deps) *fiber.App {
 		// No route takes forms: a multipart body is not read ahead (it
 		// would be, whole, before any limit).
 		DisablePreParseMultipartForm: true,
-		ErrorHandler:                 s.handleError,
-		DisableStartupMessage:        true,
-		ReadTimeout:                  10 * time.Second,
-		WriteTimeout:                 10 * time.Second,
-		IdleTimeout:                  60 * time.Second,
+		// Ids in paths are percent-decoded (a%40b is the customer a@b)
+		// before routing; a decoded "/" cannot reach another route, since
+		// no id may hold one.
+		UnescapePath:          true,
+		ErrorHandler:          s.handleError,
+		DisableStartupMessage: true,
+		ReadTimeout:           d.ReadTimeout,
+		WriteTimeout:          10 * time.Second,
+		IdleTimeout:           60 * time.Second,
 	})
 	// Every answer carries a request id (the caller's X-Request-ID, or a
 	// new one), which the log of a failed request names.
 	app.Use(requestid.New())
-	app.Use(limitBody)
+	app.Use(s.limitBody)
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", s.readyz)
 	app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(d.Metrics, promhttp.HandlerOpts{})))
@@ -173,39 +218,90 @@ func New(d Deps) *fiber.App {
 
 // limitBody refuses a body over its route's limit with 413, before reading
 // it when its length is declared: 1 MiB of JSON, 256 MiB of NDJSON for
-// the bulk uploads of stores and customers.
-func limitBody(c *fiber.Ctx) error {
+// the bulk uploads of stores and customers. A JSON body longer than
+// fasthttp's read-ahead, or chunked, is read here, whole or not at all; a
+// bulk upload is read by its handler (bulkBody), once its admin key has
+// been checked, under the bulk deadline.
+func (s *Server) limitBody(c *fiber.Ctx) error {
+	bulk := c.Method() == fiber.MethodPost && (c.Path() == "/v1/stores" || c.Path() == "/v1/customers")
 	limit := maxJSONBody
-	if c.Method() == fiber.MethodPost && (c.Path() == "/v1/stores" || c.Path() == "/v1/customers") {
+	if bulk {
 		limit = maxBulkBody
-	}
-	tooLarge := func() error {
-		// What is left of the body is never read: the connection ends
-		// with the answer, or its bytes would be taken for a request.
-		c.Context().SetConnectionClose()
-		return newError(http.StatusRequestEntityTooLarge, "", "a body here is at most %d bytes", limit)
 	}
 	length := c.Request().Header.ContentLength()
 	if length > limit {
-		return tooLarge()
+		return tooLarge(c, limit)
 	}
-	// A declared length within the limit is read as it is (up to 1 MiB
-	// already, the rest of a bulk upload when the handler asks); only a
-	// chunked body (-1) is read here, to stop one byte past the limit.
-	if stream := c.Request().BodyStream(); length == -1 && stream != nil {
-		body, err := io.ReadAll(io.LimitReader(stream, int64(limit)+1))
-		if err != nil {
+	if bulk {
+		err := c.Next()
+		if c.Request().BodyStream() != nil {
+			// Refused before its body was read (no admin key, not NDJSON):
+			// what is left of it must not be taken for a request.
 			c.Context().SetConnectionClose()
-			return newError(http.StatusBadRequest, "", "the body could not be read: %v", err)
 		}
-		if len(body) > limit {
-			return tooLarge()
+		return err
+	}
+	if c.Request().BodyStream() != nil && (length == -1 || length > readAhead) {
+		body, err := readBody(c, limit, s.ReadTimeout)
+		if err != nil {
+			return err
 		}
 		c.Request().SetBody(body)
 	}
 	return c.Next()
 }
 
+func tooLarge(c *fiber.Ctx, limit int) error {
+	// What is left of the body is never read: the connection ends with
+	// the answer, or its bytes would be taken for a request.
+	c.Context().SetConnectionClose()
+	return newError(http.StatusRequestEntityTooLarge, "", "a body here is at most %d bytes", limit)
+}
+
+// readBody reads what fasthttp left of a streamed body, whole: up to limit
+// bytes (one more shows it is over), all of a declared length, a chunked
+// one to its last chunk; within is the read deadline the answer names.
+// Nothing else may read the stream. In fasthttp v1.51.0 Request.Body()
+// takes a failed read's error text for the body, and the stream ends as
+// if whole when the connection closes short of a declared length or just
+// after a chunk.
+func readBody(c *fiber.Ctx, limit int, within time.Duration) ([]byte, error) {
+	req := c.Request()
+	stream := req.BodyStream()
+	if stream == nil {
+		return req.Body(), nil
+	}
+	declared := req.Header.ContentLength()
+	body, err := io.ReadAll(io.LimitReader(stream, int64(limit)+1))
+	_ = req.CloseBodyStream() // releases fasthttp's stream, which has no Close to fail
+	unread := func(status int, format string, args ...any) error {
+		c.Context().SetConnectionClose()
+		return newError(status, "", format+"; nothing was written", args...)
+	}
+	switch {
+	case err != nil && timedOut(err):
+		return nil, unread(http.StatusRequestTimeout, "the body did not arrive in full within %s (%d bytes came)", within, len(body))
+	case err != nil:
+		return nil, unread(http.StatusBadRequest, "the body could not be read in full after %d bytes: %v", len(body), err)
+	case len(body) > limit:
+		return nil, tooLarge(c, limit)
+	case declared >= 0 && len(body) < declared:
+		return nil, unread(http.StatusBadRequest, "the body ended after %d of its %d declared bytes: the connection closed", len(body), declared)
+	case declared == -1 && hungUp(c.Context().Conn()):
+		return nil, unread(http.StatusBadRequest, "the chunked body ended without its last chunk: the connection closed after %d bytes", len(body))
+	}
+	return body, nil
+}
+
+// timedOut tells a read that ran into the connection's deadline.
+// fasthttp's ErrBrokenChunk keeps its cause in its text only.
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() || strings.Contains(err.Error(), os.ErrDeadlineExceeded.Error())
+}
+
+// ctx is a request's Redis budget: every Redis call of the request runs
+// within it.
 func (s *Server) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), s.RequestTimeout)
 }

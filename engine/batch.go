@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -25,6 +26,7 @@ type batcher struct {
 
 // batch is one caller's commands, sent together and in order.
 type batch struct {
+	ctx  context.Context
 	cmds []redis.Cmder
 	done chan struct{}
 }
@@ -35,9 +37,12 @@ func newBatcher(rdb redis.UniversalClient, lanes int) *batcher {
 
 // do sends cmds, with whatever other commands are waiting, and returns
 // when they have their answers; each command holds its own result or
-// error. The client's timeouts bound the wait.
-func (b *batcher) do(cmds ...redis.Cmder) {
-	w := &batch{cmds: cmds, done: make(chan struct{})}
+// error. ctx's deadline bounds the wait: a pipeline is sent with the
+// earliest deadline of the callers in it, so that none waits past its
+// own, and a caller whose deadline passed while it queued is answered
+// its context's error without sending anything.
+func (b *batcher) do(ctx context.Context, cmds ...redis.Cmder) {
+	w := &batch{ctx: ctx, cmds: cmds, done: make(chan struct{})}
 	b.mu.Lock()
 	b.queue = append(b.queue, w)
 	if b.busy >= b.lanes {
@@ -82,18 +87,44 @@ func (b *batcher) sendQueued() {
 	ws := b.queue
 	b.queue = nil
 	b.mu.Unlock()
-	if len(ws) == 0 {
+	var deadline time.Time
+	live := ws[:0]
+	for _, w := range ws {
+		if err := w.ctx.Err(); err != nil {
+			for _, c := range w.cmds {
+				c.SetErr(err)
+			}
+			close(w.done)
+			continue
+		}
+		// The earliest, so that none waits past its own: callers that
+		// queued while one pipeline was on the wire have deadlines close
+		// together while Redis answers, and when it hangs, all fail.
+		if d, ok := w.ctx.Deadline(); ok && (deadline.IsZero() || d.Before(deadline)) {
+			deadline = d
+		}
+		live = append(live, w)
+	}
+	if len(live) == 0 {
 		return
 	}
-	ctx := context.Background() // the client's read and write timeouts bound it
+	// Not any caller's context: one that is cancelled (its client went
+	// away) must not cut the others' commands short. Without a deadline,
+	// the client's read and write timeouts bound it.
+	ctx := context.Background()
+	if !deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
 	pipe := b.rdb.Pipeline()
-	for _, w := range ws {
+	for _, w := range live {
 		for _, c := range w.cmds {
 			_ = pipe.Process(ctx, c)
 		}
 	}
 	_, _ = pipe.Exec(ctx) // each command carries its own error
-	for _, w := range ws {
+	for _, w := range live {
 		close(w.done)
 	}
 }
@@ -115,7 +146,7 @@ func evalCmd(ctx context.Context, s *redis.Script, keys []string, args ...any) *
 // which Redis keeps) when Redis does not have it yet.
 func (b *batcher) runScript(ctx context.Context, s *redis.Script, keys []string, args ...any) *redis.Cmd {
 	cmd := evalCmd(ctx, s, keys, args...)
-	b.do(cmd)
+	b.do(ctx, cmd)
 	return orEval(ctx, b.rdb, cmd, s, keys, args...)
 }
 

@@ -284,7 +284,7 @@ func TestAffinityAndRedemptions(t *testing.T) {
 	f := setup(t, srv.Client(t), coffee, pastry, loyal)
 	addCustomer(t, f, "u1")
 	ctx := context.Background()
-	ledger := engine.NewLedger(f.rdb, engine.NewCoupons([]byte("test-secret")), f.clock.Now)
+	ledger := engine.NewLedger(f.rdb, engine.NewCoupons([]byte("test-secret")), nil, f.clock.Now)
 	enter := func() engine.Offer {
 		la, ln := north(alexLat, alexLng, 0)
 		res, err := f.eng.Evaluate(ctx, engine.Ping{CustomerID: "u1", Lat: la, Lng: ln, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{})

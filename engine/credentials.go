@@ -5,11 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/nearcast/nearcast/rules"
 )
 
 // ErrRevoked is a call whose customer token was revoked (by the operator,
@@ -61,7 +62,7 @@ return v`)
 func (cs *Customers) TokenGeneration(ctx context.Context, customerID string, ttl time.Duration) (int64, error) {
 	g, err := tokenGenerationScript.Run(ctx, cs.rdb, []string{customerKey(customerID, partTokens)}, ttl.Milliseconds()).Int64()
 	if err != nil {
-		return 0, fmt.Errorf("%w: token generation: %v", ErrUnavailable, err)
+		return 0, rules.RedisErr("token generation", err)
 	}
 	return g, nil
 }
@@ -72,7 +73,7 @@ func (cs *Customers) TokenGeneration(ctx context.Context, customerID string, ttl
 func (cs *Customers) RevokeTokens(ctx context.Context, customerID string) error {
 	err := revokeTokensScript.Run(ctx, cs.rdb, []string{customerKey(customerID, partTokens)}, MaxTokenTTL.Milliseconds()).Err()
 	if err != nil {
-		return fmt.Errorf("%w: revoke tokens: %v", ErrUnavailable, err)
+		return rules.RedisErr("revoke tokens", err)
 	}
 	return nil
 }
@@ -117,7 +118,7 @@ func (e *Engine) Admit(ctx context.Context, customerID, deviceID string, tokenGe
 	raw, err := admitScript.Run(ctx, e.rdb, keys, tokenGen, e.now().UnixMilli(),
 		e.cfg.PingsPerMinute, e.cfg.PingsPerMinuteDevice, deviceID, rateWindow.Milliseconds()).StringSlice()
 	if err != nil {
-		return fmt.Errorf("%w: admit: %v", ErrUnavailable, err)
+		return rules.RedisErr("admit", err)
 	}
 	return admitted(raw)
 }
@@ -176,7 +177,7 @@ func (r *CredentialRate) Allow(ctx context.Context, credential string) error {
 	key := "nc:{rate:" + hex.EncodeToString(sum[:12]) + "}"
 	ms, err := keyRateScript.Run(ctx, r.rdb, []string{key}, r.perMinute, r.now().UnixMilli()).Int64()
 	if err != nil {
-		return fmt.Errorf("%w: rate limit: %v", ErrUnavailable, err)
+		return rules.RedisErr("rate limit", err)
 	}
 	if ms > 0 {
 		return &RateLimitError{RetryAfter: time.Duration(ms) * time.Millisecond}

@@ -32,7 +32,7 @@ const (
 	partProfile    = "profile"     // hash: doc (JSON), loc and push ("1"/"0": consent, read by scripts)
 	partDevices    = "devices"     // hash: device id → JSON; ids are the customer's own, another's "d-1" is another device
 	partDeviceSeen = "device_seen" // hash: device id → unix ms of its last ping
-	partPresence   = "presence"    // hash: store id → "entered_ms:last_seen_ms"; "_ts" → last fix
+	partPresence   = "presence"    // hash: store id → "entered_ms:last_seen_ms:dwell_done_s"; "#ts", "#fix" → the last fix ('#' is in no id)
 	partCaps       = "caps"        // hash: "<rule id>|<yyyymmdd>" → offers that day
 	partCoupons    = "coupons"     // set: coupon codes issued to the customer
 	partVisits     = "visits"      // hash: n, first, last, prev (ms), and n:/first:/last:/prev:<store>; offers
@@ -94,12 +94,12 @@ func (cs *Customers) Put(ctx context.Context, c *rules.Customer) (created bool, 
 	n, err := cs.rdb.HSet(ctx, customerKey(c.ID, partProfile),
 		"doc", doc, "loc", flag(c.Consent.Location), "push", flag(c.Consent.Push)).Result()
 	if err != nil {
-		return false, fmt.Errorf("save customer: %w", err)
+		return false, rules.RedisErr("save customer", err)
 	}
 	if !c.Consent.Location {
 		// Withdrawn location consent: what we knew of where they were goes.
 		if err := cs.rdb.Del(ctx, customerKey(c.ID, partPresence)).Err(); err != nil {
-			return false, fmt.Errorf("drop presence: %w", err)
+			return false, rules.RedisErr("drop presence", err)
 		}
 	}
 	return n == 3, nil
@@ -129,7 +129,7 @@ func (cs *Customers) PutMany(ctx context.Context, customers []*rules.Customer) (
 			return nil
 		})
 		if err != nil {
-			return written, fmt.Errorf("save customers: %w", err)
+			return written, rules.RedisErr("save customers", err)
 		}
 		written += len(part)
 	}
@@ -143,7 +143,7 @@ func (cs *Customers) Get(ctx context.Context, id string) (*rules.Customer, error
 		return nil, rules.ErrNotFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read customer: %w", err)
+		return nil, rules.RedisErr("read customer", err)
 	}
 	return decodeCustomer(doc)
 }
@@ -215,21 +215,21 @@ func (cs *Customers) Delete(ctx context.Context, id string) error {
 	// erasure cut short after its script could not find them again.
 	docs, err := cs.rdb.HVals(ctx, customerKey(id, partDevices)).Result()
 	if err != nil {
-		return fmt.Errorf("erase customer: read devices: %w", err)
+		return rules.RedisErr("erase customer: read devices", err)
 	}
 	if err := cs.releaseTokens(ctx, id, docs); err != nil {
-		return fmt.Errorf("erase customer: %w", err)
+		return rules.RedisErr("erase customer", err)
 	}
 	out, err := eraseScript.Run(ctx, cs.rdb, keys, couponRecordKey(id, ""), MaxTokenTTL.Milliseconds()).StringSlice()
 	if err != nil {
-		return fmt.Errorf("erase customer: %w", err)
+		return rules.RedisErr("erase customer", err)
 	}
 	existed := out[0] == "1"
 	i := 1 + slices.Index(out[1:], "") // where the device docs end
 	// And again for the devices the script found: one registered
 	// meanwhile has claimed its token since.
 	if err := cs.releaseTokens(ctx, id, out[1:i]); err != nil {
-		return fmt.Errorf("erase customer: %w", err)
+		return rules.RedisErr("erase customer", err)
 	}
 	_, err = cs.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i++; out[i] != ""; i += 9 {
@@ -239,10 +239,10 @@ func (cs *Customers) Delete(ctx context.Context, id string) error {
 			if ms, _ := strconv.ParseInt(f[7], 10, 64); ms > 0 {
 				p.PExpire(ctx, archivedCouponKey(code), time.Duration(ms)*time.Millisecond)
 			}
-			p.Del(ctx, codeIndexKey(code))
+			p.Set(ctx, codeIndexKey(code), "", erasedCodeTTL) // marked erased: see settleInFlight
 		}
 		for i++; i < len(out); i++ {
-			p.Del(ctx, codeIndexKey(out[i]))
+			p.Set(ctx, codeIndexKey(out[i]), "", erasedCodeTTL)
 			// A record written before records moved to their customer:
 			// gone when unredeemed, else kept without who it was.
 			eraseLegacyScript.Eval(ctx, p, []string{archivedCouponKey(out[i])})
@@ -250,7 +250,10 @@ func (cs *Customers) Delete(ctx context.Context, id string) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("erase customer: %w", err)
+		return rules.RedisErr("erase customer", err)
+	}
+	if err := cs.settleInFlight(ctx, id); err != nil {
+		return err
 	}
 	queued, err := cs.queued(ctx, id)
 	if err != nil {
@@ -266,7 +269,7 @@ func (cs *Customers) Delete(ctx context.Context, id string) error {
 			members[i] = d.raw
 		}
 		if err := cs.rdb.ZRem(ctx, keyDelayed, members...).Err(); err != nil {
-			return fmt.Errorf("drop delayed pushes: %w", err)
+			return rules.RedisErr("drop delayed pushes", err)
 		}
 	}
 	if len(queued) > 0 {
@@ -277,10 +280,10 @@ func (cs *Customers) Delete(ctx context.Context, id string) error {
 		// Acknowledged first, so no worker holds them; there is no group
 		// yet when no dispatcher has run, which is fine.
 		if err := cs.rdb.XAck(ctx, keyOutbox, outboxGroup, ids...).Err(); err != nil && !strings.Contains(err.Error(), "NOGROUP") {
-			return fmt.Errorf("drop queued pushes: %w", err)
+			return rules.RedisErr("drop queued pushes", err)
 		}
 		if err := cs.rdb.XDel(ctx, keyOutbox, ids...).Err(); err != nil {
-			return fmt.Errorf("drop queued pushes: %w", err)
+			return rules.RedisErr("drop queued pushes", err)
 		}
 	}
 	if !existed && len(queued) == 0 && len(delayed) == 0 {
@@ -294,7 +297,7 @@ func (cs *Customers) Delete(ctx context.Context, id string) error {
 func (cs *Customers) queued(ctx context.Context, id string) ([]redis.XMessage, error) {
 	msgs, err := cs.rdb.XRange(ctx, keyOutbox, "-", "+").Result()
 	if err != nil {
-		return nil, fmt.Errorf("read outbox: %w", err)
+		return nil, rules.RedisErr("read outbox", err)
 	}
 	var out []redis.XMessage
 	for _, m := range msgs {
@@ -316,7 +319,7 @@ type delayedPush struct {
 func (cs *Customers) delayed(ctx context.Context, id string) ([]delayedPush, error) {
 	all, err := cs.rdb.ZRange(ctx, keyDelayed, 0, -1).Result()
 	if err != nil {
-		return nil, fmt.Errorf("read delayed pushes: %w", err)
+		return nil, rules.RedisErr("read delayed pushes", err)
 	}
 	var out []delayedPush
 	for _, raw := range all {
@@ -361,23 +364,43 @@ func (cs *Customers) Export(ctx context.Context, id string) (*Export, error) {
 		codes = p.SMembers(ctx, customerKey(id, partCoupons))
 		return nil
 	}); err != nil {
-		return nil, fmt.Errorf("export: %w", err)
+		return nil, rules.RedisErr("export", err)
 	}
 	ex := &Export{Profile: prof, Devices: devices, DeviceSeen: seen.Val(), Presence: presence.Val(), Counters: caps.Val(), Visits: visits.Val(),
 		Coupons: map[string]map[string]string{}, QueuedPushes: []Push{}}
-	for _, code := range codes.Val() {
-		c, err := cs.rdb.HGetAll(ctx, couponRecordKey(id, code)).Result()
-		if err == nil && len(c) == 0 {
-			// A record of the old layout, when it is theirs.
-			if c, err = cs.rdb.HGetAll(ctx, archivedCouponKey(code)).Result(); c["customer_id"] != id {
-				c = nil
-			}
+	// The coupons' records in one round trip (a customer may have
+	// hundreds: one each would not fit a request's Redis budget), then
+	// those of the old layout in another.
+	list := codes.Val()
+	recs := make([]*redis.MapStringStringCmd, len(list))
+	if err := cs.pipeline(ctx, func(p redis.Pipeliner) []redis.Cmder {
+		for i, code := range list {
+			recs[i] = p.HGetAll(ctx, couponRecordKey(id, code))
 		}
-		if err != nil {
-			return nil, fmt.Errorf("export coupon: %w", err)
+		return cmders(recs)
+	}); err != nil {
+		return nil, rules.RedisErr("export coupons", err)
+	}
+	var legacy []int
+	for i, rec := range recs {
+		if c := rec.Val(); len(c) > 0 {
+			ex.Coupons[list[i]] = c
+		} else {
+			legacy = append(legacy, i)
 		}
-		if len(c) > 0 {
-			ex.Coupons[code] = c
+	}
+	olds := make([]*redis.MapStringStringCmd, len(legacy))
+	if err := cs.pipeline(ctx, func(p redis.Pipeliner) []redis.Cmder {
+		for j, i := range legacy {
+			olds[j] = p.HGetAll(ctx, archivedCouponKey(list[i]))
+		}
+		return cmders(olds)
+	}); err != nil {
+		return nil, rules.RedisErr("export coupons", err)
+	}
+	for j, i := range legacy {
+		if c := olds[j].Val(); c["customer_id"] == id { // a record of the old layout, when it is theirs
+			ex.Coupons[list[i]] = c
 		}
 	}
 	queued, err := cs.queued(ctx, id)
@@ -415,7 +438,7 @@ func (cs *Customers) PutDevice(ctx context.Context, customerID string, d *rules.
 	d.UpdatedAt = cs.now().UTC().Truncate(time.Millisecond)
 	n, err := cs.register(ctx, []string{customerID}, []*rules.Device{d})
 	if err != nil {
-		return false, fmt.Errorf("save device: %w", err)
+		return false, rules.RedisErr("save device", err)
 	}
 	return n == 1, nil
 }
@@ -438,7 +461,7 @@ func (cs *Customers) PutDevices(ctx context.Context, customerIDs []string, devic
 			d.UpdatedAt = now
 		}
 		if _, err := cs.register(ctx, customerIDs[start:end], devices[start:end]); err != nil {
-			return written, fmt.Errorf("save devices: %w", err)
+			return written, rules.RedisErr("save devices", err)
 		}
 		written += end - start
 	}
@@ -630,7 +653,7 @@ func (cs *Customers) releaseTokens(ctx context.Context, customerID string, docs 
 		xs = append(xs, newScripted(ctx, releaseTokenScript, []string{tokenOwnerKey(d.FCMToken)}, tokenHolder(customerID, d.ID)))
 	}
 	if err := cs.runScripts(ctx, xs); err != nil {
-		return fmt.Errorf("release tokens: %w", err)
+		return rules.RedisErr("release tokens", err)
 	}
 	return nil
 }
@@ -689,11 +712,11 @@ func (cs *Customers) DeleteDevice(ctx context.Context, customerID, deviceID stri
 		return rules.ErrNotFound
 	}
 	if err != nil {
-		return fmt.Errorf("delete device: %w", err)
+		return rules.RedisErr("delete device", err)
 	}
 	// The owner key first, as in register.
 	if err := cs.releaseTokens(ctx, customerID, []string{doc}); err != nil {
-		return fmt.Errorf("delete device: %w", err)
+		return rules.RedisErr("delete device", err)
 	}
 	gone, err := deleteDeviceScript.Run(ctx, cs.rdb,
 		[]string{customerKey(customerID, partDevices), customerKey(customerID, partDeviceSeen)}, deviceID).Text()
@@ -701,12 +724,12 @@ func (cs *Customers) DeleteDevice(ctx context.Context, customerID, deviceID stri
 		return nil // deleted meanwhile
 	}
 	if err != nil {
-		return fmt.Errorf("delete device: %w", err)
+		return rules.RedisErr("delete device", err)
 	}
 	// Its token changed since it was read: that one's owner key too.
 	if docToken(gone) != docToken(doc) {
 		if err := cs.releaseTokens(ctx, customerID, []string{gone}); err != nil {
-			return fmt.Errorf("delete device: %w", err)
+			return rules.RedisErr("delete device", err)
 		}
 	}
 	return nil
@@ -716,7 +739,7 @@ func (cs *Customers) DeleteDevice(ctx context.Context, customerID, deviceID stri
 func (cs *Customers) Devices(ctx context.Context, customerID string) ([]*rules.Device, error) {
 	m, err := cs.rdb.HGetAll(ctx, customerKey(customerID, partDevices)).Result()
 	if err != nil {
-		return nil, fmt.Errorf("read devices: %w", err)
+		return nil, rules.RedisErr("read devices", err)
 	}
 	out := make([]*rules.Device, 0, len(m))
 	for _, doc := range m {
@@ -747,7 +770,7 @@ func (cs *Customers) target(ctx context.Context, customerID, deviceID string) (p
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return pushTarget{}, fmt.Errorf("read push target: %w", err)
+		return pushTarget{}, rules.RedisErr("read push target", err)
 	}
 	t := pushTarget{consent: consent.Val() == "1"}
 	// Latest first; at the same millisecond a device that pinged wins over
@@ -787,11 +810,11 @@ func (cs *Customers) target(ctx context.Context, customerID, deviceID string) (p
 func (cs *Customers) dropToken(ctx context.Context, customerID, deviceID, token string) error {
 	err := releaseTokenScript.Run(ctx, cs.rdb, []string{tokenOwnerKey(token)}, tokenHolder(customerID, deviceID)).Err()
 	if err != nil {
-		return fmt.Errorf("release token: %w", err)
+		return rules.RedisErr("release token", err)
 	}
 	err = dropDeviceScript.Run(ctx, cs.rdb, []string{customerKey(customerID, partDevices), customerKey(customerID, partDeviceSeen)}, deviceID, token).Err()
 	if err != nil {
-		return fmt.Errorf("drop device: %w", err)
+		return rules.RedisErr("drop device", err)
 	}
 	return nil
 }

@@ -25,7 +25,8 @@ import (
 )
 
 // ErrUnavailable wraps a failure of Redis: the caller may retry later.
-var ErrUnavailable = errors.New("unavailable")
+// It is rules.ErrUnavailable, which the catalog reports too.
+var ErrUnavailable = rules.ErrUnavailable
 
 // RateLimitError is a call over a customer's, a device's or a
 // credential's limit; it changed nothing.
@@ -248,8 +249,9 @@ type Result struct {
 // concurrent pings can see a store as entered. Nothing is read or kept for
 // a customer without location consent (or without a profile).
 //
-// Presence per store is "entered_ms:last_seen_ms:dwell_done_s"; "_ts" is
-// the newest fix's time and "_fix" its "ts:lat:lng", kept only to derive
+// Presence per store is "entered_ms:last_seen_ms:dwell_done_s"; "#ts" is
+// the newest fix's time and "#fix" its "ts:lat:lng" ('#' is in no id, so
+// no store's field can be taken for them), kept only to derive
 // speed from the next fix and gone with the presence key's TTL.
 //
 // KEYS: presence, profile, device_seen, visits, caps, rate, tokens
@@ -306,9 +308,9 @@ local cur = redis.call('HGETALL', KEYS[1])
 local present, last, prev = {}, 0, nil
 for i = 1, #cur, 2 do
   local f = cur[i]
-  if f == '_ts' then last = tonumber(cur[i + 1])
-  elseif f == '_fix' then prev = cur[i + 1]
-  elseif string.sub(f, 1, 1) ~= '_' then
+  if f == '#ts' then last = tonumber(cur[i + 1])
+  elseif f == '#fix' then prev = cur[i + 1]
+  elseif string.sub(f, 1, 1) ~= '#' then
     local e, s, d = string.match(cur[i + 1], '^(%d+):(%d+):(%d+)$')
     if e then present[f] = {tonumber(e), tonumber(s), tonumber(d)} end
   end
@@ -331,7 +333,7 @@ end
 local fast = speed > tonumber(ARGV[6])
 local listed = {}
 local entered, exited, dwelt, tooFast = {}, {}, {}, {}
-local writes, dels = {'_ts', ARGV[1], '_fix', ARGV[1] .. ':' .. ARGV[7] .. ':' .. ARGV[8]}, {}
+local writes, dels = {'#ts', ARGV[1], '#fix', ARGV[1] .. ':' .. ARGV[7] .. ':' .. ARGV[8]}, {}
 local i = 14
 for _ = 1, tonumber(ARGV[9]) do
   local id, kind, nt = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
@@ -544,7 +546,7 @@ func (e *Engine) count(ctx context.Context, now time.Time, explain []Explanation
 		return
 	}
 	cmds := append(extra, e.funnelCmds(ctx, now.UTC().Format("20060102"), explain)...)
-	e.batch.do(cmds...)
+	e.batch.do(ctx, cmds...)
 	for _, c := range cmds {
 		if err := c.Err(); err != nil {
 			e.log.Warn("funnel counters not updated", "err", err)

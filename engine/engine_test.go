@@ -442,40 +442,52 @@ func TestEraseCustomer(t *testing.T) {
 
 // findAnywhere scans every key and every value in Redis for s.
 func findAnywhere(t *testing.T, rdb redis.UniversalClient, s string) string {
-	ctx := context.Background()
-	keys, err := redistest.Keys(ctx, rdb, "*")
+	keys, err := redistest.Keys(context.Background(), rdb, "*")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, k := range keys {
-		if strings.Contains(k, s) {
-			return "key " + k
+		if where := nameOrValueHolds(t, rdb, k, s); where != "" {
+			return where
 		}
-		var values []string
-		switch typ := rdb.Type(ctx, k).Val(); typ {
-		case "string":
-			values = append(values, rdb.Get(ctx, k).Val())
-		case "hash":
-			for f, v := range rdb.HGetAll(ctx, k).Val() {
-				values = append(values, f, v)
-			}
-		case "set":
-			values = rdb.SMembers(ctx, k).Val()
-		case "list":
-			values = rdb.LRange(ctx, k, 0, -1).Val()
-		case "stream":
-			for _, m := range rdb.XRange(ctx, k, "-", "+").Val() {
-				for f, v := range m.Values {
-					values = append(values, f, fmt.Sprint(v))
-				}
-			}
-		default:
-			t.Fatalf("key %s of type %s is not scanned", k, typ)
+	}
+	return ""
+}
+
+// nameOrValueHolds says where key k holds s: in its name, or in a value.
+func nameOrValueHolds(t *testing.T, rdb redis.UniversalClient, k, s string) string {
+	ctx := context.Background()
+	if strings.Contains(k, s) {
+		return "key " + k
+	}
+	var values []string
+	switch typ := rdb.Type(ctx, k).Val(); typ {
+	case "none":
+		return "" // gone meanwhile
+	case "string":
+		values = append(values, rdb.Get(ctx, k).Val())
+	case "hash":
+		for f, v := range rdb.HGetAll(ctx, k).Val() {
+			values = append(values, f, v)
 		}
-		for _, v := range values {
-			if strings.Contains(v, s) {
-				return "a value of " + k
+	case "set":
+		values = rdb.SMembers(ctx, k).Val()
+	case "zset":
+		values = rdb.ZRange(ctx, k, 0, -1).Val()
+	case "list":
+		values = rdb.LRange(ctx, k, 0, -1).Val()
+	case "stream":
+		for _, m := range rdb.XRange(ctx, k, "-", "+").Val() {
+			for f, v := range m.Values {
+				values = append(values, f, fmt.Sprint(v))
 			}
+		}
+	default:
+		t.Fatalf("key %s of type %s is not scanned", k, typ)
+	}
+	for _, v := range values {
+		if strings.Contains(v, s) {
+			return "a value of " + k
 		}
 	}
 	return ""

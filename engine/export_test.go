@@ -12,7 +12,7 @@ import (
 type Batcher struct{ b *batcher }
 
 func NewBatcher(rdb redis.UniversalClient, lanes int) Batcher { return Batcher{newBatcher(rdb, lanes)} }
-func (b Batcher) Do(cmds ...redis.Cmder)                      { b.b.do(cmds...) }
+func (b Batcher) Do(ctx context.Context, cmds ...redis.Cmder) { b.b.do(ctx, cmds...) }
 func (b Batcher) RunScript(ctx context.Context, s *redis.Script, keys []string, args ...any) *redis.Cmd {
 	return b.b.runScript(ctx, s, keys, args...)
 }

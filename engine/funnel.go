@@ -2,12 +2,13 @@ package engine
 
 import (
 	"context"
-	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/nearcast/nearcast/rules"
 )
 
 // FunnelDay is what became of a rule's offers on one UTC day.
@@ -66,7 +67,7 @@ func Funnel(ctx context.Context, rdb redis.UniversalClient, rule string, from, t
 		}
 		return nil
 	}); err != nil {
-		return nil, fmt.Errorf("%w: read funnel: %v", ErrUnavailable, err)
+		return nil, rules.RedisErr("read funnel", err)
 	}
 	rep := &FunnelReport{RuleID: rule, Days: make([]FunnelDay, 0, len(days))}
 	for i, d := range days {

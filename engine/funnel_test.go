@@ -56,7 +56,7 @@ func TestFunnelAfterAScriptedDay(t *testing.T) {
 			double := runDispatcher(t, f, f.clock.Now)
 			eventually(t, "every offer sent", func() bool { return len(double.Messages()) == treated })
 			eventually(t, "every push acknowledged", func() bool { return undelivered(t, f.rdb) == 0 })
-			ledger := engine.NewLedger(f.rdb, engine.NewCoupons([]byte("test-secret")), f.clock.Now)
+			ledger := engine.NewLedger(f.rdb, engine.NewCoupons([]byte("test-secret")), nil, f.clock.Now)
 			for i, code := range codes[:3] {
 				ledger.Opened(ctx, code, "")
 				ledger.Opened(ctx, code, "") // the first open counts

@@ -52,7 +52,11 @@ const commitWindow = 2 * time.Second
 // asks again, and nothing was written. Past the deadline it answers
 // {"late"} and writes nothing.
 //
-// KEYS: caps, coupons, visits, the coupon's record.
+// A customer with no profile (erased while this ping was in flight) or
+// without push consent gets nothing: every candidate is no_consent, and
+// nothing is written, so that an erasure wins every race.
+//
+// KEYS: caps, coupons, visits, the coupon's record, profile.
 // ARGV: n, customer_id, device_id, now_ms, retention_ms, dry ("1"), day
 // field, week field, oldest day kept, oldest week kept, customer daily
 // limit, least gap between two offers (ms), today (UTC), deadline (ms; 0:
@@ -85,6 +89,10 @@ local function late()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > deadline
 end
 local res = {}
+if redis.call('HGET', KEYS[5], 'push') ~= '1' then
+  for _ = 1, n do table.insert(res, 'no_consent') end
+  return res
+end
 local customerReason = nil
 if tonumber(ARGV[4]) - used('*|last') < tonumber(ARGV[12]) then customerReason = 'recent_offer'
 elseif over(used('*|' .. dayF), limit) then customerReason = 'customer_limit'
@@ -256,7 +264,7 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 		deadline = time.Now().Add(commitWindow).UnixMilli() // the wall clock, as Redis's
 	}
 	keys := []string{customerKey(p.CustomerID, partCaps), customerKey(p.CustomerID, partCoupons),
-		customerKey(p.CustomerID, partVisits), couponRecordKey(p.CustomerID, code)}
+		customerKey(p.CustomerID, partVisits), couponRecordKey(p.CustomerID, code), customerKey(p.CustomerID, partProfile)}
 	args := []any{len(eligible), p.CustomerID, p.DeviceID, now.UnixMilli(), e.cfg.CouponRetention.Milliseconds(), flag(opt.DryRun),
 		"d" + day, fmt.Sprintf("w%04d%02d", year, week), "d" + oldestDay, fmt.Sprintf("w%04d%02d", oy, ow), e.cfg.MaxOffersPerDay,
 		e.cfg.MinOfferGap.Milliseconds(), utcDay, deadline, code}
@@ -380,7 +388,7 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 		withCommit, first = first, nil
 	}
 	if len(first) > 0 {
-		e.batch.do(first...)
+		e.batch.do(ctx, first...)
 		if reserve0 != nil {
 			if err := reserveDone(0, reserve0); err != nil {
 				return err // a unit may be held: lost, never over-spent
@@ -423,7 +431,7 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 			}
 			if args[at[i]+7] == "?" {
 				x := reserveCmd(i)
-				e.batch.do(x.cmd)
+				e.batch.do(ctx, x.cmd)
 				if err := reserveDone(i, x); err != nil {
 					return abandon(err)
 				}
@@ -472,7 +480,9 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 	var index *redis.StatusCmd
 	if issued {
 		ttl := offers[winner].ExpiresAt.Add(e.cfg.CouponRetention).Sub(now)
-		index = redis.NewStatusCmd(ctx, "set", codeIndexKey(code), p.CustomerID, "px", max(ttl, time.Second).Milliseconds())
+		// NX: a fresh code has no index, unless the customer was erased
+		// since the commit and the erasure marked the code (settleInFlight).
+		index = redis.NewStatusCmd(ctx, "set", codeIndexKey(code), p.CustomerID, "px", max(ttl, time.Second).Milliseconds(), "nx")
 		cmds = append(cmds, index)
 	}
 	if winner >= 0 && results[winner] == ReasonHoldout {
@@ -486,7 +496,7 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 		counted[i] = x
 	}
 	cmds = append(cmds, e.funnelCmds(ctx, utcDay, counted)...)
-	e.batch.do(cmds...)
+	e.batch.do(ctx, cmds...)
 	_, settleErr := settle.result(ctx, e.rdb).Result()
 	if settleErr == nil {
 		keep := -1
@@ -523,7 +533,7 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 // that did gave back those on record).
 func (e *Engine) settle(ctx context.Context, intent, code, customerID string, rs []reservation) {
 	x := settleCmd(ctx, intent, false, code, customerID)
-	e.batch.do(x.cmd)
+	e.batch.do(ctx, x.cmd)
 	if _, err := x.result(ctx, e.rdb).Result(); err == nil {
 		e.runScripts(ctx, giveBackCmds(ctx, rs))
 	}
@@ -538,7 +548,7 @@ func (e *Engine) runScripts(ctx context.Context, xs []*scripted) {
 	for i, x := range xs {
 		cmds[i] = x.cmd
 	}
-	e.batch.do(cmds...)
+	e.batch.do(ctx, cmds...)
 	for _, x := range xs {
 		if err := x.result(ctx, e.rdb).Err(); err != nil {
 			e.log.Warn("a rule's reserved unit not given back", "err", err)
@@ -556,12 +566,12 @@ func (e *Engine) commit(ctx context.Context, keys []string, args []any, dry bool
 	node := e.masterOf(ctx, keys[0])
 	before = slices.DeleteFunc(before, func(c redis.Cmder) bool { return c == nil })
 	if e.cfg.WaitReplicas <= 0 || dry || node == nil {
-		e.batch.do(append(before, x.cmd)...)
+		e.batch.do(ctx, append(before, x.cmd)...)
 		out, err = x.result(ctx, e.rdb).StringSlice()
 		return out, false, err
 	}
 	if len(before) > 0 {
-		e.batch.do(before...) // a failure of the record only leaves the units off it
+		e.batch.do(ctx, before...) // a failure of the record only leaves the units off it
 	}
 	for attempt := 0; ; attempt++ {
 		x := newScripted(ctx, commitScript, keys, args...)

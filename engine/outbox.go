@@ -211,8 +211,13 @@ func (d *Dispatcher) handle(ctx context.Context, m redis.XMessage) {
 		// The code's index, should the engine have failed to write it: a
 		// push never goes out with a code the till cannot look up.
 		if ttl := ttlCmd.Val(); ttl > 0 {
-			if err := d.rdb.Set(ctx, codeIndexKey(p.ID), p.CustomerID, ttl).Err(); err != nil {
+			indexed, err := indexCode(ctx, d.rdb, p.ID, p.CustomerID, ttl)
+			if err != nil {
 				d.log.Warn("outbox: cannot index a push's coupon, will retry", "push", p.ID, "err", err)
+				return
+			}
+			if !indexed {
+				d.finish(ctx, m.ID, nil, "", nil) // erased with its customer since the record was read
 				return
 			}
 		}
@@ -458,14 +463,17 @@ func (d *Dispatcher) recoverIntents(ctx context.Context) {
 			return
 		}
 		ttl, who := ttlCmd.Val(), whoCmd.Val()
-		issued := ttl > 0
+		issued := ttl > 0 // the coupon used its own unit of capacity
+		announce := issued
 		if issued {
-			if err := d.rdb.Set(ctx, codeIndexKey(code), customer, ttl).Err(); err != nil {
+			indexed, err := indexCode(ctx, d.rdb, code, customer, ttl)
+			if err != nil {
 				d.log.Warn("outbox: cannot index a recovered offer", "err", err)
 				return
 			}
+			announce = indexed // else erased with its customer since the record was read
 		}
-		v, err := settleCmd(ctx, it, issued, code, customer).run(ctx, d.rdb).Text()
+		v, err := settleCmd(ctx, it, announce, code, customer).run(ctx, d.rdb).Text()
 		if errors.Is(err, redis.Nil) {
 			continue // settled meanwhile, by its engine
 		}
@@ -485,7 +493,7 @@ func (d *Dispatcher) recoverIntents(ctx context.Context) {
 				d.log.Warn("outbox: a rule's reserved unit not given back", "err", err)
 			}
 		}
-		if issued {
+		if announce {
 			d.log.Info("outbox: announced an offer its engine left behind", "push", code)
 		}
 	}

@@ -406,7 +406,7 @@ func TestDispatcherAnnouncesAnOfferItsEngineLeftBehind(t *testing.T) {
 			never := engine.NewCoupons([]byte("k")).NewCode()
 			f.rdb.ZAdd(ctx, "nc:{outbox}:intents", redis.Z{Score: past, Member: o.CouponCode + "c-42"},
 				redis.Z{Score: past, Member: never + "c-42"})
-			if _, err := engine.NewLedger(f.rdb, engine.NewCoupons([]byte("k")), nil).Get(ctx, o.CouponCode); err == nil {
+			if _, err := engine.NewLedger(f.rdb, engine.NewCoupons([]byte("k")), nil, nil).Get(ctx, o.CouponCode); err == nil {
 				t.Fatal("the coupon is found by its code before the dispatcher recovered it")
 			}
 
@@ -418,7 +418,7 @@ func TestDispatcherAnnouncesAnOfferItsEngineLeftBehind(t *testing.T) {
 			if len(msgs) != 1 || msgs[0].Data["coupon_code"] != o.CouponCode {
 				t.Fatalf("pushes %+v, want one for %s", msgs, o.CouponCode)
 			}
-			if _, err := engine.NewLedger(f.rdb, engine.NewCoupons([]byte("k")), nil).Get(ctx, o.CouponCode); err != nil {
+			if _, err := engine.NewLedger(f.rdb, engine.NewCoupons([]byte("k")), nil, nil).Get(ctx, o.CouponCode); err != nil {
 				t.Fatalf("the recovered coupon is not found by its code: %v", err)
 			}
 			// Sent: the record says so and no longer holds the push's text.
@@ -444,7 +444,7 @@ func TestDispatcherIndexesTheCodeBeforeSending(t *testing.T) {
 			}
 			double := runDispatcher(t, f, nil)
 			eventually(t, "the push to be sent", func() bool { return len(double.Messages()) == 1 })
-			if _, err := engine.NewLedger(f.rdb, engine.NewCoupons([]byte("k")), nil).Get(ctx, o.CouponCode); err != nil {
+			if _, err := engine.NewLedger(f.rdb, engine.NewCoupons([]byte("k")), nil, nil).Get(ctx, o.CouponCode); err != nil {
 				t.Fatalf("the pushed coupon is not found by its code: %v", err)
 			}
 		})

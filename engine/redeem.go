@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -48,15 +49,21 @@ type Coupon struct {
 type Ledger struct {
 	rdb     redis.UniversalClient
 	coupons *Coupons
+	log     *slog.Logger
 	now     func() time.Time
 }
 
-// NewLedger returns the coupon ledger; now may be nil for the wall clock.
-func NewLedger(rdb redis.UniversalClient, coupons *Coupons, now func() time.Time) *Ledger {
+// NewLedger returns the coupon ledger. log is told of a funnel count
+// lost after a redemption or an open (nil: nobody is); now may be nil
+// for the wall clock.
+func NewLedger(rdb redis.UniversalClient, coupons *Coupons, log *slog.Logger, now func() time.Time) *Ledger {
 	if now == nil {
 		now = time.Now
 	}
-	return &Ledger{rdb: rdb, coupons: coupons, now: now}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Ledger{rdb: rdb, coupons: coupons, log: log, now: now}
 }
 
 // Get reads a coupon. A forged code is not found without asking Redis.
@@ -71,7 +78,7 @@ func (l *Ledger) Get(ctx context.Context, code string) (*Coupon, error) {
 	}
 	m, err := l.rdb.HGetAll(ctx, key).Result()
 	if err != nil {
-		return nil, fmt.Errorf("%w: read coupon: %v", ErrUnavailable, err)
+		return nil, rules.RedisErr("read coupon", err)
 	}
 	if len(m) == 0 {
 		return nil, rules.ErrNotFound
@@ -85,10 +92,10 @@ func (l *Ledger) Get(ctx context.Context, code string) (*Coupon, error) {
 func (l *Ledger) recordKey(ctx context.Context, code string) (string, error) {
 	customer, err := l.rdb.Get(ctx, codeIndexKey(code)).Result()
 	switch {
-	case errors.Is(err, redis.Nil):
+	case errors.Is(err, redis.Nil), err == nil && customer == "": // none, or erased
 		return archivedCouponKey(code), nil
 	case err != nil:
-		return "", fmt.Errorf("%w: read coupon: %v", ErrUnavailable, err)
+		return "", rules.RedisErr("read coupon", err)
 	}
 	return couponRecordKey(customer, code), nil
 }
@@ -120,13 +127,14 @@ func (l *Ledger) coupon(code string, m map[string]string) *Coupon {
 // KEYS: coupon record, the customer's visits (the record and the visits
 // share the customer's hash tag; an archived coupon has no customer, and
 // its visits key is the record itself, not written). ARGV: now_ms, store
-// id. Returns "ok", "missing", "redeemed" or "expired".
+// id. Returns {"missing"}, {"redeemed"}, {"expired"}, {"store:<id>"},
+// or {"ok", the record's fields and values as redeemed}.
 var redeemScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
-if redis.call('HGET', KEYS[1], 'redeemed_at') then return 'redeemed' end
-if tonumber(ARGV[1]) >= tonumber(redis.call('HGET', KEYS[1], 'expires_at')) then return 'expired' end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+if redis.call('HGET', KEYS[1], 'redeemed_at') then return {'redeemed'} end
+if tonumber(ARGV[1]) >= tonumber(redis.call('HGET', KEYS[1], 'expires_at')) then return {'expired'} end
 local only = redis.call('HGET', KEYS[1], 'only_store')
-if only and only ~= '' and only ~= ARGV[2] then return 'store:' .. only end
+if only and only ~= '' and only ~= ARGV[2] then return {'store:' .. only} end
 redis.call('HSET', KEYS[1], 'redeemed_at', ARGV[1], 'redeemed_store', ARGV[2])
 if KEYS[2] ~= KEYS[1] then
   local v = KEYS[2]
@@ -136,7 +144,9 @@ if KEYS[2] ~= KEYS[1] then
     redis.call('HINCRBY', v, 'aff:' .. tag, 1)
   end
 end
-return 'ok'`)
+local out = redis.call('HGETALL', KEYS[1])
+table.insert(out, 1, 'ok')
+return out`)
 
 // Redeem marks a coupon used at a store.
 func (l *Ledger) Redeem(ctx context.Context, code, storeID string) (*Coupon, error) {
@@ -146,17 +156,20 @@ func (l *Ledger) Redeem(ctx context.Context, code, storeID string) (*Coupon, err
 	}
 	customer, err := l.rdb.Get(ctx, codeIndexKey(code)).Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("%w: redeem: %v", ErrUnavailable, err)
+		return nil, rules.RedisErr("redeem", err)
 	}
 	keys := []string{archivedCouponKey(code), archivedCouponKey(code)}
 	if customer != "" {
 		keys = []string{couponRecordKey(customer, code), customerKey(customer, partVisits)}
 	}
-	res, err := redeemScript.Run(ctx, l.rdb, keys, l.now().UnixMilli(), storeID).Text()
+	out, err := redeemScript.Run(ctx, l.rdb, keys, l.now().UnixMilli(), storeID).StringSlice()
 	if err != nil {
-		return nil, fmt.Errorf("%w: redeem: %v", ErrUnavailable, err)
+		return nil, rules.RedisErr("redeem", err)
 	}
-	switch res {
+	if len(out) == 0 {
+		return nil, fmt.Errorf("redeem: no answer from the script")
+	}
+	switch out[0] {
 	case "missing":
 		return nil, rules.ErrNotFound
 	case "redeemed":
@@ -164,14 +177,21 @@ func (l *Ledger) Redeem(ctx context.Context, code, storeID string) (*Coupon, err
 	case "expired":
 		return nil, ErrExpired
 	}
-	if store, ok := strings.CutPrefix(res, "store:"); ok {
+	if store, ok := strings.CutPrefix(out[0], "store:"); ok {
 		return nil, &WrongStoreError{Store: store}
 	}
-	cp, err := l.Get(ctx, code)
-	if err == nil {
-		err = countOne(ctx, l.rdb, l.now(), cp.RuleID, "redeemed")
+	// Redeemed: the answer is the record the step read as it marked it,
+	// and nothing after can turn it into a failure (a till told "failed"
+	// would try again and be told "redeemed already").
+	m := make(map[string]string, (len(out)-1)/2)
+	for i := 1; i+1 < len(out); i += 2 {
+		m[out[i]] = out[i+1]
 	}
-	return cp, err
+	cp := l.coupon(code, m)
+	if err := countOne(ctx, l.rdb, l.now(), cp.RuleID, "redeemed"); err != nil {
+		l.log.Warn("coupon redeemed, its rule's funnel count not updated", "rule_id", cp.RuleID, "err", err)
+	}
+	return cp, nil
 }
 
 // Opened records that the customer opened the coupon in the app (the
@@ -192,16 +212,21 @@ func (l *Ledger) Opened(ctx context.Context, code, customerID string) (*Coupon, 
 	}
 	n, err := openedScript.Run(ctx, l.rdb, []string{key}, l.now().UnixMilli()).Int()
 	if err != nil {
-		return nil, fmt.Errorf("%w: opened: %v", ErrUnavailable, err)
+		return nil, rules.RedisErr("opened", err)
 	}
 	if n < 0 {
 		return nil, rules.ErrNotFound
 	}
 	cp, err := l.Get(ctx, code)
-	if err == nil && n == 1 {
-		err = countOne(ctx, l.rdb, l.now(), cp.RuleID, "opened")
+	if err != nil {
+		return nil, err // the open is recorded; asked again, it answers the coupon
 	}
-	return cp, err
+	if n == 1 {
+		if err := countOne(ctx, l.rdb, l.now(), cp.RuleID, "opened"); err != nil {
+			l.log.Warn("coupon opened, its rule's funnel count not updated", "rule_id", cp.RuleID, "err", err)
+		}
+	}
+	return cp, nil
 }
 
 var openedScript = redis.NewScript(`

@@ -15,6 +15,10 @@ import (
 // MaxSimulatedPings bounds one simulation.
 const MaxSimulatedPings = 400
 
+// simulationTimeout bounds a simulated walk on its sandbox; a walk of
+// MaxSimulatedPings takes some 0.4 s.
+const simulationTimeout = 10 * time.Second
+
 // Step is what one ping of a simulated walk caused.
 type Step struct {
 	TS time.Time `json:"ts"`
@@ -50,6 +54,11 @@ func (e *Engine) Simulate(ctx context.Context, customerID string, pings []Ping) 
 		return nil, err
 	}
 
+	// The walk runs on the sandbox, in this process: the caller's
+	// deadline is a budget for the shared Redis (read above), not for
+	// the sandbox, which a long walk may keep busy for longer.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), simulationTimeout)
+	defer cancel()
 	var clock time.Time
 	cfg := e.cfg
 	cfg.Metrics, cfg.WaitReplicas, cfg.PingsPerMinute, cfg.PingsPerMinuteDevice = nil, 0, 0, 0
@@ -104,7 +113,7 @@ func (e *Engine) copyForSimulation(ctx context.Context, to *redis.Client, custom
 		return nil
 	})
 	if err := firstFailure(all); err != nil {
-		return fmt.Errorf("%w: read the customer for a simulation: %v", ErrUnavailable, err)
+		return rules.RedisErr("read the customer for a simulation", err)
 	}
 	if len(hashes[0].Val()) == 0 {
 		return rules.ErrNotFound

@@ -68,7 +68,7 @@ func (c *Catalog) PutStore(ctx context.Context, s *Store) (created bool, err err
 	}
 	res, err := putStoreScript.Run(ctx, c.rdb, []string{keyStores, keyVersion}, s.ID, doc, ChannelChanged).Int64Slice()
 	if err != nil {
-		return false, fmt.Errorf("save store: %w", err)
+		return false, RedisErr("save store", err)
 	}
 	return res[0] == 1, nil
 }
@@ -101,7 +101,7 @@ func (c *Catalog) PutStores(ctx context.Context, stores []*Store) (int, error) {
 			v = p.Incr(ctx, keyVersion)
 			return nil
 		}); err != nil {
-			return written, fmt.Errorf("save stores: %w", err)
+			return written, RedisErr("save stores", err)
 		}
 		written += len(batch)
 		version = v.Val()
@@ -124,7 +124,7 @@ func getDoc[T any](ctx context.Context, rdb redis.UniversalClient, key, id strin
 		return nil, ErrNotFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", id, err)
+		return nil, RedisErr("read "+id, err)
 	}
 	var v T
 	if err := json.Unmarshal(doc, &v); err != nil {
@@ -141,7 +141,7 @@ func (c *Catalog) DeleteStore(ctx context.Context, id string) error {
 func (c *Catalog) delete(ctx context.Context, key, id string) error {
 	v, err := deleteScript.Run(ctx, c.rdb, []string{key, keyVersion}, id, ChannelChanged).Int64()
 	if err != nil {
-		return fmt.Errorf("delete: %w", err)
+		return RedisErr("delete "+id, err)
 	}
 	if v == 0 {
 		return ErrNotFound
@@ -177,7 +177,7 @@ func (c *Catalog) page(ctx context.Context, key, cursor string, limit int, each 
 	}
 	kv, next, err := c.rdb.HScan(ctx, key, cur, "*", int64(limit)).Result()
 	if err != nil {
-		return "", fmt.Errorf("list: %w", err)
+		return "", RedisErr("list", err)
 	}
 	for i := 1; i < len(kv); i += 2 {
 		if err := each([]byte(kv[i])); err != nil {
@@ -225,7 +225,7 @@ func (c *Catalog) PutRuleIf(ctx context.Context, r *Rule, dryRun bool, ifVersion
 	for attempt := 0; ; attempt++ {
 		prev, err := c.rdb.HGet(ctx, keyRuleVersions, r.ID).Int64()
 		if err != nil && !errors.Is(err, redis.Nil) {
-			return fmt.Errorf("read rule version: %w", err)
+			return RedisErr("read rule version", err)
 		}
 		if ifVersion > 0 && prev != ifVersion {
 			return ErrConflict
@@ -243,7 +243,7 @@ func (c *Catalog) PutRuleIf(ctx context.Context, r *Rule, dryRun bool, ifVersion
 			[]string{keyRules, keyRuleVersions, keyRuleHistory + r.ID, keyVersion},
 			r.ID, prev, doc, ChannelChanged).Int64()
 		if err != nil {
-			return fmt.Errorf("save rule: %w", err)
+			return RedisErr("save rule", err)
 		}
 		if v > 0 {
 			return nil
@@ -263,7 +263,7 @@ func (c *Catalog) GetRule(ctx context.Context, id string) (*Rule, error) {
 func (c *Catalog) RuleVersions(ctx context.Context, id string) ([]*Rule, error) {
 	docs, err := c.rdb.LRange(ctx, keyRuleHistory+id, 0, -1).Result()
 	if err != nil {
-		return nil, fmt.Errorf("read rule history: %w", err)
+		return nil, RedisErr("read rule history", err)
 	}
 	if len(docs) == 0 {
 		return nil, ErrNotFound
@@ -289,7 +289,7 @@ func (c *Catalog) RuleVersion(ctx context.Context, id string, version int64) (*R
 		return nil, ErrNotFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read rule version: %w", err)
+		return nil, RedisErr("read rule version", err)
 	}
 	var r Rule
 	if err := json.Unmarshal([]byte(doc), &r); err != nil {
@@ -336,7 +336,7 @@ func (c *Catalog) Version(ctx context.Context) (int64, error) {
 	if errors.Is(err, redis.Nil) {
 		return 0, nil
 	}
-	return v, err
+	return v, RedisErr("read catalog version", err)
 }
 
 // load reads the whole catalog in one transaction, so that the version
@@ -351,7 +351,7 @@ func (c *Catalog) load(ctx context.Context) (version int64, stores, rules map[st
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return 0, nil, nil, fmt.Errorf("load catalog: %w", err)
+		return 0, nil, nil, RedisErr("load catalog", err)
 	}
 	if s := vCmd.Val(); s != "" {
 		version, _ = strconv.ParseInt(s, 10, 64)

@@ -243,7 +243,7 @@ func (l *Live) Refresh(ctx context.Context) error {
 	defer l.mu.Unlock()
 	v, err := l.cat.Version(ctx)
 	if err != nil {
-		return fmt.Errorf("read catalog version: %w", err)
+		return err
 	}
 	if cur := l.cur.Load(); cur != nil && cur.Version == v {
 		return nil

@@ -56,7 +56,7 @@ func startServer(t *testing.T) string {
 	coupons := engine.NewCoupons([]byte("console-test"))
 	app := api.New(api.Deps{
 		Live: live, Customers: customers, Engine: engine.New(rdb, live, coupons, cfg, quiet, nil),
-		Ledger: engine.NewLedger(rdb, coupons, nil), Redis: rdb,
+		Ledger: engine.NewLedger(rdb, coupons, nil, nil), Redis: rdb,
 		Ready:   func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		AppKeys: []string{"console-app"}, AdminKeys: []string{adminKey}, Log: quiet,
 	})

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -171,6 +172,102 @@ func TestRedisOutageUnderLoad(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%d of %d coupons never reached FCM\n%s", missing, len(codes), out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// A Redis that hangs (SIGSTOP: connections open, nothing answered) is
+// told as promptly as one that is down: pings and admin calls get 503
+// unavailable within the request's Redis budget, not after the client's
+// timeouts and retries add up; and once it answers again, so does the
+// server.
+func TestHungRedis(t *testing.T) {
+	rs, err := redistest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rs.Stop)
+	base, out := startServer(t, map[string]string{
+		"NEARCAST_REDIS_URL": "redis://" + rs.Addr, "NEARCAST_APP_KEYS": "app", "NEARCAST_ADMIN_KEYS": "admin",
+		"NEARCAST_COUPON_SECRET": "hung-secret", "NEARCAST_TOKEN_SECRETS": testTokenSecret, "NEARCAST_QUIET_HOURS": "off",
+	})
+	tokens := seedWalkers(t, []string{base}, e2eRule, []string{"c-h"})
+	ping := func() *http.Request {
+		return newRequest("POST", base+"/v1/pings", "app", tokens["c-h"], pingBody("c-h", "p-c-h", 40))
+	}
+	if status, raw := send(t, ping()); status != 200 {
+		t.Fatalf("ping before: %d %s", status, raw)
+	}
+
+	if err := rs.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	t.Cleanup(func() {
+		if !resumed {
+			rs.Resume()
+		}
+	})
+	calls := []struct {
+		name string
+		req  func() *http.Request
+	}{
+		{"ping", ping},
+		{"get customer", func() *http.Request { return newRequest("GET", base+"/v1/customers/c-h", "admin", "", "") }},
+		{"list rules", func() *http.Request { return newRequest("GET", base+"/v1/rules", "admin", "", "") }},
+		{"readyz", func() *http.Request { return newRequest("GET", base+"/readyz", "admin", "", "") }},
+	}
+	for round := 0; round < 3; round++ {
+		for _, c := range calls {
+			start := time.Now()
+			status, raw := send(t, c.req())
+			took := time.Since(start)
+			t.Logf("%s on a hung Redis: %d in %s", c.name, status, took.Round(time.Millisecond))
+			if status != 503 || !strings.Contains(raw, `"unavailable"`) {
+				t.Errorf("%s on a hung Redis: %d %s, want 503 unavailable", c.name, status, raw)
+			}
+			if took > 1500*time.Millisecond {
+				t.Errorf("%s on a hung Redis took %s", c.name, took)
+			}
+		}
+	}
+
+	// Pings at once, which wait for each other's pipelines: none waits
+	// longer for it.
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			res, err := http.DefaultClient.Do(ping())
+			took := time.Since(start)
+			if err != nil {
+				t.Errorf("ping %d: %v", i, err)
+				return
+			}
+			res.Body.Close()
+			t.Logf("ping %d of 8 at once on a hung Redis: %d in %s", i, res.StatusCode, took.Round(time.Millisecond))
+			if res.StatusCode != 503 || took > 1500*time.Millisecond {
+				t.Errorf("ping %d of 8 at once on a hung Redis: %d in %s", i, res.StatusCode, took)
+			}
+		}()
+	}
+	wg.Wait()
+
+	if err := rs.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	resumed = true
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		status, raw := send(t, ping())
+		if status == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after Redis answered again, a ping still got %d %s\n%s", status, raw, out.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

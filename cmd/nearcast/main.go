@@ -88,7 +88,7 @@ func serve(ctx context.Context, env func(string) string, out io.Writer) error {
 			return fmt.Errorf("start embedded redis: %w", err)
 		}
 		defer mini.Close()
-		rdb = redis.NewClient(&redis.Options{Addr: mini.Addr()})
+		rdb = redis.NewClient(&redis.Options{Addr: mini.Addr(), ContextTimeoutEnabled: true})
 	} else {
 		rdb, err = redisClient(cfg.RedisURL)
 		if err != nil {
@@ -179,7 +179,7 @@ func serve(ctx context.Context, env func(string) string, out io.Writer) error {
 		log.Warn(w)
 	}
 	app := api.New(api.Deps{
-		Live: live, Customers: customers, Engine: eng, Ledger: engine.NewLedger(rdb, coupons, nil), Redis: rdb, Pushes: pushLog,
+		Live: live, Customers: customers, Engine: eng, Ledger: engine.NewLedger(rdb, coupons, log, nil), Redis: rdb, Pushes: pushLog,
 		Ready:   func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		AppKeys: cfg.AppKeys, AdminKeys: cfg.AdminKeys, Log: log, Metrics: reg,
 		AppAuth: cfg.AppAuth, Tokens: tokens, VerifyIDToken: verify,
@@ -288,6 +288,7 @@ func redisClient(url string) (redis.UniversalClient, error) {
 		}
 		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout, opt.MaxRetries = redisTimeouts()
 		opt.DialerRetries = 1 // a Redis that is down is told at once, not after five tries
+		opt.ContextTimeoutEnabled = true
 		return redis.NewClient(opt), nil
 	}
 	seeds := list(url)
@@ -297,6 +298,7 @@ func redisClient(url string) (redis.UniversalClient, error) {
 	opt := &redis.ClusterOptions{Addrs: seeds}
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout, opt.MaxRetries = redisTimeouts()
 	opt.DialerRetries = 1
+	opt.ContextTimeoutEnabled = true
 	cc := redis.NewClusterClient(opt)
 	cc.AddHook(reloadOnFailure{cc})
 	return cc, nil
@@ -358,7 +360,10 @@ func (h reloadOnFailure) check(ctx context.Context, err error) {
 }
 
 // redisTimeouts keep a ping from hanging on a Redis that is down: the
-// answer is a quick 503, not a stalled customer.
+// answer is a quick 503, not a stalled customer. A request's deadline (its
+// Redis budget, api.DefaultRequestTimeout) bounds its calls too, retries
+// included, since the clients honour deadlines (ContextTimeoutEnabled):
+// a Redis that hangs is told as soon.
 func redisTimeouts() (dial, read, write, pool time.Duration, retries int) {
 	return 500 * time.Millisecond, 500 * time.Millisecond, 500 * time.Millisecond, 500 * time.Millisecond, 1
 }

@@ -293,6 +293,14 @@ func TestDemoTour(t *testing.T) {
 	if status, _ := call(t, "GET", base+"/v1/dev/pushes", "demo-app", ""); status != 403 {
 		t.Fatalf("app key reads pushes: %d", status)
 	}
+	// Erased, Anna leaves nothing in the log sender's memory either.
+	if status, raw := call(t, "DELETE", base+"/v1/customers/c-42", "demo-admin", ""); status != 204 {
+		t.Fatalf("erase: %d %s", status, raw)
+	}
+	_, raw = call(t, "GET", base+"/v1/dev/pushes", "demo-admin", "")
+	if strings.Contains(raw, "c-42") || strings.Contains(raw, "Anna") || strings.Contains(raw, a.Offers[0].CouponCode) {
+		t.Fatalf("after erasure, the log sender still keeps: %s", raw)
+	}
 }
 
 func TestSettingsRefused(t *testing.T) {

@@ -47,8 +47,24 @@ func (l *Log) Send(_ context.Context, p engine.Push) error {
 		l.next = (l.next + 1) % len(l.ring)
 	}
 	l.mu.Unlock()
-	l.log.Info("push (log sender)", "push", p.ID, "customer_id", p.CustomerID, "device_id", p.DeviceID, "title", p.Title)
+	// Its text (the customer's name, often) stays out of the log, which
+	// an erasure cannot reach.
+	l.log.Info("push (log sender)", "push", p.ID, "customer_id", p.CustomerID, "device_id", p.DeviceID)
 	return nil
+}
+
+// Forget drops the kept pushes of a customer, who was erased.
+func (l *Log) Forget(customerID string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := len(l.ring)
+	kept := make([]engine.Push, 0, cap(l.ring))
+	for i := 0; i < n; i++ {
+		if p := l.ring[(l.next+i)%n]; p.CustomerID != customerID {
+			kept = append(kept, p)
+		}
+	}
+	l.ring, l.next = kept, 0
 }
 
 // Pushes lists the kept pushes of a customer, or of everyone when

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -124,6 +125,18 @@ func (s *Server) Kill() {
 		_ = s.cmd.Process.Kill()
 		_ = s.cmd.Wait()
 	}
+}
+
+// Pause stops the process where it is (SIGSTOP), as a Redis that hangs:
+// connections are still accepted by the kernel and writes still land in
+// its buffers, but nothing is answered until Resume.
+func (s *Server) Pause() error {
+	return s.cmd.Process.Signal(syscall.SIGSTOP)
+}
+
+// Resume lets a paused process go on (SIGCONT).
+func (s *Server) Resume() error {
+	return s.cmd.Process.Signal(syscall.SIGCONT)
 }
 
 // Restart starts the process again on the same port and folder.
