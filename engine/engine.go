@@ -378,7 +378,10 @@ if not dry then
   redis.call('HSET', KEYS[1], unpack(writes))
   if #dels > 0 then redis.call('HDEL', KEYS[1], unpack(dels)) end
   redis.call('PEXPIRE', KEYS[1], timeout)
-  if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], ARGV[4], ARGV[1]) end
+  if ARGV[4] ~= '' then
+    redis.call('HSET', KEYS[3], ARGV[4], ARGV[1])
+    redis.call('PEXPIRE', KEYS[3], 400 * 86400000)
+  end
 end
 local out = {'ok', tostring(#entered)}
 for _, id in ipairs(entered) do table.insert(out, id) end
