@@ -37,7 +37,7 @@ fuzz:
 
 ## abuse: the abuse suite alone (docs/security.md lists each attack and its
 ## test); `make test` runs it with everything else.
-ABUSE := AppKeyAlone|StolenAppKey|RevokedTokens|DevicesTellNoOne|Audience|Template|RenderBounds|RenderError|CustomerLimits|ErasureWins|IDsCannotReach|PathIDs|BulkBodyCutShort|SlowBodies|RefusedBulkBody|HungRedis|UnavailableRedis|DemoTour
+ABUSE := AppKeyAlone|StolenAppKey|RevokedTokens|DevicesTellNoOne|Audience|Template|RenderBounds|RenderError|CustomerLimits|ErasureWins|IDsCannotReach|PathIDs|BulkBodyCutShort|SlowBodies|RefusedBulkBody|BulkUploadFailedPartWay|HungRedis|UnavailableRedis|DemoTour
 abuse: test-deps
 	$(GO) test -count=1 -short -run '$(ABUSE)' ./rules ./engine ./api ./cmd/nearcast
 	$(GO) test -run '^$$' -fuzz '^FuzzMarketerCode$$' -fuzztime 40000x ./rules

@@ -355,17 +355,51 @@ func TestRulesAndPingOverHTTP(t *testing.T) {
 // request (the catalog snapshot in memory, loaded before Redis went).
 // The few that need no Redis are named, with the reason, and answer.
 func TestUnavailableRedis(t *testing.T) {
-	_, m := redistest.Mini(t)
-	// Tried once, as cmd/nearcast's client tries a Redis that is down.
-	rdb := redis.NewClient(&redis.Options{Addr: m.Addr(), DialerRetries: 1, MaxRetries: 1, ContextTimeoutEnabled: true})
-	t.Cleanup(func() { rdb.Close() })
 	tokens, err := api.NewCustomerTokens([][]byte{[]byte("unavailable-test-secret-0123456789abcdef")}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newClientWith(t, rdb, func(d *api.Deps) { d.Tokens = tokens })
-	m.Close()
+	// Tried once, with cmd/nearcast's client's timeouts.
+	options := func(addr string) *redis.Options {
+		return &redis.Options{Addr: addr, DialerRetries: 1, MaxRetries: 1, ContextTimeoutEnabled: true,
+			DialTimeout: 500 * time.Millisecond, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond,
+			PoolTimeout: time.Second}
+	}
+	t.Run("down", func(t *testing.T) {
+		_, m := redistest.Mini(t)
+		rdb := redis.NewClient(options(m.Addr()))
+		t.Cleanup(func() { rdb.Close() })
+		c := newClientWith(t, rdb, func(d *api.Deps) { d.Tokens = tokens })
+		m.Close()
+		walkEveryOperation(t, c, false)
+	})
+	// A Redis that hangs (SIGSTOP: it accepts, and answers nothing): every
+	// operation answers 503 as for one that is down, each bounded by its
+	// deadline. They run at once, as a hung Redis's callers do.
+	t.Run("hung", func(t *testing.T) {
+		rs, err := redistest.Start()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(rs.Stop)
+		rdb := redis.NewClient(options(rs.Addr))
+		t.Cleanup(func() { rdb.Close() })
+		c := newClientWith(t, rdb, func(d *api.Deps) { d.Tokens = tokens })
+		if err := rs.Pause(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rs.Resume() })
+		walkEveryOperation(t, c, true)
+	})
+}
 
+// walkEveryOperation calls each operation of api/openapi.yaml on a Redis
+// that cannot answer: those that need Redis get 503 unavailable, the
+// others their answer. At once, a hung Redis's calls are each bounded:
+// the request's Redis budget is 500 ms (api.DefaultRequestTimeout), a
+// bulk upload's each command's 500 ms and one retry; a call still waiting
+// after 5 s hangs.
+func walkEveryOperation(t *testing.T, c *client, atOnce bool) {
 	code := engine.NewCoupons([]byte("s")).NewCode() // well signed: the ledger asks Redis for it
 	rule := `{"name": "R", "enabled": true, "trigger": {"on": "enter"}, "offer": {"title": {"en": "Hi"}, "body": {"en": "Hello"}}}`
 	type request struct{ method, path, key, contentType, body string }
@@ -448,25 +482,42 @@ func TestUnavailableRedis(t *testing.T) {
 	if documented < 30 {
 		t.Fatalf("only %d operations in the spec: the check would prove little", documented)
 	}
-	send := func(r request) response {
+	send := func(t *testing.T, r request) response {
+		own := *c // each its own t: they may run at once
+		own.t = t
 		ct := r.contentType
 		if ct == "" && r.body != "" {
 			ct = "application/json"
 		}
-		return c.request(r.method, r.path, r.key, ct, r.body, nil)
+		return own.request(r.method, r.path, r.key, ct, r.body, nil)
 	}
-	for op, r := range needRedis {
-		t.Run(op, func(t *testing.T) {
-			wantError(t, send(r), 503, "unavailable", "")
-		})
-	}
-	for op, n := range needNoRedis {
-		t.Run(op, func(t *testing.T) {
-			if got := send(n.req); got.Status >= 500 {
-				t.Errorf("%d, but it needs no Redis (%s): %s", got.Status, n.why, got.Raw)
-			}
-		})
-	}
+	t.Run("ops", func(t *testing.T) {
+		for op, r := range needRedis {
+			t.Run(op, func(t *testing.T) {
+				if atOnce {
+					t.Parallel()
+				}
+				start := time.Now()
+				got := send(t, r)
+				took := time.Since(start)
+				t.Logf("%d in %s", got.Status, took.Round(time.Millisecond))
+				wantError(t, got, 503, "unavailable", "")
+				if took > 5*time.Second {
+					t.Errorf("took %s: it hangs on a Redis that does", took)
+				}
+			})
+		}
+		for op, n := range needNoRedis {
+			t.Run(op, func(t *testing.T) {
+				if atOnce {
+					t.Parallel()
+				}
+				if got := send(t, n.req); got.Status >= 500 {
+					t.Errorf("%d, but it needs no Redis (%s): %s", got.Status, n.why, got.Raw)
+				}
+			})
+		}
+	})
 }
 
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }

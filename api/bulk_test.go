@@ -2,18 +2,22 @@ package api_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/valyala/fasthttp"
 
 	"github.com/nearcast/nearcast/api"
+	"github.com/nearcast/nearcast/engine/redistest"
 )
 
 // listen serves c's app on a loopback port until the test ends.
@@ -312,5 +316,61 @@ func TestRefusedBulkBodyIsNotARequest(t *testing.T) {
 	wantError(t, a.response, 401, "unauthenticated", "")
 	if next, err := http.ReadResponse(a.br, nil); err == nil {
 		t.Fatalf("the bytes of a refused body were answered as a request: %d", next.StatusCode)
+	}
+}
+
+// failPipelinesAfter lets n pipelines through, then fails each after as a
+// connection that Redis closed.
+type failPipelinesAfter struct{ n atomic.Int32 }
+
+func (h *failPipelinesAfter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *failPipelinesAfter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return next
+}
+func (h *failPipelinesAfter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if h.n.Add(-1) < 0 {
+			for _, c := range cmds {
+				c.SetErr(net.ErrClosed)
+			}
+			return net.ErrClosed
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// A bulk upload that Redis fails part way is not answered as if it went
+// through: 503, saying how many lines were written (the first ones); the
+// same upload sent again writes them all.
+func TestBulkUploadFailedPartWay(t *testing.T) {
+	for _, be := range redistest.Backends(srv) {
+		t.Run(be.Name, func(t *testing.T) {
+			rdb := be.New(t)
+			c := newClient(t, rdb)
+			var lines []string
+			for i := range 1500 {
+				lines = append(lines, fmt.Sprintf(`{"id": "c-bulk-%04d", "consent": {"location": true, "push": true}}`, i))
+			}
+			body := strings.Join(lines, "\n")
+			hook := &failPipelinesAfter{}
+			hook.n.Store(1)
+			rdb.AddHook(hook)
+			got := c.ndjsonTo("/v1/customers", body)
+			wantError(t, got, 503, "unavailable", "")
+			if msg, _ := got.Body["error"].(map[string]any)["message"].(string); !strings.Contains(msg, "the first 1000 of 1500 good lines were written") {
+				t.Fatalf("the answer does not say what was written: %s", got.Raw)
+			}
+			keys, err := redistest.Keys(context.Background(), rdb, "nc:{c:c-bulk-*}:profile")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(keys) != 1000 {
+				t.Fatalf("%d profiles written, the answer said 1000", len(keys))
+			}
+			hook.n.Store(1 << 20)
+			if got := c.ndjsonTo("/v1/customers", body); got.Status != 200 || got.Body["written"] != 1500.0 {
+				t.Fatalf("sent again: %d %s", got.Status, got.Raw)
+			}
+		})
 	}
 }

@@ -137,11 +137,11 @@ func (s *Server) postStores(c *fiber.Ctx) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	written, err := s.Live.Catalog().PutStores(ctx, good)
-	if err != nil && written == 0 {
-		return err
-	}
 	if written > 0 {
 		s.refresh(ctx)
+	}
+	if err != nil {
+		return bulkFailed(err, written, len(good))
 	}
 	return c.JSON(fiber.Map{"written": written, "failed": len(bad), "errors": bad})
 }
@@ -156,10 +156,22 @@ func (s *Server) postCustomers(c *fiber.Ctx) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	written, err := s.Customers.PutMany(ctx, good)
-	if err != nil && written == 0 {
-		return err
+	if err != nil {
+		return bulkFailed(err, written, len(good))
 	}
 	return c.JSON(fiber.Map{"written": written, "failed": len(bad), "errors": bad})
+}
+
+// bulkFailed is the answer to a bulk upload that Redis failed part way:
+// the error as for any call, saying how much was written (the first lines,
+// in order) when some was. Writing is idempotent: the whole upload may be
+// sent again.
+func bulkFailed(err error, written, good int) error {
+	if written == 0 || !errors.Is(err, rules.ErrUnavailable) {
+		return err
+	}
+	return newError(http.StatusServiceUnavailable, "",
+		"Redis became unavailable after the first %d of %d good lines were written; send the upload again (writing is idempotent)", written, good)
 }
 
 func (s *Server) listStores(c *fiber.Ctx) error {

@@ -114,7 +114,9 @@ func (cs *Customers) PutMany(ctx context.Context, customers []*rules.Customer) (
 	written := 0
 	for start := 0; start < len(customers); start += batch {
 		part := customers[start:min(start+batch, len(customers))]
-		_, err := cs.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		bctx, cancel := context.WithTimeout(ctx, rules.BatchTimeout)
+		_, err := cs.rdb.Pipelined(bctx, func(p redis.Pipeliner) error {
+			ctx := bctx
 			for _, c := range part {
 				c.UpdatedAt = now
 				doc, err := json.Marshal(c)
@@ -128,6 +130,7 @@ func (cs *Customers) PutMany(ctx context.Context, customers []*rules.Customer) (
 			}
 			return nil
 		})
+		cancel()
 		if err != nil {
 			return written, rules.RedisErr("save customers", err)
 		}

@@ -76,6 +76,12 @@ func (c *Catalog) PutStore(ctx context.Context, s *Store) (created bool, err err
 // bulkBatch is how many stores one Redis transaction writes.
 const bulkBatch = 1000
 
+// BatchTimeout bounds each batch of a bulk write (1,000 stores or
+// profiles, one round trip of a few milliseconds on a healthy Redis), as
+// the request's Redis budget bounds any other call: a Redis that hangs
+// fails a bulk upload as promptly as a ping.
+const BatchTimeout = 500 * time.Millisecond
+
 // PutStores saves stores already validated (Normalize) in batches, and
 // announces one catalog change at the end. It answers how many it wrote;
 // on an error, the batches before it are written.
@@ -96,11 +102,14 @@ func (c *Catalog) PutStores(ctx context.Context, stores []*Store) (int, error) {
 		// The version moves with each batch, so a replica's version check
 		// sees every batch that landed even if the notice below is lost.
 		var v *redis.IntCmd
-		if _, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.HSet(ctx, keyStores, args...)
-			v = p.Incr(ctx, keyVersion)
+		bctx, cancel := context.WithTimeout(ctx, BatchTimeout)
+		_, err := c.rdb.TxPipelined(bctx, func(p redis.Pipeliner) error {
+			p.HSet(bctx, keyStores, args...)
+			v = p.Incr(bctx, keyVersion)
 			return nil
-		}); err != nil {
+		})
+		cancel()
+		if err != nil {
 			return written, RedisErr("save stores", err)
 		}
 		written += len(batch)
