@@ -657,7 +657,7 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 		customerKey(p.CustomerID, partRate), customerKey(p.CustomerID, partTokens)}
 	raw, err := e.batch.runScript(ctx, observeScript, keys, args...).StringSlice()
 	if err != nil {
-		return nil, fmt.Errorf("%w: presence: %v", ErrUnavailable, err)
+		return nil, rules.RedisErr("presence", err)
 	}
 	switch raw[0] {
 	case "ok":

@@ -2,10 +2,11 @@ package engine
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/nearcast/nearcast/rules"
 )
 
 // erasedCodeTTL is how long an erased customer's coupon codes stay marked
@@ -42,7 +43,7 @@ func indexCode(ctx context.Context, rdb redis.Scripter, code, customerID string,
 func (cs *Customers) settleInFlight(ctx context.Context, customerID string) error {
 	all, err := cs.rdb.ZRange(ctx, keyIntents, 0, -1).Result()
 	if err != nil {
-		return fmt.Errorf("%w: erase customer: read offers in flight: %v", ErrUnavailable, err)
+		return rules.RedisErr("erase customer: read offers in flight", err)
 	}
 	for _, member := range all {
 		code, who, ok := parseIntent(member)
@@ -55,11 +56,11 @@ func (cs *Customers) settleInFlight(ctx context.Context, customerID string) erro
 			continue // settled meanwhile
 		}
 		if err != nil {
-			return fmt.Errorf("%w: erase customer: drop an offer in flight: %v", ErrUnavailable, err)
+			return rules.RedisErr("erase customer: drop an offer in flight", err)
 		}
 		for _, g := range giveBackCmds(ctx, parseReservations(v)) {
 			if err := g.run(ctx, cs.rdb).Err(); err != nil && err != redis.Nil {
-				return fmt.Errorf("%w: erase customer: give back an offer's capacity: %v", ErrUnavailable, err)
+				return rules.RedisErr("erase customer: give back an offer's capacity", err)
 			}
 		}
 	}

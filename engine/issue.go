@@ -327,7 +327,7 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 	reserveDone := func(i int, x *scripted) error {
 		side, err := x.result(ctx, e.rdb).Text()
 		if err != nil {
-			return fmt.Errorf("%w: reserve a rule's capacity: %v", ErrUnavailable, err)
+			return rules.RedisErr("reserve a rule's capacity", err)
 		}
 		args[at[i]+7] = side
 		reserved[i] = side == "r" && !opt.DryRun
@@ -397,7 +397,7 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 		if intentCmd != nil && intentCmd.Err() != nil {
 			// No intent, so nobody else settles: give back at once.
 			e.runScripts(ctx, giveBackCmds(ctx, reservations(-1)))
-			return fmt.Errorf("%w: offer intent: %v", ErrUnavailable, intentCmd.Err())
+			return rules.RedisErr("offer intent", intentCmd.Err())
 		}
 	}
 
@@ -407,7 +407,7 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 	var results []string
 	for attempt := 0; ; attempt++ {
 		if attempt > 2*len(eligible)+1 {
-			return abandon(fmt.Errorf("%w: issue offer: the atomic step asked for what it had", ErrUnavailable))
+			return abandon(errors.New("issue offer: the atomic step asked for what it had")) // a bug
 		}
 		out, short, err := e.commit(ctx, keys, args, opt.DryRun, append(withCommit, recordCmd())...)
 		withCommit = nil
@@ -415,7 +415,7 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 			// The intent stays: should the step have issued, the
 			// dispatcher announces it past the deadline; either way it
 			// gives back what the intent recorded and no coupon used.
-			return fmt.Errorf("%w: issue offer: %v", ErrUnavailable, err)
+			return rules.RedisErr("issue offer", err)
 		}
 		if len(out) == 1 && out[0] == "late" {
 			return abandon(fmt.Errorf("%w: issue offer: the step came after its deadline", ErrUnavailable))
@@ -424,7 +424,7 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 			i, _ := strconv.Atoi(out[1])
 			i--
 			if i < 0 || i >= len(eligible) {
-				return abandon(fmt.Errorf("%w: issue offer: the atomic step asked for candidate %s", ErrUnavailable, out[1]))
+				return abandon(fmt.Errorf("issue offer: the atomic step asked for candidate %s", out[1])) // a bug
 			}
 			if err := render(i); err != nil {
 				return abandon(err)
@@ -455,7 +455,7 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 			if slices.Contains(results, ResultSent) {
 				e.log.Error("an offer issued without its intent: its push is not announced", "push", code, "err", err)
 			}
-			return fmt.Errorf("%w: offer intent: %v", ErrUnavailable, err)
+			return rules.RedisErr("offer intent", err)
 		}
 	}
 	winner := -1
@@ -511,6 +511,12 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 			failed = err
 		}
 	}
+	if issued && errors.Is(index.Err(), redis.Nil) {
+		// The code is marked erased: the customer was erased since the
+		// commit, and is answered as one without consent.
+		res.Offers = res.Offers[:0]
+		return nil
+	}
 	if issued && (settleErr != nil || index.Err() != nil) {
 		// The coupon is issued but may not be announced, or found by its
 		// code: the answer does not give it. A dispatcher announces it
@@ -519,7 +525,10 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 		// (A nil answer, the intent settled already, means a dispatcher
 		// announced it.)
 		res.Offers = res.Offers[:0]
-		return fmt.Errorf("%w: announce an offer: %v", ErrUnavailable, cmp.Or(settleErr, index.Err()))
+		if errors.Is(settleErr, redis.Nil) {
+			return fmt.Errorf("%w: announce an offer: its intent was settled by another", ErrUnavailable)
+		}
+		return rules.RedisErr("announce an offer", cmp.Or(settleErr, index.Err()))
 	}
 	if failed != nil {
 		// A funnel counter may be off by one.
