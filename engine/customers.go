@@ -194,17 +194,6 @@ for _, code in ipairs(unredeemed) do table.insert(out, code) end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8])
 return out`)
 
-// eraseLegacyScript erases a coupon record of the old layout
-// (nc:coupon:<code>, with the customer's id in it).
-var eraseLegacyScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if redis.call('HGET', KEYS[1], 'redeemed_at') then
-  redis.call('HDEL', KEYS[1], 'customer_id', 'device_id')
-else
-  redis.call('DEL', KEYS[1])
-end
-return 1`)
-
 // Delete erases the customer: profile, devices, presence, counters,
 // unredeemed coupons, and the pushes still queued for them. A redeemed
 // coupon stays for the rule's statistics, without what named them.
@@ -246,9 +235,6 @@ func (cs *Customers) Delete(ctx context.Context, id string) error {
 		}
 		for i++; i < len(out); i++ {
 			p.Set(ctx, codeIndexKey(out[i]), "", erasedCodeTTL)
-			// A record written before records moved to their customer:
-			// gone when unredeemed, else kept without who it was.
-			eraseLegacyScript.Eval(ctx, p, []string{archivedCouponKey(out[i])})
 		}
 		return nil
 	})
@@ -372,8 +358,7 @@ func (cs *Customers) Export(ctx context.Context, id string) (*Export, error) {
 	ex := &Export{Profile: prof, Devices: devices, DeviceSeen: seen.Val(), Presence: presence.Val(), Counters: caps.Val(), Visits: visits.Val(),
 		Coupons: map[string]map[string]string{}, QueuedPushes: []Push{}}
 	// The coupons' records in one round trip (a customer may have
-	// hundreds: one each would not fit a request's Redis budget), then
-	// those of the old layout in another.
+	// hundreds: one each would not fit a request's Redis budget).
 	list := codes.Val()
 	recs := make([]*redis.MapStringStringCmd, len(list))
 	if err := cs.pipeline(ctx, func(p redis.Pipeliner) []redis.Cmder {
@@ -384,25 +369,8 @@ func (cs *Customers) Export(ctx context.Context, id string) (*Export, error) {
 	}); err != nil {
 		return nil, rules.RedisErr("export coupons", err)
 	}
-	var legacy []int
 	for i, rec := range recs {
 		if c := rec.Val(); len(c) > 0 {
-			ex.Coupons[list[i]] = c
-		} else {
-			legacy = append(legacy, i)
-		}
-	}
-	olds := make([]*redis.MapStringStringCmd, len(legacy))
-	if err := cs.pipeline(ctx, func(p redis.Pipeliner) []redis.Cmder {
-		for j, i := range legacy {
-			olds[j] = p.HGetAll(ctx, archivedCouponKey(list[i]))
-		}
-		return cmders(olds)
-	}); err != nil {
-		return nil, rules.RedisErr("export coupons", err)
-	}
-	for j, i := range legacy {
-		if c := olds[j].Val(); c["customer_id"] == id { // a record of the old layout, when it is theirs
 			ex.Coupons[list[i]] = c
 		}
 	}

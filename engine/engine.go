@@ -51,14 +51,6 @@ const (
 	keyReserved = "nc:{outbox}:reserved" // hash: intent → the rule capacity reserved for it, to give back what no coupon used
 )
 
-// The outbox's keys before it had a hash tag, moved by a dispatcher that
-// finds them.
-const (
-	legacyOutbox  = "nc:outbox"
-	legacyDead    = "nc:outbox:dead"
-	legacyDelayed = "nc:outbox:delayed"
-)
-
 // Snapshots gives the catalog snapshot in force (rules.Live does).
 type Snapshots interface {
 	Current() *rules.Snapshot

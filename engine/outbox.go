@@ -90,10 +90,7 @@ func NewDispatcher(rdb redis.UniversalClient, sender Sender, cfg DispatchConfig,
 // Run sends pushes until ctx ends, then waits for the pushes in flight.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	for {
-		err := d.drainLegacy(ctx)
-		if err == nil {
-			err = d.rdb.XGroupCreateMkStream(ctx, keyOutbox, outboxGroup, "0").Err()
-		}
+		err := d.rdb.XGroupCreateMkStream(ctx, keyOutbox, outboxGroup, "0").Err()
 		if err == nil || strings.Contains(err.Error(), "BUSYGROUP") {
 			break
 		}
@@ -125,13 +122,10 @@ func (d *Dispatcher) work(ctx context.Context, consumer string) {
 	for ctx.Err() == nil {
 		d.release(ctx)
 		if time.Now().After(nextSweep) {
-			// Offers their engine left behind, and pushes older replicas
-			// queued: rare, so looked for once a second, not every read.
+			// Offers their engine left behind: rare, so looked for once
+			// a second, not on every read.
 			nextSweep = time.Now().Add(time.Second)
 			d.recoverIntents(ctx)
-			if err := d.drainLegacy(ctx); err != nil && ctx.Err() == nil {
-				d.log.Warn("outbox: " + err.Error())
-			}
 		}
 		if time.Now().After(nextClaim) {
 			nextClaim = time.Now().Add(claimEvery)
@@ -184,7 +178,6 @@ func (d *Dispatcher) handle(ctx context.Context, m redis.XMessage) {
 	// delivered by a worker that stopped before acknowledging it: it is
 	// not sent twice. A record gone means the customer was erased.
 	recKey := couponRecordKey(p.CustomerID, p.ID)
-	legacy := false
 	var recCmd *redis.SliceCmd
 	var ttlCmd *redis.DurationCmd
 	_, err := d.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
@@ -221,18 +214,9 @@ func (d *Dispatcher) handle(ctx context.Context, m redis.XMessage) {
 				return
 			}
 		}
-	} else if p.Title == "" {
+	} else {
 		d.finish(ctx, m.ID, nil, "", nil) // erased with its customer
 		return
-	} else {
-		// A whole push of the layout before records moved to their
-		// customer (queued by an older replica): its record is the
-		// archive key, which an older replica marks sent.
-		legacy = true
-		if sent, err := d.rdb.HExists(ctx, archivedCouponKey(p.ID), "sent_at").Result(); err == nil && sent {
-			d.finish(ctx, m.ID, nil, "", nil)
-			return
-		}
 	}
 	if !d.now().Before(p.ExpiresAt) {
 		d.finish(ctx, m.ID, &p, "expired", nil)
@@ -259,7 +243,7 @@ func (d *Dispatcher) handle(ctx context.Context, m redis.XMessage) {
 	var perm *PermanentError
 	switch {
 	case err == nil:
-		d.sent(ctx, m.ID, p, legacy)
+		d.sent(ctx, m.ID, p)
 		d.log.Debug("push sent", "push", p.ID, "customer_id", p.CustomerID, "device_id", p.DeviceID)
 	case errors.Is(err, ErrUnregistered):
 		if err := d.customers.dropToken(ctx, p.CustomerID, p.DeviceID, p.Token); err != nil {
@@ -347,14 +331,11 @@ func (d *Dispatcher) release(ctx context.Context) {
 // transaction. Only a crash between FCM's answer and this step can send a
 // push twice; the push's collapse key (its rule) then makes the phone
 // show it once.
-func (d *Dispatcher) sent(ctx context.Context, entry string, p Push, legacy bool) {
+func (d *Dispatcher) sent(ctx context.Context, entry string, p Push) {
 	d.cfg.Metrics.pushed("sent")
 	// The mark first: should the process stop before the acknowledgement,
 	// the entry comes back and is not sent again.
 	rec := couponRecordKey(p.CustomerID, p.ID)
-	if legacy {
-		rec = archivedCouponKey(p.ID)
-	}
 	err := markSentScript.Run(ctx, d.rdb, []string{rec}, d.now().UnixMilli()).Err()
 	if err != nil {
 		d.log.Warn("outbox: cannot mark a push sent", "entry", entry, "err", err)
@@ -497,42 +478,4 @@ func (d *Dispatcher) recoverIntents(ctx context.Context) {
 			d.log.Info("outbox: announced an offer its engine left behind", "push", code)
 		}
 	}
-}
-
-// drainLegacyScript moves what older replicas queued under the outbox's
-// keys of before its hash tag into the current ones (a single Redis only:
-// the keys lie in several slots).
-// KEYS: old stream, stream, old delayed, delayed, old dead, dead.
-var drainLegacyScript = redis.NewScript(`
-local n = 0
-for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 200)) do
-  redis.call('XADD', KEYS[2], '*', unpack(e[2]))
-  redis.call('XDEL', KEYS[1], e[1])
-  n = n + 1
-end
-local due = redis.call('ZRANGE', KEYS[3], 0, 199, 'WITHSCORES')
-for i = 1, #due, 2 do
-  redis.call('ZADD', KEYS[4], due[i + 1], due[i])
-  redis.call('ZREM', KEYS[3], due[i])
-  n = n + 1
-end
-if redis.call('EXISTS', KEYS[5]) == 1 and redis.call('EXISTS', KEYS[6]) == 0 then redis.call('RENAME', KEYS[5], KEYS[6]) end
-return n`)
-
-// drainLegacy moves older replicas' pushes into the current outbox: during
-// a rolling upgrade older replicas still queue under the old keys, and no
-// push of theirs is left behind. (A
-// cluster never had the old keys.)
-func (d *Dispatcher) drainLegacy(ctx context.Context) error {
-	if _, cluster := d.rdb.(*redis.ClusterClient); cluster {
-		return nil
-	}
-	n, err := drainLegacyScript.Run(ctx, d.rdb, []string{legacyOutbox, keyOutbox, legacyDelayed, keyDelayed, legacyDead, keyDead}).Int()
-	if err != nil {
-		return fmt.Errorf("move the old outbox's pushes: %w", err)
-	}
-	if n > 0 {
-		d.log.Info("outbox: moved pushes an older replica queued", "pushes", n)
-	}
-	return nil
 }

@@ -88,7 +88,7 @@ func (l *Ledger) Get(ctx context.Context, code string) (*Coupon, error) {
 
 // recordKey finds a coupon's record: among its customer's keys, through
 // the code's index, or in the archive (a coupon of a customer since
-// erased, or one issued before records moved to their customers).
+// erased).
 func (l *Ledger) recordKey(ctx context.Context, code string) (string, error) {
 	customer, err := l.rdb.Get(ctx, codeIndexKey(code)).Result()
 	switch {
