@@ -2,9 +2,6 @@ package engine
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
 	"strconv"
 	"time"
 
@@ -13,27 +10,10 @@ import (
 	"github.com/nearcast/nearcast/rules"
 )
 
-// ErrRevoked is a call whose customer token was revoked (by the operator,
-// or by the customer's erasure) after it was minted.
-var ErrRevoked = errors.New("the customer token was revoked")
-
 // MaxTokenTTL is the longest a customer token may live. A revocation is
 // kept that long, so that every token it revoked has expired before it
 // is forgotten.
 const MaxTokenTTL = 30 * 24 * time.Hour
-
-// Two keys of a customer's, beside those in customers.go:
-//   - partTokens: string, the lowest generation of customer tokens still
-//     valid (missing: 1). A revocation raises it; tokens carry the
-//     generation they were minted in, so a token is checked in the call's
-//     own Redis step, with no read of its own.
-//   - partRate: hash, the customer's app calls in the current minute of
-//     the server's clock, "c" for the customer and "d:<device id>" for each
-//     device, as "minute:count"; it expires two minutes after the last call.
-const (
-	partTokens = "tokens"
-	partRate   = "rate"
-)
 
 // rateWindow is how long a rate counter outlives its last call.
 const rateWindow = 2 * time.Minute
@@ -173,9 +153,7 @@ func (r *CredentialRate) Allow(ctx context.Context, credential string) error {
 	if r == nil || r.perMinute <= 0 {
 		return nil
 	}
-	sum := sha256.Sum256([]byte(credential))
-	key := "nc:{rate:" + hex.EncodeToString(sum[:12]) + "}"
-	ms, err := keyRateScript.Run(ctx, r.rdb, []string{key}, r.perMinute, r.now().UnixMilli()).Int64()
+	ms, err := keyRateScript.Run(ctx, r.rdb, []string{credentialRateKey(credential)}, r.perMinute, r.now().UnixMilli()).Int64()
 	if err != nil {
 		return rules.RedisErr("rate limit", err)
 	}

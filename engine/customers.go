@@ -2,8 +2,6 @@ package engine
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,48 +14,6 @@ import (
 
 	"github.com/nearcast/nearcast/rules"
 )
-
-// Keys of one customer share the hash tag {c:<id>}, so that in Redis
-// Cluster they live in one slot and one script can change them together.
-func customerKey(id, part string) string { return custKeyOpen + id + custKeyClose + part }
-
-// What comes before and after a customer id in their keys, for scripts
-// that find a customer's keys from a record naming them.
-const (
-	custKeyOpen  = "nc:{c:"
-	custKeyClose = "}:"
-)
-
-const (
-	partProfile    = "profile"     // hash: doc (JSON), loc and push ("1"/"0": consent, read by scripts)
-	partDevices    = "devices"     // hash: device id → JSON; ids are the customer's own, another's "d-1" is another device
-	partDeviceSeen = "device_seen" // hash: device id → unix ms of its last ping
-	partPresence   = "presence"    // hash: store id → "entered_ms:last_seen_ms:dwell_done_s"; "#ts", "#fix" → the last fix ('#' is in no id)
-	partCaps       = "caps"        // hash: "<rule id>|<yyyymmdd>" → offers that day
-	partCoupons    = "coupons"     // set: coupon codes issued to the customer
-	partVisits     = "visits"      // hash: n, first, last, prev (ms), and n:/first:/last:/prev:<store>; offers
-	partCoupon     = "coupon:"     // + code, hash: the coupon's record and its push
-)
-
-// couponRecordKey is a coupon's record, among its customer's keys: the
-// step that issues it writes it with the customer's caps.
-func couponRecordKey(customerID, code string) string { return customerKey(customerID, partCoupon+code) }
-
-// codeIndexKey names the customer a coupon code was issued to, so that a
-// till that has only the code finds the record.
-func codeIndexKey(code string) string { return "nc:code:" + code }
-
-// archivedCouponKey keeps a redeemed coupon of a customer who was erased,
-// without anything that names them, for the rule's statistics.
-func archivedCouponKey(code string) string { return "nc:coupon:" + code }
-
-// tokenOwnerKey names the device an FCM token is registered to, as
-// tokenHolder writes it: one token, one device of one customer. The key
-// holds a hash of the token, which is a credential to push to the phone.
-func tokenOwnerKey(token string) string {
-	sum := sha256.Sum256([]byte(token))
-	return "nc:fcmtoken:" + hex.EncodeToString(sum[:])
-}
 
 // tokenHolder is the value of a token's owner key: a customer and one of
 // their device ids (ids hold no newline: rules.ValidID).

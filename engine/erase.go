@@ -2,33 +2,11 @@ package engine
 
 import (
 	"context"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nearcast/nearcast/rules"
 )
-
-// erasedCodeTTL is how long an erased customer's coupon codes stay marked
-// erased in the codes' index: far longer than any offer takes to settle,
-// so that a settling step that read the customer's record before the
-// erasure cannot index the code again after it. The mark holds nothing
-// of the customer.
-const erasedCodeTTL = time.Hour
-
-// indexCodeScript indexes a code for its customer unless an erasure has
-// marked it erased (an empty value): it answers 0 then, and the caller
-// drops what it was settling.
-var indexCodeScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == '' then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1`)
-
-// indexCode runs indexCodeScript; false means the customer was erased.
-func indexCode(ctx context.Context, rdb redis.Scripter, code, customerID string, ttl time.Duration) (bool, error) {
-	n, err := indexCodeScript.Run(ctx, rdb, []string{codeIndexKey(code)}, customerID, max(ttl, time.Millisecond).Milliseconds()).Int()
-	return n == 1, err
-}
 
 // settleInFlight makes an erasure win against the customer's offers in
 // flight. It runs after the erasure's script: from then on no step can

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -125,3 +126,114 @@ func Funnel(ctx context.Context, rdb redis.UniversalClient, rule string, from, t
 	}
 	return rep, nil
 }
+
+// funnelTTL keeps a day's counters for a year and a bit.
+const funnelTTL = 400 * 24 * time.Hour
+
+// reached says whether a rule with this result got as far as the atomic
+// step: its audience, schedule and consent all held.
+func reached(result string) bool {
+	switch result {
+	case ResultSent, ReasonHoldout, ReasonCap, ReasonLimit, ReasonStoreCap, ReasonBudget, ReasonRecent, ReasonLower, ReasonRenderError:
+		return true
+	}
+	return false
+}
+
+// funnelCmds are the commands that count, in each explained rule's
+// funnel for the UTC day, what became of it: one counter per result, from
+// which the reader derives how many were evaluated and matched. A key
+// gets its TTL the first time this process counts in it that day.
+func (e *Engine) funnelCmds(ctx context.Context, day string, explain []Explanation) []redis.Cmder {
+	cmds := make([]redis.Cmder, 0, len(explain))
+	for _, x := range explain {
+		k := funnelKey(x.RuleID, day)
+		field := "skip:" + x.Result
+		switch x.Result {
+		case ResultSent:
+			field = "issued"
+		case ReasonHoldout:
+			field = "holdout"
+		}
+		cmds = append(cmds, redis.NewIntCmd(ctx, "hincrby", k, field, 1))
+		if e.funnelTTLs.first(day, k) {
+			cmds = append(cmds, redis.NewBoolCmd(ctx, "expire", k, int64(funnelTTL/time.Second)))
+		}
+	}
+	return cmds
+}
+
+// returnCmds count returns after offers in the rules' funnels.
+func (e *Engine) returnCmds(ctx context.Context, returns []funnelCount) []redis.Cmder {
+	var cmds []redis.Cmder
+	today := e.now().UTC().Format("20060102")
+	for _, r := range returns {
+		k := funnelKey(r.rule, r.day)
+		cmds = append(cmds, redis.NewIntCmd(ctx, "hincrby", k, r.field, 1))
+		if e.funnelTTLs.first(today, k) {
+			cmds = append(cmds, redis.NewBoolCmd(ctx, "expire", k, int64(funnelTTL/time.Second)))
+		}
+	}
+	return cmds
+}
+
+// onceADay remembers the keys given their TTL today.
+type onceADay struct {
+	mu   sync.Mutex
+	day  string
+	done map[string]bool
+}
+
+// first reports whether key is new today, and remembers it.
+func (o *onceADay) first(day, key string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.day != day {
+		o.day, o.done = day, map[string]bool{}
+	}
+	if o.done[key] {
+		return false
+	}
+	o.done[key] = true
+	return true
+}
+
+// count adds what became of each explained rule to its funnel, in one
+// round trip; a dry run counts nothing. A failure is logged: the decision
+// stands.
+func (e *Engine) count(ctx context.Context, now time.Time, explain []Explanation, opt Options, extra []redis.Cmder) {
+	if opt.DryRun || len(explain)+len(extra) == 0 {
+		return
+	}
+	cmds := append(extra, e.funnelCmds(ctx, now.UTC().Format("20060102"), explain)...)
+	e.batch.do(ctx, cmds...)
+	for _, c := range cmds {
+		if err := c.Err(); err != nil {
+			e.log.Warn("funnel counters not updated", "err", err)
+			return
+		}
+	}
+}
+
+// countOne adds one to a funnel counter of a rule, today.
+func countOne(ctx context.Context, rdb redis.UniversalClient, now time.Time, rule, field string) error {
+	if rule == "" {
+		return nil
+	}
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		countIn(ctx, p, now, rule, field)
+		return nil
+	})
+	return err
+}
+
+// countIn queues, in a pipeline of the caller's, one more of a funnel
+// counter of a rule, today (UTC), and the day's TTL.
+func countIn(ctx context.Context, p redis.Pipeliner, now time.Time, rule, field string) {
+	k := funnelKey(rule, now.UTC().Format("20060102"))
+	p.HIncrBy(ctx, k, field, 1)
+	p.Expire(ctx, k, funnelTTL)
+}
+
+// funnelCount is one count in a rule's funnel of a day.
+type funnelCount struct{ rule, field, day string }

@@ -161,84 +161,6 @@ if ARGV[3] ~= '1' then
 end
 return 'r'`)
 
-// giveBackScript returns a reserved unit that no coupon used.
-// KEYS: store-day counter, budget counter.
-var giveBackScript = redis.NewScript(`
-for _, k in ipairs(KEYS) do
-  if tonumber(redis.call('GET', k) or '0') > 0 then redis.call('DECR', k) end
-end
-return 1`)
-
-// settleScript ends an intent, once: with "a" it moves it to the outbox's
-// stream (the offer was issued), with "d" it drops it. Whoever settles it
-// takes the rule reservations recorded with it, to give back those no
-// coupon used; a second settler gets nil and gives back nothing.
-// KEYS: intents, stream, reservations. ARGV: the intent, "a" or "d", the
-// push reference (JSON). Returns the reservations recorded ("" for none),
-// or nil when the intent was settled already.
-var settleScript = redis.NewScript(`
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return false end
-if ARGV[2] == 'a' then redis.call('XADD', KEYS[2], '*', 'push', ARGV[3]) end
-local v = redis.call('HGET', KEYS[3], ARGV[1]) or ''
-redis.call('HDEL', KEYS[3], ARGV[1])
-return v`)
-
-// reservation is a unit of a rule's capacity taken for a candidate, as
-// recorded with its intent: "rule\tstore\tstore-day key\tbudget key".
-type reservation struct{ rule, store, storeDay, budget string }
-
-func (r reservation) String() string {
-	return r.rule + "\t" + r.store + "\t" + r.storeDay + "\t" + r.budget
-}
-
-// parseReservations reads the reservations recorded with an intent.
-func parseReservations(v string) []reservation {
-	var out []reservation
-	for _, line := range strings.Split(v, "\n") {
-		if f := strings.Split(line, "\t"); len(f) == 4 {
-			out = append(out, reservation{f[0], f[1], f[2], f[3]})
-		}
-	}
-	return out
-}
-
-// settleCmd is the command that settles an intent.
-func settleCmd(ctx context.Context, intent string, issued bool, code, customerID string) *scripted {
-	mode := "d"
-	if issued {
-		mode = "a"
-	}
-	return newScripted(ctx, settleScript, []string{keyIntents, keyOutbox, keyReserved}, intent, mode, pushRef(code, customerID))
-}
-
-// giveBackCmds return reserved units that no coupon used.
-func giveBackCmds(ctx context.Context, rs []reservation) []*scripted {
-	out := make([]*scripted, len(rs))
-	for i, r := range rs {
-		out[i] = newScripted(ctx, giveBackScript, []string{r.storeDay, r.budget})
-	}
-	return out
-}
-
-// intentOf names an issue in the outbox's intents: the code (of fixed
-// length) and the customer.
-func intentOf(code, customerID string) string { return code + customerID }
-
-// parseIntent splits an intent.
-func parseIntent(s string) (code, customerID string, ok bool) {
-	if len(s) <= CouponCodeLen {
-		return "", "", false
-	}
-	return s[:CouponCodeLen], s[CouponCodeLen:], true
-}
-
-// pushRef is what the outbox's stream holds of a push: its record, in the
-// customer's keys, holds the rest.
-func pushRef(code, customerID string) string {
-	b, _ := json.Marshal(Push{ID: code, CustomerID: customerID})
-	return string(b)
-}
-
 // hasRuleCaps tells whether a rule's offers spend shared capacity.
 func hasRuleCaps(r *rules.Compiled) bool {
 	return r.Rule.Caps.PerStorePerDay > 0 || r.Rule.Caps.Total > 0
@@ -246,256 +168,337 @@ func hasRuleCaps(r *rules.Compiled) bool {
 
 // issue hands the eligible offers, best first, to the customer's atomic
 // step, which issues the first its caps allow, and counts the funnels of
-// the rules looked at (and extra, the presence step's counts).
+// the rules looked at (and extra, the presence step's counts). An offer
+// is issued in three steps, each safe should the process stop after it
+// (docs/architecture.md, "The decision and the atomic step"): the intent
+// and the best candidate's capacity; the customer's step, asked again
+// while it needs a rendering or a reservation; the announcement.
 func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.Customer, eligible []candidate, opt Options, res *Result, extra []redis.Cmder) error {
+	x := e.newIssuance(ctx, now, p, cust, eligible, opt)
+	if err := x.render(0); err != nil {
+		return err
+	}
+	withCommit, intentCmd, err := x.begin()
+	if err != nil {
+		return err
+	}
+	results, err := x.decide(withCommit)
+	if err != nil {
+		return err
+	}
+	if err := x.ensureIntent(intentCmd, results); err != nil {
+		return err
+	}
+	winner := x.explain(results, res)
+	if opt.DryRun {
+		return nil
+	}
+	return x.announce(winner, results, res, extra)
+}
+
+// issuance is one ping's issue of an offer: the candidates, best first,
+// the arguments of the customer's step, and what each step learns.
+type issuance struct {
+	e        *Engine
+	ctx      context.Context
+	now      time.Time
+	p        Ping
+	cust     *rules.Customer
+	opt      Options
+	eligible []candidate
+	code     string // the coupon's code, whichever candidate wins
+	intent   string
+	deadline int64 // of the commit, unix ms of the wall clock (0 in a dry run)
+	keys     []string
+	args     []any      // the customer's step's: shared, then each candidate's
+	at       []int      // where each candidate's arguments begin
+	offers   []Offer    // each candidate's, should it win
+	ruleKeys [][]string // each candidate's rule capacity keys (nil: none)
+	rendered []bool
+	reserved []bool // a unit of the rule's capacity is held for the candidate
+}
+
+// Each candidate's arguments, from at[i]: rule, store, expiry, push,
+// caps (three), side, holdout, tags, only store. The side says what the
+// rule's capacity answered: "" none needed, "?" not asked yet, "r"
+// reserved, or the reason it refused (as render_error does).
+const (
+	argPush = 3
+	argSide = 7
+)
+
+func (e *Engine) newIssuance(ctx context.Context, now time.Time, p Ping, cust *rules.Customer, eligible []candidate, opt Options) *issuance {
 	if len(eligible) > maxCommit {
 		eligible = eligible[:maxCommit]
+	}
+	x := &issuance{e: e, ctx: ctx, now: now, p: p, cust: cust, opt: opt, eligible: eligible, code: e.coupons.NewCode(),
+		offers: make([]Offer, len(eligible)), at: make([]int, len(eligible)), ruleKeys: make([][]string, len(eligible)),
+		rendered: make([]bool, len(eligible)), reserved: make([]bool, len(eligible))}
+	x.intent = intentOf(x.code, p.CustomerID)
+	if !opt.DryRun {
+		x.deadline = time.Now().Add(commitWindow).UnixMilli() // the wall clock, as Redis's
 	}
 	local := now.In(cust.Location())
 	day := local.Format("20060102")
 	year, week := local.ISOWeek()
 	oldestDay := local.AddDate(0, 0, -8).Format("20060102")
 	oy, ow := local.AddDate(0, 0, -15).ISOWeek()
-	utcDay := now.UTC().Format("20060102")
-	code := e.coupons.NewCode()
-	intent := intentOf(code, p.CustomerID)
-	var deadline int64
-	if !opt.DryRun {
-		deadline = time.Now().Add(commitWindow).UnixMilli() // the wall clock, as Redis's
-	}
-	keys := []string{customerKey(p.CustomerID, partCaps), customerKey(p.CustomerID, partCoupons),
-		customerKey(p.CustomerID, partVisits), couponRecordKey(p.CustomerID, code), customerKey(p.CustomerID, partProfile)}
-	args := []any{len(eligible), p.CustomerID, p.DeviceID, now.UnixMilli(), e.cfg.CouponRetention.Milliseconds(), flag(opt.DryRun),
+	x.keys = []string{customerKey(p.CustomerID, partCaps), customerKey(p.CustomerID, partCoupons),
+		customerKey(p.CustomerID, partVisits), couponRecordKey(p.CustomerID, x.code), customerKey(p.CustomerID, partProfile)}
+	x.args = []any{len(eligible), p.CustomerID, p.DeviceID, now.UnixMilli(), e.cfg.CouponRetention.Milliseconds(), flag(opt.DryRun),
 		"d" + day, fmt.Sprintf("w%04d%02d", year, week), "d" + oldestDay, fmt.Sprintf("w%04d%02d", oy, ow), e.cfg.MaxOffersPerDay,
-		e.cfg.MinOfferGap.Milliseconds(), utcDay, deadline, code}
-	offers := make([]Offer, len(eligible))
-	at := make([]int, len(eligible)) // where each candidate's arguments begin
-	ruleKeys := make([][]string, len(eligible))
+		e.cfg.MinOfferGap.Milliseconds(), now.UTC().Format("20060102"), x.deadline, x.code}
 	for i, c := range eligible {
 		expires := now.Add(c.rule.ValidFor()).UTC().Truncate(time.Second)
-		offers[i] = Offer{CouponCode: code, RuleID: c.rule.Rule.ID, StoreID: c.store.ID, ExpiresAt: expires}
+		x.offers[i] = Offer{CouponCode: x.code, RuleID: c.rule.Rule.ID, StoreID: c.store.ID, ExpiresAt: expires}
 		side := ""
 		if hasRuleCaps(c.rule) {
 			side = "?"
 			storeDay := now.In(c.store.Location()).Format("20060102")
-			ruleKeys[i] = []string{storeDayKey(c.rule.Rule.ID, c.store.ID, storeDay), budgetKey(c.rule.Rule.ID)}
+			x.ruleKeys[i] = []string{storeDayKey(c.rule.Rule.ID, c.store.ID, storeDay), budgetKey(c.rule.Rule.ID)}
 		}
 		caps := c.rule.Rule.Caps
-		at[i] = len(args)
-		args = append(args, c.rule.Rule.ID, c.store.ID, expires.UnixMilli(), "",
+		x.at[i] = len(x.args)
+		x.args = append(x.args, c.rule.Rule.ID, c.store.ID, expires.UnixMilli(), "",
 			caps.PerCustomerPerDay, caps.PerCustomerPerWeek, caps.PerCustomerTotal, side,
 			flag(c.rule.InHoldout(p.CustomerID)), strings.Join(c.rule.Rule.Tags, ","), onlyStore(c))
 	}
-	// render writes a candidate's texts and push; only those that may win
-	// are rendered. A candidate whose texts fail to render is handed to
-	// the step as refused by render_error (as a rule's capacity refuses),
-	// reserves nothing, and is never sent.
-	rendered := make([]bool, len(eligible))
-	render := func(i int) error {
-		if rendered[i] {
-			return nil
-		}
-		c, o := eligible[i], &offers[i]
-		msg, err := c.rule.RenderMessage(rules.OfferData{Customer: cust, Store: c.store.Store, DistanceM: c.distanceM, CouponCode: o.CouponCode, ExpiresAt: o.ExpiresAt, Visit: c.visit})
-		if err != nil {
-			args[at[i]+7], rendered[i] = ReasonRenderError, true
-			return nil
-		}
-		o.Title, o.Body = msg.Title, msg.Body
-		pushExpires := now.Add(e.cfg.PushTTL)
-		if o.ExpiresAt.Before(pushExpires) {
-			pushExpires = o.ExpiresAt
-		}
-		payload, err := json.Marshal(Push{
-			ID: o.CouponCode, CustomerID: p.CustomerID, DeviceID: p.DeviceID,
-			Title: msg.Title, Body: msg.Body,
-			Data: map[string]string{
-				"coupon_code": o.CouponCode, "rule_id": o.RuleID, "store_id": o.StoreID,
-				"expires_at": o.ExpiresAt.Format(time.RFC3339), "title": msg.Title, "body": msg.Body,
-			},
-			CollapseKey: o.RuleID, ExpiresAt: pushExpires, CreatedAt: now,
-		})
-		args[at[i]+3], rendered[i] = string(payload), true
-		return err
-	}
-	// reserve asks a rule for capacity (a check only, in a dry run).
-	reserved := make([]bool, len(eligible))
-	reserveCmd := func(i int) *scripted {
-		c := eligible[i].rule.Rule.Caps
-		return newScripted(ctx, reserveScript, ruleKeys[i], c.PerStorePerDay, c.Total, flag(opt.DryRun))
-	}
-	reserveDone := func(i int, x *scripted) error {
-		side, err := x.result(ctx, e.rdb).Text()
-		if err != nil {
-			return rules.RedisErr("reserve a rule's capacity", err)
-		}
-		args[at[i]+7] = side
-		reserved[i] = side == "r" && !opt.DryRun
+	return x
+}
+
+// side is what a candidate's rule capacity answered, as the step reads it.
+func (x *issuance) side(i int) any { return x.args[x.at[i]+argSide] }
+
+// render writes a candidate's texts and push; only those that may win
+// are rendered. A candidate whose texts fail to render is handed to the
+// step as refused by render_error (as a rule's capacity refuses),
+// reserves nothing, and is never sent.
+func (x *issuance) render(i int) error {
+	if x.rendered[i] {
 		return nil
 	}
-	// reservations lists the units taken, but for the winner's.
-	reservations := func(except int) []reservation {
-		var out []reservation
-		for i, r := range reserved {
-			if r && i != except {
-				out = append(out, reservation{eligible[i].rule.Rule.ID, eligible[i].store.ID, ruleKeys[i][0], ruleKeys[i][1]})
-			}
-		}
-		return out
+	c, o := x.eligible[i], &x.offers[i]
+	msg, err := c.rule.RenderMessage(rules.OfferData{Customer: x.cust, Store: c.store.Store, DistanceM: c.distanceM, CouponCode: o.CouponCode, ExpiresAt: o.ExpiresAt, Visit: c.visit})
+	if err != nil {
+		x.args[x.at[i]+argSide], x.rendered[i] = ReasonRenderError, true
+		return nil
 	}
-	// recordCmd records the units taken with the intent, so that whoever
-	// settles the intent gives back those no coupon used.
-	recordCmd := func() redis.Cmder {
-		rs := reservations(-1)
-		if opt.DryRun || len(rs) == 0 {
-			return nil
-		}
-		lines := make([]string, len(rs))
-		for i, r := range rs {
-			lines[i] = r.String()
-		}
-		return redis.NewIntCmd(ctx, "hset", keyReserved, intent, strings.Join(lines, "\n"))
+	o.Title, o.Body = msg.Title, msg.Body
+	pushExpires := x.now.Add(x.e.cfg.PushTTL)
+	if o.ExpiresAt.Before(pushExpires) {
+		pushExpires = o.ExpiresAt
 	}
-	// abandon settles the intent of an offer that was not issued and
-	// gives back what it reserved.
-	abandon := func(cause error) error {
-		if !opt.DryRun {
-			e.settle(ctx, intent, code, p.CustomerID, reservations(-1))
-		}
-		return cause
-	}
-	if err := render(0); err != nil {
-		return err
-	}
+	payload, err := json.Marshal(Push{
+		ID: o.CouponCode, CustomerID: x.p.CustomerID, DeviceID: x.p.DeviceID,
+		Title: msg.Title, Body: msg.Body,
+		Data: map[string]string{
+			"coupon_code": o.CouponCode, "rule_id": o.RuleID, "store_id": o.StoreID,
+			"expires_at": o.ExpiresAt.Format(time.RFC3339), "title": msg.Title, "body": msg.Body,
+		},
+		CollapseKey: o.RuleID, ExpiresAt: pushExpires, CreatedAt: x.now,
+	})
+	x.args[x.at[i]+argPush], x.rendered[i] = string(payload), true
+	return err
+}
 
-	// Step 1: the intent, and the best candidate's capacity.
-	var intentCmd *redis.IntCmd
+// reserveCmd asks a candidate's rule for a unit of capacity (a check
+// only, in a dry run); reserveDone reads its answer.
+func (x *issuance) reserveCmd(i int) *scripted {
+	c := x.eligible[i].rule.Rule.Caps
+	return newScripted(x.ctx, reserveScript, x.ruleKeys[i], c.PerStorePerDay, c.Total, flag(x.opt.DryRun))
+}
+
+func (x *issuance) reserveDone(i int, cmd *scripted) error {
+	side, err := cmd.result(x.ctx, x.e.rdb).Text()
+	if err != nil {
+		return rules.RedisErr("reserve a rule's capacity", err)
+	}
+	x.args[x.at[i]+argSide] = side
+	x.reserved[i] = side == "r" && !x.opt.DryRun
+	return nil
+}
+
+// reservations lists the units taken, but for candidate except's.
+func (x *issuance) reservations(except int) []reservation {
+	var out []reservation
+	for i, r := range x.reserved {
+		if r && i != except {
+			out = append(out, reservation{x.eligible[i].rule.Rule.ID, x.eligible[i].store.ID, x.ruleKeys[i][0], x.ruleKeys[i][1]})
+		}
+	}
+	return out
+}
+
+// recordCmd records the units taken with the intent, so that whoever
+// settles the intent gives back those no coupon used.
+func (x *issuance) recordCmd() redis.Cmder {
+	rs := x.reservations(-1)
+	if x.opt.DryRun || len(rs) == 0 {
+		return nil
+	}
+	lines := make([]string, len(rs))
+	for i, r := range rs {
+		lines[i] = r.String()
+	}
+	return redis.NewIntCmd(x.ctx, "hset", keyReserved, x.intent, strings.Join(lines, "\n"))
+}
+
+// abandon settles the intent of an offer that was not issued and gives
+// back what it reserved.
+func (x *issuance) abandon(cause error) error {
+	if !x.opt.DryRun {
+		x.e.settle(x.ctx, x.intent, x.code, x.p.CustomerID, x.reservations(-1))
+	}
+	return cause
+}
+
+// begin is step 1: the intent, and the best candidate's capacity. On one
+// Redis a pipeline runs in order on one connection: with no capacity to
+// reserve first, the intent goes in the commit's round trip, just before
+// it (a round trip fewer for most offers), as withCommit.
+func (x *issuance) begin() (withCommit []redis.Cmder, intentCmd *redis.IntCmd, err error) {
 	var first []redis.Cmder
-	if !opt.DryRun {
-		intentCmd = redis.NewIntCmd(ctx, "zadd", keyIntents, deadline, intent)
+	if !x.opt.DryRun {
+		intentCmd = redis.NewIntCmd(x.ctx, "zadd", keyIntents, x.deadline, x.intent)
 		first = append(first, intentCmd)
 	}
 	var reserve0 *scripted
-	if ruleKeys[0] != nil && args[at[0]+7] == "?" {
-		reserve0 = reserveCmd(0)
+	if x.ruleKeys[0] != nil && x.side(0) == "?" {
+		reserve0 = x.reserveCmd(0)
 		first = append(first, reserve0.cmd)
 	}
-	// On one Redis a pipeline runs in order on one connection: with no
-	// capacity to reserve first, the intent goes in the commit's round
-	// trip, just before it (a round trip fewer for most offers).
-	var withCommit []redis.Cmder
-	if intentCmd != nil && reserve0 == nil && e.orderedPipelines() {
-		withCommit, first = first, nil
+	if intentCmd != nil && reserve0 == nil && x.e.orderedPipelines() {
+		return first, intentCmd, nil
 	}
-	if len(first) > 0 {
-		e.batch.do(ctx, first...)
-		if reserve0 != nil {
-			if err := reserveDone(0, reserve0); err != nil {
-				return err // a unit may be held: lost, never over-spent
-			}
-		}
-		if intentCmd != nil && intentCmd.Err() != nil {
-			// No intent, so nobody else settles: give back at once.
-			e.runScripts(ctx, giveBackCmds(ctx, reservations(-1)))
-			return rules.RedisErr("offer intent", intentCmd.Err())
+	if len(first) == 0 {
+		return nil, intentCmd, nil
+	}
+	x.e.batch.do(x.ctx, first...)
+	if reserve0 != nil {
+		if err := x.reserveDone(0, reserve0); err != nil {
+			return nil, nil, err // a unit may be held: lost, never over-spent
 		}
 	}
+	if intentCmd != nil && intentCmd.Err() != nil {
+		// No intent, so nobody else settles: give back at once.
+		x.e.runScripts(x.ctx, giveBackCmds(x.ctx, x.reservations(-1)))
+		return nil, nil, rules.RedisErr("offer intent", intentCmd.Err())
+	}
+	return nil, intentCmd, nil
+}
 
-	// Step 2: the customer's atomic step, asked again while it needs a
-	// rendering or a reservation. The units reserved go on record with
-	// the intent before (or with) each try.
-	var results []string
+// decide is step 2: the customer's atomic step, asked again while it
+// needs a rendering or a reservation. The units reserved go on record
+// with the intent before (or with) each try. It answers each candidate's
+// result.
+func (x *issuance) decide(withCommit []redis.Cmder) ([]string, error) {
 	for attempt := 0; ; attempt++ {
-		if attempt > 2*len(eligible)+1 {
-			return abandon(errors.New("issue offer: the atomic step asked for what it had")) // a bug
+		if attempt > 2*len(x.eligible)+1 {
+			return nil, x.abandon(errors.New("issue offer: the atomic step asked for what it had")) // a bug
 		}
-		out, short, err := e.commit(ctx, keys, args, opt.DryRun, append(withCommit, recordCmd())...)
+		out, short, err := x.e.commit(x.ctx, x.keys, x.args, x.opt.DryRun, append(withCommit, x.recordCmd())...)
 		withCommit = nil
-		if err != nil {
+		switch {
+		case err != nil:
 			// The intent stays: should the step have issued, the
 			// dispatcher announces it past the deadline; either way it
 			// gives back what the intent recorded and no coupon used.
-			return rules.RedisErr("issue offer", err)
-		}
-		if len(out) == 1 && out[0] == "late" {
-			return abandon(fmt.Errorf("%w: issue offer: the step came after its deadline", ErrUnavailable))
-		}
-		if len(out) == 2 && out[0] == "need" {
-			i, _ := strconv.Atoi(out[1])
-			i--
-			if i < 0 || i >= len(eligible) {
-				return abandon(fmt.Errorf("issue offer: the atomic step asked for candidate %s", out[1])) // a bug
+			return nil, rules.RedisErr("issue offer", err)
+		case len(out) == 1 && out[0] == "late":
+			return nil, x.abandon(fmt.Errorf("%w: issue offer: the step came after its deadline", ErrUnavailable))
+		case len(out) == 2 && out[0] == "need":
+			if err := x.provide(out[1]); err != nil {
+				return nil, x.abandon(err)
 			}
-			if err := render(i); err != nil {
-				return abandon(err)
-			}
-			if args[at[i]+7] == "?" {
-				x := reserveCmd(i)
-				e.batch.do(ctx, x.cmd)
-				if err := reserveDone(i, x); err != nil {
-					return abandon(err)
-				}
-			}
-			continue
-		}
-		if short && slices.Contains(out, ResultSent) {
+		case short && slices.Contains(out, ResultSent):
 			// Issued on a master that no replica had heard from in time: a
 			// failover now could lose it. The answer does not give it; a
 			// dispatcher announces it past the deadline if it survives.
-			return fmt.Errorf("%w: issue offer: the step reached fewer replicas than NEARCAST_REDIS_WAIT_REPLICAS in time", ErrUnavailable)
-		}
-		results = out
-		break
-	}
-	if intentCmd != nil && intentCmd.Err() != nil {
-		// The intent sent with the commit failed, which on one Redis fails
-		// the commit too; should the commit have issued anyway, the intent
-		// goes in now, before the offer is announced.
-		if err := e.rdb.ZAdd(ctx, keyIntents, redis.Z{Score: float64(deadline), Member: intent}).Err(); err != nil {
-			if slices.Contains(results, ResultSent) {
-				e.log.Error("an offer issued without its intent: its push is not announced", "push", code, "err", err)
-			}
-			return rules.RedisErr("offer intent", err)
+			return nil, fmt.Errorf("%w: issue offer: the step reached fewer replicas than NEARCAST_REDIS_WAIT_REPLICAS in time", ErrUnavailable)
+		default:
+			return out, nil
 		}
 	}
+}
+
+// provide renders the candidate the step needs (1-based), and reserves its
+// rule's capacity when it has not been asked.
+func (x *issuance) provide(which string) error {
+	i, _ := strconv.Atoi(which)
+	i--
+	if i < 0 || i >= len(x.eligible) {
+		return fmt.Errorf("issue offer: the atomic step asked for candidate %s", which) // a bug
+	}
+	if err := x.render(i); err != nil {
+		return err
+	}
+	if x.side(i) == "?" {
+		cmd := x.reserveCmd(i)
+		x.e.batch.do(x.ctx, cmd.cmd)
+		return x.reserveDone(i, cmd)
+	}
+	return nil
+}
+
+// ensureIntent writes the intent again when the one sent with the commit
+// failed, which on one Redis fails the commit too; should the commit have
+// issued anyway, the intent goes in before the offer is announced.
+func (x *issuance) ensureIntent(intentCmd *redis.IntCmd, results []string) error {
+	if intentCmd == nil || intentCmd.Err() == nil {
+		return nil
+	}
+	if err := x.e.rdb.ZAdd(x.ctx, keyIntents, redis.Z{Score: float64(x.deadline), Member: x.intent}).Err(); err != nil {
+		if slices.Contains(results, ResultSent) {
+			x.e.log.Error("an offer issued without its intent: its push is not announced", "push", x.code, "err", err)
+		}
+		return rules.RedisErr("offer intent", err)
+	}
+	return nil
+}
+
+// explain writes each candidate's result into the answer, with the offer
+// issued; it answers the winner (sent or held out), or -1.
+func (x *issuance) explain(results []string, res *Result) int {
 	winner := -1
 	for i, r := range results {
-		res.Explain[eligible[i].explain].Result = r
+		res.Explain[x.eligible[i].explain].Result = r
 		if r == ResultSent || r == ReasonHoldout {
 			winner = i
 		}
 		if r == ResultSent {
-			res.Offers = append(res.Offers, offers[i])
+			res.Offers = append(res.Offers, x.offers[i])
 		}
 	}
-	if opt.DryRun {
-		return nil
-	}
+	return winner
+}
 
-	// Step 3: settle the intent (announce the offer, or drop the intent),
-	// index the code, count; then give back the units no coupon used.
+// announce is step 3: settle the intent (announce the offer, or drop the
+// intent), index the code, count; then give back the units no coupon
+// used.
+func (x *issuance) announce(winner int, results []string, res *Result, extra []redis.Cmder) error {
+	ctx, e := x.ctx, x.e
 	issued := winner >= 0 && results[winner] == ResultSent
-	settle := settleCmd(ctx, intent, issued, code, p.CustomerID)
+	settle := settleCmd(ctx, x.intent, issued, x.code, x.p.CustomerID)
 	cmds := append(extra, settle.cmd)
 	var index *redis.StatusCmd
 	if issued {
-		ttl := offers[winner].ExpiresAt.Add(e.cfg.CouponRetention).Sub(now)
+		ttl := x.offers[winner].ExpiresAt.Add(e.cfg.CouponRetention).Sub(x.now)
 		// NX: a fresh code has no index, unless the customer was erased
 		// since the commit and the erasure marked the code (settleInFlight).
-		index = redis.NewStatusCmd(ctx, "set", codeIndexKey(code), p.CustomerID, "px", max(ttl, time.Second).Milliseconds(), "nx")
+		index = redis.NewStatusCmd(ctx, "set", codeIndexKey(x.code), x.p.CustomerID, "px", max(ttl, time.Second).Milliseconds(), "nx")
 		cmds = append(cmds, index)
 	}
 	if winner >= 0 && results[winner] == ReasonHoldout {
-		cmds = append(cmds, redis.NewIntCmd(ctx, "incr", budgetKey(eligible[winner].rule.Rule.ID)+":holdout"))
+		cmds = append(cmds, redis.NewIntCmd(ctx, "incr", holdoutKey(x.eligible[winner].rule.Rule.ID)))
 	}
 	counted := make([]Explanation, len(res.Explain))
-	for i, x := range res.Explain {
-		if x.Result == "" {
-			x.Result = ReasonLower
+	for i, c := range res.Explain {
+		if c.Result == "" {
+			c.Result = ReasonLower
 		}
-		counted[i] = x
+		counted[i] = c
 	}
-	cmds = append(cmds, e.funnelCmds(ctx, utcDay, counted)...)
+	cmds = append(cmds, e.funnelCmds(ctx, x.now.UTC().Format("20060102"), counted)...)
 	e.batch.do(ctx, cmds...)
 	_, settleErr := settle.result(ctx, e.rdb).Result()
 	if settleErr == nil {
@@ -503,7 +506,7 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 		if issued {
 			keep = winner
 		}
-		e.runScripts(ctx, giveBackCmds(ctx, reservations(keep)))
+		e.runScripts(ctx, giveBackCmds(ctx, x.reservations(keep)))
 	}
 	var failed error
 	for _, c := range cmds {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,40 +17,6 @@ import (
 )
 
 const outboxGroup = "senders"
-
-// DispatchConfig tunes the outbox workers.
-type DispatchConfig struct {
-	// Workers is how many pushes are sent at once by this replica.
-	Workers int
-	// ClaimIdle is how long a push may stay unacknowledged (its worker
-	// crashed, or the push service failed) before another worker takes it.
-	ClaimIdle time.Duration
-	// SendTimeout bounds one call to the push service.
-	SendTimeout time.Duration
-	// Consumer names this replica in the consumer group; unique per process.
-	Consumer string
-	// Block is how long a worker waits for new pushes before it looks for
-	// abandoned ones (and notices a shutdown).
-	Block time.Duration
-	// Metrics counts the pushes' fates; nil counts nothing.
-	Metrics *Metrics
-	// Rate bounds the pushes this replica sends a second, over all its
-	// workers, so that a burst stays within the push service's quota;
-	// 0 means no bound.
-	Rate float64
-}
-
-// DefaultDispatchConfig is what the server starts with.
-func DefaultDispatchConfig() DispatchConfig {
-	host, _ := os.Hostname()
-	return DispatchConfig{
-		Workers:     4,
-		ClaimIdle:   15 * time.Second,
-		SendTimeout: 10 * time.Second,
-		Consumer:    host + "-" + strconv.Itoa(os.Getpid()),
-		Block:       time.Second,
-	}
-}
 
 // Dispatcher reads the outbox through a Redis consumer group and delivers
 // each push through a Sender. A push is acknowledged (and removed from the
@@ -341,10 +306,8 @@ func (d *Dispatcher) sent(ctx context.Context, entry string, p Push) {
 		d.log.Warn("outbox: cannot mark a push sent", "entry", entry, "err", err)
 		return
 	}
-	funnel := funnelKey(p.Data["rule_id"], d.now().UTC().Format("20060102"))
 	_, err = d.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
-		pl.HIncrBy(ctx, funnel, "sent", 1)
-		pl.Expire(ctx, funnel, funnelTTL)
+		countIn(ctx, pl, d.now(), p.Data["rule_id"], "sent")
 		pl.XAck(ctx, keyOutbox, outboxGroup, entry)
 		pl.XDel(ctx, keyOutbox, entry)
 		return nil
@@ -391,9 +354,7 @@ func (d *Dispatcher) finish(ctx context.Context, id string, p *Push, reason stri
 				if reason == "expired" {
 					field = "expired"
 				}
-				k := funnelKey(p.Data["rule_id"], d.now().UTC().Format("20060102"))
-				pl.HIncrBy(ctx, k, field, 1)
-				pl.Expire(ctx, k, funnelTTL)
+				countIn(ctx, pl, d.now(), p.Data["rule_id"], field)
 			}
 		}
 		pl.XAck(ctx, keyOutbox, outboxGroup, id)

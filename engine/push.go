@@ -2,8 +2,6 @@ package engine
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"time"
 )
 
@@ -39,28 +37,3 @@ type Push struct {
 type Sender interface {
 	Send(ctx context.Context, p Push) error
 }
-
-// ErrUnregistered reports a device token that the push service no longer
-// knows (FCM's UNREGISTERED): the token is removed from the customer.
-var ErrUnregistered = errors.New("device token unregistered")
-
-// PermanentError is a push the push service refuses for good
-// (FCM's INVALID_ARGUMENT, SENDER_ID_MISMATCH, THIRD_PARTY_AUTH_ERROR).
-// Such a push goes to the dead-letter stream with Reason.
-type PermanentError struct {
-	Reason string // e.g. "INVALID_ARGUMENT"
-	Err    error
-}
-
-func (e *PermanentError) Error() string { return fmt.Sprintf("push refused (%s): %v", e.Reason, e.Err) }
-func (e *PermanentError) Unwrap() error { return e.Err }
-
-// RetryError is a transient failure for which the push service said when
-// to try again (FCM's Retry-After).
-type RetryError struct {
-	After time.Duration
-	Err   error
-}
-
-func (e *RetryError) Error() string { return fmt.Sprintf("retry after %v: %v", e.After, e.Err) }
-func (e *RetryError) Unwrap() error { return e.Err }

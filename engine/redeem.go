@@ -14,21 +14,6 @@ import (
 	"github.com/nearcast/nearcast/rules"
 )
 
-// Errors of a redemption, beside rules.ErrNotFound (a code the engine did
-// not issue, or whose record has gone).
-var (
-	ErrRedeemed = errors.New("coupon already redeemed")
-	ErrExpired  = errors.New("coupon expired")
-)
-
-// WrongStoreError is a coupon presented at a store other than the one it
-// is good at.
-type WrongStoreError struct{ Store string }
-
-func (e *WrongStoreError) Error() string {
-	return fmt.Sprintf("this coupon is good only at store %s", e.Store)
-}
-
 // Coupon is an issued coupon as the till sees it.
 type Coupon struct {
 	Code          string     `json:"code"`

@@ -1,0 +1,123 @@
+package engine
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+)
+
+// Every Redis key the engine uses is named here (the catalog's are in
+// rules/catalog.go). docs/architecture.md lists them all for operators.
+//
+// In Redis Cluster a script may touch the keys of one slot only, so keys
+// that change together share a hash tag: a customer's {c:<id>}, a rule's
+// counters {rule:<id>}, the outbox {outbox}. What spans slots goes in
+// ordered steps (see intent.go and Customers.Delete).
+
+// Keys of one customer share the hash tag {c:<id>}, so that in Redis
+// Cluster they live in one slot and one script can change them together.
+func customerKey(id, part string) string { return custKeyOpen + id + custKeyClose + part }
+
+// What comes before and after a customer id in their keys, for scripts
+// that find a customer's keys from a record naming them.
+const (
+	custKeyOpen  = "nc:{c:"
+	custKeyClose = "}:"
+)
+
+// The parts of a customer's keys: nc:{c:<id>}:<part>.
+const (
+	// partProfile: hash, "doc" (the profile's JSON), "loc" and "push" ("1"
+	// or "0": the consents, which scripts read). No TTL: the customer's own.
+	partProfile = "profile"
+	// partDevices: hash, device id → the device's JSON. Ids are the
+	// customer's own: another customer's "d-1" is another device. No TTL.
+	partDevices = "devices"
+	// partDeviceSeen: hash, device id → unix ms of its last ping; TTL 400
+	// days past the last ping.
+	partDeviceSeen = "device_seen"
+	// partPresence: hash, store id → "entered_ms:last_seen_ms:dwell_done_s",
+	// and "#ts", "#fix" → the last fix ('#' is in no id); TTL the visit
+	// timeout.
+	partPresence = "presence"
+	// partCaps: hash, offers per rule and local day ("<rule>|d<yyyymmdd>"),
+	// ISO week ("|w<yyyyww>") and in total ("|t"), all rules per day
+	// ("*|d…") and the last offer's time ("*|last"); day and week fields
+	// pruned after 8 days and 2 weeks; TTL 400 days.
+	partCaps = "caps"
+	// partCoupons: set, the codes issued to the customer; TTL that of the
+	// newest coupon's record.
+	partCoupons = "coupons"
+	// partVisits: hash, visits in all ("n", "first", "last", "prev", ms)
+	// and per store ("n:<store>", …), offers received and redeemed, and
+	// "aff:<tag>" per tag of the rules redeemed; TTL 400 days.
+	partVisits = "visits"
+	// partCoupon: + code, hash, the coupon's record (rule, store, times,
+	// redemption) and, until it is sent or dropped, its push.
+	partCoupon = "coupon:"
+	// partTokens: string, the lowest generation of customer tokens still
+	// valid (missing: 1). A revocation raises it; tokens carry the
+	// generation they were minted in, so a token is checked in the call's
+	// own Redis step, with no read of its own. Erasure raises it too and
+	// leaves it (a number); TTL 30 days past the last raise, and at least
+	// as long as any token minted in it.
+	partTokens = "tokens"
+	// partRate: hash, the customer's app calls in the current minute of
+	// the server's clock, "c" for the customer and "d:<device id>" for each
+	// device, as "minute:count"; TTL 2 minutes past the last call.
+	partRate = "rate"
+)
+
+// couponRecordKey is a coupon's record, among its customer's keys: the
+// step that issues it writes it with the customer's caps.
+func couponRecordKey(customerID, code string) string { return customerKey(customerID, partCoupon+code) }
+
+// codeIndexKey names the customer a coupon code was issued to, so that a
+// till that has only the code finds the record. Empty for an hour after
+// the customer's erasure (see settleInFlight).
+func codeIndexKey(code string) string { return "nc:code:" + code }
+
+// archivedCouponKey keeps a redeemed coupon of a customer who was erased,
+// without anything that names them, for the rule's statistics.
+func archivedCouponKey(code string) string { return "nc:coupon:" + code }
+
+// tokenOwnerKey names the device an FCM token is registered to, as
+// tokenHolder writes it: "<customer id>\n<device id>". One token, one
+// device of one customer. The key holds a hash of the token, which is a
+// credential to push to the phone.
+func tokenOwnerKey(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return "nc:fcmtoken:" + hex.EncodeToString(sum[:])
+}
+
+// credentialRateKey counts a credential's coupon calls this minute
+// (CredentialRate); it names a hash of the credential, never the
+// credential. TTL 2 minutes.
+func credentialRateKey(credential string) string {
+	sum := sha256.Sum256([]byte(credential))
+	return "nc:{rate:" + hex.EncodeToString(sum[:12]) + "}"
+}
+
+// Keys of the outbox, shared by all customers, under one hash tag so that
+// in Redis Cluster its scripts find them in one slot.
+const (
+	keyOutbox   = "nc:{outbox}:stream"   // stream of pushes to send (references to their coupon records)
+	keyDead     = "nc:{outbox}:dead"     // stream of pushes that could not be sent, with the reason
+	keyDelayed  = "nc:{outbox}:delayed"  // sorted set of pushes waiting to be tried again, by due time
+	keyIntents  = "nc:{outbox}:intents"  // sorted set of offers being issued, by the deadline of their commit
+	keyReserved = "nc:{outbox}:reserved" // hash: intent → the rule capacity reserved for it, to give back what no coupon used
+)
+
+// funnelKey is a rule's funnel counters for one UTC day (yyyymmdd); TTL
+// 400 days.
+func funnelKey(rule, day string) string { return "nc:{rule:" + rule + "}:funnel:" + day }
+
+// budgetKey counts the offers a rule issued against its total budget
+// (caps.total); holdoutKey those its holdout kept.
+func budgetKey(rule string) string  { return "nc:{rule:" + rule + "}:issued" }
+func holdoutKey(rule string) string { return budgetKey(rule) + ":holdout" }
+
+// storeDayKey counts a rule's offers at one store on one local day
+// (caps.per_store_per_day).
+func storeDayKey(rule, store, day string) string {
+	return "nc:{rule:" + rule + "}:store:" + store + ":" + day
+}

@@ -1,0 +1,94 @@
+package engine
+
+import (
+	"time"
+
+	"github.com/nearcast/nearcast/rules"
+)
+
+// Ping is one location fix of a customer's device.
+type Ping struct {
+	CustomerID string
+	DeviceID   string
+	Lat, Lng   float64
+	AccuracyM  float64
+	SpeedMps   *float64
+	// TS is when the fix was taken; zero means now.
+	TS      time.Time
+	Context map[string]any
+	// TokenGen is the generation of the customer token the ping came
+	// with, checked against revocations in the ping's own Redis step; 0
+	// when it came with none (an admin key, a Firebase ID token, or the
+	// app key alone).
+	TokenGen int64
+}
+
+// Options change how a ping is evaluated.
+type Options struct {
+	// DryRun changes nothing: no presence, no counters, no coupon, no push.
+	DryRun bool
+	// Explain lists why each rule looked at did or did not fire.
+	Explain bool
+}
+
+// Event is a change of presence.
+type Event struct {
+	Type      string `json:"type"` // enter, dwell or exit
+	StoreID   string `json:"store_id"`
+	DistanceM int    `json:"distance_m"`
+	// VisitS is how long the visit lasted, on exit.
+	VisitS *int `json:"visit_s,omitempty"`
+	// DwellS is how long the customer has stayed, on dwell.
+	DwellS *int `json:"dwell_s,omitempty"`
+}
+
+// Offer is an issued coupon.
+type Offer struct {
+	CouponCode string    `json:"coupon_code"`
+	RuleID     string    `json:"rule_id"`
+	StoreID    string    `json:"store_id"`
+	Title      string    `json:"title"`
+	Body       string    `json:"body"`
+	ExpiresAt  time.Time `json:"expires_at"`
+}
+
+// Explanation says what became of one rule at one store.
+type Explanation struct {
+	RuleID  string `json:"rule_id"`
+	StoreID string `json:"store_id"`
+	// Result is "sent" or the first reason the rule did not fire.
+	Result string `json:"result"`
+}
+
+// Reasons a rule looked at did not fire.
+const (
+	ResultSent     = "sent"
+	ReasonAudience = "audience"
+	ReasonClosed   = rules.WhenStoreClosed
+	ReasonSchedule = rules.WhenSchedule
+	ReasonQuiet    = rules.WhenQuiet
+	ReasonCap      = "frequency_cap"
+	ReasonLimit    = "customer_limit"
+	ReasonStoreCap = "store_cap"
+	ReasonBudget   = "budget"
+	ReasonHoldout  = "holdout"
+	ReasonSpeed    = "speed"
+	ReasonRecent   = "recent_offer"
+	ReasonConsent  = "no_consent"
+	ReasonLate     = "late_fix"
+	ReasonLower    = "lower_priority"
+	// ReasonAudienceError: the audience's evaluation went over its budget
+	// of steps or memory (rules.ErrAudienceBudget), or failed; the rule
+	// does not fire.
+	ReasonAudienceError = "audience_error"
+	// ReasonRenderError: the offer's texts could not be rendered within
+	// their bounds (rules.MaxTextBytes, time); no push is sent.
+	ReasonRenderError = "render_error"
+)
+
+// Result is what a ping caused.
+type Result struct {
+	Events  []Event       `json:"events"`
+	Offers  []Offer       `json:"offers"`
+	Explain []Explanation `json:"explain,omitempty"`
+}
