@@ -22,20 +22,12 @@ const rateWindow = 2 * time.Minute
 // carries, and keeps a raised generation at least as long as the token
 // (ARGV[1], ms), so that the revocation of older tokens is never forgotten
 // while a newer one lives. KEYS: the customer's tokens key.
-var tokenGenerationScript = redis.NewScript(`
-local v = tonumber(redis.call('GET', KEYS[1]) or '1')
-if v > 1 and redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-end
-return v`)
+var tokenGenerationScript = script("token_generation")
 
 // revokeTokensScript raises the customer's token generation: every token
 // minted before stops working. Kept for MaxTokenTTL, the longest any of
 // them lives. KEYS: the customer's tokens key. ARGV: ms to keep it.
-var revokeTokensScript = redis.NewScript(`
-local v = tonumber(redis.call('GET', KEYS[1]) or '1') + 1
-redis.call('SET', KEYS[1], v, 'PX', ARGV[1])
-return v`)
+var revokeTokensScript = script("revoke_tokens")
 
 // TokenGeneration answers the generation a customer token minted now for
 // the customer carries; the token lives ttl.
@@ -67,27 +59,7 @@ func (cs *Customers) RevokeTokens(ctx context.Context, customerID string) error 
 // (ms), limit per customer, per device (0: none), device id ("" : none),
 // ms the counters live.
 // Returns {"ok"}, {"revoked"} or {"rate_limited", ms until the next minute}.
-var admitScript = redis.NewScript(`
-local gen = tonumber(ARGV[1])
-if gen > 0 and gen < tonumber(redis.call('GET', KEYS[1]) or '1') then return {'revoked'} end
-local now = tonumber(ARGV[2])
-local minute = math.floor(now / 60000)
-local limC, limD, dev = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-local function bump(v)
-  local m, c = string.match(v or '', '^(%d+):(%d+)$')
-  if m and tonumber(m) == minute then return tonumber(c) + 1 end
-  return 1
-end
-local rc = bump(redis.call('HGET', KEYS[2], 'c'))
-local rd = 0
-if dev ~= '' then rd = bump(redis.call('HGET', KEYS[2], 'd:' .. dev)) end
-if (limC > 0 and rc > limC) or (limD > 0 and dev ~= '' and rd > limD) then
-  return {'rate_limited', string.format('%d', (minute + 1) * 60000 - now)}
-end
-redis.call('HSET', KEYS[2], 'c', minute .. ':' .. rc)
-if dev ~= '' then redis.call('HSET', KEYS[2], 'd:' .. dev, minute .. ':' .. rd) end
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
-return {'ok'}`)
+var admitScript = script("admit")
 
 // Admit checks and counts an app call made for a customer that is not a
 // ping: a device registered or removed, a coupon opened. tokenGen is the
@@ -118,16 +90,7 @@ func admitted(raw []string) error {
 // keyRateScript counts a call against a credential's limit of a minute.
 // KEYS: the credential's counter. ARGV: limit, now (ms).
 // Returns 0, or the ms until the next minute when over the limit.
-var keyRateScript = redis.NewScript(`
-local now = tonumber(ARGV[2])
-local minute = math.floor(now / 60000)
-local v = redis.call('GET', KEYS[1])
-local m, c = string.match(v or '', '^(%d+):(%d+)$')
-local n = 1
-if m and tonumber(m) == minute then n = tonumber(c) + 1 end
-if n > tonumber(ARGV[1]) then return (minute + 1) * 60000 - now end
-redis.call('SET', KEYS[1], minute .. ':' .. n, 'PX', 120000)
-return 0`)
+var keyRateScript = script("key_rate")
 
 // CredentialRate limits the coupon calls (look-ups, redemptions, opens)
 // of one credential, in Redis so that the limit holds across replicas.

@@ -124,31 +124,7 @@ func decodeCustomer(doc []byte) (*rules.Customer, error) {
 // Returns {existed, device docs…, "", (code, rule_id, store_id,
 // issued_at, expires_at, redeemed_at, redeemed_store, only_store, ms to
 // live)…, "", codes not redeemed…}.
-var eraseScript = redis.NewScript(`
--- Their customer tokens stop working: the generation rises, and is kept
--- as long as a token lives (the one key left, naming nothing but the id).
-local gen = tonumber(redis.call('GET', KEYS[9]) or '1') + 1
-redis.call('SET', KEYS[9], gen, 'PX', ARGV[2])
-local out = {tostring(redis.call('EXISTS', KEYS[1]))}
-for _, doc in ipairs(redis.call('HVALS', KEYS[2])) do table.insert(out, doc) end
-table.insert(out, '')
-local unredeemed = {}
-for _, code in ipairs(redis.call('SMEMBERS', KEYS[6])) do
-  local k = ARGV[1] .. code
-  local r = redis.call('HMGET', k, 'rule_id', 'store_id', 'issued_at', 'expires_at', 'redeemed_at', 'redeemed_store', 'only_store')
-  if r[5] then
-    table.insert(out, code)
-    for i = 1, 7 do table.insert(out, r[i] or '') end
-    table.insert(out, tostring(redis.call('PTTL', k)))
-  else
-    table.insert(unredeemed, code)
-  end
-  redis.call('DEL', k)
-end
-table.insert(out, '')
-for _, code in ipairs(unredeemed) do table.insert(out, code) end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8])
-return out`)
+var eraseScript = script("erase")
 
 // Delete erases the customer: profile, devices, presence, counters,
 // unredeemed coupons, and the pushes still queued for them. A redeemed
@@ -399,30 +375,16 @@ func (cs *Customers) PutDevices(ctx context.Context, customerIDs []string, devic
 // KEYS: profile, devices. ARGV: device id, doc.
 // Returns {stored (0/1), new to the customer (0/1), the doc it replaced
 // or ""}.
-var putDeviceScript = redis.NewScript(`
-local old = redis.call('HGET', KEYS[2], ARGV[1])
-local created = old and 0 or 1
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0, created, ''} end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-return {1, created, old or ''}`)
+var putDeviceScript = script("put_device")
 
 // dropDeviceScript removes a device from its customer while it still
 // holds a token (the app may have registered a new one meanwhile).
 // KEYS: devices, device_seen. ARGV: device id, token.
-var dropDeviceScript = redis.NewScript(`
-local doc = redis.call('HGET', KEYS[1], ARGV[1])
-if not doc then return 0 end
-local ok, d = pcall(cjson.decode, doc)
-if not ok or type(d) ~= 'table' or d.fcm_token ~= ARGV[2] then return 0 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-return 1`)
+var dropDeviceScript = script("drop_device")
 
 // releaseTokenScript deletes a token's owner key while it names the
 // device given. KEYS: the owner key. ARGV: the holder.
-var releaseTokenScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0`)
+var releaseTokenScript = script("release_token")
 
 // register stores each device with the customer at its position and
 // claims its FCM token for it, answering how many devices are new to
@@ -625,12 +587,7 @@ func (cs *Customers) runScripts(ctx context.Context, xs []*scripted) error {
 
 // deleteDeviceScript removes a device, answering its doc.
 // KEYS: devices, device_seen. ARGV: device id.
-var deleteDeviceScript = redis.NewScript(`
-local doc = redis.call('HGET', KEYS[1], ARGV[1])
-if not doc then return false end
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-return doc`)
+var deleteDeviceScript = script("delete_device")
 
 // DeleteDevice removes a device of a customer and releases its token.
 func (cs *Customers) DeleteDevice(ctx context.Context, customerID, deviceID string) error {

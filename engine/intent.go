@@ -11,11 +11,7 @@ import (
 
 // giveBackScript returns a reserved unit that no coupon used.
 // KEYS: store-day counter, budget counter.
-var giveBackScript = redis.NewScript(`
-for _, k in ipairs(KEYS) do
-  if tonumber(redis.call('GET', k) or '0') > 0 then redis.call('DECR', k) end
-end
-return 1`)
+var giveBackScript = script("give_back")
 
 // settleScript ends an intent, once: with "a" it moves it to the outbox's
 // stream (the offer was issued), with "d" it drops it. Whoever settles it
@@ -24,12 +20,7 @@ return 1`)
 // KEYS: intents, stream, reservations. ARGV: the intent, "a" or "d", the
 // push reference (JSON). Returns the reservations recorded ("" for none),
 // or nil when the intent was settled already.
-var settleScript = redis.NewScript(`
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return false end
-if ARGV[2] == 'a' then redis.call('XADD', KEYS[2], '*', 'push', ARGV[3]) end
-local v = redis.call('HGET', KEYS[3], ARGV[1]) or ''
-redis.call('HDEL', KEYS[3], ARGV[1])
-return v`)
+var settleScript = script("settle")
 
 // reservation is a unit of a rule's capacity taken for a candidate, as
 // recorded with its intent: "rule\tstore\tstore-day key\tbudget key".
@@ -97,10 +88,7 @@ const erasedCodeTTL = time.Hour
 // indexCodeScript indexes a code for its customer unless an erasure has
 // marked it erased (an empty value): it answers 0 then, and the caller
 // drops what it was settling.
-var indexCodeScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == '' then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1`)
+var indexCodeScript = script("index_code")
 
 // indexCode runs indexCodeScript; false means the customer was erased.
 func indexCode(ctx context.Context, rdb redis.Scripter, code, customerID string, ttl time.Duration) (bool, error) {

@@ -71,95 +71,13 @@ const commitWindow = 2 * time.Second
 // Returns one result per candidate looked at: "sent", "holdout" (it would
 // have been sent; the customer gets nothing), or the cap's reason; the
 // candidates after the last one looked at are lower_priority.
-var commitScript = redis.NewScript(`
-local n = tonumber(ARGV[1])
-local dry = ARGV[6] == '1'
-local dayF, weekF = ARGV[7], ARGV[8]
-local limit = tonumber(ARGV[11])
-local today = ARGV[13]
-local function used(f) return tonumber(redis.call('HGET', KEYS[1], f) or '0') end
-local function over(count, cap) return cap > 0 and count >= cap end
-local function mark(store, rule, group)
-  redis.call('HSET', KEYS[3], 'offer:' .. store, ARGV[4] .. '|' .. rule .. '|' .. group .. '|' .. today)
-end
-local function late()
-  local deadline = tonumber(ARGV[14])
-  if deadline == 0 then return false end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > deadline
-end
-local res = {}
-if redis.call('HGET', KEYS[5], 'push') ~= '1' then
-  for _ = 1, n do table.insert(res, 'no_consent') end
-  return res
-end
-local customerReason = nil
-if tonumber(ARGV[4]) - used('*|last') < tonumber(ARGV[12]) then customerReason = 'recent_offer'
-elseif over(used('*|' .. dayF), limit) then customerReason = 'customer_limit'
-end
-for i = 1, n do
-  local b = 15 + (i - 1) * 11
-  local rule, store, exp, push = ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3]), ARGV[b + 4]
-  local perDay, perWeek, perTotal = tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7])
-  local side, holdout = ARGV[b + 8], ARGV[b + 9] == '1'
-  local reason = customerReason
-  if reason then
-  elseif over(used(rule .. '|' .. dayF), perDay) or over(used(rule .. '|' .. weekF), perWeek)
-      or over(used(rule .. '|t'), perTotal) then reason = 'frequency_cap'
-  elseif side ~= '' and side ~= 'r' and side ~= '?' then reason = side
-  end
-  if reason then
-    table.insert(res, reason)
-  elseif side == '?' or (push == '' and not holdout) then
-    return {'need', tostring(i)}
-  elseif holdout then
-    table.insert(res, 'holdout')
-    if not dry then mark(store, rule, 'h') end
-    return res
-  else
-    if not dry and late() then return {'late'} end
-    table.insert(res, 'sent')
-    if dry then return res end
-    if redis.call('HLEN', KEYS[1]) > 64 then
-      for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
-        local kind, when = string.match(f, '|([dw])(%d+)$')
-        -- ARGV[9] and ARGV[10] carry their kind: "d20261115", "w202646".
-        if (kind == 'd' and kind .. when < ARGV[9]) or (kind == 'w' and kind .. when < ARGV[10]) then
-          redis.call('HDEL', KEYS[1], f)
-        end
-      end
-    end
-    for _, f in ipairs({'*|' .. dayF, '*|t', rule .. '|' .. dayF, rule .. '|' .. weekF, rule .. '|t'}) do
-      redis.call('HINCRBY', KEYS[1], f, 1)
-    end
-    redis.call('HSET', KEYS[1], '*|last', ARGV[4])
-    redis.call('PEXPIRE', KEYS[1], 400 * 86400000)
-    redis.call('HSET', KEYS[4], 'customer_id', ARGV[2], 'device_id', ARGV[3], 'rule_id', rule,
-      'store_id', store, 'issued_at', ARGV[4], 'expires_at', ARGV[b + 3], 'rule_tags', ARGV[b + 10],
-      'only_store', ARGV[b + 11], 'push', push)
-    redis.call('PEXPIREAT', KEYS[4], exp + tonumber(ARGV[5]))
-    redis.call('SADD', KEYS[2], ARGV[15])
-    redis.call('PEXPIREAT', KEYS[2], exp + tonumber(ARGV[5]))
-    mark(store, rule, 't')
-    return res
-  end
-end
-return res`)
+var commitScript = script("commit")
 
 // reserveScript takes one unit of a rule's budget and of its cap at a
 // store today, when both have room; with dry it only checks.
 // KEYS: store-day counter, budget counter. ARGV: per-store-per-day cap,
 // total cap (0: none), dry ("1"). Returns "r", "store_cap" or "budget".
-var reserveScript = redis.NewScript(`
-local function over(k, cap) return cap > 0 and tonumber(redis.call('GET', k) or '0') >= cap end
-if over(KEYS[1], tonumber(ARGV[1])) then return 'store_cap' end
-if over(KEYS[2], tonumber(ARGV[2])) then return 'budget' end
-if ARGV[3] ~= '1' then
-  redis.call('INCR', KEYS[1])
-  redis.call('PEXPIRE', KEYS[1], 2 * 86400000)
-  redis.call('INCR', KEYS[2])
-end
-return 'r'`)
+var reserveScript = script("reserve")
 
 // hasRuleCaps tells whether a rule's offers spend shared capacity.
 func hasRuleCaps(r *rules.Compiled) bool {

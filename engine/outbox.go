@@ -246,21 +246,11 @@ func retryDelay(attempts int, err error) time.Duration {
 
 // deferScript moves a push from the stream to the delayed set in one step.
 // KEYS: outbox, delayed. ARGV: group, entry id, due ms, push JSON.
-var deferScript = redis.NewScript(`
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-return 1`)
+var deferScript = script("defer")
 
 // releaseScript moves delayed pushes that are due back to the stream.
 // KEYS: delayed, outbox. ARGV: now ms, how many at most.
-var releaseScript = redis.NewScript(`
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, p in ipairs(due) do
-  redis.call('XADD', KEYS[2], '*', 'push', p)
-  redis.call('ZREM', KEYS[1], p)
-end
-return #due`)
+var releaseScript = script("release")
 
 // retryLater sets a push aside until its next try, or drops it when that
 // try would come after the push expires.
@@ -320,12 +310,7 @@ func (d *Dispatcher) sent(ctx context.Context, entry string, p Push) {
 // markSentScript marks a coupon's push sent, unless the coupon was erased
 // meanwhile, and lets go of the push's text, which the record keeps only
 // until then.
-var markSentScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'sent_at', ARGV[1])
-  redis.call('HDEL', KEYS[1], 'push')
-end
-return 1`)
+var markSentScript = script("mark_sent")
 
 // finish acknowledges an entry and removes it from the stream; a push that
 // was not sent is recorded in the dead-letter stream and the rule's funnel

@@ -43,18 +43,9 @@ func NewCatalog(rdb redis.UniversalClient) *Catalog {
 	return &Catalog{rdb: rdb, now: time.Now}
 }
 
-var putStoreScript = redis.NewScript(`
-local created = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-local v = redis.call('INCR', KEYS[2])
-redis.call('PUBLISH', ARGV[3], v)
-return {created, v}`)
+var putStoreScript = script("put_store")
 
-var deleteScript = redis.NewScript(`
-local removed = redis.call('HDEL', KEYS[1], ARGV[1])
-if removed == 0 then return 0 end
-local v = redis.call('INCR', KEYS[2])
-redis.call('PUBLISH', ARGV[2], v)
-return v`)
+var deleteScript = script("delete")
 
 // PutStore validates and saves a store, answering whether it is new.
 func (c *Catalog) PutStore(ctx context.Context, s *Store) (created bool, err error) {
@@ -201,15 +192,7 @@ func (c *Catalog) page(ctx context.Context, key, cursor string, limit int, each 
 
 // putRuleScript writes the next version of a rule if the latest version
 // is still the one the caller read (ARGV[2]).
-var putRuleScript = redis.NewScript(`
-local cur = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-if cur ~= tonumber(ARGV[2]) then return -1 end
-redis.call('HSET', KEYS[2], ARGV[1], cur + 1)
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-redis.call('RPUSH', KEYS[3], ARGV[3])
-local v = redis.call('INCR', KEYS[4])
-redis.call('PUBLISH', ARGV[4], v)
-return cur + 1`)
+var putRuleScript = script("put_rule")
 
 // PutRule validates, compiles and saves a rule as its next version, which
 // it sets on r. With dryRun it only validates.

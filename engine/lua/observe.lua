@@ -1,0 +1,186 @@
+local ts = tonumber(ARGV[1])
+local timeout = tonumber(ARGV[2])
+local dry = ARGV[3] == '1'
+-- A customer token revoked since it was minted (ARGV[13], 0: none) is
+-- refused before anything is read or counted.
+local gen = tonumber(ARGV[13])
+if gen > 0 and gen < tonumber(redis.call('GET', KEYS[7]) or '1') then return {'revoked'} end
+-- Rate limits, per minute of the server's clock: the customer's calls and
+-- each device's, kept as "minute:count" in their own key. Every call
+-- counts, dry runs and customers without a profile or consent included,
+-- so that no one can tell them apart; a call over a limit changes nothing.
+local now = tonumber(ARGV[10])
+local minute = math.floor(now / 60000)
+local limC, limD = tonumber(ARGV[11]), tonumber(ARGV[12])
+if limC > 0 or limD > 0 then
+  local function bump(v)
+    local m, c = string.match(v or '', '^(%d+):(%d+)$')
+    if m and tonumber(m) == minute then return tonumber(c) + 1 end
+    return 1
+  end
+  local rc = bump(redis.call('HGET', KEYS[6], 'c'))
+  local rd = 0
+  if ARGV[4] ~= '' then rd = bump(redis.call('HGET', KEYS[6], 'd:' .. ARGV[4])) end
+  if (limC > 0 and rc > limC) or (limD > 0 and ARGV[4] ~= '' and rd > limD) then
+    return {'rate_limited', string.format('%d', (minute + 1) * 60000 - now)}
+  end
+  redis.call('HSET', KEYS[6], 'c', minute .. ':' .. rc)
+  if ARGV[4] ~= '' then redis.call('HSET', KEYS[6], 'd:' .. ARGV[4], minute .. ':' .. rd) end
+  redis.call('PEXPIRE', KEYS[6], 120000)
+end
+if redis.call('HGET', KEYS[2], 'loc') ~= '1' then return {'no_consent'} end
+local cur = redis.call('HGETALL', KEYS[1])
+local present, last, prev = {}, 0, nil
+for i = 1, #cur, 2 do
+  local f = cur[i]
+  if f == '#ts' then last = tonumber(cur[i + 1])
+  elseif f == '#fix' then prev = cur[i + 1]
+  elseif string.sub(f, 1, 1) ~= '#' then
+    local e, s, d = string.match(cur[i + 1], '^(%d+):(%d+):(%d+)$')
+    if e then present[f] = {tonumber(e), tonumber(s), tonumber(d)} end
+  end
+end
+if ts < last then return {'stale'} end
+local speed = tonumber(ARGV[5])
+local lat, lng = tonumber(ARGV[7]), tonumber(ARGV[8])
+if speed < 0 and prev and tonumber(ARGV[9]) > 0 then
+  local pts, plat, plng = string.match(prev, '^(%d+):([-%d.e]+):([-%d.e]+)$')
+  local dt = (ts - tonumber(pts)) / 1000
+  if dt >= 10 and dt <= 300 then
+    local r = math.pi / 180
+    local s1 = math.sin((lat - tonumber(plat)) * r / 2)
+    local s2 = math.sin((lng - tonumber(plng)) * r / 2)
+    local h = s1 * s1 + math.cos(lat * r) * math.cos(tonumber(plat) * r) * s2 * s2
+    if h > 1 then h = 1 end
+    speed = 2 * 6371007.180918475 * math.asin(math.sqrt(h)) / dt
+  end
+end
+local fast = speed > tonumber(ARGV[6])
+local listed = {}
+local entered, exited, dwelt, tooFast = {}, {}, {}, {}
+local writes, dels = {'#ts', ARGV[1], '#fix', ARGV[1] .. ':' .. ARGV[7] .. ':' .. ARGV[8]}, {}
+local i = 14
+for _ = 1, tonumber(ARGV[9]) do
+  local id, kind, nt = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local thresholds = {}
+  for k = 1, nt do thresholds[k] = tonumber(ARGV[i + 2 + k]) end
+  i = i + 3 + nt
+  listed[id] = true
+  local p = present[id]
+  if p ~= nil and p[2] < ts - timeout then p = nil end
+  if p == nil then
+    if kind == 's' and fast then
+      table.insert(tooFast, id)
+    elseif kind == 's' then
+      table.insert(entered, id)
+      table.insert(writes, id); table.insert(writes, ARGV[1] .. ':' .. ARGV[1] .. ':0')
+    elseif present[id] ~= nil then
+      table.insert(dels, id)
+    end
+  else
+    local done = p[3]
+    if kind == 's' then
+      local stay = (ts - p[1]) / 1000
+      for _, t in ipairs(thresholds) do
+        if t > done and t <= stay then
+          table.insert(dwelt, id); table.insert(dwelt, tostring(t))
+          done = t
+        end
+      end
+    end
+    table.insert(writes, id); table.insert(writes, string.format('%d:%s:%d', p[1], ARGV[1], done))
+  end
+end
+for id, p in pairs(present) do
+  if not listed[id] then
+    if p[2] >= ts - timeout then
+      table.insert(exited, id); table.insert(exited, string.format('%d', ts - p[1]))
+    end
+    table.insert(dels, id)
+  end
+end
+if not dry then
+  redis.call('HSET', KEYS[1], unpack(writes))
+  if #dels > 0 then redis.call('HDEL', KEYS[1], unpack(dels)) end
+  redis.call('PEXPIRE', KEYS[1], timeout)
+  if ARGV[4] ~= '' then
+    redis.call('HSET', KEYS[3], ARGV[4], ARGV[1])
+    redis.call('PEXPIRE', KEYS[3], 400 * 86400000)
+  end
+end
+local out = {'ok', tostring(#entered)}
+for _, id in ipairs(entered) do table.insert(out, id) end
+table.insert(out, tostring(#exited / 2))
+for _, v in ipairs(exited) do table.insert(out, v) end
+table.insert(out, tostring(#dwelt / 2))
+for _, v in ipairs(dwelt) do table.insert(out, v) end
+table.insert(out, tostring(#tooFast))
+for _, id in ipairs(tooFast) do table.insert(out, id) end
+-- Most pings change nothing: they need no profile and no history.
+if #entered == 0 and #exited == 0 and #dwelt == 0 then return out end
+table.insert(out, redis.call('HGET', KEYS[2], 'doc') or '')
+-- Visit history of the stores with an event: how many visits, and when the
+-- one before the current began (0: none), for the store and for any store.
+-- An enter starts a visit; a dry run answers as if it had.
+local v = KEYS[4]
+local function num(f) return tonumber(redis.call('HGET', v, f) or '0') end
+local isEntered = {}
+for _, id in ipairs(entered) do isEntered[id] = true end
+local gn, gprev = num('n'), num('prev')
+if #entered > 0 then
+  gn, gprev = gn + 1, num('last')
+  if not dry then
+    redis.call('HSET', v, 'prev', gprev, 'last', ARGV[1])
+    redis.call('HINCRBY', v, 'n', 1)
+    redis.call('HSETNX', v, 'first', ARGV[1])
+  end
+end
+local info, seen, returns = {}, {}, {}
+local function add(id)
+  if seen[id] then return end
+  seen[id] = true
+  local n, prev = num('n:' .. id), num('prev:' .. id)
+  if isEntered[id] then
+    -- A visit within 7 days of an offer (or a holdout) at this store is a
+    -- return, counted in the funnel of the offer's rule and day.
+    local o = redis.call('HGET', v, 'offer:' .. id)
+    if o and not dry then
+      local t, rule, group, day = string.match(o, '^(%d+)|(.+)|([th])|(%d+)$')
+      if t and ts > tonumber(t) and ts - tonumber(t) <= 7 * 86400000 then
+        local f = 'returned_treated'
+        if group == 'h' then f = 'returned_holdout' end
+        table.insert(returns, rule); table.insert(returns, f); table.insert(returns, day)
+      end
+      if not t or ts - tonumber(t) > 0 then redis.call('HDEL', v, 'offer:' .. id) end
+    end
+    n, prev = n + 1, num('last:' .. id)
+    if not dry then
+      redis.call('HSET', v, 'prev:' .. id, prev, 'last:' .. id, ARGV[1])
+      redis.call('HINCRBY', v, 'n:' .. id, 1)
+      redis.call('HSETNX', v, 'first:' .. id, ARGV[1])
+    end
+  end
+  for _, x in ipairs({id, tostring(n), string.format('%d', prev)}) do table.insert(info, x) end
+end
+for _, id in ipairs(entered) do add(id) end
+for i = 1, #dwelt, 2 do add(dwelt[i]) end
+for i = 1, #exited, 2 do add(exited[i]) end
+if #entered > 0 and not dry then redis.call('PEXPIRE', v, 400 * 86400000) end
+table.insert(out, tostring(gn)); table.insert(out, string.format('%d', gprev))
+table.insert(out, tostring(#info / 3))
+for _, x in ipairs(info) do table.insert(out, x) end
+table.insert(out, redis.call('HGET', KEYS[5], '*|t') or '0')
+-- Redemptions: how many, the last one's time, and per rule tag (affinity).
+table.insert(out, tostring(num('redeemed'))); table.insert(out, string.format('%d', num('redeemed_last')))
+local aff = {}
+if #entered > 0 or #exited > 0 or #dwelt > 0 then
+  local all = redis.call('HGETALL', v)
+  for k = 1, #all, 2 do
+    if string.sub(all[k], 1, 4) == 'aff:' then table.insert(aff, string.sub(all[k], 5)); table.insert(aff, all[k + 1]) end
+  end
+end
+table.insert(out, tostring(#aff / 2))
+for _, x in ipairs(aff) do table.insert(out, x) end
+table.insert(out, tostring(#returns / 3))
+for _, x in ipairs(returns) do table.insert(out, x) end
+return out
