@@ -130,6 +130,28 @@ var eraseScript = script("erase")
 // unredeemed coupons, and the pushes still queued for them. A redeemed
 // coupon stays for the rule's statistics, without what named them.
 func (cs *Customers) Delete(ctx context.Context, id string) error {
+	existed, err := cs.eraseKeys(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := cs.settleInFlight(ctx, id); err != nil {
+		return err
+	}
+	pushes, err := cs.dropPushes(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !existed && pushes == 0 {
+		return rules.ErrNotFound
+	}
+	return nil
+}
+
+// eraseKeys removes the customer's keys in their slot and what names them
+// elsewhere: their tokens' owner keys, and their codes' index (marked
+// erased); a redeemed coupon goes to the archive without them. It answers
+// whether the customer had a profile.
+func (cs *Customers) eraseKeys(ctx context.Context, id string) (bool, error) {
 	keys := []string{
 		customerKey(id, partProfile), customerKey(id, partDevices), customerKey(id, partDeviceSeen),
 		customerKey(id, partPresence), customerKey(id, partCaps), customerKey(id, partCoupons),
@@ -139,21 +161,20 @@ func (cs *Customers) Delete(ctx context.Context, id string) error {
 	// erasure cut short after its script could not find them again.
 	docs, err := cs.rdb.HVals(ctx, customerKey(id, partDevices)).Result()
 	if err != nil {
-		return rules.RedisErr("erase customer: read devices", err)
+		return false, rules.RedisErr("erase customer: read devices", err)
 	}
 	if err := cs.releaseTokens(ctx, id, docs); err != nil {
-		return rules.RedisErr("erase customer", err)
+		return false, rules.RedisErr("erase customer", err)
 	}
 	out, err := eraseScript.Run(ctx, cs.rdb, keys, couponRecordKey(id, ""), MaxTokenTTL.Milliseconds()).StringSlice()
 	if err != nil {
-		return rules.RedisErr("erase customer", err)
+		return false, rules.RedisErr("erase customer", err)
 	}
-	existed := out[0] == "1"
 	i := 1 + slices.Index(out[1:], "") // where the device docs end
 	// And again for the devices the script found: one registered
 	// meanwhile has claimed its token since.
 	if err := cs.releaseTokens(ctx, id, out[1:i]); err != nil {
-		return rules.RedisErr("erase customer", err)
+		return false, rules.RedisErr("erase customer", err)
 	}
 	_, err = cs.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i++; out[i] != ""; i += 9 {
@@ -171,18 +192,21 @@ func (cs *Customers) Delete(ctx context.Context, id string) error {
 		return nil
 	})
 	if err != nil {
-		return rules.RedisErr("erase customer", err)
+		return false, rules.RedisErr("erase customer", err)
 	}
-	if err := cs.settleInFlight(ctx, id); err != nil {
-		return err
-	}
+	return out[0] == "1", nil
+}
+
+// dropPushes removes the pushes queued and delayed for a customer,
+// answering how many there were.
+func (cs *Customers) dropPushes(ctx context.Context, id string) (int, error) {
 	queued, err := cs.queued(ctx, id)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	delayed, err := cs.delayed(ctx, id)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if len(delayed) > 0 {
 		members := make([]any, len(delayed))
@@ -190,7 +214,7 @@ func (cs *Customers) Delete(ctx context.Context, id string) error {
 			members[i] = d.raw
 		}
 		if err := cs.rdb.ZRem(ctx, keyDelayed, members...).Err(); err != nil {
-			return rules.RedisErr("drop delayed pushes", err)
+			return 0, rules.RedisErr("drop delayed pushes", err)
 		}
 	}
 	if len(queued) > 0 {
@@ -201,16 +225,13 @@ func (cs *Customers) Delete(ctx context.Context, id string) error {
 		// Acknowledged first, so no worker holds them; there is no group
 		// yet when no dispatcher has run, which is fine.
 		if err := cs.rdb.XAck(ctx, keyOutbox, outboxGroup, ids...).Err(); err != nil && !strings.Contains(err.Error(), "NOGROUP") {
-			return rules.RedisErr("drop queued pushes", err)
+			return 0, rules.RedisErr("drop queued pushes", err)
 		}
 		if err := cs.rdb.XDel(ctx, keyOutbox, ids...).Err(); err != nil {
-			return rules.RedisErr("drop queued pushes", err)
+			return 0, rules.RedisErr("drop queued pushes", err)
 		}
 	}
-	if !existed && len(queued) == 0 && len(delayed) == 0 {
-		return rules.ErrNotFound
-	}
-	return nil
+	return len(queued) + len(delayed), nil
 }
 
 // queued lists the outbox entries for a customer. The outbox holds only
@@ -426,44 +447,84 @@ func (cs *Customers) register(ctx context.Context, customerIDs []string, devices
 		}
 		docs[i] = string(doc)
 	}
-	// 1.
-	before := make([]*redis.StringCmd, len(devices))
-	if err := cs.pipeline(ctx, func(p redis.Pipeliner) []redis.Cmder {
-		for i, d := range devices {
-			before[i] = p.HGet(ctx, customerKey(customerIDs[i], partDevices), d.ID)
-		}
-		return cmders(before)
-	}); err != nil {
+	before, err := cs.deviceDocs(ctx, customerIDs, devices) // 1.
+	if err != nil {
 		return 0, err
 	}
-	// 2.
-	released := make([]string, len(devices)) // the old token released, per device
+	released, err := cs.releaseOldTokens(ctx, customerIDs, devices, before) // 2.
+	if err != nil {
+		return 0, err
+	}
+	created, stored, late, err := cs.storeDevices(ctx, customerIDs, devices, docs, released) // 3.
+	if err != nil {
+		return 0, err
+	}
+	holders, err := cs.claimTokens(ctx, customerIDs, devices, stored) // 4.
+	if err != nil {
+		return 0, err
+	}
+	// A token a device took since step 1 (another registration of it,
+	// meanwhile) goes as step 2's did, now that the device holds this one.
+	if err := cs.runScripts(ctx, late); err != nil {
+		return 0, err
+	}
+	if err := cs.dropPreviousHolders(ctx, customerIDs, devices, stored, holders); err != nil { // 5.
+		return 0, err
+	}
+	return created, nil
+}
+
+// deviceDocs reads each device's doc as it is (step 1 of register).
+func (cs *Customers) deviceDocs(ctx context.Context, customerIDs []string, devices []*rules.Device) ([]string, error) {
+	cmds := make([]*redis.StringCmd, len(devices))
+	if err := cs.pipeline(ctx, func(p redis.Pipeliner) []redis.Cmder {
+		for i, d := range devices {
+			cmds[i] = p.HGet(ctx, customerKey(customerIDs[i], partDevices), d.ID)
+		}
+		return cmders(cmds)
+	}); err != nil {
+		return nil, err
+	}
+	out := make([]string, len(cmds))
+	for i, c := range cmds {
+		out[i] = c.Val()
+	}
+	return out, nil
+}
+
+// releaseOldTokens releases the owner key of the token each device held
+// before, when it changes (step 2 of register); it answers the token
+// released per device.
+func (cs *Customers) releaseOldTokens(ctx context.Context, customerIDs []string, devices []*rules.Device, before []string) ([]string, error) {
+	released := make([]string, len(devices))
 	var release []*scripted
 	for i, d := range devices {
-		if old := docToken(before[i].Val()); old != "" && old != d.FCMToken {
+		if old := docToken(before[i]); old != "" && old != d.FCMToken {
 			released[i] = old
 			release = append(release, newScripted(ctx, releaseTokenScript, []string{tokenOwnerKey(old)}, tokenHolder(customerIDs[i], d.ID)))
 		}
 	}
-	if err := cs.runScripts(ctx, release); err != nil {
-		return 0, err
-	}
-	// 3.
+	return released, cs.runScripts(ctx, release)
+}
+
+// storeDevices writes each device into its customer's devices, when the
+// customer has a profile (step 3 of register). It answers how many were
+// new, which were stored, and the release of tokens the devices took
+// since step 1.
+func (cs *Customers) storeDevices(ctx context.Context, customerIDs []string, devices []*rules.Device, docs, released []string) (created int, stored []bool, late []*scripted, err error) {
 	puts := make([]*scripted, len(devices))
 	for i, d := range devices {
 		puts[i] = newScripted(ctx, putDeviceScript,
 			[]string{customerKey(customerIDs[i], partProfile), customerKey(customerIDs[i], partDevices)}, d.ID, docs[i])
 	}
 	if err := cs.runScripts(ctx, puts); err != nil {
-		return 0, err
+		return 0, nil, nil, err
 	}
-	created := 0
-	stored := make([]bool, len(devices))
-	var late []*scripted // tokens the devices took since step 1
+	stored = make([]bool, len(devices))
 	for i, d := range devices {
 		out, err := puts[i].cmd.Slice()
 		if err != nil || len(out) != 3 {
-			return 0, fmt.Errorf("store device: unexpected answer %v", out)
+			return 0, nil, nil, fmt.Errorf("store device: unexpected answer %v", out)
 		}
 		stored[i] = out[0] == int64(1)
 		if out[1] == int64(1) {
@@ -475,8 +536,13 @@ func (cs *Customers) register(ctx context.Context, customerIDs []string, devices
 			}
 		}
 	}
-	// 4. A customer without a profile reads the owner key instead, so
-	// that the answer takes as many round trips.
+	return created, stored, late, nil
+}
+
+// claimTokens makes each stored device its token's owner, answering the
+// owner before (step 4 of register). A customer without a profile reads
+// the owner key instead, so that the answer takes as many round trips.
+func (cs *Customers) claimTokens(ctx context.Context, customerIDs []string, devices []*rules.Device, stored []bool) ([]string, error) {
 	holders := make([]interface {
 		redis.Cmder
 		Val() string
@@ -491,17 +557,21 @@ func (cs *Customers) register(ctx context.Context, customerIDs []string, devices
 		}
 		return cmders(holders)
 	}); err != nil {
-		return 0, err
+		return nil, err
 	}
-	// A token a device took since step 1 (another registration of it,
-	// meanwhile) goes as step 2's did, now that the device holds this one.
-	if err := cs.runScripts(ctx, late); err != nil {
-		return 0, err
+	out := make([]string, len(holders))
+	for i, h := range holders {
+		out[i] = h.Val()
 	}
-	// 5.
+	return out, nil
+}
+
+// dropPreviousHolders takes each token from the device that held it
+// before, if that device still holds it (step 5 of register).
+func (cs *Customers) dropPreviousHolders(ctx context.Context, customerIDs []string, devices []*rules.Device, stored []bool, holders []string) error {
 	var drops []*scripted
 	for i, d := range devices {
-		prev := holders[i].Val()
+		prev := holders[i]
 		if !stored[i] || prev == "" || prev == tokenHolder(customerIDs[i], d.ID) {
 			continue
 		}
@@ -512,10 +582,7 @@ func (cs *Customers) register(ctx context.Context, customerIDs []string, devices
 		drops = append(drops, newScripted(ctx, dropDeviceScript,
 			[]string{customerKey(cust, partDevices), customerKey(cust, partDeviceSeen)}, dev, d.FCMToken))
 	}
-	if err := cs.runScripts(ctx, drops); err != nil {
-		return 0, err
-	}
-	return created, nil
+	return cs.runScripts(ctx, drops)
 }
 
 // docToken is the FCM token in a device's doc, or "".

@@ -132,55 +132,8 @@ func (d *Dispatcher) work(ctx context.Context, consumer string) {
 // cancelled, so that a shutdown finishes the sends in flight.
 func (d *Dispatcher) handle(ctx context.Context, m redis.XMessage) {
 	ctx = context.WithoutCancel(ctx)
-	raw, _ := m.Values["push"].(string)
-	var p Push
-	if err := json.Unmarshal([]byte(raw), &p); err != nil {
-		d.finish(ctx, m.ID, nil, "malformed", err)
-		return
-	}
-	// The entry is a reference; the push is in the coupon's record, with
-	// its customer's keys. A push whose coupon is marked sent was
-	// delivered by a worker that stopped before acknowledging it: it is
-	// not sent twice. A record gone means the customer was erased.
-	recKey := couponRecordKey(p.CustomerID, p.ID)
-	var recCmd *redis.SliceCmd
-	var ttlCmd *redis.DurationCmd
-	_, err := d.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
-		recCmd, ttlCmd = pl.HMGet(ctx, recKey, "push", "sent_at"), pl.PTTL(ctx, recKey)
-		return nil
-	})
-	rec := recCmd.Val()
-	if err != nil || len(rec) != 2 {
-		d.log.Warn("outbox: cannot read a push's record, will retry", "push", p.ID, "err", err)
-		return
-	}
-	if sent, _ := rec[1].(string); sent != "" {
-		d.finish(ctx, m.ID, nil, "", nil)
-		return
-	}
-	if doc, _ := rec[0].(string); doc != "" {
-		attempts := p.Attempts
-		p = Push{}
-		if err := json.Unmarshal([]byte(doc), &p); err != nil {
-			d.finish(ctx, m.ID, nil, "malformed", err)
-			return
-		}
-		p.Attempts = attempts
-		// The code's index, should the engine have failed to write it: a
-		// push never goes out with a code the till cannot look up.
-		if ttl := ttlCmd.Val(); ttl > 0 {
-			indexed, err := indexCode(ctx, d.rdb, p.ID, p.CustomerID, ttl)
-			if err != nil {
-				d.log.Warn("outbox: cannot index a push's coupon, will retry", "push", p.ID, "err", err)
-				return
-			}
-			if !indexed {
-				d.finish(ctx, m.ID, nil, "", nil) // erased with its customer since the record was read
-				return
-			}
-		}
-	} else {
-		d.finish(ctx, m.ID, nil, "", nil) // erased with its customer
+	p, ok := d.pushOf(ctx, m)
+	if !ok {
 		return
 	}
 	if !d.now().Before(p.ExpiresAt) {
@@ -205,20 +158,79 @@ func (d *Dispatcher) handle(ctx context.Context, m redis.XMessage) {
 	sendCtx, cancel := context.WithTimeout(ctx, d.cfg.SendTimeout)
 	err = d.sender.Send(sendCtx, p)
 	cancel()
+	d.settleSend(ctx, m.ID, p, err)
+}
+
+// pushOf reads the push an entry refers to. The entry is a reference; the
+// push is in the coupon's record, with its customer's keys. A push whose
+// coupon is marked sent was delivered by a worker that stopped before
+// acknowledging it: it is not sent twice. A record gone means the
+// customer was erased. ok is false when the entry is settled (or left
+// for a retry) here.
+func (d *Dispatcher) pushOf(ctx context.Context, m redis.XMessage) (p Push, ok bool) {
+	raw, _ := m.Values["push"].(string)
+	if err := json.Unmarshal([]byte(raw), &p); err != nil {
+		d.finish(ctx, m.ID, nil, "malformed", err)
+		return p, false
+	}
+	recKey := couponRecordKey(p.CustomerID, p.ID)
+	var recCmd *redis.SliceCmd
+	var ttlCmd *redis.DurationCmd
+	_, err := d.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+		recCmd, ttlCmd = pl.HMGet(ctx, recKey, "push", "sent_at"), pl.PTTL(ctx, recKey)
+		return nil
+	})
+	rec := recCmd.Val()
+	if err != nil || len(rec) != 2 {
+		d.log.Warn("outbox: cannot read a push's record, will retry", "push", p.ID, "err", err)
+		return p, false
+	}
+	doc, _ := rec[0].(string)
+	if sent, _ := rec[1].(string); sent != "" || doc == "" {
+		d.finish(ctx, m.ID, nil, "", nil) // sent already, or erased with its customer
+		return p, false
+	}
+	attempts := p.Attempts
+	p = Push{}
+	if err := json.Unmarshal([]byte(doc), &p); err != nil {
+		d.finish(ctx, m.ID, nil, "malformed", err)
+		return p, false
+	}
+	p.Attempts = attempts
+	// The code's index, should the engine have failed to write it: a push
+	// never goes out with a code the till cannot look up.
+	if ttl := ttlCmd.Val(); ttl > 0 {
+		indexed, err := indexCode(ctx, d.rdb, p.ID, p.CustomerID, ttl)
+		if err != nil {
+			d.log.Warn("outbox: cannot index a push's coupon, will retry", "push", p.ID, "err", err)
+			return p, false
+		}
+		if !indexed {
+			d.finish(ctx, m.ID, nil, "", nil) // erased with its customer since the record was read
+			return p, false
+		}
+	}
+	return p, true
+}
+
+// settleSend records what became of a push FCM was asked to send: sent,
+// dropped for good (an unregistered token is removed too), or tried again
+// later.
+func (d *Dispatcher) settleSend(ctx context.Context, entry string, p Push, err error) {
 	var perm *PermanentError
 	switch {
 	case err == nil:
-		d.sent(ctx, m.ID, p)
+		d.sent(ctx, entry, p)
 		d.log.Debug("push sent", "push", p.ID, "customer_id", p.CustomerID, "device_id", p.DeviceID)
 	case errors.Is(err, ErrUnregistered):
 		if err := d.customers.dropToken(ctx, p.CustomerID, p.DeviceID, p.Token); err != nil {
 			d.log.Warn("outbox: cannot drop unregistered token", "err", err)
 		}
-		d.finish(ctx, m.ID, &p, "unregistered", err)
+		d.finish(ctx, entry, &p, "unregistered", err)
 	case errors.As(err, &perm):
-		d.finish(ctx, m.ID, &p, perm.Reason, err)
+		d.finish(ctx, entry, &p, perm.Reason, err)
 	default:
-		d.retryLater(ctx, m.ID, p, err)
+		d.retryLater(ctx, entry, p, err)
 	}
 }
 
