@@ -20,7 +20,8 @@ import (
 
 	"github.com/nearcast/nearcast/api"
 	"github.com/nearcast/nearcast/engine"
-	"github.com/nearcast/nearcast/engine/redistest"
+	"github.com/nearcast/nearcast/internal/redistest"
+	"github.com/nearcast/nearcast/internal/sandbox"
 	"github.com/nearcast/nearcast/rules"
 )
 
@@ -52,7 +53,7 @@ func newClientWith(t testing.TB, rdb redis.UniversalClient, with func(*api.Deps)
 	cfg.QuietHours = [2]int{} // tests run at any hour
 	eng := engine.New(rdb, live, engine.NewCoupons([]byte("s")), cfg, quiet, nil)
 	deps := api.Deps{
-		Live: live, Customers: engine.NewCustomers(rdb), Engine: eng, Ledger: engine.NewLedger(rdb, engine.NewCoupons([]byte("s")), nil, nil), Redis: rdb,
+		Live: live, Customers: engine.NewCustomers(rdb), Engine: eng, Ledger: engine.NewLedger(rdb, engine.NewCoupons([]byte("s")), nil, nil), Redis: rdb, Sandbox: sandbox.Miniredis,
 		Ready:   func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		AppKeys: []string{"app-key"}, AdminKeys: []string{"admin-key"}, Log: quiet,
 	}

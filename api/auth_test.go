@@ -16,7 +16,7 @@ import (
 
 	"github.com/nearcast/nearcast/api"
 	"github.com/nearcast/nearcast/engine"
-	"github.com/nearcast/nearcast/engine/redistest"
+	"github.com/nearcast/nearcast/internal/redistest"
 )
 
 const tokenSecret = "0123456789abcdef0123456789abcdef-test"

@@ -502,7 +502,10 @@ func (s *Server) deleteCustomer(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := s.ctx()
+	// An erasure is some eight round trips in order, not one: four times
+	// a request's Redis budget, so that a busy Redis does not refuse it
+	// while a hung one still fails it promptly.
+	ctx, cancel := context.WithTimeout(context.Background(), 4*s.RequestTimeout)
 	defer cancel()
 	if err := s.Customers.Delete(ctx, id); err != nil {
 		return err
@@ -894,9 +897,12 @@ func (s *Server) simulate(c *fiber.Ctx) error {
 	if len(fs) > 0 {
 		return &rules.ValidationError{Faults: fs}
 	}
+	if s.Sandbox == nil {
+		return newError(http.StatusNotFound, "", "simulations are off on this server")
+	}
 	ctx, cancel := s.ctx()
 	defer cancel()
-	steps, err := s.Engine.Simulate(ctx, req.CustomerID, pings)
+	steps, err := s.Engine.Simulate(ctx, s.Sandbox, req.CustomerID, pings)
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,7 @@ package api_test
 import (
 	"testing"
 
-	"github.com/nearcast/nearcast/engine/redistest"
+	"github.com/nearcast/nearcast/internal/redistest"
 )
 
 // Ids in paths are percent-decoded: a customer whose id holds an @ can

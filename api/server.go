@@ -65,6 +65,9 @@ type Deps struct {
 	Redis redis.UniversalClient
 	// Pushes is the log sender's memory; nil when pushes go to FCM.
 	Pushes PushLog
+	// Sandbox makes the throwaway Redis of each simulated walk (POST
+	// /v1/simulate); nil: simulations are off.
+	Sandbox engine.Sandbox
 	// Ready reports whether Redis answers.
 	Ready     func(ctx context.Context) error
 	AppKeys   []string

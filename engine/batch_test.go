@@ -12,7 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nearcast/nearcast/engine"
-	"github.com/nearcast/nearcast/engine/redistest"
+	"github.com/nearcast/nearcast/internal/redistest"
 )
 
 // Many callers at once, each with commands of its own: every caller gets

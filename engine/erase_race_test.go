@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/nearcast/nearcast/engine"
-	"github.com/nearcast/nearcast/engine/redistest"
+	"github.com/nearcast/nearcast/internal/redistest"
 	"github.com/nearcast/nearcast/rules"
 )
 

@@ -13,8 +13,8 @@ import (
 
 	"github.com/nearcast/nearcast/engine"
 	"github.com/nearcast/nearcast/engine/push"
-	"github.com/nearcast/nearcast/engine/push/fcmtest"
-	"github.com/nearcast/nearcast/engine/redistest"
+	"github.com/nearcast/nearcast/internal/fcmtest"
+	"github.com/nearcast/nearcast/internal/redistest"
 	"github.com/nearcast/nearcast/rules"
 )
 

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/nearcast/nearcast/engine"
-	"github.com/nearcast/nearcast/engine/redistest"
+	"github.com/nearcast/nearcast/internal/redistest"
 )
 
 // Pings over a customer's or a device's limit in a minute are refused and

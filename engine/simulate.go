@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nearcast/nearcast/rules"
@@ -19,6 +18,11 @@ const MaxSimulatedPings = 400
 // MaxSimulatedPings takes some 0.4 s.
 const simulationTimeout = 10 * time.Second
 
+// Sandbox makes the store a simulated walk runs on: an empty Redis of the
+// walk's own, in this process (cmd/nearcast gives a miniredis), which
+// release closes and throws away.
+type Sandbox func() (rdb redis.UniversalClient, release func(), err error)
+
 // Step is what one ping of a simulated walk caused.
 type Step struct {
 	TS time.Time `json:"ts"`
@@ -29,13 +33,14 @@ type Step struct {
 // were sent at their times, and answers what each caused, explained,
 // without changing anything: the customer's state (profile, devices,
 // presence, caps, visits) and the budgets of the rules are copied into a
-// sandbox, an in-process Redis thrown away at the end, where the pings
-// move presence and issue coupons for real. So a walk shows entering,
-// staying and leaving, caps reached along the way, and any time of day.
+// sandbox, the empty Redis newSandbox makes, thrown away at the end,
+// where the pings move presence and issue coupons for real. So a walk
+// shows entering, staying and leaving, caps reached along the way, and
+// any time of day.
 // Coupons issued in a simulation exist nowhere else; no push is sent.
 // A rule's per-store daily counts are not copied: the sandbox starts them
 // at zero.
-func (e *Engine) Simulate(ctx context.Context, customerID string, pings []Ping) ([]Step, error) {
+func (e *Engine) Simulate(ctx context.Context, newSandbox Sandbox, customerID string, pings []Ping) ([]Step, error) {
 	if len(pings) > MaxSimulatedPings {
 		return nil, fmt.Errorf("a simulation takes at most %d pings", MaxSimulatedPings)
 	}
@@ -43,13 +48,14 @@ func (e *Engine) Simulate(ctx context.Context, customerID string, pings []Ping) 
 	if snap == nil {
 		return nil, ErrNoSnapshot
 	}
-	sandbox, err := miniredis.Run()
+	if newSandbox == nil {
+		return nil, errors.New("simulation sandbox: none given")
+	}
+	rdb, release, err := newSandbox()
 	if err != nil {
 		return nil, fmt.Errorf("simulation sandbox: %w", err)
 	}
-	defer sandbox.Close()
-	rdb := redis.NewClient(&redis.Options{Addr: sandbox.Addr()})
-	defer rdb.Close()
+	defer release()
 	if err := e.copyForSimulation(ctx, rdb, customerID); err != nil {
 		return nil, err
 	}
@@ -89,7 +95,7 @@ func (e *Engine) Simulate(ctx context.Context, customerID string, pings []Ping) 
 
 // copyForSimulation copies what a simulated walk reads: the customer's own
 // keys and the rules' budget counters.
-func (e *Engine) copyForSimulation(ctx context.Context, to *redis.Client, customerID string) error {
+func (e *Engine) copyForSimulation(ctx context.Context, to redis.UniversalClient, customerID string) error {
 	parts := []string{partProfile, partDevices, partDeviceSeen, partPresence, partCaps, partVisits}
 	hashes := make([]*redis.MapStringStringCmd, len(parts))
 	snap := e.snaps.Current()

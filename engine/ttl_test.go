@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/nearcast/nearcast/engine"
-	"github.com/nearcast/nearcast/engine/redistest"
+	"github.com/nearcast/nearcast/internal/redistest"
 )
 
 // Every key a customer's pings, offers and redemptions leave behind

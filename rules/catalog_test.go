@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nearcast/nearcast/engine/redistest"
+	"github.com/nearcast/nearcast/internal/redistest"
 )
 
 var srv *redistest.Server

@@ -24,7 +24,8 @@ import (
 
 	"github.com/nearcast/nearcast/api"
 	"github.com/nearcast/nearcast/engine"
-	"github.com/nearcast/nearcast/engine/redistest"
+	"github.com/nearcast/nearcast/internal/redistest"
+	"github.com/nearcast/nearcast/internal/sandbox"
 	"github.com/nearcast/nearcast/rules"
 )
 
@@ -56,7 +57,7 @@ func startServer(t *testing.T) string {
 	coupons := engine.NewCoupons([]byte("console-test"))
 	app := api.New(api.Deps{
 		Live: live, Customers: customers, Engine: engine.New(rdb, live, coupons, cfg, quiet, nil),
-		Ledger: engine.NewLedger(rdb, coupons, nil, nil), Redis: rdb,
+		Ledger: engine.NewLedger(rdb, coupons, nil, nil), Redis: rdb, Sandbox: sandbox.Miniredis,
 		Ready:   func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		AppKeys: []string{"console-app"}, AdminKeys: []string{adminKey}, Log: quiet,
 	})

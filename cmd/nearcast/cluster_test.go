@@ -13,8 +13,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/nearcast/nearcast/engine/push/fcmtest"
-	"github.com/nearcast/nearcast/engine/redistest"
+	"github.com/nearcast/nearcast/internal/fcmtest"
+	"github.com/nearcast/nearcast/internal/redistest"
 )
 
 // redisTarget is a Redis the end-to-end tests run the server on.

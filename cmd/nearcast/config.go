@@ -55,6 +55,8 @@ type config struct {
 
 func (c *config) embedded() bool { return c.RedisURL == "" }
 
+// loadConfig reads the settings, each concern in turn, and names every
+// setting it refuses at once.
 func loadConfig(env func(string) string) (*config, error) {
 	c := &config{
 		Addr:          or(env("NEARCAST_ADDR"), ":8080"),
@@ -72,7 +74,22 @@ func loadConfig(env func(string) string) (*config, error) {
 	bad := func(name, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
 	}
+	c.demo(env, bad)
+	c.pushSender(env, bad)
+	c.secrets(env, bad)
+	c.delivery(env, bad)
+	c.VisitTimeout = duration(env, "NEARCAST_VISIT_TIMEOUT", 30*time.Minute, bad)
+	c.ClaimIdle = duration(env, "NEARCAST_CLAIM_IDLE", 15*time.Second, bad)
+	c.quietHours(env, bad)
+	c.limits(env, bad)
+	c.appAuth(env, bad)
+	c.CouponCallsPerMin = count(env, "NEARCAST_COUPON_CALLS_PER_MINUTE", 6000, bad)
+	c.logFormat(env, bad)
+	return c, errors.Join(errs...)
+}
 
+// demo reads NEARCAST_DEMO: demo data, by default on the embedded Redis.
+func (c *config) demo(env func(string) string, bad func(string, string, ...any)) {
 	c.Demo = c.embedded()
 	switch v := env("NEARCAST_DEMO"); v {
 	case "":
@@ -83,7 +100,11 @@ func loadConfig(env func(string) string) (*config, error) {
 	default:
 		bad("NEARCAST_DEMO", "must be 1 or 0, not %q", v)
 	}
+}
 
+// pushSender reads NEARCAST_PUSH, the sender (fcm by default when
+// credentials are given, else log), and what FCM needs.
+func (c *config) pushSender(env func(string) string, bad func(string, string, ...any)) {
 	c.Push = env("NEARCAST_PUSH")
 	if c.Push == "" {
 		c.Push = "log"
@@ -97,7 +118,11 @@ func loadConfig(env func(string) string) (*config, error) {
 	if c.Push == "fcm" && c.FCMProject == "" && c.Credentials == "" {
 		bad("NEARCAST_FCM_PROJECT", "is required with NEARCAST_PUSH=fcm when no GOOGLE_APPLICATION_CREDENTIALS are given")
 	}
+}
 
+// secrets checks the API keys and reads NEARCAST_COUPON_SECRET: a real
+// Redis needs them, the embedded one makes them up.
+func (c *config) secrets(env func(string) string, bad func(string, string, ...any)) {
 	if len(c.AppKeys) == 0 && len(c.AdminKeys) == 0 {
 		if c.embedded() {
 			c.AppKeys, c.AdminKeys = []string{"demo-app"}, []string{"demo-admin"}
@@ -105,7 +130,6 @@ func loadConfig(env func(string) string) (*config, error) {
 			bad("NEARCAST_APP_KEYS/NEARCAST_ADMIN_KEYS", "are required with a real Redis")
 		}
 	}
-
 	if s := env("NEARCAST_COUPON_SECRET"); s != "" {
 		c.CouponSecret = []byte(s)
 	} else if c.embedded() {
@@ -115,7 +139,11 @@ func loadConfig(env func(string) string) (*config, error) {
 	} else {
 		bad("NEARCAST_COUPON_SECRET", "is required with a real Redis")
 	}
+}
 
+// delivery reads how pushes go out: NEARCAST_PUSH_WORKERS,
+// NEARCAST_PUSH_RATE and NEARCAST_PUSH_TTL.
+func (c *config) delivery(env func(string) string, bad func(string, string, ...any)) {
 	c.PushWorkers = 4
 	if v := env("NEARCAST_PUSH_WORKERS"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -132,8 +160,11 @@ func loadConfig(env func(string) string) (*config, error) {
 		c.PushRate = f
 	}
 	c.PushTTL = duration(env, "NEARCAST_PUSH_TTL", 10*time.Minute, bad)
-	c.VisitTimeout = duration(env, "NEARCAST_VISIT_TIMEOUT", 30*time.Minute, bad)
-	c.ClaimIdle = duration(env, "NEARCAST_CLAIM_IDLE", 15*time.Second, bad)
+}
+
+// quietHours reads NEARCAST_QUIET_HOURS (21:00-08:00 by default, off on
+// the embedded Redis).
+func (c *config) quietHours(env func(string) string, bad func(string, string, ...any)) {
 	quiet := env("NEARCAST_QUIET_HOURS")
 	if quiet == "" {
 		quiet = "21:00-08:00"
@@ -148,6 +179,12 @@ func loadConfig(env func(string) string) (*config, error) {
 		}
 		c.QuietHours = [2]int{from, to}
 	}
+}
+
+// limits reads the bounds on offers and pings: the least gap between two
+// offers, the daily cap, the pings a minute, the replicas an offer waits
+// for, and the fastest entry that counts.
+func (c *config) limits(env func(string) string, bad func(string, string, ...any)) {
 	c.MinOfferGap = 5 * time.Minute
 	if v := env("NEARCAST_MIN_OFFER_GAP"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -168,9 +205,11 @@ func loadConfig(env func(string) string) (*config, error) {
 		}
 		c.MaxEnterSpeed = f
 	}
+}
 
-	c.appAuth(env, bad)
-	c.CouponCallsPerMin = count(env, "NEARCAST_COUPON_CALLS_PER_MINUTE", 6000, bad)
+// logFormat reads NEARCAST_LOG_FORMAT: json, or text on the embedded
+// Redis.
+func (c *config) logFormat(env func(string) string, bad func(string, string, ...any)) {
 	c.LogFormat = env("NEARCAST_LOG_FORMAT")
 	if c.LogFormat == "" {
 		c.LogFormat = "json"
@@ -181,7 +220,6 @@ func loadConfig(env func(string) string) (*config, error) {
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		bad("NEARCAST_LOG_FORMAT", "must be json or text")
 	}
-	return c, errors.Join(errs...)
 }
 
 // appAuth reads who may act for a customer: NEARCAST_APP_AUTH (token by

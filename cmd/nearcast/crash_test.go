@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nearcast/nearcast/engine/push/fcmtest"
+	"github.com/nearcast/nearcast/internal/fcmtest"
 )
 
 // The server is killed (SIGKILL) in the middle of a burst of sends and

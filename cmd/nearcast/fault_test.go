@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nearcast/nearcast/engine/push/fcmtest"
-	"github.com/nearcast/nearcast/engine/redistest"
+	"github.com/nearcast/nearcast/internal/fcmtest"
+	"github.com/nearcast/nearcast/internal/redistest"
 )
 
 // Redis dies under load and comes back: while it is down pings get 503

@@ -13,7 +13,6 @@ import (
 	_ "net/http/pprof" // profiles, only when NEARCAST_PPROF_ADDR is set
 	"os"
 	"os/signal"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,12 +28,11 @@ import (
 	"github.com/nearcast/nearcast/api"
 	"github.com/nearcast/nearcast/engine"
 	"github.com/nearcast/nearcast/engine/push"
+	"github.com/nearcast/nearcast/internal/sandbox"
 	"github.com/nearcast/nearcast/rules"
 )
 
-const usage = `usage: nearcast serve | nearcast bench [flags]
-
-nearcast bench runs the load bench (nearcast bench -h lists its flags).
+const usage = `usage: nearcast serve
 
 nearcast serve runs the Nearcast server. Settings come from the environment:
 NEARCAST_ADDR, NEARCAST_REDIS_URL, NEARCAST_DEMO, NEARCAST_PUSH,
@@ -46,29 +44,22 @@ NEARCAST_PINGS_PER_MINUTE_DEVICE, NEARCAST_REDIS_WAIT_REPLICAS, NEARCAST_QUIET_H
 NEARCAST_LOG_FORMAT, NEARCAST_LOG_LEVEL, NEARCAST_PPROF_ADDR, NEARCAST_APP_AUTH,
 NEARCAST_ALLOW_KEY_ONLY, NEARCAST_TOKEN_SECRETS, NEARCAST_COUPON_CALLS_PER_MINUTE,
 NEARCAST_VERIFY_ID_TOKENS (see README.md).
+
+The load bench is a binary of its own, nearcast-bench (cmd/nearcast-bench).
 `
 
 func main() {
-	if len(os.Args) < 2 || os.Args[1] != "serve" && os.Args[1] != "bench" {
+	if len(os.Args) < 2 || os.Args[1] != "serve" {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	var err error
-	if os.Args[1] == "bench" {
-		err = runBench(ctx, os.Args[2:], os.Stdout)
-	} else {
-		err = serve(ctx, os.Getenv, os.Stdout)
-	}
-	if err != nil {
+	if err := serve(ctx, os.Getenv, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "nearcast:", err)
 		os.Exit(1)
 	}
 }
-
-// listening finds the server's address in what it prints at start.
-var listening = regexp.MustCompile(`listening on (http://[0-9.:]+)`)
 
 // serve runs the server until ctx ends, then shuts down in order: stop
 // accepting requests, finish those in flight, finish the pushes in flight,
@@ -179,7 +170,7 @@ func serve(ctx context.Context, env func(string) string, out io.Writer) error {
 		log.Warn(w)
 	}
 	app := api.New(api.Deps{
-		Live: live, Customers: customers, Engine: eng, Ledger: engine.NewLedger(rdb, coupons, log, nil), Redis: rdb, Pushes: pushLog,
+		Live: live, Customers: customers, Engine: eng, Ledger: engine.NewLedger(rdb, coupons, log, nil), Redis: rdb, Pushes: pushLog, Sandbox: sandbox.Miniredis,
 		Ready:   func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		AppKeys: cfg.AppKeys, AdminKeys: cfg.AdminKeys, Log: log, Metrics: reg,
 		AppAuth: cfg.AppAuth, Tokens: tokens, VerifyIDToken: verify,

@@ -13,8 +13,9 @@ import (
 	"time"
 
 	"github.com/nearcast/nearcast/engine"
-	"github.com/nearcast/nearcast/engine/push/fcmtest"
-	"github.com/nearcast/nearcast/engine/redistest"
+	"github.com/nearcast/nearcast/internal/fcmtest"
+	"github.com/nearcast/nearcast/internal/redistest"
+	"github.com/nearcast/nearcast/internal/serverproc"
 )
 
 var srv *redistest.Server
@@ -57,7 +58,7 @@ func startServer(t *testing.T, settings map[string]string) (string, *syncBuffer)
 	})
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
-		if m := listening.FindStringSubmatch(out.String()); m != nil {
+		if m := serverproc.Listening.FindStringSubmatch(out.String()); m != nil {
 			return m[1], out
 		}
 		select {

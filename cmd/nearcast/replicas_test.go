@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nearcast/nearcast/internal/serverproc"
 )
 
 // startProcess runs the nearcast binary as its own process and returns
@@ -26,12 +28,12 @@ func startProcessCmd(t *testing.T, bin string, env map[string]string) (string, *
 	for k, v := range env {
 		all[k] = v
 	}
-	url, cmd, err := spawn(bin, all, io.Discard, 30*time.Second)
+	url, cmd, err := serverproc.Spawn(bin, all, io.Discard, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := stopProcess(cmd, 20*time.Second); err != nil && cmd.ProcessState == nil {
+		if err := serverproc.Stop(cmd, 20*time.Second); err != nil && cmd.ProcessState == nil {
 			t.Errorf("replica: %v", err)
 		}
 	})

@@ -12,7 +12,7 @@ import (
 
 	"github.com/nearcast/nearcast/engine"
 	"github.com/nearcast/nearcast/engine/push"
-	"github.com/nearcast/nearcast/engine/push/fcmtest"
+	"github.com/nearcast/nearcast/internal/fcmtest"
 )
 
 func newFCM(t *testing.T) (*push.FCM, *fcmtest.Server) {

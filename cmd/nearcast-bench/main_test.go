@@ -1,25 +1,43 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"encoding/xml"
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nearcast/nearcast/cmd/nearcast/bench"
+	"github.com/nearcast/nearcast/internal/bench"
+	"github.com/nearcast/nearcast/internal/redistest"
 )
 
+var srv *redistest.Server
+
+func TestMain(m *testing.M) { redistest.Main(m, &srv) }
+
+// buildServer builds the nearcast binary the bench starts.
+func buildServer(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "nearcast")
+	build := exec.Command("go", "build", "-o", bin, "../nearcast")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
 // The load bench in a tiny city, end to end: it loads the city into
-// redis-server, runs nearcast on it, drives pings over HTTP and as bare
-// GEOSEARCH queries, and reports what a person and a program can read.
-// Every path of the tiny city leads into a store, so that offers and
-// pushes are sure to happen.
+// redis-server, runs the nearcast binary on it, drives pings over HTTP and
+// as bare GEOSEARCH queries, and reports what a person and a program can
+// read. Every path of the tiny city leads into a store, so that offers
+// and pushes are sure to happen.
 func TestBenchTinyCity(t *testing.T) {
 	srv.Client(t) // flushed
 	cfg := bench.DefaultConfig()
@@ -27,10 +45,7 @@ func TestBenchTinyCity(t *testing.T) {
 	cfg.Duration, cfg.WarmUp = 1500*time.Millisecond, 500*time.Millisecond
 	cfg.RedisURL = "redis://" + srv.Addr
 	cfg.Out = t.TempDir()
-	cfg.Start = func(ctx context.Context, env map[string]string) (*bench.Server, error) {
-		url, _ := startServer(t, env)
-		return &bench.Server{URL: url, PID: os.Getpid(), Stop: func() error { return nil }}, nil
-	}
+	cfg.Start = startServer(buildServer(t), io.Discard)
 	rep, err := bench.Run(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -123,5 +138,24 @@ func TestBenchTinyCity(t *testing.T) {
 	txt, err := os.ReadFile(filepath.Join(cfg.Out, "report.txt"))
 	if err != nil || !strings.Contains(string(txt), "nearcast-peak") || !strings.Contains(string(txt), "aims:") {
 		t.Errorf("report.txt: %v\n%s", err, txt)
+	}
+}
+
+// The bench's flags, and --nearcast, the server binary to start; a
+// missing server binary is told before anything is loaded.
+func TestFlags(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-h"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"stores", "rules", "customers", "active", "errand-pct", "concurrency", "duration", "warm-up", "rate",
+		"baseline", "redis-url", "flush", "server", "app-key", "token-secret", "out", "seed", "cpuprofile", "nearcast"} {
+		if !strings.Contains(out.String(), "\n  -"+f+" ") && !strings.Contains(out.String(), "\n  -"+f+"\n") {
+			t.Errorf("-h lists no --%s:\n%s", f, out.String())
+		}
+	}
+	err := run(context.Background(), []string{"--nearcast", filepath.Join(t.TempDir(), "nothing-here"), "--out", ""}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "nothing-here") {
+		t.Errorf("a missing server binary: %v", err)
 	}
 }

@@ -1,3 +1,6 @@
+// Command nearcast-bench is Nearcast's load bench (package internal/bench).
+// It starts the nearcast binary's `serve` as a process of its own, so the
+// server carries none of the bench's code and test doubles.
 package main
 
 import (
@@ -7,27 +10,42 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
+	"syscall"
 	"time"
 
-	"github.com/nearcast/nearcast/cmd/nearcast/bench"
+	"github.com/nearcast/nearcast/internal/bench"
+	"github.com/nearcast/nearcast/internal/serverproc"
 )
 
-const benchUsage = `usage: nearcast bench [flags]
+const usage = `usage: nearcast-bench [flags]
 
 Loads a city into Redis (a redis-server of its own unless --redis-url is
-given), starts nearcast on it (unless --server is given), drives pings over
+given), starts nearcast on it (unless --server is given: the nearcast
+binary beside this one, else on PATH, or --nearcast), drives pings over
 HTTP and as bare GEOSEARCH queries, and writes report.txt, report.json and
 report.svg to --out.
 
 `
 
-// runBench is `nearcast bench`.
-func runBench(ctx context.Context, args []string, out io.Writer) error {
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "nearcast-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// run is nearcast-bench with its arguments.
+func run(ctx context.Context, args []string, out io.Writer) error {
 	cfg := bench.DefaultConfig()
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs := flag.NewFlagSet("nearcast-bench", flag.ContinueOnError)
 	fs.SetOutput(out)
-	fs.Usage = func() { fmt.Fprint(out, benchUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(out, usage); fs.PrintDefaults() }
 	fs.IntVar(&cfg.Stores, "stores", cfg.Stores, "stores in the city")
 	fs.IntVar(&cfg.Rules, "rules", cfg.Rules, "offer rules")
 	fs.IntVar(&cfg.Customers, "customers", cfg.Customers, "customers, each with a profile and a phone")
@@ -45,6 +63,7 @@ func runBench(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&cfg.TokenSecret, "token-secret", "", "for --server: its NEARCAST_TOKEN_SECRETS' first, to sign the customers' tokens (none: a server with NEARCAST_APP_AUTH=key)")
 	fs.StringVar(&cfg.Out, "out", cfg.Out, "folder for the report")
 	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the city and the walks")
+	serverBin := fs.String("nearcast", "", "the nearcast binary to start without --server; empty: nearcast beside this binary, else on PATH")
 	cpuProfile := fs.String("cpuprofile", "", "write the bench's own CPU profile to this file (the server's: NEARCAST_PPROF_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -53,7 +72,13 @@ func runBench(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	cfg.Log = out
-	cfg.Start = benchServer(out)
+	if cfg.ServerURL == "" {
+		bin, err := findServer(*serverBin)
+		if err != nil {
+			return err
+		}
+		cfg.Start = startServer(bin, out)
+	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
@@ -75,18 +100,36 @@ func runBench(ctx context.Context, args []string, out io.Writer) error {
 	return nil
 }
 
-// benchServer runs this binary's `serve` as a process of its own, as in
-// production, so that the bench's own work does not share its heap.
-func benchServer(log io.Writer) bench.StartFunc {
+// findServer is the nearcast binary to start: the one given, else the
+// one beside this binary (bin/ after `make bench`), else the one on PATH.
+func findServer(given string) (string, error) {
+	if given != "" {
+		p, err := exec.LookPath(given)
+		if err != nil {
+			return "", fmt.Errorf("--nearcast: %w", err)
+		}
+		return p, nil
+	}
+	if self, err := os.Executable(); err == nil {
+		beside := filepath.Join(filepath.Dir(self), "nearcast")
+		if fi, err := os.Stat(beside); err == nil && fi.Mode().IsRegular() {
+			return beside, nil
+		}
+	}
+	if p, err := exec.LookPath("nearcast"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("no nearcast binary beside nearcast-bench or on PATH: build it (make build), or give --nearcast, or --server and --redis-url for a running one")
+}
+
+// startServer runs the nearcast binary's `serve` as a process of its own,
+// as in production, so that the bench's own work does not share its heap.
+func startServer(bin string, log io.Writer) bench.StartFunc {
 	return func(ctx context.Context, env map[string]string) (*bench.Server, error) {
-		self, err := os.Executable()
+		url, cmd, err := serverproc.Spawn(bin, env, log, 60*time.Second)
 		if err != nil {
 			return nil, err
 		}
-		url, cmd, err := spawn(self, env, log, 60*time.Second)
-		if err != nil {
-			return nil, err
-		}
-		return &bench.Server{URL: url, PID: cmd.Process.Pid, Stop: func() error { return stopProcess(cmd, 20*time.Second) }}, nil
+		return &bench.Server{URL: url, PID: cmd.Process.Pid, Stop: func() error { return serverproc.Stop(cmd, 20*time.Second) }}, nil
 	}
 }

@@ -1,4 +1,4 @@
-// Package bench is Nearcast's load bench (`nearcast bench`): it loads a
+// Package bench is Nearcast's load bench (`nearcast-bench`): it loads a
 // city of stores, rules and customers into Redis, drives pings over HTTP
 // from simulated customers who walk, stand, cycle and drive, runs the same
 // pings as bare Redis GEOSEARCH queries for comparison, and reports
@@ -28,8 +28,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nearcast/nearcast/engine"
-	"github.com/nearcast/nearcast/engine/push/fcmtest"
-	"github.com/nearcast/nearcast/engine/redistest"
+	"github.com/nearcast/nearcast/internal/fcmtest"
+	"github.com/nearcast/nearcast/internal/redistest"
 	"github.com/nearcast/nearcast/rules"
 )
 
@@ -97,7 +97,7 @@ type Config struct {
 	Log   io.Writer
 }
 
-// DefaultConfig is `nearcast bench` without flags.
+// DefaultConfig is `nearcast-bench` without flags.
 func DefaultConfig() Config {
 	return Config{Stores: 20000, Rules: 1000, Customers: 1000000, Active: 20000, ErrandPct: 10, Concurrency: 32,
 		Duration: 20 * time.Second, WarmUp: 5 * time.Second, Baseline: "geosearch,http", Out: "bench-out", Seed: 1, AppKey: "bench-app"}
@@ -113,7 +113,8 @@ var RedisSettings = []string{"--hash-max-listpack-value", "1024"}
 // the bench gives a server it starts (the server's default).
 const minOfferGap = 5 * time.Minute
 
-// Run runs the bench and writes its report.
+// Run runs the bench and writes its report: Redis, the city, the
+// server, the phases, then the tally across them.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
@@ -121,55 +122,122 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
-	logf := func(format string, args ...any) {
-		fmt.Fprintf(cfg.Log, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+	r := &runner{cfg: cfg, rep: newReport(cfg)}
+	defer r.close()
+	if err := r.openRedis(ctx); err != nil {
+		return nil, err
 	}
-	rep := &Report{StartedAt: time.Now().UTC().Truncate(time.Second),
+	if err := r.loadCity(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.startServer(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.runPhases(ctx); err != nil {
+		return nil, err
+	}
+	r.tally(ctx)
+	r.rep.judge()
+	return r.rep, r.rep.write(r.cfg.Out)
+}
+
+// runner is one run of the bench, phase by phase.
+type runner struct {
+	cfg Config
+	rep *Report
+	// closers undo what the run started, the last first.
+	closers []func()
+
+	redisURL string
+	rdb      *redis.Client
+	city     *City
+	// memCatalog is Redis's memory with the catalog loaded, before the
+	// customers.
+	memCatalog int64
+
+	nc        *nearcast
+	serverPID int
+	// fcm is the FCM double of a server the bench started; nil with
+	// ServerURL.
+	fcm *fcmtest.Server
+
+	shards []*movers
+	// warm is the warm-up, not counted among the phases.
+	warm *Phase
+}
+
+func newReport(cfg Config) *Report {
+	return &Report{StartedAt: time.Now().UTC().Truncate(time.Second),
 		Machine: Machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH},
 		Settings: Settings{Seed: cfg.Seed, Active: cfg.Active, ErrandPct: cfg.ErrandPct, Concurrency: cfg.Concurrency, DurationS: cfg.Duration.Seconds(), WarmUpS: cfg.WarmUp.Seconds(),
 			Rate: cfg.Rate, Baseline: cfg.Baseline, ServerURL: cfg.ServerURL, MinOfferGap: minOfferGap.String()}}
+}
 
-	// Redis: the one given, or a redis-server of the bench's own.
-	redisURL := cfg.RedisURL
-	if redisURL == "" {
+func (r *runner) logf(format string, args ...any) {
+	fmt.Fprintf(r.cfg.Log, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+// onClose has f run when the run ends, before what was started earlier
+// is undone.
+func (r *runner) onClose(f func()) { r.closers = append(r.closers, f) }
+
+func (r *runner) close() {
+	for i := len(r.closers) - 1; i >= 0; i-- {
+		r.closers[i]()
+	}
+}
+
+// openRedis connects to the Redis given, or to a redis-server of the
+// bench's own, which must hold no keys unless Flush empties it.
+func (r *runner) openRedis(ctx context.Context) error {
+	cfg := &r.cfg
+	r.redisURL = cfg.RedisURL
+	if r.redisURL == "" {
 		srv, err := redistest.Start(RedisSettings...)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		defer srv.Stop()
-		redisURL = "redis://" + srv.Addr
-		logf("started redis-server on %s", srv.Addr)
+		r.onClose(srv.Stop)
+		r.redisURL = "redis://" + srv.Addr
+		r.logf("started redis-server on %s", srv.Addr)
 	}
-	opt, err := redis.ParseURL(redisURL)
+	opt, err := redis.ParseURL(r.redisURL)
 	if err != nil {
-		return nil, fmt.Errorf("redis url: %w", err)
+		return fmt.Errorf("redis url: %w", err)
 	}
 	opt.PoolSize = cfg.Concurrency + 8
 	rdb := redis.NewClient(opt)
-	defer rdb.Close()
+	r.rdb = rdb
+	r.onClose(func() { rdb.Close() })
 	n, err := rdb.DBSize(ctx).Result()
 	if err != nil {
-		return nil, fmt.Errorf("redis at %s: %w", redisURL, err)
+		return fmt.Errorf("redis at %s: %w", r.redisURL, err)
 	}
 	if n > 0 && !cfg.Flush {
-		return nil, fmt.Errorf("redis at %s holds %d keys: the bench loads a city of its own; give --flush to empty it first", redisURL, n)
+		return fmt.Errorf("redis at %s holds %d keys: the bench loads a city of its own; give --flush to empty it first", r.redisURL, n)
 	}
 	if cfg.Flush {
 		if err := rdb.FlushDB(ctx).Err(); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	info := redisInfo(ctx, rdb)
-	rep.Machine.Redis = info["redis_version"]
+	r.rep.Machine.Redis = info["redis_version"]
 	if v, err := rdb.ConfigGet(ctx, "hash-max-listpack-value").Result(); err == nil {
-		rep.Memory.RedisListpackValue, _ = strconv.Atoi(v["hash-max-listpack-value"])
+		r.rep.Memory.RedisListpackValue, _ = strconv.Atoi(v["hash-max-listpack-value"])
 	}
+	return nil
+}
 
-	// The city.
+// loadCity loads the city's catalog, then its customers, and measures
+// the time and the Redis memory each takes.
+func (r *runner) loadCity(ctx context.Context) error {
+	cfg, rep := &r.cfg, r.rep
 	city := NewCity(cfg.Seed, cfg.Stores, cfg.Rules, cfg.Customers)
+	r.city = city
 	t0 := time.Now()
-	if err := loadCatalog(ctx, rdb, city); err != nil {
-		return nil, err
+	if err := loadCatalog(ctx, r.rdb, city); err != nil {
+		return err
 	}
 	rep.Load.CatalogS = time.Since(t0).Seconds()
 	rep.City = CityStats{Stores: len(city.Stores), Rules: len(city.Rules), Customers: cfg.Customers}
@@ -180,151 +248,168 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			rep.City.CircleStores++
 		}
 	}
+	var err error
 	if rep.Memory.IndexBytesPerCircle, err = city.CircleIndexBytes(); err != nil {
-		return nil, err
+		return err
 	}
-	logf("loaded %d stores and %d rules in %.1f s", len(city.Stores), len(city.Rules), rep.Load.CatalogS)
-	memCatalog := infoInt(redisInfo(ctx, rdb), "used_memory")
+	r.logf("loaded %d stores and %d rules in %.1f s", len(city.Stores), len(city.Rules), rep.Load.CatalogS)
+	r.memCatalog = infoInt(redisInfo(ctx, r.rdb), "used_memory")
 	t0 = time.Now()
-	if err := loadCustomers(ctx, rdb, city, func(done int) { logf("customers: %d of %d", done, cfg.Customers) }); err != nil {
-		return nil, err
+	if err := loadCustomers(ctx, r.rdb, city, func(done int) { r.logf("customers: %d of %d", done, cfg.Customers) }); err != nil {
+		return err
 	}
 	rep.Load.CustomersS = time.Since(t0).Seconds()
 	rep.Load.CustomersPerS = float64(cfg.Customers) / rep.Load.CustomersS
-	memCustomers := infoInt(redisInfo(ctx, rdb), "used_memory")
-	rep.Memory.RedisBytesPerCustomer = float64(memCustomers-memCatalog) / float64(cfg.Customers)
-	logf("loaded %d customers with their phones in %.1f s: %.0f B of Redis each", cfg.Customers, rep.Load.CustomersS, rep.Memory.RedisBytesPerCustomer)
+	memCustomers := infoInt(redisInfo(ctx, r.rdb), "used_memory")
+	rep.Memory.RedisBytesPerCustomer = float64(memCustomers-r.memCatalog) / float64(cfg.Customers)
+	r.logf("loaded %d customers with their phones in %.1f s: %.0f B of Redis each", cfg.Customers, rep.Load.CustomersS, rep.Memory.RedisBytesPerCustomer)
+	return nil
+}
 
-	// The server, sending its pushes through firebase-admin-go to an FCM
-	// double in this process.
-	base := cfg.ServerURL
-	serverPID := 0
-	tokenSecret := cfg.TokenSecret
+// startServer starts the server, sending its pushes through
+// firebase-admin-go to an FCM double in this process, unless ServerURL
+// names one, and waits until it is ready.
+func (r *runner) startServer(ctx context.Context) error {
+	cfg := &r.cfg
+	base, tokenSecret := cfg.ServerURL, cfg.TokenSecret
 	if base == "" {
 		tokenSecret = randomHex(32)
-	}
-	var fcm *fcmtest.Server
-	if base == "" {
-		fcm = fcmtest.Start()
-		defer fcm.Close()
-		env := map[string]string{
-			"NEARCAST_ADDR": "127.0.0.1:0", "NEARCAST_REDIS_URL": redisURL, "NEARCAST_DEMO": "0",
-			"NEARCAST_APP_KEYS": cfg.AppKey, "NEARCAST_ADMIN_KEYS": "bench-admin-" + randomHex(8),
-			// As in production: each ping carries its customer's token.
-			"NEARCAST_APP_AUTH": "token", "NEARCAST_TOKEN_SECRETS": tokenSecret,
-			"NEARCAST_COUPON_SECRET": randomHex(32), "NEARCAST_PUSH": "fcm", "NEARCAST_FCM_ENDPOINT": fcm.URL(),
-			"NEARCAST_FCM_PROJECT": "nearcast-bench", "NEARCAST_QUIET_HOURS": "off", "NEARCAST_LOG_LEVEL": "warn",
-			"NEARCAST_MIN_OFFER_GAP": minOfferGap.String(),
-			// The bench's customers live 15 s between pings in a fraction
-			// of a second: the per-minute limits would stop them.
-			"NEARCAST_PINGS_PER_MINUTE": "0", "NEARCAST_PINGS_PER_MINUTE_DEVICE": "0",
-		}
-		srv, err := cfg.Start(ctx, env)
+		r.fcm = fcmtest.Start()
+		r.onClose(r.fcm.Close)
+		srv, err := cfg.Start(ctx, serverEnv(cfg, r.redisURL, tokenSecret, r.fcm.URL()))
 		if err != nil {
-			return nil, fmt.Errorf("start nearcast: %w", err)
+			return fmt.Errorf("start nearcast: %w", err)
 		}
-		defer func() {
+		r.onClose(func() {
 			if err := srv.Stop(); err != nil {
-				logf("nearcast stopped with: %v", err)
+				r.logf("nearcast stopped with: %v", err)
 			}
-		}()
-		base, serverPID = srv.URL, srv.PID
-		logf("started nearcast at %s", base)
+		})
+		base, r.serverPID = srv.URL, srv.PID
+		r.logf("started nearcast at %s", base)
 	}
 	if err := waitReady(ctx, base); err != nil {
-		return nil, err
+		return err
 	}
 	nc, err := newNearcast(base, cfg.AppKey, tokenSecret, cfg.Customers, cfg.Concurrency*2)
 	if err != nil {
-		return nil, err
+		return err
 	}
+	r.nc = nc
+	return nil
+}
 
+// serverEnv is the settings of a server the bench starts.
+func serverEnv(cfg *Config, redisURL, tokenSecret, fcmURL string) map[string]string {
+	return map[string]string{
+		"NEARCAST_ADDR": "127.0.0.1:0", "NEARCAST_REDIS_URL": redisURL, "NEARCAST_DEMO": "0",
+		"NEARCAST_APP_KEYS": cfg.AppKey, "NEARCAST_ADMIN_KEYS": "bench-admin-" + randomHex(8),
+		// As in production: each ping carries its customer's token.
+		"NEARCAST_APP_AUTH": "token", "NEARCAST_TOKEN_SECRETS": tokenSecret,
+		"NEARCAST_COUPON_SECRET": randomHex(32), "NEARCAST_PUSH": "fcm", "NEARCAST_FCM_ENDPOINT": fcmURL,
+		"NEARCAST_FCM_PROJECT": "nearcast-bench", "NEARCAST_QUIET_HOURS": "off", "NEARCAST_LOG_LEVEL": "warn",
+		"NEARCAST_MIN_OFFER_GAP": minOfferGap.String(),
+		// The bench's customers live 15 s between pings in a fraction
+		// of a second: the per-minute limits would stop them.
+		"NEARCAST_PINGS_PER_MINUTE": "0", "NEARCAST_PINGS_PER_MINUTE_DEVICE": "0",
+	}
+}
+
+// runPhases runs the baselines, the warm-up, then Nearcast at full
+// speed and at 80% of its peak, or at the fixed Rate alone.
+func (r *runner) runPhases(ctx context.Context) error {
+	cfg, rep := &r.cfg, r.rep
 	// The customers out and about, in shards enough for the most
 	// workers a phase has; they walk on from phase to phase.
-	shards := newShards(city, cfg.Seed, cfg.Concurrency*2, cfg.Active, cfg.ErrandPct)
-	phase := func(name string, t target, rate float64, d time.Duration) *Phase {
-		before := redisCPU(ctx, rdb)
-		benchBefore, serverBefore := processCPU(os.Getpid()), processCPU(serverPID)
-		spec := phaseSpec{name: name, target: t, workers: cfg.Concurrency, duration: d, rate: rate, gap: minOfferGap}
-		if rate > 0 {
-			// Enough workers that a slow answer seldom holds up the next ping.
-			spec.workers = cfg.Concurrency * 2
-		}
-		p := drive(ctx, shards, spec)
-		if p.Requests > 0 {
-			perPing := func(sec float64) float64 { return sec * 1e6 / float64(p.Requests) }
-			p.RedisCPUPerOpUs = perPing(redisCPU(ctx, rdb) - before)
-			p.CPUPerPingUs = map[string]float64{"redis": p.RedisCPUPerOpUs}
-			if b := processCPU(os.Getpid()); b >= 0 && benchBefore >= 0 {
-				p.CPUPerPingUs["bench"] = perPing(b - benchBefore)
-			}
-			if _, bare := t.(geosearch); serverPID != 0 && serverPID != os.Getpid() && !bare {
-				if sv := processCPU(serverPID); sv >= 0 && serverBefore >= 0 {
-					p.CPUPerPingUs["server"] = perPing(sv - serverBefore)
-				}
-			}
-		}
-		logf("%s: %d pings, %.0f per s, p50 %.2f ms, p99 %.2f ms, %d offers, %d errors",
-			name, p.Requests, p.Throughput, p.Latency.P50, p.Latency.P99, p.Offers, p.ErrorCount)
-		return p
-	}
+	r.shards = newShards(r.city, cfg.Seed, cfg.Concurrency*2, cfg.Active, cfg.ErrandPct)
 	if cfg.baseline("geosearch") {
-		if err := loadGeo(ctx, rdb, city); err != nil {
-			return nil, err
+		if err := loadGeo(ctx, r.rdb, r.city); err != nil {
+			return err
 		}
-		defer rdb.Del(context.Background(), geoKey)
-		rep.Phases = append(rep.Phases, phase(PhaseBaseline, geosearch{rdb}, 0, cfg.Duration))
+		r.onClose(func() { r.rdb.Del(context.Background(), geoKey) })
+		rep.Phases = append(rep.Phases, r.phase(ctx, PhaseBaseline, geosearch{r.rdb}, 0, cfg.Duration))
 	}
 	if cfg.baseline("http") {
-		rep.Phases = append(rep.Phases, phase(PhaseHTTP, healthz{nc}, 0, cfg.Duration))
+		rep.Phases = append(rep.Phases, r.phase(ctx, PhaseHTTP, healthz{r.nc}, 0, cfg.Duration))
 	}
 	// A warm-up, not counted: every customer out and about pings at
 	// least once, as in a server that has been up a while (a customer's
 	// first ping of the day creates their presence).
-	warm := phase("warm-up", nc, 0, cfg.WarmUp)
-	rep.WarmUp = warm
-	if fcm != nil {
-		awaitPushes(ctx, fcm, warm.issued, 30*time.Second)
+	r.warm = r.phase(ctx, "warm-up", r.nc, 0, cfg.WarmUp)
+	rep.WarmUp = r.warm
+	if r.fcm != nil {
+		awaitPushes(ctx, r.fcm, r.warm.issued, 30*time.Second)
 	}
 	if cfg.Rate > 0 {
-		rep.Phases = append(rep.Phases, phase(PhaseRate, nc, cfg.Rate, cfg.Duration))
+		rep.Phases = append(rep.Phases, r.phase(ctx, PhaseRate, r.nc, cfg.Rate, cfg.Duration))
 	} else {
-		peak := phase(PhasePeak, nc, 0, cfg.Duration)
+		peak := r.phase(ctx, PhasePeak, r.nc, 0, cfg.Duration)
 		rep.Phases = append(rep.Phases, peak)
-		if fcm != nil {
+		if r.fcm != nil {
 			// The next phase starts once the pushes of this one are out.
-			awaitPushes(ctx, fcm, peak.issued, 30*time.Second)
+			awaitPushes(ctx, r.fcm, peak.issued, 30*time.Second)
 		}
 		if peak.Throughput > 0 {
-			rep.Phases = append(rep.Phases, phase(PhaseAt80, nc, 0.8*peak.Throughput, cfg.Duration))
+			rep.Phases = append(rep.Phases, r.phase(ctx, PhaseAt80, r.nc, 0.8*peak.Throughput, cfg.Duration))
 		}
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
+	return ctx.Err()
+}
 
+// phase drives one phase and measures the CPU each process spent on its
+// pings.
+func (r *runner) phase(ctx context.Context, name string, t target, rate float64, d time.Duration) *Phase {
+	cfg := &r.cfg
+	before := redisCPU(ctx, r.rdb)
+	benchBefore, serverBefore := processCPU(os.Getpid()), processCPU(r.serverPID)
+	spec := phaseSpec{name: name, target: t, workers: cfg.Concurrency, duration: d, rate: rate, gap: minOfferGap}
+	if rate > 0 {
+		// Enough workers that a slow answer seldom holds up the next ping.
+		spec.workers = cfg.Concurrency * 2
+	}
+	p := drive(ctx, r.shards, spec)
+	if p.Requests > 0 {
+		perPing := func(sec float64) float64 { return sec * 1e6 / float64(p.Requests) }
+		p.RedisCPUPerOpUs = perPing(redisCPU(ctx, r.rdb) - before)
+		p.CPUPerPingUs = map[string]float64{"redis": p.RedisCPUPerOpUs}
+		if b := processCPU(os.Getpid()); b >= 0 && benchBefore >= 0 {
+			p.CPUPerPingUs["bench"] = perPing(b - benchBefore)
+		}
+		if _, bare := t.(geosearch); r.serverPID != 0 && r.serverPID != os.Getpid() && !bare {
+			if sv := processCPU(r.serverPID); sv >= 0 && serverBefore >= 0 {
+				p.CPUPerPingUs["server"] = perPing(sv - serverBefore)
+			}
+		}
+	}
+	r.logf("%s: %d pings, %.0f per s, p50 %.2f ms, p99 %.2f ms, %d offers, %d errors",
+		name, p.Requests, p.Throughput, p.Latency.P50, p.Latency.P99, p.Offers, p.ErrorCount)
+	return p
+}
+
+// tally counts the duplicate offers across phases and the pushes that
+// reached the FCM double, and measures Redis's memory after the run.
+func (r *runner) tally(ctx context.Context) {
+	cfg, rep := &r.cfg, r.rep
 	// Offers across phases: a coupon twice, or a customer offered twice
 	// within the gap, is a duplicate.
 	// The warm-up's offers count here too.
 	var all []issued
-	counted := append([]*Phase{warm}, rep.Phases...)
+	counted := append([]*Phase{r.warm}, rep.Phases...)
 	for _, p := range counted {
 		rep.DuplicateOffers += p.DuplicateOffers
 		all = append(all, p.issued...)
 	}
 	rep.DuplicateOffers += crossPhaseDuplicates(counted)
-	if fcm != nil {
-		rep.Pushes = awaitPushes(ctx, fcm, all, 20*time.Second)
+	if r.fcm != nil {
+		rep.Pushes = awaitPushes(ctx, r.fcm, all, 20*time.Second)
 	}
-	memEnd := infoInt(redisInfo(ctx, rdb), "used_memory")
+	memEnd := infoInt(redisInfo(ctx, r.rdb), "used_memory")
 	rep.Memory.RedisUsedBytes = memEnd
 	if cfg.baseline("geosearch") {
 		// The baseline's own key is not the engine's.
-		memEnd -= geoKeyBytes(ctx, rdb)
+		memEnd -= geoKeyBytes(ctx, r.rdb)
 	}
-	rep.Memory.RedisBytesPerCustomerAfterRun = float64(memEnd-memCatalog) / float64(cfg.Customers)
-	rep.judge()
-	return rep, rep.write(cfg.Out)
+	rep.Memory.RedisBytesPerCustomerAfterRun = float64(memEnd-r.memCatalog) / float64(cfg.Customers)
 }
 
 func (c *Config) check() error {

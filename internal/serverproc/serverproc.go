@@ -1,4 +1,7 @@
-package main
+// Package serverproc runs the nearcast binary's `serve` as a process of
+// its own and stops it, for the load bench (cmd/nearcast-bench) and the
+// tests that run several replicas.
+package serverproc
 
 import (
 	"bufio"
@@ -7,14 +10,19 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"regexp"
 	"syscall"
 	"time"
 )
 
-// spawn runs `bin serve` as a process of its own, with env added to this
+// Listening finds the server's address in what `nearcast serve` prints
+// at start ("Nearcast is listening on http://…").
+var Listening = regexp.MustCompile(`listening on (http://[0-9.:]+)`)
+
+// Spawn runs `bin serve` as a process of its own, with env added to this
 // process's environment, and waits until it says where it listens. What
 // it prints after that goes to log.
-func spawn(bin string, env map[string]string, log io.Writer, wait time.Duration) (string, *exec.Cmd, error) {
+func Spawn(bin string, env map[string]string, log io.Writer, wait time.Duration) (string, *exec.Cmd, error) {
 	cmd := exec.Command(bin, "serve")
 	cmd.Env = os.Environ()
 	for k, v := range env {
@@ -35,7 +43,7 @@ func spawn(bin string, env map[string]string, log io.Writer, wait time.Duration)
 		for sc.Scan() {
 			if found {
 				fmt.Fprintln(log, sc.Text())
-			} else if m := listening.FindStringSubmatch(sc.Text()); m != nil {
+			} else if m := Listening.FindStringSubmatch(sc.Text()); m != nil {
 				found = true
 				urls <- m[1]
 			}
@@ -51,9 +59,9 @@ func spawn(bin string, env map[string]string, log io.Writer, wait time.Duration)
 	}
 }
 
-// stopProcess asks a server to stop (SIGTERM) and waits for it, killing it
+// Stop asks a server to stop (SIGTERM) and waits for it, killing it
 // after grace.
-func stopProcess(cmd *exec.Cmd, grace time.Duration) error {
+func Stop(cmd *exec.Cmd, grace time.Duration) error {
 	if cmd.ProcessState != nil {
 		return nil // stopped already
 	}
