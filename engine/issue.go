@@ -47,10 +47,12 @@ const commitWindow = 2 * time.Second
 // cap. With dry it only checks.
 //
 // A candidate the script cannot decide on is handed back: {"need", i}
-// when candidate i would be issued but has no push rendered yet, or its
-// rule's capacity is not reserved yet; the engine renders or reserves and
-// asks again, and nothing was written. Past the deadline it answers
-// {"late"} and writes nothing.
+// when candidate i would win (be issued, or held out) but has no push
+// rendered yet, or its rule's capacity is not reserved yet; the engine
+// renders or reserves and asks again, and nothing was written. Past the
+// deadline a candidate that would be issued is not: the answer is
+// {"late"} and nothing is written (a holdout, which issues nothing, is
+// still recorded).
 //
 // A customer with no profile (erased while this ping was in flight) or
 // without push consent gets nothing: every candidate is no_consent, and

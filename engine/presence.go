@@ -14,8 +14,11 @@ import (
 
 // observeScript moves the customer's presence to the fix atomically and
 // says which stores were entered, left and dwelt in. Only one of two
-// concurrent pings can see a store as entered. Nothing is read or kept for
-// a customer without location consent (or without a profile).
+// concurrent pings can see a store as entered. A revoked token is refused
+// first; then the call is counted against the customer's and the device's
+// limits (every call counts, whoever it names); beyond that, nothing is
+// read or kept for a customer without location consent (or without a
+// profile).
 //
 // Presence per store is "entered_ms:last_seen_ms:dwell_done_s"; "#ts" is
 // the newest fix's time and "#fix" its "ts:lat:lng" ('#' is in no id, so
