@@ -49,7 +49,7 @@ func newClientWith(t testing.TB, rdb redis.UniversalClient, with func(*api.Deps)
 	if err := live.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	cfg := engine.DefaultConfig
+	cfg := engine.DefaultConfig()
 	cfg.QuietHours = [2]int{} // tests run at any hour
 	eng := engine.New(rdb, live, engine.NewCoupons([]byte("s")), cfg, quiet, nil)
 	deps := api.Deps{

@@ -32,7 +32,7 @@ func newTokenClient(t *testing.T, rdb redis.UniversalClient, perCustomer, perDev
 	return newClientWith(t, rdb, func(d *api.Deps) {
 		d.AppAuth = api.AppAuth{Tokens: true}
 		d.Tokens = tokens
-		cfg := engine.DefaultConfig
+		cfg := engine.DefaultConfig()
 		cfg.QuietHours = [2]int{}
 		cfg.PingsPerMinute, cfg.PingsPerMinuteDevice = perCustomer, perDevice
 		d.Engine = engine.New(rdb, d.Live, engine.NewCoupons([]byte("s")), cfg, quiet, nil)

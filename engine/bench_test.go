@@ -18,7 +18,7 @@ func BenchmarkEvaluate(b *testing.B) {
 	free := rules.Rule{ID: "free", Name: "Free", Trigger: rules.Trigger{On: rules.OnEnter},
 		Offer: rules.Offer{Title: rules.Texts{{Lang: "en", Template: "Hi {{.customer.first_name}}"}}, Body: rules.Texts{{Lang: "en", Template: "{{.store.name}}, {{.distance_m}} m"}}}}
 	f := setupTB(b, rdb, free)
-	cfg := engine.DefaultConfig
+	cfg := engine.DefaultConfig()
 	cfg.MaxOffersPerDay = 0       // one customer, thousands of visits,
 	cfg.QuietHours = [2]int{0, 0} // at every hour of the day and night
 	f.eng = engine.New(rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, f.clock.Now)

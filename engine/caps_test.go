@@ -83,7 +83,7 @@ func TestCaps(t *testing.T) {
 				addCustomer(t, f, id)
 			}
 			f.clock.t = monday
-			cfg := engine.DefaultConfig
+			cfg := engine.DefaultConfig()
 			cfg.MaxOffersPerDay = tt.dailyMax
 			eng := engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, f.clock.Now)
 			for i, c := range tt.customers {
@@ -108,7 +108,7 @@ func TestBudgetAndCapsHoldUnderConcurrency(t *testing.T) {
 		if err := live.Refresh(ctx); err != nil {
 			t.Fatal(err)
 		}
-		replicas = append(replicas, engine.New(f.rdb, live, engine.NewCoupons([]byte("k")), engine.DefaultConfig, quiet, f.clock.Now))
+		replicas = append(replicas, engine.New(f.rdb, live, engine.NewCoupons([]byte("k")), engine.DefaultConfig(), quiet, f.clock.Now))
 	}
 	const customers = 60
 	for i := range customers {
@@ -160,7 +160,7 @@ func TestHoldout(t *testing.T) {
 	r := capsRule(rules.Caps{})
 	r.HoldoutPct = 30
 	f := setup(t, srv.Client(t), r)
-	cfg := engine.DefaultConfig
+	cfg := engine.DefaultConfig()
 	cfg.MaxOffersPerDay = 0
 	cfg.QuietHours = [2]int{} // 400 visits run past 21:00
 	eng := engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, f.clock.Now)
@@ -206,7 +206,7 @@ func TestOneOfferAtATime(t *testing.T) {
 		t.Fatal(err)
 	}
 	addCustomer(t, f, "u1")
-	cfg := engine.DefaultConfig
+	cfg := engine.DefaultConfig()
 	eng := engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, f.clock.Now)
 	ping := func(m float64) *engine.Result {
 		la, ln := north(alexLat, alexLng, m)
@@ -335,7 +335,7 @@ func TestACappedOfferMakesWayForTheNext(t *testing.T) {
 	f := setup(t, srv.Client(t), capsRule(rules.Caps{PerCustomerPerDay: 1}), next)
 	addCustomer(t, f, "u1")
 	f.clock.t = time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)
-	cfg := engine.DefaultConfig
+	cfg := engine.DefaultConfig()
 	cfg.MinOfferGap = 0
 	eng := engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, f.clock.Now)
 	want := [][2]string{{"capped", "Hi"}, {"next", "Next at Alexanderplatz"}}
@@ -401,7 +401,7 @@ func TestCapsSurviveThePruningOfOldCounters(t *testing.T) {
 		f.rdb.HSet(ctx, caps, fmt.Sprintf("r%d|d20261123", i), 1)
 	}
 	f.rdb.HSet(ctx, caps, "old|d20200101", 1, "old|w202001", 1)
-	cfg := engine.DefaultConfig
+	cfg := engine.DefaultConfig()
 	cfg.MaxOffersPerDay, cfg.MinOfferGap = 0, 0
 	eng := engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, f.clock.Now)
 	for i, want := range []string{"sent", "sent", engine.ReasonCap} {

@@ -52,22 +52,30 @@ type Config struct {
 	Metrics *Metrics
 }
 
-// DefaultConfig is the configuration the server starts with.
-var DefaultConfig = Config{
-	VisitTimeout:     30 * time.Minute,
-	LateFix:          5 * time.Minute,
-	PushTTL:          10 * time.Minute,
-	MaxEnterSpeedMps: 3,
-	MaxOffersPerDay:  2,
-	MinOfferGap:      5 * time.Minute,
-	QuietHours:       [2]int{21 * 60, 8 * 60},
-	EnterAccuracyM:   25,
-	CouponRetention:  30 * 24 * time.Hour,
-	RedisLanes:       1,
-	WaitTimeout:      100 * time.Millisecond,
-	// An app sends a fix every few seconds at most; more is a loop or abuse.
-	PingsPerMinute:       60,
-	PingsPerMinuteDevice: 30,
+// DefaultCouponCallsPerMinute is how many coupon look-ups, redemptions and
+// opens a credential may make in a minute (CredentialRate), unless told.
+const DefaultCouponCallsPerMinute = 6000
+
+// DefaultConfig is the configuration the server starts with; each
+// NEARCAST_ setting changes one field of it, and nothing else states a
+// default.
+func DefaultConfig() Config {
+	return Config{
+		VisitTimeout:     30 * time.Minute,
+		LateFix:          5 * time.Minute,
+		PushTTL:          10 * time.Minute,
+		MaxEnterSpeedMps: 3,
+		MaxOffersPerDay:  2,
+		MinOfferGap:      5 * time.Minute,
+		QuietHours:       [2]int{21 * 60, 8 * 60},
+		EnterAccuracyM:   25,
+		CouponRetention:  30 * 24 * time.Hour,
+		RedisLanes:       1,
+		WaitTimeout:      100 * time.Millisecond,
+		// An app sends a fix every few seconds at most; more is a loop or abuse.
+		PingsPerMinute:       60,
+		PingsPerMinuteDevice: 30,
+	}
 }
 
 // DispatchConfig tunes the outbox workers.

@@ -49,7 +49,7 @@ func New(rdb redis.UniversalClient, snaps Snapshots, coupons *Coupons, cfg Confi
 		now = time.Now
 	}
 	if cfg.RedisLanes < 1 {
-		cfg.RedisLanes = DefaultConfig.RedisLanes
+		cfg.RedisLanes = DefaultConfig().RedisLanes
 	}
 	return &Engine{rdb: rdb, snaps: snaps, coupons: coupons, cfg: cfg, log: log, now: now, batch: newBatcher(rdb, cfg.RedisLanes)}
 }

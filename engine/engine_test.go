@@ -100,7 +100,7 @@ func setupTB(t testing.TB, rdb redis.UniversalClient, extraRules ...rules.Rule) 
 		t.Fatal(err)
 	}
 	clk := &clock{t: time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)}
-	eng := engine.New(rdb, live, engine.NewCoupons([]byte("test-secret")), engine.DefaultConfig, quiet, clk.Now)
+	eng := engine.New(rdb, live, engine.NewCoupons([]byte("test-secret")), engine.DefaultConfig(), quiet, clk.Now)
 	return &fixture{rdb: rdb, eng: eng, live: live, cust: cust, clock: clk}
 }
 
@@ -196,7 +196,7 @@ func TestVisitTimesOut(t *testing.T) {
 	if res := f.ping(t, 10, engine.Options{}); len(res.Events) != 1 {
 		t.Fatalf("first: %+v", res)
 	}
-	f.clock.Advance(engine.DefaultConfig.VisitTimeout + time.Minute)
+	f.clock.Advance(engine.DefaultConfig().VisitTimeout + time.Minute)
 	if res := f.ping(t, 10, engine.Options{}); len(res.Events) != 1 || res.Events[0].Type != "enter" {
 		t.Fatalf("after a long silence the next fix inside is a new visit: %+v", res)
 	}

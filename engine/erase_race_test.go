@@ -27,7 +27,7 @@ func TestErasureWinsTheRaceWithPings(t *testing.T) {
 					Body: rules.Texts{{Lang: "de", Template: "{{.store.name}}"}}, ValidForS: 600}}
 			f := setup(t, be.New(t), every)
 			ctx := context.Background()
-			cfg := engine.DefaultConfig
+			cfg := engine.DefaultConfig()
 			cfg.QuietHours, cfg.MinOfferGap, cfg.MaxOffersPerDay = [2]int{}, 0, 0
 			cfg.PingsPerMinute, cfg.PingsPerMinuteDevice = 0, 0
 			eng := engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, nil)

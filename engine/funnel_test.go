@@ -23,7 +23,7 @@ func TestFunnelAfterAScriptedDay(t *testing.T) {
 			f := setup(t, be.New(t), r)
 			f.clock.t = time.Now().UTC().Truncate(time.Second)
 			day := f.clock.t.Format("2006-01-02")
-			cfg := engine.DefaultConfig
+			cfg := engine.DefaultConfig()
 			cfg.QuietHours, cfg.MaxOffersPerDay = [2]int{}, 0
 			eng := engine.New(f.rdb, f.live, engine.NewCoupons([]byte("test-secret")), cfg, quiet, f.clock.Now)
 			ctx := context.Background()

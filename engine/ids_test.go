@@ -29,7 +29,7 @@ func TestIDsCannotReachInternalNames(t *testing.T) {
 					if err := f.live.Refresh(ctx); err != nil {
 						t.Fatal(err)
 					}
-					cfg := engine.DefaultConfig
+					cfg := engine.DefaultConfig()
 					cfg.PingsPerMinute, cfg.PingsPerMinuteDevice = 4, 0
 					eng := engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, f.clock.Now)
 					step := 20 * time.Second

@@ -18,7 +18,7 @@ import (
 func withMetrics(t *testing.T, f *fixture) (*engine.Engine, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	cfg := engine.DefaultConfig
+	cfg := engine.DefaultConfig()
 	cfg.Metrics = engine.NewMetrics(reg, f.rdb, f.live)
 	return engine.New(f.rdb, f.live, engine.NewCoupons([]byte("test-secret")), cfg, quiet, f.clock.Now), reg
 }

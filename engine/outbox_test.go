@@ -100,7 +100,7 @@ func newRealClockFixture(t *testing.T) *fixture { return newRealClockFixtureOn(t
 
 func newRealClockFixtureOn(t *testing.T, rdb redis.UniversalClient) *fixture {
 	f := setup(t, rdb)
-	cfg := engine.DefaultConfig
+	cfg := engine.DefaultConfig()
 	cfg.QuietHours = [2]int{}
 	f.eng = engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, nil)
 	return f
@@ -213,7 +213,7 @@ func TestDispatcherDropsExpiredPushes(t *testing.T) {
 	f := newRealClockFixture(t)
 	f.realClockPing(t, "d-1")
 	// The dispatcher's clock is past the push TTL: the push is dropped, not sent late.
-	later := func() time.Time { return time.Now().Add(engine.DefaultConfig.PushTTL + time.Second) }
+	later := func() time.Time { return time.Now().Add(engine.DefaultConfig().PushTTL + time.Second) }
 	double := runDispatcher(t, f, later)
 	eventually(t, "the outbox to empty", func() bool { return outboxLen(t, f.rdb) == 0 })
 	if len(double.Messages()) != 0 {
@@ -466,7 +466,7 @@ func TestDispatcherIndexesTheCodeBeforeSending(t *testing.T) {
 // deadline and the push goes out once.
 func TestOfferWithoutItsReplicaIsAnnouncedLater(t *testing.T) {
 	f := newRealClockFixture(t)
-	cfg := engine.DefaultConfig
+	cfg := engine.DefaultConfig()
 	cfg.QuietHours = [2]int{}
 	cfg.WaitReplicas, cfg.WaitTimeout = 1, 10*time.Millisecond
 	f.eng = engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, nil)

@@ -16,7 +16,7 @@ func TestPingRateLimits(t *testing.T) {
 	for _, be := range redistest.Backends(srv) {
 		t.Run(be.Name, func(t *testing.T) {
 			f := setup(t, be.New(t))
-			cfg := engine.DefaultConfig
+			cfg := engine.DefaultConfig()
 			cfg.PingsPerMinute, cfg.PingsPerMinuteDevice = 5, 3
 			eng := engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, f.clock.Now)
 			f.clock.t = time.Date(2026, 11, 23, 9, 0, 10, 0, time.UTC)

@@ -84,173 +84,237 @@ var definitions = regexp.MustCompile(`\{\{-?\s*(define|block|template)\b`)
 // with the dot moves, so only paths from the root are checked there
 // ($.customer...).
 func checkTemplate(t *template.Template, src string) []string {
-	var bad []string
-	seen := map[string]bool{}
-	refuse := func(format string, args ...any) {
-		msg := fmt.Sprintf(format, args...)
-		if !seen[msg] {
-			seen[msg] = true
-			bad = append(bad, msg)
-		}
-	}
-	named := false
-	for _, x := range t.Templates() {
-		named = named || x.Name() != t.Name() || x.Tree != nil && callsTemplate(x.Tree.Root)
-	}
-	if named {
-		kinds := map[string]bool{}
-		for _, m := range definitions.FindAllStringSubmatch(src, -1) {
-			kinds[m[1]] = true
-		}
-		if len(kinds) == 0 {
-			refuse("named templates ({{define}}, {{block}}, {{template}}) are not allowed in an offer text")
-		}
-		for _, k := range []string{"define", "block", "template"} {
-			if kinds[k] {
-				refuse("{{%s}} is not allowed in an offer text", k)
-			}
-		}
-	}
-
-	// resolve follows a path from the root: the node it names, or a fault.
-	resolve := func(path []string) (any, string) {
-		var node any = templateFields
-		for i, p := range path {
-			m, ok := node.(map[string]any)
-			if !ok {
-				return nil, fmt.Sprintf("{{.%s}}: %s has no fields", strings.Join(path, "."), strings.Join(path[:i], "."))
-			}
-			if _, free := m["*"]; free {
-				if i == len(path)-1 {
-					return freeField{}, ""
-				}
-				return nil, "" // deeper than an attribute: nothing to check, and no list
-			}
-			next, ok := m[p]
-			if !ok {
-				where := "the template"
-				if i > 0 {
-					where = strings.Join(path[:i], ".")
-				}
-				return nil, fmt.Sprintf("{{.%s}}: %s has no field %q", strings.Join(path, "."), where, p)
-			}
-			node = next
-		}
-		return node, ""
-	}
-	check := func(path []string) {
-		if _, msg := resolve(path); msg != "" {
-			refuse("%s", msg)
-		}
-	}
-	// overList checks a range's pipeline: a plain path from the root to
-	// a list ({{range .customer.segments}}, {{range $i, $s := $.store.tags}}).
-	overList := func(p *parse.PipeNode, rooted bool) {
-		const msg = "range goes only over a list of the data, such as {{range .customer.segments}}"
-		if p == nil || len(p.Cmds) != 1 || len(p.Cmds[0].Args) != 1 {
-			refuse("%s", msg)
-			return
-		}
-		var path []string
-		switch a := p.Cmds[0].Args[0].(type) {
-		case *parse.FieldNode:
-			if !rooted {
-				refuse("inside with or range, range names its list from the root: {{range $.customer.segments}}")
-				return
-			}
-			path = a.Ident
-		case *parse.VariableNode:
-			if len(a.Ident) < 2 || a.Ident[0] != "$" {
-				refuse("%s", msg)
-				return
-			}
-			path = a.Ident[1:]
-		default:
-			refuse("%s", msg)
-			return
-		}
-		switch node, fault := resolve(path); node.(type) {
-		case listField, freeField:
-		default:
-			if fault == "" { // a fault is named by the field check
-				refuse("%s, not {{.%s}}", msg, strings.Join(path, "."))
-			}
-		}
-	}
-	ranges := 0 // ranges around the node walked
-	var walk func(n parse.Node, rooted bool)
-	walk = func(n parse.Node, rooted bool) {
-		switch n := n.(type) {
-		case *parse.ListNode:
-			if n == nil {
-				return
-			}
-			for _, c := range n.Nodes {
-				walk(c, rooted)
-			}
-		case *parse.ActionNode:
-			walk(n.Pipe, rooted)
-		case *parse.PipeNode:
-			if n == nil {
-				return
-			}
-			for _, c := range n.Cmds {
-				walk(c, rooted)
-			}
-		case *parse.CommandNode:
-			if len(n.Args) > 0 {
-				if id, ok := n.Args[0].(*parse.IdentifierNode); ok && id.Ident == "printf" {
-					checkPrintf(n.Args[1:], refuse)
-				}
-			}
-			for _, a := range n.Args {
-				walk(a, rooted)
-			}
-		case *parse.IdentifierNode:
-			if !templateFuncs[n.Ident] {
-				refuse("the function %s is not allowed in an offer text", n.Ident)
-			}
-		case *parse.ChainNode:
-			walk(n.Node, rooted)
-		case *parse.FieldNode:
-			if rooted {
-				check(n.Ident)
-			}
-		case *parse.VariableNode:
-			if len(n.Ident) > 1 && n.Ident[0] == "$" {
-				check(n.Ident[1:])
-			}
-		case *parse.IfNode:
-			walk(n.Pipe, rooted)
-			walk(n.List, rooted)
-			walk(n.ElseList, rooted)
-		case *parse.RangeNode:
-			// A range goes over a list of the data, once: a range over a
-			// number ({{range 1000000000}}, {{range .distance_m}}) or a
-			// range within a range could keep a ping waiting for ever.
-			if ranges > 0 {
-				refuse("a range inside a range is not allowed")
-			}
-			overList(n.Pipe, rooted)
-			walk(n.Pipe, rooted)
-			ranges++
-			walk(n.List, false)
-			ranges--
-			walk(n.ElseList, rooted)
-		case *parse.WithNode:
-			walk(n.Pipe, rooted)
-			walk(n.List, false)
-			walk(n.ElseList, rooted)
-		case *parse.TemplateNode:
-			walk(n.Pipe, rooted)
-		}
-	}
+	c := templateCheck{seen: map[string]bool{}}
+	c.namedTemplates(t, src)
 	for _, x := range t.Templates() {
 		if x.Tree != nil {
-			walk(x.Tree.Root, true)
+			c.walk(x.Tree.Root, true)
 		}
 	}
-	return bad
+	return c.bad
+}
+
+// templateCheck is checkTemplate's state as it walks a text's trees: the
+// faults found, in the order found and each once, and how many ranges
+// enclose the node being walked, since a range within a range is refused.
+type templateCheck struct {
+	bad    []string
+	seen   map[string]bool
+	ranges int
+}
+
+// refuse records a fault, unless the same one was already named, so
+// that a misspelt field used ten times is reported once.
+func (c *templateCheck) refuse(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if !c.seen[msg] {
+		c.seen[msg] = true
+		c.bad = append(c.bad, msg)
+	}
+}
+
+// namedTemplates refuses named templates, which could call one another
+// for ever. It names the actions the source uses to make or call them,
+// or the construct in general when none is written out.
+func (c *templateCheck) namedTemplates(t *template.Template, src string) {
+	if !usesNamedTemplates(t) {
+		return
+	}
+	kinds := map[string]bool{}
+	for _, m := range definitions.FindAllStringSubmatch(src, -1) {
+		kinds[m[1]] = true
+	}
+	if len(kinds) == 0 {
+		c.refuse("named templates ({{define}}, {{block}}, {{template}}) are not allowed in an offer text")
+	}
+	for _, k := range []string{"define", "block", "template"} {
+		if kinds[k] {
+			c.refuse("{{%s}} is not allowed in an offer text", k)
+		}
+	}
+}
+
+// usesNamedTemplates reports whether a text defines a template besides
+// its own, or calls one.
+func usesNamedTemplates(t *template.Template) bool {
+	for _, x := range t.Templates() {
+		if x.Name() != t.Name() || x.Tree != nil && callsTemplate(x.Tree.Root) {
+			return true
+		}
+	}
+	return false
+}
+
+// resolveField follows a path from the root of templateFields: the node
+// it names, or a fault. A path into a customer's attributes, whose keys
+// are free, names freeField, or nothing when it goes deeper than an
+// attribute, since there is nothing to check there and no list.
+func resolveField(path []string) (any, string) {
+	var node any = templateFields
+	for i, p := range path {
+		m, ok := node.(map[string]any)
+		if !ok {
+			return nil, fmt.Sprintf("{{.%s}}: %s has no fields", strings.Join(path, "."), strings.Join(path[:i], "."))
+		}
+		if _, free := m["*"]; free {
+			if i == len(path)-1 {
+				return freeField{}, ""
+			}
+			return nil, "" // deeper than an attribute: nothing to check, and no list
+		}
+		next, ok := m[p]
+		if !ok {
+			where := "the template"
+			if i > 0 {
+				where = strings.Join(path[:i], ".")
+			}
+			return nil, fmt.Sprintf("{{.%s}}: %s has no field %q", strings.Join(path, "."), where, p)
+		}
+		node = next
+	}
+	return node, ""
+}
+
+// field refuses a path from the root that names no field of the data.
+func (c *templateCheck) field(path []string) {
+	if _, msg := resolveField(path); msg != "" {
+		c.refuse("%s", msg)
+	}
+}
+
+// rangeListMsg is the fault for a range over anything but a list of the
+// data.
+const rangeListMsg = "range goes only over a list of the data, such as {{range .customer.segments}}"
+
+// overList checks a range's pipeline: a plain path from the root to a
+// list ({{range .customer.segments}}, {{range $i, $s := $.store.tags}}).
+// A path that names no field is left to the field check to name.
+func (c *templateCheck) overList(p *parse.PipeNode, rooted bool) {
+	path, ok := c.rangePath(p, rooted)
+	if !ok {
+		return
+	}
+	switch node, fault := resolveField(path); node.(type) {
+	case listField, freeField:
+	default:
+		if fault == "" { // a fault is named by the field check
+			c.refuse("%s, not {{.%s}}", rangeListMsg, strings.Join(path, "."))
+		}
+	}
+}
+
+// rangePath is the path from the root a range's pipeline names, or false
+// with the pipeline refused when it is not a single field or $-variable
+// path, or a field inside with or range, where the dot has moved.
+func (c *templateCheck) rangePath(p *parse.PipeNode, rooted bool) ([]string, bool) {
+	if p == nil || len(p.Cmds) != 1 || len(p.Cmds[0].Args) != 1 {
+		c.refuse("%s", rangeListMsg)
+		return nil, false
+	}
+	switch a := p.Cmds[0].Args[0].(type) {
+	case *parse.FieldNode:
+		if !rooted {
+			c.refuse("inside with or range, range names its list from the root: {{range $.customer.segments}}")
+			return nil, false
+		}
+		return a.Ident, true
+	case *parse.VariableNode:
+		if len(a.Ident) < 2 || a.Ident[0] != "$" {
+			c.refuse("%s", rangeListMsg)
+			return nil, false
+		}
+		return a.Ident[1:], true
+	}
+	c.refuse("%s", rangeListMsg)
+	return nil, false
+}
+
+// walk checks a node and everything under it; rooted says whether the
+// dot is still the root of the data, which it is not inside range and
+// with.
+func (c *templateCheck) walk(n parse.Node, rooted bool) {
+	switch n := n.(type) {
+	case *parse.ListNode:
+		if n != nil {
+			for _, x := range n.Nodes {
+				c.walk(x, rooted)
+			}
+		}
+	case *parse.ActionNode:
+		c.walk(n.Pipe, rooted)
+	case *parse.PipeNode:
+		if n != nil {
+			for _, x := range n.Cmds {
+				c.walk(x, rooted)
+			}
+		}
+	case *parse.CommandNode:
+		c.command(n, rooted)
+	case *parse.ChainNode:
+		c.walk(n.Node, rooted)
+	case *parse.IfNode:
+		c.walk(n.Pipe, rooted)
+		c.walk(n.List, rooted)
+		c.walk(n.ElseList, rooted)
+	case *parse.RangeNode:
+		c.rangeNode(n, rooted)
+	case *parse.WithNode:
+		c.walk(n.Pipe, rooted)
+		c.walk(n.List, false)
+		c.walk(n.ElseList, rooted)
+	case *parse.TemplateNode:
+		c.walk(n.Pipe, rooted)
+	default:
+		c.operand(n, rooted)
+	}
+}
+
+// command checks a command's printf format, if it calls printf, and then
+// each of its arguments.
+func (c *templateCheck) command(n *parse.CommandNode, rooted bool) {
+	if len(n.Args) > 0 {
+		if id, ok := n.Args[0].(*parse.IdentifierNode); ok && id.Ident == "printf" {
+			checkPrintf(n.Args[1:], c.refuse)
+		}
+	}
+	for _, a := range n.Args {
+		c.walk(a, rooted)
+	}
+}
+
+// operand checks a leaf of the tree: a function must be one of
+// templateFuncs, and a field (while the dot is the root) or a path from
+// $ must exist.
+func (c *templateCheck) operand(n parse.Node, rooted bool) {
+	switch n := n.(type) {
+	case *parse.IdentifierNode:
+		if !templateFuncs[n.Ident] {
+			c.refuse("the function %s is not allowed in an offer text", n.Ident)
+		}
+	case *parse.FieldNode:
+		if rooted {
+			c.field(n.Ident)
+		}
+	case *parse.VariableNode:
+		if len(n.Ident) > 1 && n.Ident[0] == "$" {
+			c.field(n.Ident[1:])
+		}
+	}
+}
+
+// rangeNode checks a range. A range goes over a list of the data, once:
+// a range over a number ({{range 1000000000}}, {{range .distance_m}}) or
+// a range within a range could keep a ping waiting for ever.
+func (c *templateCheck) rangeNode(n *parse.RangeNode, rooted bool) {
+	if c.ranges > 0 {
+		c.refuse("a range inside a range is not allowed")
+	}
+	c.overList(n.Pipe, rooted)
+	c.walk(n.Pipe, rooted)
+	c.ranges++
+	c.walk(n.List, false)
+	c.ranges--
+	c.walk(n.ElseList, rooted)
 }
 
 // callsTemplate reports whether a tree calls a named template.

@@ -355,10 +355,34 @@ func Compile(r *Rule) (*Compiled, error) { return compile(r, true) }
 
 // compile is Compile; trial says whether to try the templates on sample
 // profiles, which a rule already saved (and tried) is spared on load.
+// Faults come in the order of the document's fields, each part checked
+// by its own function.
 func compile(r *Rule, trial bool) (*Compiled, error) {
 	var fs faults
+	r.normalizeHead(&fs)
+	r.Trigger.check(&fs)
+	r.Caps.check(&fs)
+	when := compileWhen(&fs, r.When)
+	checkRuleTags(&fs, r.Tags)
+	if r.HoldoutPct < 0 || r.HoldoutPct > 100 || math.IsNaN(r.HoldoutPct) {
+		fs.add("holdout_pct", "holdout_pct is a percentage from 0 to 100")
+	}
+	r.Offer.normalizeValidity(&fs)
+
+	c := &Compiled{Rule: r, validFor: time.Duration(r.Offer.ValidForS) * time.Second, when: when}
+	c.audience = compileAudienceField(&fs, r.Audience)
+	c.title, c.body = compileOfferTexts(&fs, &r.Offer, trial)
+	if err := fs.err(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// normalizeHead checks a rule's id and name, and enables a rule whose
+// document does not say.
+func (r *Rule) normalizeHead(fs *faults) {
 	if err := ValidID("id", r.ID); err != nil {
-		fs = append(fs, err.(*ValidationError).Faults...)
+		*fs = append(*fs, err.(*ValidationError).Faults...)
 	}
 	if strings.TrimSpace(r.Name) == "" {
 		fs.add("name", "name is required")
@@ -369,87 +393,116 @@ func compile(r *Rule, trial bool) (*Compiled, error) {
 		t := true
 		r.Enabled = &t
 	}
-	switch r.Trigger.On {
+}
+
+// check checks the event a rule fires on, with dwell_s for a dwell rule
+// and only for one, and then the store selector.
+func (tr *Trigger) check(fs *faults) {
+	switch tr.On {
 	case OnEnter, OnExit:
-		if r.Trigger.DwellS != 0 {
+		if tr.DwellS != 0 {
 			fs.add("trigger.dwell_s", "dwell_s belongs to a rule with trigger.on \"dwell\"")
 		}
 	case OnDwell:
-		if r.Trigger.DwellS < MinDwellS || r.Trigger.DwellS > MaxDwellS {
+		if tr.DwellS < MinDwellS || tr.DwellS > MaxDwellS {
 			fs.add("trigger.dwell_s", "a dwell rule needs dwell_s, the seconds a customer must stay, between %d and %d", MinDwellS, MaxDwellS)
 		}
 	case "":
 		fs.add("trigger.on", "trigger.on is required: \"enter\", \"dwell\" or \"exit\"")
 	default:
-		fs.add("trigger.on", "trigger.on must be \"enter\", \"dwell\" or \"exit\", not %q", r.Trigger.On)
+		fs.add("trigger.on", "trigger.on must be \"enter\", \"dwell\" or \"exit\", not %q", tr.On)
 	}
-	if sel := r.Trigger.Stores; sel != nil {
-		if len(sel.IDs) == 0 && len(sel.Tags) == 0 {
-			fs.add("trigger.stores", "trigger.stores names no ids and no tags; leave it out to mean every store")
-		}
-		for i, id := range sel.IDs {
-			if err := ValidID(fmt.Sprintf("trigger.stores.ids[%d]", i), id); err != nil {
-				fs = append(fs, err.(*ValidationError).Faults...)
-			}
-		}
-		for i, tag := range sel.Tags {
-			if tag == "" {
-				fs.add(fmt.Sprintf("trigger.stores.tags[%d]", i), "a tag must not be empty")
-			}
+	if tr.Stores != nil {
+		tr.Stores.check(fs)
+	}
+}
+
+// check checks a store selector's form: that it names something (an
+// absent selector, not an empty one, means every store), valid ids and
+// no empty tag. Whether the stores exist is the snapshot's to say.
+func (sel *StoreSelector) check(fs *faults) {
+	if len(sel.IDs) == 0 && len(sel.Tags) == 0 {
+		fs.add("trigger.stores", "trigger.stores names no ids and no tags; leave it out to mean every store")
+	}
+	for i, id := range sel.IDs {
+		if err := ValidID(fmt.Sprintf("trigger.stores.ids[%d]", i), id); err != nil {
+			*fs = append(*fs, err.(*ValidationError).Faults...)
 		}
 	}
-	for _, c := range []struct {
+	for i, tag := range sel.Tags {
+		if tag == "" {
+			fs.add(fmt.Sprintf("trigger.stores.tags[%d]", i), "a tag must not be empty")
+		}
+	}
+}
+
+// check refuses a negative cap; 0 means no cap.
+func (c Caps) check(fs *faults) {
+	for _, x := range []struct {
 		name string
 		v    int
-	}{{"per_customer_per_day", r.Caps.PerCustomerPerDay}, {"per_customer_per_week", r.Caps.PerCustomerPerWeek},
-		{"per_customer_total", r.Caps.PerCustomerTotal}, {"per_store_per_day", r.Caps.PerStorePerDay}, {"total", r.Caps.Total}} {
-		if c.v < 0 {
-			fs.add("caps."+c.name, "caps.%s must be 0 (no cap) or more", c.name)
+	}{{"per_customer_per_day", c.PerCustomerPerDay}, {"per_customer_per_week", c.PerCustomerPerWeek},
+		{"per_customer_total", c.PerCustomerTotal}, {"per_store_per_day", c.PerStorePerDay}, {"total", c.Total}} {
+		if x.v < 0 {
+			fs.add("caps."+x.name, "caps.%s must be 0 (no cap) or more", x.name)
 		}
 	}
-	c0 := compileWhen(&fs, r.When)
-	for i, t := range r.Tags {
+}
+
+// checkRuleTags checks a rule's tags, which the engine hands, joined
+// with commas, to the script that issues an offer.
+func checkRuleTags(fs *faults, tags []string) {
+	for i, t := range tags {
 		if t == "" || len(t) > 64 || strings.Contains(t, ",") {
 			fs.add(fmt.Sprintf("tags[%d]", i), "a tag is 1 to 64 characters, without commas")
 		}
 	}
-	if r.HoldoutPct < 0 || r.HoldoutPct > 100 || math.IsNaN(r.HoldoutPct) {
-		fs.add("holdout_pct", "holdout_pct is a percentage from 0 to 100")
+}
+
+// normalizeValidity gives an offer DefaultValidForS when its document
+// gives no validity, and checks the validity's bounds.
+func (o *Offer) normalizeValidity(fs *faults) {
+	if o.ValidForS == 0 {
+		o.ValidForS = DefaultValidForS
 	}
-	if r.Offer.ValidForS == 0 {
-		r.Offer.ValidForS = DefaultValidForS
-	}
-	if r.Offer.ValidForS < MinValidForS || r.Offer.ValidForS > MaxValidForS {
+	if o.ValidForS < MinValidForS || o.ValidForS > MaxValidForS {
 		fs.add("offer.valid_for_s", "offer.valid_for_s must be between %d and %d seconds", MinValidForS, MaxValidForS)
 	}
+}
 
-	c := &Compiled{Rule: r, validFor: time.Duration(r.Offer.ValidForS) * time.Second, when: c0}
-	if strings.TrimSpace(r.Audience) != "" {
-		prog, bad := compileAudience(r.Audience)
-		for _, msg := range bad {
-			fs.addPrecondition("audience", "%s", msg)
-		}
-		c.audience = prog
+// compileAudienceField compiles a rule's audience expression, if it has
+// one; what the expression may not do are precondition faults, since the
+// document itself is well formed.
+func compileAudienceField(fs *faults, src string) *vm.Program {
+	if strings.TrimSpace(src) == "" {
+		return nil
 	}
-	c.title = compileTexts(&fs, "offer.title", r.Offer.Title, trial)
-	c.body = compileTexts(&fs, "offer.body", r.Offer.Body, trial)
-	if len(r.Offer.Title) > 0 && len(r.Offer.Body) > 0 {
-		langs := func(ts Texts) []string {
-			var out []string
-			for _, t := range ts {
-				out = append(out, t.Lang)
-			}
-			slices.Sort(out)
-			return out
-		}
-		if !slices.Equal(langs(r.Offer.Title), langs(r.Offer.Body)) {
-			fs.add("offer.body", "offer.title and offer.body must be written in the same languages")
-		}
+	prog, bad := compileAudience(src)
+	for _, msg := range bad {
+		fs.addPrecondition("audience", "%s", msg)
 	}
-	if err := fs.err(); err != nil {
-		return nil, err
+	return prog
+}
+
+// compileOfferTexts compiles an offer's title and body, which must be
+// written in the same languages, so that a customer gets both in one.
+func compileOfferTexts(fs *faults, o *Offer, trial bool) (title, body []compiledText) {
+	title = compileTexts(fs, "offer.title", o.Title, trial)
+	body = compileTexts(fs, "offer.body", o.Body, trial)
+	if len(o.Title) > 0 && len(o.Body) > 0 && !slices.Equal(textLangs(o.Title), textLangs(o.Body)) {
+		fs.add("offer.body", "offer.title and offer.body must be written in the same languages")
 	}
-	return c, nil
+	return title, body
+}
+
+// textLangs lists the languages of texts, sorted, to compare two sets.
+func textLangs(ts Texts) []string {
+	var out []string
+	for _, t := range ts {
+		out = append(out, t.Lang)
+	}
+	slices.Sort(out)
+	return out
 }
 
 func compileTexts(fs *faults, field string, texts Texts, trial bool) []compiledText {

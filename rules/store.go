@@ -36,6 +36,9 @@ var weekdays = map[string]time.Weekday{
 var hoursRe = regexp.MustCompile(`^([01]\d|2[0-4]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$`)
 
 // Normalize fills defaults and checks every field, returning all faults.
+// The faults come in the order of the document's fields; a polygon is
+// normalized first, since its centroid is the store's position when the
+// document gives none.
 func (s *Store) Normalize() error {
 	var fs faults
 	if err := ValidID("id", s.ID); err != nil {
@@ -46,23 +49,48 @@ func (s *Store) Normalize() error {
 	} else if len(s.Name) > 200 {
 		fs.add("name", "name must be at most 200 characters")
 	}
-	if s.Polygon != nil {
-		s.Polygon = geo.NormalizeRing(s.Polygon)
-		if err := geo.ValidatePolygon(s.Polygon); err != nil {
-			var pe *geo.PolygonError
-			if errors.As(err, &pe) && pe.Point >= 0 {
-				fs.add(fmt.Sprintf("polygon[%d]", pe.Point), "%s", pe.Msg)
-			} else {
-				fs.add("polygon", "%v", err)
-			}
-		} else if s.Lat == nil && s.Lng == nil {
-			lat, lng := geo.Centroid(s.Polygon)
-			s.Lat, s.Lng = &lat, &lng
-		}
-		if s.RadiusM != 0 {
-			fs.add("radius_m", "give either radius_m or polygon, not both")
+	s.normalizePolygon(&fs)
+	s.checkPosition(&fs)
+	s.normalizeRadius(&fs)
+	s.normalizeTags(&fs)
+	if s.Timezone != "" {
+		if _, err := loadLocation(s.Timezone); err != nil {
+			fs.add("timezone", "unknown time zone %q (use an IANA name such as Europe/Berlin)", s.Timezone)
 		}
 	}
+	s.checkOpeningHours(&fs)
+	return fs.err()
+}
+
+// normalizePolygon closes and checks a polygon fence, naming the point at
+// fault when there is one. A valid polygon gives the store its centroid
+// as position unless the document gives lat and lng; a polygon store has
+// no radius.
+func (s *Store) normalizePolygon(fs *faults) {
+	if s.Polygon == nil {
+		return
+	}
+	s.Polygon = geo.NormalizeRing(s.Polygon)
+	if err := geo.ValidatePolygon(s.Polygon); err != nil {
+		var pe *geo.PolygonError
+		if errors.As(err, &pe) && pe.Point >= 0 {
+			fs.add(fmt.Sprintf("polygon[%d]", pe.Point), "%s", pe.Msg)
+		} else {
+			fs.add("polygon", "%v", err)
+		}
+	} else if s.Lat == nil && s.Lng == nil {
+		lat, lng := geo.Centroid(s.Polygon)
+		s.Lat, s.Lng = &lat, &lng
+	}
+	if s.RadiusM != 0 {
+		fs.add("radius_m", "give either radius_m or polygon, not both")
+	}
+}
+
+// checkPosition checks lat and lng, which a store needs unless it has a
+// polygon: a valid one has given its centroid, and an invalid one is
+// fault enough.
+func (s *Store) checkPosition(fs *faults) {
 	switch {
 	case s.Lat == nil && s.Polygon != nil:
 		// an invalid polygon is fault enough; a valid one gives its centroid
@@ -78,12 +106,22 @@ func (s *Store) Normalize() error {
 	case math.IsNaN(*s.Lng) || *s.Lng < -180 || *s.Lng > 180:
 		fs.add("lng", "lng must be between -180 and 180")
 	}
+}
+
+// normalizeRadius gives a circle store DefaultRadiusM when the document
+// gives no radius, and checks the radius against the bounds of geo.
+func (s *Store) normalizeRadius(fs *faults) {
 	if s.RadiusM == 0 && s.Polygon == nil {
 		s.RadiusM = DefaultRadiusM
 	}
 	if s.Polygon == nil && s.RadiusM < geo.MinRadiusM || s.RadiusM > geo.MaxRadiusM || math.IsNaN(s.RadiusM) {
 		fs.add("radius_m", "radius_m must be between %d and %d", geo.MinRadiusM, geo.MaxRadiusM)
 	}
+}
+
+// normalizeTags makes absent tags an empty list, so that the document is
+// written back with "tags": [], and checks each tag's length.
+func (s *Store) normalizeTags(fs *faults) {
 	if s.Tags == nil {
 		s.Tags = []string{}
 	}
@@ -92,11 +130,11 @@ func (s *Store) Normalize() error {
 			fs.add(fmt.Sprintf("tags[%d]", i), "a tag must be 1 to 64 characters")
 		}
 	}
-	if s.Timezone != "" {
-		if _, err := loadLocation(s.Timezone); err != nil {
-			fs.add("timezone", "unknown time zone %q (use an IANA name such as Europe/Berlin)", s.Timezone)
-		}
-	}
+}
+
+// checkOpeningHours checks that opening hours name known days and spans
+// that parse, each fault at the path of its day or span.
+func (s *Store) checkOpeningHours(fs *faults) {
 	for day, spans := range s.OpeningHours {
 		if _, ok := weekdays[day]; !ok {
 			fs.add("opening_hours."+day, "unknown day %q: use mon, tue, wed, thu, fri, sat or sun", day)
@@ -108,7 +146,6 @@ func (s *Store) Normalize() error {
 			}
 		}
 	}
-	return fs.err()
 }
 
 // ParseSpan reads "07:00-20:00" as minutes since midnight. A span whose

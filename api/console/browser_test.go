@@ -43,7 +43,7 @@ func startServer(t *testing.T) string {
 	if err := live.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	cfg := engine.DefaultConfig
+	cfg := engine.DefaultConfig()
 	cfg.QuietHours = [2]int{} // the test runs at any hour
 	customers := engine.NewCustomers(rdb)
 	anna := rules.Customer{ID: "c-42", FirstName: "Anna", Locale: "de", Timezone: "Europe/Berlin",

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nearcast/nearcast/api"
+	"github.com/nearcast/nearcast/engine"
 	"github.com/nearcast/nearcast/rules"
 )
 
@@ -26,18 +27,12 @@ type config struct {
 	AppKeys       []string
 	AdminKeys     []string
 	CouponSecret  []byte
-	PushWorkers   int
-	PushRate      float64 // pushes a second from this replica; 0: no bound
-	PushTTL       time.Duration
-	VisitTimeout  time.Duration
-	MaxEnterSpeed float64
-	MaxOffersDay  int
-	PingsPerMin   int // a customer's pings a minute; 0: no limit
-	PingsPerMinD  int // a device's
-	WaitReplicas  int // replicas an offer's step must reach; -1: as many as every master has, up to one
-	MinOfferGap   time.Duration
-	ClaimIdle     time.Duration
-	QuietHours    [2]int // from, until in minutes; equal: none
+	// Engine and Dispatch are the engine's settings: its defaults
+	// (engine.DefaultConfig(), engine.DefaultDispatchConfig), each changed by
+	// its NEARCAST_ setting. Engine.WaitReplicas -1 (the server's default)
+	// means as many as every master of the cluster has, up to one.
+	Engine        engine.Config
+	Dispatch      engine.DispatchConfig
 	LogFormat     string
 	LogLevel      string
 	PprofAddr     string // "" : no profiling endpoint
@@ -69,6 +64,8 @@ func loadConfig(env func(string) string) (*config, error) {
 		LogLevel:      or(env("NEARCAST_LOG_LEVEL"), "info"),
 		PprofAddr:     env("NEARCAST_PPROF_ADDR"),
 		ShutdownGrace: 15 * time.Second,
+		Engine:        engine.DefaultConfig(),
+		Dispatch:      engine.DefaultDispatchConfig(),
 	}
 	var errs []error
 	bad := func(name, format string, args ...any) {
@@ -78,12 +75,12 @@ func loadConfig(env func(string) string) (*config, error) {
 	c.pushSender(env, bad)
 	c.secrets(env, bad)
 	c.delivery(env, bad)
-	c.VisitTimeout = duration(env, "NEARCAST_VISIT_TIMEOUT", 30*time.Minute, bad)
-	c.ClaimIdle = duration(env, "NEARCAST_CLAIM_IDLE", 15*time.Second, bad)
+	c.Engine.VisitTimeout = duration(env, "NEARCAST_VISIT_TIMEOUT", c.Engine.VisitTimeout, bad)
+	c.Dispatch.ClaimIdle = duration(env, "NEARCAST_CLAIM_IDLE", c.Dispatch.ClaimIdle, bad)
 	c.quietHours(env, bad)
 	c.limits(env, bad)
 	c.appAuth(env, bad)
-	c.CouponCallsPerMin = count(env, "NEARCAST_COUPON_CALLS_PER_MINUTE", 6000, bad)
+	c.CouponCallsPerMin = count(env, "NEARCAST_COUPON_CALLS_PER_MINUTE", engine.DefaultCouponCallsPerMinute, bad)
 	c.logFormat(env, bad)
 	return c, errors.Join(errs...)
 }
@@ -144,40 +141,36 @@ func (c *config) secrets(env func(string) string, bad func(string, string, ...an
 // delivery reads how pushes go out: NEARCAST_PUSH_WORKERS,
 // NEARCAST_PUSH_RATE and NEARCAST_PUSH_TTL.
 func (c *config) delivery(env func(string) string, bad func(string, string, ...any)) {
-	c.PushWorkers = 4
 	if v := env("NEARCAST_PUSH_WORKERS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 256 {
 			bad("NEARCAST_PUSH_WORKERS", "must be a whole number from 1 to 256")
 		}
-		c.PushWorkers = n
+		c.Dispatch.Workers = n
 	}
 	if v := env("NEARCAST_PUSH_RATE"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || f < 0 {
 			bad("NEARCAST_PUSH_RATE", "must be pushes a second, 0 for no bound")
 		}
-		c.PushRate = f
+		c.Dispatch.Rate = f
 	}
-	c.PushTTL = duration(env, "NEARCAST_PUSH_TTL", 10*time.Minute, bad)
+	c.Engine.PushTTL = duration(env, "NEARCAST_PUSH_TTL", c.Engine.PushTTL, bad)
 }
 
-// quietHours reads NEARCAST_QUIET_HOURS (21:00-08:00 by default, off on
+// quietHours reads NEARCAST_QUIET_HOURS (the engine's by default, off on
 // the embedded Redis).
 func (c *config) quietHours(env func(string) string, bad func(string, string, ...any)) {
 	quiet := env("NEARCAST_QUIET_HOURS")
-	if quiet == "" {
-		quiet = "21:00-08:00"
-		if c.embedded() {
-			quiet = "off" // the demo tour works at any hour
-		}
-	}
-	if quiet != "off" {
+	switch {
+	case quiet == "" && c.embedded(), quiet == "off":
+		c.Engine.QuietHours = [2]int{} // the demo tour works at any hour
+	case quiet != "":
 		from, to, err := rules.ParseSpan(quiet)
 		if err != nil {
 			bad("NEARCAST_QUIET_HOURS", "must be like 21:00-08:00, or off")
 		}
-		c.QuietHours = [2]int{from, to}
+		c.Engine.QuietHours = [2]int{from, to}
 	}
 }
 
@@ -185,25 +178,24 @@ func (c *config) quietHours(env func(string) string, bad func(string, string, ..
 // offers, the daily cap, the pings a minute, the replicas an offer waits
 // for, and the fastest entry that counts.
 func (c *config) limits(env func(string) string, bad func(string, string, ...any)) {
-	c.MinOfferGap = 5 * time.Minute
+	e := &c.Engine
 	if v := env("NEARCAST_MIN_OFFER_GAP"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
 			bad("NEARCAST_MIN_OFFER_GAP", "must be a duration such as 5m, or 0s")
 		}
-		c.MinOfferGap = d
+		e.MinOfferGap = d
 	}
-	c.MaxOffersDay = count(env, "NEARCAST_MAX_OFFERS_PER_DAY", 2, bad)
-	c.PingsPerMin = count(env, "NEARCAST_PINGS_PER_MINUTE", 60, bad)
-	c.PingsPerMinD = count(env, "NEARCAST_PINGS_PER_MINUTE_DEVICE", 30, bad)
-	c.WaitReplicas = count(env, "NEARCAST_REDIS_WAIT_REPLICAS", -1, bad)
-	c.MaxEnterSpeed = 3
+	e.MaxOffersPerDay = count(env, "NEARCAST_MAX_OFFERS_PER_DAY", e.MaxOffersPerDay, bad)
+	e.PingsPerMinute = count(env, "NEARCAST_PINGS_PER_MINUTE", e.PingsPerMinute, bad)
+	e.PingsPerMinuteDevice = count(env, "NEARCAST_PINGS_PER_MINUTE_DEVICE", e.PingsPerMinuteDevice, bad)
+	e.WaitReplicas = count(env, "NEARCAST_REDIS_WAIT_REPLICAS", -1, bad) // -1: decided at start, see replicasToWaitFor
 	if v := env("NEARCAST_MAX_ENTER_SPEED"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || f <= 0 || f > 100 {
 			bad("NEARCAST_MAX_ENTER_SPEED", "must be a speed in m/s above 0, e.g. 3")
 		}
-		c.MaxEnterSpeed = f
+		e.MaxEnterSpeedMps = f
 	}
 }
 

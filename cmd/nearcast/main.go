@@ -21,6 +21,7 @@ import (
 	_ "time/tzdata" // time zones without the system's tzdata (small images)
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
@@ -70,24 +71,14 @@ func serve(ctx context.Context, env func(string) string, out io.Writer) error {
 		return fmt.Errorf("settings:\n%w", err)
 	}
 	log := newLogger(cfg, out)
-
-	var mini *miniredis.Miniredis
-	var rdb redis.UniversalClient
-	if cfg.embedded() {
-		mini = miniredis.NewMiniRedis()
-		if err := mini.StartAddr("127.0.0.1:0"); err != nil {
-			return fmt.Errorf("start embedded redis: %w", err)
-		}
+	rdb, mini, err := openRedis(cfg)
+	if err != nil {
+		return err
+	}
+	if mini != nil {
 		defer mini.Close()
-		rdb = redis.NewClient(&redis.Options{Addr: mini.Addr(), ContextTimeoutEnabled: true})
-	} else {
-		rdb, err = redisClient(cfg.RedisURL)
-		if err != nil {
-			return err
-		}
 	}
 	defer rdb.Close()
-
 	live := rules.NewLive(rdb, log)
 	if err := waitForRedis(ctx, live, log); err != nil {
 		return err
@@ -104,64 +95,73 @@ func serve(ctx context.Context, env func(string) string, out io.Writer) error {
 			return err
 		}
 	}
-
-	var sender engine.Sender
-	var pushLog api.PushLog
-	switch cfg.Push {
-	case "fcm":
-		fcm, err := push.NewFCM(ctx, push.FCMConfig{
-			ProjectID: cfg.FCMProject, Endpoint: cfg.FCMEndpoint, CredentialsFile: cfg.Credentials, TTL: cfg.PushTTL,
-		})
-		if err != nil {
-			return fmt.Errorf("fcm: %w", err)
-		}
-		sender = fcm
-	default:
-		l := push.NewLog(1000, log)
-		sender, pushLog = l, l
+	s, err := assemble(ctx, cfg, log, rdb, live, customers)
+	if err != nil {
+		return err
 	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	demoToken, err := demoCustomerToken(ctx, cfg, customers, s.tokens)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	welcome(out, cfg, ln.Addr().String(), demoToken)
+	return s.run(ctx, cfg, log, ln, mini)
+}
 
+// openRedis connects to the Redis the settings name, or starts the
+// embedded one (mini, which the caller closes).
+func openRedis(cfg *config) (rdb redis.UniversalClient, mini *miniredis.Miniredis, err error) {
+	if !cfg.embedded() {
+		rdb, err = redisClient(cfg.RedisURL)
+		return rdb, nil, err
+	}
+	mini = miniredis.NewMiniRedis()
+	if err := mini.StartAddr("127.0.0.1:0"); err != nil {
+		return nil, nil, fmt.Errorf("start embedded redis: %w", err)
+	}
+	return redis.NewClient(&redis.Options{Addr: mini.Addr(), ContextTimeoutEnabled: true}), mini, nil
+}
+
+// server is the parts serve runs: the API, and what works behind it.
+type server struct {
+	app        *fiber.App
+	live       *rules.Live
+	dispatcher *engine.Dispatcher
+	tokens     *api.CustomerTokens
+}
+
+// assemble builds the engine, the dispatcher and the API from the
+// settings.
+func assemble(ctx context.Context, cfg *config, log *slog.Logger, rdb redis.UniversalClient, live *rules.Live, customers *engine.Customers) (*server, error) {
+	sender, pushLog, err := pushSender(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := engine.NewMetrics(reg, rdb, live)
 
-	ecfg := engine.DefaultConfig
+	ecfg := cfg.Engine
 	ecfg.Metrics = metrics
-	ecfg.PushTTL = cfg.PushTTL
-	ecfg.VisitTimeout = cfg.VisitTimeout
-	ecfg.MaxEnterSpeedMps = cfg.MaxEnterSpeed
-	ecfg.MaxOffersPerDay = cfg.MaxOffersDay
-	ecfg.QuietHours = cfg.QuietHours
-	ecfg.MinOfferGap = cfg.MinOfferGap
-	ecfg.PingsPerMinute, ecfg.PingsPerMinuteDevice = cfg.PingsPerMin, cfg.PingsPerMinD
-	ecfg.WaitReplicas = cfg.WaitReplicas
 	if ecfg.WaitReplicas < 0 {
 		ecfg.WaitReplicas = replicasToWaitFor(ctx, rdb)
 	}
 	log.Info("offers wait for replicas", "replicas", ecfg.WaitReplicas)
 	coupons := engine.NewCoupons(cfg.CouponSecret)
 	eng := engine.New(rdb, live, coupons, ecfg, log, nil)
-	dcfg := engine.DefaultDispatchConfig()
-	dcfg.Workers = cfg.PushWorkers
-	dcfg.ClaimIdle = cfg.ClaimIdle
+	dcfg := cfg.Dispatch
 	dcfg.Metrics = metrics
-	dcfg.Rate = cfg.PushRate
-	dispatcher := engine.NewDispatcher(rdb, sender, dcfg, log, nil)
+	s := &server{live: live, dispatcher: engine.NewDispatcher(rdb, sender, dcfg, log, nil)}
 
-	var verify func(context.Context, string) (string, error)
-	if cfg.AppAuth.Firebase {
-		verify, err = idTokenVerifier(ctx, cfg.FCMProject, cfg.Credentials)
-		if err != nil {
-			return fmt.Errorf("NEARCAST_APP_AUTH=firebase: %w", err)
-		}
+	verify, tokens, err := credentials(ctx, cfg)
+	if err != nil {
+		return nil, err
 	}
-	var tokens *api.CustomerTokens
-	if len(cfg.TokenSecrets) > 0 && (cfg.AppAuth.Tokens || cfg.AppAuth.KeyOnly()) {
-		// A server that takes no customer tokens mints none either.
-		if tokens, err = api.NewCustomerTokens(cfg.TokenSecrets, nil); err != nil {
-			return fmt.Errorf("NEARCAST_TOKEN_SECRETS: %w", err)
-		}
-	}
+	s.tokens = tokens
 	var warnings []string
 	if cfg.AppAuth.KeyOnly() && !cfg.embedded() {
 		warnings = append(warnings, "NEARCAST_APP_AUTH=key: the app key alone acts for any customer, and anyone who unpacks the app has it; use token or firebase before real customers use this server")
@@ -169,44 +169,82 @@ func serve(ctx context.Context, env func(string) string, out io.Writer) error {
 	for _, w := range warnings {
 		log.Warn(w)
 	}
-	app := api.New(api.Deps{
+	s.app = api.New(api.Deps{
 		Live: live, Customers: customers, Engine: eng, Ledger: engine.NewLedger(rdb, coupons, log, nil), Redis: rdb, Pushes: pushLog, Sandbox: sandbox.Miniredis,
 		Ready:   func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		AppKeys: cfg.AppKeys, AdminKeys: cfg.AdminKeys, Log: log, Metrics: reg,
 		AppAuth: cfg.AppAuth, Tokens: tokens, VerifyIDToken: verify,
 		CouponRate: engine.NewCredentialRate(rdb, cfg.CouponCallsPerMin, nil), Warnings: warnings,
 	})
+	return s, nil
+}
 
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
-	}
-	demoToken := ""
-	if cfg.Demo && tokens != nil {
-		// The token flow, shown: what a company's backend would hand Anna's app.
-		gen, err := customers.TokenGeneration(ctx, "c-42", api.DefaultTokenTTL)
-		if err == nil {
-			demoToken, _, err = tokens.Mint("c-42", gen, api.DefaultTokenTTL)
-		}
+// pushSender is FCM, or the log sender (whose memory /v1/dev/pushes shows).
+func pushSender(ctx context.Context, cfg *config, log *slog.Logger) (engine.Sender, api.PushLog, error) {
+	if cfg.Push == "fcm" {
+		fcm, err := push.NewFCM(ctx, push.FCMConfig{
+			ProjectID: cfg.FCMProject, Endpoint: cfg.FCMEndpoint, CredentialsFile: cfg.Credentials, TTL: cfg.Engine.PushTTL,
+		})
 		if err != nil {
-			return fmt.Errorf("demo token: %w", err)
+			return nil, nil, fmt.Errorf("fcm: %w", err)
+		}
+		return fcm, nil, nil
+	}
+	l := push.NewLog(1000, log)
+	return l, l, nil
+}
+
+// credentials are what checks the customer credentials app calls carry:
+// Firebase ID tokens, and the customer tokens' signer.
+func credentials(ctx context.Context, cfg *config) (verify func(context.Context, string) (string, error), tokens *api.CustomerTokens, err error) {
+	if cfg.AppAuth.Firebase {
+		verify, err = idTokenVerifier(ctx, cfg.FCMProject, cfg.Credentials)
+		if err != nil {
+			return nil, nil, fmt.Errorf("NEARCAST_APP_AUTH=firebase: %w", err)
 		}
 	}
-	welcome(out, cfg, ln.Addr().String(), demoToken)
+	if len(cfg.TokenSecrets) > 0 && (cfg.AppAuth.Tokens || cfg.AppAuth.KeyOnly()) {
+		// A server that takes no customer tokens mints none either.
+		if tokens, err = api.NewCustomerTokens(cfg.TokenSecrets, nil); err != nil {
+			return nil, nil, fmt.Errorf("NEARCAST_TOKEN_SECRETS: %w", err)
+		}
+	}
+	return verify, tokens, nil
+}
 
+// demoCustomerToken is the token flow, shown: what a company's backend
+// would hand Anna's app ("" but for the demo).
+func demoCustomerToken(ctx context.Context, cfg *config, customers *engine.Customers, tokens *api.CustomerTokens) (string, error) {
+	if !cfg.Demo || tokens == nil {
+		return "", nil
+	}
+	gen, err := customers.TokenGeneration(ctx, "c-42", api.DefaultTokenTTL)
+	if err != nil {
+		return "", fmt.Errorf("demo token: %w", err)
+	}
+	token, _, err := tokens.Mint("c-42", gen, api.DefaultTokenTTL)
+	if err != nil {
+		return "", fmt.Errorf("demo token: %w", err)
+	}
+	return token, nil
+}
+
+// run serves on ln, with the snapshot watcher, the dispatcher and the
+// rest in the background, until ctx ends; then it stops them in order.
+func (s *server) run(ctx context.Context, cfg *config, log *slog.Logger, ln net.Listener, mini *miniredis.Miniredis) error {
 	bg, stopBg := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	run := func(f func(context.Context) error) {
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = f(bg) }()
 	}
-	run(live.Run)
-	run(dispatcher.Run)
+	stop := func() { stopBg(); wg.Wait() }
+	run(s.live.Run)
+	run(s.dispatcher.Run)
 	if cfg.PprofAddr != "" {
 		pl, err := net.Listen("tcp", cfg.PprofAddr)
 		if err != nil {
-			stopBg()
-			wg.Wait()
+			stop()
 			return fmt.Errorf("NEARCAST_PPROF_ADDR %s: %w", cfg.PprofAddr, err)
 		}
 		log.Info("profiles at http://" + pl.Addr().String() + "/debug/pprof/")
@@ -217,33 +255,35 @@ func serve(ctx context.Context, env func(string) string, out io.Writer) error {
 		})
 	}
 	if mini != nil {
-		// miniredis counts TTLs only when told that time passed.
-		run(func(ctx context.Context) error {
-			t := time.NewTicker(time.Second)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-t.C:
-					mini.FastForward(time.Second)
-				}
-			}
-		})
+		run(func(ctx context.Context) error { tickMiniredis(ctx, mini); return nil })
 	}
-
 	served := make(chan error, 1)
-	go func() { served <- app.Listener(ln) }()
+	go func() { served <- s.app.Listener(ln) }()
+	var err error
 	select {
 	case err = <-served:
 	case <-ctx.Done():
 		log.Info("shutting down")
-		err = app.ShutdownWithTimeout(cfg.ShutdownGrace)
+		err = s.app.ShutdownWithTimeout(cfg.ShutdownGrace)
 	}
-	stopBg()
-	wg.Wait()
+	stop()
 	log.Info("stopped")
 	return err
+}
+
+// tickMiniredis tells the embedded Redis every second that a second
+// passed: miniredis counts TTLs only when told.
+func tickMiniredis(ctx context.Context, mini *miniredis.Miniredis) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			mini.FastForward(time.Second)
+		}
+	}
 }
 
 func newLogger(cfg *config, out io.Writer) *slog.Logger {
@@ -398,7 +438,7 @@ func welcome(out io.Writer, cfg *config, addr, demoToken string) {
 		redisDesc = "Redis at " + cfg.RedisURL
 	}
 	quiet := "off"
-	if q := cfg.QuietHours; q[0] != q[1] {
+	if q := cfg.Engine.QuietHours; q[0] != q[1] {
 		quiet = fmt.Sprintf("%02d:%02d-%02d:%02d in each customer's time zone", q[0]/60, q[0]%60, q[1]/60, q[1]%60)
 	}
 	fmt.Fprintf(out, "\nNearcast is listening on http://%s\n  redis: %s\n  push:  %s\n  quiet hours: %s\n", host, redisDesc, cfg.Push, quiet)
