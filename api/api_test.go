@@ -51,9 +51,9 @@ func newClientWith(t testing.TB, rdb redis.UniversalClient, with func(*api.Deps)
 	}
 	cfg := engine.DefaultConfig()
 	cfg.QuietHours = [2]int{} // tests run at any hour
-	eng := engine.New(rdb, live, engine.NewCoupons([]byte("s")), cfg, quiet, nil)
+	eng := engine.New(rdb, live, engine.NewCodeSigner([]byte("s")), cfg, quiet, nil)
 	deps := api.Deps{
-		Live: live, Customers: engine.NewCustomers(rdb), Engine: eng, Ledger: engine.NewLedger(rdb, engine.NewCoupons([]byte("s")), nil, nil), Redis: rdb, Sandbox: sandbox.Miniredis,
+		Live: live, Customers: engine.NewCustomers(rdb), Engine: eng, Ledger: engine.NewLedger(rdb, engine.NewCodeSigner([]byte("s")), nil, nil), Redis: rdb, Sandbox: sandbox.Miniredis,
 		Ready:   func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		AppKeys: []string{"app-key"}, AdminKeys: []string{"admin-key"}, Log: quiet,
 	}
@@ -311,7 +311,7 @@ func TestRulesAndPingOverHTTP(t *testing.T) {
 			}
 			var res struct {
 				Events []engine.Event       `json:"events"`
-				Offers []engine.Offer       `json:"offers"`
+				Offers []engine.IssuedOffer `json:"offers"`
 				Expl   []engine.Explanation `json:"explain"`
 			}
 			json.Unmarshal([]byte(r.Raw), &res)
@@ -401,7 +401,7 @@ func TestUnavailableRedis(t *testing.T) {
 // bulk upload's each command's 500 ms and one retry; a call still waiting
 // after 5 s hangs.
 func walkEveryOperation(t *testing.T, c *client, atOnce bool) {
-	code := engine.NewCoupons([]byte("s")).NewCode() // well signed: the ledger asks Redis for it
+	code := engine.NewCodeSigner([]byte("s")).NewCode() // well signed: the ledger asks Redis for it
 	rule := `{"name": "R", "enabled": true, "trigger": {"on": "enter"}, "offer": {"title": {"en": "Hi"}, "body": {"en": "Hello"}}}`
 	type request struct{ method, path, key, contentType, body string }
 	needRedis := map[string]request{
@@ -706,7 +706,7 @@ func TestCouponRedemption(t *testing.T) {
 			c.admin("PUT", "/v1/rules/latte", ruleLatte)
 			c.admin("PUT", "/v1/customers/c-42", customerAnna)
 			r := c.do("POST", "/v1/pings", "app-key", `{"customer_id": "c-42", "lat": 52.5219, "lng": 13.4132, "accuracy_m": 5}`)
-			var res struct{ Offers []engine.Offer }
+			var res struct{ Offers []engine.IssuedOffer }
 			json.Unmarshal([]byte(r.Raw), &res)
 			if len(res.Offers) != 1 {
 				t.Fatalf("no coupon: %s", r.Raw)
@@ -778,7 +778,7 @@ func TestCouponRedemption(t *testing.T) {
 
 func TestExpiredCoupon(t *testing.T) {
 	rdb := srv.Client(t)
-	coupons := engine.NewCoupons([]byte("s"))
+	coupons := engine.NewCodeSigner([]byte("s"))
 	code := coupons.NewCode()
 	rdb.HSet(context.Background(), "nc:coupon:"+code, "rule_id", "r", "store_id", "s", "issued_at", 1, "expires_at", 2)
 	later := func() time.Time { return time.UnixMilli(3) }

@@ -35,7 +35,7 @@ func newTokenClient(t *testing.T, rdb redis.UniversalClient, perCustomer, perDev
 		cfg := engine.DefaultConfig()
 		cfg.QuietHours = [2]int{}
 		cfg.PingsPerMinute, cfg.PingsPerMinuteDevice = perCustomer, perDevice
-		d.Engine = engine.New(rdb, d.Live, engine.NewCoupons([]byte("s")), cfg, quiet, nil)
+		d.Engine = engine.New(rdb, d.Live, engine.NewCodeSigner([]byte("s")), cfg, quiet, nil)
 	})
 }
 
@@ -60,7 +60,7 @@ func (c *client) mint(customerID string) string {
 func offerTo(t *testing.T, c *client, token, customerID string) string {
 	t.Helper()
 	r := c.as(token, "POST", "/v1/pings", `{"customer_id": "`+customerID+`", "lat": 52.5219, "lng": 13.4132, "accuracy_m": 5}`)
-	var res struct{ Offers []engine.Offer }
+	var res struct{ Offers []engine.IssuedOffer }
 	json.Unmarshal([]byte(r.Raw), &res)
 	if r.Status != 200 || len(res.Offers) != 1 {
 		t.Fatalf("no coupon for %s: %d %s", customerID, r.Status, r.Raw)

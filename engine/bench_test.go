@@ -21,7 +21,7 @@ func BenchmarkEvaluate(b *testing.B) {
 	cfg := engine.DefaultConfig()
 	cfg.MaxOffersPerDay = 0       // one customer, thousands of visits,
 	cfg.QuietHours = [2]int{0, 0} // at every hour of the day and night
-	f.eng = engine.New(rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, f.clock.Now)
+	f.eng = engine.New(rdb, f.live, engine.NewCodeSigner([]byte("k")), cfg, quiet, f.clock.Now)
 	ctx := context.Background()
 	b.Run("near_no_store", func(b *testing.B) {
 		lat, lng := north(alexLat, alexLng, 5000)

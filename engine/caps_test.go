@@ -85,7 +85,7 @@ func TestCaps(t *testing.T) {
 			f.clock.t = monday
 			cfg := engine.DefaultConfig()
 			cfg.MaxOffersPerDay = tt.dailyMax
-			eng := engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, f.clock.Now)
+			eng := engine.New(f.rdb, f.live, engine.NewCodeSigner([]byte("k")), cfg, quiet, f.clock.Now)
 			for i, c := range tt.customers {
 				if got := visit(t, eng, f, c); got != tt.want[i] {
 					t.Fatalf("visit %d by %s: %q, want %q", i, c, got, tt.want[i])
@@ -108,7 +108,7 @@ func TestBudgetAndCapsHoldUnderConcurrency(t *testing.T) {
 		if err := live.Refresh(ctx); err != nil {
 			t.Fatal(err)
 		}
-		replicas = append(replicas, engine.New(f.rdb, live, engine.NewCoupons([]byte("k")), engine.DefaultConfig(), quiet, f.clock.Now))
+		replicas = append(replicas, engine.New(f.rdb, live, engine.NewCodeSigner([]byte("k")), engine.DefaultConfig(), quiet, f.clock.Now))
 	}
 	const customers = 60
 	for i := range customers {
@@ -163,7 +163,7 @@ func TestHoldout(t *testing.T) {
 	cfg := engine.DefaultConfig()
 	cfg.MaxOffersPerDay = 0
 	cfg.QuietHours = [2]int{} // 400 visits run past 21:00
-	eng := engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, f.clock.Now)
+	eng := engine.New(f.rdb, f.live, engine.NewCodeSigner([]byte("k")), cfg, quiet, f.clock.Now)
 	held := map[string]bool{}
 	const n = 400
 	for i := range n {
@@ -207,7 +207,7 @@ func TestOneOfferAtATime(t *testing.T) {
 	}
 	addCustomer(t, f, "u1")
 	cfg := engine.DefaultConfig()
-	eng := engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, f.clock.Now)
+	eng := engine.New(f.rdb, f.live, engine.NewCodeSigner([]byte("k")), cfg, quiet, f.clock.Now)
 	ping := func(m float64) *engine.Result {
 		la, ln := north(alexLat, alexLng, m)
 		res, err := eng.Evaluate(ctx, engine.Ping{CustomerID: "u1", Lat: la, Lng: ln, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{Explain: true})
@@ -284,8 +284,8 @@ func TestAffinityAndRedemptions(t *testing.T) {
 	f := setup(t, srv.Client(t), coffee, pastry, loyal)
 	addCustomer(t, f, "u1")
 	ctx := context.Background()
-	ledger := engine.NewLedger(f.rdb, engine.NewCoupons([]byte("test-secret")), nil, f.clock.Now)
-	enter := func() engine.Offer {
+	ledger := engine.NewLedger(f.rdb, engine.NewCodeSigner([]byte("test-secret")), nil, f.clock.Now)
+	enter := func() engine.IssuedOffer {
 		la, ln := north(alexLat, alexLng, 0)
 		res, err := f.eng.Evaluate(ctx, engine.Ping{CustomerID: "u1", Lat: la, Lng: ln, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{})
 		if err != nil || len(res.Offers) != 1 {
@@ -337,7 +337,7 @@ func TestACappedOfferMakesWayForTheNext(t *testing.T) {
 	f.clock.t = time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)
 	cfg := engine.DefaultConfig()
 	cfg.MinOfferGap = 0
-	eng := engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, f.clock.Now)
+	eng := engine.New(f.rdb, f.live, engine.NewCodeSigner([]byte("k")), cfg, quiet, f.clock.Now)
 	want := [][2]string{{"capped", "Hi"}, {"next", "Next at Alexanderplatz"}}
 	ctx := context.Background()
 	for i, w := range want {
@@ -403,7 +403,7 @@ func TestCapsSurviveThePruningOfOldCounters(t *testing.T) {
 	f.rdb.HSet(ctx, caps, "old|d20200101", 1, "old|w202001", 1)
 	cfg := engine.DefaultConfig()
 	cfg.MaxOffersPerDay, cfg.MinOfferGap = 0, 0
-	eng := engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, f.clock.Now)
+	eng := engine.New(f.rdb, f.live, engine.NewCodeSigner([]byte("k")), cfg, quiet, f.clock.Now)
 	for i, want := range []string{"sent", "sent", engine.ReasonCap} {
 		if got := visit(t, eng, f, "u1"); got != want {
 			t.Fatalf("visit %d: %q, want %q", i, got, want)

@@ -21,16 +21,16 @@ const (
 	CouponCodeLen = codeRandomLen + codeTagLen
 )
 
-// Coupons issues and checks signed coupon codes.
-type Coupons struct {
+// CodeSigner issues and checks signed coupon codes.
+type CodeSigner struct {
 	secret []byte
 }
 
-// NewCoupons returns a code issuer signing with secret.
-func NewCoupons(secret []byte) *Coupons { return &Coupons{secret: secret} }
+// NewCodeSigner returns a code issuer signing with secret.
+func NewCodeSigner(secret []byte) *CodeSigner { return &CodeSigner{secret: secret} }
 
 // NewCode returns a fresh, signed coupon code.
-func (c *Coupons) NewCode() string {
+func (c *CodeSigner) NewCode() string {
 	var b [5]byte
 	_, _ = rand.Read(b[:]) // never fails on supported platforms
 	random := crockford.EncodeToString(b[:])
@@ -39,7 +39,7 @@ func (c *Coupons) NewCode() string {
 
 // Valid reports whether code is well-formed and signed with this secret.
 // Lower case and dashes, as people type them, are accepted.
-func (c *Coupons) Valid(code string) bool {
+func (c *CodeSigner) Valid(code string) bool {
 	code = NormalizeCode(code)
 	if len(code) != CouponCodeLen {
 		return false
@@ -52,7 +52,7 @@ func NormalizeCode(code string) string {
 	return strings.ToUpper(strings.NewReplacer("-", "", " ", "").Replace(code))
 }
 
-func (c *Coupons) tag(random string) string {
+func (c *CodeSigner) tag(random string) string {
 	m := hmac.New(sha256.New, c.secret)
 	m.Write([]byte(random))
 	return crockford.EncodeToString(m.Sum(nil))[:codeTagLen]

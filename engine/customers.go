@@ -30,7 +30,8 @@ func NewCustomers(rdb redis.UniversalClient) *Customers {
 	return &Customers{rdb: rdb, now: time.Now}
 }
 
-func flag(b bool) string {
+// luaBool is a boolean as the Lua scripts read it: "1" or "0".
+func luaBool(b bool) string {
 	if b {
 		return "1"
 	}
@@ -48,7 +49,7 @@ func (cs *Customers) Put(ctx context.Context, c *rules.Customer) (created bool, 
 		return false, err
 	}
 	n, err := cs.rdb.HSet(ctx, customerKey(c.ID, partProfile),
-		"doc", doc, "loc", flag(c.Consent.Location), "push", flag(c.Consent.Push)).Result()
+		"doc", doc, "loc", luaBool(c.Consent.Location), "push", luaBool(c.Consent.Push)).Result()
 	if err != nil {
 		return false, rules.RedisErr("save customer", err)
 	}
@@ -79,7 +80,7 @@ func (cs *Customers) PutMany(ctx context.Context, customers []*rules.Customer) (
 				if err != nil {
 					return err
 				}
-				p.HSet(ctx, customerKey(c.ID, partProfile), "doc", doc, "loc", flag(c.Consent.Location), "push", flag(c.Consent.Push))
+				p.HSet(ctx, customerKey(c.ID, partProfile), "doc", doc, "loc", luaBool(c.Consent.Location), "push", luaBool(c.Consent.Push))
 				if !c.Consent.Location {
 					p.Del(ctx, customerKey(c.ID, partPresence))
 				}

@@ -33,7 +33,7 @@ const maxCommit = 8
 type Engine struct {
 	rdb     redis.UniversalClient
 	snaps   Snapshots
-	coupons *Coupons
+	coupons *CodeSigner
 	cfg     Config
 	log     *slog.Logger
 	now     func() time.Time
@@ -44,7 +44,7 @@ type Engine struct {
 }
 
 // New returns an engine. now may be nil for the wall clock.
-func New(rdb redis.UniversalClient, snaps Snapshots, coupons *Coupons, cfg Config, log *slog.Logger, now func() time.Time) *Engine {
+func New(rdb redis.UniversalClient, snaps Snapshots, coupons *CodeSigner, cfg Config, log *slog.Logger, now func() time.Time) *Engine {
 	if now == nil {
 		now = time.Now
 	}
@@ -100,7 +100,7 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 	if ts.IsZero() || ts.After(now) {
 		ts = now
 	}
-	res := &Result{Events: []Event{}, Offers: []Offer{}}
+	res := &Result{Events: []Event{}, Offers: []IssuedOffer{}}
 	if p.AccuracyM > geo.MaxAccuracyM {
 		return res, nil // too unsure to move presence either way
 	}

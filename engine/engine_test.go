@@ -100,7 +100,7 @@ func setupTB(t testing.TB, rdb redis.UniversalClient, extraRules ...rules.Rule) 
 		t.Fatal(err)
 	}
 	clk := &clock{t: time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)}
-	eng := engine.New(rdb, live, engine.NewCoupons([]byte("test-secret")), engine.DefaultConfig(), quiet, clk.Now)
+	eng := engine.New(rdb, live, engine.NewCodeSigner([]byte("test-secret")), engine.DefaultConfig(), quiet, clk.Now)
 	return &fixture{rdb: rdb, eng: eng, live: live, cust: cust, clock: clk}
 }
 
@@ -358,7 +358,7 @@ func TestConcurrentPingsIssueOneCoupon(t *testing.T) {
 }
 
 func TestCouponCodes(t *testing.T) {
-	c := engine.NewCoupons([]byte("k1"))
+	c := engine.NewCodeSigner([]byte("k1"))
 	seen := map[string]bool{}
 	for range 1000 {
 		code := c.NewCode()
@@ -366,7 +366,7 @@ func TestCouponCodes(t *testing.T) {
 			t.Fatalf("bad code %q", code)
 		}
 		seen[code] = true
-		if engine.NewCoupons([]byte("k2")).Valid(code) {
+		if engine.NewCodeSigner([]byte("k2")).Valid(code) {
 			t.Fatalf("code %q valid under another secret", code)
 		}
 	}

@@ -30,7 +30,7 @@ func TestErasureWinsTheRaceWithPings(t *testing.T) {
 			cfg := engine.DefaultConfig()
 			cfg.QuietHours, cfg.MinOfferGap, cfg.MaxOffersPerDay = [2]int{}, 0, 0
 			cfg.PingsPerMinute, cfg.PingsPerMinuteDevice = 0, 0
-			eng := engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, nil)
+			eng := engine.New(f.rdb, f.live, engine.NewCodeSigner([]byte("k")), cfg, quiet, nil)
 			const n = 16
 			ids := make([]string, n)
 			for i := range ids {

@@ -25,7 +25,7 @@ func TestFunnelAfterAScriptedDay(t *testing.T) {
 			day := f.clock.t.Format("2006-01-02")
 			cfg := engine.DefaultConfig()
 			cfg.QuietHours, cfg.MaxOffersPerDay = [2]int{}, 0
-			eng := engine.New(f.rdb, f.live, engine.NewCoupons([]byte("test-secret")), cfg, quiet, f.clock.Now)
+			eng := engine.New(f.rdb, f.live, engine.NewCodeSigner([]byte("test-secret")), cfg, quiet, f.clock.Now)
 			ctx := context.Background()
 			const n = 40
 			var codes []string
@@ -56,7 +56,7 @@ func TestFunnelAfterAScriptedDay(t *testing.T) {
 			double := runDispatcher(t, f, f.clock.Now)
 			eventually(t, "every offer sent", func() bool { return len(double.Messages()) == treated })
 			eventually(t, "every push acknowledged", func() bool { return undelivered(t, f.rdb) == 0 })
-			ledger := engine.NewLedger(f.rdb, engine.NewCoupons([]byte("test-secret")), nil, f.clock.Now)
+			ledger := engine.NewLedger(f.rdb, engine.NewCodeSigner([]byte("test-secret")), nil, f.clock.Now)
 			for i, code := range codes[:3] {
 				ledger.Opened(ctx, code, "")
 				ledger.Opened(ctx, code, "") // the first open counts

@@ -31,7 +31,7 @@ func TestIDsCannotReachInternalNames(t *testing.T) {
 					}
 					cfg := engine.DefaultConfig()
 					cfg.PingsPerMinute, cfg.PingsPerMinuteDevice = 4, 0
-					eng := engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, f.clock.Now)
+					eng := engine.New(f.rdb, f.live, engine.NewCodeSigner([]byte("k")), cfg, quiet, f.clock.Now)
 					step := 20 * time.Second
 					ping := func(metresNorth float64) (*engine.Result, error) {
 						f.clock.Advance(step)

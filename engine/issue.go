@@ -130,10 +130,10 @@ type issuance struct {
 	intent   string
 	deadline int64 // of the commit, unix ms of the wall clock (0 in a dry run)
 	keys     []string
-	args     []any      // the customer's step's: shared, then each candidate's
-	at       []int      // where each candidate's arguments begin
-	offers   []Offer    // each candidate's, should it win
-	ruleKeys [][]string // each candidate's rule capacity keys (nil: none)
+	args     []any         // the customer's step's: shared, then each candidate's
+	at       []int         // where each candidate's arguments begin
+	offers   []IssuedOffer // each candidate's, should it win
+	ruleKeys [][]string    // each candidate's rule capacity keys (nil: none)
 	rendered []bool
 	reserved []bool // a unit of the rule's capacity is held for the candidate
 }
@@ -152,7 +152,7 @@ func (e *Engine) newIssuance(ctx context.Context, now time.Time, p Ping, cust *r
 		eligible = eligible[:maxCommit]
 	}
 	x := &issuance{e: e, ctx: ctx, now: now, p: p, cust: cust, opt: opt, eligible: eligible, code: e.coupons.NewCode(),
-		offers: make([]Offer, len(eligible)), at: make([]int, len(eligible)), ruleKeys: make([][]string, len(eligible)),
+		offers: make([]IssuedOffer, len(eligible)), at: make([]int, len(eligible)), ruleKeys: make([][]string, len(eligible)),
 		rendered: make([]bool, len(eligible)), reserved: make([]bool, len(eligible))}
 	x.intent = intentOf(x.code, p.CustomerID)
 	if !opt.DryRun {
@@ -165,12 +165,12 @@ func (e *Engine) newIssuance(ctx context.Context, now time.Time, p Ping, cust *r
 	oy, ow := local.AddDate(0, 0, -15).ISOWeek()
 	x.keys = []string{customerKey(p.CustomerID, partCaps), customerKey(p.CustomerID, partCoupons),
 		customerKey(p.CustomerID, partVisits), couponRecordKey(p.CustomerID, x.code), customerKey(p.CustomerID, partProfile)}
-	x.args = []any{len(eligible), p.CustomerID, p.DeviceID, now.UnixMilli(), e.cfg.CouponRetention.Milliseconds(), flag(opt.DryRun),
+	x.args = []any{len(eligible), p.CustomerID, p.DeviceID, now.UnixMilli(), e.cfg.CouponRetention.Milliseconds(), luaBool(opt.DryRun),
 		"d" + day, fmt.Sprintf("w%04d%02d", year, week), "d" + oldestDay, fmt.Sprintf("w%04d%02d", oy, ow), e.cfg.MaxOffersPerDay,
 		e.cfg.MinOfferGap.Milliseconds(), now.UTC().Format("20060102"), x.deadline, x.code}
 	for i, c := range eligible {
 		expires := now.Add(c.rule.ValidFor()).UTC().Truncate(time.Second)
-		x.offers[i] = Offer{CouponCode: x.code, RuleID: c.rule.Rule.ID, StoreID: c.store.ID, ExpiresAt: expires}
+		x.offers[i] = IssuedOffer{CouponCode: x.code, RuleID: c.rule.Rule.ID, StoreID: c.store.ID, ExpiresAt: expires}
 		side := ""
 		if hasRuleCaps(c.rule) {
 			side = "?"
@@ -181,7 +181,7 @@ func (e *Engine) newIssuance(ctx context.Context, now time.Time, p Ping, cust *r
 		x.at[i] = len(x.args)
 		x.args = append(x.args, c.rule.Rule.ID, c.store.ID, expires.UnixMilli(), "",
 			caps.PerCustomerPerDay, caps.PerCustomerPerWeek, caps.PerCustomerTotal, side,
-			flag(c.rule.InHoldout(p.CustomerID)), strings.Join(c.rule.Rule.Tags, ","), onlyStore(c))
+			luaBool(c.rule.InHoldout(p.CustomerID)), strings.Join(c.rule.Rule.Tags, ","), onlyStore(c))
 	}
 	return x
 }
@@ -225,7 +225,7 @@ func (x *issuance) render(i int) error {
 // only, in a dry run); reserveDone reads its answer.
 func (x *issuance) reserveCmd(i int) *scripted {
 	c := x.eligible[i].rule.Rule.Caps
-	return newScripted(x.ctx, reserveScript, x.ruleKeys[i], c.PerStorePerDay, c.Total, flag(x.opt.DryRun))
+	return newScripted(x.ctx, reserveScript, x.ruleKeys[i], c.PerStorePerDay, c.Total, luaBool(x.opt.DryRun))
 }
 
 func (x *issuance) reserveDone(i int, cmd *scripted) error {

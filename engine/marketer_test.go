@@ -20,7 +20,7 @@ func withMetrics(t *testing.T, f *fixture) (*engine.Engine, *prometheus.Registry
 	reg := prometheus.NewRegistry()
 	cfg := engine.DefaultConfig()
 	cfg.Metrics = engine.NewMetrics(reg, f.rdb, f.live)
-	return engine.New(f.rdb, f.live, engine.NewCoupons([]byte("test-secret")), cfg, quiet, f.clock.Now), reg
+	return engine.New(f.rdb, f.live, engine.NewCodeSigner([]byte("test-secret")), cfg, quiet, f.clock.Now), reg
 }
 
 // decisions reads nearcast_decisions_total for one result.

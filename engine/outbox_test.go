@@ -84,7 +84,7 @@ func deadReasons(t *testing.T, f *fixture) []string {
 	return out
 }
 
-func (f *fixture) realClockPing(t *testing.T, deviceID string) engine.Offer {
+func (f *fixture) realClockPing(t *testing.T, deviceID string) engine.IssuedOffer {
 	t.Helper()
 	lat, lng := north(alexLat, alexLng, 10)
 	res, err := f.eng.Evaluate(context.Background(), engine.Ping{CustomerID: "c-42", DeviceID: deviceID, Lat: lat, Lng: lng}, engine.Options{})
@@ -102,7 +102,7 @@ func newRealClockFixtureOn(t *testing.T, rdb redis.UniversalClient) *fixture {
 	f := setup(t, rdb)
 	cfg := engine.DefaultConfig()
 	cfg.QuietHours = [2]int{}
-	f.eng = engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, nil)
+	f.eng = engine.New(f.rdb, f.live, engine.NewCodeSigner([]byte("k")), cfg, quiet, nil)
 	return f
 }
 
@@ -412,10 +412,10 @@ func TestDispatcherAnnouncesAnOfferItsEngineLeftBehind(t *testing.T) {
 				}
 			}
 			past := float64(time.Now().Add(-time.Minute).UnixMilli())
-			never := engine.NewCoupons([]byte("k")).NewCode()
+			never := engine.NewCodeSigner([]byte("k")).NewCode()
 			f.rdb.ZAdd(ctx, "nc:{outbox}:intents", redis.Z{Score: past, Member: o.CouponCode + "c-42"},
 				redis.Z{Score: past, Member: never + "c-42"})
-			if _, err := engine.NewLedger(f.rdb, engine.NewCoupons([]byte("k")), nil, nil).Get(ctx, o.CouponCode); err == nil {
+			if _, err := engine.NewLedger(f.rdb, engine.NewCodeSigner([]byte("k")), nil, nil).Get(ctx, o.CouponCode); err == nil {
 				t.Fatal("the coupon is found by its code before the dispatcher recovered it")
 			}
 
@@ -427,7 +427,7 @@ func TestDispatcherAnnouncesAnOfferItsEngineLeftBehind(t *testing.T) {
 			if len(msgs) != 1 || msgs[0].Data["coupon_code"] != o.CouponCode {
 				t.Fatalf("pushes %+v, want one for %s", msgs, o.CouponCode)
 			}
-			if _, err := engine.NewLedger(f.rdb, engine.NewCoupons([]byte("k")), nil, nil).Get(ctx, o.CouponCode); err != nil {
+			if _, err := engine.NewLedger(f.rdb, engine.NewCodeSigner([]byte("k")), nil, nil).Get(ctx, o.CouponCode); err != nil {
 				t.Fatalf("the recovered coupon is not found by its code: %v", err)
 			}
 			// Sent: the record says so and no longer holds the push's text.
@@ -453,7 +453,7 @@ func TestDispatcherIndexesTheCodeBeforeSending(t *testing.T) {
 			}
 			double := runDispatcher(t, f, nil)
 			eventually(t, "the push to be sent", func() bool { return len(double.Messages()) == 1 })
-			if _, err := engine.NewLedger(f.rdb, engine.NewCoupons([]byte("k")), nil, nil).Get(ctx, o.CouponCode); err != nil {
+			if _, err := engine.NewLedger(f.rdb, engine.NewCodeSigner([]byte("k")), nil, nil).Get(ctx, o.CouponCode); err != nil {
 				t.Fatalf("the pushed coupon is not found by its code: %v", err)
 			}
 		})
@@ -469,7 +469,7 @@ func TestOfferWithoutItsReplicaIsAnnouncedLater(t *testing.T) {
 	cfg := engine.DefaultConfig()
 	cfg.QuietHours = [2]int{}
 	cfg.WaitReplicas, cfg.WaitTimeout = 1, 10*time.Millisecond
-	f.eng = engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, nil)
+	f.eng = engine.New(f.rdb, f.live, engine.NewCodeSigner([]byte("k")), cfg, quiet, nil)
 	lat, lng := north(alexLat, alexLng, 10)
 	_, err := f.eng.Evaluate(context.Background(), engine.Ping{CustomerID: "c-42", DeviceID: "d-1", Lat: lat, Lng: lng}, engine.Options{})
 	if !errors.Is(err, engine.ErrUnavailable) {
@@ -497,7 +497,7 @@ func TestDispatcherGivesBackWhatAnAbandonedOfferReserved(t *testing.T) {
 			budget, storeDay := "nc:{rule:r1}:issued", "nc:{rule:r1}:store:s-alex:20261123"
 			f.rdb.Set(ctx, budget, 5, 0)
 			f.rdb.Set(ctx, storeDay, 2, 0)
-			intent := engine.NewCoupons([]byte("k")).NewCode() + "c-42"
+			intent := engine.NewCodeSigner([]byte("k")).NewCode() + "c-42"
 			f.rdb.ZAdd(ctx, "nc:{outbox}:intents", redis.Z{Score: float64(time.Now().Add(-time.Minute).UnixMilli()), Member: intent})
 			f.rdb.HSet(ctx, "nc:{outbox}:reserved", intent, "r1\ts-alex\t"+storeDay+"\t"+budget)
 			runDispatcher(t, f, nil)

@@ -169,7 +169,7 @@ func (e *Engine) observe(ctx context.Context, snap *rules.Snapshot, p Ping, ts, 
 		speed = *p.SpeedMps
 	}
 	args := make([]any, 0, 16+4*len(hits))
-	args = append(args, ts.UnixMilli(), e.cfg.VisitTimeout.Milliseconds(), flag(opt.DryRun), p.DeviceID,
+	args = append(args, ts.UnixMilli(), e.cfg.VisitTimeout.Milliseconds(), luaBool(opt.DryRun), p.DeviceID,
 		speed, e.cfg.MaxEnterSpeedMps, strconv.FormatFloat(p.Lat, 'f', -1, 64), strconv.FormatFloat(p.Lng, 'f', -1, 64))
 	n := 0
 	for _, h := range hits {

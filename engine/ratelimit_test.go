@@ -18,7 +18,7 @@ func TestPingRateLimits(t *testing.T) {
 			f := setup(t, be.New(t))
 			cfg := engine.DefaultConfig()
 			cfg.PingsPerMinute, cfg.PingsPerMinuteDevice = 5, 3
-			eng := engine.New(f.rdb, f.live, engine.NewCoupons([]byte("k")), cfg, quiet, f.clock.Now)
+			eng := engine.New(f.rdb, f.live, engine.NewCodeSigner([]byte("k")), cfg, quiet, f.clock.Now)
 			f.clock.t = time.Date(2026, 11, 23, 9, 0, 10, 0, time.UTC)
 			ctx := context.Background()
 			speed := 0.5

@@ -33,7 +33,7 @@ type Coupon struct {
 // Ledger looks up and redeems coupons.
 type Ledger struct {
 	rdb     redis.UniversalClient
-	coupons *Coupons
+	coupons *CodeSigner
 	log     *slog.Logger
 	now     func() time.Time
 }
@@ -41,7 +41,7 @@ type Ledger struct {
 // NewLedger returns the coupon ledger. log is told of a funnel count
 // lost after a redemption or an open (nil: nobody is); now may be nil
 // for the wall clock.
-func NewLedger(rdb redis.UniversalClient, coupons *Coupons, log *slog.Logger, now func() time.Time) *Ledger {
+func NewLedger(rdb redis.UniversalClient, coupons *CodeSigner, log *slog.Logger, now func() time.Time) *Ledger {
 	if now == nil {
 		now = time.Now
 	}

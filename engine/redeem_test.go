@@ -33,7 +33,7 @@ func TestRedemptionStandsWhenItsCountFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	var log lockedBuffer
-	ledger := engine.NewLedger(f.rdb, engine.NewCoupons([]byte("test-secret")), slog.New(slog.NewTextHandler(&log, nil)), f.clock.Now)
+	ledger := engine.NewLedger(f.rdb, engine.NewCodeSigner([]byte("test-secret")), slog.New(slog.NewTextHandler(&log, nil)), f.clock.Now)
 
 	cp, err := ledger.Opened(ctx, code, "")
 	if err != nil || cp.OpenedAt == nil {

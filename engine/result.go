@@ -42,8 +42,9 @@ type Event struct {
 	DwellS *int `json:"dwell_s,omitempty"`
 }
 
-// Offer is an issued coupon.
-type Offer struct {
+// IssuedOffer is a coupon issued by a ping: the offer of a rule
+// (rules.Offer, the template) made for one customer at one store.
+type IssuedOffer struct {
 	CouponCode string    `json:"coupon_code"`
 	RuleID     string    `json:"rule_id"`
 	StoreID    string    `json:"store_id"`
@@ -89,6 +90,6 @@ const (
 // Result is what a ping caused.
 type Result struct {
 	Events  []Event       `json:"events"`
-	Offers  []Offer       `json:"offers"`
+	Offers  []IssuedOffer `json:"offers"`
 	Explain []Explanation `json:"explain,omitempty"`
 }

@@ -42,7 +42,7 @@ func TestRoundTripsPerPing(t *testing.T) {
 	counted := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { counted.Close() })
 	counted.AddHook(rt)
-	eng := engine.New(counted, f.live, engine.NewCoupons([]byte("k")), engine.DefaultConfig(), quiet, f.clock.Now)
+	eng := engine.New(counted, f.live, engine.NewCodeSigner([]byte("k")), engine.DefaultConfig(), quiet, f.clock.Now)
 	ctx := context.Background()
 	speed := 1.0
 	ping := func(northM float64, opt engine.Options) *engine.Result {

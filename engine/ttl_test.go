@@ -23,7 +23,7 @@ func TestEveryCustomerKeyExpires(t *testing.T) {
 			if len(res.Offers) != 1 {
 				t.Fatalf("no offer: %+v", res)
 			}
-			led := engine.NewLedger(f.rdb, engine.NewCoupons([]byte("test-secret")), quiet, f.clock.Now)
+			led := engine.NewLedger(f.rdb, engine.NewCodeSigner([]byte("test-secret")), quiet, f.clock.Now)
 			if _, err := led.Redeem(ctx, res.Offers[0].CouponCode, "s-alex"); err != nil {
 				t.Fatal(err)
 			}

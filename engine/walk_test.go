@@ -124,7 +124,7 @@ func replayWalk(t *testing.T, rdb redis.UniversalClient, w walkFile) {
 	}
 	start := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
 	clk := &clock{t: start}
-	eng := engine.New(rdb, live, engine.NewCoupons([]byte("k")), engine.DefaultConfig(), quiet, clk.Now)
+	eng := engine.New(rdb, live, engine.NewCodeSigner([]byte("k")), engine.DefaultConfig(), quiet, clk.Now)
 	for i, f := range w.Fixes {
 		clk.mu.Lock()
 		clk.t = start.Add(time.Duration(f.AtS) * time.Second)

@@ -54,7 +54,7 @@ func startServer(t *testing.T) string {
 	if _, err := customers.PutDevice(ctx, "c-42", &rules.Device{ID: "d-1", FCMToken: "token-anna", Platform: "android"}); err != nil {
 		t.Fatal(err)
 	}
-	coupons := engine.NewCoupons([]byte("console-test"))
+	coupons := engine.NewCodeSigner([]byte("console-test"))
 	app := api.New(api.Deps{
 		Live: live, Customers: customers, Engine: engine.New(rdb, live, coupons, cfg, quiet, nil),
 		Ledger: engine.NewLedger(rdb, coupons, nil, nil), Redis: rdb, Sandbox: sandbox.Miniredis,

@@ -76,7 +76,7 @@ func pingBody(customer, device string, north float64) string {
 
 // visit walks the customer from 400 m away into the store with their own
 // token and answers the coupon the entry gives.
-func visit(t *testing.T, base, token, customer, device string) engine.Offer {
+func visit(t *testing.T, base, token, customer, device string) engine.IssuedOffer {
 	t.Helper()
 	var a pingAnswer
 	for _, north := range []float64{400, 10} {

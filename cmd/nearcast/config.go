@@ -17,16 +17,16 @@ import (
 // config is the server's settings, read from the environment as the
 // contract lists them.
 type config struct {
-	Addr          string
-	RedisURL      string // "" means the embedded Redis
-	Demo          bool
-	Push          string // log or fcm
-	Credentials   string
-	FCMProject    string
-	FCMEndpoint   string
-	AppKeys       []string
-	AdminKeys     []string
-	CouponSecret  []byte
+	Addr         string
+	RedisURL     string // "" means the embedded Redis
+	Demo         bool
+	Push         string // log or fcm
+	Credentials  string
+	FCMProject   string
+	FCMEndpoint  string
+	AppKeys      []string
+	AdminKeys    []string
+	CouponSecret []byte
 	// Engine and Dispatch are the engine's settings: its defaults
 	// (engine.DefaultConfig(), engine.DefaultDispatchConfig), each changed by
 	// its NEARCAST_ setting. Engine.WaitReplicas -1 (the server's default)

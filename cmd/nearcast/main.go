@@ -151,7 +151,7 @@ func assemble(ctx context.Context, cfg *config, log *slog.Logger, rdb redis.Univ
 		ecfg.WaitReplicas = replicasToWaitFor(ctx, rdb)
 	}
 	log.Info("offers wait for replicas", "replicas", ecfg.WaitReplicas)
-	coupons := engine.NewCoupons(cfg.CouponSecret)
+	coupons := engine.NewCodeSigner(cfg.CouponSecret)
 	eng := engine.New(rdb, live, coupons, ecfg, log, nil)
 	dcfg := cfg.Dispatch
 	dcfg.Metrics = metrics

@@ -142,13 +142,13 @@ var walk = []struct {
 }
 
 type pingAnswer struct {
-	Events []engine.Event `json:"events"`
-	Offers []engine.Offer `json:"offers"`
+	Events []engine.Event       `json:"events"`
+	Offers []engine.IssuedOffer `json:"offers"`
 }
 
-func walkIn(t *testing.T, base, customer, token string) []engine.Offer {
+func walkIn(t *testing.T, base, customer, token string) []engine.IssuedOffer {
 	t.Helper()
-	var offers []engine.Offer
+	var offers []engine.IssuedOffer
 	for i, step := range walk {
 		lat := 52.5219 + step.north/111194.9
 		body := fmt.Sprintf(`{"customer_id": %q, "device_id": "d-1", "lat": %.7f, "lng": 13.4132, "accuracy_m": 8}`, customer, lat)
