@@ -12,8 +12,8 @@ import (
 // flight. It runs after the erasure's script: from then on no step can
 // issue the customer an offer (the commit refuses a customer without a
 // profile), and every code already issued is marked erased in the index,
-// which no later index write overwrites (the engine writes a fresh code's
-// index with NX, a dispatcher through indexCodeScript). What is left is
+// which no later index write overwrites (the engine and a dispatcher
+// write the index through indexCodeScript, which leaves the mark). What is left is
 // the announcement: an offer committed before the erasure but not yet
 // settled would put its push in the outbox after the erasure cleared it.
 // Its intent is dropped here, so its settling announces nothing, and the

@@ -90,6 +90,11 @@ const erasedCodeTTL = time.Hour
 // drops what it was settling.
 var indexCodeScript = script("index_code")
 
+// indexCodeCmd is indexCodeScript for a batch.
+func indexCodeCmd(ctx context.Context, code, customerID string, ttl time.Duration) *scripted {
+	return newScripted(ctx, indexCodeScript, []string{codeIndexKey(code)}, customerID, max(ttl, time.Millisecond).Milliseconds())
+}
+
 // indexCode runs indexCodeScript; false means the customer was erased.
 func indexCode(ctx context.Context, rdb redis.Scripter, code, customerID string, ttl time.Duration) (bool, error) {
 	n, err := indexCodeScript.Run(ctx, rdb, []string{codeIndexKey(code)}, customerID, max(ttl, time.Millisecond).Milliseconds()).Int()

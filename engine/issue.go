@@ -400,13 +400,13 @@ func (x *issuance) announce(winner int, results []string, res *Result, extra []r
 	issued := winner >= 0 && results[winner] == ResultSent
 	settle := settleCmd(ctx, x.intent, issued, x.code, x.p.CustomerID)
 	cmds := append(extra, settle.cmd)
-	var index *redis.StatusCmd
+	var index *scripted
 	if issued {
 		ttl := x.offers[winner].ExpiresAt.Add(e.cfg.CouponRetention).Sub(x.now)
-		// NX: a fresh code has no index, unless the customer was erased
-		// since the commit and the erasure marked the code (settleInFlight).
-		index = redis.NewStatusCmd(ctx, "set", codeIndexKey(x.code), x.p.CustomerID, "px", max(ttl, time.Second).Milliseconds(), "nx")
-		cmds = append(cmds, index)
+		// Unless the customer was erased since the commit and the erasure
+		// marked the code (settleInFlight); a retried write is the same.
+		index = indexCodeCmd(ctx, x.code, x.p.CustomerID, max(ttl, time.Second))
+		cmds = append(cmds, index.cmd)
 	}
 	if winner >= 0 && results[winner] == ReasonHoldout {
 		cmds = append(cmds, redis.NewIntCmd(ctx, "incr", holdoutKey(x.eligible[winner].rule.Rule.ID)))
@@ -421,6 +421,11 @@ func (x *issuance) announce(winner int, results []string, res *Result, extra []r
 	cmds = append(cmds, e.funnelCmds(ctx, x.now.UTC().Format("20060102"), counted)...)
 	e.batch.do(ctx, cmds...)
 	_, settleErr := settle.result(ctx, e.rdb).Result()
+	var indexed int
+	var indexErr error
+	if issued {
+		indexed, indexErr = index.result(ctx, e.rdb).Int()
+	}
 	if settleErr == nil {
 		keep := -1
 		if issued {
@@ -434,13 +439,13 @@ func (x *issuance) announce(winner int, results []string, res *Result, extra []r
 			failed = err
 		}
 	}
-	if issued && errors.Is(index.Err(), redis.Nil) {
+	if issued && indexErr == nil && indexed == 0 {
 		// The code is marked erased: the customer was erased since the
 		// commit, and is answered as one without consent.
 		res.Offers = res.Offers[:0]
 		return nil
 	}
-	if issued && (settleErr != nil || index.Err() != nil) {
+	if issued && (settleErr != nil || indexErr != nil) {
 		// The coupon is issued but may not be announced, or found by its
 		// code: the answer does not give it. A dispatcher announces it
 		// past the deadline (when the announcement failed) and writes the
@@ -451,7 +456,7 @@ func (x *issuance) announce(winner int, results []string, res *Result, extra []r
 		if errors.Is(settleErr, redis.Nil) {
 			return fmt.Errorf("%w: announce an offer: its intent was settled by another", ErrUnavailable)
 		}
-		return rules.RedisErr("announce an offer", cmp.Or(settleErr, index.Err()))
+		return rules.RedisErr("announce an offer", cmp.Or(settleErr, indexErr))
 	}
 	if failed != nil {
 		// A funnel counter may be off by one.

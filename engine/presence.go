@@ -43,7 +43,7 @@ import (
 // elsewhere)}, or {"no_consent"}, or
 // {"stale"} (a fix older than the last one seen), {"rate_limited",
 // ms until the next minute}, or {"revoked"} (the customer token was).
-var observeScript = script("observe")
+var observeScript = script("observe", "rate")
 
 // visitEnv is the customer's visit history as audiences and templates see
 // it, for one store.

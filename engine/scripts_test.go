@@ -4,16 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io/fs"
-	"path"
 	"reflect"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nearcast/nearcast/internal/luascript"
 	"github.com/nearcast/nearcast/internal/redistest"
 	"github.com/nearcast/nearcast/rules"
 )
@@ -31,6 +29,7 @@ import (
 // luaCase is the test of one script.
 type luaCase struct {
 	name   string        // lua/<name>.lua
+	libs   []string      // the pieces of lua/lib it runs after
 	script *redis.Script // the variable the engine runs it through
 	noMini string        // why it cannot run on miniredis ("": it can)
 	check  func(e luaEnv)
@@ -44,7 +43,7 @@ func TestScripts(t *testing.T) {
 	t.Cleanup(srv.Stop)
 	for _, c := range luaCases() {
 		t.Run(c.name, func(t *testing.T) {
-			if c.script.Hash() != script(c.name).Hash() {
+			if c.script.Hash() != script(c.name, c.libs...).Hash() {
 				t.Fatalf("the case %q checks a variable that does not run lua/%s.lua", c.name, c.name)
 			}
 			t.Run("redis-server", func(t *testing.T) {
@@ -64,35 +63,16 @@ func TestScripts(t *testing.T) {
 // TestScriptsCoverEveryFile fails for a script of lua/ that no case of
 // TestScripts checks, so that a new script comes with its test.
 func TestScriptsCoverEveryFile(t *testing.T) {
-	files, err := fs.Glob(luaFiles, "lua/*.lua")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(files) == 0 {
-		t.Fatal("no lua/*.lua embedded")
-	}
-	covered := map[string]bool{}
+	var names []string
 	for _, c := range luaCases() {
-		if covered[c.name] {
-			t.Errorf("two cases for lua/%s.lua", c.name)
-		}
-		covered[c.name] = true
+		names = append(names, c.name)
 	}
-	for _, f := range files {
-		name := strings.TrimSuffix(path.Base(f), ".lua")
-		if !covered[name] {
-			t.Errorf("lua/%s.lua has no case in TestScripts", name)
-		}
-		delete(covered, name)
-	}
-	for name := range covered {
-		t.Errorf("a case of TestScripts names lua/%s.lua, which is not embedded", name)
-	}
+	luascript.CheckCovered(t, luaFiles, names)
 }
 
 func luaCases() []luaCase {
 	return []luaCase{
-		{name: "admit", script: admitScript, check: checkAdmit},
+		{name: "admit", libs: []string{"rate"}, script: admitScript, check: checkAdmit},
 		{name: "commit", script: commitScript, check: checkCommit},
 		{name: "defer", script: deferScript, check: checkDefer},
 		{name: "delete_device", script: deleteDeviceScript, check: checkDeleteDevice},
@@ -102,7 +82,7 @@ func luaCases() []luaCase {
 		{name: "index_code", script: indexCodeScript, check: checkIndexCode},
 		{name: "key_rate", script: keyRateScript, check: checkKeyRate},
 		{name: "mark_sent", script: markSentScript, check: checkMarkSent},
-		{name: "observe", script: observeScript, check: checkObserve},
+		{name: "observe", libs: []string{"rate"}, script: observeScript, check: checkObserve},
 		{name: "opened", script: openedScript, check: checkOpened},
 		{name: "put_device", script: putDeviceScript, check: checkPutDevice},
 		{name: "redeem", script: redeemScript, check: checkRedeem},

@@ -2,15 +2,13 @@ package rules
 
 import (
 	"context"
-	"io/fs"
-	"path"
 	"reflect"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nearcast/nearcast/internal/luascript"
 	"github.com/nearcast/nearcast/internal/redistest"
 )
 
@@ -67,30 +65,11 @@ func TestScripts(t *testing.T) {
 // TestScriptsCoverEveryFile fails for a script of lua/ that no case of
 // TestScripts checks, so that a new script comes with its test.
 func TestScriptsCoverEveryFile(t *testing.T) {
-	files, err := fs.Glob(luaFiles, "lua/*.lua")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(files) == 0 {
-		t.Fatal("no lua/*.lua embedded")
-	}
-	covered := map[string]bool{}
+	var names []string
 	for _, c := range catalogLuaCases() {
-		if covered[c.name] {
-			t.Errorf("two cases for lua/%s.lua", c.name)
-		}
-		covered[c.name] = true
+		names = append(names, c.name)
 	}
-	for _, f := range files {
-		name := strings.TrimSuffix(path.Base(f), ".lua")
-		if !covered[name] {
-			t.Errorf("lua/%s.lua has no case in TestScripts", name)
-		}
-		delete(covered, name)
-	}
-	for name := range covered {
-		t.Errorf("a case of TestScripts names lua/%s.lua, which is not embedded", name)
-	}
+	luascript.CheckCovered(t, luaFiles, names)
 }
 
 // putStoreScript: KEYS stores, version; ARGV store id, doc, channel.

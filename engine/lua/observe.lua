@@ -9,24 +9,10 @@ if gen > 0 and gen < tonumber(redis.call('GET', KEYS[7]) or '1') then return {'r
 -- each device's, kept as "minute:count" in their own key. Every call
 -- counts, dry runs and customers without a profile or consent included,
 -- so that no one can tell them apart; a call over a limit changes nothing.
-local now = tonumber(ARGV[10])
-local minute = math.floor(now / 60000)
 local limC, limD = tonumber(ARGV[11]), tonumber(ARGV[12])
 if limC > 0 or limD > 0 then
-  local function bump(v)
-    local m, c = string.match(v or '', '^(%d+):(%d+)$')
-    if m and tonumber(m) == minute then return tonumber(c) + 1 end
-    return 1
-  end
-  local rc = bump(redis.call('HGET', KEYS[6], 'c'))
-  local rd = 0
-  if ARGV[4] ~= '' then rd = bump(redis.call('HGET', KEYS[6], 'd:' .. ARGV[4])) end
-  if (limC > 0 and rc > limC) or (limD > 0 and ARGV[4] ~= '' and rd > limD) then
-    return {'rate_limited', string.format('%d', (minute + 1) * 60000 - now)}
-  end
-  redis.call('HSET', KEYS[6], 'c', minute .. ':' .. rc)
-  if ARGV[4] ~= '' then redis.call('HSET', KEYS[6], 'd:' .. ARGV[4], minute .. ':' .. rd) end
-  redis.call('PEXPIRE', KEYS[6], 120000)
+  local wait = count_call(KEYS[6], tonumber(ARGV[10]), limC, limD, ARGV[4], 120000)
+  if wait then return {'rate_limited', string.format('%d', wait)} end
 end
 if redis.call('HGET', KEYS[2], 'loc') ~= '1' then return {'no_consent'} end
 local cur = redis.call('HGETALL', KEYS[1])
