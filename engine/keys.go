@@ -3,6 +3,7 @@ package engine
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"strings"
 )
 
 // Every Redis key the engine uses is named here (the catalog's are in
@@ -16,6 +17,31 @@ import (
 // Keys of one customer share the hash tag {c:<id>}, so that in Redis
 // Cluster they live in one slot and one script can change them together.
 func customerKey(id, part string) string { return custKeyOpen + id + custKeyClose + part }
+
+// customerKeys is customerKey for several parts at once, in one
+// allocation (the observe step names seven keys on every ping).
+func customerKeys(id string, parts ...string) []string {
+	n := 0
+	for _, part := range parts {
+		n += len(custKeyOpen) + len(id) + len(custKeyClose) + len(part)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, part := range parts {
+		b.WriteString(custKeyOpen)
+		b.WriteString(id)
+		b.WriteString(custKeyClose)
+		b.WriteString(part)
+	}
+	all, keys := b.String(), make([]string, len(parts))
+	at := 0
+	for i, part := range parts {
+		end := at + len(custKeyOpen) + len(id) + len(custKeyClose) + len(part)
+		keys[i] = all[at:end]
+		at = end
+	}
+	return keys
+}
 
 // What comes before and after a customer id in their keys, for scripts
 // that find a customer's keys from a record naming them.

@@ -192,9 +192,7 @@ func (e *Engine) observe(ctx context.Context, snap *rules.Snapshot, p Ping, ts, 
 			args = append(args, t)
 		}
 	}
-	keys := []string{customerKey(p.CustomerID, partPresence), customerKey(p.CustomerID, partProfile),
-		customerKey(p.CustomerID, partDeviceSeen), customerKey(p.CustomerID, partVisits), customerKey(p.CustomerID, partCaps),
-		customerKey(p.CustomerID, partRate), customerKey(p.CustomerID, partTokens)}
+	keys := customerKeys(p.CustomerID, partPresence, partProfile, partDeviceSeen, partVisits, partCaps, partRate, partTokens)
 	raw, err := e.batch.runScript(ctx, observeScript, keys, args...).StringSlice()
 	if err != nil {
 		return obs, false, rules.RedisErr("presence", err)

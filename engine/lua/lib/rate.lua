@@ -11,14 +11,19 @@ local function count_call(rate_key, now, limC, limD, dev, ttl)
     if m and tonumber(m) == minute then return tonumber(c) + 1 end
     return 1
   end
-  local rc = bump(redis.call('HGET', rate_key, 'c'))
-  local rd = 0
-  if dev ~= '' then rd = bump(redis.call('HGET', rate_key, 'd:' .. dev)) end
+  -- One read and one write of the hash, whatever the device.
+  local dkey = 'd:' .. dev
+  local cur = redis.call('HMGET', rate_key, 'c', dkey)
+  local rc, rd = bump(cur[1]), 0
+  if dev ~= '' then rd = bump(cur[2]) end
   if (limC > 0 and rc > limC) or (limD > 0 and dev ~= '' and rd > limD) then
     return (minute + 1) * 60000 - now
   end
-  redis.call('HSET', rate_key, 'c', minute .. ':' .. rc)
-  if dev ~= '' then redis.call('HSET', rate_key, 'd:' .. dev, minute .. ':' .. rd) end
+  if dev ~= '' then
+    redis.call('HSET', rate_key, 'c', minute .. ':' .. rc, dkey, minute .. ':' .. rd)
+  else
+    redis.call('HSET', rate_key, 'c', minute .. ':' .. rc)
+  end
   redis.call('PEXPIRE', rate_key, ttl)
   return nil
 end
