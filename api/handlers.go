@@ -767,6 +767,19 @@ func (s *Server) postPing(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	return sendResult(c, res)
+}
+
+// nothingHappened is the answer to most pings, encoded once.
+var nothingHappened = []byte(`{"events":[],"offers":[]}`)
+
+// sendResult answers a ping's result, without encoding it when nothing
+// happened (no event, no offer, nothing explained): most pings.
+func sendResult(c *fiber.Ctx, res *engine.Result) error {
+	if len(res.Events) == 0 && len(res.Offers) == 0 && res.Explain == nil {
+		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+		return c.Send(nothingHappened)
+	}
 	return c.JSON(res)
 }
 
