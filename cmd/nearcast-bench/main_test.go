@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -76,6 +77,10 @@ func TestBenchTinyCity(t *testing.T) {
 	}
 	if peak := rep.Phases[2]; peak.Events["enter"] == 0 || peak.CPUPerPingUs["redis"] <= 0 {
 		t.Errorf("peak: events %v, cpu %v", peak.Events, peak.CPUPerPingUs)
+	}
+	// Where Redis's time went: every ping runs the observe step, a script.
+	if cmds := rep.Phases[2].RedisCommands; len(cmds) == 0 || !slices.ContainsFunc(cmds, func(c bench.CommandCost) bool { return c.Command == "evalsha" && c.Calls >= 1 }) {
+		t.Errorf("peak: Redis per ping %+v, want evalsha at least once a ping", cmds)
 	}
 	if at80 := rep.Phases[3]; at80.RateTarget <= 0 || at80.RateTarget > rep.Phases[2].Throughput {
 		t.Errorf("80%% phase at %.0f per s, peak %.0f", at80.RateTarget, rep.Phases[2].Throughput)

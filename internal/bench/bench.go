@@ -8,6 +8,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -360,7 +361,7 @@ func (r *runner) runPhases(ctx context.Context) error {
 // pings.
 func (r *runner) phase(ctx context.Context, name string, t target, rate float64, d time.Duration) *Phase {
 	cfg := &r.cfg
-	before := redisCPU(ctx, r.rdb)
+	before, cmdsBefore := redisCPU(ctx, r.rdb), commandStats(ctx, r.rdb)
 	benchBefore, serverBefore := processCPU(os.Getpid()), processCPU(r.serverPID)
 	spec := phaseSpec{name: name, target: t, workers: cfg.Concurrency, duration: d, rate: rate, gap: minOfferGap}
 	if rate > 0 {
@@ -371,6 +372,7 @@ func (r *runner) phase(ctx context.Context, name string, t target, rate float64,
 	if p.Requests > 0 {
 		perPing := func(sec float64) float64 { return sec * 1e6 / float64(p.Requests) }
 		p.RedisCPUPerOpUs = perPing(redisCPU(ctx, r.rdb) - before)
+		p.RedisCommands = perPingCommands(cmdsBefore, commandStats(ctx, r.rdb), p.Requests)
 		p.CPUPerPingUs = map[string]float64{"redis": p.RedisCPUPerOpUs}
 		if b := processCPU(os.Getpid()); b >= 0 && benchBefore >= 0 {
 			p.CPUPerPingUs["bench"] = perPing(b - benchBefore)
@@ -671,6 +673,48 @@ func redisInfo(ctx context.Context, rdb *redis.Client) map[string]string {
 func infoInt(info map[string]string, k string) int64 {
 	n, _ := strconv.ParseInt(info[k], 10, 64)
 	return n
+}
+
+// commandStats reads INFO commandstats: each command's calls and the
+// microseconds Redis spent in them.
+func commandStats(ctx context.Context, rdb *redis.Client) map[string][2]float64 {
+	out := map[string][2]float64{}
+	s, err := rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		return out
+	}
+	for _, line := range strings.Split(s, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+			continue
+		}
+		var calls, usec float64
+		for _, kv := range strings.Split(rest, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			switch k {
+			case "calls":
+				calls, _ = strconv.ParseFloat(v, 64)
+			case "usec":
+				usec, _ = strconv.ParseFloat(v, 64)
+			}
+		}
+		out[strings.TrimPrefix(name, "cmdstat_")] = [2]float64{calls, usec}
+	}
+	return out
+}
+
+// perPingCommands is what each command cost a ping between two readings,
+// the costliest first, at most eight.
+func perPingCommands(before, after map[string][2]float64, pings int64) []CommandCost {
+	var out []CommandCost
+	for name, a := range after {
+		b := before[name]
+		if calls := a[0] - b[0]; calls > 0 {
+			out = append(out, CommandCost{Command: name, Calls: calls / float64(pings), Us: (a[1] - b[1]) / float64(pings)})
+		}
+	}
+	slices.SortFunc(out, func(x, y CommandCost) int { return cmp.Compare(y.Us, x.Us) })
+	return out[:min(len(out), 8)]
 }
 
 // redisCPU is the seconds of CPU Redis has used.

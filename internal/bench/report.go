@@ -104,11 +104,22 @@ type Phase struct {
 	// CPUPerPingUs is the CPU time per ping of each process on the
 	// machine: redis, the bench (its HTTP or Redis client), the server.
 	CPUPerPingUs map[string]float64 `json:"cpu_per_ping_us"`
-	Histogram    []Bucket           `json:"histogram"`
-	PerSecond    []int64            `json:"per_second"`
+	// RedisCommands is what Redis spent per ping in each command, the
+	// costliest first (INFO commandstats). A script's time includes that
+	// of the commands it calls, which are listed too.
+	RedisCommands []CommandCost `json:"redis_commands_per_ping,omitempty"`
+	Histogram     []Bucket      `json:"histogram"`
+	PerSecond     []int64       `json:"per_second"`
 
 	near   int64
 	issued []issued
+}
+
+// CommandCost is one Redis command's calls and microseconds per ping.
+type CommandCost struct {
+	Command string  `json:"command"`
+	Calls   float64 `json:"calls"`
+	Us      float64 `json:"us"`
 }
 
 // Latency percentiles, in milliseconds.
@@ -215,6 +226,13 @@ func (r *Report) WriteText(w io.Writer) {
 	for _, p := range r.Phases {
 		if c := p.CPUPerPingUs; len(c) > 0 {
 			fmt.Fprintf(w, "  %s CPU per ping: bench %.0f µs, server %s, redis %.0f µs\n", p.Name, c["bench"], serverCPU(c), c["redis"])
+		}
+		if len(p.RedisCommands) > 0 {
+			parts := make([]string, len(p.RedisCommands))
+			for i, c := range p.RedisCommands {
+				parts[i] = fmt.Sprintf("%s %.2f× %.1f µs", c.Command, c.Calls, c.Us)
+			}
+			fmt.Fprintf(w, "  %s Redis per ping (calls, time; a script's time includes its commands'): %s\n", p.Name, strings.Join(parts, ", "))
 		}
 		if len(p.Events) > 0 {
 			keys := make([]string, 0, len(p.Events))
