@@ -53,3 +53,27 @@ func BenchmarkEvaluate(b *testing.B) {
 		rdb.Del(ctx, "nc:{outbox}:stream")
 	})
 }
+
+// BenchmarkObserveArgs measures the arguments of a ping's observe step
+// (its Redis script), near a store (one fence held) and near none.
+func BenchmarkObserveArgs(b *testing.B) {
+	f := setupTB(b, srv.Client(b))
+	for name, m := range map[string]float64{"near_a_store": 10, "near_no_store": 5000} {
+		b.Run(name, func(b *testing.B) {
+			lat, lng := north(alexLat, alexLng, m)
+			p := engine.Ping{CustomerID: "c-42", DeviceID: "d-1", Lat: lat, Lng: lng, AccuracyM: 10, TS: f.clock.Now()}
+			want := 13
+			if m < 100 {
+				want = 16
+			}
+			hits := f.eng.Hits(p)
+			if n := len(f.eng.ObserveArgs(p, hits)); n < want {
+				b.Fatalf("%d arguments, want at least %d", n, want)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				f.eng.ObserveArgs(p, hits)
+			}
+		})
+	}
+}

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 
+	"github.com/nearcast/nearcast/geo"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -19,3 +20,11 @@ func (b Batcher) RunScript(ctx context.Context, s *redis.Script, keys []string, 
 
 // CouponRecordKey is where a coupon's record lives.
 var CouponRecordKey = couponRecordKey
+
+// Hits are the fences the snapshot in force has near p.
+func (e *Engine) Hits(p Ping) []geo.Hit { return e.snaps.Current().Index.Near(p.Lat, p.Lng, nil) }
+
+// ObserveArgs are the observe step's arguments for p near hits.
+func (e *Engine) ObserveArgs(p Ping, hits []geo.Hit) []any {
+	return e.observeArgs(e.snaps.Current(), p, p.TS, p.TS, hits, Options{})
+}

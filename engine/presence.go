@@ -164,6 +164,27 @@ func parseObserve(raw []string) observation {
 // or a fix older than the last); a revoked token or a call over its limit
 // is an error.
 func (e *Engine) observe(ctx context.Context, snap *rules.Snapshot, p Ping, ts, now time.Time, hits []geo.Hit, opt Options) (obs observation, changed bool, err error) {
+	args := e.observeArgs(snap, p, ts, now, hits, opt)
+	keys := customerKeys(p.CustomerID, partPresence, partProfile, partDeviceSeen, partVisits, partCaps, partRate, partTokens)
+	raw, err := e.batch.runScript(ctx, observeScript, keys, args...).StringSlice()
+	if err != nil {
+		return obs, false, rules.RedisErr("presence", err)
+	}
+	switch raw[0] {
+	case "ok":
+		return parseObserve(raw), true, nil
+	case "revoked", "rate_limited":
+		return obs, false, admitted(raw)
+	default:
+		return obs, false, nil
+	}
+}
+
+// observeArgs are the observe step's arguments for a ping: the fix, the
+// settings, and each fence near it that the fix holds, with its kind
+// ("s": surely inside, "h": near enough to hold a visit) and its dwell
+// thresholds.
+func (e *Engine) observeArgs(snap *rules.Snapshot, p Ping, ts, now time.Time, hits []geo.Hit, opt Options) []any {
 	speed := -1.0
 	if p.SpeedMps != nil {
 		speed = *p.SpeedMps
@@ -192,17 +213,5 @@ func (e *Engine) observe(ctx context.Context, snap *rules.Snapshot, p Ping, ts, 
 			args = append(args, t)
 		}
 	}
-	keys := customerKeys(p.CustomerID, partPresence, partProfile, partDeviceSeen, partVisits, partCaps, partRate, partTokens)
-	raw, err := e.batch.runScript(ctx, observeScript, keys, args...).StringSlice()
-	if err != nil {
-		return obs, false, rules.RedisErr("presence", err)
-	}
-	switch raw[0] {
-	case "ok":
-		return parseObserve(raw), true, nil
-	case "revoked", "rate_limited":
-		return obs, false, admitted(raw)
-	default:
-		return obs, false, nil
-	}
+	return args
 }
