@@ -23,6 +23,7 @@ func TestErasureWinsTheRaceWithPings(t *testing.T) {
 		t.Run(be.Name, func(t *testing.T) {
 			every := rules.Rule{ID: "every-visit", Name: "Every visit", Priority: 20,
 				Trigger: rules.Trigger{On: rules.OnEnter, Stores: &rules.StoreSelector{Tags: []string{"coffee"}}},
+				Caps:    rules.Caps{Total: 1_000_000}, // a budget: each offer reserves a unit, on record with its intent
 				Offer: rules.Offer{Title: rules.Texts{{Lang: "de", Template: "Hallo {{.customer.first_name}}"}},
 					Body: rules.Texts{{Lang: "de", Template: "{{.store.name}}"}}, ValidForS: 600}}
 			f := setup(t, be.New(t), every)

@@ -41,6 +41,15 @@ func parseReservations(v string) []reservation {
 	return out
 }
 
+// recordScript records the units of rule capacity an intent holds, while
+// the intent is pending: an intent settled already (dropped by an erasure,
+// or by a dispatcher past its deadline) gets no record, which only its
+// settling would remove.
+// KEYS: the outbox's intents, its reserved records. ARGV: the intent, the
+// units ("rule\tstore\tstore-day key\tbudget key" a line).
+// Returns 1 when recorded, 0 when the intent is settled.
+var recordScript = script("record")
+
 // settleCmd is the command that settles an intent.
 func settleCmd(ctx context.Context, intent string, issued bool, code, customerID string) *scripted {
 	mode := "d"

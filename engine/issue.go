@@ -136,6 +136,8 @@ type issuance struct {
 	ruleKeys [][]string    // each candidate's rule capacity keys (nil: none)
 	rendered []bool
 	reserved []bool // a unit of the rule's capacity is held for the candidate
+	onRecord []bool // the units on record with the intent
+	sending  []bool // the units the record on its way holds
 }
 
 // Each candidate's arguments, from at[i]: rule, store, expiry, push,
@@ -153,7 +155,8 @@ func (e *Engine) newIssuance(ctx context.Context, now time.Time, p Ping, cust *r
 	}
 	x := &issuance{e: e, ctx: ctx, now: now, p: p, cust: cust, opt: opt, eligible: eligible, code: e.coupons.NewCode(),
 		offers: make([]IssuedOffer, len(eligible)), at: make([]int, len(eligible)), ruleKeys: make([][]string, len(eligible)),
-		rendered: make([]bool, len(eligible)), reserved: make([]bool, len(eligible))}
+		rendered: make([]bool, len(eligible)), reserved: make([]bool, len(eligible)),
+		onRecord: make([]bool, len(eligible)), sending: make([]bool, len(eligible))}
 	x.intent = intentOf(x.code, p.CustomerID)
 	if !opt.DryRun {
 		x.deadline = time.Now().Add(commitWindow).UnixMilli() // the wall clock, as Redis's
@@ -250,8 +253,10 @@ func (x *issuance) reservations(except int) []reservation {
 }
 
 // recordCmd records the units taken with the intent, so that whoever
-// settles the intent gives back those no coupon used.
-func (x *issuance) recordCmd() redis.Cmder {
+// settles the intent gives back those no coupon used; it records nothing
+// once the intent is settled (an erasure dropped it), and recorded says
+// what became of it.
+func (x *issuance) recordCmd() *scripted {
 	rs := x.reservations(-1)
 	if x.opt.DryRun || len(rs) == 0 {
 		return nil
@@ -260,7 +265,34 @@ func (x *issuance) recordCmd() redis.Cmder {
 	for i, r := range rs {
 		lines[i] = r.String()
 	}
-	return redis.NewIntCmd(x.ctx, "hset", keyReserved, x.intent, strings.Join(lines, "\n"))
+	copy(x.sending, x.reserved)
+	return newScripted(x.ctx, recordScript, []string{keyIntents, keyReserved}, x.intent, strings.Join(lines, "\n"))
+}
+
+// recorded reads the record's answer. Refused, the intent was settled
+// meanwhile (an erasure dropped it, or a dispatcher past its deadline):
+// whoever did gave back the units then on record, and the units reserved
+// since are given back here, for no one else will. (A record that failed
+// leaves its units off it: lost, never over-spent.)
+func (x *issuance) recorded(rec *scripted) {
+	if rec == nil {
+		return
+	}
+	n, err := rec.result(x.ctx, x.e.rdb).Int()
+	switch {
+	case err != nil:
+	case n == 1:
+		copy(x.onRecord, x.sending)
+	default:
+		var rs []reservation
+		for i, r := range x.reserved {
+			if r && !x.onRecord[i] {
+				rs = append(rs, reservation{x.eligible[i].rule.Rule.ID, x.eligible[i].store.ID, x.ruleKeys[i][0], x.ruleKeys[i][1]})
+			}
+			x.reserved[i] = false // given back, here or by whoever settled the intent
+		}
+		x.e.runScripts(x.ctx, giveBackCmds(x.ctx, rs))
+	}
 }
 
 // abandon settles the intent of an offer that was not issued and gives
@@ -316,8 +348,14 @@ func (x *issuance) decide(withCommit []redis.Cmder) ([]string, error) {
 		if attempt > 2*len(x.eligible)+1 {
 			return nil, x.abandon(errors.New("issue offer: the atomic step asked for what it had")) // a bug
 		}
-		out, short, err := x.e.commit(x.ctx, x.keys, x.args, x.opt.DryRun, append(withCommit, x.recordCmd())...)
+		before := withCommit
+		rec := x.recordCmd()
+		if rec != nil {
+			before = append(before, rec.cmd)
+		}
+		out, short, err := x.e.commit(x.ctx, x.keys, x.args, x.opt.DryRun, before...)
 		withCommit = nil
+		x.recorded(rec)
 		switch {
 		case err != nil:
 			// The intent stays: should the step have issued, the

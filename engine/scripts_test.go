@@ -90,6 +90,7 @@ func luaCases() []luaCase {
 		{name: "reserve", script: reserveScript, check: checkReserve},
 		{name: "revoke_tokens", script: revokeTokensScript, check: checkRevokeTokens},
 		{name: "settle", script: settleScript, check: checkSettle},
+		{name: "record", script: recordScript, check: checkRecord},
 		{name: "token_generation", script: tokenGenerationScript, check: checkTokenGeneration},
 	}
 }
@@ -319,6 +320,19 @@ func checkSettle(e luaEnv) {
 	e.Eq("dropped, no reservation", e.Str(settleScript, keys, dropped, "d", pushRef("CODEBBBBBB", "c-1")), "")
 	e.Absent(keyIntents)
 	e.Eq("stream", e.RDB.XLen(e.Ctx, keyOutbox).Val(), int64(1)) // a dropped intent is not announced
+}
+
+// recordScript: KEYS intents, reserved; ARGV intent, units. Records while
+// the intent is pending (1), and nothing once it is settled (0).
+func checkRecord(e luaEnv) {
+	keys := []string{keyIntents, keyReserved}
+	pending, settled := intentOf("CODEAAAAAA", "c-1"), intentOf("CODEBBBBBB", "c-1")
+	res := reservation{"r-1", "s-1", storeDayKey("r-1", "s-1", "20261115"), budgetKey("r-1")}.String()
+	e.Do("zadd", keyIntents, 1000, pending)
+	e.Eq("recorded", e.Num(recordScript, keys, pending, res), int64(1))
+	e.Eq("again, with more", e.Num(recordScript, keys, pending, res+"\n"+res), int64(1))
+	e.Eq("settled: not recorded", e.Num(recordScript, keys, settled, res), int64(0))
+	e.Eq("records", e.HGetAll(keyReserved), map[string]string{pending: res + "\n" + res})
 }
 
 // indexCodeScript: KEYS the code's index; ARGV customer id, ms it lives.
