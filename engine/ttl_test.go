@@ -8,6 +8,7 @@ import (
 
 	"github.com/nearcast/nearcast/engine"
 	"github.com/nearcast/nearcast/internal/redistest"
+	"github.com/nearcast/nearcast/rules"
 )
 
 // Every key a customer's pings, offers and redemptions leave behind
@@ -55,6 +56,41 @@ func TestEveryCustomerKeyExpires(t *testing.T) {
 			}
 			if seen < 8 {
 				t.Fatalf("only %d keys of the customer: %v", seen, keys)
+			}
+		})
+	}
+}
+
+// The set of a customer's codes lives as long as their longest-lived
+// coupon: a later coupon that expires sooner does not shorten it (then
+// an erasure or an export would miss the older coupon's record).
+func TestCouponSetOutlivesEveryCoupon(t *testing.T) {
+	for _, be := range redistest.Backends(srv) {
+		t.Run(be.Name, func(t *testing.T) {
+			long := rules.Rule{ID: "week", Name: "A week", Priority: 20,
+				Trigger: rules.Trigger{On: rules.OnEnter, Stores: &rules.StoreSelector{Tags: []string{"coffee"}}},
+				Caps:    rules.Caps{PerCustomerTotal: 1},
+				Offer: rules.Offer{Title: rules.Texts{{Lang: "de", Template: "Eine Woche"}},
+					Body: rules.Texts{{Lang: "de", Template: "{{.store.name}}"}}, ValidForS: 7 * 86400}}
+			short := long
+			short.ID, short.Name, short.Priority, short.Caps = "hour", "An hour", 15, rules.Caps{}
+			short.Offer.ValidForS = 3600
+			f := setup(t, be.New(t), long, short)
+			ctx := context.Background()
+			res := f.ping(t, 10, engine.Options{})
+			if len(res.Offers) != 1 || res.Offers[0].RuleID != "week" {
+				t.Fatalf("first visit: %+v", res.Offers)
+			}
+			weekEnds := res.Offers[0].ExpiresAt.Add(engine.DefaultConfig().CouponRetention)
+			f.clock.Advance(time.Minute)
+			f.ping(t, 3000, engine.Options{})
+			f.clock.Advance(10 * time.Minute)
+			if res := f.ping(t, 10, engine.Options{}); len(res.Offers) != 1 || res.Offers[0].RuleID != "hour" {
+				t.Fatalf("second visit: %+v", res.Offers)
+			}
+			ttl := f.rdb.PTTL(ctx, "nc:{c:c-42}:coupons").Val()
+			if ends := time.Now().Add(ttl); ends.Before(weekEnds.Add(-time.Minute)) {
+				t.Fatalf("the codes' set lives until %v, before the week's coupon and its retention (%v)", ends, weekEnds)
 			}
 		})
 	}

@@ -65,7 +65,13 @@ for i = 1, n do
       'only_store', ARGV[b + 11], 'push', push)
     redis.call('PEXPIREAT', KEYS[4], exp + tonumber(ARGV[5]))
     redis.call('SADD', KEYS[2], ARGV[15])
-    redis.call('PEXPIREAT', KEYS[2], exp + tonumber(ARGV[5]))
+    -- The set of codes lives as long as its longest-lived record: a later
+    -- coupon that expires sooner does not shorten it.
+    local setTTL = redis.call('PTTL', KEYS[2])
+    local clock = redis.call('TIME') -- the clock the TTL counts on
+    if setTTL < 0 or clock[1] * 1000 + math.floor(clock[2] / 1000) + setTTL < exp + tonumber(ARGV[5]) then
+      redis.call('PEXPIREAT', KEYS[2], exp + tonumber(ARGV[5]))
+    end
     mark(store, rule, 't')
     return res
   end
