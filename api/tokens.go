@@ -156,8 +156,12 @@ func (t *CustomerTokens) Verify(token string) (customerID string, gen int64, err
 		return "", 0, errBadToken
 	}
 	v = verifiedToken{customerID: claims.Subject, gen: claims.Gen, notBefore: time.Time{}, until: claims.ExpiresAt.Add(tokenLeeway)}
-	if claims.IssuedAt != nil {
-		v.notBefore = claims.IssuedAt.Add(-tokenLeeway)
+	// Not before the later of its issue and its not-before times (a token
+	// a company backend mints may carry nbf), as the full check has it.
+	for _, at := range []*jwt.NumericDate{claims.IssuedAt, claims.NotBefore} {
+		if at != nil && at.Add(-tokenLeeway).After(v.notBefore) {
+			v.notBefore = at.Add(-tokenLeeway)
+		}
 	}
 	t.mu.Lock()
 	if len(t.verified) >= verifiedCacheSize {

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 var (
@@ -145,7 +147,27 @@ func TestVerifiedTokensKeepTheirBounds(t *testing.T) {
 	if _, _, err := v.Verify(tok); err == nil {
 		t.Fatal("a token verified before verifies before it was issued")
 	}
+	// A token that is not valid before a time (nbf, as a company's backend
+	// may set) is not taken from what was kept before that time either.
 	now = now.Add(time.Hour)
+	later := jwt.NewWithClaims(jwt.SigningMethodHS256, tokenClaims{
+		RegisteredClaims: jwt.RegisteredClaims{Issuer: tokenIssuer, Audience: jwt.ClaimStrings{tokenAudience}, Subject: "c-2",
+			IssuedAt: jwt.NewNumericDate(now.Add(-2 * time.Hour)), NotBefore: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))},
+		Gen: 1,
+	})
+	later.Header["kid"] = keyID(secretNew)
+	nbf, err := later.SignedString(secretNew)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := v.Verify(nbf); err != nil {
+		t.Fatalf("a token within its times: %v", err)
+	}
+	now = now.Add(-tokenLeeway - time.Minute)
+	if _, _, err := v.Verify(nbf); err == nil {
+		t.Fatal("a token verified before verifies before its nbf")
+	}
+	now = now.Add(tokenLeeway + time.Minute)
 	for i := range verifiedCacheSize + 10 {
 		tok, _, _ := v.Mint(fmt.Sprint("c-", i), 1, time.Hour)
 		if _, _, err := v.Verify(tok); err != nil {
