@@ -71,16 +71,21 @@ func (cs *Customers) PutMany(ctx context.Context, customers []*rules.Customer) (
 	written := 0
 	for start := 0; start < len(customers); start += batch {
 		part := customers[start:min(start+batch, len(customers))]
-		bctx, cancel := context.WithTimeout(ctx, rules.BatchTimeout)
+		docs := make([][]byte, len(part))
+		size := 0
+		for i, c := range part {
+			c.UpdatedAt = now
+			doc, err := json.Marshal(c)
+			if err != nil {
+				return written, err
+			}
+			docs[i], size = doc, size+len(doc)
+		}
+		bctx, cancel := context.WithTimeout(ctx, rules.BatchTimeoutFor(size))
 		_, err := cs.rdb.Pipelined(bctx, func(p redis.Pipeliner) error {
 			ctx := bctx
-			for _, c := range part {
-				c.UpdatedAt = now
-				doc, err := json.Marshal(c)
-				if err != nil {
-					return err
-				}
-				p.HSet(ctx, customerKey(c.ID, partProfile), "doc", doc, "loc", luaBool(c.Consent.Location), "push", luaBool(c.Consent.Push))
+			for i, c := range part {
+				p.HSet(ctx, customerKey(c.ID, partProfile), "doc", docs[i], "loc", luaBool(c.Consent.Location), "push", luaBool(c.Consent.Push))
 				if !c.Consent.Location {
 					p.Del(ctx, customerKey(c.ID, partPresence))
 				}

@@ -70,8 +70,19 @@ const bulkBatch = 1000
 // BatchTimeout bounds each batch of a bulk write (1,000 stores or
 // profiles, one round trip of a few milliseconds on a healthy Redis), as
 // the request's Redis budget bounds any other call: a Redis that hangs
-// fails a bulk upload as promptly as a ping.
+// fails a bulk upload as promptly as a ping. A batch of large documents
+// gets more: BatchTimeoutFor.
 const BatchTimeout = 500 * time.Millisecond
+
+// batchBytesPerSecond is the slowest rate at which a batch's documents
+// are expected to reach Redis: a slow link, not a hung Redis.
+const batchBytesPerSecond = 8 << 20
+
+// BatchTimeoutFor bounds a batch that carries n bytes of documents:
+// BatchTimeout, and the time they take to send at a slow link's rate.
+func BatchTimeoutFor(n int) time.Duration {
+	return BatchTimeout + time.Duration(n)*time.Second/batchBytesPerSecond
+}
 
 // PutStores saves stores already validated (Normalize) in batches, and
 // announces one catalog change at the end. It answers how many it wrote;
@@ -82,6 +93,7 @@ func (c *Catalog) PutStores(ctx context.Context, stores []*Store) (int, error) {
 	for start := 0; start < len(stores); start += bulkBatch {
 		batch := stores[start:min(start+bulkBatch, len(stores))]
 		args := make([]any, 0, 2*len(batch))
+		size := 0
 		for _, s := range batch {
 			s.UpdatedAt = now
 			doc, err := json.Marshal(s)
@@ -89,11 +101,12 @@ func (c *Catalog) PutStores(ctx context.Context, stores []*Store) (int, error) {
 				return written, err
 			}
 			args = append(args, s.ID, doc)
+			size += len(doc)
 		}
 		// The version moves with each batch, so a replica's version check
 		// sees every batch that landed even if the notice below is lost.
 		var v *redis.IntCmd
-		bctx, cancel := context.WithTimeout(ctx, BatchTimeout)
+		bctx, cancel := context.WithTimeout(ctx, BatchTimeoutFor(size))
 		_, err := c.rdb.TxPipelined(bctx, func(p redis.Pipeliner) error {
 			p.HSet(bctx, keyStores, args...)
 			v = p.Incr(bctx, keyVersion)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -70,3 +71,17 @@ type timeoutError struct{}
 func (timeoutError) Error() string   { return "i/o timeout" }
 func (timeoutError) Timeout() bool   { return true }
 func (timeoutError) Temporary() bool { return true }
+
+// A bulk write's batch has the request's Redis budget, and the time its
+// documents take on a slow link: a batch of large profiles is not cut
+// short by a healthy but distant Redis.
+func TestBatchTimeoutFor(t *testing.T) {
+	for _, tt := range []struct {
+		bytes int
+		want  time.Duration
+	}{{0, 500 * time.Millisecond}, {8 << 20, 1500 * time.Millisecond}, {80 << 20, 10500 * time.Millisecond}} {
+		if got := BatchTimeoutFor(tt.bytes); got != tt.want {
+			t.Errorf("BatchTimeoutFor(%d) = %v, want %v", tt.bytes, got, tt.want)
+		}
+	}
+}
