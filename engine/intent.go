@@ -106,6 +106,6 @@ func indexCodeCmd(ctx context.Context, code, customerID string, ttl time.Duratio
 
 // indexCode runs indexCodeScript; false means the customer was erased.
 func indexCode(ctx context.Context, rdb redis.Scripter, code, customerID string, ttl time.Duration) (bool, error) {
-	n, err := indexCodeScript.Run(ctx, rdb, []string{codeIndexKey(code)}, customerID, max(ttl, time.Millisecond).Milliseconds()).Int()
+	n, err := indexCodeCmd(ctx, code, customerID, ttl).run(ctx, rdb).Int()
 	return n == 1, err
 }

@@ -241,12 +241,17 @@ func (x *issuance) reserveDone(i int, cmd *scripted) error {
 	return nil
 }
 
+// unit is the unit of capacity candidate i's rule holds for it.
+func (x *issuance) unit(i int) reservation {
+	return reservation{x.eligible[i].rule.Rule.ID, x.eligible[i].store.ID, x.ruleKeys[i][0], x.ruleKeys[i][1]}
+}
+
 // reservations lists the units taken, but for candidate except's.
 func (x *issuance) reservations(except int) []reservation {
 	var out []reservation
 	for i, r := range x.reserved {
 		if r && i != except {
-			out = append(out, reservation{x.eligible[i].rule.Rule.ID, x.eligible[i].store.ID, x.ruleKeys[i][0], x.ruleKeys[i][1]})
+			out = append(out, x.unit(i))
 		}
 	}
 	return out
@@ -287,7 +292,7 @@ func (x *issuance) recorded(rec *scripted) {
 		var rs []reservation
 		for i, r := range x.reserved {
 			if r && !x.onRecord[i] {
-				rs = append(rs, reservation{x.eligible[i].rule.Rule.ID, x.eligible[i].store.ID, x.ruleKeys[i][0], x.ruleKeys[i][1]})
+				rs = append(rs, x.unit(i))
 			}
 			x.reserved[i] = false // given back, here or by whoever settled the intent
 		}
