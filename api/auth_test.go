@@ -273,6 +273,7 @@ func TestUnknownCustomersLookLikeNoConsent(t *testing.T) {
 			c.admin("PUT", "/v1/customers/c-shy", strings.Replace(customerAnna, `"location": true`, `"location": false`, 1))
 			ghost, shy := c.mint("c-ghost"), c.mint("c-shy")
 			at := `{"lat": 52.5219, "lng": 13.4132, "accuracy_m": 5}`
+			redistest.OneMinute(t, 20*time.Second)
 			for i := 0; i < 3; i++ {
 				g, s := c.as(ghost, "POST", "/v1/pings", at), c.as(shy, "POST", "/v1/pings", at)
 				if g.Status != 200 || g.Status != s.Status || g.Raw != s.Raw {
@@ -357,6 +358,7 @@ func TestCouponCallsAreLimitedPerKey(t *testing.T) {
 			rdb := be.New(t)
 			limited := func(d *api.Deps) { d.CouponRate = engine.NewCredentialRate(rdb, 3, nil) }
 			a, b := newClientWith(t, rdb, limited), newClientWith(t, rdb, limited) // two replicas
+			redistest.OneMinute(t, 10*time.Second)
 			a.admin("GET", "/v1/coupons/ABCD-EFGH-JKLM", "")
 			b.admin("POST", "/v1/coupons/ABCD-EFGH-JKLM/redeem", "")
 			a.do("POST", "/v1/coupons/ABCD-EFGH-JKLM/opened", "admin-key", "")

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nearcast/nearcast/internal/redistest"
 )
 
 // scrape reads /metrics into "name{labels}" -> value.
@@ -121,6 +123,7 @@ func TestRequestIDs(t *testing.T) {
 // with Retry-After.
 func TestPingRateLimitAnswer(t *testing.T) {
 	base, _ := startServer(t, map[string]string{"NEARCAST_PINGS_PER_MINUTE_DEVICE": "2"})
+	redistest.OneMinute(t, 10*time.Second)
 	body := `{"customer_id":"c-42","device_id":"d-1","lat":52.6,"lng":13.4}`
 	for i := 0; i < 2; i++ {
 		if status, raw := call(t, "POST", base+"/v1/pings", "demo-app", body); status != 200 {

@@ -268,3 +268,17 @@ func Main(m *testing.M, srv **Server) {
 	}
 	os.Exit(code)
 }
+
+// OneMinute waits, when less than need is left of the wall clock's
+// current minute, for the next minute to begin. Call limits are counted
+// per minute of the server's clock: a test that makes a limit's calls and
+// one more, on the wall clock, needs them all to fall in one minute, or
+// the last is rightly let through.
+func OneMinute(t testing.TB, need time.Duration) {
+	t.Helper()
+	now := time.Now()
+	if left := now.Truncate(time.Minute).Add(time.Minute).Sub(now); left < need {
+		t.Logf("waiting %v for the next minute, so that the calls counted fall in one", left.Round(time.Millisecond))
+		time.Sleep(left + 20*time.Millisecond)
+	}
+}
