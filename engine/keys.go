@@ -58,11 +58,13 @@ const (
 	// partDevices: hash, device id → the device's JSON. Ids are the
 	// customer's own: another customer's "d-1" is another device. No TTL.
 	partDevices = "devices"
-	// partDeviceSeen: hash, device id → unix ms of its last ping; TTL 400
-	// days past the last ping.
+	// partDeviceSeen: hash, device id → unix ms of when it was last seen
+	// (the first ping of its latest run: one device's pings in a row, with
+	// no gap of a visit timeout, write it once); TTL 400 days past that.
 	partDeviceSeen = "device_seen"
 	// partPresence: hash, store id → "entered_ms:last_seen_ms:dwell_done_s",
-	// and "#ts", "#fix" → the last fix ('#' is in no id); TTL the visit
+	// "#ts", "#fix" → the last fix and "#dev" → the device it came from
+	// ('#' is in no id); TTL the visit
 	// timeout.
 	partPresence = "presence"
 	// partCaps: hash, offers per rule and local day ("<rule>|d<yyyymmdd>"),
@@ -87,9 +89,10 @@ const (
 	// leaves it (a number); TTL 30 days past the last raise, and at least
 	// as long as any token minted in it.
 	partTokens = "tokens"
-	// partRate: hash, the customer's app calls in the current minute of
-	// the server's clock, "c" for the customer and "d:<device id>" for each
-	// device, as "minute:count"; TTL 2 minutes past the last call.
+	// partRate: hash, the customer's app calls in a minute of the server's
+	// clock: "m" the minute counted, "c" the customer's calls in it and
+	// "d:<device id>" each device's; the first call of a minute starts it
+	// afresh, with a TTL of 2 minutes.
 	partRate = "rate"
 )
 

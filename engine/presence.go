@@ -23,7 +23,9 @@ import (
 // Presence per store is "entered_ms:last_seen_ms:dwell_done_s"; "#ts" is
 // the newest fix's time and "#fix" its "ts:lat:lng" ('#' is in no id, so
 // no store's field can be taken for them), kept only to derive
-// speed from the next fix and gone with the presence key's TTL.
+// speed from the next fix and gone with the presence key's TTL; "#dev"
+// is the device it came from, so that a run of pings from one device
+// writes device_seen once, not every time.
 //
 // KEYS: presence, profile, device_seen, visits, caps, rate, tokens
 // ARGV: ts_ms, visit_timeout_ms, dry ("1"), device_id, speed_mps (-1: unknown),

@@ -143,19 +143,20 @@ func checkAdmit(e luaEnv) {
 	e.Eq("current token", e.Strs(admitScript, keys, 3, luaNowMs, 2, 0, "d-1", ttl), []string{"ok"})
 	e.Eq("no token", e.Strs(admitScript, keys, 0, luaNowMs, 2, 0, "d-1", ttl), []string{"ok"})
 	minute := fmt.Sprint(luaNowMs / luaMinute)
-	e.Eq("counters", e.HGetAll(rate), map[string]string{"c": minute + ":2", "d:d-1": minute + ":2"})
+	e.Eq("counters", e.HGetAll(rate), map[string]string{"m": minute, "c": "2", "d:d-1": "2"})
 	e.TTL(rate, rateWindow)
 	e.Eq("over the customer's limit", e.Strs(admitScript, keys, 0, luaNowMs, 2, 0, "d-1", ttl), []string{"rate_limited", "45000"})
-	e.Eq("a call over the limit is not counted", e.HGet(rate, "c"), minute+":2")
+	e.Eq("a call over the limit is not counted", e.HGet(rate, "c"), "2")
 	// The next minute starts again.
 	next := minute1(luaNowMs)
 	e.Eq("next minute", e.Strs(admitScript, keys, 0, next, 2, 0, "d-1", ttl), []string{"ok"})
-	e.Eq("counter of the next minute", e.HGet(rate, "c"), fmt.Sprint(next/luaMinute)+":1")
+	e.Eq("counters of the next minute", e.HGetAll(rate), map[string]string{"m": fmt.Sprint(next / luaMinute), "c": "1", "d:d-1": "1"})
+	e.TTL(rate, rateWindow)
 	// A device's own limit; no device id, no device counter.
 	e.Eq("device within its limit", e.Strs(admitScript, keys, 0, next, 0, 1, "d-2", ttl), []string{"ok"})
 	e.Eq("over the device's limit", e.Strs(admitScript, keys, 0, next, 0, 1, "d-2", ttl), []string{"rate_limited", "60000"})
 	e.Eq("no device", e.Strs(admitScript, keys, 0, next, 0, 1, "", ttl), []string{"ok"})
-	e.Eq("device fields", len(e.HGetAll(rate)), 3) // c, d:d-1, d:d-2
+	e.Eq("device fields", len(e.HGetAll(rate)), 4) // m, c, d:d-1, d:d-2
 }
 
 func minute1(ms int64) int64 { return (ms/luaMinute + 1) * luaMinute }
@@ -653,6 +654,7 @@ type obsCall struct {
 	now        int64
 	limC, limD int
 	gen        int64
+	device     string // "d-1" if empty
 	stores     []obsStore
 }
 
@@ -679,7 +681,11 @@ func (c obsCall) run(e luaEnv) []string {
 	if now == 0 {
 		now = luaNowMs
 	}
-	args := []any{c.ts, obsTimeout.Milliseconds(), dry, "d-1", c.speed, obsMaxSpeed, lat, lng, len(c.stores), now, c.limC, c.limD, c.gen}
+	device := c.device
+	if device == "" {
+		device = "d-1"
+	}
+	args := []any{c.ts, obsTimeout.Milliseconds(), dry, device, c.speed, obsMaxSpeed, lat, lng, len(c.stores), now, c.limC, c.limD, c.gen}
 	for _, s := range c.stores {
 		args = append(args, s.id, s.kind, len(s.thresholds))
 		for _, t := range s.thresholds {
@@ -712,12 +718,12 @@ func checkObserve(e luaEnv) {
 	call.gen = 5
 	e.Eq("no profile", call.run(e), []string{ReasonConsent})
 	minute := fmt.Sprint(luaNowMs / luaMinute)
-	e.Eq("counted", e.HGetAll(rate), map[string]string{"c": minute + ":1", "d:d-1": minute + ":1"})
+	e.Eq("counted", e.HGetAll(rate), map[string]string{"m": minute, "c": "1", "d:d-1": "1"})
 	e.TTL(rate, 2*time.Minute)
 	call.gen = 0
 	e.Eq("second call", call.run(e), []string{ReasonConsent})
 	e.Eq("over the limit", call.run(e), []string{"rate_limited", "45000"})
-	e.Eq("not counted", e.HGet(rate, "c"), minute+":2")
+	e.Eq("not counted", e.HGet(rate, "c"), "2")
 	call.limC, call.limD = 0, 2
 	e.Eq("over the device's limit", call.run(e), []string{"rate_limited", "45000"})
 	e.Absent(presence, seen, visits)
@@ -741,7 +747,7 @@ func checkObserve(e luaEnv) {
 		[]string{`{"id":"c-1"}`, "4", "5000", "1", "s-1", "1", "0"}, history,
 		[]string{"1", "r-1", "returned_treated", "20261115"}))
 	e.Eq("presence", e.HGetAll(presence), map[string]string{
-		"#ts": fmt.Sprint(T), "#fix": fmt.Sprintf("%d:48.85:2.35", T), "s-1": fmt.Sprintf("%d:%d:0", T, T)})
+		"#ts": fmt.Sprint(T), "#fix": fmt.Sprintf("%d:48.85:2.35", T), "#dev": "d-1", "s-1": fmt.Sprintf("%d:%d:0", T, T)})
 	e.TTL(presence, obsTimeout)
 	e.Eq("device seen", e.HGetAll(seen), map[string]string{"d-1": fmt.Sprint(T)})
 	e.TTL(seen, 400*luaDay)
@@ -760,6 +766,17 @@ func checkObserve(e luaEnv) {
 	after := slices.Concat([]string{`{"id":"c-1"}`, "4", "5000", "1", "s-1", "1", "0"}, history, []string{"0"})
 	e.Eq("dwell", call.run(e), slices.Concat([]string{"ok", "0", "0", "2", "s-1", "30", "s-1", "60", "0"}, after))
 	e.Eq("presence", e.HGet(presence, "s-1"), fmt.Sprintf("%d:%d:60", T, T+61000))
+	// A run of pings from one device writes when it was seen once; a
+	// ping from another device writes it for that one.
+	e.Eq("device seen, one device", e.HGetAll(seen), map[string]string{"d-1": fmt.Sprint(T)})
+	other := call
+	other.device, other.ts = "d-2", T+62000
+	other.run(e)
+	e.Eq("device seen, another device", e.HGetAll(seen), map[string]string{"d-1": fmt.Sprint(T), "d-2": fmt.Sprint(T + 62000)})
+	e.Eq("last device", e.HGet(presence, "#dev"), "d-2")
+	call.ts = T + 63000
+	call.run(e)
+	e.Eq("device seen, back to the first", e.HGetAll(seen), map[string]string{"d-1": fmt.Sprint(T + 63000), "d-2": fmt.Sprint(T + 62000)})
 
 	// An exit, with how long the visit lasted.
 	call.ts = T + 70000

@@ -16,11 +16,12 @@ if limC > 0 or limD > 0 then
 end
 if redis.call('HGET', KEYS[2], 'loc') ~= '1' then return {'no_consent'} end
 local cur = redis.call('HGETALL', KEYS[1])
-local present, last, prev = {}, 0, nil
+local present, last, prev, lastDev = {}, 0, nil, nil
 for i = 1, #cur, 2 do
   local f = cur[i]
   if f == '#ts' then last = tonumber(cur[i + 1])
   elseif f == '#fix' then prev = cur[i + 1]
+  elseif f == '#dev' then lastDev = cur[i + 1]
   elseif string.sub(f, 1, 1) ~= '#' then
     local e, s, d = string.match(cur[i + 1], '^(%d+):(%d+):(%d+)$')
     if e then present[f] = {tonumber(e), tonumber(s), tonumber(d)} end
@@ -86,13 +87,18 @@ for id, p in pairs(present) do
   end
 end
 if not dry then
+  -- When each device was last seen, for the push to pick the one seen
+  -- most recently: written when the device differs from the presence's
+  -- last ("#dev"), so that a run of pings from one device writes it once.
+  local dev = ARGV[4]
+  if dev ~= '' and dev ~= lastDev then
+    table.insert(writes, '#dev'); table.insert(writes, dev)
+    redis.call('HSET', KEYS[3], dev, ARGV[1])
+    redis.call('PEXPIRE', KEYS[3], 400 * 86400000)
+  end
   redis.call('HSET', KEYS[1], unpack(writes))
   if #dels > 0 then redis.call('HDEL', KEYS[1], unpack(dels)) end
   redis.call('PEXPIRE', KEYS[1], timeout)
-  if ARGV[4] ~= '' then
-    redis.call('HSET', KEYS[3], ARGV[4], ARGV[1])
-    redis.call('PEXPIRE', KEYS[3], 400 * 86400000)
-  end
 end
 -- Most pings change nothing: answered at once, as the lists below would
 -- be (1.5 µs less for Redis than building them).
