@@ -70,6 +70,7 @@ type Index struct {
 	fences []fence
 	polys  []polygon
 	levels []level // finest first
+	watch  watchGrid
 }
 
 // NewIndex builds the index of fences. A fence's position in fences is
@@ -150,6 +151,7 @@ func NewIndex(fences []Fence) (*Index, error) {
 		ix.levels = append(ix.levels, lv)
 	}
 	slices.SortFunc(ix.levels, func(a, b level) int { return b.res - a.res })
+	ix.watch = newWatchGrid(ix.fences, ix.polys)
 	return ix, nil
 }
 
@@ -165,7 +167,7 @@ func (ix *Index) Bytes() int {
 	for _, lv := range ix.levels {
 		n += len(lv.cells)*8 + len(lv.fences)*4
 	}
-	return n
+	return n + ix.watch.bytes()
 }
 
 // Near appends to dst every fence that holds the point or whose edge is
