@@ -776,7 +776,7 @@ var nothingHappened = []byte(`{"events":[],"offers":[]}`)
 // sendResult answers a ping's result, without encoding it when nothing
 // happened (no event, no offer, nothing explained): most pings.
 func sendResult(c *fiber.Ctx, res *engine.Result) error {
-	if len(res.Events) == 0 && len(res.Offers) == 0 && res.Explain == nil {
+	if len(res.Events) == 0 && len(res.Offers) == 0 && res.Explain == nil && res.Monitor == nil && res.NextPing == nil {
 		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 		return c.Send(nothingHappened)
 	}

@@ -399,14 +399,15 @@ func (cs *Customers) PutDevices(ctx context.Context, customerIDs []string, devic
 }
 
 // putDeviceScript stores a device, only for a customer with a profile.
-// KEYS: profile, devices. ARGV: device id, doc.
+// KEYS: profile, devices, presence. ARGV: device id, doc.
 // Returns {stored (0/1), new to the customer (0/1), the doc it replaced
-// or ""}.
+// or ""}. The presence forgets its last device ("#dev"), so that the
+// next ping reads the device's platform anew.
 var putDeviceScript = script("put_device")
 
 // dropDeviceScript removes a device from its customer while it still
 // holds a token (the app may have registered a new one meanwhile).
-// KEYS: devices, device_seen. ARGV: device id, token.
+// KEYS: devices, device_seen, presence. ARGV: device id, token.
 var dropDeviceScript = script("drop_device")
 
 // releaseTokenScript deletes a token's owner key while it names the
@@ -521,7 +522,7 @@ func (cs *Customers) storeDevices(ctx context.Context, customerIDs []string, dev
 	puts := make([]*scripted, len(devices))
 	for i, d := range devices {
 		puts[i] = newScripted(ctx, putDeviceScript,
-			[]string{customerKey(customerIDs[i], partProfile), customerKey(customerIDs[i], partDevices)}, d.ID, docs[i])
+			customerKeys(customerIDs[i], partProfile, partDevices, partPresence), d.ID, docs[i])
 	}
 	if err := cs.runScripts(ctx, puts); err != nil {
 		return 0, nil, nil, err
@@ -586,7 +587,7 @@ func (cs *Customers) dropPreviousHolders(ctx context.Context, customerIDs []stri
 			continue
 		}
 		drops = append(drops, newScripted(ctx, dropDeviceScript,
-			[]string{customerKey(cust, partDevices), customerKey(cust, partDeviceSeen)}, dev, d.FCMToken))
+			customerKeys(cust, partDevices, partDeviceSeen, partPresence), dev, d.FCMToken))
 	}
 	return cs.runScripts(ctx, drops)
 }
@@ -659,7 +660,8 @@ func (cs *Customers) runScripts(ctx context.Context, xs []*scripted) error {
 }
 
 // deleteDeviceScript removes a device, answering its doc.
-// KEYS: devices, device_seen. ARGV: device id.
+// KEYS: devices, device_seen, presence (which forgets its last device).
+// ARGV: device id.
 var deleteDeviceScript = script("delete_device")
 
 // DeleteDevice removes a device of a customer and releases its token.
@@ -676,7 +678,7 @@ func (cs *Customers) DeleteDevice(ctx context.Context, customerID, deviceID stri
 		return rules.RedisErr("delete device", err)
 	}
 	gone, err := deleteDeviceScript.Run(ctx, cs.rdb,
-		[]string{customerKey(customerID, partDevices), customerKey(customerID, partDeviceSeen)}, deviceID).Text()
+		customerKeys(customerID, partDevices, partDeviceSeen, partPresence), deviceID).Text()
 	if errors.Is(err, redis.Nil) {
 		return nil // deleted meanwhile
 	}
@@ -769,7 +771,7 @@ func (cs *Customers) dropToken(ctx context.Context, customerID, deviceID, token 
 	if err != nil {
 		return rules.RedisErr("release token", err)
 	}
-	err = dropDeviceScript.Run(ctx, cs.rdb, []string{customerKey(customerID, partDevices), customerKey(customerID, partDeviceSeen)}, deviceID, token).Err()
+	err = dropDeviceScript.Run(ctx, cs.rdb, customerKeys(customerID, partDevices, partDeviceSeen, partPresence), deviceID, token).Err()
 	if err != nil {
 		return rules.RedisErr("drop device", err)
 	}

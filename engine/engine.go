@@ -113,6 +113,7 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 	if !changed {
 		return res, nil // no consent, no profile, or a fix older than the last: nothing changes
 	}
+	e.pacing(snap, p, hits, obs, res)
 	events := firedEvents(snap, p, hits, obs, res)
 	for _, id := range obs.tooFast {
 		if pos, ok := snap.StoreByID(id); ok {

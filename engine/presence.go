@@ -24,17 +24,20 @@ import (
 // the newest fix's time and "#fix" its "ts:lat:lng" ('#' is in no id, so
 // no store's field can be taken for them), kept only to derive
 // speed from the next fix and gone with the presence key's TTL; "#dev"
-// is the device it came from, so that a run of pings from one device
-// writes device_seen once, not every time.
+// is the device it came from and "#os" its platform as registered, so
+// that a run of pings from one device writes device_seen and reads the
+// device once, not every time.
 //
-// KEYS: presence, profile, device_seen, visits, caps, rate, tokens
+// KEYS: presence, profile, device_seen, visits, caps, rate, tokens, devices
 // ARGV: ts_ms, visit_timeout_ms, dry ("1"), device_id, speed_mps (-1: unknown),
 // max_enter_speed_mps, lat, lng, n, now_ms (the server's clock), calls a
 // minute per customer and per device (0: no limit), the generation of the
 // customer token the ping came with (0: none), then per store: id, kind ("s": surely
 // inside, may enter; "h": may still be inside, keeps a visit), n_thresholds,
 // dwell thresholds in seconds (ascending)…
-// Returns {"ok", n_entered, ids…, n_exited, (id, visit_ms)…, n_dwell,
+// Returns {"ok", the device's platform ("" unknown), visits open after
+// the fix, ms to the nearest dwell threshold of an open visit not passed
+// yet (-1: none), n_entered, ids…, n_exited, (id, visit_ms)…, n_dwell,
 // (id, dwell_s)…, n_too_fast, ids not entered for speed…} when nothing
 // happened, else that followed by {profile doc,
 // visits in all, previous visit's start (ms), n_stores, (id, visits,
@@ -91,6 +94,12 @@ type observation struct {
 	affinity       map[string]int
 	// returns are funnel counts the visit causes: returns after an offer.
 	returns []funnelCount
+	// For the app's pacing: the device's platform as registered ("":
+	// unknown), the visits open after the fix, and the time to the next
+	// dwell threshold of one of them (-1: none).
+	platform  string
+	open      int
+	nextDwell time.Duration
 }
 
 type storeVisits struct {
@@ -100,7 +109,14 @@ type storeVisits struct {
 
 func parseObserve(raw []string) observation {
 	var o observation
-	i := 1
+	o.platform = raw[1]
+	o.open, _ = strconv.Atoi(raw[2])
+	ms, _ := strconv.ParseInt(raw[3], 10, 64)
+	o.nextDwell = time.Duration(ms) * time.Millisecond
+	if ms < 0 {
+		o.nextDwell = -1
+	}
+	i := 4
 	n, _ := strconv.Atoi(raw[i])
 	i++
 	o.entered = append(o.entered, raw[i:i+n]...)
@@ -167,7 +183,7 @@ func parseObserve(raw []string) observation {
 // is an error.
 func (e *Engine) observe(ctx context.Context, snap *rules.Snapshot, p Ping, ts, now time.Time, hits []geo.Hit, opt Options) (obs observation, changed bool, err error) {
 	args := e.observeArgs(snap, p, ts, now, hits, opt)
-	keys := customerKeys(p.CustomerID, partPresence, partProfile, partDeviceSeen, partVisits, partCaps, partRate, partTokens)
+	keys := customerKeys(p.CustomerID, partPresence, partProfile, partDeviceSeen, partVisits, partCaps, partRate, partTokens, partDevices)
 	raw, err := e.batch.runScript(ctx, observeScript, keys, args...).StringSlice()
 	if err != nil {
 		return obs, false, rules.RedisErr("presence", err)

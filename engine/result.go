@@ -92,4 +92,8 @@ type Result struct {
 	Events  []Event       `json:"events"`
 	Offers  []IssuedOffer `json:"offers"`
 	Explain []Explanation `json:"explain,omitempty"`
+	// Monitor and NextPing pace the app (monitor.go); nil when the
+	// customer has no location consent, or the fix changed nothing.
+	Monitor  *Monitor  `json:"monitor,omitempty"`
+	NextPing *NextPing `json:"next_ping,omitempty"`
 }

@@ -230,10 +230,12 @@ func luaDevice(id, token string) string {
 	return string(b)
 }
 
-// putDeviceScript: KEYS profile, devices; ARGV device id, doc. Answers
-// {stored, new to the customer, the doc replaced or ""}.
+// putDeviceScript: KEYS profile, devices, presence; ARGV device id, doc.
+// Answers {stored, new to the customer, the doc replaced or ""}; the
+// presence forgets its last device.
 func checkPutDevice(e luaEnv) {
-	keys := []string{customerKey("c-1", partProfile), customerKey("c-1", partDevices)}
+	keys := []string{customerKey("c-1", partProfile), customerKey("c-1", partDevices), customerKey("c-1", partPresence)}
+	e.Do("hset", keys[2], "#ts", "1", "#dev", "d-1", "#os", "ios")
 	doc1, doc2 := luaDevice("d-1", "tok-1"), luaDevice("d-1", "tok-2")
 	// No profile: not stored, though the device is new to the customer.
 	e.Eq("no profile", e.Slice(putDeviceScript, keys, "d-1", doc1), []any{int64(0), int64(1), ""})
@@ -243,12 +245,14 @@ func checkPutDevice(e luaEnv) {
 	e.Eq("stored", e.HGet(keys[1], "d-1"), doc1)
 	e.Eq("replaced", e.Slice(putDeviceScript, keys, "d-1", doc2), []any{int64(1), int64(0), doc1})
 	e.Eq("stored", e.HGet(keys[1], "d-1"), doc2)
+	e.Eq("last device forgotten", e.HGetAll(keys[2]), map[string]string{"#ts": "1", "#os": "ios"})
 }
 
-// dropDeviceScript: KEYS devices, device_seen; ARGV device id, token.
-// Answers 1 when it removed the device, else 0.
+// dropDeviceScript: KEYS devices, device_seen, presence; ARGV device id,
+// token. Answers 1 when it removed the device, else 0.
 func checkDropDevice(e luaEnv) {
-	keys := []string{customerKey("c-1", partDevices), customerKey("c-1", partDeviceSeen)}
+	keys := []string{customerKey("c-1", partDevices), customerKey("c-1", partDeviceSeen), customerKey("c-1", partPresence)}
+	e.Do("hset", keys[2], "#dev", "d-1")
 	e.Eq("no device", e.Num(dropDeviceScript, keys, "d-1", "tok-1"), int64(0))
 	e.Do("hset", keys[0], "d-1", luaDevice("d-1", "tok-2"), "d-2", "not json")
 	e.Do("hset", keys[1], "d-1", "1000")
@@ -257,7 +261,7 @@ func checkDropDevice(e luaEnv) {
 	e.Eq("a doc that is not JSON", e.Num(dropDeviceScript, keys, "d-2", "tok-1"), int64(0))
 	e.Eq("the device holds the token", e.Num(dropDeviceScript, keys, "d-1", "tok-2"), int64(1))
 	e.Eq("devices left", e.HGetAll(keys[0]), map[string]string{"d-2": "not json"})
-	e.Absent(keys[1])
+	e.Absent(keys[1], keys[2])
 }
 
 // releaseTokenScript: KEYS the owner key; ARGV the holder. Answers 1 when
@@ -272,10 +276,12 @@ func checkReleaseToken(e luaEnv) {
 	e.Absent(key)
 }
 
-// deleteDeviceScript: KEYS devices, device_seen; ARGV device id. Answers
-// the device's doc, or nil when it had none.
+// deleteDeviceScript: KEYS devices, device_seen, presence; ARGV device
+// id. Answers the device's doc, or nil when it had none; the presence
+// forgets its last device.
 func checkDeleteDevice(e luaEnv) {
-	keys := []string{customerKey("c-1", partDevices), customerKey("c-1", partDeviceSeen)}
+	keys := []string{customerKey("c-1", partDevices), customerKey("c-1", partDeviceSeen), customerKey("c-1", partPresence)}
+	e.Do("hset", keys[2], "#dev", "d-1", "#os", "android")
 	e.NilReply("no device", deleteDeviceScript, keys, "d-1")
 	doc := luaDevice("d-1", "tok-1")
 	e.Do("hset", keys[0], "d-1", doc, "d-2", luaDevice("d-2", "tok-2"))
@@ -283,6 +289,7 @@ func checkDeleteDevice(e luaEnv) {
 	e.Eq("deleted", e.Str(deleteDeviceScript, keys, "d-1"), doc)
 	e.Eq("devices left", len(e.HGetAll(keys[0])), 1)
 	e.Eq("seen left", e.HGetAll(keys[1]), map[string]string{"d-2": "2000"})
+	e.Eq("last device forgotten", e.HGetAll(keys[2]), map[string]string{"#os": "android"})
 }
 
 // giveBackScript: KEYS store-day counter, budget counter. Lowers each that
@@ -666,7 +673,7 @@ const (
 func (c obsCall) keys() []string {
 	id := c.customer
 	return []string{customerKey(id, partPresence), customerKey(id, partProfile), customerKey(id, partDeviceSeen),
-		customerKey(id, partVisits), customerKey(id, partCaps), customerKey(id, partRate), customerKey(id, partTokens)}
+		customerKey(id, partVisits), customerKey(id, partCaps), customerKey(id, partRate), customerKey(id, partTokens), customerKey(id, partDevices)}
 }
 
 func (c obsCall) run(e luaEnv) []string {
@@ -742,12 +749,15 @@ func checkObserve(e luaEnv) {
 		"aff:food", "2", "offer:s-1", fmt.Sprintf("%d|r-1|t|20261115", T-1000))
 	call.stores = []obsStore{s1, {"s-2", "h", nil}}
 	history := []string{"4", "2", "111", "1", "food", "2"} // offers received, redemptions, last, n_tags, (tag, n)
+	// The device's platform, as registered; one visit open, its first
+	// dwell threshold 30 s away.
+	e.Do("hset", customerKey(id, partDevices), "d-1", luaDevice("d-1", "tok-1"))
 	e.Eq("enter", call.run(e), slices.Concat(
-		[]string{"ok", "1", "s-1", "0", "0", "0"},
+		[]string{"ok", "android", "1", "30000", "1", "s-1", "0", "0", "0"},
 		[]string{`{"id":"c-1"}`, "4", "5000", "1", "s-1", "1", "0"}, history,
 		[]string{"1", "r-1", "returned_treated", "20261115"}))
 	e.Eq("presence", e.HGetAll(presence), map[string]string{
-		"#ts": fmt.Sprint(T), "#fix": fmt.Sprintf("%d:48.85:2.35", T), "#dev": "d-1", "s-1": fmt.Sprintf("%d:%d:0", T, T)})
+		"#ts": fmt.Sprint(T), "#fix": fmt.Sprintf("%d:48.85:2.35", T), "#dev": "d-1", "#os": "android", "s-1": fmt.Sprintf("%d:%d:0", T, T)})
 	e.TTL(presence, obsTimeout)
 	e.Eq("device seen", e.HGetAll(seen), map[string]string{"d-1": fmt.Sprint(T)})
 	e.TTL(seen, 400*luaDay)
@@ -764,7 +774,7 @@ func checkObserve(e luaEnv) {
 	call.ts = T + 61000
 	call.stores = []obsStore{s1}
 	after := slices.Concat([]string{`{"id":"c-1"}`, "4", "5000", "1", "s-1", "1", "0"}, history, []string{"0"})
-	e.Eq("dwell", call.run(e), slices.Concat([]string{"ok", "0", "0", "2", "s-1", "30", "s-1", "60", "0"}, after))
+	e.Eq("dwell", call.run(e), slices.Concat([]string{"ok", "android", "1", "-1", "0", "0", "2", "s-1", "30", "s-1", "60", "0"}, after))
 	e.Eq("presence", e.HGet(presence, "s-1"), fmt.Sprintf("%d:%d:60", T, T+61000))
 	// A run of pings from one device writes when it was seen once; a
 	// ping from another device writes it for that one.
@@ -773,7 +783,7 @@ func checkObserve(e luaEnv) {
 	other.device, other.ts = "d-2", T+62000
 	other.run(e)
 	e.Eq("device seen, another device", e.HGetAll(seen), map[string]string{"d-1": fmt.Sprint(T), "d-2": fmt.Sprint(T + 62000)})
-	e.Eq("last device", e.HGet(presence, "#dev"), "d-2")
+	e.Eq("last device", e.HGet(presence, "#dev")+" "+e.HGet(presence, "#os"), "d-2 ") // not registered
 	call.ts = T + 63000
 	call.run(e)
 	e.Eq("device seen, back to the first", e.HGetAll(seen), map[string]string{"d-1": fmt.Sprint(T + 63000), "d-2": fmt.Sprint(T + 62000)})
@@ -781,22 +791,25 @@ func checkObserve(e luaEnv) {
 	// An exit, with how long the visit lasted.
 	call.ts = T + 70000
 	call.stores = nil
-	e.Eq("exit", call.run(e), slices.Concat([]string{"ok", "0", "1", "s-1", "70000", "0", "0"}, after))
+	e.Eq("exit", call.run(e), slices.Concat([]string{"ok", "android", "0", "-1", "0", "1", "s-1", "70000", "0", "0"}, after))
 	e.Eq("presence", e.HGet(presence, "s-1"), "")
 
 	// Too fast to enter, by the speed derived from the last fix: 0.01° of
 	// latitude (1.1 km) in 20 s. Nothing happened: the short reply.
 	call.ts, call.lat, call.lng = T+90000, "48.86", "2.35"
 	call.stores = []obsStore{{"s-3", "s", nil}}
-	e.Eq("too fast", call.run(e), []string{"ok", "0", "0", "0", "1", "s-3"})
+	e.Eq("too fast", call.run(e), []string{"ok", "android", "0", "-1", "0", "0", "0", "1", "s-3"})
 	e.Eq("fix kept", e.HGet(presence, "#ts"), fmt.Sprint(T+90000))
+	// Near no store: the short reply.
+	call.ts, call.stores = T+95000, nil
+	e.Eq("near no store", call.run(e), []string{"ok", "android", "0", "-1", "0", "0", "0", "0"})
 
 	// A dry run answers as if it had entered, and writes nothing.
 	call = obsCall{customer: id, ts: T + 1_000_000, dry: "1", speed: -1, stores: []obsStore{{"s-4", "s", nil}}}
 	e.Eq("dry", call.run(e), slices.Concat(
-		[]string{"ok", "1", "s-4", "0", "0", "0"},
+		[]string{"ok", "android", "1", "-1", "1", "s-4", "0", "0", "0"},
 		[]string{`{"id":"c-1"}`, "5", fmt.Sprint(T), "1", "s-4", "1", "0"}, history, []string{"0"}))
-	e.Eq("dry: presence unchanged", e.HGet(presence, "#ts")+" "+e.HGet(presence, "s-4"), fmt.Sprint(T+90000)+" ")
+	e.Eq("dry: presence unchanged", e.HGet(presence, "#ts")+" "+e.HGet(presence, "s-4"), fmt.Sprint(T+95000)+" ")
 	e.Eq("dry: visits unchanged", e.HGet(visits, "n"), "4")
 }
 

@@ -6,7 +6,7 @@ local dry = ARGV[3] == '1'
 local gen = tonumber(ARGV[13])
 if gen > 0 and gen < tonumber(redis.call('GET', KEYS[7]) or '1') then return {'revoked'} end
 -- Rate limits, per minute of the server's clock: the customer's calls and
--- each device's, kept as "minute:count" in their own key. Every call
+-- each device's, kept in their own key (lib/rate.lua). Every call
 -- counts, dry runs and customers without a profile or consent included,
 -- so that no one can tell them apart; a call over a limit changes nothing.
 local limC, limD = tonumber(ARGV[11]), tonumber(ARGV[12])
@@ -16,12 +16,13 @@ if limC > 0 or limD > 0 then
 end
 if redis.call('HGET', KEYS[2], 'loc') ~= '1' then return {'no_consent'} end
 local cur = redis.call('HGETALL', KEYS[1])
-local present, last, prev, lastDev = {}, 0, nil, nil
+local present, last, prev, lastDev, lastOS = {}, 0, nil, nil, ''
 for i = 1, #cur, 2 do
   local f = cur[i]
   if f == '#ts' then last = tonumber(cur[i + 1])
   elseif f == '#fix' then prev = cur[i + 1]
   elseif f == '#dev' then lastDev = cur[i + 1]
+  elseif f == '#os' then lastOS = cur[i + 1]
   elseif string.sub(f, 1, 1) ~= '#' then
     local e, s, d = string.match(cur[i + 1], '^(%d+):(%d+):(%d+)$')
     if e then present[f] = {tonumber(e), tonumber(s), tonumber(d)} end
@@ -45,6 +46,9 @@ end
 local fast = speed > tonumber(ARGV[6])
 local listed = {}
 local entered, exited, dwelt, tooFast = {}, {}, {}, {}
+-- Visits open after this fix, and the ms to the nearest dwell threshold
+-- not passed yet (-1: none), for the app's pacing.
+local open, nextDwell = 0, -1
 local writes, dels = {'#ts', ARGV[1], '#fix', ARGV[1] .. ':' .. ARGV[7] .. ':' .. ARGV[8]}, {}
 local i = 14
 for _ = 1, tonumber(ARGV[9]) do
@@ -61,6 +65,9 @@ for _ = 1, tonumber(ARGV[9]) do
     elseif kind == 's' then
       table.insert(entered, id)
       table.insert(writes, id); table.insert(writes, ARGV[1] .. ':' .. ARGV[1] .. ':0')
+      open = open + 1
+      local t = thresholds[1]
+      if t and (nextDwell < 0 or t * 1000 < nextDwell) then nextDwell = t * 1000 end
     elseif present[id] ~= nil then
       table.insert(dels, id)
     end
@@ -75,6 +82,14 @@ for _ = 1, tonumber(ARGV[9]) do
         end
       end
     end
+    open = open + 1
+    for _, t in ipairs(thresholds) do
+      if t > done then
+        local wait = p[1] + t * 1000 - ts
+        if nextDwell < 0 or wait < nextDwell then nextDwell = wait end
+        break
+      end
+    end
     table.insert(writes, id); table.insert(writes, string.format('%d:%s:%d', p[1], ARGV[1], done))
   end
 end
@@ -86,13 +101,24 @@ for id, p in pairs(present) do
     table.insert(dels, id)
   end
 end
+-- The device's platform, as registered ('' unknown), read when the
+-- device differs from the presence's last ("#dev", "#os"), so that a run
+-- of pings from one device reads it once; registering or removing a
+-- device forgets "#dev".
+local dev, platform = ARGV[4], ''
+local newDev = dev ~= '' and dev ~= lastDev
+if newDev then
+  local d = redis.call('HGET', KEYS[8], dev)
+  platform = d and string.match(d, '"platform":"(%a+)"') or ''
+elseif dev ~= '' then
+  platform = lastOS
+end
 if not dry then
   -- When each device was last seen, for the push to pick the one seen
-  -- most recently: written when the device differs from the presence's
-  -- last ("#dev"), so that a run of pings from one device writes it once.
-  local dev = ARGV[4]
-  if dev ~= '' and dev ~= lastDev then
+  -- most recently: written with "#dev".
+  if newDev then
     table.insert(writes, '#dev'); table.insert(writes, dev)
+    table.insert(writes, '#os'); table.insert(writes, platform)
     redis.call('HSET', KEYS[3], dev, ARGV[1])
     redis.call('PEXPIRE', KEYS[3], 400 * 86400000)
   end
@@ -102,8 +128,13 @@ if not dry then
 end
 -- Most pings change nothing: answered at once, as the lists below would
 -- be (1.5 µs less for Redis than building them).
-if #entered == 0 and #exited == 0 and #dwelt == 0 and #tooFast == 0 then return {'ok', '0', '0', '0', '0'} end
-local out = {'ok', tostring(#entered)}
+local head = {'ok', platform, tostring(open), tostring(nextDwell)}
+if #entered == 0 and #exited == 0 and #dwelt == 0 and #tooFast == 0 then
+  head[5], head[6], head[7], head[8] = '0', '0', '0', '0'
+  return head
+end
+local out = head
+table.insert(out, tostring(#entered))
 for _, id in ipairs(entered) do table.insert(out, id) end
 table.insert(out, tostring(#exited / 2))
 for _, v in ipairs(exited) do table.insert(out, v) end

@@ -1,0 +1,171 @@
+package engine_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nearcast/nearcast/engine"
+	"github.com/nearcast/nearcast/geo"
+	"github.com/nearcast/nearcast/rules"
+)
+
+// Every answer tells the device what to watch, sized for its platform:
+// a mall of 150 shops gives iOS 19 regions and Android 99, a browser
+// none, a device not registered iOS's number; the wake circle reaches no
+// shop left out, and is left out itself where it would be too small for
+// an OS (iOS's 19 among shops 30 m apart). Far from everything: no region, the widest wake circle. A
+// polygon is watched as its enclosing circle; a kiosk as a circle of the
+// OS's minimum. Inside a store with a dwell rule, the next ping is due
+// at the threshold.
+func TestMonitorByPlatform(t *testing.T) {
+	rdb := srv.Client(t)
+	dwell := rules.Rule{ID: "stay", Name: "Stay", Trigger: rules.Trigger{On: rules.OnDwell, DwellS: 300},
+		Offer: rules.Offer{Title: rules.Texts{{Lang: "en", Template: "Stay"}}, Body: rules.Texts{{Lang: "en", Template: "a while"}}}}
+	f := setup(t, rdb, dwell)
+	ctx := context.Background()
+	cat := f.live.Catalog()
+	// The mall, 2 km north of Alexanderplatz: 150 shops of 10-30 m on a
+	// 300 m square; a polygon and a kiosk 1 km east of Alexanderplatz.
+	mallLat, mallLng := north(alexLat, alexLng, 2000)
+	for i := range 150 {
+		lat, lng := north(mallLat, mallLng, float64(i/15)*30)
+		lng += float64(i%15) * 30 / (111320 * math.Cos(lat*math.Pi/180))
+		st := rules.Store{ID: fmt.Sprintf("m-%03d", i), Name: "Shop", Lat: ptr(lat), Lng: ptr(lng), RadiusM: 10 + float64(i%3)*10}
+		if _, err := cat.PutStore(ctx, &st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eastLng := alexLng + 1000/(111320*math.Cos(alexLat*math.Pi/180))
+	ring := [][2]float64{{alexLat - 0.001, eastLng - 0.001}, {alexLat - 0.001, eastLng + 0.001}, {alexLat + 0.001, eastLng + 0.001}, {alexLat + 0.001, eastLng - 0.001}}
+	for _, st := range []rules.Store{
+		{ID: "poly", Name: "Square", Lat: ptr(alexLat), Lng: ptr(eastLng), Polygon: ring},
+		{ID: "kiosk", Name: "Kiosk", Lat: ptr(alexLat + 0.004), Lng: ptr(eastLng), RadiusM: 15},
+	} {
+		if _, err := cat.PutStore(ctx, &st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.live.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cust := engine.NewCustomers(rdb)
+	for _, d := range []rules.Device{{ID: "d-ios", Platform: "ios"}, {ID: "d-web", Platform: "web"}} {
+		d.FCMToken = "tok-" + d.ID
+		if _, err := cust.PutDevice(ctx, "c-42", &d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snap := f.live.Current()
+	ping := func(device string, lat, lng float64) *engine.Result {
+		t.Helper()
+		f.clock.Advance(time.Minute)
+		res, err := f.eng.Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: device, Lat: lat, Lng: lng, AccuracyM: 10, TS: f.clock.Now()}, engine.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	// wakeReachesNoneLeftOut checks the wake circle against every store.
+	wakeReachesNoneLeftOut := func(res *engine.Result, lat, lng float64) {
+		t.Helper()
+		watched := map[string]bool{}
+		for _, r := range res.Monitor.Regions {
+			watched[r.StoreID] = true
+			if r.RadiusM < engine.MonitorMinRadiusM || r.ID != engine.RegionIDPrefix+r.StoreID {
+				t.Fatalf("region %+v", r)
+			}
+		}
+		w := res.Monitor.Wake
+		if w == nil {
+			return
+		}
+		if w.ID != engine.WakeRegionID || w.Lat != lat || w.Lng != lng || w.RadiusM < engine.MonitorMinRadiusM {
+			t.Fatalf("wake %+v", w)
+		}
+		for _, st := range snap.Stores {
+			r := math.Max(st.RadiusM, engine.MonitorMinRadiusM)
+			if st.Polygon != nil {
+				r = 0 // measured below from its enclosing circle
+				continue
+			}
+			if edge := geo.DistanceM(lat, lng, *st.Lat, *st.Lng) - r; !watched[st.ID] && edge < float64(w.RadiusM) {
+				t.Fatalf("wake of %d m reaches %s, %.0f m off, not watched", w.RadiusM, st.ID, edge)
+			}
+		}
+	}
+
+	// In the mall, per platform.
+	for _, c := range []struct {
+		device  string
+		regions int
+	}{{"d-ios", 19}, {"d-1", 99}, {"d-web", -1}, {"", 19}, {"d-unknown", 19}} {
+		res := ping(c.device, mallLat+0.0005, mallLng+0.001)
+		if c.regions < 0 {
+			if res.Monitor != nil || res.NextPing == nil {
+				t.Fatalf("%s: monitor %+v, next ping %+v; a browser watches nothing, yet is paced", c.device, res.Monitor, res.NextPing)
+			}
+			continue
+		}
+		if res.Monitor == nil || len(res.Monitor.Regions) != c.regions {
+			t.Fatalf("%s: %+v, want %d regions", c.device, res.Monitor, c.regions)
+		}
+		if c.regions == 19 && res.Monitor.Wake != nil {
+			t.Fatalf("%s: a wake circle of %d m among 150 shops a few metres apart", c.device, res.Monitor.Wake.RadiusM)
+		}
+		if !strings.HasPrefix(res.Monitor.Regions[0].StoreID, "m-") || res.NextPing.DistanceM > 100 {
+			t.Fatalf("%s: nearest %+v, next ping %+v", c.device, res.Monitor.Regions[0], res.NextPing)
+		}
+		wakeReachesNoneLeftOut(res, mallLat+0.0005, mallLng+0.001)
+	}
+
+	// Between Alexanderplatz and the mall: few stores, a wake circle.
+	midLat, midLng := north(alexLat, alexLng, 1000)
+	res := ping("d-ios", midLat, midLng)
+	if res.Monitor == nil || res.Monitor.Wake == nil || len(res.Monitor.Regions) != 19 {
+		t.Fatalf("between stores: %+v", res.Monitor)
+	}
+	wakeReachesNoneLeftOut(res, midLat, midLng)
+	if res.NextPing.DistanceM != res.Monitor.Wake.RadiusM || res.NextPing.AfterS != nil {
+		t.Fatalf("between stores: next ping %+v, wake %d m", res.NextPing, res.Monitor.Wake.RadiusM)
+	}
+
+	// The polygon as its enclosing circle, the kiosk at the OS's minimum.
+	res = ping("d-1", alexLat+0.002, eastLng)
+	byID := map[string]engine.Region{}
+	for _, r := range res.Monitor.Regions {
+		byID[r.StoreID] = r
+	}
+	if p := byID["poly"]; p.RadiusM < 111 || geo.DistanceM(p.Lat, p.Lng, alexLat, eastLng) > 5 {
+		t.Fatalf("the polygon as %+v, want its enclosing circle around (%f,%f)", p, alexLat, eastLng)
+	}
+	if k := byID["kiosk"]; k.RadiusM != engine.MonitorMinRadiusM {
+		t.Fatalf("the kiosk as %+v", k)
+	}
+
+	// Far from everything: nothing to watch, the widest wake circle.
+	res = ping("d-ios", 10, -30)
+	if len(res.Monitor.Regions) != 0 || res.Monitor.Wake == nil || res.Monitor.Wake.RadiusM != geo.MaxWakeM || res.NextPing.DistanceM != geo.MaxWakeM {
+		t.Fatalf("far from everything: %+v, next %+v", res.Monitor, res.NextPing)
+	}
+
+	// At Alexanderplatz, where a rule answers 300 s of dwell: entered,
+	// the next ping is due at the threshold; then counted down.
+	f.clock.Advance(10 * time.Minute) // not too fast from the last fix
+	if res := ping("d-ios", alexLat, alexLng); len(res.Events) != 1 || *res.NextPing.AfterS != 300 {
+		t.Fatalf("entering: %+v, next ping %+v", res.Events, res.NextPing)
+	}
+	res = ping("d-ios", alexLat, alexLng) // a minute after the enter
+	if res.NextPing.AfterS == nil {
+		t.Fatalf("inside: next ping %+v, want a time", res.NextPing)
+	}
+	if *res.NextPing.AfterS != 240 {
+		t.Fatalf("inside, a minute after entering: next ping after %d s, want 240", *res.NextPing.AfterS)
+	}
+	if res.NextPing.DistanceM < 100 || res.NextPing.DistanceM > 100+int(geo.ExitMarginM(100)) {
+		t.Fatalf("at the centre of a 100 m store: next ping after %d m, want the way out", res.NextPing.DistanceM)
+	}
+}
