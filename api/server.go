@@ -180,6 +180,7 @@ func New(d Deps) *fiber.App {
 
 	// App routes: each acts for the customer its credential proves.
 	v1.Post("/pings", appKey, s.postPing)
+	v1.Post("/pings/batch", appKey, s.postPingBatch)
 	v1.Put("/customers/:id/devices/:device_id", appKey, s.putDevice)
 	v1.Post("/coupons/:code/opened", appKey, s.openedCoupon)
 	v1.Delete("/customers/:id/devices/:device_id", appKey, s.deleteDevice)

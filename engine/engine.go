@@ -130,7 +130,7 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 	if err != nil {
 		return nil, err
 	}
-	eligible := e.eligible(snap, p, ts, now, cust, obs, events, res)
+	eligible := e.eligible(snap, p, ts, now, cust, obs, events, opt.ended, res)
 	arbitrate(eligible, obs.affinity)
 	if len(eligible) > 0 {
 		if err := e.issue(ctx, now, p, cust, eligible, opt, res, e.returnCmds(ctx, obs.returns)); err != nil {
@@ -203,7 +203,7 @@ func firedEvents(snap *rules.Snapshot, p Ping, hits []geo.Hit, obs observation, 
 // eligible checks each rule the events fire, and explains each: the first
 // reason a rule fails is the one explained. It answers the rules that
 // pass, with their stores.
-func (e *Engine) eligible(snap *rules.Snapshot, p Ping, ts, now time.Time, cust *rules.Customer, obs observation, events []fired, res *Result) []candidate {
+func (e *Engine) eligible(snap *rules.Snapshot, p Ping, ts, now time.Time, cust *rules.Customer, obs observation, events []fired, ended map[int32]bool, res *Result) []candidate {
 	var eligible []candidate
 	late := now.Sub(ts) > e.cfg.LateFix
 	for _, ev := range events {
@@ -218,6 +218,8 @@ func (e *Engine) eligible(snap *rules.Snapshot, p Ping, ts, now time.Time, cust 
 			switch {
 			case late:
 				reason = ReasonLate
+			case ended[ev.store]:
+				reason = ReasonVisitEnded
 			case !cust.Consent.Push:
 				reason = ReasonConsent
 			default:

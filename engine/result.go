@@ -29,6 +29,9 @@ type Options struct {
 	DryRun bool
 	// Explain lists why each rule looked at did or did not fire.
 	Explain bool
+	// ended: stores where a later fix of the same batch shows the visit
+	// over (EvaluateBatch); no offer is made there.
+	ended map[int32]bool
 }
 
 // Event is a change of presence.
@@ -77,7 +80,10 @@ const (
 	ReasonRecent   = "recent_offer"
 	ReasonConsent  = "no_consent"
 	ReasonLate     = "late_fix"
-	ReasonLower    = "lower_priority"
+	// ReasonVisitEnded: a later fix of the same batch shows the customer
+	// has left the store.
+	ReasonVisitEnded = "visit_ended"
+	ReasonLower      = "lower_priority"
 	// ReasonAudienceError: the audience's evaluation went over its budget
 	// of steps or memory (rules.ErrAudienceBudget), or failed; the rule
 	// does not fire.
