@@ -27,6 +27,22 @@ type Region struct {
 	EdgeM float64
 }
 
+// flat measures distances on a plane tangent at the point: within the
+// ~90 km a search reads, below 70° of latitude, it errs by under 4% (the
+// cosine of latitude changes over the span), so bounds of ±5% and a metre
+// hold. Nearer the poles every distance is measured exactly.
+type flat struct {
+	lat, lng, mLat, mLng float64
+	exact                bool
+}
+
+const flatErr = 0.05
+
+func newFlat(lat, lng float64) flat {
+	m := EarthRadiusM * math.Pi / 180
+	return flat{lat: lat, lng: lng, mLat: m, mLng: m * math.Cos(lat*math.Pi/180), exact: math.Abs(lat) > 70}
+}
+
 // The watch grid keeps fences under the cell of their centre at two
 // resolutions: small ones at res 8 (cells about 0.9 km across), where a
 // city's stores are found in a few rings, and every fence up to
@@ -56,7 +72,12 @@ type watchLevel struct {
 	ringM  float64
 	cells  []h3.Cell
 	fences []int32
+	near   []watchNear // beside cells: what ranking a fence needs, read in order
 }
+
+// watchNear is a fence's centre and radius to a few decimetres (float32):
+// enough to rank, while the nearest are measured exactly.
+type watchNear struct{ lat, lng, size float32 }
 
 type watchGrid struct {
 	fine, coarse watchLevel
@@ -89,16 +110,30 @@ func newWatchGrid(fs []fence, polys []polygon) watchGrid {
 		to *watchLevel
 	}{{fine, &g.fine}, {coarse, &g.coarse}} {
 		slices.SortFunc(lv.ps, func(a, b pair) int { return cmp.Compare(a.cell, b.cell) })
-		lv.to.cells, lv.to.fences = make([]h3.Cell, len(lv.ps)), make([]int32, len(lv.ps))
+		lv.to.cells, lv.to.fences, lv.to.near = make([]h3.Cell, len(lv.ps)), make([]int32, len(lv.ps)), make([]watchNear, len(lv.ps))
 		for i, p := range lv.ps {
 			lv.to.cells[i], lv.to.fences[i] = p.cell, p.fence
+			lat, lng := watchCentre(&fs[p.fence], polys)
+			lv.to.near[i] = watchNear{float32(lat), float32(lng), float32(fs[p.fence].size)}
 		}
 	}
 	return g
 }
 
+// anyNear tells whether any fence of the grid has its centre in the
+// point's res-6 cell or those around it: if none does, the search at
+// res 8 would read its rings for nothing.
+func (g *watchGrid) anyNear(lat, lng float64) bool {
+	for _, c := range h3.GridDisk(cellAt(lat, lng, g.coarse.res), 1) {
+		if _, found := slices.BinarySearch(g.coarse.cells, c); found {
+			return true
+		}
+	}
+	return false
+}
+
 func (g *watchGrid) bytes() int {
-	return (len(g.fine.cells)+len(g.coarse.cells))*12 + len(g.big)*4
+	return (len(g.fine.cells)+len(g.coarse.cells))*24 + len(g.big)*4
 }
 
 // watchCentre is the centre of the circle a fence is watched as: a
@@ -117,46 +152,61 @@ func watchCentre(f *fence, polys []polygon) (lat, lng float64) {
 // may move and still be outside every circle left out. The wake radius is
 // at most MaxWakeM; with k = 0 it is the distance to the nearest circle.
 // It reads a few dozen cells in a city and a few hundred where no fence
-// is within tens of kilometres, and allocates only the rings of cells it
-// reads (and dst when it is short).
+// is within tens of kilometres, ranks what it reads by a flat measure and
+// measures only the nearest exactly.
 func (ix *Index) Watch(lat, lng float64, k int, minRadiusM float64, dst []Region) ([]Region, float64) {
 	if ValidPoint(lat, lng) != nil || len(ix.fences) == 0 {
 		return dst, MaxWakeM
 	}
-	base := len(dst)
-	for _, i := range ix.watch.big {
-		dst = append(dst, ix.region(i, lat, lng, minRadiusM))
+	var buf [256]cand
+	cs := buf[:0]
+	for _, i := range ix.watch.big { // a big fence may lie anywhere: measured
+		cs = append(cs, ix.measured(i, lat, lng, minRadiusM))
 	}
 	g := &ix.watch
+	fl := newFlat(lat, lng)
 	// In a city: the small fences ring by ring at res 8 until k+1 of them
 	// are known nearest; then the medium ones at res 6, as far as the
 	// (k+1)th small one.
-	withBig := len(dst)
-	dst, fine, ok := ix.rings(&g.fine, lat, lng, 1, watchFineRings, k, minRadiusM, 0, dst, func(int32) bool { return true })
+	withBig := len(cs)
+	fine, ok := 0.0, false
+	if g.anyNear(lat, lng) {
+		cs, fine, ok = fl.rings(&g.fine, 1, watchFineRings, k, minRadiusM, 0, cs, false)
+	}
 	if ok {
 		if g.medium == 0 {
-			return watched(dst, base, k, fine)
+			return ix.watched(dst, cs, k, fine, lat, lng, minRadiusM)
 		}
-		reach := kthEdge(dst[withBig:], k)
 		var coarse float64
-		dst, coarse, _ = ix.rings(&g.coarse, lat, lng, 0, watchRings-1, -1, minRadiusM, reach, dst, func(i int32) bool { return ix.fences[i].size > watchSmallM })
-		return watched(dst, base, k, math.Min(fine, coarse))
+		cs, coarse, _ = fl.rings(&g.coarse, 0, watchRings-1, -1, minRadiusM, kthHigh(cs[withBig:], k), cs, true)
+		return ix.watched(dst, cs, k, math.Min(fine, coarse), lat, lng, minRadiusM)
 	}
 	// Elsewhere: every fence up to watchBigM at res 6.
-	dst = dst[:withBig]
-	dst, coarse, _ := ix.rings(&g.coarse, lat, lng, 1, watchRings-1, k, minRadiusM, 0, dst, func(int32) bool { return true })
-	return watched(dst, base, k, math.Max(coarse, 0))
+	cs, coarse, _ := fl.rings(&g.coarse, 1, watchRings-1, k, minRadiusM, 0, cs[:withBig], false)
+	return ix.watched(dst, cs, k, math.Max(coarse, 0), lat, lng, minRadiusM)
 }
 
-// rings appends the fences of lv that keep, ring by ring around the
-// point's cell (the first `first` rings at once, then up to last), until
-// k+1 circles read lie no farther than every circle not read yet (k < 0:
-// until that bound reaches `reach`). It answers the bound: every fence of
-// lv not read lies at least that far outside its circle.
-func (ix *Index) rings(lv *watchLevel, lat, lng float64, first, last, k int, minRadiusM, reach float64, dst []Region, keep func(int32) bool) ([]Region, float64, bool) {
-	origin := cellAt(lat, lng, lv.res)
-	base := len(dst)
+// cand is a fence a search read, with bounds of how far the point lies
+// outside its circle.
+type cand struct {
+	fence  int32
+	lo, hi float32
+}
+
+// rings appends the fences of lv (only the medium ones with onlyMedium),
+// ring by ring around the point's cell (the first `first` rings at once,
+// then up to last), until k+1 circles read lie no farther than every
+// circle not read yet (k < 0: until that bound reaches `reach`). It
+// answers the bound: every fence of lv not read lies at least that far
+// outside its circle.
+func (fl *flat) rings(lv *watchLevel, first, last, k int, minRadiusM, reach float64, cs []cand, onlyMedium bool) ([]cand, float64, bool) {
+	origin := cellAt(fl.lat, fl.lng, lv.res)
+	base := len(cs)
 	covered := math.Inf(-1)
+	slack := watchBigM
+	if !onlyMedium && lv.ringM < 1000 {
+		slack = watchSmallM
+	}
 	// Rings are computed up to first, then twice as far each time.
 	for from, upTo := 0, first; from <= last; from, upTo = upTo+1, min(2*upTo+1, last) {
 		rings := h3.GridDiskDistances(origin, upTo)
@@ -164,42 +214,29 @@ func (ix *Index) rings(lv *watchLevel, lat, lng float64, first, last, k int, min
 			for _, c := range rings[d] {
 				i, _ := slices.BinarySearch(lv.cells, c)
 				for ; i < len(lv.cells) && lv.cells[i] == c; i++ {
-					if f := lv.fences[i]; keep(f) {
-						dst = append(dst, ix.region(f, lat, lng, minRadiusM))
+					if n := &lv.near[i]; !onlyMedium || n.size > watchSmallM {
+						cs = append(cs, fl.bound(lv.fences[i], n, minRadiusM))
 					}
 				}
 			}
-			covered = float64(d)*lv.ringM - math.Max(watchBigM, minRadiusM)
-			if lv.res == ix.watch.fine.res {
-				covered = float64(d)*lv.ringM - math.Max(watchSmallM, minRadiusM)
-			}
-			if k < 0 && covered >= reach || k >= 0 && enough(dst[base:], k, covered) {
-				return dst, covered, true
+			covered = float64(d)*lv.ringM - math.Max(float64(slack), minRadiusM)
+			if k < 0 && covered >= reach || k >= 0 && enough(cs[base:], k, covered) {
+				return cs, covered, true
 			}
 		}
 	}
-	return dst, covered, false
-}
-
-// kthEdge is the edge of the (k+1)th nearest circle of found.
-func kthEdge(found []Region, k int) float64 {
-	edges := make([]float64, len(found))
-	for i := range found {
-		edges[i] = found[i].EdgeM
-	}
-	slices.Sort(edges)
-	return edges[k]
+	return cs, covered, false
 }
 
 // enough tells whether the k+1 nearest circles are known: k+1 of those
 // read lie no farther than every circle not read yet.
-func enough(found []Region, k int, covered float64) bool {
+func enough(cs []cand, k int, covered float64) bool {
 	if covered <= 0 {
 		return false
 	}
 	n := 0
-	for i := range found {
-		if found[i].EdgeM <= covered {
+	for i := range cs {
+		if float64(cs[i].hi) <= covered {
 			n++
 			if n > k {
 				return true
@@ -209,22 +246,59 @@ func enough(found []Region, k int, covered float64) bool {
 	return false
 }
 
-// watched keeps the k nearest of dst[base:] that lie within covered (a
-// circle farther off may have a nearer one not read) and answers the
-// wake radius: the edge of the nearest circle left out, and no more than
-// covered.
-func watched(dst []Region, base, k int, covered float64) ([]Region, float64) {
-	found := dst[base:]
-	if len(found) > 2*(k+1) { // only the k+1 nearest matter: sort those alone
-		t, n := kthEdge(found, k), 0
-		for _, r := range found {
-			if r.EdgeM <= t {
-				found[n] = r
-				n++
+// kthHigh is the (k+1)th smallest upper bound of the candidates' edges
+// (quickselect: the order of the rest does not matter).
+func kthHigh(cs []cand, k int) float64 {
+	his := make([]float32, len(cs))
+	for i := range cs {
+		his[i] = cs[i].hi
+	}
+	lo, hi := 0, len(his)-1
+	for lo < hi {
+		pivot := his[(lo+hi)/2]
+		i, j := lo, hi
+		for i <= j {
+			for his[i] < pivot {
+				i++
+			}
+			for his[j] > pivot {
+				j--
+			}
+			if i <= j {
+				his[i], his[j] = his[j], his[i]
+				i, j = i+1, j-1
 			}
 		}
-		found = found[:n]
+		switch {
+		case k <= j:
+			hi = j
+		case k >= i:
+			lo = i
+		default:
+			return float64(his[k])
+		}
 	}
+	return float64(his[k])
+}
+
+// watched appends to dst the k nearest candidates that lie within
+// covered (a circle farther off may have a nearer one not read) and
+// answers the wake radius: the edge of the nearest circle left out, and
+// no more than covered. Only the candidates that may be among the k+1
+// nearest (their lower bound under the (k+1)th upper bound) are measured:
+// those left out are farther than every one kept.
+func (ix *Index) watched(dst []Region, cs []cand, k int, covered, lat, lng, minRadiusM float64) ([]Region, float64) {
+	base := len(dst)
+	t := math.Inf(1)
+	if len(cs) > k+1 {
+		t = kthHigh(cs, k)
+	}
+	for _, c := range cs {
+		if float64(c.lo) <= t {
+			dst = append(dst, ix.region(c.fence, lat, lng, minRadiusM))
+		}
+	}
+	found := dst[base:]
 	slices.SortFunc(found, func(a, b Region) int {
 		if c := cmp.Compare(a.EdgeM, b.EdgeM); c != 0 {
 			return c
@@ -242,9 +316,38 @@ func watched(dst []Region, base, k int, covered float64) ([]Region, float64) {
 	return dst[:base+len(found)], wake
 }
 
+// region is fence i as a circle of at least minRadiusM, measured.
 func (ix *Index) region(i int32, lat, lng, minRadiusM float64) Region {
 	f := &ix.fences[i]
 	cLat, cLng := watchCentre(f, ix.polys)
 	r := math.Max(f.size, minRadiusM)
 	return Region{Fence: i, Lat: cLat, Lng: cLng, RadiusM: r, EdgeM: math.Max(0, DistanceM(lat, lng, cLat, cLng)-r)}
+}
+
+// measured is fence i as a candidate with its edge measured exactly.
+func (ix *Index) measured(i int32, lat, lng, minRadiusM float64) cand {
+	e := float32(ix.region(i, lat, lng, minRadiusM).EdgeM)
+	return cand{fence: i, lo: e * (1 - 1e-6), hi: e*(1+1e-6) + 1}
+}
+
+// bound is a fence of a watch level as a candidate, its edge bounded by
+// the flat measure (or measured, near the poles). The float32 centre,
+// radius and bounds err by a few decimetres: 4 m more slack.
+func (fl *flat) bound(i int32, n *watchNear, minRadiusM float64) cand {
+	lat, lng := float64(n.lat), float64(n.lng)
+	r := math.Max(float64(n.size), minRadiusM)
+	var d, err float64
+	if fl.exact {
+		d = DistanceM(fl.lat, fl.lng, lat, lng)
+	} else {
+		dLng := lng - fl.lng
+		if dLng > 180 {
+			dLng -= 360
+		} else if dLng < -180 {
+			dLng += 360
+		}
+		dx, dy := dLng*fl.mLng, (lat-fl.lat)*fl.mLat
+		d, err = math.Sqrt(dx*dx+dy*dy), flatErr
+	}
+	return cand{fence: i, lo: float32(math.Max(0, d/(1+err)-4-r)), hi: float32(math.Max(0, d/(1-err)+4-r))}
 }
