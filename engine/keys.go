@@ -63,8 +63,8 @@ const (
 	// no gap of a visit timeout, write it once); TTL 400 days past that.
 	partDeviceSeen = "device_seen"
 	// partPresence: hash, store id → "entered_ms:last_seen_ms:dwell_done_s",
-	// "#ts", "#fix" → the last fix and "#dev" → the device it came from
-	// ('#' is in no id); TTL the visit
+	// "#ts", "#fix" → the last fix, "#dev" and "#os" → the device it came
+	// from and its platform ('#' is in no id); TTL the visit
 	// timeout.
 	partPresence = "presence"
 	// partCaps: hash, offers per rule and local day ("<rule>|d<yyyymmdd>"),
