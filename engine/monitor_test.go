@@ -14,10 +14,11 @@ import (
 )
 
 // Every answer tells the device what to watch, sized for its platform:
-// a mall of 150 shops gives iOS 19 regions and Android 99, a browser
-// none, a device not registered iOS's number; the wake circle reaches no
-// shop left out, and is left out itself where it would be too small for
-// an OS (iOS's 19 among shops 30 m apart). Far from everything: no region, the widest wake circle. A
+// at a mall of 40 tenants (with a high street of 80 shops 3 km off) iOS
+// gets 19 regions and Android 99 (with the wake region, each platform's
+// limit: 20 and 100), a browser none, a device not registered iOS's
+// number; the wake circle reaches no shop left out, and is left out itself
+// where it would be too small for an OS (iOS's 19 among shops 30 m apart). Far from everything: no region, the widest wake circle. A
 // polygon is watched as its enclosing circle; a kiosk as a circle of the
 // OS's minimum. Inside a store with a dwell rule, the next ping is due
 // at the threshold.
@@ -28,13 +29,19 @@ func TestMonitorByPlatform(t *testing.T) {
 	f := setup(t, rdb, dwell)
 	ctx := context.Background()
 	cat := f.live.Catalog()
-	// The mall, 2 km north of Alexanderplatz: 150 shops of 10-30 m on a
-	// 300 m square; a polygon and a kiosk 1 km east of Alexanderplatz.
+	// The mall, 2 km north of Alexanderplatz: 40 tenants of 10-30 m, 30 m
+	// apart; the high street 3 km north of it: 80 shops, 50 m apart; a
+	// polygon and a kiosk 1 km east of Alexanderplatz.
 	mallLat, mallLng := north(alexLat, alexLng, 2000)
-	for i := range 150 {
-		lat, lng := north(mallLat, mallLng, float64(i/15)*30)
-		lng += float64(i%15) * 30 / (111320 * math.Cos(lat*math.Pi/180))
-		st := rules.Store{ID: fmt.Sprintf("m-%03d", i), Name: "Shop", Lat: ptr(lat), Lng: ptr(lng), RadiusM: 10 + float64(i%3)*10}
+	streetLat, streetLng := north(mallLat, mallLng, 3000)
+	for i := range 120 {
+		id, lat, lng, step := fmt.Sprintf("m-%03d", i), mallLat, mallLng, 30.0
+		if i >= 40 {
+			id, lat, lng, step = fmt.Sprintf("h-%03d", i-40), streetLat, streetLng, 50
+		}
+		lat, lng = north(lat, lng, float64(i%40/8)*step)
+		lng += float64(i%8) * step / (111320 * math.Cos(lat*math.Pi/180))
+		st := rules.Store{ID: id, Name: "Shop", Lat: ptr(lat), Lng: ptr(lng), RadiusM: 10 + float64(i%3)*10}
 		if _, err := cat.PutStore(ctx, &st); err != nil {
 			t.Fatal(err)
 		}
