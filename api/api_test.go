@@ -405,8 +405,9 @@ func walkEveryOperation(t *testing.T, c *client, atOnce bool) {
 	rule := `{"name": "R", "enabled": true, "trigger": {"on": "enter"}, "offer": {"title": {"en": "Hi"}, "body": {"en": "Hello"}}}`
 	type request struct{ method, path, key, contentType, body string }
 	needRedis := map[string]request{
-		"POST /v1/pings": {"POST", "/v1/pings", "app-key", "", `{"customer_id": "c-1", "lat": 52.52, "lng": 13.41}`},
-		"GET /v1/stores": {"GET", "/v1/stores", "admin-key", "", ""},
+		"POST /v1/pings":       {"POST", "/v1/pings", "app-key", "", `{"customer_id": "c-1", "lat": 52.52, "lng": 13.41}`},
+		"POST /v1/pings/batch": {"POST", "/v1/pings/batch", "app-key", "", `{"customer_id": "c-1", "fixes": [{"lat": 52.52, "lng": 13.41, "ts": "2026-11-22T08:00:00Z"}]}`},
+		"GET /v1/stores":       {"GET", "/v1/stores", "admin-key", "", ""},
 		"POST /v1/stores": {"POST", "/v1/stores", "admin-key", "application/x-ndjson",
 			`{"id": "s-1", "name": "S", "lat": 52.52, "lng": 13.41, "radius_m": 50}`},
 		"PUT /v1/stores/{store_id}":    {"PUT", "/v1/stores/s-1", "admin-key", "", `{"name": "S", "lat": 52.52, "lng": 13.41, "radius_m": 50}`},

@@ -871,7 +871,8 @@ type simulateRequest struct {
 }
 
 // simulate walks a customer through pings in a sandbox: what each would
-// cause, one after another, explained, with nothing changed.
+// cause, one after another, explained, with nothing changed; and how many
+// of them a phone following the answers would have sent.
 func (s *Server) simulate(c *fiber.Ctx) error {
 	var req simulateRequest
 	if err := decodeJSON(c, &req); err != nil {
@@ -919,5 +920,22 @@ func (s *Server) simulate(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(fiber.Map{"simulated": true, "steps": steps})
+	return c.JSON(fiber.Map{"simulated": true, "steps": steps, "phone": phoneSends(steps)})
+}
+
+// simulatedPhone counts the steps of a simulated walk a phone would have
+// sent (engine.Step.PhoneSends).
+type simulatedPhone struct {
+	Steps int `json:"steps"`
+	Sends int `json:"sends"`
+}
+
+func phoneSends(steps []engine.Step) simulatedPhone {
+	p := simulatedPhone{Steps: len(steps)}
+	for _, st := range steps {
+		if st.PhoneSends {
+			p.Sends++
+		}
+	}
+	return p
 }

@@ -89,28 +89,40 @@ func (e *Engine) pacing(snap *rules.Snapshot, p Ping, hits []geo.Hit, obs observ
 		}
 		res.Monitor = m
 	}
-	res.NextPing = e.nextPing(snap, hits, wakeM, obs)
+	res.NextPing = e.nextPing(snap, hits, p.AccuracyM, wakeM, regions, obs)
 }
 
 // nextPing: the distance the device may move before a fence near it
 // could be entered or left (or, far from them, the wake circle left);
 // and with a visit open, the time to its next dwell threshold, or to
 // half the visit timeout, so that a customer who stays is not taken to
-// have left.
-func (e *Engine) nextPing(snap *rules.Snapshot, hits []geo.Hit, wakeM float64, obs observation) *NextPing {
+// have left. A circle the OS watches as it is (a circle fence of 100 m
+// or more among the regions) wakes the phone on entering by itself.
+func (e *Engine) nextPing(snap *rules.Snapshot, hits []geo.Hit, accuracyM, wakeM float64, regions []geo.Region, obs observation) *NextPing {
 	d := wakeM
 	for _, h := range hits {
-		if h.Inside {
-			// To be taken to have left: beyond the edge by the exit margin.
-			// A circle's edge is DistanceM from its centre; a polygon's is
-			// at least its margin away.
-			left := geo.ExitMarginM(h.SizeM)
-			if snap.Stores[h.Fence].Polygon == nil {
+		circle := snap.Stores[h.Fence].Polygon == nil
+		margin := geo.ExitMarginM(h.SizeM)
+		switch {
+		case h.Inside:
+			// To be taken to have left: beyond the edge by the exit margin
+			// and the fix's accuracy. A circle's edge is DistanceM from its
+			// centre; a polygon's is at least its margin away.
+			left := margin
+			if circle {
 				left += h.SizeM - h.DistanceM
 			}
 			d = math.Min(d, left)
-		} else {
-			d = math.Min(d, h.OutsideM)
+		default:
+			// Outside: entering is OutsideM away, unless the OS watches this
+			// very circle; with a visit open here (the observe step tells
+			// how many, not where) leaving is what is left of the margin.
+			if !(circle && h.SizeM >= MonitorMinRadiusM && watches(regions, h.Fence)) {
+				d = math.Min(d, h.OutsideM)
+			}
+			if obs.open > 0 && h.Held(accuracyM) {
+				d = math.Min(d, margin+accuracyM-h.OutsideM)
+			}
 		}
 	}
 	np := &NextPing{DistanceM: max(minNextPingM, int(d))}
@@ -123,4 +135,13 @@ func (e *Engine) nextPing(snap *rules.Snapshot, hits []geo.Hit, wakeM float64, o
 		np.AfterS = &s
 	}
 	return np
+}
+
+func watches(regions []geo.Region, fence int32) bool {
+	for _, r := range regions {
+		if r.Fence == fence {
+			return true
+		}
+	}
+	return false
 }

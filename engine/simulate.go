@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nearcast/nearcast/geo"
 	"github.com/nearcast/nearcast/rules"
 )
 
@@ -27,6 +28,74 @@ type Sandbox func() (rdb redis.UniversalClient, release func(), err error)
 type Step struct {
 	TS time.Time `json:"ts"`
 	Result
+	// PhoneSends says whether a phone pacing itself by the answers to the
+	// pings it sent before (PhoneWake) would have sent this one at all.
+	// Every step is evaluated either way, as if sent.
+	PhoneSends bool `json:"phone_sends"`
+	// PhoneWake is why the phone sends it (one of the Wake… values); empty
+	// when it would not.
+	PhoneWake string `json:"phone_wake,omitempty"`
+}
+
+// Why a phone that follows the answers' Monitor and NextPing sends a ping.
+const (
+	// WakeFirst: the first ping of a walk.
+	WakeFirst = "first"
+	// WakeUnpaced: the answer to the last ping sent had neither monitor
+	// nor next ping (no consent, a fix too unsure or too old): nothing
+	// holds the phone back.
+	WakeUnpaced = "unpaced"
+	// WakeRegion: the fix lies on the other side of a monitored region's
+	// edge than the last ping sent: the OS wakes the app on the crossing.
+	WakeRegion = "region"
+	// WakeCircle: the fix lies outside the wake circle.
+	WakeCircle = "wake"
+	// WakeDistance: the fix lies next_ping.distance_m or more from the
+	// last ping sent.
+	WakeDistance = "distance"
+	// WakeTime: next_ping.after_s or more have passed since the last ping
+	// sent.
+	WakeTime = "time"
+)
+
+// PhoneWake says whether, and why, a phone would send a ping at p, having
+// last sent the ping sent and been answered last: the first ping (sent
+// nil) is sent; else a crossing of a region of last's monitor (inside vs
+// outside: the fix and sent on either side of its edge), leaving its
+// wake circle, moving next_ping.distance_m from sent, or next_ping.after_s
+// seconds after sent wake the phone. An answer without monitor and next
+// ping (no consent) holds nothing back: every fix is sent; one with a
+// next ping alone (a browser) paces by it. "" when the phone stays asleep.
+func PhoneWake(sent *Ping, last *Result, p Ping) string {
+	switch {
+	case sent == nil:
+		return WakeFirst
+	case last == nil || last.Monitor == nil && last.NextPing == nil:
+		return WakeUnpaced
+	}
+	if m := last.Monitor; m != nil {
+		for _, r := range m.Regions {
+			if inCircle(r, sent.Lat, sent.Lng) != inCircle(r, p.Lat, p.Lng) {
+				return WakeRegion
+			}
+		}
+		if m.Wake != nil && !inCircle(*m.Wake, p.Lat, p.Lng) {
+			return WakeCircle
+		}
+	}
+	if np := last.NextPing; np != nil {
+		if geo.DistanceM(sent.Lat, sent.Lng, p.Lat, p.Lng) >= float64(np.DistanceM) {
+			return WakeDistance
+		}
+		if np.AfterS != nil && p.TS.Sub(sent.TS) >= time.Duration(*np.AfterS)*time.Second {
+			return WakeTime
+		}
+	}
+	return ""
+}
+
+func inCircle(r Region, lat, lng float64) bool {
+	return geo.DistanceM(r.Lat, r.Lng, lat, lng) <= float64(r.RadiusM)
 }
 
 // Simulate walks a customer through pings, one after another, as if they
@@ -39,7 +108,9 @@ type Step struct {
 // any time of day.
 // Coupons issued in a simulation exist nowhere else; no push is sent.
 // A rule's per-store daily counts are not copied: the sandbox starts them
-// at zero.
+// at zero. Each step says whether a phone following the answers to the
+// steps it sent would have sent it (PhoneWake); every step is evaluated
+// all the same.
 func (e *Engine) Simulate(ctx context.Context, newSandbox Sandbox, customerID string, pings []Ping) ([]Step, error) {
 	if len(pings) > MaxSimulatedPings {
 		return nil, fmt.Errorf("a simulation takes at most %d pings", MaxSimulatedPings)
@@ -71,6 +142,8 @@ func (e *Engine) Simulate(ctx context.Context, newSandbox Sandbox, customerID st
 	sim := New(rdb, e.snaps, e.coupons, cfg, e.log, func() time.Time { return clock })
 	steps := make([]Step, 0, len(pings))
 	last := e.now()
+	var sent *Ping    // the last ping a phone would have sent
+	var answer Result // and its answer
 	for _, p := range pings {
 		p.CustomerID = customerID
 		if p.TS.IsZero() {
@@ -88,7 +161,11 @@ func (e *Engine) Simulate(ctx context.Context, newSandbox Sandbox, customerID st
 		if res.Explain == nil {
 			res.Explain = []Explanation{}
 		}
-		steps = append(steps, Step{TS: p.TS.UTC(), Result: *res})
+		step := Step{TS: p.TS.UTC(), Result: *res, PhoneWake: PhoneWake(sent, &answer, p)}
+		if step.PhoneSends = step.PhoneWake != ""; step.PhoneSends {
+			sent, answer = &p, *res
+		}
+		steps = append(steps, step)
 	}
 	return steps, nil
 }

@@ -346,6 +346,22 @@ func TestConsoleInBrowser(t *testing.T) {
 		// however many pings fall inside.
 		until(`document.querySelectorAll('#sim-results .event.enter').length === 1 && document.querySelectorAll('#sim-results tr.has-offer').length === 1`),
 		shot("06-simulated-walk"))
+	// What the phone watches: the store's region and the wake circle of
+	// the last ping it sent; the pings it would send counted, and told
+	// from those it would not.
+	step("see what a phone would watch and send",
+		until(`document.querySelectorAll('svg.map path.monitor-region').length === 1 && document.querySelectorAll('svg.map path.monitor-wake').length === 1`),
+		until(`(() => {
+			const m = document.querySelector('#sim-phone')?.textContent.match(/^A phone would have sent (\d+) of (\d+) pings\.$/);
+			const rows = document.querySelectorAll('#sim-results tbody tr').length;
+			const sent = document.querySelectorAll('#sim-results tr.phone-sent').length;
+			return m && Number(m[2]) === rows && Number(m[1]) === sent && sent >= 2 && sent < rows;
+		})()`),
+		until(`document.querySelector('#sim-results tr.has-event')?.classList.contains('phone-sent')`),
+		chromedp.Evaluate[chromedp.Void](`document.querySelector('#sim-results tr.phone-skipped').click()`),
+		until(`document.querySelector('#sim-monitor')?.textContent.includes('a phone would not send it; it follows the answer to ping')`),
+		until(`document.querySelectorAll('svg.map .ping-source').length === 1 && document.querySelectorAll('svg.map .ping.skipped').length > 0`),
+		shot("06b-phone-watch"))
 	firstRows, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#sim-results tbody tr:first-child`)))
 	if err != nil {
 		t.Fatal(err)

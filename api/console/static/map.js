@@ -200,7 +200,7 @@ export class MapView {
     const shapes = this.opts.shapes();
     // Names only where they can be read: a crowd of stores gets none,
     // but the selected one.
-    const crowded = shapes.filter((s) => s.circle && this.near(s.circle, s.radius_m)).length > 80;
+    const crowded = shapes.filter((s) => s.circle && !s.overlay && this.near(s.circle, s.radius_m)).length > 80;
     for (const s of shapes) if (!(crowded && s.label && !s.keepLabel)) nodes.push(this.shape(s));
     nodes.push(this.scaleBar(hgt));
     this.svg.replaceChildren(...nodes.filter(Boolean));
@@ -215,7 +215,9 @@ export class MapView {
 
   // shape draws one of: {circle: [lat, lng], radius_m}, {polygon: [[lat, lng]...]},
   // {line: [[lat, lng]...]}, {dot: [lat, lng], px}, {label: [lat, lng], text};
-  // each may have cls, drag (a key) and title.
+  // each may have cls, drag (a key) and title; overlay marks a circle
+  // drawn over the stores (what a phone watches), which does not count
+  // towards crowding their names out.
   shape(s) {
     const pts = s.polygon || s.line;
     const anchor = s.circle || s.dot || s.label || pts[0];
