@@ -31,7 +31,7 @@ func batchOf(device string, fixes ...[2]float64) string {
 func TestPingBatchRoute(t *testing.T) {
 	for _, be := range redistest.Backends(srv) {
 		t.Run(be.Name, func(t *testing.T) {
-			c := newTokenClient(t, be.New(t), 60, 4)
+			c := newTokenClient(t, be.New(t), 60, 1)
 			setUpStoreAndRule(t, c)
 			c.admin("PUT", "/v1/customers/c-42", customerAnna)
 			c.admin("PUT", "/v1/customers/c-shy", strings.Replace(customerAnna, `"location": true`, `"location": false`, 1))
@@ -81,7 +81,8 @@ func TestPingBatchRoute(t *testing.T) {
 				t.Fatalf("unknown %d %s; no consent %d %s", g.Status, g.Raw, s.Status, s.Raw)
 			}
 
-			// The device's limit is 4 a minute: Anna's d-2 sends six fixes.
+			// The device's limit is 1 a minute, and a batch's fixes have
+			// engine.BatchLimitFactor (4) times that: Anna's d-2 sends six.
 			r = c.as(anna, "POST", "/v1/pings/batch", batchOf("d-2", [2]float64{900, 60}, [2]float64{910, 50}, [2]float64{920, 40}, [2]float64{930, 30}, [2]float64{940, 20}, [2]float64{950, 10}))
 			res = engine.BatchResult{}
 			json.Unmarshal([]byte(r.Raw), &res)

@@ -66,9 +66,15 @@ var admitScript = script("admit", "rate")
 // generation of the customer token it came with, 0 for none. It answers
 // ErrRevoked, a *RateLimitError, or nil.
 func (e *Engine) Admit(ctx context.Context, customerID, deviceID string, tokenGen int64) error {
+	return e.admit(ctx, customerID, deviceID, tokenGen, 1)
+}
+
+// admit is Admit with the limits times scale.
+func (e *Engine) admit(ctx context.Context, customerID, deviceID string, tokenGen int64, scale int) error {
 	keys := []string{customerKey(customerID, partTokens), customerKey(customerID, partRate)}
+	limC, limD := e.limits(scale)
 	raw, err := admitScript.Run(ctx, e.rdb, keys, tokenGen, e.now().UnixMilli(),
-		e.cfg.PingsPerMinute, e.cfg.PingsPerMinuteDevice, deviceID, rateWindow.Milliseconds()).StringSlice()
+		limC, limD, deviceID, rateWindow.Milliseconds()).StringSlice()
 	if err != nil {
 		return rules.RedisErr("admit", err)
 	}

@@ -101,8 +101,10 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 		ts = now
 	}
 	res := &Result{Events: []Event{}, Offers: []IssuedOffer{}}
-	if p.AccuracyM > geo.MaxAccuracyM {
-		return res, nil // too unsure to move presence either way
+	if p.AccuracyM > MaxFixAccuracyM {
+		// Too unsure to move presence either way; still a call of the
+		// customer's, checked and counted as every call is.
+		return res, e.admit(ctx, p.CustomerID, p.DeviceID, p.TokenGen, opt.limitScale)
 	}
 	var buf [16]geo.Hit
 	hits := snap.Index.Near(p.Lat, p.Lng, buf[:0])

@@ -77,7 +77,7 @@ func (e *Engine) EvaluateBatch(ctx context.Context, fixes []Ping, opt Options) (
 			continue
 		}
 		o := opt
-		o.ended = ended[i]
+		o.ended, o.limitScale = ended[i], BatchLimitFactor
 		res, err := e.Evaluate(ctx, p, o)
 		var rl *RateLimitError
 		if errors.As(err, &rl) && i > 0 {
@@ -104,7 +104,7 @@ func visitsEnded(snap *rules.Snapshot, fixes []Ping) []map[int32]bool {
 	held := make([]map[int32]bool, len(fixes))
 	var buf [16]geo.Hit
 	for i, p := range fixes {
-		if p.AccuracyM > geo.MaxAccuracyM {
+		if p.AccuracyM > MaxFixAccuracyM {
 			continue
 		}
 		held[i] = map[int32]bool{}

@@ -22,7 +22,7 @@ func TestBatchOfFixes(t *testing.T) {
 			ctx := context.Background()
 			cfg := engine.DefaultConfig()
 			cfg.QuietHours = [2]int{}
-			cfg.PingsPerMinute, cfg.PingsPerMinuteDevice = 0, 8
+			cfg.PingsPerMinute, cfg.PingsPerMinuteDevice = 0, 2
 			eng := engine.New(f.rdb, f.live, engine.NewCodeSigner([]byte("k")), cfg, quiet, f.clock.Now)
 			fix := func(northM float64, ago time.Duration) engine.Ping {
 				lat, lng := north(alexLat, alexLng, northM)
@@ -77,7 +77,8 @@ func TestBatchOfFixes(t *testing.T) {
 				t.Fatalf("in and staying: %+v, offers %+v", res.Events, res.Offers)
 			}
 
-			// Over the device's limit (8 a minute): the fixes after it
+			// Over the device's limit for batches (2 a minute, times
+			// BatchLimitFactor: 8): the fixes after it
 			// change nothing; a batch whose first fix is over is refused.
 			f.clock.Advance(time.Hour)
 			f.clock.t = f.clock.t.Truncate(time.Minute).Add(time.Minute)

@@ -73,22 +73,24 @@ func (e *Engine) pacing(snap *rules.Snapshot, p Ping, hits []geo.Hit, obs observ
 		k = monitorRegions["ios"]
 	}
 	var buf [100]geo.Region
-	minR := float64(MonitorMinRadiusM)
 	if k == 0 {
-		minR = 0 // nothing for an OS to watch: the true distance
+		// A browser watches nothing: its pacing needs the way to the
+		// nearest fence beyond those near the fix (which nextPing reads
+		// from the hits), true to size.
+		_, wakeM := snap.Index.Watch(p.Lat, p.Lng, len(hits), 0, buf[:0])
+		res.NextPing = e.nextPing(snap, hits, p.AccuracyM, wakeM, nil, obs)
+		return
 	}
-	regions, wakeM := snap.Index.Watch(p.Lat, p.Lng, k, minR, buf[:0])
-	if obs.platform != "web" {
-		m := &Monitor{Regions: make([]Region, len(regions))}
-		for i, r := range regions {
-			st := snap.Stores[r.Fence]
-			m.Regions[i] = Region{ID: RegionIDPrefix + st.ID, StoreID: st.ID, Lat: r.Lat, Lng: r.Lng, RadiusM: int(math.Ceil(r.RadiusM))}
-		}
-		if wakeM >= MonitorMinRadiusM {
-			m.Wake = &Region{ID: WakeRegionID, Lat: p.Lat, Lng: p.Lng, RadiusM: int(wakeM)}
-		}
-		res.Monitor = m
+	regions, wakeM := snap.Index.Watch(p.Lat, p.Lng, k, MonitorMinRadiusM, buf[:0])
+	m := &Monitor{Regions: make([]Region, len(regions))}
+	for i, r := range regions {
+		st := snap.Stores[r.Fence]
+		m.Regions[i] = Region{ID: RegionIDPrefix + st.ID, StoreID: st.ID, Lat: r.Lat, Lng: r.Lng, RadiusM: int(math.Ceil(r.RadiusM))}
 	}
+	if wakeM >= MonitorMinRadiusM {
+		m.Wake = &Region{ID: WakeRegionID, Lat: p.Lat, Lng: p.Lng, RadiusM: int(wakeM)}
+	}
+	res.Monitor = m
 	res.NextPing = e.nextPing(snap, hits, p.AccuracyM, wakeM, regions, obs)
 }
 

@@ -175,4 +175,8 @@ func TestMonitorByPlatform(t *testing.T) {
 	if res.NextPing.DistanceM < 100 || res.NextPing.DistanceM > 100+int(geo.ExitMarginM(100)) {
 		t.Fatalf("at the centre of a 100 m store: next ping after %d m, want the way out", res.NextPing.DistanceM)
 	}
+	// A browser there too: no monitor, the same way out.
+	if res := ping("d-web", alexLat, alexLng); res.Monitor != nil || res.NextPing.DistanceM < 100 || res.NextPing.AfterS == nil {
+		t.Fatalf("a browser at the centre of a 100 m store: %+v, next ping %+v", res.Monitor, res.NextPing)
+	}
 }

@@ -216,7 +216,8 @@ func (e *Engine) observeArgs(snap *rules.Snapshot, p Ping, ts, now time.Time, hi
 			n++
 		}
 	}
-	args = append(args, n, now.UnixMilli(), e.cfg.PingsPerMinute, e.cfg.PingsPerMinuteDevice, p.TokenGen)
+	limC, limD := e.limits(opt.limitScale)
+	args = append(args, n, now.UnixMilli(), limC, limD, p.TokenGen)
 	for _, h := range hits {
 		if !h.Held(p.AccuracyM) {
 			continue

@@ -73,6 +73,15 @@ func TestPingRateLimits(t *testing.T) {
 			if _, err := eng.Evaluate(ctx, engine.Ping{CustomerID: "c-ghost", Lat: 1, Lng: 1}, engine.Options{}); !limited(err) {
 				t.Fatalf("6th call for an unknown customer: %v, want a rate limit", err)
 			}
+			// A fix too unsure to move presence is a call all the same.
+			for i := 0; i < 5; i++ {
+				if _, err := eng.Evaluate(ctx, engine.Ping{CustomerID: "c-vague", Lat: 1, Lng: 1, AccuracyM: 2000}, engine.Options{}); err != nil {
+					t.Fatalf("unsure fix %d: %v", i, err)
+				}
+			}
+			if _, err := eng.Evaluate(ctx, engine.Ping{CustomerID: "c-vague", Lat: 1, Lng: 1, AccuracyM: 2000}, engine.Options{}); !limited(err) {
+				t.Fatalf("6th unsure fix: %v, want a rate limit", err)
+			}
 		})
 	}
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"time"
 
+	"github.com/nearcast/nearcast/geo"
 	"github.com/nearcast/nearcast/rules"
 )
 
@@ -23,6 +24,16 @@ type Ping struct {
 	TokenGen int64
 }
 
+// MaxFixAccuracyM: a fix less sure than this (accuracy_m, the radius of
+// its 68% circle) moves no presence: it is checked and counted, and
+// answered with nothing.
+const MaxFixAccuracyM = geo.MaxAccuracyM
+
+// BatchLimitFactor is how many times their limits of a minute the fixes
+// of a batch may use, each counted once: a phone that was offline catches
+// up in one batch of up to MaxBatchFixes (with the default limits).
+const BatchLimitFactor = 4
+
 // Options change how a ping is evaluated.
 type Options struct {
 	// DryRun changes nothing: no presence, no counters, no coupon, no push.
@@ -32,6 +43,16 @@ type Options struct {
 	// ended: stores where a later fix of the same batch shows the visit
 	// over (EvaluateBatch); no offer is made there.
 	ended map[int32]bool
+	// limitScale multiplies the call limits (0: 1): BatchLimitFactor for
+	// the fixes of a batch.
+	limitScale int
+}
+
+// limits are the call limits of a minute, per customer and per device,
+// times scale (0: 1).
+func (e *Engine) limits(scale int) (customer, device int) {
+	scale = max(scale, 1)
+	return e.cfg.PingsPerMinute * scale, e.cfg.PingsPerMinuteDevice * scale
 }
 
 // Event is a change of presence.

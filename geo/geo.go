@@ -19,7 +19,7 @@ const (
 	MaxRadiusM = 50000
 	// MaxAccuracyM is the worst fix accuracy that still counts: a fix less
 	// sure than this neither enters nor leaves any fence.
-	MaxAccuracyM = 250
+	MaxAccuracyM = 100
 	// MaxPolygonPoints bounds a polygon's ring.
 	MaxPolygonPoints = 1000
 )

@@ -74,7 +74,9 @@ const apnsCollapseIDMax = 64
 // Message is the FCM message for a push: a notification with the offer's
 // text, the coupon in data, high priority, and a time to live that ends
 // when the push loses its point, so a phone that was off does not get a
-// stale coupon hours later.
+// stale coupon hours later (on Android, iOS and the web alike). The
+// collapse key also tags the Android notification and is the APNs
+// collapse id, so that a push delivered twice is shown once.
 func (f *FCM) Message(p engine.Push, now time.Time) (*messaging.Message, error) {
 	ttl := p.ExpiresAt.Sub(now).Truncate(time.Second)
 	if f.ttl > 0 && ttl > f.ttl {
@@ -100,10 +102,15 @@ func (f *FCM) Message(p engine.Push, now time.Time) (*messaging.Message, error) 
 		Notification: &messaging.Notification{Title: p.Title, Body: p.Body},
 		Data:         p.Data,
 		Android: &messaging.AndroidConfig{
-			Priority:    "high",
-			TTL:         &ttl,
-			CollapseKey: p.CollapseKey,
+			Priority:     "high",
+			TTL:          &ttl,
+			CollapseKey:  p.CollapseKey,
+			Notification: &messaging.AndroidNotification{Tag: p.CollapseKey},
 		},
+		Webpush: &messaging.WebpushConfig{Headers: map[string]string{
+			"TTL":     strconv.FormatInt(int64(ttl/time.Second), 10),
+			"Urgency": "high",
+		}},
 		APNS: &messaging.APNSConfig{
 			Headers: headers,
 			Payload: &messaging.APNSPayload{Aps: &messaging.Aps{

@@ -53,8 +53,11 @@ func TestFCMSendsTheMessage(t *testing.T) {
 	}
 	// TTL ends with the push's own expiry (5 min), below the 10 min cap.
 	ttl, _ := strconv.Atoi(m.AndroidTTL[:len(m.AndroidTTL)-1])
-	if ttl < 295 || ttl > 300 || m.AndroidPriority != "high" || m.CollapseKey != "latte" {
-		t.Fatalf("android: ttl %s priority %s collapse %s", m.AndroidTTL, m.AndroidPriority, m.CollapseKey)
+	if ttl < 295 || ttl > 300 || m.AndroidPriority != "high" || m.CollapseKey != "latte" || m.AndroidTag != "latte" {
+		t.Fatalf("android: ttl %s priority %s collapse %s tag %s", m.AndroidTTL, m.AndroidPriority, m.CollapseKey, m.AndroidTag)
+	}
+	if wt, _ := strconv.Atoi(m.WebpushHeaders["TTL"]); wt < 295 || wt > 300 || m.WebpushHeaders["Urgency"] != "high" {
+		t.Fatalf("webpush headers %v", m.WebpushHeaders)
 	}
 	exp, _ := strconv.ParseInt(m.APNSHeaders["apns-expiration"], 10, 64)
 	if m.APNSHeaders["apns-priority"] != "10" || m.APNSHeaders["apns-collapse-id"] != "latte" || exp < time.Now().Add(290*time.Second).Unix() {

@@ -27,8 +27,12 @@ type Message struct {
 	AndroidTTL      string
 	AndroidPriority string
 	CollapseKey     string
-	APNSHeaders     map[string]string
-	Raw             json.RawMessage
+	// AndroidTag is android.notification.tag: a notification with the
+	// same tag replaces the one shown.
+	AndroidTag     string
+	APNSHeaders    map[string]string
+	WebpushHeaders map[string]string
+	Raw            json.RawMessage
 }
 
 // Server is the FCM double.
@@ -181,16 +185,21 @@ type sendRequest struct {
 			Image string `json:"image"`
 		} `json:"notification"`
 		Android *struct {
-			CollapseKey string         `json:"collapse_key"`
-			Priority    string         `json:"priority"`
-			TTL         string         `json:"ttl"`
-			Data        map[string]any `json:"data"`
+			CollapseKey  string         `json:"collapse_key"`
+			Priority     string         `json:"priority"`
+			TTL          string         `json:"ttl"`
+			Data         map[string]any `json:"data"`
+			Notification *struct {
+				Tag string `json:"tag"`
+			} `json:"notification"`
 		} `json:"android"`
 		APNS *struct {
 			Headers map[string]string `json:"headers"`
 			Payload map[string]any    `json:"payload"`
 		} `json:"apns"`
-		Webpush    json.RawMessage `json:"webpush"`
+		Webpush *struct {
+			Headers map[string]string `json:"headers"`
+		} `json:"webpush"`
 		FCMOptions json.RawMessage `json:"fcm_options"`
 	} `json:"message"`
 }
@@ -293,6 +302,17 @@ func check(r *http.Request, raw []byte) (Message, string) {
 			return Message{}, "collapse_key too long"
 		}
 		out.AndroidTTL, out.AndroidPriority, out.CollapseKey = a.TTL, a.Priority, a.CollapseKey
+		if a.Notification != nil {
+			out.AndroidTag = a.Notification.Tag
+		}
+	}
+	if w := mm.Webpush; w != nil {
+		if ttl, ok := w.Headers["TTL"]; ok {
+			if _, err := strconv.Atoi(ttl); err != nil {
+				return Message{}, "webpush TTL header must be a whole number of seconds"
+			}
+		}
+		out.WebpushHeaders = w.Headers
 	}
 	if a := mm.APNS; a != nil {
 		for k, v := range a.Headers {
