@@ -417,9 +417,9 @@ type OfferData struct {
 
 // RenderMessage writes the offer's title and body in the customer's
 // language: the exact locale, else its base language (de-AT → de), else
-// the rule's first language. A text that fails to run (past MaxTextBytes
+// the rule's default_locale. A text that fails to run (past MaxTextBytes
 // or renderTimeout, or an error validation could not foresee) falls back
-// to the first language; when that fails too the answer is an error and
+// to the default_locale; when that fails too the answer is an error and
 // no text: the offer is not sent, and a template's source never is.
 func (c *Compiled) RenderMessage(d OfferData) (Message, error) {
 	data := c.templateData(d)
@@ -436,10 +436,10 @@ func (c *Compiled) RenderMessage(d OfferData) (Message, error) {
 		}
 		return m, nil
 	}
-	i := pickLanguage(c.title, d.Customer.Locale)
+	i := c.pickLanguage(d.Customer.Locale)
 	m, err := run(i)
-	if err != nil && i != 0 {
-		m, err = run(0)
+	if err != nil && i != c.fallback {
+		m, err = run(c.fallback)
 	}
 	if err != nil {
 		return Message{}, fmt.Errorf("rule %s: %w", c.Rule.ID, err)
@@ -452,7 +452,7 @@ func (c *Compiled) RenderMessage(d OfferData) (Message, error) {
 func (c *Compiled) Render(d OfferData) Message {
 	m, err := c.RenderMessage(d)
 	if err != nil {
-		return Message{Lang: c.title[pickLanguage(c.title, d.Customer.Locale)].tag.String()}
+		return Message{Lang: c.title[c.pickLanguage(d.Customer.Locale)].tag.String()}
 	}
 	return m
 }
@@ -571,26 +571,28 @@ func execute(t *template.Template, helpers template.FuncMap, data any) (out stri
 	return strings.ReplaceAll(b.String(), "<no value>", ""), nil
 }
 
-func pickLanguage(texts []compiledText, locale string) int {
+// pickLanguage is the title in the customer's locale, else in its base
+// language, else the default_locale's.
+func (c *Compiled) pickLanguage(locale string) int {
 	if locale == "" {
-		return 0
+		return c.fallback
 	}
 	want, err := language.Parse(locale)
 	if err != nil {
-		return 0
+		return c.fallback
 	}
-	for i, t := range texts {
+	for i, t := range c.title {
 		if t.tag == want {
 			return i
 		}
 	}
 	base, _ := want.Base()
-	for i, t := range texts {
+	for i, t := range c.title {
 		if b, _ := t.tag.Base(); b == base {
 			return i
 		}
 	}
-	return 0
+	return c.fallback
 }
 
 func matchLang(texts []compiledText, tag language.Tag) int {

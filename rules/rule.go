@@ -107,9 +107,15 @@ type Caps struct {
 
 // Offer is what the customer receives.
 type Offer struct {
-	Title     Texts `json:"title"`
-	Body      Texts `json:"body"`
-	ValidForS int   `json:"valid_for_s"`
+	Title Texts `json:"title"`
+	Body  Texts `json:"body"`
+	// DefaultLocale is the language a customer whose own is not among the
+	// texts gets: one of Title's. A rule saved without it gets the first
+	// language it was written in (as before the field existed), filled in
+	// on save so that it shows; a client that does not keep the order of
+	// JSON keys (most generated ones) must give it.
+	DefaultLocale string `json:"default_locale,omitempty"`
+	ValidForS     int    `json:"valid_for_s"`
 	// RedeemAtIssuingStore makes the coupon good only at the store where
 	// the customer received it.
 	RedeemAtIssuingStore bool `json:"redeem_at_issuing_store,omitempty"`
@@ -134,8 +140,9 @@ type Text struct {
 	Template string
 }
 
-// Texts are templates by language, in the order the marketer wrote them:
-// the first is the fallback for a customer whose language is missing.
+// Texts are templates by language, in the order the marketer wrote them
+// (Offer.DefaultLocale says which is the fallback for a customer whose
+// language is missing).
 type Texts []Text
 
 // UnmarshalJSON reads a JSON object keeping the order of its keys.
@@ -195,6 +202,7 @@ type Compiled struct {
 	audience *vm.Program
 	title    []compiledText
 	body     []compiledText
+	fallback int // the title of Offer.DefaultLocale
 	validFor time.Duration
 	when     ruleSchedule
 }
@@ -372,6 +380,7 @@ func compile(r *Rule, trial bool) (*Compiled, error) {
 	c := &Compiled{Rule: r, validFor: time.Duration(r.Offer.ValidForS) * time.Second, when: when}
 	c.audience = compileAudienceField(&fs, r.Audience)
 	c.title, c.body = compileOfferTexts(&fs, &r.Offer, trial)
+	c.fallback = r.Offer.defaultLocale(&fs)
 	if err := fs.err(); err != nil {
 		return nil, err
 	}
@@ -493,6 +502,24 @@ func compileOfferTexts(fs *faults, o *Offer, trial bool) (title, body []compiled
 		fs.add("offer.body", "offer.title and offer.body must be written in the same languages")
 	}
 	return title, body
+}
+
+// defaultLocale checks DefaultLocale against the title's languages (the
+// first when it is empty, and then filled in) and answers its position.
+func (o *Offer) defaultLocale(fs *faults) int {
+	if len(o.Title) == 0 {
+		return 0
+	}
+	if o.DefaultLocale == "" {
+		o.DefaultLocale = o.Title[0].Lang
+	}
+	for i, t := range o.Title {
+		if t.Lang == o.DefaultLocale {
+			return i
+		}
+	}
+	fs.add("offer.default_locale", "default_locale %q is not one of the languages of offer.title (%s)", o.DefaultLocale, strings.Join(textLangs(o.Title), ", "))
+	return 0
 }
 
 // textLangs lists the languages of texts, sorted, to compare two sets.

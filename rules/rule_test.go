@@ -156,6 +156,42 @@ func TestRenderPicksLanguage(t *testing.T) {
 	}
 }
 
+// The fallback language is the offer's default_locale, whatever the order
+// of the texts' keys (which a generated client does not keep); left out,
+// it is the first language written, and filled in; one the texts lack is
+// refused.
+func TestDefaultLocale(t *testing.T) {
+	var r Rule
+	doc := `{"id": "r", "name": "R", "trigger": {"on": "enter"}, "offer": {
+		"title": {"en": "Hi", "fr": "Salut", "de": "Hallo"}, "body": {"en": "x", "fr": "x", "de": "x"}}}`
+	if err := json.Unmarshal([]byte(doc), &r); err != nil {
+		t.Fatal(err)
+	}
+	render := func(r *Rule, locale string) string {
+		c, err := Compile(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Render(OfferData{Customer: &Customer{Locale: locale}, Store: &Store{ID: "s"}}).Title
+	}
+	if got := render(&r, "es"); got != "Hi" || r.Offer.DefaultLocale != "en" {
+		t.Fatalf("without default_locale: %q, filled in %q; want the first written, en", got, r.Offer.DefaultLocale)
+	}
+	r.Offer.DefaultLocale = "de"
+	if got := render(&r, "es"); got != "Hallo" {
+		t.Fatalf("default_locale de: %q", got)
+	}
+	if got := render(&r, "fr-CA"); got != "Salut" {
+		t.Fatalf("the customer's own language comes first: %q", got)
+	}
+	r.Offer.DefaultLocale = "it"
+	_, err := Compile(&r)
+	var ve *ValidationError
+	if !errors.As(err, &ve) || ve.Faults[0].Field != "offer.default_locale" || !strings.Contains(ve.Faults[0].Message, "de, en, fr") {
+		t.Fatalf("a default_locale the texts lack: %v", err)
+	}
+}
+
 func TestRenderMissingAttributeIsEmpty(t *testing.T) {
 	r := goodRule()
 	r.Offer.Body = Texts{{"de", "Dein {{.customer.attributes.favorite_drink}}."}, {"en", "x"}}

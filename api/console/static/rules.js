@@ -205,18 +205,22 @@ export function mountRuleEditor(root, ruleId) {
         statusEl));
   }
 
-  // texts is the offer's messages, one row per language, in order: the
-  // first language is the fallback.
+  // texts is the offer's messages, one row per language, and the
+  // fallback language (offer.default_locale; left out, the first).
   function texts() {
     const offer = st.doc.offer || {};
     const langs = Object.keys(offer.title || {});
     for (const l of Object.keys(offer.body || {})) if (!langs.includes(l)) langs.push(l);
+    const fallback = offer.default_locale || langs[0];
     const newLang = h('input', { name: '$newlang', placeholder: 'de', size: 4, 'aria-label': 'new language' });
-    return h('fieldset', { 'data-field': 'offer' }, h('legend', {}, 'Message (first language is the fallback)'),
+    return h('fieldset', { 'data-field': 'offer' }, h('legend', {}, 'Message'),
       h('div', { 'data-field': 'offer.title' }, h('span', { class: 'fault' })),
       h('div', { 'data-field': 'offer.body' }, h('span', { class: 'fault' })),
-      langs.map((l, i) => h('div', { class: 'lang' },
-        h('div', { class: 'row between' }, h('strong', {}, l, i === 0 ? ' (fallback)' : ''),
+      field('offer.default_locale', 'Fallback language (for a customer whose language is not here)',
+        h('select', { name: 'offer.default_locale', id: 'f-offer.default_locale' },
+          langs.map((l) => h('option', { value: l, selected: l === fallback }, l)))),
+      langs.map((l) => h('div', { class: 'lang' },
+        h('div', { class: 'row between' }, h('strong', {}, l, l === fallback ? ' (fallback)' : ''),
           h('button', { type: 'button', class: 'small', onclick: () => { renameLang(l, null); } }, 'remove')),
         field(`offer.title.${l}`, 'Title', h('input', { name: `$title.${l}`, id: `f-offer.title.${l}`, value: offer.title?.[l] ?? '' })),
         field(`offer.body.${l}`, 'Body', h('textarea', { name: `$body.${l}`, id: `f-offer.body.${l}`, rows: 2 }, offer.body?.[l] ?? '')))),
@@ -227,8 +231,10 @@ export function mountRuleEditor(root, ruleId) {
       h('span', { class: 'fault' }));
   }
 
-  // renameLang adds (from null), removes (to null) a language, keeping order.
+  // renameLang adds (from null), removes (to null) a language, keeping
+  // order; a fallback removed falls back to the first language left.
   function renameLang(from, to) {
+    if (from && st.doc.offer?.default_locale === from) delete st.doc.offer.default_locale;
     for (const part of ['title', 'body']) {
       const old = st.doc.offer?.[part] || {};
       const next = {};
@@ -254,7 +260,7 @@ export function mountRuleEditor(root, ruleId) {
       const v = read(kind || 'text', el);
       set(st.doc, name, v === false && name === 'offer.redeem_at_issuing_store' ? undefined : v);
     }
-    changed(false);
+    changed(name === 'offer.default_locale');
   });
 
   // Enter in a field does not save: a save is a new version, made on purpose.
