@@ -19,7 +19,7 @@ build-bench:
 run: build
 	./$(BIN) serve
 
-## test: installs redis-server and chromium when missing, then vets and runs
+## test: installs redis-server, chromium and curl when missing, then vets and runs
 ## every test (each test package starts and stops its own redis-server on
 ## loopback; the console's test drives headless chromium, screenshots in
 ## api/console/testout/console/).
@@ -68,6 +68,12 @@ test-deps:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null && \
 		chromium --version; }
+	@# The README's tour is run as a newcomer runs it (cmd/nearcast TestREADMETour).
+	@command -v curl >/dev/null 2>&1 || { \
+		echo "curl is missing: installing it with apt-get"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends curl ca-certificates >/dev/null && \
+		curl --version | head -1; }
 
 vet:
 	$(GO) vet ./...

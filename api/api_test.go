@@ -866,7 +866,7 @@ func TestSimulateWalk(t *testing.T) {
 
 			bad := c.admin("POST", "/v1/simulate", `{"customer_id": "c-42", "pings": [{"lat": 52.5, "lng": 13.4}, {"lat": 200, "lng": 13.4}]}`)
 			wantError(t, bad, 400, "invalid_argument", "pings[1].lat")
-			wantError(t, c.admin("POST", "/v1/simulate", `{"customer_id": "nobody", "pings": [{"lat": 52.5, "lng": 13.4}]}`), 404, "not_found", "")
+			wantError(t, c.admin("POST", "/v1/simulate", `{"customer_id": "nobody", "pings": [{"lat": 52.5, "lng": 13.4}]}`), 404, "not_found", "customer_id")
 			wantError(t, c.do("POST", "/v1/simulate", "app-key", walk), 403, "permission_denied", "")
 		})
 	}

@@ -776,7 +776,7 @@ var nothingHappened = []byte(`{"events":[],"offers":[]}`)
 // sendResult answers a ping's result, without encoding it when nothing
 // happened (no event, no offer, nothing explained): most pings.
 func sendResult(c *fiber.Ctx, res *engine.Result) error {
-	if len(res.Events) == 0 && len(res.Offers) == 0 && res.Explain == nil && res.Monitor == nil && res.NextPing == nil {
+	if len(res.Events) == 0 && len(res.Offers) == 0 && res.Explain == nil && res.Reason == "" && res.Monitor == nil && res.NextPing == nil {
 		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 		return c.Send(nothingHappened)
 	}
@@ -865,9 +865,52 @@ func (s *Server) devPushes(c *fiber.Ctx) error {
 type simulateRequest struct {
 	CustomerID string `json:"customer_id"`
 	DeviceID   string `json:"device_id"`
+	// Start is when the walk begins (absent: now), for pings timed by
+	// after_s.
+	Start *simulateStart `json:"start"`
 	// Pings are pings without their customer and device, which the walk
 	// gives once.
-	Pings []pingRequest `json:"pings"`
+	Pings []simulatePing `json:"pings"`
+}
+
+// simulateStart is a walk's start: days from today, at a local time of
+// the customer's zone ("07:50"; absent: this time of day), so that a walk
+// written once ("tomorrow at 07:50") runs on any day.
+type simulateStart struct {
+	Days int    `json:"days"`
+	At   string `json:"at"`
+}
+
+// simulatePing is a ping of a walk: a ping's fields but its customer and
+// device, timed by ts or by after_s, seconds after the ping before (the
+// first: after the start).
+type simulatePing struct {
+	Lat       *float64       `json:"lat"`
+	Lng       *float64       `json:"lng"`
+	AccuracyM *float64       `json:"accuracy_m"`
+	TS        string         `json:"ts"`
+	AfterS    *float64       `json:"after_s"`
+	SpeedMps  *float64       `json:"speed_mps"`
+	Context   map[string]any `json:"context"`
+}
+
+// at is when the walk starts, for a customer in loc.
+func (s *simulateStart) at(now time.Time, loc *time.Location) (time.Time, error) {
+	if s == nil {
+		return now, nil
+	}
+	if s.Days < 0 || s.Days > 366 {
+		return time.Time{}, newError(http.StatusBadRequest, "start.days", "start.days is a number of days from today, 0 to 366")
+	}
+	day := now.In(loc).AddDate(0, 0, s.Days)
+	if s.At == "" {
+		return day, nil
+	}
+	hm, err := time.Parse("15:04", s.At)
+	if err != nil {
+		return time.Time{}, newError(http.StatusBadRequest, "start.at", "start.at is a local time such as 07:50")
+	}
+	return time.Date(day.Year(), day.Month(), day.Day(), hm.Hour(), hm.Minute(), 0, 0, loc), nil
 }
 
 // simulate walks a customer through pings in a sandbox: what each would
@@ -894,17 +937,20 @@ func (s *Server) simulate(c *fiber.Ctx) error {
 		fs = append(fs, rules.Fault{Field: "pings", Message: fmt.Sprintf("a simulation takes at most %d pings", engine.MaxSimulatedPings)})
 	}
 	pings := make([]engine.Ping, len(req.Pings))
-	for i, one := range req.Pings {
-		if one.CustomerID != "" || one.DeviceID != "" {
-			fs = append(fs, rules.Fault{Field: fmt.Sprintf("pings[%d]", i), Message: "give customer_id and device_id once, beside pings"})
-		}
-		one.CustomerID, one.DeviceID = req.CustomerID, req.DeviceID
+	for i, sp := range req.Pings {
+		one := pingRequest{CustomerID: req.CustomerID, DeviceID: req.DeviceID, Lat: sp.Lat, Lng: sp.Lng, AccuracyM: sp.AccuracyM, TS: sp.TS, SpeedMps: sp.SpeedMps, Context: sp.Context}
 		p, err := one.toPing()
 		if ve, ok := err.(*rules.ValidationError); ok {
 			for _, x := range ve.Faults {
 				x.Field = fmt.Sprintf("pings[%d].%s", i, x.Field)
 				fs = append(fs, x)
 			}
+		}
+		switch {
+		case sp.AfterS != nil && sp.TS != "":
+			fs = append(fs, rules.Fault{Field: fmt.Sprintf("pings[%d].after_s", i), Message: "time a ping by ts or by after_s, not both"})
+		case sp.AfterS != nil && (*sp.AfterS < 0 || *sp.AfterS > 7*86400):
+			fs = append(fs, rules.Fault{Field: fmt.Sprintf("pings[%d].after_s", i), Message: "after_s is 0 to 604800 seconds after the ping before"})
 		}
 		pings[i] = p
 	}
@@ -916,11 +962,46 @@ func (s *Server) simulate(c *fiber.Ctx) error {
 	}
 	ctx, cancel := s.ctx()
 	defer cancel()
+	if err := s.timeWalk(ctx, &req, pings); err != nil {
+		return err
+	}
 	steps, err := s.Engine.Simulate(ctx, s.Sandbox, req.CustomerID, pings)
+	if errors.Is(err, rules.ErrNotFound) {
+		return newError(http.StatusNotFound, "customer_id", "customer %s has no profile: a walk needs one (its consents, language and visits)", req.CustomerID)
+	}
 	if err != nil {
 		return err
 	}
 	return c.JSON(fiber.Map{"simulated": true, "steps": steps, "phone": phoneSends(steps)})
+}
+
+// timeWalk gives the pings timed by after_s their times, from the walk's
+// start in the customer's zone (UTC for a customer with no profile).
+func (s *Server) timeWalk(ctx context.Context, req *simulateRequest, pings []engine.Ping) error {
+	loc := time.UTC
+	if req.Start != nil && req.Start.At != "" {
+		if cust, err := s.Customers.Get(ctx, req.CustomerID); err == nil {
+			loc = cust.Location()
+		} else if !errors.Is(err, rules.ErrNotFound) {
+			return err
+		}
+	}
+	at, err := req.Start.at(time.Now(), loc)
+	if err != nil {
+		return err
+	}
+	for i := range pings {
+		switch {
+		case req.Pings[i].AfterS != nil:
+			at = at.Add(time.Duration(*req.Pings[i].AfterS * float64(time.Second)))
+			pings[i].TS = at
+		case !pings[i].TS.IsZero():
+			at = pings[i].TS
+		default:
+			pings[i].TS = at // the time of the ping before (the first: the start)
+		}
+	}
+	return nil
 }
 
 // simulatedPhone counts the steps of a simulated walk a phone would have

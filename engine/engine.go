@@ -104,16 +104,25 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 	if p.AccuracyM > MaxFixAccuracyM {
 		// Too unsure to move presence either way; still a call of the
 		// customer's, checked and counted as every call is.
+		if opt.Explain || opt.DryRun {
+			res.Reason = ReasonUnsure
+		}
 		return res, e.admit(ctx, p.CustomerID, p.DeviceID, p.TokenGen, opt.limitScale)
 	}
 	var buf [16]geo.Hit
 	hits := snap.Index.Near(p.Lat, p.Lng, buf[:0])
-	obs, changed, err := e.observe(ctx, snap, p, ts, now, hits, opt)
+	obs, skipped, err := e.observe(ctx, snap, p, ts, now, hits, opt)
 	if err != nil {
 		return nil, err
 	}
-	if !changed {
-		return res, nil // no consent, no profile, or a fix older than the last: nothing changes
+	if skipped != "" {
+		// No consent, no profile, or a fix older than the last: nothing
+		// changes. Only the admin key's calls (explained, or dry runs) are
+		// told which.
+		if opt.Explain || opt.DryRun {
+			res.Reason = e.whySkipped(ctx, p.CustomerID, skipped)
+		}
+		return res, nil
 	}
 	e.pacing(snap, p, hits, obs, res)
 	events := firedEvents(snap, p, hits, obs, res)
@@ -147,6 +156,18 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 		}
 	}
 	return res, nil
+}
+
+// whySkipped tells an explained call why its ping changed nothing: a
+// customer with no profile is told apart from one without consent here,
+// and only here (an app is answered alike for both).
+func (e *Engine) whySkipped(ctx context.Context, customerID, skipped string) string {
+	if skipped == ReasonConsent {
+		if n, err := e.rdb.Exists(ctx, customerKey(customerID, partProfile)).Result(); err == nil && n == 0 {
+			return ReasonUnknown
+		}
+	}
+	return skipped
 }
 
 // fired is a presence event at a store of the snapshot, which rules with

@@ -178,23 +178,25 @@ func parseObserve(raw []string) observation {
 
 // observe runs the observe step for a ping: presence at the stores near
 // it, the customer's visits and call limits, all in the customer's slot.
-// changed is false when the step changed nothing (no consent, no profile,
-// or a fix older than the last); a revoked token or a call over its limit
-// is an error.
-func (e *Engine) observe(ctx context.Context, snap *rules.Snapshot, p Ping, ts, now time.Time, hits []geo.Hit, opt Options) (obs observation, changed bool, err error) {
+// skipped says why the step changed nothing ("": it ran): ReasonConsent
+// (no consent, or no profile) or ReasonStale (a fix older than the last);
+// a revoked token or a call over its limit is an error.
+func (e *Engine) observe(ctx context.Context, snap *rules.Snapshot, p Ping, ts, now time.Time, hits []geo.Hit, opt Options) (obs observation, skipped string, err error) {
 	args := e.observeArgs(snap, p, ts, now, hits, opt)
 	keys := customerKeys(p.CustomerID, partPresence, partProfile, partDeviceSeen, partVisits, partCaps, partRate, partTokens, partDevices)
 	raw, err := e.batch.runScript(ctx, observeScript, keys, args...).StringSlice()
 	if err != nil {
-		return obs, false, rules.RedisErr("presence", err)
+		return obs, "", rules.RedisErr("presence", err)
 	}
 	switch raw[0] {
 	case "ok":
-		return parseObserve(raw), true, nil
+		return parseObserve(raw), "", nil
 	case "revoked", "rate_limited":
-		return obs, false, admitted(raw)
+		return obs, raw[0], admitted(raw)
+	case "stale":
+		return obs, ReasonStale, nil
 	default:
-		return obs, false, nil
+		return obs, ReasonConsent, nil
 	}
 }
 

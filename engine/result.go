@@ -104,7 +104,13 @@ const (
 	// ReasonVisitEnded: a later fix of the same batch shows the customer
 	// has left the store.
 	ReasonVisitEnded = "visit_ended"
-	ReasonLower      = "lower_priority"
+	// Why a ping changed nothing at all (Result.Reason, for an explained
+	// call): a fix older than the newest seen, one too unsure, a customer
+	// with no profile (ReasonConsent: one without location consent).
+	ReasonStale   = "stale_fix"
+	ReasonUnsure  = "unsure_fix"
+	ReasonUnknown = "unknown_customer"
+	ReasonLower   = "lower_priority"
 	// ReasonAudienceError: the audience's evaluation went over its budget
 	// of steps or memory (rules.ErrAudienceBudget), or failed; the rule
 	// does not fire.
@@ -119,6 +125,10 @@ type Result struct {
 	Events  []Event       `json:"events"`
 	Offers  []IssuedOffer `json:"offers"`
 	Explain []Explanation `json:"explain,omitempty"`
+	// Reason says, to the admin key's calls only (explain, dry runs, the
+	// simulator), why the ping changed nothing: ReasonConsent,
+	// ReasonUnknown, ReasonStale or ReasonUnsure.
+	Reason string `json:"reason,omitempty"`
 	// Monitor and NextPing pace the app (monitor.go); nil when the
 	// customer has no location consent, or the fix changed nothing.
 	Monitor  *Monitor  `json:"monitor,omitempty"`
