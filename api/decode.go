@@ -78,6 +78,52 @@ func plainKeys(b []byte) bool {
 	return true
 }
 
+// decodeDoc is decodeJSON for a document the caller checks whole (a
+// store, a rule, a customer): unknown fields do not stop it but are
+// answered, so that they are reported with the document's other faults
+// in one answer (allFaults). A body that is not JSON, or a value of the
+// wrong type, is still an error at once.
+func decodeDoc(c *fiber.Ctx, v any) (unknown []rules.Fault, err error) {
+	err = decodeJSON(c, v)
+	var ve *rules.ValidationError
+	if !errors.As(err, &ve) || !allUnknown(ve.Faults) {
+		return nil, err
+	}
+	// Only unknown fields: decode the rest, which encoding/json does by
+	// leaving them out.
+	if err := json.Unmarshal(c.Body(), v); err != nil {
+		return nil, decodeSlowly(c.Body(), v)
+	}
+	return ve.Faults, nil
+}
+
+func allUnknown(fs []rules.Fault) bool {
+	for _, f := range fs {
+		if !strings.HasPrefix(f.Message, "unknown field ") {
+			return false
+		}
+	}
+	return len(fs) > 0
+}
+
+// allFaults is err with the unknown fields beside its own faults, in one
+// answer: err alone when there are none; the unknown fields alone when
+// err is nil (a document with unknown fields is refused all the same); err
+// alone when it is not about the document (Redis away, say).
+func allFaults(unknown []rules.Fault, err error) error {
+	if len(unknown) == 0 {
+		return err
+	}
+	var ve *rules.ValidationError
+	switch {
+	case err == nil:
+		return &rules.ValidationError{Faults: unknown}
+	case errors.As(err, &ve):
+		return &rules.ValidationError{Faults: append(slices.Clone(unknown), ve.Faults...)}
+	}
+	return err
+}
+
 // decodeSlowly decodes a document into a generic value first, to name
 // every unknown field by path and the first value of a wrong type.
 func decodeSlowly(body []byte, v any) error {

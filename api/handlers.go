@@ -35,13 +35,17 @@ func (s *Server) putStore(c *fiber.Ctx) error {
 		return err
 	}
 	var st rules.Store
-	if err := decodeJSON(c, &st); err != nil {
+	unknown, err := decodeDoc(c, &st)
+	if err != nil {
 		return err
 	}
 	if err := sameID(st.ID, id); err != nil {
 		return err
 	}
 	st.ID = id
+	if len(unknown) > 0 {
+		return allFaults(unknown, st.Normalize())
+	}
 	ctx, cancel := s.ctx()
 	defer cancel()
 	isNew, err := s.Live.Catalog().PutStore(ctx, &st)
@@ -249,13 +253,20 @@ func (s *Server) putRule(c *fiber.Ctx) error {
 		return err
 	}
 	var r rules.Rule
-	if err := decodeJSON(c, &r); err != nil {
+	unknown, err := decodeDoc(c, &r)
+	if err != nil {
 		return err
 	}
 	if err := sameID(r.ID, id); err != nil {
 		return err
 	}
 	r.ID = id
+	if len(unknown) > 0 {
+		// Checked as a dry run would be, to name every fault at once.
+		ctx, cancel := s.ctx()
+		defer cancel()
+		return allFaults(unknown, s.Live.Catalog().PutRuleIf(ctx, &r, true, 0))
+	}
 	ifVersion, err := ifMatch(c)
 	if err != nil {
 		return err
@@ -425,13 +436,17 @@ func (s *Server) putCustomer(c *fiber.Ctx) error {
 		return err
 	}
 	var cu rules.Customer
-	if err := decodeJSON(c, &cu); err != nil {
+	unknown, err := decodeDoc(c, &cu)
+	if err != nil {
 		return err
 	}
 	if err := sameID(cu.ID, id); err != nil {
 		return err
 	}
 	cu.ID = id
+	if len(unknown) > 0 {
+		return allFaults(unknown, cu.Normalize())
+	}
 	ctx, cancel := s.ctx()
 	defer cancel()
 	isNew, err := s.Customers.Put(ctx, &cu)
