@@ -44,6 +44,7 @@ func TestBenchTinyCity(t *testing.T) {
 	cfg := bench.DefaultConfig()
 	cfg.Stores, cfg.Rules, cfg.Customers, cfg.Active, cfg.Concurrency, cfg.ErrandPct = 300, 40, 3000, 16, 4, 100
 	cfg.Duration, cfg.WarmUp = 1500*time.Millisecond, 500*time.Millisecond
+	cfg.Phones, cfg.PhoneHours = 4, 0.1
 	cfg.RedisURL = "redis://" + srv.Addr
 	cfg.Out = t.TempDir()
 	cfg.Start = startServer(buildServer(t), io.Discard)
@@ -102,6 +103,12 @@ func TestBenchTinyCity(t *testing.T) {
 	if len(rep.Aims) < 5 {
 		t.Errorf("aims: %+v", rep.Aims)
 	}
+	// The phones phase: the same walks, polled and monitored.
+	if ph := rep.Phones; ph == nil || len(ph.Modes) != 2 || ph.Phones != 4 || ph.Mode(bench.ModePolling).Pings != 4*24 || ph.Mode(bench.ModeMonitored).Pings == 0 {
+		t.Errorf("phones: %+v", ph)
+	} else if !slices.ContainsFunc(rep.Aims, func(a bench.Aim) bool { return a.Name == "monitored pings per customer-hour" }) {
+		t.Errorf("no aim of the phones phase: %+v", rep.Aims)
+	}
 
 	// The files: JSON a program reads back, an SVG that is well-formed
 	// XML, and the text.
@@ -110,7 +117,8 @@ func TestBenchTinyCity(t *testing.T) {
 		t.Fatal(err)
 	}
 	var back bench.Report
-	if err := json.Unmarshal(raw, &back); err != nil || len(back.Phases) != 4 || back.Phases[2].Requests != rep.Phases[2].Requests {
+	if err := json.Unmarshal(raw, &back); err != nil || len(back.Phases) != 4 || back.Phases[2].Requests != rep.Phases[2].Requests ||
+		back.Phones == nil || len(back.Phones.Modes) != 2 {
 		t.Errorf("report.json: %v, %d phases", err, len(back.Phases))
 	}
 	svg, err := os.Open(filepath.Join(cfg.Out, "report.svg"))
@@ -141,7 +149,7 @@ func TestBenchTinyCity(t *testing.T) {
 		t.Errorf("report.svg: root %q, %d lines", root, polylines)
 	}
 	txt, err := os.ReadFile(filepath.Join(cfg.Out, "report.txt"))
-	if err != nil || !strings.Contains(string(txt), "nearcast-peak") || !strings.Contains(string(txt), "aims:") {
+	if err != nil || !strings.Contains(string(txt), "nearcast-peak") || !strings.Contains(string(txt), "aims:") || !strings.Contains(string(txt), "phones: 4 phones") {
 		t.Errorf("report.txt: %v\n%s", err, txt)
 	}
 }
@@ -154,7 +162,7 @@ func TestFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, f := range []string{"stores", "rules", "customers", "active", "errand-pct", "concurrency", "duration", "warm-up", "rate",
-		"baseline", "redis-url", "flush", "server", "app-key", "token-secret", "out", "seed", "cpuprofile", "nearcast"} {
+		"baseline", "redis-url", "flush", "server", "app-key", "token-secret", "out", "seed", "cpuprofile", "nearcast", "phones", "phone-hours"} {
 		if !strings.Contains(out.String(), "\n  -"+f+" ") && !strings.Contains(out.String(), "\n  -"+f+"\n") {
 			t.Errorf("-h lists no --%s:\n%s", f, out.String())
 		}

@@ -3,8 +3,12 @@
 // from simulated customers who walk, stand, cycle and drive, runs the same
 // pings as bare Redis GEOSEARCH queries for comparison, and reports
 // throughput, latency, events, offers, pushes and duplicates as text, JSON
-// and an SVG chart. It knows no Redis key names of the engine: it loads
-// through packages rules and engine, and pings through the HTTP API.
+// and an SVG chart. Then it compares, on hours of simulated walks, phones
+// that poll every 15 s with phones that follow the answers' monitor and
+// next_ping (phones.go), through an engine in this process on a clock of
+// the walks' own. It knows no Redis key names of the engine: it loads
+// through packages rules and engine, and pings through the HTTP API (the
+// phones through package engine).
 package bench
 
 import (
@@ -93,6 +97,11 @@ type Config struct {
 	// Out is the folder for report.json, report.txt and report.svg.
 	Out  string
 	Seed uint64
+	// Phones is how many phones walk PhoneHours each, once polling every
+	// 15 s and once as monitored (Monitor and NextPing), in the phones
+	// phase (phones.go); 0 skips it.
+	Phones     int
+	PhoneHours float64
 	// Start starts a server when ServerURL is empty.
 	Start StartFunc
 	Log   io.Writer
@@ -101,7 +110,8 @@ type Config struct {
 // DefaultConfig is `nearcast-bench` without flags.
 func DefaultConfig() Config {
 	return Config{Stores: 20000, Rules: 1000, Customers: 1000000, Active: 20000, ErrandPct: 10, Concurrency: 32,
-		Duration: 20 * time.Second, WarmUp: 5 * time.Second, Baseline: "geosearch,http", Out: "bench-out", Seed: 1, AppKey: "bench-app"}
+		Duration: 20 * time.Second, WarmUp: 5 * time.Second, Baseline: "geosearch,http", Out: "bench-out", Seed: 1, AppKey: "bench-app",
+		Phones: DefaultPhonesConfig().Phones, PhoneHours: DefaultPhonesConfig().Walk.Hours()}
 }
 
 // RedisSettings are those of the redis-server the bench starts: the
@@ -138,6 +148,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	r.tally(ctx)
+	if err := r.runPhones(ctx); err != nil {
+		return nil, err
+	}
 	r.rep.judge()
 	return r.rep, r.rep.write(r.cfg.Out)
 }
@@ -388,6 +401,26 @@ func (r *runner) phase(ctx context.Context, name string, t target, rate float64,
 	return p
 }
 
+// runPhones runs the phones phase, after the tally, so that its
+// customers count in no figure of the load phases.
+func (r *runner) runPhones(ctx context.Context) error {
+	cfg := &r.cfg
+	if cfg.Phones == 0 {
+		return nil
+	}
+	pc := DefaultPhonesConfig()
+	pc.Phones, pc.Walk, pc.Seed = cfg.Phones, time.Duration(cfg.PhoneHours*float64(time.Hour)).Round(time.Second), cfg.Seed
+	rep, err := RunPhones(ctx, r.rdb, r.city, pc)
+	if err != nil {
+		return err
+	}
+	r.rep.Phones = rep
+	poll, mon := rep.Mode(ModePolling), rep.Mode(ModeMonitored)
+	r.logf("phones: %d phones × %.2f h of walk in %.1f s; pings per customer-hour %.1f polling, %.1f monitored; enter delay p95 %.0f s and %.0f s; %d visits polling caught and monitoring missed",
+		rep.Phones, rep.WalkHours, rep.WallS, poll.PingsPerCustomerHour, mon.PingsPerCustomerHour, poll.DelayS.P95, mon.DelayS.P95, rep.CaughtByPollingMissedByMonitoring)
+	return nil
+}
+
 // tally counts the duplicate offers across phases and the pushes that
 // reached the FCM double, and measures Redis's memory after the run.
 func (r *runner) tally(ctx context.Context) {
@@ -444,6 +477,12 @@ func (c *Config) check() error {
 		if b != "geosearch" && b != "http" && b != "none" {
 			errs = append(errs, fmt.Errorf("--baseline lists geosearch, http or none, not %q", b))
 		}
+	}
+	if c.Phones < 0 || c.Phones > 100000 {
+		errs = append(errs, errors.New("--phones must be 0 to 100000"))
+	}
+	if c.Phones > 0 && (c.PhoneHours < 1.0/60 || c.PhoneHours > 12) {
+		errs = append(errs, errors.New("--phone-hours must be 1 minute (0.0167) to 12"))
 	}
 	if c.ServerURL != "" && c.RedisURL == "" {
 		errs = append(errs, errors.New("--server needs --redis-url: the Redis that server runs on, where the bench loads its city"))

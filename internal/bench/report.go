@@ -23,7 +23,9 @@ type Report struct {
 	Pushes Pushes   `json:"pushes"`
 	// DuplicateOffers over all phases and the warm-up: must be zero.
 	DuplicateOffers int64 `json:"duplicate_offers"`
-	Aims            []Aim `json:"aims"`
+	// Phones compares polling with monitoring on the same walks (phones.go).
+	Phones *PhoneReport `json:"phones,omitempty"`
+	Aims   []Aim        `json:"aims"`
 }
 
 // Machine is where the run took place.
@@ -194,6 +196,18 @@ func (r *Report) judge() {
 		errs += p.ErrorCount
 	}
 	add("errors", "0", fmt.Sprint(errs), errs == 0)
+	if ph := r.Phones; ph != nil {
+		poll, mon := ph.Mode(ModePolling), ph.Mode(ModeMonitored)
+		if poll != nil && mon != nil && poll.PingsPerCustomerHour > 0 {
+			add("monitored pings per customer-hour", "<= 0.10x", fmt.Sprintf("%.2fx (%.1f vs %.1f polling every %.0f s)",
+				mon.PingsPerCustomerHour/poll.PingsPerCustomerHour, mon.PingsPerCustomerHour, poll.PingsPerCustomerHour, ph.PollEveryS),
+				mon.PingsPerCustomerHour*10 <= poll.PingsPerCustomerHour)
+			add("monitored p95 enter-detection delay", "<= poll", fmt.Sprintf("%.0f s (polling %.0f s)", mon.DelayS.P95, poll.DelayS.P95),
+				mon.DelayS.P95 <= poll.DelayS.P95)
+			add("enters polling caught, monitoring missed", "0", fmt.Sprintf("%d of %d true visits", ph.CaughtByPollingMissedByMonitoring, ph.Visits),
+				ph.CaughtByPollingMissedByMonitoring == 0)
+		}
+	}
 }
 
 func serverCPU(c map[string]float64) string {
@@ -259,6 +273,9 @@ func (r *Report) WriteText(w io.Writer) {
 	}
 	if peak, floor := r.phase(PhasePeak), r.phase(PhaseHTTP); peak != nil && floor != nil && floor.Throughput > 0 {
 		fmt.Fprintf(w, "\nfull decisions at %.0f%% of the rate of bare HTTP round trips to the same server (%.0f per s)\n", 100*peak.Throughput/floor.Throughput, floor.Throughput)
+	}
+	if r.Phones != nil {
+		r.Phones.WriteText(w)
 	}
 	fmt.Fprintf(w, "\naims:\n")
 	for _, a := range r.Aims {
