@@ -2,6 +2,8 @@ package engine
 
 import (
 	"math"
+	"slices"
+	"time"
 
 	"github.com/nearcast/nearcast/geo"
 	"github.com/nearcast/nearcast/rules"
@@ -96,48 +98,58 @@ func (e *Engine) pacing(snap *rules.Snapshot, p Ping, hits []geo.Hit, obs observ
 
 // nextPing: the distance the device may move before a fence near it
 // could be entered or left (or, far from them, the wake circle left);
-// and with a visit open, the time to its next dwell threshold, or to
-// half the visit timeout, so that a customer who stays is not taken to
-// have left. A circle the OS watches as it is (a circle fence of 100 m
-// or more among the regions) wakes the phone on entering by itself.
+// with a visit open, the time to its next dwell threshold, or to half the
+// visit timeout, so that a customer who stays is not taken to have left;
+// and, while a fix leaves a store undecided (inside but too unsure to
+// enter, or outside by less than twice its accuracy: its 95% circle), a
+// fresh fix soon. A
+// circle the OS watches as it is (a circle fence of 100 m or more among
+// the regions) wakes the phone on entering by itself, once the phone is
+// clearly outside it.
 func (e *Engine) nextPing(snap *rules.Snapshot, hits []geo.Hit, accuracyM, wakeM float64, regions []geo.Region, obs observation) *NextPing {
-	d := wakeM
+	d, undecided := wakeM, false
 	for _, h := range hits {
-		circle := snap.Stores[h.Fence].Polygon == nil
+		st := snap.Stores[h.Fence]
+		circle := st.Polygon == nil
 		margin := geo.ExitMarginM(h.SizeM)
 		switch {
-		case h.Inside:
-			// To be taken to have left: beyond the edge by the exit margin
-			// and the fix's accuracy. A circle's edge is DistanceM from its
-			// centre; a polygon's is at least its margin away.
-			left := margin
-			if circle {
+		case slices.Contains(obs.open, st.ID):
+			// A visit open here: what matters is leaving, beyond the edge by
+			// the exit margin. A circle's edge is DistanceM from its centre;
+			// a polygon's is at least its margin away.
+			left := margin - h.OutsideM
+			if h.Inside && circle {
 				left += h.SizeM - h.DistanceM
 			}
 			d = math.Min(d, left)
-		default:
-			// Outside: entering is OutsideM away, unless the OS watches this
-			// very circle; with a visit open here (the observe step tells
-			// how many, not where) leaving is what is left of the margin.
-			if !(circle && h.SizeM >= MonitorMinRadiusM && watches(regions, h.Fence)) {
-				d = math.Min(d, h.OutsideM)
-			}
-			if obs.open > 0 && h.Held(accuracyM) {
-				d = math.Min(d, margin+accuracyM-h.OutsideM)
-			}
+		case h.Inside || h.OutsideM <= 2*accuracyM: // within the fix's 95% circle
+			undecided = true
+			d = math.Min(d, h.OutsideM)
+		case !(circle && h.SizeM >= MonitorMinRadiusM && watches(regions, h.Fence)):
+			d = math.Min(d, h.OutsideM)
 		}
 	}
 	np := &NextPing{DistanceM: max(minNextPingM, int(d))}
-	if obs.open > 0 {
-		wait := e.cfg.VisitTimeout / 2
+	var wait time.Duration
+	if len(obs.open) > 0 {
+		wait = e.cfg.VisitTimeout / 2
 		if obs.nextDwell >= 0 && obs.nextDwell < wait {
 			wait = obs.nextDwell
 		}
+	}
+	if undecided && (wait == 0 || wait > undecidedRefix) {
+		wait = undecidedRefix
+	}
+	if wait > 0 {
 		s := max(1, int(math.Ceil(wait.Seconds())))
 		np.AfterS = &s
 	}
 	return np
 }
+
+// undecidedRefix is how soon a phone whose fix leaves a store undecided
+// should take a fresh one.
+const undecidedRefix = 30 * time.Second
 
 func watches(regions []geo.Region, fence int32) bool {
 	for _, r := range regions {

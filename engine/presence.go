@@ -35,9 +35,9 @@ import (
 // customer token the ping came with (0: none), then per store: id, kind ("s": surely
 // inside, may enter; "h": may still be inside, keeps a visit), n_thresholds,
 // dwell thresholds in seconds (ascending)…
-// Returns {"ok", the device's platform ("" unknown), visits open after
-// the fix, ms to the nearest dwell threshold of an open visit not passed
-// yet (-1: none), n_entered, ids…, n_exited, (id, visit_ms)…, n_dwell,
+// Returns {"ok", the device's platform ("" unknown), ms to the nearest
+// dwell threshold of an open visit not passed yet (-1: none), n_open,
+// the stores with a visit open after the fix…, n_entered, ids…, n_exited, (id, visit_ms)…, n_dwell,
 // (id, dwell_s)…, n_too_fast, ids not entered for speed…} when nothing
 // happened, else that followed by {profile doc,
 // visits in all, previous visit's start (ms), n_stores, (id, visits,
@@ -95,10 +95,10 @@ type observation struct {
 	// returns are funnel counts the visit causes: returns after an offer.
 	returns []funnelCount
 	// For the app's pacing: the device's platform as registered ("":
-	// unknown), the visits open after the fix, and the time to the next
-	// dwell threshold of one of them (-1: none).
+	// unknown), the stores with a visit open after the fix, and the time
+	// to the next dwell threshold of one of them (-1: none).
 	platform  string
-	open      int
+	open      []string
 	nextDwell time.Duration
 }
 
@@ -110,14 +110,15 @@ type storeVisits struct {
 func parseObserve(raw []string) observation {
 	var o observation
 	o.platform = raw[1]
-	o.open, _ = strconv.Atoi(raw[2])
-	ms, _ := strconv.ParseInt(raw[3], 10, 64)
+	ms, _ := strconv.ParseInt(raw[2], 10, 64)
 	o.nextDwell = time.Duration(ms) * time.Millisecond
 	if ms < 0 {
 		o.nextDwell = -1
 	}
-	i := 4
-	n, _ := strconv.Atoi(raw[i])
+	n, _ := strconv.Atoi(raw[3])
+	o.open = raw[4 : 4+n]
+	i := 4 + n
+	n, _ = strconv.Atoi(raw[i])
 	i++
 	o.entered = append(o.entered, raw[i:i+n]...)
 	slices.Sort(o.entered)

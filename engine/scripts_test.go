@@ -80,10 +80,12 @@ func luaCases() []luaCase {
 		{name: "give_back", script: giveBackScript, check: checkGiveBack},
 		{name: "index_code", script: indexCodeScript, check: checkIndexCode},
 		{name: "key_rate", script: keyRateScript, check: checkKeyRate},
+		{name: "learn_attributes", script: learnAttributesScript, check: checkLearnAttributes},
 		{name: "mark_sent", script: markSentScript, check: checkMarkSent},
 		{name: "observe", libs: []string{"rate"}, script: observeScript, check: checkObserve},
 		{name: "opened", script: openedScript, check: checkOpened},
 		{name: "put_device", script: putDeviceScript, check: checkPutDevice},
+		{name: "put_profile", script: putProfileScript, check: checkPutProfile},
 		{name: "redeem", script: redeemScript, check: checkRedeem},
 		{name: "release", script: releaseScript, check: checkRelease},
 		{name: "release_token", script: releaseTokenScript, check: checkReleaseToken},
@@ -188,7 +190,7 @@ func checkErase(e luaEnv) {
 		customerKey(id, partVisits), customerKey(id, partRate), customerKey(id, partTokens),
 	}
 	doc1, doc2 := luaDevice("d-1", "tok-1"), luaDevice("d-2", "tok-2")
-	e.Do("hset", keys[0], "doc", `{"id":"c-1"}`, "loc", "1", "push", "1")
+	e.Do("hset", keys[0], "doc", `{"id":"c-1"}`, "loc", "1", "push", "1", "attrs", "string:tier")
 	e.Do("hset", keys[1], "d-1", doc1, "d-2", doc2)
 	e.Do("hset", keys[2], "d-1", "1000")
 	e.Do("hset", keys[3], "s-1", "1:1:0")
@@ -203,26 +205,77 @@ func checkErase(e luaEnv) {
 	e.Do("hset", open, "customer_id", id, "rule_id", "r-2", "store_id", "s-2", "issued_at", "1000", "expires_at", "2000", "push", "{}")
 
 	out := e.Strs(eraseScript, keys, couponRecordKey(id, ""), MaxTokenTTL.Milliseconds())
-	// {existed, device docs…, "", (code, 7 fields, ms to live)…, "", codes…}
-	if len(out) != 1+2+1+9+1+1 {
+	// {existed, attrs, device docs…, "", (code, 7 fields, ms to live)…, "", codes…}
+	if len(out) != 2+2+1+9+1+1 {
 		e.T.Fatalf("erase answered %q", out)
 	}
 	e.Eq("existed", out[0], "1")
-	devs := slices.Clone(out[1:3])
+	e.Eq("the attributes counted", out[1], "string:tier")
+	devs := slices.Clone(out[2:4])
 	slices.Sort(devs)
 	e.Eq("device docs", devs, []string{doc1, doc2})
-	e.Eq("end of the devices", out[3], "")
-	e.Eq("redeemed coupon", out[4:12], []string{"CODEA", "r-1", "s-1", "1000", "2000", "1500", "s-1", ""})
-	e.TTLString("redeemed coupon's ms to live", out[12], time.Hour)
-	e.Eq("end of the redeemed", out[13], "")
-	e.Eq("codes not redeemed", out[14:], []string{"CODEB"})
+	e.Eq("end of the devices", out[4], "")
+	e.Eq("redeemed coupon", out[5:13], []string{"CODEA", "r-1", "s-1", "1000", "2000", "1500", "s-1", ""})
+	e.TTLString("redeemed coupon's ms to live", out[13], time.Hour)
+	e.Eq("end of the redeemed", out[14], "")
+	e.Eq("codes not redeemed", out[15:], []string{"CODEB"})
 	e.Absent(append(keys[:8:8], redeemed, open)...)
 	e.Eq("token generation raised", e.Get(keys[8]), "2")
 	e.TTL(keys[8], MaxTokenTTL)
 
 	// Again: nothing left but the generation, raised once more.
-	e.Eq("erased again", e.Strs(eraseScript, keys, couponRecordKey(id, ""), MaxTokenTTL.Milliseconds()), []string{"0", "", ""})
+	e.Eq("erased again", e.Strs(eraseScript, keys, couponRecordKey(id, ""), MaxTokenTTL.Milliseconds()), []string{"0", "", "", ""})
 	e.Eq("token generation raised", e.Get(keys[8]), "3")
+}
+
+// putProfileScript: KEYS profile, presence; ARGV doc, loc, push, attrs.
+// Answers {created, the attrs replaced or ""}; without location consent
+// the presence goes.
+func checkPutProfile(e luaEnv) {
+	keys := []string{customerKey("c-1", partProfile), customerKey("c-1", partPresence)}
+	e.Do("hset", keys[1], "#ts", "1")
+	e.Eq("new", e.Slice(putProfileScript, keys, `{"id":"c-1"}`, "1", "0", "string:tier"), []any{int64(1), ""})
+	e.Eq("profile", e.HGetAll(keys[0]), map[string]string{"doc": `{"id":"c-1"}`, "loc": "1", "push": "0", "attrs": "string:tier"})
+	e.Eq("presence kept", e.HGet(keys[1], "#ts"), "1")
+	e.NoTTL(keys[0])
+	e.Eq("replaced", e.Slice(putProfileScript, keys, `{"id":"c-1","x":1}`, "0", "1", "number:visits\nstring:tier"), []any{int64(0), "string:tier"})
+	e.Eq("attrs", e.HGet(keys[0], "attrs"), "number:visits\nstring:tier")
+	e.Absent(keys[1]) // no location consent
+	// A profile written before the catalog: no attrs, counted with none.
+	e.Do("hdel", keys[0], "attrs")
+	e.Eq("uncounted", e.Slice(putProfileScript, keys, `{"id":"c-1"}`, "1", "1", ""), []any{int64(0), ""})
+	e.Eq("no attributes", e.HGet(keys[0], "attrs"), "")
+}
+
+// learnAttributesScript: KEYS count, types, declared; ARGV cap, n, n
+// (name, delta), then ("<type>:<name>", delta). Answers the names not
+// learned.
+func checkLearnAttributes(e luaEnv) {
+	keys := []string{keyAttrCount, keyAttrTypes, keyAttrDeclared}
+	e.Eq("two profiles gain tier", e.Num(learnAttributesScript, keys, 3, 2, "tier", 2, "vip", 1, "string:tier", 2, "bool:vip", 1), int64(0))
+	e.Eq("counts", e.HGetAll(keyAttrCount), map[string]string{"tier": "2", "vip": "1"})
+	e.Eq("types", e.HGetAll(keyAttrTypes), map[string]string{"string:tier": "2", "bool:vip": "1"})
+	// One changes tier's type: its count stays, its types move.
+	e.Eq("a type changes", e.Num(learnAttributesScript, keys, 3, 1, "tier", 0, "string:tier", -1, "number:tier", 1), int64(0))
+	e.Eq("types", e.HGetAll(keyAttrTypes), map[string]string{"string:tier": "1", "number:tier": "1", "bool:vip": "1"})
+	// A loss counted before its gain: negative for a while, then gone.
+	e.Eq("a loss first", e.Num(learnAttributesScript, keys, 3, 1, "late", -1, "list:late", -1), int64(0))
+	e.Eq("negative", e.HGet(keyAttrCount, "late"), "-1")
+	e.Eq("its gain", e.Num(learnAttributesScript, keys, 3, 1, "late", 1, "list:late", 1), int64(0))
+	e.Eq("counts", e.HGetAll(keyAttrCount), map[string]string{"tier": "2", "vip": "1"})
+	// The catalog holds 3 names: a fourth is not learned unless declared;
+	// the names it has still move.
+	e.Eq("room for one", e.Num(learnAttributesScript, keys, 3, 1, "a", 1, "string:a", 1), int64(0))
+	e.Eq("full", e.Num(learnAttributesScript, keys, 3, 3, "b", 1, "c", -1, "vip", -1, "string:b", 1, "string:c", -1, "bool:vip", -1), int64(2))
+	e.Eq("counts", e.HGetAll(keyAttrCount), map[string]string{"tier": "2", "a": "1"})
+	e.Eq("types", e.HGetAll(keyAttrTypes), map[string]string{"string:tier": "1", "number:tier": "1", "string:a": "1"})
+	e.Do("hset", keyAttrDeclared, "b", `{"type":"string"}`, "d", `{"type":"number"}`)
+	e.Eq("declared", e.Num(learnAttributesScript, keys, 3, 3, "b", 1, "d", 1, "e", 1, "string:b", 1, "number:d", 1, "bool:e", 1), int64(1))
+	e.Eq("counts", e.HGetAll(keyAttrCount), map[string]string{"tier": "2", "a": "1", "b": "1", "d": "1"})
+	// Nothing but losses: every count at 0 goes.
+	e.Eq("all lost", e.Num(learnAttributesScript, keys, 3, 4, "a", -1, "b", -1, "d", -1, "tier", -2,
+		"number:d", -1, "number:tier", -1, "string:a", -1, "string:b", -1, "string:tier", -1), int64(0))
+	e.Absent(keyAttrCount, keyAttrTypes)
 }
 
 func luaDevice(id, token string) string {
@@ -753,7 +806,7 @@ func checkObserve(e luaEnv) {
 	// dwell threshold 30 s away.
 	e.Do("hset", customerKey(id, partDevices), "d-1", luaDevice("d-1", "tok-1"))
 	e.Eq("enter", call.run(e), slices.Concat(
-		[]string{"ok", "android", "1", "30000", "1", "s-1", "0", "0", "0"},
+		[]string{"ok", "android", "30000", "1", "s-1", "1", "s-1", "0", "0", "0"},
 		[]string{`{"id":"c-1"}`, "4", "5000", "1", "s-1", "1", "0"}, history,
 		[]string{"1", "r-1", "returned_treated", "20261115"}))
 	e.Eq("presence", e.HGetAll(presence), map[string]string{
@@ -774,7 +827,7 @@ func checkObserve(e luaEnv) {
 	call.ts = T + 61000
 	call.stores = []obsStore{s1}
 	after := slices.Concat([]string{`{"id":"c-1"}`, "4", "5000", "1", "s-1", "1", "0"}, history, []string{"0"})
-	e.Eq("dwell", call.run(e), slices.Concat([]string{"ok", "android", "1", "-1", "0", "0", "2", "s-1", "30", "s-1", "60", "0"}, after))
+	e.Eq("dwell", call.run(e), slices.Concat([]string{"ok", "android", "-1", "1", "s-1", "0", "0", "2", "s-1", "30", "s-1", "60", "0"}, after))
 	e.Eq("presence", e.HGet(presence, "s-1"), fmt.Sprintf("%d:%d:60", T, T+61000))
 	// A run of pings from one device writes when it was seen once; a
 	// ping from another device writes it for that one.
@@ -791,23 +844,23 @@ func checkObserve(e luaEnv) {
 	// An exit, with how long the visit lasted.
 	call.ts = T + 70000
 	call.stores = nil
-	e.Eq("exit", call.run(e), slices.Concat([]string{"ok", "android", "0", "-1", "0", "1", "s-1", "70000", "0", "0"}, after))
+	e.Eq("exit", call.run(e), slices.Concat([]string{"ok", "android", "-1", "0", "0", "1", "s-1", "70000", "0", "0"}, after))
 	e.Eq("presence", e.HGet(presence, "s-1"), "")
 
 	// Too fast to enter, by the speed derived from the last fix: 0.01° of
 	// latitude (1.1 km) in 20 s. Nothing happened: the short reply.
 	call.ts, call.lat, call.lng = T+90000, "48.86", "2.35"
 	call.stores = []obsStore{{"s-3", "s", nil}}
-	e.Eq("too fast", call.run(e), []string{"ok", "android", "0", "-1", "0", "0", "0", "1", "s-3"})
+	e.Eq("too fast", call.run(e), []string{"ok", "android", "-1", "0", "0", "0", "0", "1", "s-3"})
 	e.Eq("fix kept", e.HGet(presence, "#ts"), fmt.Sprint(T+90000))
 	// Near no store: the short reply.
 	call.ts, call.stores = T+95000, nil
-	e.Eq("near no store", call.run(e), []string{"ok", "android", "0", "-1", "0", "0", "0", "0"})
+	e.Eq("near no store", call.run(e), []string{"ok", "android", "-1", "0", "0", "0", "0", "0"})
 
 	// A dry run answers as if it had entered, and writes nothing.
 	call = obsCall{customer: id, ts: T + 1_000_000, dry: "1", speed: -1, stores: []obsStore{{"s-4", "s", nil}}}
 	e.Eq("dry", call.run(e), slices.Concat(
-		[]string{"ok", "android", "1", "-1", "1", "s-4", "0", "0", "0"},
+		[]string{"ok", "android", "-1", "1", "s-4", "1", "s-4", "0", "0", "0"},
 		[]string{`{"id":"c-1"}`, "5", fmt.Sprint(T), "1", "s-4", "1", "0"}, history, []string{"0"}))
 	e.Eq("dry: presence unchanged", e.HGet(presence, "#ts")+" "+e.HGet(presence, "s-4"), fmt.Sprint(T+95000)+" ")
 	e.Eq("dry: visits unchanged", e.HGet(visits, "n"), "4")

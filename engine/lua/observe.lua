@@ -46,9 +46,9 @@ end
 local fast = speed > tonumber(ARGV[6])
 local listed = {}
 local entered, exited, dwelt, tooFast = {}, {}, {}, {}
--- Visits open after this fix, and the ms to the nearest dwell threshold
--- not passed yet (-1: none), for the app's pacing.
-local open, nextDwell = 0, -1
+-- Stores with a visit open after this fix, and the ms to the nearest
+-- dwell threshold not passed yet (-1: none), for the app's pacing.
+local open, nextDwell = {}, -1
 local writes, dels = {'#ts', ARGV[1], '#fix', ARGV[1] .. ':' .. ARGV[7] .. ':' .. ARGV[8]}, {}
 local i = 14
 for _ = 1, tonumber(ARGV[9]) do
@@ -65,7 +65,7 @@ for _ = 1, tonumber(ARGV[9]) do
     elseif kind == 's' then
       table.insert(entered, id)
       table.insert(writes, id); table.insert(writes, ARGV[1] .. ':' .. ARGV[1] .. ':0')
-      open = open + 1
+      table.insert(open, id)
       local t = thresholds[1]
       if t and (nextDwell < 0 or t * 1000 < nextDwell) then nextDwell = t * 1000 end
     elseif present[id] ~= nil then
@@ -82,7 +82,7 @@ for _ = 1, tonumber(ARGV[9]) do
         end
       end
     end
-    open = open + 1
+    table.insert(open, id)
     for _, t in ipairs(thresholds) do
       if t > done then
         local wait = p[1] + t * 1000 - ts
@@ -128,12 +128,12 @@ if not dry then
 end
 -- Most pings change nothing: answered at once, as the lists below would
 -- be (1.5 µs less for Redis than building them).
-local head = {'ok', platform, tostring(open), tostring(nextDwell)}
+local out = {'ok', platform, tostring(nextDwell), tostring(#open)}
+for _, id in ipairs(open) do table.insert(out, id) end
 if #entered == 0 and #exited == 0 and #dwelt == 0 and #tooFast == 0 then
-  head[5], head[6], head[7], head[8] = '0', '0', '0', '0'
-  return head
+  table.insert(out, '0'); table.insert(out, '0'); table.insert(out, '0'); table.insert(out, '0')
+  return out
 end
-local out = head
 table.insert(out, tostring(#entered))
 for _, id in ipairs(entered) do table.insert(out, id) end
 table.insert(out, tostring(#exited / 2))
