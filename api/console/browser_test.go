@@ -305,6 +305,11 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.SendKeys(chromedp.CSS(`[name="$title.en"]`), "Hi {{.customer.firstname}}"),
 		until(`document.querySelector('[data-field="offer.title.en"] .fault')?.textContent.includes('has no field "firstname"')`),
 		shot("03-validation-error"))
+	step("an audience's fault keeps its lines, the caret under its column",
+		set(`[name="audience"]`, "customer.attributes.tier == 'gold' &&"),
+		until(`(() => { const f = document.querySelector('[data-field="audience"] .fault'); return !!f && f.textContent.includes('\n') && f.textContent.includes('^') && getComputedStyle(f).whiteSpace === 'pre-wrap' })()`),
+		set(`[name="audience"]`, ""),
+		until(`document.querySelector('[data-field="audience"] .fault')?.textContent === ''`))
 	step("fix it and preview the push",
 		set(`[name="$title.en"]`, "Hi {{.customer.first_name}}, a coffee is waiting"),
 		until(`document.querySelector('[data-field="offer.title.en"] .fault')?.textContent === ''`),
