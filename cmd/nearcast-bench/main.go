@@ -28,7 +28,8 @@ given), starts nearcast on it (unless --server is given: the nearcast
 binary beside this one, else on PATH, or --nearcast), drives pings over
 HTTP and as bare GEOSEARCH queries, then compares phones polling every 15 s
 with phones the OS wakes on crossings (--phones, in process, on a simulated
-clock), and writes report.txt, report.json and report.svg to --out.
+clock), in the city's crowded centre and in its sparse outskirts, and writes
+report.txt, report.json and report.svg to --out.
 
 `
 
@@ -64,7 +65,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&cfg.TokenSecret, "token-secret", "", "for --server: its NEARCAST_TOKEN_SECRETS' first, to sign the customers' tokens (none: a server with NEARCAST_APP_AUTH=key)")
 	fs.StringVar(&cfg.Out, "out", cfg.Out, "folder for the report")
 	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the city and the walks")
-	fs.IntVar(&cfg.Phones, "phones", cfg.Phones, "phones that walk --phone-hours each, polling every 15 s and, on the same walks, monitored (the answers' monitor and next_ping); 0: no phones phase")
+	fs.IntVar(&cfg.Phones, "phones", cfg.Phones, "phones that walk --phone-hours each in each of the city's centre (within 5 km) and outskirts (15 to 28 km), polling every 15 s and, on the same walks, monitored (the answers' monitor and next_ping); 0: no phones phase")
 	fs.Float64Var(&cfg.PhoneHours, "phone-hours", cfg.PhoneHours, "each phone's walk time in hours (simulated on a clock of its own)")
 	serverBin := fs.String("nearcast", "", "the nearcast binary to start without --server; empty: nearcast beside this binary, else on PATH")
 	cpuProfile := fs.String("cpuprofile", "", "write the bench's own CPU profile to this file (the server's: NEARCAST_PPROF_ADDR)")

@@ -103,11 +103,22 @@ func TestBenchTinyCity(t *testing.T) {
 	if len(rep.Aims) < 5 {
 		t.Errorf("aims: %+v", rep.Aims)
 	}
-	// The phones phase: the same walks, polled and monitored.
-	if ph := rep.Phones; ph == nil || len(ph.Modes) != 2 || ph.Phones != 4 || ph.Mode(bench.ModePolling).Pings != 4*24 || ph.Mode(bench.ModeMonitored).Pings == 0 {
+	// The phones phase: the same walks, polled and monitored, in the
+	// city's centre and in its outskirts, each judged on its own.
+	if ph := rep.Phones; ph == nil || ph.Phones != 4 || len(ph.Areas) != 2 {
 		t.Errorf("phones: %+v", ph)
-	} else if !slices.ContainsFunc(rep.Aims, func(a bench.Aim) bool { return a.Name == "monitored pings per customer-hour" }) {
-		t.Errorf("no aim of the phones phase: %+v", rep.Aims)
+	} else {
+		for _, a := range ph.Areas {
+			if len(a.Modes) != 2 || a.Mode(bench.ModePolling).Pings != 4*24 || a.Mode(bench.ModeMonitored).Pings == 0 || a.StoresPerKm2 <= 0 {
+				t.Errorf("phones in %s: %+v", a.Name, a)
+			}
+			if !slices.ContainsFunc(rep.Aims, func(aim bench.Aim) bool { return aim.Name == "monitored pings per customer-hour ("+a.Name+")" }) {
+				t.Errorf("no aim of the phones phase in %s: %+v", a.Name, rep.Aims)
+			}
+		}
+		if ph.Area(bench.AreaCentre) == nil || ph.Area(bench.AreaOutskirts) == nil || ph.Area(bench.AreaOutskirts).StoresPerKm2 >= ph.Area(bench.AreaCentre).StoresPerKm2 {
+			t.Errorf("phones' areas: %+v", ph.Areas)
+		}
 	}
 
 	// The files: JSON a program reads back, an SVG that is well-formed
@@ -118,7 +129,7 @@ func TestBenchTinyCity(t *testing.T) {
 	}
 	var back bench.Report
 	if err := json.Unmarshal(raw, &back); err != nil || len(back.Phases) != 4 || back.Phases[2].Requests != rep.Phases[2].Requests ||
-		back.Phones == nil || len(back.Phones.Modes) != 2 {
+		back.Phones == nil || len(back.Phones.Areas) != 2 || len(back.Phones.Areas[1].Modes) != 2 {
 		t.Errorf("report.json: %v, %d phases", err, len(back.Phases))
 	}
 	svg, err := os.Open(filepath.Join(cfg.Out, "report.svg"))
@@ -149,7 +160,7 @@ func TestBenchTinyCity(t *testing.T) {
 		t.Errorf("report.svg: root %q, %d lines", root, polylines)
 	}
 	txt, err := os.ReadFile(filepath.Join(cfg.Out, "report.txt"))
-	if err != nil || !strings.Contains(string(txt), "nearcast-peak") || !strings.Contains(string(txt), "aims:") || !strings.Contains(string(txt), "phones: 4 phones") {
+	if err != nil || !strings.Contains(string(txt), "nearcast-peak") || !strings.Contains(string(txt), "aims:") || !strings.Contains(string(txt), "phones: 4 phones (ios) in each of 2 areas") {
 		t.Errorf("report.txt: %v\n%s", err, txt)
 	}
 }

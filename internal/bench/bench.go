@@ -97,9 +97,10 @@ type Config struct {
 	// Out is the folder for report.json, report.txt and report.svg.
 	Out  string
 	Seed uint64
-	// Phones is how many phones walk PhoneHours each, once polling every
-	// 15 s and once as monitored (Monitor and NextPing), in the phones
-	// phase (phones.go); 0 skips it.
+	// Phones is how many phones walk PhoneHours each in each area of the
+	// city (DefaultPhoneAreas: its centre and its outskirts), once
+	// polling every 15 s and once as monitored (Monitor and NextPing), in
+	// the phones phase (phones.go); 0 skips it.
 	Phones     int
 	PhoneHours float64
 	// Start starts a server when ServerURL is empty.
@@ -415,9 +416,12 @@ func (r *runner) runPhones(ctx context.Context) error {
 		return err
 	}
 	r.rep.Phones = rep
-	poll, mon := rep.Mode(ModePolling), rep.Mode(ModeMonitored)
-	r.logf("phones: %d phones × %.2f h of walk in %.1f s; pings per customer-hour %.1f polling, %.1f monitored; enter delay p95 %.0f s and %.0f s; %d visits polling caught and monitoring missed",
-		rep.Phones, rep.WalkHours, rep.WallS, poll.PingsPerCustomerHour, mon.PingsPerCustomerHour, poll.DelayS.P95, mon.DelayS.P95, rep.CaughtByPollingMissedByMonitoring)
+	r.logf("phones: %d phones × %.2f h of walk in each of %d areas in %.1f s", rep.Phones, rep.WalkHours, len(rep.Areas), rep.WallS)
+	for _, a := range rep.Areas {
+		poll, mon := a.Mode(ModePolling), a.Mode(ModeMonitored)
+		r.logf("phones (%s): pings per customer-hour %.1f polling, %.1f monitored; enter delay p95 %.0f s and %.0f s; %d visits polling caught and monitoring missed",
+			a.Name, poll.PingsPerCustomerHour, mon.PingsPerCustomerHour, poll.DelayS.P95, mon.DelayS.P95, a.CaughtByPollingMissedByMonitoring)
+	}
 	return nil
 }
 

@@ -27,6 +27,11 @@ import (
 // the app follows NextPing. Walks take hours, so the engine runs in this
 // process on a clock of the walks' own (engine.New's now), against the
 // bench's Redis and catalog, with customers of its own.
+//
+// Phones walk in two areas of the city (PhoneArea): its crowded centre,
+// where a walker is nearly always in or near some store's fence, and its
+// outskirts, where only the evenly spread half of the stores are; each
+// area's comparison is reported, and judged, on its own.
 
 // Modes of the phones phase.
 const (
@@ -44,13 +49,45 @@ const (
 	wakeAfter    = "after_s"
 )
 
+// Areas of the phones phase.
+const (
+	AreaCentre    = "centre"
+	AreaOutskirts = "outskirts"
+)
+
+// PhoneArea is a ring of the city that phones walk in: from InnerM to
+// OuterM from its centre (InnerM 0: a disc).
+type PhoneArea struct {
+	Name           string
+	InnerM, OuterM float64
+	// seq tells one area's walks and customers from another's: the
+	// area's position in the run's areas.
+	seq int
+}
+
+// holds tells whether a point this far from the centre is in the area.
+func (a PhoneArea) holds(d float64) bool { return d >= a.InnerM && d <= a.OuterM }
+
+// DefaultPhoneAreas are a city's centre, within a sixth of its radius
+// (5 km of the bench's 30 km, where the crowded half of the stores puts
+// some 25 to 40 stores a km²), and its outskirts, from half its radius
+// to 14/15 of it (15 to 28 km, where little but the evenly spread half
+// of the stores is left: a few a km²).
+func DefaultPhoneAreas(city *City) []PhoneArea {
+	r := city.RadiusM
+	return []PhoneArea{{Name: AreaCentre, InnerM: 0, OuterM: r / 6}, {Name: AreaOutskirts, InnerM: r / 2, OuterM: r * 14 / 15}}
+}
+
 // earlyToleranceS is how long before the true crossing an enter still
 // detects a visit: a fix's error put the customer inside early.
 const earlyToleranceS = 60
 
 // PhonesConfig is a comparison run.
 type PhonesConfig struct {
+	// Phones walk in each area.
 	Phones int
+	// Areas are where the phones walk; none: DefaultPhoneAreas.
+	Areas []PhoneArea
 	// Walk is each phone's walk time.
 	Walk time.Duration
 	Seed uint64
@@ -78,7 +115,8 @@ func DefaultPhonesConfig() PhonesConfig {
 
 // PhoneReport is the comparison's outcome.
 type PhoneReport struct {
-	Phones     int     `json:"phones"`
+	// Phones walked in each area.
+	Phones     int     `json:"phones_per_area"`
 	WalkHours  float64 `json:"walk_hours_each"`
 	StepS      int     `json:"step_s"`
 	Platform   string  `json:"platform"`
@@ -86,10 +124,31 @@ type PhoneReport struct {
 	// OSDelayS bounds the drawn delay of a wake after a crossing.
 	OSDelayS  [2]float64 `json:"os_delay_s"`
 	AccuracyM [2]float64 `json:"fix_accuracy_m"`
+	// Areas are each area's comparison.
+	Areas []*PhoneAreaReport `json:"areas"`
+	WallS float64            `json:"wall_s"`
+}
+
+// PhoneAreaReport is the comparison in one area of the city.
+type PhoneAreaReport struct {
+	Name    string  `json:"name"`
+	InnerKm float64 `json:"inner_km"`
+	OuterKm float64 `json:"outer_km"`
+	// StoresPerKm2: the stores whose point lies in the area, per km² of it.
+	StoresPerKm2 float64 `json:"stores_per_km2"`
+	// InFencePct is the share of the walks' time truly inside some
+	// store's fence; NearFencePct within 100 m of a fence's edge
+	// (inside included).
+	InFencePct   float64 `json:"walk_time_in_a_fence_pct"`
+	NearFencePct float64 `json:"walk_time_within_100m_of_a_fence_pct"`
+	// ErrandsPerHour: errands (into a store of the area 60 to 500 m away)
+	// set out on per walk-hour.
+	ErrandsPerHour float64 `json:"errands_per_hour"`
 	// Visits are the walks' true visits (fence entries), the same for
 	// both modes; those starting in the walk's last minute are left out.
-	Visits int          `json:"true_visits"`
-	Modes  []*PhoneMode `json:"modes"`
+	Visits        int          `json:"true_visits"`
+	VisitsPerHour float64      `json:"true_visits_per_hour"`
+	Modes         []*PhoneMode `json:"modes"`
 	// CaughtByPollingMissedByMonitoring: true visits polling detected and
 	// monitoring did not, and why monitoring missed them.
 	CaughtByPollingMissedByMonitoring int            `json:"caught_by_polling_missed_by_monitoring"`
@@ -98,7 +157,6 @@ type PhoneReport struct {
 	MissedInsideS Delay `json:"caught_by_polling_missed_by_monitoring_inside_s"`
 	// Anomalies are answers that broke what the API promises.
 	Anomalies map[string]int `json:"answer_anomalies,omitempty"`
-	WallS     float64        `json:"wall_s"`
 
 	// the per-phone outcomes, for tests
 	runs []*phoneRun
@@ -155,14 +213,18 @@ type Delay struct {
 
 // phoneRun is one phone's walk in one mode.
 type phoneRun struct {
-	phone  int
-	mode   string
-	visits []trueVisit
-	pings  []int // seconds into the walk
-	causes map[string]int64
-	enters []stamped
-	exits  []stamped
-	offers int
+	phone int
+	area  string
+	mode  string
+	// errands set out on, and time in and near fences, of the walk
+	errands int
+	fences  fenceTime
+	visits  []trueVisit
+	pings   []int // seconds into the walk
+	causes  map[string]int64
+	enters  []stamped
+	exits   []stamped
+	offers  int
 	// regs are a monitored phone's registrations, one per answer.
 	regs []registration
 	// detected[i] is visit i's delay in s (early detections 0); -1:
@@ -201,8 +263,9 @@ type registration struct {
 	from, fix spot
 }
 
-// RunPhones runs the comparison against the catalog in rdb (of city),
-// with customers "phone-poll-…" and "phone-mon-…" of its own.
+// RunPhones runs the comparison in each area against the catalog in rdb
+// (of city), with customers "phone-poll-<area>-…" and "phone-mon-<area>-…"
+// of its own.
 func RunPhones(ctx context.Context, rdb redis.UniversalClient, city *City, pc PhonesConfig) (*PhoneReport, error) {
 	t0 := time.Now()
 	if pc.Workers < 1 {
@@ -210,6 +273,13 @@ func RunPhones(ctx context.Context, rdb redis.UniversalClient, city *City, pc Ph
 	}
 	if pc.PollEvery <= 0 {
 		pc.PollEvery = 15 * time.Second
+	}
+	if len(pc.Areas) == 0 {
+		pc.Areas = DefaultPhoneAreas(city)
+	}
+	pc.Areas = slices.Clone(pc.Areas)
+	for i := range pc.Areas {
+		pc.Areas[i].seq = i
 	}
 	if pc.Start.IsZero() {
 		berlin, err := time.LoadLocation("Europe/Berlin")
@@ -228,7 +298,7 @@ func RunPhones(ctx context.Context, rdb redis.UniversalClient, city *City, pc Ph
 	if snap == nil || len(snap.Stores) == 0 {
 		return nil, fmt.Errorf("phones: no stores in the catalog")
 	}
-	if err := putPhones(ctx, rdb, city, pc.Phones); err != nil {
+	if err := putPhones(ctx, rdb, city, pc.Areas, pc.Phones); err != nil {
 		return nil, err
 	}
 	cfg := engine.DefaultConfig()
@@ -239,8 +309,10 @@ func RunPhones(ctx context.Context, rdb redis.UniversalClient, city *City, pc Ph
 	signer := engine.NewCodeSigner(key)
 
 	seconds := int(pc.Walk / time.Second)
+	// Job j is phone j%Phones of area j/Phones.
 	jobs := make(chan int)
-	runs := make([]*phoneRun, 2*pc.Phones)
+	walks := len(pc.Areas) * pc.Phones
+	runs := make([]*phoneRun, 2*walks)
 	errc := make(chan error, pc.Workers)
 	var wg sync.WaitGroup
 	for w := 0; w < pc.Workers; w++ {
@@ -251,17 +323,22 @@ func RunPhones(ctx context.Context, rdb redis.UniversalClient, city *City, pc Ph
 			eng := engine.New(rdb, live, signer, cfg, logger, func() time.Time { return clock })
 			sim := &phoneSim{pc: pc, snap: snap, eng: eng, clock: &clock, seconds: seconds}
 			var track []spot
-			for n := range jobs {
-				track = walkTrack(city, snap, pc.Seed, n, seconds, track)
-				visits := trueVisits(snap, track, pc.AccuracyM[1])
-				poll, err := sim.run(ctx, n, ModePolling, track, visits)
+			for j := range jobs {
+				area, n := pc.Areas[j/pc.Phones], j%pc.Phones
+				var errands int
+				track, errands = walkTrack(city, snap, area, pc.Seed, n, seconds, track)
+				visits, fences := trueVisits(snap, track, pc.AccuracyM[1])
+				poll, err := sim.run(ctx, area, n, ModePolling, track, visits)
 				var mon *phoneRun
 				if err == nil {
-					mon, err = sim.run(ctx, n, ModeMonitored, track, visits)
+					mon, err = sim.run(ctx, area, n, ModeMonitored, track, visits)
 				}
 				if err != nil {
 					errc <- err
 					return
+				}
+				for _, r := range []*phoneRun{poll, mon} {
+					r.errands, r.fences = errands, fences
 				}
 				mon.missCauses = map[string]int{}
 				for i, v := range visits {
@@ -270,15 +347,15 @@ func RunPhones(ctx context.Context, rdb redis.UniversalClient, city *City, pc Ph
 						mon.missedInside = append(mon.missedInside, sim.insideS(v, track))
 					}
 				}
-				runs[2*n], runs[2*n+1] = poll, mon
+				runs[2*j], runs[2*j+1] = poll, mon
 			}
 		}()
 	}
 	var err error
 feed:
-	for n := 0; n < pc.Phones; n++ {
+	for j := 0; j < walks; j++ {
 		select {
-		case jobs <- n:
+		case jobs <- j:
 		case err = <-errc:
 			break feed
 		case <-ctx.Done():
@@ -297,30 +374,52 @@ feed:
 	if err != nil {
 		return nil, err
 	}
-	rep := summarizePhones(pc, runs)
+	rep := &PhoneReport{Phones: pc.Phones, WalkHours: pc.Walk.Hours(), StepS: 1, Platform: "ios", PollEveryS: pc.PollEvery.Seconds(),
+		OSDelayS: [2]float64{pc.OSDelay[0].Seconds(), pc.OSDelay[1].Seconds()}, AccuracyM: pc.AccuracyM}
+	for i, a := range pc.Areas {
+		ar := summarizeArea(pc, runs[2*i*pc.Phones:2*(i+1)*pc.Phones])
+		ar.Name, ar.InnerKm, ar.OuterKm = a.Name, a.InnerM/1000, a.OuterM/1000
+		ar.StoresPerKm2 = storesPerKm2(city, snap, a)
+		rep.Areas = append(rep.Areas, ar)
+	}
 	rep.WallS = time.Since(t0).Seconds()
 	return rep, nil
 }
 
-// PhoneCustomerID names phone n's customer in a mode.
-func PhoneCustomerID(mode string, n int) string {
-	if mode == ModePolling {
-		return fmt.Sprintf("phone-poll-%06d", n)
+// storesPerKm2 counts the stores whose point lies in the area, per km².
+func storesPerKm2(city *City, snap *rules.Snapshot, a PhoneArea) float64 {
+	km2 := math.Pi * (a.OuterM*a.OuterM - a.InnerM*a.InnerM) / 1e6
+	if km2 <= 0 {
+		return 0
 	}
-	return fmt.Sprintf("phone-mon-%06d", n)
+	n := 0
+	for _, st := range snap.Stores {
+		if st.Lat != nil && st.Lng != nil && a.holds(geo.DistanceM(city.CenterLat, city.CenterLng, *st.Lat, *st.Lng)) {
+			n++
+		}
+	}
+	return float64(n) / km2
 }
 
-// putPhones saves each phone's customer twice, once per mode: the city's
-// customer n's profile with location and push consent, and an iPhone.
-func putPhones(ctx context.Context, rdb redis.UniversalClient, city *City, phones int) error {
+// PhoneCustomerID names phone n's customer of an area in a mode.
+func PhoneCustomerID(area, mode string, n int) string {
+	if mode == ModePolling {
+		return fmt.Sprintf("phone-poll-%s-%06d", area, n)
+	}
+	return fmt.Sprintf("phone-mon-%s-%06d", area, n)
+}
+
+// putPhones saves each phone's customer twice, once per mode: one of the
+// city's customers' profile with location and push consent, and an iPhone.
+func putPhones(ctx context.Context, rdb redis.UniversalClient, city *City, areas []PhoneArea, phones int) error {
 	cs := engine.NewCustomers(rdb)
 	for _, mode := range []string{ModePolling, ModeMonitored} {
 		var custs []*rules.Customer
 		var ids []string
 		var devs []*rules.Device
-		for n := 0; n < phones; n++ {
-			c, d := city.Customer(n)
-			c.ID = PhoneCustomerID(mode, n)
+		for j := 0; j < len(areas)*phones; j++ {
+			c, d := city.Customer(j)
+			c.ID = PhoneCustomerID(areas[j/phones].Name, mode, j%phones)
 			c.Consent = rules.Consent{Location: true, Push: true}
 			d.ID, d.Platform = c.ID+"-iphone", "ios"
 			if err := c.Normalize(); err != nil {
@@ -348,14 +447,14 @@ type phoneSim struct {
 }
 
 // run replays one phone's walk in one mode.
-func (s *phoneSim) run(ctx context.Context, n int, mode string, track []spot, visits []trueVisit) (*phoneRun, error) {
+func (s *phoneSim) run(ctx context.Context, area PhoneArea, n int, mode string, track []spot, visits []trueVisit) (*phoneRun, error) {
 	modeNo := uint64(1)
 	if mode == ModeMonitored {
 		modeNo = 2
 	}
-	rng := mrand.New(mrand.NewPCG(s.pc.Seed, uint64(n)<<8|modeNo|5<<50))
-	r := &phoneRun{phone: n, mode: mode, visits: visits, causes: map[string]int64{}, anomalies: map[string]int{}}
-	cust := PhoneCustomerID(mode, n)
+	rng := mrand.New(mrand.NewPCG(s.pc.Seed, uint64(n)<<8|modeNo|5<<50|uint64(area.seq)<<44))
+	r := &phoneRun{phone: n, area: area.Name, mode: mode, visits: visits, causes: map[string]int64{}, anomalies: map[string]int{}}
+	cust := PhoneCustomerID(area.Name, mode, n)
 	ping := func(t int, why string) (*engine.Result, spot, error) {
 		p := track[t]
 		acc := 0.0
@@ -705,13 +804,23 @@ func (s *phoneSim) outsideM(store string, lat, lng float64) float64 {
 	return geo.DistanceM(lat, lng, *st.Lat, *st.Lng) - 2*st.RadiusM
 }
 
-// summarizePhones adds up the runs.
-func summarizePhones(pc PhonesConfig, runs []*phoneRun) *PhoneReport {
+// summarizeArea adds up one area's runs: each phone's polled run, then
+// its monitored one.
+func summarizeArea(pc PhonesConfig, runs []*phoneRun) *PhoneAreaReport {
 	seconds := int(pc.Walk / time.Second)
-	rep := &PhoneReport{Phones: pc.Phones, WalkHours: pc.Walk.Hours(), StepS: 1, Platform: "ios", PollEveryS: pc.PollEvery.Seconds(),
-		OSDelayS: [2]float64{pc.OSDelay[0].Seconds(), pc.OSDelay[1].Seconds()}, AccuracyM: pc.AccuracyM,
-		MissCauses: map[string]int{}, Anomalies: map[string]int{}, runs: runs}
+	rep := &PhoneAreaReport{MissCauses: map[string]int{}, Anomalies: map[string]int{}, runs: runs}
 	hours := float64(pc.Phones) * pc.Walk.Hours()
+	var errands, inFence, nearFence int
+	for _, r := range runs {
+		if r.mode == ModePolling {
+			errands, inFence, nearFence = errands+r.errands, inFence+r.fences.inside, nearFence+r.fences.near
+		}
+	}
+	if hours > 0 {
+		rep.ErrandsPerHour = float64(errands) / hours
+		rep.InFencePct = 100 * float64(inFence) / (hours * 3600)
+		rep.NearFencePct = 100 * float64(nearFence) / (hours * 3600)
+	}
 	for _, name := range []string{ModePolling, ModeMonitored} {
 		m := &PhoneMode{Name: name, WakeCauses: map[string]int64{}}
 		var delays []int
@@ -786,6 +895,9 @@ func summarizePhones(pc PhonesConfig, runs []*phoneRun) *PhoneReport {
 	if len(rep.Anomalies) == 0 {
 		rep.Anomalies = nil
 	}
+	if hours > 0 {
+		rep.VisitsPerHour = float64(rep.Visits) / hours
+	}
 	return rep
 }
 
@@ -827,8 +939,18 @@ func delayStats(d []int) Delay {
 	return Delay{P50: q(0.50), P95: q(0.95), Max: float64(d[len(d)-1])}
 }
 
+// Area is the named area's comparison; nil if absent.
+func (p *PhoneReport) Area(name string) *PhoneAreaReport {
+	for _, a := range p.Areas {
+		if a.Name == name {
+			return a
+		}
+	}
+	return nil
+}
+
 // Mode is the named mode's figures; nil if absent.
-func (p *PhoneReport) Mode(name string) *PhoneMode {
+func (p *PhoneAreaReport) Mode(name string) *PhoneMode {
 	for _, m := range p.Modes {
 		if m.Name == name {
 			return m
@@ -839,49 +961,74 @@ func (p *PhoneReport) Mode(name string) *PhoneMode {
 
 // WriteText writes the comparison for a person.
 func (p *PhoneReport) WriteText(w io.Writer) {
-	fmt.Fprintf(w, "\nphones: %d phones (%s) walk %.2f h each in %d s steps, the same walks polled every %.0f s and monitored;\n",
-		p.Phones, p.Platform, p.WalkHours, p.StepS, p.PollEveryS)
+	fmt.Fprintf(w, "\nphones: %d phones (%s) in each of %d areas walk %.2f h each in %d s steps, the same walks polled every %.0f s and monitored;\n",
+		p.Phones, p.Platform, len(p.Areas), p.WalkHours, p.StepS, p.PollEveryS)
 	fixes := "exact fixes"
 	if p.AccuracyM[1] > 0 {
 		fixes = fmt.Sprintf("fixes of %.0f-%.0f m accuracy (normal error, 68%% within it)", p.AccuracyM[0], p.AccuracyM[1])
 	}
-	fmt.Fprintf(w, "  %s; the OS wakes a monitored app %.0f-%.0f s after a crossing; %d true visits; %.1f s\n",
-		fixes, p.OSDelayS[0], p.OSDelayS[1], p.Visits, p.WallS)
-	fmt.Fprintf(w, "  %-12s %8s %10s %7s %7s %9s %6s %7s %6s %9s %7s %7s %9s\n",
-		"mode", "pings", "per cust-h", "offers", "enters", "detected", "early", "missed", "held", "delay p50", "p95", "max", "no visit")
-	for _, m := range p.Modes {
-		fmt.Fprintf(w, "  %-12s %8d %10.1f %7d %7d %9d %6d %7d %6d %7.0f s %5.0f s %5.0f s %9d\n",
-			m.Name, m.Pings, m.PingsPerCustomerHour, m.Offers, m.Enters, m.Detected, m.Early, m.Missed, m.MissedHeld,
-			m.DelayS.P50, m.DelayS.P95, m.DelayS.Max, m.EntersWithoutVisit)
+	fmt.Fprintf(w, "  %s; the OS wakes a monitored app %.0f-%.0f s after a crossing; %.1f s\n", fixes, p.OSDelayS[0], p.OSDelayS[1], p.WallS)
+	fmt.Fprintf(w, "  %-10s %9s %11s %11s %14s %10s %12s %9s\n",
+		"area", "ring km", "stores/km²", "in a fence", "within 100 m", "errands/h", "true visits", "visits/h")
+	for _, a := range p.Areas {
+		fmt.Fprintf(w, "  %-10s %9s %11.1f %10.1f%% %13.1f%% %10.2f %12d %9.2f\n",
+			a.Name, fmt.Sprintf("%g-%g", a.InnerKm, a.OuterKm), a.StoresPerKm2, a.InFencePct, a.NearFencePct, a.ErrandsPerHour, a.Visits, a.VisitsPerHour)
 	}
-	fmt.Fprintf(w, "  (offers: at most %d a customer a day, %s apart, as the server's defaults; delay: from the true crossing into the fence\n",
+	fmt.Fprintf(w, "  (stores/km²: stores whose point lies in the area's ring; in a fence, within 100 m: share of the walks' time truly inside\n")
+	fmt.Fprintf(w, "   some store's fence, or within 100 m of its edge; errands: walks into a store of the area 60-500 m away, set out on\n")
+	fmt.Fprintf(w, "   when one is near as the walker picks a new leg; walks start where the load phases' people do, within the ring,\n")
+	fmt.Fprintf(w, "   and turn back at its edges)\n")
+	fmt.Fprintf(w, "  %-10s %-12s %8s %10s %6s %7s %7s %9s %6s %7s %6s %9s %7s %7s %9s\n",
+		"area", "mode", "pings", "per cust-h", "ratio", "offers", "enters", "detected", "early", "missed", "held", "delay p50", "p95", "max", "no visit")
+	for _, a := range p.Areas {
+		poll := a.Mode(ModePolling)
+		for _, m := range a.Modes {
+			ratio := "-"
+			if poll != nil && poll.PingsPerCustomerHour > 0 {
+				ratio = fmt.Sprintf("%.2fx", m.PingsPerCustomerHour/poll.PingsPerCustomerHour)
+			}
+			fmt.Fprintf(w, "  %-10s %-12s %8d %10.1f %6s %7d %7d %9d %6d %7d %6d %7.0f s %5.0f s %5.0f s %9d\n",
+				a.Name, m.Name, m.Pings, m.PingsPerCustomerHour, ratio, m.Offers, m.Enters, m.Detected, m.Early, m.Missed, m.MissedHeld,
+				m.DelayS.P50, m.DelayS.P95, m.DelayS.Max, m.EntersWithoutVisit)
+		}
+	}
+	fmt.Fprintf(w, "  (ratio: pings per customer-hour against polling's; offers: at most %d a customer a day, %s apart, as the server's\n",
 		engine.DefaultConfig().MaxOffersPerDay, minOfferGap)
-	fmt.Fprintf(w, "   to the engine's enter; early: detected up to %d s before the crossing (a fix's error), delay 0; missed: true visits\n", earlyToleranceS)
-	fmt.Fprintf(w, "   with no enter of the engine for their store; held: of which the engine still held the store from an earlier enter;\n")
-	fmt.Fprintf(w, "   no visit: enters with no true visit of the store then, from a fix's error)\n")
-	if mon := p.Mode(ModeMonitored); mon != nil && len(mon.WakeCauses) > 0 {
-		fmt.Fprintf(w, "  monitored pings by cause: %s\n", countsText(mon.WakeCauses))
+	fmt.Fprintf(w, "   defaults; delay: from the true crossing into the fence to the engine's enter; early: detected up to %d s before\n", earlyToleranceS)
+	fmt.Fprintf(w, "   the crossing (a fix's error), delay 0; missed: true visits with no enter of the engine for their store; held: of\n")
+	fmt.Fprintf(w, "   which the engine still held the store from an earlier enter; no visit: enters with no true visit of the store then,\n")
+	fmt.Fprintf(w, "   from a fix's error)\n")
+	for _, a := range p.Areas {
+		a.writeDetails(w)
 	}
-	if mon := p.Mode(ModeMonitored); mon != nil && mon.Answers != nil && mon.Answers.Answers > 0 {
-		a := mon.Answers
-		pct := func(n int) float64 { return 100 * float64(n) / float64(a.Answers) }
-		fmt.Fprintf(w, "  monitored answers: %d; wake null %.0f%%, app on its own location updates (no wake, or distance_m under its radius) %.0f%%, after_s given %.0f%%;\n",
-			a.Answers, pct(a.WakeNull), pct(a.OwnUpdates), pct(a.AfterS))
-		fmt.Fprintf(w, "    distance_m p50 %.0f m, p95 %.0f m; wake radius p50 %.0f m, p95 %.0f m\n", a.DistanceM.P50, a.DistanceM.P95, a.WakeM.P50, a.WakeM.P95)
+}
+
+// writeDetails writes why an area's monitored phones pinged, what they
+// were told, and the visits they missed.
+func (a *PhoneAreaReport) writeDetails(w io.Writer) {
+	if mon := a.Mode(ModeMonitored); mon != nil && len(mon.WakeCauses) > 0 {
+		fmt.Fprintf(w, "  %s: monitored pings by cause: %s\n", a.Name, countsText(mon.WakeCauses))
 	}
-	fmt.Fprintf(w, "  true visits polling caught and monitoring missed: %d", p.CaughtByPollingMissedByMonitoring)
-	if p.CaughtByPollingMissedByMonitoring > 0 {
-		d := p.MissedInsideS
+	if mon := a.Mode(ModeMonitored); mon != nil && mon.Answers != nil && mon.Answers.Answers > 0 {
+		an := mon.Answers
+		pct := func(n int) float64 { return 100 * float64(n) / float64(an.Answers) }
+		fmt.Fprintf(w, "  %s: monitored answers: %d; wake null %.0f%%, app on its own location updates (no wake, or distance_m under its radius) %.0f%%, after_s given %.0f%%;\n",
+			a.Name, an.Answers, pct(an.WakeNull), pct(an.OwnUpdates), pct(an.AfterS))
+		fmt.Fprintf(w, "    distance_m p50 %.0f m, p95 %.0f m; wake radius p50 %.0f m, p95 %.0f m\n", an.DistanceM.P50, an.DistanceM.P95, an.WakeM.P50, an.WakeM.P95)
+	}
+	fmt.Fprintf(w, "  %s: true visits polling caught and monitoring missed: %d of %d", a.Name, a.CaughtByPollingMissedByMonitoring, a.Visits)
+	if a.CaughtByPollingMissedByMonitoring > 0 {
+		d := a.MissedInsideS
 		fmt.Fprintf(w, ", truly inside the fence p50 %.0f s, p95 %.0f s, max %.0f s; by what the monitored phone was doing:", d.P50, d.P95, d.Max)
 	}
 	fmt.Fprintln(w)
-	for _, k := range sortedKeys(p.MissCauses) {
-		fmt.Fprintf(w, "    %5d  %s\n", p.MissCauses[k], k)
+	for _, k := range sortedKeys(a.MissCauses) {
+		fmt.Fprintf(w, "    %5d  %s\n", a.MissCauses[k], k)
 	}
-	if len(p.Anomalies) > 0 {
-		fmt.Fprintf(w, "  answers that broke the API's promises:\n")
-		for _, k := range sortedKeys(p.Anomalies) {
-			fmt.Fprintf(w, "    %5d  %s\n", p.Anomalies[k], k)
+	if len(a.Anomalies) > 0 {
+		fmt.Fprintf(w, "  %s: answers that broke the API's promises:\n", a.Name)
+		for _, k := range sortedKeys(a.Anomalies) {
+			fmt.Fprintf(w, "    %5d  %s\n", a.Anomalies[k], k)
 		}
 	}
 }

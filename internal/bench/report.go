@@ -197,15 +197,19 @@ func (r *Report) judge() {
 	}
 	add("errors", "0", fmt.Sprint(errs), errs == 0)
 	if ph := r.Phones; ph != nil {
-		poll, mon := ph.Mode(ModePolling), ph.Mode(ModeMonitored)
-		if poll != nil && mon != nil && poll.PingsPerCustomerHour > 0 {
-			add("monitored pings per customer-hour", "<= 0.10x", fmt.Sprintf("%.2fx (%.1f vs %.1f polling every %.0f s)",
+		// Each area on its own: a phone pays off where it walks.
+		for _, a := range ph.Areas {
+			poll, mon := a.Mode(ModePolling), a.Mode(ModeMonitored)
+			if poll == nil || mon == nil || poll.PingsPerCustomerHour <= 0 {
+				continue
+			}
+			add(fmt.Sprintf("monitored pings per customer-hour (%s)", a.Name), "<= 0.10x", fmt.Sprintf("%.2fx (%.1f vs %.1f polling every %.0f s)",
 				mon.PingsPerCustomerHour/poll.PingsPerCustomerHour, mon.PingsPerCustomerHour, poll.PingsPerCustomerHour, ph.PollEveryS),
 				mon.PingsPerCustomerHour*10 <= poll.PingsPerCustomerHour)
-			add("monitored p95 enter-detection delay", "<= poll", fmt.Sprintf("%.0f s (polling %.0f s)", mon.DelayS.P95, poll.DelayS.P95),
+			add(fmt.Sprintf("monitored p95 enter-detection delay (%s)", a.Name), "<= poll", fmt.Sprintf("%.0f s (polling %.0f s)", mon.DelayS.P95, poll.DelayS.P95),
 				mon.DelayS.P95 <= poll.DelayS.P95)
-			add("enters polling caught, monitoring missed", "0", fmt.Sprintf("%d of %d true visits", ph.CaughtByPollingMissedByMonitoring, ph.Visits),
-				ph.CaughtByPollingMissedByMonitoring == 0)
+			add(fmt.Sprintf("enters polling caught, monitoring missed (%s)", a.Name), "0", fmt.Sprintf("%d of %d true visits", a.CaughtByPollingMissedByMonitoring, a.Visits),
+				a.CaughtByPollingMissedByMonitoring == 0)
 		}
 	}
 }
@@ -283,6 +287,6 @@ func (r *Report) WriteText(w io.Writer) {
 		if !a.Met {
 			mark = "NOT MET"
 		}
-		fmt.Fprintf(w, "  %s %-40s %-9s %s\n", mark, a.Name, a.Goal, a.Value)
+		fmt.Fprintf(w, "  %s %-52s %-9s %s\n", mark, a.Name, a.Goal, a.Value)
 	}
 }
