@@ -5,7 +5,7 @@ BENCH    := bin/nearcast-bench
 # Root installs directly; anyone else through sudo.
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run build build-bench test test-deps vet fuzz abuse cluster-test bench bench-full bench-go clean
+.PHONY: run run-redis build build-bench test test-deps redis-dep vet lint-api fuzz abuse cluster-test bench bench-full bench-go clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/nearcast
@@ -16,14 +16,31 @@ build-bench:
 	$(GO) build -o $(BENCH) ./cmd/nearcast-bench
 
 ## run: the server on the embedded Redis with demo data and the log push sender.
+## The embedded Redis lives in the server's memory: a restart forgets
+## everything (stores, rules, customers, coupons).
 run: build
 	./$(BIN) serve
+
+## run-redis: the same demo on a redis-server of its own (port 6390) that
+## keeps its data in .data/ across restarts of both; stop that Redis with
+## `redis-cli -p 6390 shutdown`. The secrets are the demo's, fixed so that
+## coupons and tokens outlive a restart: never use them for real.
+DEMO_ENV := NEARCAST_REDIS_URL=redis://127.0.0.1:6390 NEARCAST_DEMO=1 NEARCAST_APP_KEYS=demo-app NEARCAST_ADMIN_KEYS=demo-admin \
+	NEARCAST_COUPON_SECRET=demo-coupon-secret-not-for-real-use NEARCAST_TOKEN_SECRETS=demo-token-secret-not-for-real-use-0123456789 \
+	NEARCAST_QUIET_HOURS=off NEARCAST_LOG_FORMAT=text
+run-redis: build redis-dep
+	@mkdir -p .data
+	@redis-cli -p 6390 ping >/dev/null 2>&1 || redis-server --port 6390 --bind 127.0.0.1 --dir "$(CURDIR)/.data" --appendonly yes --daemonize yes --logfile "$(CURDIR)/.data/redis.log"
+	$(DEMO_ENV) ./$(BIN) serve
 
 ## test: installs redis-server, chromium and curl when missing, then vets and runs
 ## every test (each test package starts and stops its own redis-server on
 ## loopback; the console's test drives headless chromium, screenshots in
-## api/console/testout/console/).
+## api/console/testout/console/). It lints api/openapi.yaml first (lint-api)
+## where npx is installed, and says so where it is not.
 test: test-deps vet
+	@if command -v npx >/dev/null 2>&1; then $(MAKE) --no-print-directory lint-api; \
+	else echo "lint-api skipped: npx is not installed (Node.js and npm), so api/openapi.yaml was not linted"; fi
 	$(GO) test -count=1 -race -short -timeout 8m ./...
 	$(GO) test -count=1 -timeout 5m -run 'IndexMatchesBruteForce' ./geo
 	$(MAKE) fuzz FUZZTIME=40000x
@@ -43,7 +60,7 @@ fuzz:
 
 ## abuse: the abuse suite alone (docs/security.md lists each attack and its
 ## test); `make test` runs it with everything else.
-ABUSE := AppKeyAlone|StolenAppKey|RevokedTokens|DevicesTellNoOne|Audience|Template|RenderBounds|RenderError|CustomerLimits|ErasureWins|IDsCannotReach|PathIDs|BulkBodyCutShort|SlowBodies|RefusedBulkBody|BulkUploadFailedPartWay|HungRedis|UnavailableRedis|DemoTour
+ABUSE := AppKeyAlone|StolenAppKey|RevokedTokens|DevicesTellNoOne|Audience|Template|RenderBounds|RenderError|CustomerLimits|ErasureWins|IDsCannotReach|PathIDs|BulkBodyCutShort|SlowBodies|RefusedBulkBody|BulkUploadFailedPartWay|HungRedis|UnavailableRedis|DemoTour|LocationTrust|MinTrust
 abuse: test-deps
 	$(GO) test -count=1 -short -run '$(ABUSE)' ./rules ./engine ./api ./cmd/nearcast
 	$(GO) test -run '^$$' -fuzz '^FuzzMarketerCode$$' -fuzztime 40000x ./rules
@@ -56,12 +73,7 @@ cluster-test: test-deps
 	NEARCAST_TEST_CLUSTER=1 $(GO) test -count=1 -short -timeout 8m ./engine ./api ./rules
 	NEARCAST_TEST_CLUSTER=1 $(GO) test -count=1 -short -timeout 8m -v -run 'Cluster|TwoReplicas|EndToEnd' ./cmd/nearcast
 
-test-deps:
-	@command -v redis-server >/dev/null 2>&1 || { \
-		echo "redis-server is missing: installing it with apt-get"; \
-		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends redis-server >/dev/null && \
-		redis-server --version; }
+test-deps: redis-dep
 	@# The console's browser test (api/console) drives Debian's chromium.
 	@command -v chromium >/dev/null 2>&1 || { \
 		echo "chromium is missing: installing it with apt-get"; \
@@ -75,8 +87,22 @@ test-deps:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends curl ca-certificates >/dev/null && \
 		curl --version | head -1; }
 
+redis-dep:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "redis-server is missing: installing it with apt-get"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends redis-server >/dev/null && \
+		redis-server --version; }
+
 vet:
 	$(GO) vet ./...
+
+## lint-api: lints the contract, api/openapi.yaml, with Redocly CLI at the
+## version pinned here (npx fetches it from the npm registry on first use);
+## redocly.yaml takes the recommended rules with every warning an error.
+REDOCLY := @redocly/cli@2.77.0
+lint-api:
+	npx --yes $(REDOCLY) lint api/openapi.yaml
 
 ## bench: the load bench, short (under two minutes): 20,000 stores, 1,000
 ## rules, 200,000 customers, 10 s a phase; the report goes to bench-out/.

@@ -155,6 +155,10 @@ const ruleLatte = `{"name": "Morning Flat White", "enabled": true, "priority": 1
              "en": "{{.store.name}} is {{.distance_m}} m away: 20% off your {{.customer.attributes.favorite_drink}}."},
    "valid_for_s": 3600}}`
 
+// declareTier declares the attribute ruleLatte's audience names, for a
+// test that saves the rule before any profile carries it.
+const declareTier = `{"attributes": [{"name": "tier", "type": "string", "description": "loyalty tier"}]}`
+
 const customerAnna = `{"first_name": "Anna", "locale": "de", "timezone": "Europe/Berlin",
  "consent": {"location": true, "push": true}, "segments": ["commuter"],
  "attributes": {"tier": "gold", "favorite_drink": "Flat White", "visits_30d": 4}}`
@@ -216,8 +220,8 @@ func TestBadInputChangesNothing(t *testing.T) {
 		t.Run(be.Name, func(t *testing.T) {
 			c := newClient(t, be.New(t))
 			c.admin("PUT", "/v1/stores/s-alex", storeAlex)
+			c.admin("PUT", "/v1/customers/c-42", customerAnna) // first: the rule names her attributes
 			c.admin("PUT", "/v1/rules/latte", ruleLatte)
-			c.admin("PUT", "/v1/customers/c-42", customerAnna)
 			before := keysSnapshot(t, c.rdb)
 			tests := []struct {
 				name, method, path, key, body string
@@ -278,6 +282,7 @@ func TestRulesAndPingOverHTTP(t *testing.T) {
 		t.Run(be.Name, func(t *testing.T) {
 			c := newClient(t, be.New(t))
 			c.admin("PUT", "/v1/stores/s-alex", strings.Replace(storeAlex, `, "opening_hours": {"mon": ["07:00-20:00"]}`, "", 1))
+			c.admin("PUT", "/v1/attributes", declareTier) // no profile carries it yet
 			if r := c.admin("PUT", "/v1/rules/latte?dry_run=true", ruleLatte); r.Status != 200 || r.Body["valid"] != true {
 				t.Fatalf("dry run: %d %s", r.Status, r.Raw)
 			}
@@ -429,6 +434,8 @@ func walkEveryOperation(t *testing.T, c *client, atOnce bool) {
 		"PUT /v1/customers/{customer_id}/devices/{device_id}": {"PUT", "/v1/customers/c-1/devices/d-1", "app-key", "",
 			`{"fcm_token": "tok", "platform": "android"}`},
 		"DELETE /v1/customers/{customer_id}/devices/{device_id}": {"DELETE", "/v1/customers/c-1/devices/d-1", "app-key", "", ""},
+		"GET /v1/attributes":               {"GET", "/v1/attributes", "admin-key", "", ""},
+		"PUT /v1/attributes":               {"PUT", "/v1/attributes", "admin-key", "", `{"attributes": [{"name": "tier", "type": "string"}]}`},
 		"GET /v1/rules":                    {"GET", "/v1/rules", "admin-key", "", ""},
 		"PUT /v1/rules/{rule_id}":          {"PUT", "/v1/rules/r-1", "admin-key", "", rule},
 		"GET /v1/rules/{rule_id}":          {"GET", "/v1/rules/r-1", "admin-key", "", ""},
@@ -442,6 +449,7 @@ func walkEveryOperation(t *testing.T, c *client, atOnce bool) {
 		"GET /v1/coupons/{code}":                              {"GET", "/v1/coupons/" + code, "admin-key", "", ""},
 		"POST /v1/coupons/{code}/redeem":                      {"POST", "/v1/coupons/" + code + "/redeem", "admin-key", "", `{"store_id": "s-1"}`},
 		"POST /v1/coupons/{code}/opened":                      {"POST", "/v1/coupons/" + code + "/opened", "app-key", "", ""},
+		"GET /v1/fraud":                                       {"GET", "/v1/fraud", "admin-key", "", ""},
 		"POST /v1/simulate":                                   {"POST", "/v1/simulate", "admin-key", "", `{"customer_id": "c-1", "pings": [{"lat": 52.52, "lng": 13.41}]}`},
 		"GET /readyz":                                         {"GET", "/readyz", "", "", ""},
 	}
@@ -588,6 +596,7 @@ func TestRuleVersionsAndConcurrentEdits(t *testing.T) {
 		t.Run(be.Name, func(t *testing.T) {
 			c := newClient(t, be.New(t))
 			c.admin("PUT", "/v1/stores/s-alex", storeAlex)
+			c.admin("PUT", "/v1/customers/c-42", customerAnna) // the rule names her attributes
 			put := func(body, ifMatch string) (response, string) {
 				var h map[string]string
 				if ifMatch != "" {
@@ -704,8 +713,8 @@ func TestCouponRedemption(t *testing.T) {
 		t.Run(be.Name, func(t *testing.T) {
 			c := newClient(t, be.New(t))
 			c.admin("PUT", "/v1/stores/s-alex", strings.Replace(storeAlex, `, "opening_hours": {"mon": ["07:00-20:00"]}`, "", 1))
+			c.admin("PUT", "/v1/customers/c-42", customerAnna) // first: the rule names her attributes
 			c.admin("PUT", "/v1/rules/latte", ruleLatte)
-			c.admin("PUT", "/v1/customers/c-42", customerAnna)
 			r := c.do("POST", "/v1/pings", "app-key", `{"customer_id": "c-42", "lat": 52.5219, "lng": 13.4132, "accuracy_m": 5}`)
 			var res struct{ Offers []engine.IssuedOffer }
 			json.Unmarshal([]byte(r.Raw), &res)
@@ -801,8 +810,8 @@ func TestSimulateWalk(t *testing.T) {
 		t.Run(be.Name, func(t *testing.T) {
 			c := newClient(t, be.New(t))
 			c.admin("PUT", "/v1/stores/s-alex", storeAlex)
+			c.admin("PUT", "/v1/customers/c-42", customerAnna) // first: the rule names her attributes
 			c.admin("PUT", "/v1/rules/latte", ruleLatte)
-			c.admin("PUT", "/v1/customers/c-42", customerAnna)
 			c.do("PUT", "/v1/customers/c-42/devices/d-1", "app-key", `{"fcm_token": "tok", "platform": "android"}`)
 			before := keysSnapshot(t, c.rdb)
 

@@ -71,6 +71,7 @@ func offerTo(t *testing.T, c *client, token, customerID string) string {
 func setUpStoreAndRule(t *testing.T, c *client) {
 	t.Helper()
 	c.admin("PUT", "/v1/stores/s-alex", strings.Replace(storeAlex, `, "opening_hours": {"mon": ["07:00-20:00"]}`, "", 1))
+	c.admin("PUT", "/v1/attributes", declareTier) // no profile carries it yet
 	if r := c.admin("PUT", "/v1/rules/latte", ruleLatte); r.Status != 201 {
 		t.Fatalf("rule: %d %s", r.Status, r.Raw)
 	}

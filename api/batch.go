@@ -26,6 +26,7 @@ type batchFix struct {
 	AccuracyM *float64 `json:"accuracy_m"`
 	TS        string   `json:"ts"`
 	SpeedMps  *float64 `json:"speed_mps"`
+	Mocked    bool     `json:"mocked"`
 }
 
 // toPings checks every fix as a ping's fields are checked, naming each
@@ -45,7 +46,7 @@ func (r *pingBatchRequest) toPings() ([]engine.Ping, error) {
 	}
 	pings := make([]engine.Ping, len(r.Fixes))
 	for i, f := range r.Fixes {
-		one := pingRequest{CustomerID: r.CustomerID, DeviceID: r.DeviceID, Lat: f.Lat, Lng: f.Lng, AccuracyM: f.AccuracyM, TS: f.TS, SpeedMps: f.SpeedMps, Context: r.Context}
+		one := pingRequest{CustomerID: r.CustomerID, DeviceID: r.DeviceID, Lat: f.Lat, Lng: f.Lng, AccuracyM: f.AccuracyM, TS: f.TS, SpeedMps: f.SpeedMps, Mocked: f.Mocked, Context: r.Context}
 		p, err := one.toPing()
 		if ve, ok := err.(*rules.ValidationError); ok {
 			for _, x := range ve.Faults {
@@ -88,8 +89,14 @@ func (s *Server) postPingBatch(c *fiber.Ctx) error {
 	if _, err := actFor(c, req.CustomerID, "customer_id"); err != nil {
 		return err
 	}
+	// The device's integrity token, checked once for the batch.
+	integrity, err := s.integritySignal(c, req.CustomerID, req.DeviceID, nil)
+	if err != nil {
+		return err
+	}
 	for i := range pings {
 		pings[i].TokenGen = cl.tokenGen
+		pings[i].Signals = append(pings[i].Signals, integrity...)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*s.RequestTimeout)
 	defer cancel()

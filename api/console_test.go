@@ -71,7 +71,7 @@ func TestRulePreview(t *testing.T) {
 	rdb := srv.Client(t)
 	c := newClient(t, rdb)
 	for _, put := range []struct{ path, body string }{
-		{"/v1/stores/s-alex", storeAlex}, {"/v1/rules/latte", ruleLatte}, {"/v1/customers/c-42", customerAnna},
+		{"/v1/stores/s-alex", storeAlex}, {"/v1/customers/c-42", customerAnna}, {"/v1/rules/latte", ruleLatte},
 	} {
 		if r := c.admin("PUT", put.path, put.body); r.Status != 201 {
 			t.Fatalf("PUT %s: %d %s", put.path, r.Status, r.Raw)

@@ -57,9 +57,15 @@ func toError(err error) *Error {
 	var fe *fiber.Error
 	var ws *engine.WrongStoreError
 	var rl *engine.RateLimitError
+	var sc *engine.SuspiciousCouponError
 	switch {
 	case errors.As(err, &ws):
 		return newError(http.StatusUnprocessableEntity, "store_id", "%s", ws.Error())
+	case errors.As(err, &sc):
+		// 422 as for the wrong store: the coupon is as it was, and asking
+		// again will not change the answer (409 tells a till it was
+		// redeemed already).
+		return newError(http.StatusUnprocessableEntity, "code", "%s", sc.Error())
 	case errors.As(err, &ae):
 		return ae
 	case errors.As(err, &ve):

@@ -682,17 +682,59 @@ func (s *Server) listDevices(c *fiber.Ctx) error {
 	return c.JSON(fiber.Map{"devices": ds})
 }
 
+// Attributes
+
+// listAttributes answers the catalog of attributes: the names profiles
+// carry (with their types and how many profiles carry each) and those
+// declared, by name (GET /v1/attributes).
+func (s *Server) listAttributes(c *fiber.Ctx) error {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	list, err := s.Customers.Attributes().List(ctx)
+	if err != nil {
+		return err
+	}
+	return c.JSON(fiber.Map{"attributes": list})
+}
+
+// attributeDecls is the body of PUT /v1/attributes.
+type attributeDecls struct {
+	Attributes *[]rules.AttributeDecl `json:"attributes"`
+}
+
+// putAttributes replaces the declared attributes, which audiences may
+// name before any profile carries them, and answers the catalog
+// (PUT /v1/attributes).
+func (s *Server) putAttributes(c *fiber.Ctx) error {
+	var req attributeDecls
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	if req.Attributes == nil {
+		return newError(http.StatusBadRequest, "attributes", "attributes is required: the list of declared attributes ([] declares none)")
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	if err := s.Customers.Attributes().Declare(ctx, *req.Attributes); err != nil {
+		return err
+	}
+	return s.listAttributes(c)
+}
+
 // Pings
 
 type pingRequest struct {
-	CustomerID string         `json:"customer_id"`
-	DeviceID   string         `json:"device_id"`
-	Lat        *float64       `json:"lat"`
-	Lng        *float64       `json:"lng"`
-	AccuracyM  *float64       `json:"accuracy_m"`
-	TS         string         `json:"ts"`
-	SpeedMps   *float64       `json:"speed_mps"`
-	Context    map[string]any `json:"context"`
+	CustomerID string   `json:"customer_id"`
+	DeviceID   string   `json:"device_id"`
+	Lat        *float64 `json:"lat"`
+	Lng        *float64 `json:"lng"`
+	AccuracyM  *float64 `json:"accuracy_m"`
+	TS         string   `json:"ts"`
+	SpeedMps   *float64 `json:"speed_mps"`
+	// Mocked is the OS's word that the fix is not real (Android's
+	// Location.isMock(), iOS's sourceInformation.isSimulatedBySoftware).
+	Mocked  bool           `json:"mocked"`
+	Context map[string]any `json:"context"`
 }
 
 // toPing checks every field of a ping and reports all faults at once.
@@ -719,6 +761,12 @@ func (r *pingRequest) toPing() (engine.Ping, error) {
 			fs = append(fs, rules.Fault{Field: "accuracy_m", Message: "accuracy_m must be between 0 and 100000"})
 		}
 		p.AccuracyM = *r.AccuracyM
+		if *r.AccuracyM == 0 {
+			p.Signals = append(p.Signals, engine.SignalZeroAccuracy) // no real fix is exact
+		}
+	}
+	if r.Mocked {
+		p.Signals = append(p.Signals, engine.SignalMocked)
 	}
 	if r.SpeedMps != nil && (*r.SpeedMps < 0 || *r.SpeedMps > 400) {
 		fs = append(fs, rules.Fault{Field: "speed_mps", Message: "speed_mps must be between 0 and 400"})
@@ -776,6 +824,9 @@ func (s *Server) postPing(c *fiber.Ctx) error {
 		return err
 	}
 	p.TokenGen = cl.tokenGen
+	if p.Signals, err = s.integritySignal(c, p.CustomerID, p.DeviceID, p.Signals); err != nil {
+		return err
+	}
 	ctx, cancel := s.ctx()
 	defer cancel()
 	res, err := s.Engine.Evaluate(ctx, p, engine.Options{DryRun: dryRun, Explain: explain})
@@ -830,6 +881,10 @@ func (s *Server) openedCoupon(c *fiber.Ctx) error {
 	cp, err := s.Ledger.Opened(ctx, c.Params("code"), cl.customerID)
 	if err != nil {
 		return err
+	}
+	if !cl.admin {
+		// The app is not told what the engine thought of its fix.
+		cp.IssuedUnderSuspicion, cp.SuspicionSignals = false, nil
 	}
 	return c.JSON(cp)
 }
@@ -906,6 +961,7 @@ type simulatePing struct {
 	TS        string         `json:"ts"`
 	AfterS    *float64       `json:"after_s"`
 	SpeedMps  *float64       `json:"speed_mps"`
+	Mocked    bool           `json:"mocked"`
 	Context   map[string]any `json:"context"`
 }
 
@@ -953,7 +1009,7 @@ func (s *Server) simulate(c *fiber.Ctx) error {
 	}
 	pings := make([]engine.Ping, len(req.Pings))
 	for i, sp := range req.Pings {
-		one := pingRequest{CustomerID: req.CustomerID, DeviceID: req.DeviceID, Lat: sp.Lat, Lng: sp.Lng, AccuracyM: sp.AccuracyM, TS: sp.TS, SpeedMps: sp.SpeedMps, Context: sp.Context}
+		one := pingRequest{CustomerID: req.CustomerID, DeviceID: req.DeviceID, Lat: sp.Lat, Lng: sp.Lng, AccuracyM: sp.AccuracyM, TS: sp.TS, SpeedMps: sp.SpeedMps, Mocked: sp.Mocked, Context: sp.Context}
 		p, err := one.toPing()
 		if ve, ok := err.(*rules.ValidationError); ok {
 			for _, x := range ve.Faults {

@@ -94,6 +94,13 @@ func (s *Server) previewRule(c *fiber.Ctx) error {
 	}
 	r.ID = id
 	compiled, err := rules.Compile(r)
+	if req.Rule != nil { // an unsaved rule is checked as its save would be
+		attrs, aerr := s.Live.Catalog().AttributeFaults(ctx, r)
+		if aerr != nil {
+			return aerr
+		}
+		err = withFaults(err, attrs)
+	}
 	if err != nil {
 		return prefixFaults(err, "rule.")
 	}
@@ -151,6 +158,22 @@ func (s *Server) previewStore(r *rules.Rule, id string) (*rules.Store, error) {
 	}
 	lat, lng := 52.52, 13.40
 	return &rules.Store{ID: "store", Name: "Store", Lat: &lat, Lng: &lng, RadiusM: rules.DefaultRadiusM, Tags: []string{}}, nil
+}
+
+// withFaults adds faults after those of a validation error (or makes one
+// of them, when err is nil).
+func withFaults(err error, fs []rules.Fault) error {
+	if len(fs) == 0 {
+		return err
+	}
+	var ve *rules.ValidationError
+	switch {
+	case err == nil:
+		return &rules.ValidationError{Faults: fs}
+	case errors.As(err, &ve):
+		return &rules.ValidationError{Faults: append(slices.Clone(ve.Faults), fs...)}
+	}
+	return err
 }
 
 // prefixFaults puts a validation error's field paths under a prefix: the

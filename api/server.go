@@ -100,6 +100,9 @@ type Deps struct {
 	VerifyIDToken func(ctx context.Context, token string) (uid string, err error)
 	// CouponRate limits the coupon calls of each credential; nil: no limit.
 	CouponRate *engine.CredentialRate
+	// Integrity checks the Play Integrity token an Android app may send
+	// with a ping (X-Play-Integrity-Token); nil: none is checked.
+	Integrity *PlayIntegrity
 	// Warnings are told on /readyz and logged there now and then, such as
 	// app calls taken on the app key alone.
 	Warnings []string
@@ -141,6 +144,12 @@ func New(d Deps) *fiber.App {
 		Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2},
 	})}
 	d.Metrics.MustRegister(s.pingTime)
+	// A rule's save (and dry run, and the preview of an unsaved rule)
+	// refuses an audience naming an attribute that no profile carries and
+	// none declared: the catalog of attributes the customers keep.
+	if d.Live != nil && d.Customers != nil {
+		d.Live.Catalog().CheckAttributes(d.Customers.Attributes().Known)
+	}
 	app := fiber.New(fiber.Config{
 		AppName: "nearcast",
 		// Bodies up to the JSON limit are read before the handler; a longer
@@ -202,6 +211,9 @@ func New(d Deps) *fiber.App {
 	v1.Post("/customers/:id/tokens", admin, s.mintToken)
 	v1.Delete("/customers/:id/tokens", admin, s.revokeTokens)
 
+	v1.Get("/attributes", admin, s.listAttributes)
+	v1.Put("/attributes", admin, s.putAttributes)
+
 	v1.Get("/rules", admin, s.listRules)
 	v1.Put("/rules/:id", admin, s.putRule)
 	v1.Get("/rules/:id", admin, s.getRule)
@@ -214,6 +226,8 @@ func New(d Deps) *fiber.App {
 
 	v1.Get("/coupons/:code", admin, s.getCoupon)
 	v1.Post("/coupons/:code/redeem", admin, s.redeemCoupon)
+
+	v1.Get("/fraud", admin, s.fraudReport)
 
 	v1.Post("/simulate", admin, s.simulate)
 	v1.Get("/dev/pushes", admin, s.devPushes)

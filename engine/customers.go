@@ -21,14 +21,19 @@ func tokenHolder(customerID, deviceID string) string { return customerID + "\n" 
 
 // Customers is the Redis repository of profiles and devices.
 type Customers struct {
-	rdb redis.UniversalClient
-	now func() time.Time
+	rdb   redis.UniversalClient
+	now   func() time.Time
+	attrs *Attributes
 }
 
 // NewCustomers returns the repository on rdb.
 func NewCustomers(rdb redis.UniversalClient) *Customers {
-	return &Customers{rdb: rdb, now: time.Now}
+	return &Customers{rdb: rdb, now: time.Now, attrs: NewAttributes(rdb)}
 }
+
+// Attributes is the catalog of the attributes the profiles carry, which
+// the repository keeps as it writes and erases them.
+func (cs *Customers) Attributes() *Attributes { return cs.attrs }
 
 // luaBool is a boolean as the Lua scripts read it: "1" or "0".
 func luaBool(b bool) string {
@@ -38,7 +43,17 @@ func luaBool(b bool) string {
 	return "0"
 }
 
-// Put validates and saves a profile, answering whether it is new.
+// putProfileScript writes a profile and answers the attributes the one it
+// replaced was counted with, for the catalog of attributes.
+// KEYS: profile, presence. ARGV: doc, loc, push ("1" or "0"; withdrawn
+// location consent: what was known of where they were goes with the
+// presence), attrs (attrLines).
+// Returns {created (0/1), the attrs replaced ("" for none, or a profile
+// written before the catalog)}.
+var putProfileScript = script("put_profile")
+
+// Put validates and saves a profile, answering whether it is new, and
+// counts the attributes it gains and loses in the catalog of attributes.
 func (cs *Customers) Put(ctx context.Context, c *rules.Customer) (created bool, err error) {
 	if err := c.Normalize(); err != nil {
 		return false, err
@@ -48,23 +63,35 @@ func (cs *Customers) Put(ctx context.Context, c *rules.Customer) (created bool, 
 	if err != nil {
 		return false, err
 	}
-	n, err := cs.rdb.HSet(ctx, customerKey(c.ID, partProfile),
-		"doc", doc, "loc", luaBool(c.Consent.Location), "push", luaBool(c.Consent.Push)).Result()
+	attrs := attrLines(c)
+	out, err := putProfileScript.Run(ctx, cs.rdb, customerKeys(c.ID, partProfile, partPresence),
+		doc, luaBool(c.Consent.Location), luaBool(c.Consent.Push), attrs).Slice()
 	if err != nil {
 		return false, rules.RedisErr("save customer", err)
 	}
-	if !c.Consent.Location {
-		// Withdrawn location consent: what we knew of where they were goes.
-		if err := cs.rdb.Del(ctx, customerKey(c.ID, partPresence)).Err(); err != nil {
-			return false, rules.RedisErr("drop presence", err)
-		}
+	created, old, err := putProfileReply(out)
+	if err != nil {
+		return false, err
 	}
-	return n == 3, nil
+	d := newAttrDelta()
+	d.add(old, attrs)
+	return created, cs.attrs.learn(ctx, d)
+}
+
+// putProfileReply reads putProfileScript's answer.
+func putProfileReply(out []any) (created bool, old string, err error) {
+	if len(out) != 2 {
+		return false, "", fmt.Errorf("save customer: unexpected answer %v", out)
+	}
+	old, _ = out[1].(string)
+	return out[0] == int64(1), old, nil
 }
 
 // PutMany saves profiles already checked (Normalize), in pipelined
 // batches, answering how many it wrote; on an error, the batches before it
-// are written.
+// are written. Each batch counts what its profiles gain and lose in the
+// catalog of attributes, in one more round trip (and one that loads the
+// script, so that Redis does not answer each profile NOSCRIPT).
 func (cs *Customers) PutMany(ctx context.Context, customers []*rules.Customer) (int, error) {
 	const batch = 1000
 	now := cs.now().UTC().Truncate(time.Millisecond)
@@ -82,16 +109,7 @@ func (cs *Customers) PutMany(ctx context.Context, customers []*rules.Customer) (
 			docs[i], size = doc, size+len(doc)
 		}
 		bctx, cancel := context.WithTimeout(ctx, rules.BatchTimeoutFor(size))
-		_, err := cs.rdb.Pipelined(bctx, func(p redis.Pipeliner) error {
-			ctx := bctx
-			for i, c := range part {
-				p.HSet(ctx, customerKey(c.ID, partProfile), "doc", docs[i], "loc", luaBool(c.Consent.Location), "push", luaBool(c.Consent.Push))
-				if !c.Consent.Location {
-					p.Del(ctx, customerKey(c.ID, partPresence))
-				}
-			}
-			return nil
-		})
+		err := cs.putBatch(bctx, part, docs)
 		cancel()
 		if err != nil {
 			return written, rules.RedisErr("save customers", err)
@@ -99,6 +117,37 @@ func (cs *Customers) PutMany(ctx context.Context, customers []*rules.Customer) (
 		written += len(part)
 	}
 	return written, nil
+}
+
+// putBatch runs a batch of putProfileScript in one pipeline, then counts
+// what they changed in the catalog of attributes.
+func (cs *Customers) putBatch(ctx context.Context, part []*rules.Customer, docs [][]byte) error {
+	if err := putProfileScript.Load(ctx, cs.rdb).Err(); err != nil {
+		return err
+	}
+	puts := make([]*scripted, len(part))
+	attrs := make([]string, len(part))
+	for i, c := range part {
+		attrs[i] = attrLines(c)
+		puts[i] = newScripted(ctx, putProfileScript, customerKeys(c.ID, partProfile, partPresence),
+			docs[i], luaBool(c.Consent.Location), luaBool(c.Consent.Push), attrs[i])
+	}
+	if err := cs.runScripts(ctx, puts); err != nil {
+		return err
+	}
+	d := newAttrDelta()
+	for i, x := range puts {
+		out, err := x.cmd.Slice()
+		if err != nil {
+			return err
+		}
+		_, old, err := putProfileReply(out)
+		if err != nil {
+			return err
+		}
+		d.add(old, attrs[i])
+	}
+	return cs.attrs.learn(ctx, d)
 }
 
 // Get reads a profile.
@@ -125,18 +174,21 @@ func decodeCustomer(doc []byte) (*rules.Customer, error) {
 // the coupons issued to them that were not redeemed, and the records of
 // those redeemed, whose anonymous part it answers for the archive.
 // KEYS: the customer's keys (coupons set sixth, rate counters eighth), their
-// tokens key ninth, which is raised rather than deleted. ARGV: the prefix of
+// tokens key ninth, which is raised rather than deleted, their fraud
+// record tenth. ARGV: the prefix of
 // their coupon records, ms to keep the raised token generation.
-// Returns {existed, device docs…, "", (code, rule_id, store_id,
+// Returns {existed, the attributes the profile was counted with ("attrs",
+// or ""), device docs…, "", (code, rule_id, store_id,
 // issued_at, expires_at, redeemed_at, redeemed_store, only_store, ms to
 // live)…, "", codes not redeemed…}.
 var eraseScript = script("erase")
 
 // Delete erases the customer: profile, devices, presence, counters,
-// unredeemed coupons, and the pushes still queued for them. A redeemed
+// unredeemed coupons, their fraud record and place in the fraud index,
+// and the pushes still queued for them. A redeemed
 // coupon stays for the rule's statistics, without what named them.
 func (cs *Customers) Delete(ctx context.Context, id string) error {
-	existed, err := cs.eraseKeys(ctx, id)
+	existed, attrs, err := cs.eraseKeys(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -145,6 +197,13 @@ func (cs *Customers) Delete(ctx context.Context, id string) error {
 	}
 	pushes, err := cs.dropPushes(ctx, id)
 	if err != nil {
+		return err
+	}
+	// Last, since the erasure comes first: the catalog of attributes no
+	// longer counts the profile's.
+	lost := newAttrDelta()
+	lost.add(attrs, "")
+	if err := cs.attrs.learn(ctx, lost); err != nil {
 		return err
 	}
 	if !existed && pushes == 0 {
@@ -156,31 +215,33 @@ func (cs *Customers) Delete(ctx context.Context, id string) error {
 // eraseKeys removes the customer's keys in their slot and what names them
 // elsewhere: their tokens' owner keys, and their codes' index (marked
 // erased); a redeemed coupon goes to the archive without them. It answers
-// whether the customer had a profile.
-func (cs *Customers) eraseKeys(ctx context.Context, id string) (bool, error) {
+// whether the customer had a profile, and the attributes the catalog of
+// attributes counted it with.
+func (cs *Customers) eraseKeys(ctx context.Context, id string) (existed bool, attrs string, err error) {
 	keys := []string{
 		customerKey(id, partProfile), customerKey(id, partDevices), customerKey(id, partDeviceSeen),
 		customerKey(id, partPresence), customerKey(id, partCaps), customerKey(id, partCoupons),
 		customerKey(id, partVisits), customerKey(id, partRate), customerKey(id, partTokens),
+		customerKey(id, partFraud),
 	}
 	// Their tokens' owner keys (in other slots of a cluster) go first: an
 	// erasure cut short after its script could not find them again.
 	docs, err := cs.rdb.HVals(ctx, customerKey(id, partDevices)).Result()
 	if err != nil {
-		return false, rules.RedisErr("erase customer: read devices", err)
+		return false, "", rules.RedisErr("erase customer: read devices", err)
 	}
 	if err := cs.releaseTokens(ctx, id, docs); err != nil {
-		return false, rules.RedisErr("erase customer", err)
+		return false, "", rules.RedisErr("erase customer", err)
 	}
 	out, err := eraseScript.Run(ctx, cs.rdb, keys, couponRecordKey(id, ""), MaxTokenTTL.Milliseconds()).StringSlice()
 	if err != nil {
-		return false, rules.RedisErr("erase customer", err)
+		return false, "", rules.RedisErr("erase customer", err)
 	}
-	i := 1 + slices.Index(out[1:], "") // where the device docs end
+	i := 2 + slices.Index(out[2:], "") // where the device docs end
 	// And again for the devices the script found: one registered
 	// meanwhile has claimed its token since.
-	if err := cs.releaseTokens(ctx, id, out[1:i]); err != nil {
-		return false, rules.RedisErr("erase customer", err)
+	if err := cs.releaseTokens(ctx, id, out[2:i]); err != nil {
+		return false, "", rules.RedisErr("erase customer", err)
 	}
 	_, err = cs.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i++; out[i] != ""; i += 9 {
@@ -195,12 +256,13 @@ func (cs *Customers) eraseKeys(ctx context.Context, id string) (bool, error) {
 		for i++; i < len(out); i++ {
 			p.Set(ctx, codeIndexKey(out[i]), "", erasedCodeTTL)
 		}
+		p.ZRem(ctx, keyFraudIndex, id) // their fraud record went with their keys
 		return nil
 	})
 	if err != nil {
-		return false, rules.RedisErr("erase customer", err)
+		return false, "", rules.RedisErr("erase customer", err)
 	}
-	return out[0] == "1", nil
+	return out[0] == "1", out[1], nil
 }
 
 // dropPushes removes the pushes queued and delayed for a customer,
@@ -289,6 +351,10 @@ type Export struct {
 	Visits       map[string]string            `json:"visits"`
 	Coupons      map[string]map[string]string `json:"coupons"`
 	QueuedPushes []Push                       `json:"queued_pushes"`
+	// LocationRisk is their fraud record: suspicious fixes counted per
+	// day, their signals and devices, coupons issued and redeemed under
+	// suspicion (keys.go, partFraud).
+	LocationRisk map[string]string `json:"location_risk"`
 }
 
 // Export gathers everything kept about a customer, for their right of
@@ -302,20 +368,21 @@ func (cs *Customers) Export(ctx context.Context, id string) (*Export, error) {
 	if err != nil {
 		return nil, err
 	}
-	var seen, presence, caps, visits *redis.MapStringStringCmd
+	var seen, presence, caps, visits, fraud *redis.MapStringStringCmd
 	var codes *redis.StringSliceCmd
 	if _, err := cs.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		seen = p.HGetAll(ctx, customerKey(id, partDeviceSeen))
 		presence = p.HGetAll(ctx, customerKey(id, partPresence))
 		caps = p.HGetAll(ctx, customerKey(id, partCaps))
 		visits = p.HGetAll(ctx, customerKey(id, partVisits))
+		fraud = p.HGetAll(ctx, customerKey(id, partFraud))
 		codes = p.SMembers(ctx, customerKey(id, partCoupons))
 		return nil
 	}); err != nil {
 		return nil, rules.RedisErr("export", err)
 	}
 	ex := &Export{Profile: prof, Devices: devices, DeviceSeen: seen.Val(), Presence: presence.Val(), Counters: caps.Val(), Visits: visits.Val(),
-		Coupons: map[string]map[string]string{}, QueuedPushes: []Push{}}
+		Coupons: map[string]map[string]string{}, QueuedPushes: []Push{}, LocationRisk: fraud.Val()}
 	// The coupons' records in one round trip (a customer may have
 	// hundreds: one each would not fit a request's Redis budget).
 	list := codes.Val()

@@ -97,6 +97,12 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 	}
 	now := e.now()
 	ts := p.TS
+	switch {
+	case ts.After(now.Add(time.Minute)):
+		p.Signals = append(slices.Clip(p.Signals), signalFuture)
+	case !ts.IsZero() && now.Sub(ts) > 24*time.Hour:
+		p.Signals = append(slices.Clip(p.Signals), signalOld)
+	}
 	if ts.IsZero() || ts.After(now) {
 		ts = now
 	}
@@ -124,6 +130,13 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 		}
 		return res, nil
 	}
+	if !opt.DryRun {
+		e.cfg.Metrics.trusted(obs.trust, obs.signals)
+	}
+	defer e.suspected(ctx, p, now, obs, opt, res) // a suspicious fix, once decided (fraud.go)
+	if opt.Explain || opt.DryRun {
+		res.Trust = &TrustOf{Level: obs.trust, Signals: append([]string{}, obs.signals...)}
+	}
 	e.pacing(snap, p, hits, obs, res)
 	events := firedEvents(snap, p, hits, obs, res)
 	for _, id := range obs.tooFast {
@@ -144,7 +157,7 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 	eligible := e.eligible(snap, p, ts, now, cust, obs, events, opt.ended, res)
 	arbitrate(eligible, obs.affinity)
 	if len(eligible) > 0 {
-		if err := e.issue(ctx, now, p, cust, eligible, opt, res, e.returnCmds(ctx, obs.returns)); err != nil {
+		if err := e.issue(ctx, now, p, cust, eligible, opt, obs.suspicion(), res, e.returnCmds(ctx, obs.returns)); err != nil {
 			return nil, err
 		}
 	} else {
@@ -243,6 +256,8 @@ func (e *Engine) eligible(snap *rules.Snapshot, p Ping, ts, now time.Time, cust 
 				reason = ReasonLate
 			case ended[ev.store]:
 				reason = ReasonVisitEnded
+			case !r.Trusts(obs.trust):
+				reason = ReasonUntrusted
 			case !cust.Consent.Push:
 				reason = ReasonConsent
 			default:

@@ -62,7 +62,9 @@ const commitWindow = 2 * time.Second
 // ARGV: n, customer_id, device_id, now_ms, retention_ms, dry ("1"), day
 // field, week field, oldest day kept, oldest week kept, customer daily
 // limit, least gap between two offers (ms), today (UTC), deadline (ms; 0:
-// none), coupon code, then per candidate: rule_id, store_id, expires_ms,
+// none), coupon code, the fix's suspicion ("" when it is not suspicious;
+// else its signals, which the coupon's record keeps as "suspicion" for
+// its redemption), then per candidate: rule_id, store_id, expires_ms,
 // push JSON ("" when not rendered), per_customer_per_day,
 // per_customer_per_week, per_customer_total (0: no cap), rule side (""
 // needs no reservation, "r" reserved, "?" not reserved yet, or the reason
@@ -93,8 +95,8 @@ func hasRuleCaps(r *rules.Compiled) bool {
 // (docs/architecture.md, "The decision and the atomic step"): the intent
 // and the best candidate's capacity; the customer's step, asked again
 // while it needs a rendering or a reservation; the announcement.
-func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.Customer, eligible []candidate, opt Options, res *Result, extra []redis.Cmder) error {
-	x := e.newIssuance(ctx, now, p, cust, eligible, opt)
+func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.Customer, eligible []candidate, opt Options, suspicion string, res *Result, extra []redis.Cmder) error {
+	x := e.newIssuance(ctx, now, p, cust, eligible, opt, suspicion)
 	if err := x.render(0); err != nil {
 		return err
 	}
@@ -149,7 +151,7 @@ const (
 	argSide = 7
 )
 
-func (e *Engine) newIssuance(ctx context.Context, now time.Time, p Ping, cust *rules.Customer, eligible []candidate, opt Options) *issuance {
+func (e *Engine) newIssuance(ctx context.Context, now time.Time, p Ping, cust *rules.Customer, eligible []candidate, opt Options, suspicion string) *issuance {
 	if len(eligible) > maxCommit {
 		eligible = eligible[:maxCommit]
 	}
@@ -170,7 +172,7 @@ func (e *Engine) newIssuance(ctx context.Context, now time.Time, p Ping, cust *r
 		customerKey(p.CustomerID, partVisits), couponRecordKey(p.CustomerID, x.code), customerKey(p.CustomerID, partProfile)}
 	x.args = []any{len(eligible), p.CustomerID, p.DeviceID, now.UnixMilli(), e.cfg.CouponRetention.Milliseconds(), luaBool(opt.DryRun),
 		"d" + day, fmt.Sprintf("w%04d%02d", year, week), "d" + oldestDay, fmt.Sprintf("w%04d%02d", oy, ow), e.cfg.MaxOffersPerDay,
-		e.cfg.MinOfferGap.Milliseconds(), now.UTC().Format("20060102"), x.deadline, x.code}
+		e.cfg.MinOfferGap.Milliseconds(), now.UTC().Format("20060102"), x.deadline, x.code, suspicion}
 	for i, c := range eligible {
 		expires := now.Add(c.rule.ValidFor()).UTC().Truncate(time.Second)
 		x.offers[i] = IssuedOffer{CouponCode: x.code, RuleID: c.rule.Rule.ID, StoreID: c.store.ID, ExpiresAt: expires}

@@ -53,7 +53,10 @@ const (
 // The parts of a customer's keys: nc:{c:<id>}:<part>.
 const (
 	// partProfile: hash, "doc" (the profile's JSON), "loc" and "push" ("1"
-	// or "0": the consents, which scripts read). No TTL: the customer's own.
+	// or "0": the consents, which scripts read), "attrs" (the attributes
+	// the catalog of attributes counts this profile with, "<type>:<name>"
+	// one a line, sorted; missing for a profile written before the
+	// catalog, which is not counted). No TTL: the customer's own.
 	partProfile = "profile"
 	// partDevices: hash, device id → the device's JSON. Ids are the
 	// customer's own: another customer's "d-1" is another device. No TTL.
@@ -94,7 +97,24 @@ const (
 	// "d:<device id>" each device's; the first call of a minute starts it
 	// afresh, with a TTL of 2 minutes.
 	partRate = "rate"
+	// partFraud: hash, what the customer's suspicious fixes left (fraud.go;
+	// never a coordinate): per UTC day "f:<yyyymmdd>" the suspicious fixes,
+	// "s:<yyyymmdd>:<signal>" those with each signal, "v:<yyyymmdd>:<device
+	// id>" those of each device, "i:<yyyymmdd>" and "r:<yyyymmdd>" the
+	// coupons issued and redeemed under suspicion; "last" (unix ms) the
+	// last suspicious fix, "pruned" the day days older than FraudRetention
+	// were last dropped. Written only for a suspicious fix (and the
+	// redemption of a coupon issued to one); TTL FraudRetention (90 days)
+	// past the last write.
+	partFraud = "fraud"
 )
+
+// keyFraudIndex is the customers with a fraud record: a sorted set,
+// customer id → unix ms of their last suspicious fix or redemption under
+// suspicion, which GET /v1/fraud reads most recent first. Members older
+// than FraudRetention are trimmed as it is written, an erased customer's
+// removed (Customers.Delete); TTL FraudRetention past the last write.
+const keyFraudIndex = "nc:{fraud}:index"
 
 // couponRecordKey is a coupon's record, among its customer's keys: the
 // step that issues it writes it with the customer's caps.
@@ -134,6 +154,23 @@ const (
 	keyDelayed  = "nc:{outbox}:delayed"  // sorted set of pushes waiting to be tried again, by due time
 	keyIntents  = "nc:{outbox}:intents"  // sorted set of offers being issued, by the deadline of their commit
 	keyReserved = "nc:{outbox}:reserved" // hash: intent → the rule capacity reserved for it, to give back what no coupon used
+)
+
+// Keys of the catalog of attributes (attributes.go), shared by all
+// customers under one hash tag, so that in Redis Cluster its script
+// changes them together. They name no customer. No TTL.
+const (
+	// keyAttrCount: hash, attribute name → how many profiles carry it; a
+	// count at 0 goes, and a negative one is a loss counted before its
+	// gain. At most MaxLearnedAttributes names, beyond which only
+	// declared names are learned.
+	keyAttrCount = "nc:{attrs}:count"
+	// keyAttrTypes: hash, "<type>:<name>" → how many profiles carry the
+	// attribute with that type (string, number, bool, list).
+	keyAttrTypes = "nc:{attrs}:types"
+	// keyAttrDeclared: hash, attribute name → {"type", "description"}, as
+	// the operator declared it (PUT /v1/attributes).
+	keyAttrDeclared = "nc:{attrs}:declared"
 )
 
 // funnelKey is a rule's funnel counters for one UTC day (yyyymmdd); TTL

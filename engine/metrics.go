@@ -19,6 +19,8 @@ import (
 type Metrics struct {
 	decisions *prometheus.CounterVec
 	events    *prometheus.CounterVec
+	fixes     *prometheus.CounterVec
+	signals   *prometheus.CounterVec
 	pushes    *prometheus.CounterVec
 	redisTime *prometheus.HistogramVec
 	redisErrs *prometheus.CounterVec
@@ -37,6 +39,14 @@ func NewMetrics(reg prometheus.Registerer, rdb redis.UniversalClient, snaps Snap
 			Name: "nearcast_events_total",
 			Help: "Presence events by type: enter, dwell, exit.",
 		}, []string{"type"}),
+		fixes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nearcast_fixes_total",
+			Help: "Fixes that moved presence, by trust: trusted, unverified, suspicious.",
+		}, []string{"trust"}),
+		signals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nearcast_fix_signals_total",
+			Help: "Signals found on fixes (docs/security.md, Location trust), by signal.",
+		}, []string{"signal"}),
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nearcast_pushes_total",
 			Help: "Pushes by fate: sent; dropped (expired, no_consent, no_device, unregistered, or FCM's permanent error code); retry (a passing failure).",
@@ -55,7 +65,7 @@ func NewMetrics(reg prometheus.Registerer, rdb redis.UniversalClient, snaps Snap
 		Name: "nearcast_redis_wait_short_total",
 		Help: "Offers whose step fewer replicas than NEARCAST_REDIS_WAIT_REPLICAS had in time: answered 503, announced later if they survive.",
 	})
-	reg.MustRegister(m.decisions, m.events, m.pushes, m.redisTime, m.redisErrs, m.waitShort, &outboxCollector{rdb: rdb})
+	reg.MustRegister(m.decisions, m.events, m.fixes, m.signals, m.pushes, m.redisTime, m.redisErrs, m.waitShort, &outboxCollector{rdb: rdb})
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "nearcast_snapshot_version",
 		Help: "Catalog version of the snapshot in force (0: none loaded).",
@@ -93,6 +103,19 @@ func (m *Metrics) happened(events []Event) {
 	}
 	for _, e := range events {
 		m.events.WithLabelValues(e.Type).Inc()
+	}
+}
+
+func (m *Metrics) trusted(level string, signals []string) {
+	if m == nil {
+		return
+	}
+	m.fixes.WithLabelValues(level).Inc()
+	for _, s := range signals {
+		if strings.HasPrefix(s, "integrity_") && s != SignalIntegrityOK {
+			s = "integrity_failed" // the reasons are few, but named by the caller
+		}
+		m.signals.WithLabelValues(s).Inc()
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nearcast/nearcast/geo"
@@ -32,10 +33,13 @@ import (
 // ARGV: ts_ms, visit_timeout_ms, dry ("1"), device_id, speed_mps (-1: unknown),
 // max_enter_speed_mps, lat, lng, n, now_ms (the server's clock), calls a
 // minute per customer and per device (0: no limit), the generation of the
-// customer token the ping came with (0: none), then per store: id, kind ("s": surely
+// customer token the ping came with (0: none), the signals the server
+// found in the request (comma-separated: lua/lib/trust.lua), the fix's
+// accuracy (0: not given), then per store: id, kind ("s": surely
 // inside, may enter; "h": may still be inside, keeps a visit), n_thresholds,
 // dwell thresholds in seconds (ascending)…
-// Returns {"ok", the device's platform ("" unknown), ms to the nearest
+// Returns {"ok", the device's platform ("" unknown), the fix's trust,
+// its signals (comma-separated), ms to the nearest
 // dwell threshold of an open visit not passed yet (-1: none), n_open,
 // the stores with a visit open after the fix…, n_entered, ids…, n_exited, (id, visit_ms)…, n_dwell,
 // (id, dwell_s)…, n_too_fast, ids not entered for speed…} when nothing
@@ -48,7 +52,7 @@ import (
 // elsewhere)}, or {"no_consent"}, or
 // {"stale"} (a fix older than the last one seen), {"rate_limited",
 // ms until the next minute}, or {"revoked"} (the customer token was).
-var observeScript = script("observe", "rate")
+var observeScript = script("observe", "rate", "trust")
 
 // visitEnv is the customer's visit history as audiences and templates see
 // it, for one store.
@@ -100,6 +104,10 @@ type observation struct {
 	platform  string
 	open      []string
 	nextDwell time.Duration
+	// How far the fix is trusted (TrustSuspicious, TrustUnverified,
+	// TrustTrusted) and the signals behind it (lua/lib/trust.lua).
+	trust   string
+	signals []string
 }
 
 type storeVisits struct {
@@ -109,15 +117,18 @@ type storeVisits struct {
 
 func parseObserve(raw []string) observation {
 	var o observation
-	o.platform = raw[1]
-	ms, _ := strconv.ParseInt(raw[2], 10, 64)
+	o.platform, o.trust = raw[1], raw[2]
+	if raw[3] != "" {
+		o.signals = strings.Split(raw[3], ",")
+	}
+	ms, _ := strconv.ParseInt(raw[4], 10, 64)
 	o.nextDwell = time.Duration(ms) * time.Millisecond
 	if ms < 0 {
 		o.nextDwell = -1
 	}
-	n, _ := strconv.Atoi(raw[3])
-	o.open = raw[4 : 4+n]
-	i := 4 + n
+	n, _ := strconv.Atoi(raw[5])
+	o.open = raw[6 : 6+n]
+	i := 6 + n
 	n, _ = strconv.Atoi(raw[i])
 	i++
 	o.entered = append(o.entered, raw[i:i+n]...)
@@ -220,7 +231,7 @@ func (e *Engine) observeArgs(snap *rules.Snapshot, p Ping, ts, now time.Time, hi
 		}
 	}
 	limC, limD := e.limits(opt.limitScale)
-	args = append(args, n, now.UnixMilli(), limC, limD, p.TokenGen)
+	args = append(args, n, now.UnixMilli(), limC, limD, p.TokenGen, strings.Join(p.Signals, ","), strconv.FormatFloat(p.AccuracyM, 'f', -1, 64))
 	for _, h := range hits {
 		if !h.Held(p.AccuracyM) {
 			continue

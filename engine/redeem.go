@@ -28,6 +28,11 @@ type Coupon struct {
 	OnlyStore string `json:"only_store_id,omitempty"`
 	// Status is active, redeemed or expired.
 	Status string `json:"status"`
+	// IssuedUnderSuspicion: the coupon was issued to a location fix the
+	// engine found suspicious (a rule whose offer.min_trust is any), for
+	// SuspicionSignals. The admin key's answers only: the app is not told.
+	IssuedUnderSuspicion bool     `json:"issued_under_suspicion,omitempty"`
+	SuspicionSignals     []string `json:"suspicion_signals,omitempty"`
 }
 
 // Ledger looks up and redeems coupons.
@@ -36,6 +41,8 @@ type Ledger struct {
 	coupons *CodeSigner
 	log     *slog.Logger
 	now     func() time.Time
+	// refuseSuspicious: see RefuseSuspicious.
+	refuseSuspicious bool
 }
 
 // NewLedger returns the coupon ledger. log is told of a funnel count
@@ -49,6 +56,16 @@ func NewLedger(rdb redis.UniversalClient, coupons *CodeSigner, log *slog.Logger,
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Ledger{rdb: rdb, coupons: coupons, log: log, now: now}
+}
+
+// RefuseSuspicious makes Redeem refuse a coupon issued to a suspicious
+// fix (NEARCAST_REFUSE_SUSPICIOUS_REDEMPTIONS=1) with a
+// SuspiciousCouponError, changing nothing; without it such a coupon is
+// redeemed, said so in the answer and counted in the customer's fraud
+// record. Set it before the ledger is used. It answers the ledger.
+func (l *Ledger) RefuseSuspicious(refuse bool) *Ledger {
+	l.refuseSuspicious = refuse
+	return l
 }
 
 // Get reads a coupon. A forged code is not found without asking Redis.
@@ -96,6 +113,9 @@ func (l *Ledger) coupon(code string, m map[string]string) *Coupon {
 		t := ms("opened_at")
 		c.OpenedAt = &t
 	}
+	if s, ok := m["suspicion"]; ok {
+		c.IssuedUnderSuspicion, c.SuspicionSignals = true, strings.Split(s, ",")
+	}
 	if m["redeemed_at"] != "" {
 		t := ms("redeemed_at")
 		c.RedeemedAt, c.RedeemedStore, c.Status = &t, m["redeemed_store"], "redeemed"
@@ -109,11 +129,17 @@ func (l *Ledger) coupon(code string, m map[string]string) *Coupon {
 // one step, so of any number of tills only one succeeds.
 // The customer's redemptions go into their visit history in the same
 // step: how many, the last one's time, and one per tag of the rule.
-// KEYS: coupon record, the customer's visits (the record and the visits
-// share the customer's hash tag; an archived coupon has no customer, and
-// its visits key is the record itself, not written). ARGV: now_ms, store
-// id. Returns {"missing"}, {"redeemed"}, {"expired"}, {"store:<id>"},
-// or {"ok", the record's fields and values as redeemed}.
+// A coupon issued under suspicion (its record's "suspicion") is refused
+// with refuse, else its redemption is counted in the customer's fraud
+// record.
+// KEYS: coupon record, the customer's visits, their fraud record (the
+// three share the customer's hash tag; an archived coupon has no
+// customer, and its visits and fraud keys are the record itself, not
+// written). ARGV: now_ms, store id, refuse ("1": refuse a coupon issued
+// under suspicion), today (yyyymmdd, UTC), ms the fraud record lives.
+// Returns {"missing"}, {"redeemed"}, {"expired"}, {"store:<id>"},
+// {"suspicious", its signals} (nothing changed), or {"ok", the record's
+// fields and values as redeemed}.
 var redeemScript = script("redeem")
 
 // Redeem marks a coupon used at a store.
@@ -126,11 +152,13 @@ func (l *Ledger) Redeem(ctx context.Context, code, storeID string) (*Coupon, err
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, rules.RedisErr("redeem", err)
 	}
-	keys := []string{archivedCouponKey(code), archivedCouponKey(code)}
+	keys := []string{archivedCouponKey(code), archivedCouponKey(code), archivedCouponKey(code)}
 	if customer != "" {
-		keys = []string{couponRecordKey(customer, code), customerKey(customer, partVisits)}
+		keys = []string{couponRecordKey(customer, code), customerKey(customer, partVisits), customerKey(customer, partFraud)}
 	}
-	out, err := redeemScript.Run(ctx, l.rdb, keys, l.now().UnixMilli(), storeID).StringSlice()
+	now := l.now()
+	out, err := redeemScript.Run(ctx, l.rdb, keys, now.UnixMilli(), storeID, luaBool(l.refuseSuspicious),
+		now.UTC().Format("20060102"), FraudRetention.Milliseconds()).StringSlice()
 	if err != nil {
 		return nil, rules.RedisErr("redeem", err)
 	}
@@ -144,6 +172,11 @@ func (l *Ledger) Redeem(ctx context.Context, code, storeID string) (*Coupon, err
 		return nil, ErrRedeemed
 	case "expired":
 		return nil, ErrExpired
+	case "suspicious":
+		if len(out) > 1 {
+			return nil, &SuspiciousCouponError{Signals: strings.Split(out[1], ",")}
+		}
+		return nil, &SuspiciousCouponError{}
 	}
 	if store, ok := strings.CutPrefix(out[0], "store:"); ok {
 		return nil, &WrongStoreError{Store: store}
@@ -158,6 +191,17 @@ func (l *Ledger) Redeem(ctx context.Context, code, storeID string) (*Coupon, err
 	cp := l.coupon(code, m)
 	if err := countOne(ctx, l.rdb, l.now(), cp.RuleID, "redeemed"); err != nil {
 		l.log.Warn("coupon redeemed, its rule's funnel count not updated", "rule_id", cp.RuleID, "err", err)
+	}
+	if cp.IssuedUnderSuspicion && customer != "" {
+		// The report finds the customer by the index, from this day too.
+		if _, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, c := range indexSuspectCmds(ctx, customer, now) {
+				_ = p.Process(ctx, c)
+			}
+			return nil
+		}); err != nil {
+			l.log.Warn("a redemption under suspicion not in the fraud index", "err", err)
+		}
 	}
 	return cp, nil
 }

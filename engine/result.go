@@ -22,6 +22,33 @@ type Ping struct {
 	// when it came with none (an admin key, a Firebase ID token, or the
 	// app key alone).
 	TokenGen int64
+	// Signals are what the caller found in the request about how far to
+	// trust the fix (SignalMocked, SignalZeroAccuracy, and the device
+	// integrity check's verdict: SignalIntegrityOK or "integrity_<why>").
+	Signals []string
+}
+
+// Trust levels of a fix (docs/security.md, "Location trust").
+const (
+	TrustSuspicious = "suspicious"
+	TrustUnverified = "unverified"
+	TrustTrusted    = "trusted"
+)
+
+// Signals a caller hands the engine with a ping (the engine finds the
+// rest: lua/lib/trust.lua).
+const (
+	SignalMocked       = "mocked"        // the app says its OS marked the fix as mock
+	SignalZeroAccuracy = "zero_accuracy" // an accuracy of exactly 0
+	SignalIntegrityOK  = "integrity_ok"  // the device's integrity token checked out
+	signalFuture       = "future_fix"    // taken more than a minute after the server's now
+	signalOld          = "old_fix"       // taken more than a day before it
+)
+
+// TrustOf is how far a fix was trusted, and why, shown to the admin key.
+type TrustOf struct {
+	Level   string   `json:"level"`
+	Signals []string `json:"signals"`
 }
 
 // MaxFixAccuracyM: a fix less sure than this (accuracy_m, the radius of
@@ -107,10 +134,13 @@ const (
 	// Why a ping changed nothing at all (Result.Reason, for an explained
 	// call): a fix older than the newest seen, one too unsure, a customer
 	// with no profile (ReasonConsent: one without location consent).
-	ReasonStale   = "stale_fix"
-	ReasonUnsure  = "unsure_fix"
-	ReasonUnknown = "unknown_customer"
-	ReasonLower   = "lower_priority"
+	// ReasonUntrusted: the fix is less trusted than the rule's
+	// offer.min_trust asks.
+	ReasonUntrusted = "untrusted_location"
+	ReasonStale     = "stale_fix"
+	ReasonUnsure    = "unsure_fix"
+	ReasonUnknown   = "unknown_customer"
+	ReasonLower     = "lower_priority"
 	// ReasonAudienceError: the audience's evaluation went over its budget
 	// of steps or memory (rules.ErrAudienceBudget), or failed; the rule
 	// does not fire.
@@ -129,6 +159,9 @@ type Result struct {
 	// simulator), why the ping changed nothing: ReasonConsent,
 	// ReasonUnknown, ReasonStale or ReasonUnsure.
 	Reason string `json:"reason,omitempty"`
+	// Trust says, to the admin key's calls only, how far the fix was
+	// trusted and why.
+	Trust *TrustOf `json:"trust,omitempty"`
 	// Monitor and NextPing pace the app (monitor.go); nil when the
 	// customer has no location consent, or the fix changed nothing.
 	Monitor  *Monitor  `json:"monitor,omitempty"`

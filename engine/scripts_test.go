@@ -82,7 +82,7 @@ func luaCases() []luaCase {
 		{name: "key_rate", script: keyRateScript, check: checkKeyRate},
 		{name: "learn_attributes", script: learnAttributesScript, check: checkLearnAttributes},
 		{name: "mark_sent", script: markSentScript, check: checkMarkSent},
-		{name: "observe", libs: []string{"rate"}, script: observeScript, check: checkObserve},
+		{name: "observe", libs: []string{"rate", "trust"}, script: observeScript, check: checkObserve},
 		{name: "opened", script: openedScript, check: checkOpened},
 		{name: "put_device", script: putDeviceScript, check: checkPutDevice},
 		{name: "put_profile", script: putProfileScript, check: checkPutProfile},
@@ -92,6 +92,7 @@ func luaCases() []luaCase {
 		{name: "reserve", script: reserveScript, check: checkReserve},
 		{name: "revoke_tokens", script: revokeTokensScript, check: checkRevokeTokens},
 		{name: "settle", script: settleScript, check: checkSettle},
+		{name: "suspect", script: suspectScript, check: checkSuspect}, // fraud_internal_test.go
 		{name: "record", script: recordScript, check: checkRecord},
 		{name: "token_generation", script: tokenGenerationScript, check: checkTokenGeneration},
 	}
@@ -188,6 +189,7 @@ func checkErase(e luaEnv) {
 		customerKey(id, partProfile), customerKey(id, partDevices), customerKey(id, partDeviceSeen),
 		customerKey(id, partPresence), customerKey(id, partCaps), customerKey(id, partCoupons),
 		customerKey(id, partVisits), customerKey(id, partRate), customerKey(id, partTokens),
+		customerKey(id, partFraud),
 	}
 	doc1, doc2 := luaDevice("d-1", "tok-1"), luaDevice("d-2", "tok-2")
 	e.Do("hset", keys[0], "doc", `{"id":"c-1"}`, "loc", "1", "push", "1", "attrs", "string:tier")
@@ -198,6 +200,7 @@ func checkErase(e luaEnv) {
 	e.Do("sadd", keys[5], "CODEA", "CODEB")
 	e.Do("hset", keys[6], "n", "1")
 	e.Do("hset", keys[7], "c", "1:1")
+	e.Do("hset", keys[9], "f:20261122", "1", "s:20261122:mocked", "1", "v:20261122:d-1", "1", "last", "1000")
 	redeemed, open := couponRecordKey(id, "CODEA"), couponRecordKey(id, "CODEB")
 	e.Do("hset", redeemed, "customer_id", id, "rule_id", "r-1", "store_id", "s-1", "issued_at", "1000", "expires_at", "2000",
 		"redeemed_at", "1500", "redeemed_store", "s-1", "only_store", "", "rule_tags", "food")
@@ -219,7 +222,7 @@ func checkErase(e luaEnv) {
 	e.TTLString("redeemed coupon's ms to live", out[13], time.Hour)
 	e.Eq("end of the redeemed", out[14], "")
 	e.Eq("codes not redeemed", out[15:], []string{"CODEB"})
-	e.Absent(append(keys[:8:8], redeemed, open)...)
+	e.Absent(append(keys[:8:8], keys[9], redeemed, open)...)
 	e.Eq("token generation raised", e.Get(keys[8]), "2")
 	e.TTL(keys[8], MaxTokenTTL)
 
@@ -485,14 +488,16 @@ func checkOpened(e luaEnv) {
 // redeemScript: KEYS coupon record, visits (the record itself for an
 // archived coupon); ARGV now ms, store id.
 func checkRedeem(e luaEnv) {
-	rec, visits := couponRecordKey("c-1", "CODEAAAAAA"), customerKey("c-1", partVisits)
-	keys := []string{rec, visits}
-	e.Eq("missing", e.Strs(redeemScript, keys, 5000, "s-1"), []string{"missing"})
+	rec, visits, fraud := couponRecordKey("c-1", "CODEAAAAAA"), customerKey("c-1", partVisits), customerKey("c-1", partFraud)
+	keys := []string{rec, visits, fraud}
+	keep := FraudRetention.Milliseconds()
+	e.Eq("missing", e.Strs(redeemScript, keys, 5000, "s-1", "0", "19700101", keep), []string{"missing"})
 	e.Do("hset", rec, "rule_id", "r-1", "store_id", "s-1", "expires_at", "9000", "only_store", "s-1", "rule_tags", "food,drink")
-	e.Eq("another store", e.Strs(redeemScript, keys, 5000, "s-2"), []string{"store:s-1"})
-	e.Eq("expired", e.Strs(redeemScript, keys, 9000, "s-1"), []string{"expired"})
+	e.Eq("another store", e.Strs(redeemScript, keys, 5000, "s-2", "0", "19700101", keep), []string{"store:s-1"})
+	e.Eq("expired", e.Strs(redeemScript, keys, 9000, "s-1", "0", "19700101", keep), []string{"expired"})
 	e.Absent(visits)
-	out := e.Strs(redeemScript, keys, 5000, "s-1")
+	// Not issued under suspicion: refusing those changes nothing for it.
+	out := e.Strs(redeemScript, keys, 5000, "s-1", "1", "19700101", keep)
 	if len(out) == 0 || out[0] != "ok" || len(out)%2 != 1 {
 		e.T.Fatalf("redeem answered %q", out)
 	}
@@ -505,12 +510,30 @@ func checkRedeem(e luaEnv) {
 	e.Eq("record as redeemed", fields, want)
 	e.Eq("record", e.HGetAll(rec), want)
 	e.Eq("visits", e.HGetAll(visits), map[string]string{"redeemed": "1", "redeemed_last": "5000", "aff:food": "1", "aff:drink": "1"})
-	e.Eq("twice", e.Strs(redeemScript, keys, 6000, "s-1"), []string{"redeemed"})
+	e.Absent(fraud)
+	e.Eq("twice", e.Strs(redeemScript, keys, 6000, "s-1", "0", "19700101", keep), []string{"redeemed"})
 
-	// An archived coupon: its visits key is the record, not written.
+	// Issued under suspicion: refused, changing nothing; then, not
+	// refused, redeemed and counted in the fraud record.
+	sus := couponRecordKey("c-1", "CODECCCCCC")
+	keys[0] = sus
+	e.Do("hset", sus, "rule_id", "r-1", "expires_at", "9000", "only_store", "", "rule_tags", "", "suspicion", "mocked")
+	e.Eq("refused", e.Strs(redeemScript, keys, 5000, "s-1", "1", "19700101", keep), []string{"suspicious", "mocked"})
+	e.Eq("refused: the record unchanged", e.HGetAll(sus), map[string]string{"rule_id": "r-1", "expires_at": "9000", "only_store": "",
+		"rule_tags": "", "suspicion": "mocked"})
+	e.Eq("refused: visits unchanged", e.HGet(visits, "redeemed"), "1")
+	e.Absent(fraud)
+	if out := e.Strs(redeemScript, keys, 5000, "s-1", "0", "19700101", keep); len(out) == 0 || out[0] != "ok" {
+		e.T.Fatalf("redeem answered %q", out)
+	}
+	e.Eq("redeemed under suspicion", e.HGet(sus, "redeemed_at"), "5000")
+	e.Eq("fraud record", e.HGetAll(fraud), map[string]string{"r:19700101": "1"})
+	e.TTL(fraud, FraudRetention)
+
+	// An archived coupon: its visits and fraud keys are the record, not written.
 	arch := archivedCouponKey("CODEBBBBBB")
 	e.Do("hset", arch, "rule_id", "r-1", "expires_at", "9000", "only_store", "", "rule_tags", "food")
-	out = e.Strs(redeemScript, []string{arch, arch}, 5000, "s-2")
+	out = e.Strs(redeemScript, []string{arch, arch, arch}, 5000, "s-2", "0", "19700101", keep)
 	if len(out) == 0 || out[0] != "ok" {
 		e.T.Fatalf("redeem answered %q", out)
 	}
@@ -536,6 +559,7 @@ type commitCall struct {
 	limit          int
 	gap            int64
 	deadline       int64
+	suspicion      string
 	cands          []commitCand
 }
 
@@ -561,7 +585,7 @@ func (c commitCall) args() []any {
 		dry = "0"
 	}
 	args := []any{len(c.cands), c.customer, "d-1", c.now, commitRetention.Milliseconds(), dry, day, week, oldDay, oldWeek,
-		c.limit, c.gap, today, c.deadline, c.code}
+		c.limit, c.gap, today, c.deadline, c.code, c.suspicion}
 	for _, x := range c.cands {
 		holdout := x.holdout
 		if holdout == "" {
@@ -681,6 +705,15 @@ func checkCommit(e luaEnv) {
 		cands: []commitCand{cand("r-a", "s-a", ReasonBudget), cand("r-b", "s-b", ReasonRenderError), cand("r-c", "s-c", "")}}
 	e.Eq("refused by the rules' capacity", call.run(e), []string{ReasonBudget, ReasonRenderError, ResultSent})
 	e.Eq("the third issued", e.HGet(couponRecordKey(c2, "CODE3"), "rule_id"), "r-c")
+	e.Eq("not suspicious", e.RDB.HExists(e.Ctx, couponRecordKey(c2, "CODE3"), "suspicion").Val(), false)
+
+	// Issued to a suspicious fix: the record keeps its signals.
+	c5 := "c-suspect"
+	e.Do("hset", customerKey(c5, partProfile), "doc", "{}", "push", "1")
+	call = commitCall{customer: c5, code: "CODE5", now: now, deadline: deadline, suspicion: "mocked,impossible_travel",
+		cands: []commitCand{cand("r-c", "s-c", "")}}
+	e.Eq("issued under suspicion", call.run(e), []string{ResultSent})
+	e.Eq("suspicion kept", e.HGet(couponRecordKey(c5, "CODE5"), "suspicion"), "mocked,impossible_travel")
 
 	// A holdout: answered "holdout", the visit marked "h", no coupon, not
 	// counted; it needs no push. The deadline is not checked for a holdout
@@ -715,6 +748,8 @@ type obsCall struct {
 	limC, limD int
 	gen        int64
 	device     string // "d-1" if empty
+	signals    string // the server's signals, comma-separated
+	accuracy   float64
 	stores     []obsStore
 }
 
@@ -745,7 +780,7 @@ func (c obsCall) run(e luaEnv) []string {
 	if device == "" {
 		device = "d-1"
 	}
-	args := []any{c.ts, obsTimeout.Milliseconds(), dry, device, c.speed, obsMaxSpeed, lat, lng, len(c.stores), now, c.limC, c.limD, c.gen}
+	args := []any{c.ts, obsTimeout.Milliseconds(), dry, device, c.speed, obsMaxSpeed, lat, lng, len(c.stores), now, c.limC, c.limD, c.gen, c.signals, c.accuracy}
 	for _, s := range c.stores {
 		args = append(args, s.id, s.kind, len(s.thresholds))
 		for _, t := range s.thresholds {
@@ -806,11 +841,11 @@ func checkObserve(e luaEnv) {
 	// dwell threshold 30 s away.
 	e.Do("hset", customerKey(id, partDevices), "d-1", luaDevice("d-1", "tok-1"))
 	e.Eq("enter", call.run(e), slices.Concat(
-		[]string{"ok", "android", "30000", "1", "s-1", "1", "s-1", "0", "0", "0"},
+		[]string{"ok", "android", "unverified", "", "30000", "1", "s-1", "1", "s-1", "0", "0", "0"},
 		[]string{`{"id":"c-1"}`, "4", "5000", "1", "s-1", "1", "0"}, history,
 		[]string{"1", "r-1", "returned_treated", "20261115"}))
 	e.Eq("presence", e.HGetAll(presence), map[string]string{
-		"#ts": fmt.Sprint(T), "#fix": fmt.Sprintf("%d:48.85:2.35", T), "#dev": "d-1", "#os": "android", "s-1": fmt.Sprintf("%d:%d:0", T, T)})
+		"#ts": fmt.Sprint(T), "#fix": fmt.Sprintf("%d:48.85:2.35:0:0", T), "#dev": "d-1", "#os": "android", "s-1": fmt.Sprintf("%d:%d:0", T, T)})
 	e.TTL(presence, obsTimeout)
 	e.Eq("device seen", e.HGetAll(seen), map[string]string{"d-1": fmt.Sprint(T)})
 	e.TTL(seen, 400*luaDay)
@@ -827,7 +862,7 @@ func checkObserve(e luaEnv) {
 	call.ts = T + 61000
 	call.stores = []obsStore{s1}
 	after := slices.Concat([]string{`{"id":"c-1"}`, "4", "5000", "1", "s-1", "1", "0"}, history, []string{"0"})
-	e.Eq("dwell", call.run(e), slices.Concat([]string{"ok", "android", "-1", "1", "s-1", "0", "0", "2", "s-1", "30", "s-1", "60", "0"}, after))
+	e.Eq("dwell", call.run(e), slices.Concat([]string{"ok", "android", "unverified", "", "-1", "1", "s-1", "0", "0", "2", "s-1", "30", "s-1", "60", "0"}, after))
 	e.Eq("presence", e.HGet(presence, "s-1"), fmt.Sprintf("%d:%d:60", T, T+61000))
 	// A run of pings from one device writes when it was seen once; a
 	// ping from another device writes it for that one.
@@ -844,23 +879,23 @@ func checkObserve(e luaEnv) {
 	// An exit, with how long the visit lasted.
 	call.ts = T + 70000
 	call.stores = nil
-	e.Eq("exit", call.run(e), slices.Concat([]string{"ok", "android", "-1", "0", "0", "1", "s-1", "70000", "0", "0"}, after))
+	e.Eq("exit", call.run(e), slices.Concat([]string{"ok", "android", "unverified", "", "-1", "0", "0", "1", "s-1", "70000", "0", "0"}, after))
 	e.Eq("presence", e.HGet(presence, "s-1"), "")
 
 	// Too fast to enter, by the speed derived from the last fix: 0.01° of
 	// latitude (1.1 km) in 20 s. Nothing happened: the short reply.
 	call.ts, call.lat, call.lng = T+90000, "48.86", "2.35"
 	call.stores = []obsStore{{"s-3", "s", nil}}
-	e.Eq("too fast", call.run(e), []string{"ok", "android", "-1", "0", "0", "0", "0", "1", "s-3"})
+	e.Eq("too fast", call.run(e), []string{"ok", "android", "unverified", "fast_travel", "-1", "0", "0", "0", "0", "1", "s-3"})
 	e.Eq("fix kept", e.HGet(presence, "#ts"), fmt.Sprint(T+90000))
 	// Near no store: the short reply.
 	call.ts, call.stores = T+95000, nil
-	e.Eq("near no store", call.run(e), []string{"ok", "android", "-1", "0", "0", "0", "0", "0"})
+	e.Eq("near no store", call.run(e), []string{"ok", "android", "unverified", "", "-1", "0", "0", "0", "0", "0"})
 
 	// A dry run answers as if it had entered, and writes nothing.
 	call = obsCall{customer: id, ts: T + 1_000_000, dry: "1", speed: -1, stores: []obsStore{{"s-4", "s", nil}}}
 	e.Eq("dry", call.run(e), slices.Concat(
-		[]string{"ok", "android", "-1", "1", "s-4", "1", "s-4", "0", "0", "0"},
+		[]string{"ok", "android", "unverified", "", "-1", "1", "s-4", "1", "s-4", "0", "0", "0"},
 		[]string{`{"id":"c-1"}`, "5", fmt.Sprint(T), "1", "s-4", "1", "0"}, history, []string{"0"}))
 	e.Eq("dry: presence unchanged", e.HGet(presence, "#ts")+" "+e.HGet(presence, "s-4"), fmt.Sprint(T+95000)+" ")
 	e.Eq("dry: visits unchanged", e.HGet(visits, "n"), "4")

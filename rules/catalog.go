@@ -36,6 +36,9 @@ type Catalog struct {
 	// storeRefs checks the stores a rule names against the stores known;
 	// Live sets it to its snapshot's check.
 	storeRefs func(context.Context, *Rule) []Fault
+	// knownAttrs answers the attribute names an audience may name
+	// (CheckAttributes); nil: none are checked.
+	knownAttrs KnownAttributes
 }
 
 // NewCatalog returns a catalog on rdb.
@@ -224,6 +227,11 @@ func (c *Catalog) PutRuleIf(ctx context.Context, r *Rule, dryRun bool, ifVersion
 	if c.storeRefs != nil {
 		fs = append(fs, c.storeRefs(ctx, r)...)
 	}
+	attrs, err := c.AttributeFaults(ctx, r)
+	if err != nil {
+		return err
+	}
+	fs = append(fs, attrs...)
 	if err := fs.err(); err != nil {
 		return err
 	}

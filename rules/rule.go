@@ -116,6 +116,11 @@ type Offer struct {
 	// JSON keys (most generated ones) must give it.
 	DefaultLocale string `json:"default_locale,omitempty"`
 	ValidForS     int    `json:"valid_for_s"`
+	// MinTrust is the least trust a fix needs for this offer: "any",
+	// "unverified" (the default, filled in on save: no fix the engine
+	// found suspicious) or "trusted" (a device that passed an integrity
+	// check), for the valuable ones.
+	MinTrust string `json:"min_trust,omitempty"`
 	// RedeemAtIssuingStore makes the coupon good only at the store where
 	// the customer received it.
 	RedeemAtIssuingStore bool `json:"redeem_at_issuing_store,omitempty"`
@@ -376,6 +381,7 @@ func compile(r *Rule, trial bool) (*Compiled, error) {
 		fs.add("holdout_pct", "holdout_pct is a percentage from 0 to 100")
 	}
 	r.Offer.normalizeValidity(&fs)
+	r.Offer.normalizeTrust(&fs)
 
 	c := &Compiled{Rule: r, validFor: time.Duration(r.Offer.ValidForS) * time.Second, when: when}
 	c.audience = compileAudienceField(&fs, r.Audience)
@@ -466,6 +472,33 @@ func checkRuleTags(fs *faults, tags []string) {
 			fs.add(fmt.Sprintf("tags[%d]", i), "a tag is 1 to 64 characters, without commas")
 		}
 	}
+}
+
+// Trust levels an offer may ask of a fix (Offer.MinTrust), from the
+// least: a fix's level is one of the last three.
+const (
+	TrustAny        = "any"
+	TrustSuspicious = "suspicious"
+	TrustUnverified = "unverified"
+	TrustTrusted    = "trusted"
+)
+
+var trustRank = map[string]int{TrustAny: 0, TrustSuspicious: 0, TrustUnverified: 1, TrustTrusted: 2}
+
+// normalizeTrust fills in and checks MinTrust.
+func (o *Offer) normalizeTrust(fs *faults) {
+	if o.MinTrust == "" {
+		o.MinTrust = TrustUnverified
+	}
+	if o.MinTrust == TrustSuspicious || trustRank[o.MinTrust] == 0 && o.MinTrust != TrustAny {
+		fs.add("offer.min_trust", "offer.min_trust is any, unverified (no fix found suspicious: the default) or trusted (a device that passed an integrity check)")
+	}
+}
+
+// Trusts tells whether a fix of the given trust level may get this
+// rule's offer.
+func (c *Compiled) Trusts(level string) bool {
+	return trustRank[level] >= trustRank[c.Rule.Offer.MinTrust]
 }
 
 // normalizeValidity gives an offer DefaultValidForS when its document

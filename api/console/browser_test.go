@@ -310,6 +310,17 @@ func TestConsoleInBrowser(t *testing.T) {
 		until(`(() => { const f = document.querySelector('[data-field="audience"] .fault'); return !!f && f.textContent.includes('\n') && f.textContent.includes('^') && getComputedStyle(f).whiteSpace === 'pre-wrap' })()`),
 		set(`[name="audience"]`, ""),
 		until(`document.querySelector('[data-field="audience"] .fault')?.textContent === ''`))
+	step("the audience suggests the attributes customers have; a typo is refused with a hint",
+		set(`[name="audience"]`, "customer.attributes.ti"),
+		until(`[...document.querySelectorAll('#audience-suggest button')].map((b) => b.dataset.name).join() === 'tier'`),
+		chromedp.Click(chromedp.CSS(`#audience-suggest button[data-name="tier"]`)),
+		until(`document.querySelector('[name="audience"]').value === 'customer.attributes.tier'`),
+		until(`document.querySelector('#rule-raw')?.value.includes('"audience": "customer.attributes.tier"')`),
+		set(`[name="audience"]`, "customer.attributes.teir == 'gold'"),
+		until(`document.querySelector('[data-field="audience"] .fault')?.textContent.includes('did you mean tier?')`),
+		shot("03b-audience-attribute"),
+		set(`[name="audience"]`, ""),
+		until(`document.querySelector('[data-field="audience"] .fault')?.textContent === ''`))
 	step("fix it and preview the push",
 		set(`[name="$title.en"]`, "Hi {{.customer.first_name}}, a coffee is waiting"),
 		until(`document.querySelector('[data-field="offer.title.en"] .fault')?.textContent === ''`),

@@ -42,7 +42,7 @@ func tokenServer(t *testing.T) (string, *syncBuffer) {
 	t.Helper()
 	srv.Client(t) // emptied
 	base, out := startServer(t, tokenSettings())
-	for _, c := range []struct{ path, body string }{{"/v1/stores/s-alex", e2eStore}, {"/v1/rules/flat-white", e2eRule}} {
+	for _, c := range []struct{ path, body string }{{"/v1/stores/s-alex", e2eStore}, {"/v1/attributes", e2eAttributes}, {"/v1/rules/flat-white", e2eRule}} {
 		if status, raw := call(t, "PUT", base+c.path, "admin", c.body); status >= 300 {
 			t.Fatalf("PUT %s: %d %s", c.path, status, raw)
 		}

@@ -44,6 +44,7 @@ func seedWalkers(t *testing.T, bases []string, rule string, ids []string) map[st
 	type request struct{ method, path, key, token, body string }
 	setup := []request{
 		{"PUT", "/v1/stores/s-alex", "admin", "", e2eStore},
+		{"PUT", "/v1/attributes", "admin", "", e2eAttributes},
 		{"PUT", "/v1/rules/flat-white", "admin", "", rule},
 	}
 	tokens := map[string]string{}

@@ -46,6 +46,15 @@ type config struct {
 	TokenSecrets [][]byte
 	// CouponCallsPerMin limits each credential's coupon calls; 0: none.
 	CouponCallsPerMin int
+	// RefuseSuspicious is NEARCAST_REFUSE_SUSPICIOUS_REDEMPTIONS: a coupon
+	// issued to a suspicious fix is refused at the till (422).
+	RefuseSuspicious bool
+	// PlayIntegrity* check the Play Integrity tokens Android apps send
+	// with pings: the app's package ("": none checked), Google's endpoint
+	// (a test double's), and whether the app must be Play-recognized.
+	PlayIntegrityPackage  string
+	PlayIntegrityEndpoint string
+	PlayIntegrityStrict   bool
 }
 
 func (c *config) embedded() bool { return c.RedisURL == "" }
@@ -54,18 +63,21 @@ func (c *config) embedded() bool { return c.RedisURL == "" }
 // setting it refuses at once.
 func loadConfig(env func(string) string) (*config, error) {
 	c := &config{
-		Addr:          or(env("NEARCAST_ADDR"), ":8080"),
-		RedisURL:      strings.TrimSpace(env("NEARCAST_REDIS_URL")),
-		Credentials:   env("GOOGLE_APPLICATION_CREDENTIALS"),
-		FCMProject:    env("NEARCAST_FCM_PROJECT"),
-		FCMEndpoint:   env("NEARCAST_FCM_ENDPOINT"),
-		AppKeys:       list(env("NEARCAST_APP_KEYS")),
-		AdminKeys:     list(env("NEARCAST_ADMIN_KEYS")),
-		LogLevel:      or(env("NEARCAST_LOG_LEVEL"), "info"),
-		PprofAddr:     env("NEARCAST_PPROF_ADDR"),
-		ShutdownGrace: 15 * time.Second,
-		Engine:        engine.DefaultConfig(),
-		Dispatch:      engine.DefaultDispatchConfig(),
+		Addr:                  or(env("NEARCAST_ADDR"), ":8080"),
+		RedisURL:              strings.TrimSpace(env("NEARCAST_REDIS_URL")),
+		Credentials:           env("GOOGLE_APPLICATION_CREDENTIALS"),
+		PlayIntegrityPackage:  strings.TrimSpace(env("NEARCAST_PLAY_INTEGRITY_PACKAGE")),
+		PlayIntegrityEndpoint: env("NEARCAST_PLAY_INTEGRITY_ENDPOINT"),
+		PlayIntegrityStrict:   env("NEARCAST_PLAY_INTEGRITY_STRICT") == "1",
+		FCMProject:            env("NEARCAST_FCM_PROJECT"),
+		FCMEndpoint:           env("NEARCAST_FCM_ENDPOINT"),
+		AppKeys:               list(env("NEARCAST_APP_KEYS")),
+		AdminKeys:             list(env("NEARCAST_ADMIN_KEYS")),
+		LogLevel:              or(env("NEARCAST_LOG_LEVEL"), "info"),
+		PprofAddr:             env("NEARCAST_PPROF_ADDR"),
+		ShutdownGrace:         15 * time.Second,
+		Engine:                engine.DefaultConfig(),
+		Dispatch:              engine.DefaultDispatchConfig(),
 	}
 	var errs []error
 	bad := func(name, format string, args ...any) {
@@ -81,6 +93,13 @@ func loadConfig(env func(string) string) (*config, error) {
 	c.limits(env, bad)
 	c.appAuth(env, bad)
 	c.CouponCallsPerMin = count(env, "NEARCAST_COUPON_CALLS_PER_MINUTE", engine.DefaultCouponCallsPerMinute, bad)
+	switch v := env("NEARCAST_REFUSE_SUSPICIOUS_REDEMPTIONS"); v {
+	case "", "0", "false":
+	case "1", "true":
+		c.RefuseSuspicious = true
+	default:
+		bad("NEARCAST_REFUSE_SUSPICIOUS_REDEMPTIONS", "must be 1 or 0, not %q", v)
+	}
 	c.logFormat(env, bad)
 	return c, errors.Join(errs...)
 }

@@ -29,6 +29,7 @@ func TestKilledMidBurstEveryCouponArrivesOnce(t *testing.T) {
 	}
 	a, proc := startProcessCmd(t, bin, env)
 	call(t, "PUT", a+"/v1/stores/s-alex", "admin", e2eStore)
+	call(t, "PUT", a+"/v1/attributes", "admin", e2eAttributes)
 	call(t, "PUT", a+"/v1/rules/flat-white", "admin", e2eRule)
 	const customers = 150
 	tokens := make([]string, customers)

@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/api/option"
 
 	"github.com/nearcast/nearcast/api"
 	"github.com/nearcast/nearcast/engine"
@@ -44,7 +45,8 @@ NEARCAST_MAX_ENTER_SPEED, NEARCAST_MAX_OFFERS_PER_DAY, NEARCAST_PINGS_PER_MINUTE
 NEARCAST_PINGS_PER_MINUTE_DEVICE, NEARCAST_REDIS_WAIT_REPLICAS, NEARCAST_QUIET_HOURS, NEARCAST_MIN_OFFER_GAP, NEARCAST_CLAIM_IDLE,
 NEARCAST_LOG_FORMAT, NEARCAST_LOG_LEVEL, NEARCAST_PPROF_ADDR, NEARCAST_APP_AUTH,
 NEARCAST_ALLOW_KEY_ONLY, NEARCAST_TOKEN_SECRETS, NEARCAST_COUPON_CALLS_PER_MINUTE,
-NEARCAST_VERIFY_ID_TOKENS (see README.md).
+NEARCAST_REFUSE_SUSPICIOUS_REDEMPTIONS, NEARCAST_VERIFY_ID_TOKENS, NEARCAST_PLAY_INTEGRITY_PACKAGE,
+NEARCAST_PLAY_INTEGRITY_ENDPOINT, NEARCAST_PLAY_INTEGRITY_STRICT (see README.md).
 
 The load bench is a binary of its own, nearcast-bench (cmd/nearcast-bench).
 `
@@ -169,14 +171,41 @@ func assemble(ctx context.Context, cfg *config, log *slog.Logger, rdb redis.Univ
 	for _, w := range warnings {
 		log.Warn(w)
 	}
+	integrity, err := playIntegrity(ctx, cfg, rdb, log)
+	if err != nil {
+		return nil, err
+	}
 	s.app = api.New(api.Deps{
-		Live: live, Customers: customers, Engine: eng, Ledger: engine.NewLedger(rdb, coupons, log, nil), Redis: rdb, Pushes: pushLog, Sandbox: sandbox.Miniredis,
+		Live: live, Customers: customers, Engine: eng, Ledger: engine.NewLedger(rdb, coupons, log, nil).RefuseSuspicious(cfg.RefuseSuspicious), Redis: rdb, Pushes: pushLog, Sandbox: sandbox.Miniredis,
 		Ready:   func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		AppKeys: cfg.AppKeys, AdminKeys: cfg.AdminKeys, Log: log, Metrics: reg,
 		AppAuth: cfg.AppAuth, Tokens: tokens, VerifyIDToken: verify,
 		CouponRate: engine.NewCredentialRate(rdb, cfg.CouponCallsPerMin, nil), Warnings: warnings,
+		Integrity: integrity,
 	})
 	return s, nil
+}
+
+// playIntegrity is the checker of Android apps' Play Integrity tokens,
+// nil without NEARCAST_PLAY_INTEGRITY_PACKAGE: Google's API with the
+// server's credentials, or the endpoint given without any (a test double).
+func playIntegrity(ctx context.Context, cfg *config, rdb redis.UniversalClient, log *slog.Logger) (*api.PlayIntegrity, error) {
+	if cfg.PlayIntegrityPackage == "" {
+		return nil, nil
+	}
+	var opts []option.ClientOption
+	switch {
+	case cfg.PlayIntegrityEndpoint != "":
+		opts = append(opts, option.WithoutAuthentication())
+	case cfg.Credentials != "":
+		opts = append(opts, option.WithCredentialsFile(cfg.Credentials))
+	}
+	p, err := api.NewPlayIntegrity(ctx, cfg.PlayIntegrityPackage, cfg.PlayIntegrityEndpoint, rdb, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("NEARCAST_PLAY_INTEGRITY_PACKAGE: %w", err)
+	}
+	p.Strict, p.Log = cfg.PlayIntegrityStrict, log
+	return p, nil
 }
 
 // pushSender is FCM, or the log sender (whose memory /v1/dev/pushes shows).

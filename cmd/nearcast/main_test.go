@@ -177,6 +177,10 @@ func walkIn(t *testing.T, base, customer, token string) []engine.IssuedOffer {
 
 const e2eStore = `{"name": "Alexanderplatz", "lat": 52.5219, "lng": 13.4132, "radius_m": 100, "tags": ["coffee"], "timezone": "Europe/Berlin"}`
 
+// e2eAttributes declares the attribute e2eRule's audience names, for a
+// test that saves the rule before any profile carries it.
+const e2eAttributes = `{"attributes": [{"name": "tier", "type": "string"}]}`
+
 const e2eRule = `{"name": "Flat White", "priority": 10,
  "trigger": {"on": "enter", "stores": {"tags": ["coffee"]}},
  "audience": "customer.attributes.tier == 'gold'",
@@ -214,8 +218,9 @@ func endToEnd(t *testing.T, target redisTarget) {
 	anna := mintToken(t, base, "admin", "c-42")
 	for _, c := range []struct{ method, path, key, token, body string }{
 		{"PUT", "/v1/stores/s-alex", "admin", "", e2eStore},
-		{"PUT", "/v1/rules/flat-white", "admin", "", e2eRule},
+		// The customer first: the rule's audience names her attribute tier.
 		{"PUT", "/v1/customers/c-42", "admin", "", `{"first_name": "Anna", "locale": "de", "consent": {"location": true, "push": true}, "attributes": {"tier": "gold"}}`},
+		{"PUT", "/v1/rules/flat-white", "admin", "", e2eRule},
 		{"PUT", "/v1/customers/c-42/devices/d-1", "app", anna, `{"fcm_token": "anna-phone-token", "platform": "android"}`},
 	} {
 		if status, raw := callAs(t, c.method, base+c.path, c.key, c.token, c.body); status >= 300 {
@@ -319,6 +324,7 @@ func TestSettingsRefused(t *testing.T) {
 		{"bad quiet hours", map[string]string{"NEARCAST_QUIET_HOURS": "night"}, "NEARCAST_QUIET_HOURS"},
 		{"bad daily limit", map[string]string{"NEARCAST_MAX_OFFERS_PER_DAY": "many"}, "NEARCAST_MAX_OFFERS_PER_DAY"},
 		{"bad speed", map[string]string{"NEARCAST_MAX_ENTER_SPEED": "-1"}, "NEARCAST_MAX_ENTER_SPEED"},
+		{"bad refusal of suspicious redemptions", map[string]string{"NEARCAST_REFUSE_SUSPICIOUS_REDEMPTIONS": "yes"}, "NEARCAST_REFUSE_SUSPICIOUS_REDEMPTIONS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

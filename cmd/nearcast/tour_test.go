@@ -43,7 +43,7 @@ func TestREADMETour(t *testing.T) {
 	for _, want := range []string{
 		`"type":"enter","store_id":"s-alex"`, `"rule_id":"gold-flat-white"`, `"title":"Hallo Anna!"`, `"monitor":{"regions":[{"id":"nearcast:s-alex"`, `"next_ping":{`,
 		`"pushes":[`, `demo-fcm-token-anna`,
-		`"store_id":"s-potsdamer"`, `"result":"recent_offer"`,
+		`"store_id":"s-potsdamer"`, `"result":"untrusted_location"`, `"signals":["impossible_travel"]`,
 		`"simulated":true`, `"type":"enter","store_id":"s-potsdamer"`, `"rule_id":"gold-flat-white"`, `"type":"enter","store_id":"s-alex"`, `"rule_id":"welcome-coffee"`,
 		`"field":"audience"`,
 	} {

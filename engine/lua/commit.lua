@@ -24,7 +24,7 @@ if tonumber(ARGV[4]) - used('*|last') < tonumber(ARGV[12]) then customerReason =
 elseif over(used('*|' .. dayF), limit) then customerReason = 'customer_limit'
 end
 for i = 1, n do
-  local b = 15 + (i - 1) * 11
+  local b = 16 + (i - 1) * 11
   local rule, store, exp, push = ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3]), ARGV[b + 4]
   local perDay, perWeek, perTotal = tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7])
   local side, holdout = ARGV[b + 8], ARGV[b + 9] == '1'
@@ -63,6 +63,7 @@ for i = 1, n do
     redis.call('HSET', KEYS[4], 'customer_id', ARGV[2], 'device_id', ARGV[3], 'rule_id', rule,
       'store_id', store, 'issued_at', ARGV[4], 'expires_at', ARGV[b + 3], 'rule_tags', ARGV[b + 10],
       'only_store', ARGV[b + 11], 'push', push)
+    if ARGV[16] ~= '' then redis.call('HSET', KEYS[4], 'suspicion', ARGV[16]) end
     redis.call('PEXPIREAT', KEYS[4], exp + tonumber(ARGV[5]))
     redis.call('SADD', KEYS[2], ARGV[15])
     -- The set of codes lives as long as its longest-lived record: a later

@@ -2,7 +2,7 @@
 -- as long as a token lives (the one key left, naming nothing but the id).
 local gen = tonumber(redis.call('GET', KEYS[9]) or '1') + 1
 redis.call('SET', KEYS[9], gen, 'PX', ARGV[2])
-local out = {tostring(redis.call('EXISTS', KEYS[1]))}
+local out = {tostring(redis.call('EXISTS', KEYS[1])), redis.call('HGET', KEYS[1], 'attrs') or ''}
 for _, doc in ipairs(redis.call('HVALS', KEYS[2])) do table.insert(out, doc) end
 table.insert(out, '')
 local unredeemed = {}
@@ -20,5 +20,5 @@ for _, code in ipairs(redis.call('SMEMBERS', KEYS[6])) do
 end
 table.insert(out, '')
 for _, code in ipairs(unredeemed) do table.insert(out, code) end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[10])
 return out

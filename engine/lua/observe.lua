@@ -16,13 +16,14 @@ if limC > 0 or limD > 0 then
 end
 if redis.call('HGET', KEYS[2], 'loc') ~= '1' then return {'no_consent'} end
 local cur = redis.call('HGETALL', KEYS[1])
-local present, last, prev, lastDev, lastOS = {}, 0, nil, nil, ''
+local present, last, prev, lastDev, lastOS, riskv = {}, 0, nil, nil, '', nil
 for i = 1, #cur, 2 do
   local f = cur[i]
   if f == '#ts' then last = tonumber(cur[i + 1])
   elseif f == '#fix' then prev = cur[i + 1]
   elseif f == '#dev' then lastDev = cur[i + 1]
   elseif f == '#os' then lastOS = cur[i + 1]
+  elseif f == '#risk' then riskv = cur[i + 1]
   elseif string.sub(f, 1, 1) ~= '#' then
     local e, s, d = string.match(cur[i + 1], '^(%d+):(%d+):(%d+)$')
     if e then present[f] = {tonumber(e), tonumber(s), tonumber(d)} end
@@ -31,8 +32,11 @@ end
 if ts < last then return {'stale'} end
 local speed = tonumber(ARGV[5])
 local lat, lng = tonumber(ARGV[7]), tonumber(ARGV[8])
+-- How far to trust the fix (lib/trust.lua), against the last one.
+local acc = tonumber(ARGV[15])
+local trust, signals, repeats, risk = assess(prev, riskv, ts, lat, lng, acc, speed, ARGV[14])
 if speed < 0 and prev and tonumber(ARGV[9]) > 0 then
-  local pts, plat, plng = string.match(prev, '^(%d+):([-%d.e]+):([-%d.e]+)$')
+  local pts, plat, plng = string.match(prev, '^(%d+):([-%d.e]+):([-%d.e]+)')
   local dt = (ts - tonumber(pts)) / 1000
   if dt >= 10 and dt <= 300 then
     local r = math.pi / 180
@@ -49,8 +53,13 @@ local entered, exited, dwelt, tooFast = {}, {}, {}, {}
 -- Stores with a visit open after this fix, and the ms to the nearest
 -- dwell threshold not passed yet (-1: none), for the app's pacing.
 local open, nextDwell = {}, -1
-local writes, dels = {'#ts', ARGV[1], '#fix', ARGV[1] .. ':' .. ARGV[7] .. ':' .. ARGV[8]}, {}
-local i = 14
+local writes, dels = {'#ts', ARGV[1], '#fix', ARGV[1] .. ':' .. ARGV[7] .. ':' .. ARGV[8] .. ':' .. ARGV[15] .. ':' .. repeats}, {}
+if risk > 0.01 then
+  table.insert(writes, '#risk'); table.insert(writes, string.format('%.3f:%d', risk, ts))
+elseif riskv then
+  table.insert(dels, '#risk')
+end
+local i = 16
 for _ = 1, tonumber(ARGV[9]) do
   local id, kind, nt = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local thresholds = {}
@@ -128,7 +137,7 @@ if not dry then
 end
 -- Most pings change nothing: answered at once, as the lists below would
 -- be (1.5 µs less for Redis than building them).
-local out = {'ok', platform, tostring(nextDwell), tostring(#open)}
+local out = {'ok', platform, trust, signals, tostring(nextDwell), tostring(#open)}
 for _, id in ipairs(open) do table.insert(out, id) end
 if #entered == 0 and #exited == 0 and #dwelt == 0 and #tooFast == 0 then
   table.insert(out, '0'); table.insert(out, '0'); table.insert(out, '0'); table.insert(out, '0')

@@ -185,6 +185,9 @@ type PhoneMode struct {
 	DelayS Delay `json:"enter_delay_s"`
 	// WakeCauses: why a monitored phone pinged.
 	WakeCauses map[string]int64 `json:"ping_causes,omitempty"`
+	// Trust counts the fixes by the trust the engine gave them: these
+	// phones are honest, so a suspicious one is a false alarm.
+	Trust map[string]int64 `json:"fixes_by_trust"`
 	// Answers: what the monitored phone was told to do.
 	Answers *AnswerStats `json:"answers,omitempty"`
 }
@@ -212,6 +215,24 @@ type Delay struct {
 }
 
 // phoneRun is one phone's walk in one mode.
+// answered notes what the engine answered a ping sent t s into the walk.
+func (r *phoneRun) answered(t int, why string, res *engine.Result) {
+	r.pings = append(r.pings, t)
+	r.causes[why]++
+	for _, e := range res.Events {
+		switch e.Type {
+		case rules.OnEnter:
+			r.enters = append(r.enters, stamped{t, e.StoreID})
+		case rules.OnExit:
+			r.exits = append(r.exits, stamped{t, e.StoreID})
+		}
+	}
+	r.offers += len(res.Offers)
+	if res.Trust != nil {
+		r.trust[res.Trust.Level]++
+	}
+}
+
 type phoneRun struct {
 	phone int
 	area  string
@@ -225,6 +246,7 @@ type phoneRun struct {
 	enters  []stamped
 	exits   []stamped
 	offers  int
+	trust   map[string]int64
 	// regs are a monitored phone's registrations, one per answer.
 	regs []registration
 	// detected[i] is visit i's delay in s (early detections 0); -1:
@@ -453,7 +475,7 @@ func (s *phoneSim) run(ctx context.Context, area PhoneArea, n int, mode string, 
 		modeNo = 2
 	}
 	rng := mrand.New(mrand.NewPCG(s.pc.Seed, uint64(n)<<8|modeNo|5<<50|uint64(area.seq)<<44))
-	r := &phoneRun{phone: n, area: area.Name, mode: mode, visits: visits, causes: map[string]int64{}, anomalies: map[string]int{}}
+	r := &phoneRun{phone: n, area: area.Name, mode: mode, visits: visits, causes: map[string]int64{}, anomalies: map[string]int{}, trust: map[string]int64{}}
 	cust := PhoneCustomerID(area.Name, mode, n)
 	ping := func(t int, why string) (*engine.Result, spot, error) {
 		p := track[t]
@@ -468,21 +490,11 @@ func (s *phoneSim) run(ctx context.Context, area PhoneArea, n int, mode string, 
 		speed := p.speed
 		*s.clock = s.pc.Start.Add(time.Duration(t) * time.Second)
 		res, err := s.eng.Evaluate(ctx, engine.Ping{CustomerID: cust, DeviceID: cust + "-iphone", Lat: lat, Lng: lng,
-			AccuracyM: acc, SpeedMps: &speed, TS: *s.clock}, engine.Options{})
+			AccuracyM: acc, SpeedMps: &speed, TS: *s.clock}, engine.Options{Explain: true})
 		if err != nil {
 			return nil, spot{}, fmt.Errorf("phones: ping of %s: %w", cust, err)
 		}
-		r.pings = append(r.pings, t)
-		r.causes[why]++
-		for _, e := range res.Events {
-			switch e.Type {
-			case rules.OnEnter:
-				r.enters = append(r.enters, stamped{t, e.StoreID})
-			case rules.OnExit:
-				r.exits = append(r.exits, stamped{t, e.StoreID})
-			}
-		}
-		r.offers += len(res.Offers)
+		r.answered(t, why, res)
 		return res, spot{lat: lat, lng: lng, speed: speed, accuracy: acc}, nil
 	}
 	if mode == ModePolling {
@@ -822,7 +834,7 @@ func summarizeArea(pc PhonesConfig, runs []*phoneRun) *PhoneAreaReport {
 		rep.NearFencePct = 100 * float64(nearFence) / (hours * 3600)
 	}
 	for _, name := range []string{ModePolling, ModeMonitored} {
-		m := &PhoneMode{Name: name, WakeCauses: map[string]int64{}}
+		m := &PhoneMode{Name: name, WakeCauses: map[string]int64{}, Trust: map[string]int64{}}
 		var delays []int
 		for _, r := range runs {
 			if r.mode != name {
@@ -832,6 +844,9 @@ func summarizeArea(pc PhonesConfig, runs []*phoneRun) *PhoneAreaReport {
 			m.Offers += int64(r.offers)
 			m.Enters += int64(len(r.enters))
 			m.EntersWithoutVisit += int64(r.withoutVisit)
+			for k, v := range r.trust {
+				m.Trust[k] += v
+			}
 			if name == ModeMonitored {
 				for k, v := range r.causes {
 					m.WakeCauses[k] += v
@@ -1006,6 +1021,16 @@ func (p *PhoneReport) WriteText(w io.Writer) {
 // writeDetails writes why an area's monitored phones pinged, what they
 // were told, and the visits they missed.
 func (a *PhoneAreaReport) writeDetails(w io.Writer) {
+	for _, m := range a.Modes {
+		var all int64
+		for _, v := range m.Trust {
+			all += v
+		}
+		if all > 0 {
+			fmt.Fprintf(w, "  %s, %s: fixes by trust: %s; honest phones taken for suspicious: %.1f per 10,000 fixes (the aim: 0)\n",
+				a.Name, m.Name, countsText(m.Trust), 10000*float64(m.Trust[engine.TrustSuspicious])/float64(all))
+		}
+	}
 	if mon := a.Mode(ModeMonitored); mon != nil && len(mon.WakeCauses) > 0 {
 		fmt.Fprintf(w, "  %s: monitored pings by cause: %s\n", a.Name, countsText(mon.WakeCauses))
 	}

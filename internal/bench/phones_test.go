@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nearcast/nearcast/engine"
 	"github.com/nearcast/nearcast/internal/redistest"
 	"github.com/nearcast/nearcast/rules"
 )
@@ -126,6 +127,12 @@ func checkPhoneArea(t *testing.T, area *PhoneAreaReport, pc PhonesConfig, exact 
 	}
 	if mon.Pings == 0 || mon.Pings >= poll.Pings {
 		t.Errorf("%s: monitored phones sent %d pings, polling ones %d", area.Name, mon.Pings, poll.Pings)
+	}
+	// These phones are honest: none is taken for a spoofer.
+	for _, m := range []*PhoneMode{poll, mon} {
+		if n := m.Trust[engine.TrustSuspicious]; n != 0 || m.Trust[engine.TrustUnverified] == 0 {
+			t.Errorf("%s, %s: fixes by trust %v: an honest phone taken for suspicious", area.Name, m.Name, m.Trust)
+		}
 	}
 	if area.Visits == 0 || poll.Enters == 0 {
 		t.Fatalf("%s: the walks visited %d stores, polling saw %d enters: nothing to compare", area.Name, area.Visits, poll.Enters)

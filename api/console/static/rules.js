@@ -203,6 +203,50 @@ export function mountRuleEditor(root, ruleId) {
         h('button', { type: 'submit', class: 'primary', id: 'rule-save' }, isNew ? 'Create rule' : 'Save new version'),
         isNew ? null : h('button', { type: 'button', class: 'danger', onclick: remove }, 'Delete'),
         statusEl));
+    form.querySelector('[name="audience"]')?.after(suggest);
+    suggestAttributes();
+  }
+
+  // The audience's suggestions: the attributes customers have (learned
+  // from their profiles, or declared), those starting with what is typed
+  // after customer.attributes.; a click writes the name in. A name the
+  // server knows neither way is refused at save, with a hint.
+  const suggest = h('div', { class: 'suggest', id: 'audience-suggest', 'aria-label': 'attributes customers have' });
+  let attributes = [];
+  api('GET', '/v1/attributes').then((r) => { attributes = r.attributes || []; suggestAttributes(); }).catch(() => { /* no suggestions */ });
+  for (const type of ['input', 'keyup', 'click']) {
+    form.addEventListener(type, (e) => { if (e.target.name === 'audience') suggestAttributes(); });
+  }
+
+  function suggestAttributes() {
+    const ta = form.querySelector('[name="audience"]');
+    if (!ta) return;
+    const typed = ta.value.slice(0, ta.selectionStart ?? ta.value.length).match(/customer\.attributes\.([A-Za-z0-9_]*)$/);
+    const prefix = typed ? typed[1].toLowerCase() : '';
+    const shown = attributes.filter((a) => a.name.toLowerCase().startsWith(prefix)).slice(0, 24);
+    fill(suggest, shown.length === 0 ? null : [
+      h('span', { class: 'hint' }, typed ? 'attributes:' : 'customers have:'),
+      shown.map((a) => h('button', {
+        type: 'button', class: `small${a.declared ? ' declared' : ''}`, 'data-name': a.name,
+        title: `${a.type}, ${a.profiles} profile${a.profiles === 1 ? '' : 's'}${a.declared ? ', declared' : ''}${a.description ? `: ${a.description}` : ''}`,
+        onclick: () => insertAttribute(ta, a.name, typed),
+      }, a.name)),
+    ]);
+  }
+
+  // insertAttribute completes the name being typed, or writes
+  // customer.attributes.<name> at the caret (["name"] for a name that is
+  // not an identifier).
+  function insertAttribute(ta, name, typed) {
+    const at = ta.selectionStart ?? ta.value.length;
+    const ident = /^[A-Za-z_][A-Za-z0-9_]*$/.test(name);
+    const access = ident ? `.${name}` : `[${JSON.stringify(name)}]`;
+    const start = typed ? at - typed[1].length - 1 : at;
+    const text = typed ? access : `customer.attributes${access}`;
+    ta.value = ta.value.slice(0, start) + text + ta.value.slice(at);
+    ta.focus();
+    ta.selectionStart = ta.selectionEnd = start + text.length;
+    ta.dispatchEvent(new Event('input', { bubbles: true }));
   }
 
   // texts is the offer's messages, one row per language, and the
@@ -228,6 +272,8 @@ export function mountRuleEditor(root, ruleId) {
       h('div', { class: 'row' },
         field('offer.valid_for_s', 'Coupon valid for (s)', input('offer.valid_for_s', 'number', offer.valid_for_s)),
         field('offer.redeem_at_issuing_store', 'Only at the issuing store', input('offer.redeem_at_issuing_store', 'bool', offer.redeem_at_issuing_store === true))),
+      field('offer.min_trust', 'Least trust in the location', input('offer.min_trust', 'select:unverified,trusted,any', offer.min_trust || 'unverified'),
+        'unverified: no fix found suspicious (spoofed, teleported); trusted: only phones that passed an integrity check, for valuable offers; any: every fix'),
       h('span', { class: 'fault' }));
   }
 
@@ -255,7 +301,7 @@ export function mountRuleEditor(root, ruleId) {
       st.doc.offer[part] ??= {};
       st.doc.offer[part][lang] = el.value;
     } else {
-      const kind = [...FIELDS.flatMap(([, f]) => f), ['offer.valid_for_s', '', 'number'], ['offer.redeem_at_issuing_store', '', 'bool']]
+      const kind = [...FIELDS.flatMap(([, f]) => f), ['offer.valid_for_s', '', 'number'], ['offer.redeem_at_issuing_store', '', 'bool'], ['offer.min_trust', '', 'select:']]
         .find(([p]) => p === name)?.[2];
       const v = read(kind || 'text', el);
       set(st.doc, name, v === false && name === 'offer.redeem_at_issuing_store' ? undefined : v);

@@ -1,0 +1,407 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/nearcast/nearcast/api"
+	"github.com/nearcast/nearcast/engine"
+	"github.com/nearcast/nearcast/engine/push"
+)
+
+// The server answers what api/openapi.yaml says, and keeps doing so:
+// every operation of the spec is called over HTTP, for a success and for
+// at least one error, and each answer's status, content type, headers
+// and body are validated against the spec's schemas (kin-openapi); each
+// request meant to be right is validated against the spec too, so the
+// spec asks no more of a client than the server does. A new operation
+// fails this test until calls of it are added here.
+func TestContract(t *testing.T) {
+	k := newContract(t)
+	tokens, err := api.NewCustomerTokens([][]byte{[]byte("contract-test-secret-0123456789abcdef")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := srv.Client(t)
+	pushes := push.NewLog(10, quiet)
+	// full: customer tokens and the log sender; plain: neither; down: a
+	// Redis that does not answer /readyz; limited: one coupon call a
+	// minute per key.
+	full := k.serve(newClientWith(t, rdb, func(d *api.Deps) { d.Tokens, d.Pushes = tokens, pushes }))
+	plain := k.serve(newClient(t, rdb))
+	down := k.serve(newClientWith(t, rdb, func(d *api.Deps) {
+		d.Ready = func(context.Context) error { return errors.New("down") }
+	}))
+	minute := time.Now() // the limited calls all fall in one minute of this clock
+	limited := k.serve(newClientWith(t, rdb, func(d *api.Deps) {
+		d.CouponRate = engine.NewCredentialRate(rdb, 1, func() time.Time { return minute })
+	}))
+	const admin, app = "admin-key", "app-key"
+	big := map[string]string{"X-Padding": strings.Repeat("x", 16<<10)}
+	ifMatch := func(etag string) map[string]string { return map[string]string{"If-Match": etag} }
+	ndjson := "application/x-ndjson"
+	store := `{"name": "Alexanderplatz", "lat": 52.5219, "lng": 13.4132, "radius_m": 100, "tags": ["coffee", "berlin"], "timezone": "Europe/Berlin"}`
+
+	// Health, readiness, metrics.
+	full.call(cc{"GET", "/healthz", "", "", "", nil}, 200)
+	full.bad(cc{"GET", "/healthz", "", "", "", big}, 431)
+	full.call(cc{"GET", "/readyz", "", "", "", nil}, 200)
+	down.call(cc{"GET", "/readyz", "", "", "", nil}, 503)
+	full.call(cc{"GET", "/metrics", "", "", "", nil}, 200)
+	full.bad(cc{"GET", "/metrics", "", "", "", big}, 431)
+
+	// Stores.
+	full.call(cc{"PUT", "/v1/stores/s-alex", admin, "", store, nil}, 201)
+	full.call(cc{"PUT", "/v1/stores/s-alex", admin, "", store, nil}, 200)
+	full.call(cc{"PUT", "/v1/stores/s-mall", admin, "", `{"name": "Mall", "polygon": [[52.5100, 13.3750], [52.5100, 13.3770], [52.5090, 13.3770], [52.5090, 13.3750]], "opening_hours": {"mon": ["07:00-20:00"]}}`, nil}, 201)
+	full.bad(cc{"PUT", "/v1/stores/s-alex", admin, "", `{"lat": 95, "lng": 200, "radius_m": 1}`, nil}, 400)
+	full.call(cc{"PUT", "/v1/stores/s-alex", "", "", store, nil}, 401)
+	full.call(cc{"GET", "/v1/stores/s-alex", admin, "", "", nil}, 200)
+	full.call(cc{"GET", "/v1/stores/s-nowhere", admin, "", "", nil}, 404)
+	full.call(cc{"GET", "/v1/stores", admin, "", "", nil}, 200)
+	full.call(cc{"GET", "/v1/stores?limit=1", admin, "", "", nil}, 200)
+	full.call(cc{"GET", "/v1/stores?near=52.5219,13.4132&radius_m=2000", admin, "", "", nil}, 200)
+	full.call(cc{"GET", "/v1/stores?near=91,13", admin, "", "", nil}, 400)
+	full.call(cc{"GET", "/v1/stores", app, "", "", nil}, 403)
+	full.call(cc{"POST", "/v1/stores", admin, ndjson, `{"id": "s-hack", "name": "Hackescher Markt", "lat": 52.5225, "lng": 13.4025, "tags": ["coffee"]}` + "\n" + `{"id": "s-far", "name": "Far", "lat": 152.5, "lng": 13.4}`, nil}, 200)
+	full.bad(cc{"POST", "/v1/stores", admin, "application/json", `{"id": "s-x", "name": "X", "lat": 52, "lng": 13}`, nil}, 415)
+	full.call(cc{"GET", "/v1/stores/s-alex/cells", admin, "", "", nil}, 200)
+	full.call(cc{"GET", "/v1/stores/s-nowhere/cells", admin, "", "", nil}, 404)
+	full.call(cc{"PUT", "/v1/stores/s-gone", admin, "", `{"name": "Gone", "lat": 48.1, "lng": 11.5}`, nil}, 201)
+	full.call(cc{"DELETE", "/v1/stores/s-gone", admin, "", "", nil}, 204)
+	full.call(cc{"DELETE", "/v1/stores/s-gone", admin, "", "", nil}, 404)
+
+	// Customers and their devices.
+	full.call(cc{"PUT", "/v1/customers/c-42", admin, "", customerAnna, nil}, 201)
+	full.call(cc{"PUT", "/v1/customers/c-42", admin, "", customerAnna, nil}, 200)
+	full.bad(cc{"PUT", "/v1/customers/c-42", admin, "", `{"firstname": "A"}`, nil}, 400)
+	full.call(cc{"GET", "/v1/customers/c-42", admin, "", "", nil}, 200)
+	full.call(cc{"GET", "/v1/customers/nobody", admin, "", "", nil}, 404)
+	full.call(cc{"PATCH", "/v1/customers/c-42", admin, "application/merge-patch+json", `{"last_name": "Schmidt", "attributes": {"visits_30d": null}}`, nil}, 200)
+	full.call(cc{"PATCH", "/v1/customers/nobody", admin, "application/merge-patch+json", `{"first_name": "X"}`, nil}, 404)
+	full.call(cc{"POST", "/v1/customers", admin, ndjson, `{"id": "c-1", "first_name": "Ben", "consent": {"location": true}}` + "\n" + `{"id": "c-2", "firstname": "Cem"}`, nil}, 200)
+	full.bad(cc{"POST", "/v1/customers", admin, "text/csv", "id\nc-3", nil}, 415)
+	full.call(cc{"PUT", "/v1/customers/c-42/devices/d-1", admin, "", `{"fcm_token": "tok-1", "platform": "android"}`, nil}, 201)
+	full.call(cc{"PUT", "/v1/customers/c-42/devices/d-1", app, "", `{"device_id": "d-1", "fcm_token": "tok-1", "platform": "android"}`, nil}, 200)
+	full.call(cc{"PUT", "/v1/customers/c-42/devices/d-2", app, "", `{"fcm_token": "tok-2", "platform": "web"}`, nil}, 200)
+	full.bad(cc{"PUT", "/v1/customers/c-42/devices/d-1", app, "", `{"fcm_token": "t", "platform": "nokia"}`, nil}, 400)
+	full.call(cc{"GET", "/v1/customers/c-42/devices", admin, "", "", nil}, 200)
+	full.call(cc{"GET", "/v1/customers/c-42/devices", app, "", "", nil}, 403)
+	full.call(cc{"DELETE", "/v1/customers/c-42/devices/d-2", app, "", "", nil}, 204)
+	full.call(cc{"DELETE", "/v1/customers/c-42/devices/d-2", admin, "", "", nil}, 404)
+	full.call(cc{"POST", "/v1/customers/c-42/tokens", admin, "", `{"ttl_s": 3600}`, nil}, 201)
+	full.call(cc{"POST", "/v1/customers/c-42/tokens", admin, "", "", nil}, 201)
+	full.bad(cc{"POST", "/v1/customers/c-42/tokens", admin, "", `{"ttl_s": 5}`, nil}, 400)
+	plain.call(cc{"POST", "/v1/customers/c-42/tokens", admin, "", "", nil}, 422)
+	full.call(cc{"DELETE", "/v1/customers/c-42/tokens", admin, "", "", nil}, 204)
+	full.call(cc{"DELETE", "/v1/customers/c-42/tokens", app, "", "", nil}, 403)
+
+	// The catalog of attributes the profiles above taught it.
+	full.call(cc{"GET", "/v1/attributes", admin, "", "", nil}, 200)
+	full.call(cc{"GET", "/v1/attributes", app, "", "", nil}, 403)
+	full.call(cc{"PUT", "/v1/attributes", admin, "", `{"attributes": [{"name": "birthday", "type": "string", "description": "YYYY-MM-DD"}]}`, nil}, 200)
+	full.bad(cc{"PUT", "/v1/attributes", admin, "", `{"attributes": [{"name": "birthday", "type": "date"}]}`, nil}, 400)
+
+	// Rules.
+	full.call(cc{"PUT", "/v1/rules/latte?dry_run=true", admin, "", ruleLatte, nil}, 200)
+	full.call(cc{"PUT", "/v1/rules/latte", admin, "", ruleLatte, nil}, 201)
+	etag := full.last.Header.Get("ETag")
+	full.call(cc{"PUT", "/v1/rules/latte", admin, "", ruleLatte, ifMatch(etag)}, 200)
+	full.call(cc{"PUT", "/v1/rules/latte", admin, "", ruleLatte, ifMatch(etag)}, 409)
+	full.call(cc{"PUT", "/v1/rules/latte", admin, "", strings.Replace(ruleLatte, "customer.attributes.tier == 'gold'", "customer.attributes.tier ==", 1), nil}, 422)
+	full.call(cc{"GET", "/v1/rules/latte", admin, "", "", nil}, 200)
+	full.call(cc{"GET", "/v1/rules/nope", admin, "", "", nil}, 404)
+	full.call(cc{"GET", "/v1/rules?limit=1", admin, "", "", nil}, 200)
+	full.bad(cc{"GET", "/v1/rules?limit=0", admin, "", "", nil}, 400)
+	full.call(cc{"GET", "/v1/rules/latte/versions", admin, "", "", nil}, 200)
+	full.call(cc{"GET", "/v1/rules/nope/versions", admin, "", "", nil}, 404)
+	full.call(cc{"GET", "/v1/rules/latte/versions/1", admin, "", "", nil}, 200)
+	full.call(cc{"GET", "/v1/rules/latte/versions/9", admin, "", "", nil}, 404)
+	full.call(cc{"POST", "/v1/rules/latte/versions/1/restore", admin, "", "", nil}, 200)
+	full.call(cc{"POST", "/v1/rules/nope/versions/1/restore", admin, "", "", nil}, 404)
+	full.call(cc{"POST", "/v1/rules/latte/preview", admin, "", `{"customer_id": "c-42"}`, nil}, 200)
+	full.call(cc{"POST", "/v1/rules/draft/preview", admin, "", `{"customer_id": "c-42", "store_id": "s-alex", "distance_m": 25, "rule": ` + ruleLatte + `}`, nil}, 200)
+	full.call(cc{"POST", "/v1/rules/latte/preview", admin, "", `{"customer_id": "nobody"}`, nil}, 404)
+
+	// Pings: the first enters s-alex and is offered the rule's coupon.
+	ping := `{"customer_id": "c-42", "device_id": "d-1", "lat": 52.5219, "lng": 13.4132, "accuracy_m": 5, "speed_mps": 1.2, "context": {"app_state": "background"}}`
+	full.call(cc{"POST", "/v1/pings?explain=true", admin, "", ping, nil}, 200)
+	var entered struct{ Offers []engine.IssuedOffer }
+	if err := json.Unmarshal(full.last.Raw, &entered); err != nil || len(entered.Offers) != 1 {
+		t.Fatalf("the ping was offered nothing: %v %s", err, full.last.Raw)
+	}
+	code := entered.Offers[0].CouponCode
+	full.call(cc{"POST", "/v1/pings", app, "", ping, nil}, 200)
+	full.call(cc{"POST", "/v1/pings?dry_run=true", admin, "", `{"customer_id": "nobody", "lat": 52.5219, "lng": 13.4132}`, nil}, 200)
+	full.bad(cc{"POST", "/v1/pings", app, "", `{"customer_id": "c-42", "lat": 95, "lng": 13.4}`, nil}, 400)
+	full.call(cc{"POST", "/v1/pings?explain=true", app, "", ping, nil}, 403)
+	full.bad(cc{"POST", "/v1/pings", app, "", `{"customer_id": "c-42", "lat": 52.5, "lng": 13.4, "context": {"pad": "` + strings.Repeat("x", 1<<20) + `"}}`, nil}, 413)
+	full.call(cc{"POST", "/v1/pings/batch", app, "", `{"customer_id": "c-42", "device_id": "d-1", "fixes": [
+		{"lat": 52.5219, "lng": 13.4132, "accuracy_m": 5, "ts": "` + time.Now().UTC().Add(-time.Minute).Format(time.RFC3339) + `"},
+		{"lat": 52.5300, "lng": 13.4132, "accuracy_m": 5, "ts": "` + time.Now().UTC().Format(time.RFC3339) + `"},
+		{"lat": 52.5300, "lng": 13.4132, "accuracy_m": 5, "ts": "` + time.Now().UTC().Format(time.RFC3339) + `"}]}`, nil}, 200)
+	full.bad(cc{"POST", "/v1/pings/batch", app, "", `{"customer_id": "c-42", "fixes": [{"lat": 52.52, "lng": 13.41}]}`, nil}, 400)
+	full.call(cc{"POST", "/v1/simulate", admin, "", `{"customer_id": "c-42", "device_id": "d-1", "pings": [
+		{"lat": 52.5264, "lng": 13.4132, "ts": "2026-11-30T08:00:00Z"},
+		{"lat": 52.5220, "lng": 13.4132, "accuracy_m": 10, "ts": "2026-11-30T08:03:00Z", "speed_mps": 1, "context": {"app_state": "foreground"}},
+		{"lat": 52.5221, "lng": 13.4132, "accuracy_m": 500},
+		{"lat": 52.5264, "lng": 13.4132}]}`, nil}, 200)
+	full.call(cc{"POST", "/v1/simulate", admin, "", `{"customer_id": "c-42", "start": {"days": 1, "at": "07:50"}, "pings": [
+		{"lat": 52.5264, "lng": 13.4132}, {"lat": 52.5220, "lng": 13.4132, "after_s": 120}]}`, nil}, 200)
+	full.call(cc{"POST", "/v1/simulate", admin, "", `{"customer_id": "nobody", "pings": [{"lat": 52.5, "lng": 13.4}]}`, nil}, 404)
+	full.bad(cc{"POST", "/v1/simulate", admin, "", `{"customer_id": "c-42", "pings": [{"lat": 200, "lng": 13.4}]}`, nil}, 400)
+
+	// Coupons, the funnel, the export and the pushes the offer queued.
+	full.call(cc{"GET", "/v1/coupons/" + code, admin, "", "", nil}, 200)
+	forged := code[:8] + "0000"
+	if forged == code {
+		forged = code[:8] + "1111"
+	}
+	full.call(cc{"GET", "/v1/coupons/" + forged, admin, "", "", nil}, 404)
+	limited.call(cc{"GET", "/v1/coupons/" + code, admin, "", "", nil}, 200)
+	limited.call(cc{"GET", "/v1/coupons/" + code, admin, "", "", nil}, 429)
+	full.call(cc{"POST", "/v1/coupons/" + code + "/opened", app, "", "", nil}, 200)
+	full.call(cc{"POST", "/v1/coupons/" + forged + "/opened", app, "", "", nil}, 404)
+	full.call(cc{"POST", "/v1/coupons/" + code + "/redeem", admin, "", `{"store_id": "s-alex"}`, nil}, 200)
+	full.call(cc{"POST", "/v1/coupons/" + code + "/redeem", admin, "", "", nil}, 409)
+	full.call(cc{"GET", "/v1/rules/latte/stats", admin, "", "", nil}, 200)
+	full.bad(cc{"GET", "/v1/rules/latte/stats?from=yesterday", admin, "", "", nil}, 400)
+	// Location trust: a mocked fix, and the report of suspicious fixes.
+	full.call(cc{"POST", "/v1/pings", app, "", `{"customer_id": "c-42", "device_id": "d-1", "lat": 52.5219, "lng": 13.4132, "accuracy_m": 5, "mocked": true}`, nil}, 200)
+	full.call(cc{"GET", "/v1/fraud", admin, "", "", nil}, 200)
+	if !strings.Contains(string(full.last.Raw), `"customer_id":"c-42"`) {
+		t.Fatalf("the mocked fix is not in the report: %s", full.last.Raw)
+	}
+	full.call(cc{"GET", "/v1/fraud?from=2026-11-01&to=2026-11-07&limit=10", admin, "", "", nil}, 200)
+	full.bad(cc{"GET", "/v1/fraud?limit=0", admin, "", "", nil}, 400)
+	full.call(cc{"GET", "/v1/fraud", app, "", "", nil}, 403)
+	full.call(cc{"GET", "/v1/customers/c-42/export", admin, "", "", nil}, 200)
+	var export struct {
+		QueuedPushes []engine.Push `json:"queued_pushes"`
+	}
+	if err := json.Unmarshal(full.last.Raw, &export); err != nil || len(export.QueuedPushes) == 0 {
+		t.Fatalf("the export has no queued push: %v %s", err, full.last.Raw)
+	}
+	for _, p := range export.QueuedPushes {
+		if err := pushes.Send(context.Background(), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	full.call(cc{"GET", "/v1/customers/nobody/export", admin, "", "", nil}, 404)
+	full.call(cc{"GET", "/v1/dev/pushes?customer_id=c-42", admin, "", "", nil}, 200)
+	plain.call(cc{"GET", "/v1/dev/pushes", admin, "", "", nil}, 404)
+
+	// What is left: deletions.
+	full.call(cc{"DELETE", "/v1/rules/latte", admin, "", "", nil}, 204)
+	full.call(cc{"DELETE", "/v1/rules/latte", admin, "", "", nil}, 404)
+	full.call(cc{"DELETE", "/v1/customers/c-1", admin, "", "", nil}, 204)
+	full.bad(cc{"DELETE", "/v1/customers/c%20x", admin, "", "", nil}, 400)
+
+	k.covered()
+}
+
+// cc is one call: method, path (with its query), bearer key, content
+// type (JSON when a body is given without one), body and more headers.
+type cc struct {
+	method, path, key, contentType, body string
+	headers                              map[string]string
+}
+
+// contract validates calls and their answers against the spec, and
+// counts which operations answered a success and an error.
+type contract struct {
+	t      *testing.T
+	doc    *openapi3.T
+	router routers.Router
+	host   string // the spec's first server, for routing
+	done   map[string]*[2]int
+	n      int
+}
+
+func newContract(t *testing.T) *contract {
+	t.Helper()
+	loader := openapi3.NewLoader()
+	doc, err := loader.LoadFromData(api.OpenAPI)
+	if err != nil {
+		t.Fatalf("openapi.yaml: %v", err)
+	}
+	if err := doc.Validate(loader.Context); err != nil {
+		t.Fatalf("openapi.yaml is not valid OpenAPI 3: %v", err)
+	}
+	router, err := gorillamux.NewRouter(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Servers) == 0 {
+		t.Fatal("openapi.yaml names no server")
+	}
+	// The spec takes NDJSON bodies as text.
+	openapi3filter.RegisterBodyDecoder("application/x-ndjson", openapi3filter.PlainBodyDecoder)
+	k := &contract{t: t, doc: doc, router: router, host: strings.TrimSuffix(doc.Servers[0].URL, "/"), done: map[string]*[2]int{}}
+	t.Cleanup(func() { t.Logf("%d answers validated against openapi.yaml", k.n) })
+	return k
+}
+
+// endpoint is one app under test, served on loopback.
+type endpoint struct {
+	k    *contract
+	app  *fiber.App
+	base string
+	last struct {
+		Header http.Header
+		Raw    []byte
+	}
+}
+
+func (k *contract) serve(c *client) *endpoint {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	go c.app.Listener(ln)
+	k.t.Cleanup(func() { c.app.Shutdown() })
+	return &endpoint{k: k, app: c.app, base: "http://" + ln.Addr().String()}
+}
+
+// call sends a request meant to be right by the spec, validates it, and
+// validates the answer, which must have status want.
+func (e *endpoint) call(c cc, want int) { e.exchange(c, want, true) }
+
+// bad sends a request that breaks the spec on purpose (a value out of
+// range, another media type): only the answer is validated.
+func (e *endpoint) bad(c cc, want int) { e.exchange(c, want, false) }
+
+func (e *endpoint) exchange(c cc, want int, valid bool) {
+	t := e.k.t
+	t.Helper()
+	name := c.method + " " + c.path
+	if len(name) > 120 {
+		name = name[:120] + "…"
+	}
+	ct := c.contentType
+	if ct == "" && c.body != "" {
+		ct = fiber.MIMEApplicationJSON
+	}
+	build := func(base string) *http.Request {
+		req, err := http.NewRequest(c.method, base+c.path, strings.NewReader(c.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ct != "" {
+			req.Header.Set("Content-Type", ct)
+		}
+		if c.key != "" {
+			req.Header.Set("Authorization", "Bearer "+c.key)
+		}
+		for h, v := range c.headers {
+			req.Header.Set(h, v)
+		}
+		return req
+	}
+	// Over loopback, as a client would call; a body over the limit in
+	// memory (the server answers 413 and closes the connection while the
+	// client may still be writing it, which fails the write).
+	var res *http.Response
+	var err error
+	if len(c.body) > 64<<10 {
+		res, err = e.app.Test(build(e.base), 30000)
+	} else {
+		res, err = (&http.Client{Timeout: 30 * time.Second}).Do(build(e.base))
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	raw, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	e.last.Header, e.last.Raw = res.Header, raw
+	if res.StatusCode != want {
+		t.Errorf("%s: status %d, want %d: %s", name, res.StatusCode, want, raw)
+		return
+	}
+
+	// The operation the spec has for the request.
+	req := build(e.k.host)
+	route, params, err := e.k.router.FindRoute(req)
+	if err != nil {
+		t.Errorf("%s: no operation of the spec for it: %v", name, err)
+		return
+	}
+	ctx := context.Background()
+	// Errors name the value's place and the rule it breaks, not the schema.
+	brief := []openapi3.SchemaValidationOption{openapi3.DisableSchemaErrorDetails()}
+	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route,
+		Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, MultiError: true, SchemaValidationOptions: brief}}
+	if valid {
+		if err := openapi3filter.ValidateRequest(ctx, in); err != nil {
+			t.Errorf("%s: the request, which the server takes, breaks the spec: %v", name, err)
+		}
+	}
+	err = openapi3filter.ValidateResponse(ctx, &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: in, Status: res.StatusCode, Header: res.Header,
+		Body:    io.NopCloser(bytes.NewReader(raw)),
+		Options: &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true, SchemaValidationOptions: brief},
+	})
+	if err != nil {
+		t.Errorf("%s: the answer %d breaks the spec: %v\n%s", name, res.StatusCode, err, raw)
+	}
+	// An answer the spec gives no content has none.
+	if resp := route.Operation.Responses.Status(res.StatusCode); resp != nil && resp.Value != nil && len(resp.Value.Content) == 0 && len(raw) > 0 {
+		t.Errorf("%s: the spec's %d has no content, the answer does: %s", name, res.StatusCode, raw)
+	}
+	e.k.n++
+	op := route.Method + " " + route.Path
+	if e.k.done[op] == nil {
+		e.k.done[op] = new([2]int)
+	}
+	if res.StatusCode < 300 {
+		e.k.done[op][0]++
+	} else {
+		e.k.done[op][1]++
+	}
+}
+
+// covered fails for each operation of the spec that did not answer both
+// a success and an error here.
+func (k *contract) covered() {
+	k.t.Helper()
+	var missing []string
+	for path, item := range k.doc.Paths.Map() {
+		if item.Extensions["x-nearcast-status"] == "planned" {
+			continue
+		}
+		for method := range item.Operations() {
+			op := method + " " + path
+			got := k.done[op]
+			switch {
+			case got == nil:
+				missing = append(missing, op+": not called")
+			case got[0] == 0:
+				missing = append(missing, op+": no success answer")
+			case got[1] == 0:
+				missing = append(missing, op+": no error answer")
+			}
+		}
+	}
+	slices.Sort(missing)
+	for _, m := range missing {
+		k.t.Errorf("%s; add calls of it to TestContract", m)
+	}
+}
