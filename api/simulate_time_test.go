@@ -65,3 +65,36 @@ func TestSimulateOnAnyDayAndSaysWhy(t *testing.T) {
 		wantError(t, c.admin("POST", "/v1/simulate", tt.body), 400, "invalid_argument", tt.field)
 	}
 }
+
+// A walk with a teleport in it: the step at the door after a jump of
+// kilometres is suspicious, and its offer skipped as untrusted_location.
+func TestSimulateShowsATeleport(t *testing.T) {
+	c := newClient(t, srv.Client(t))
+	c.admin("PUT", "/v1/stores/s-alex", strings.Replace(storeAlex, `, "opening_hours": {"mon": ["07:00-20:00"]}`, "", 1))
+	c.admin("PUT", "/v1/customers/c-42", customerAnna) // before the rule, which names her tier
+	if r := c.admin("PUT", "/v1/rules/latte", ruleLatte); r.Status != 201 {
+		t.Fatalf("rule: %d %s", r.Status, r.Raw)
+	}
+	r := c.admin("POST", "/v1/simulate", `{"customer_id": "c-42", "start": {"days": 1, "at": "08:30"}, "pings": [
+		{"lat": 52.60, "lng": 13.60}, {"lat": 52.5219, "lng": 13.4132, "after_s": 30}, {"lat": 52.5219, "lng": 13.4133, "after_s": 240}]}`)
+	var res struct {
+		Steps []struct {
+			Offers  []any
+			Explain []struct{ Result string }
+			Trust   struct {
+				Level   string
+				Signals []string
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(r.Raw), &res); err != nil || r.Status != 200 || len(res.Steps) != 3 {
+		t.Fatalf("simulate: %d %s", r.Status, r.Raw)
+	}
+	jump, door := res.Steps[1], res.Steps[2]
+	if jump.Trust.Level != "suspicious" || len(jump.Trust.Signals) == 0 || jump.Trust.Signals[0] != "impossible_travel" || len(jump.Offers) != 0 {
+		t.Fatalf("the jump: %+v", jump)
+	}
+	if door.Trust.Level != "suspicious" || len(door.Offers) != 0 || len(door.Explain) == 0 || door.Explain[0].Result != "untrusted_location" {
+		t.Fatalf("at the door after the jump: %+v\n%s", door, r.Raw)
+	}
+}

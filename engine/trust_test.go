@@ -203,3 +203,72 @@ func TestMinTrust(t *testing.T) {
 		t.Fatal("min_trust suspicious accepted")
 	}
 }
+
+// Each signal on its own, as the admin key sees it: the level and the
+// signals of the last fix of a few. Both backends (and the cluster under
+// make cluster-test).
+func TestTrustSignals(t *testing.T) {
+	for _, be := range redistest.Backends(srv) {
+		t.Run(be.Name, func(t *testing.T) {
+			f := setup(t, be.New(t))
+			ctx := context.Background()
+			cust := engine.NewCustomers(f.rdb)
+			cfg := engine.DefaultConfig()
+			cfg.PingsPerMinute, cfg.PingsPerMinuteDevice = 0, 0
+			eng := engine.New(f.rdb, f.live, engine.NewCodeSigner([]byte("k")), cfg, quiet, f.clock.Now)
+			moving := 1.5
+			type fix struct {
+				northM, acc float64
+				speed       *float64
+				ts          time.Duration // from the clock's now (after a 20 s step)
+				signals     []string
+			}
+			walk := func(n int, acc float64) []fix {
+				var out []fix
+				for i := range n {
+					out = append(out, fix{northM: float64(i) * 30, acc: acc, speed: &moving})
+				}
+				return out
+			}
+			for i, c := range []struct {
+				name    string
+				fixes   []fix
+				level   string
+				signals []string
+			}{
+				{"nothing said", walk(3, 12), engine.TrustUnverified, nil},
+				{"mocked", []fix{{acc: 10, signals: []string{engine.SignalMocked}}}, engine.TrustSuspicious, []string{"mocked"}},
+				{"impossible travel", []fix{{acc: 10}, {northM: 20000, acc: 10}}, engine.TrustSuspicious, []string{"impossible_travel"}},
+				{"fast travel: a train", []fix{{acc: 10}, {northM: 1600, acc: 10}}, engine.TrustUnverified, []string{"fast_travel"}},
+				{"accuracy 0", []fix{{acc: 0, signals: []string{engine.SignalZeroAccuracy}}}, engine.TrustUnverified, []string{"zero_accuracy"}},
+				{"frozen while moving", []fix{{acc: 10, speed: &moving}, {acc: 10, speed: &moving}}, engine.TrustUnverified, []string{"frozen_fix"}},
+				{"accuracy 0 and frozen", []fix{{acc: 0, speed: &moving, signals: []string{engine.SignalZeroAccuracy}}, {acc: 0, speed: &moving, signals: []string{engine.SignalZeroAccuracy}}},
+					engine.TrustSuspicious, []string{"zero_accuracy", "frozen_fix"}},
+				{"from the future", []fix{{acc: 10, ts: 10 * time.Minute}}, engine.TrustUnverified, []string{"future_fix"}},
+				{"a day old", []fix{{acc: 10, ts: -30 * time.Hour}}, engine.TrustUnverified, []string{"old_fix"}},
+				{"the same accuracy nine times while moving", walk(10, 17), engine.TrustUnverified, []string{"constant_accuracy"}},
+				{"integrity passed", []fix{{acc: 10, signals: []string{engine.SignalIntegrityOK}}}, engine.TrustTrusted, nil},
+				{"integrity failed", []fix{{acc: 10, signals: []string{"integrity_device"}}}, engine.TrustSuspicious, []string{"integrity_device"}},
+			} {
+				id := fmt.Sprintf("c-signal-%d", i)
+				if _, err := cust.Put(ctx, &rules.Customer{ID: id, Consent: rules.Consent{Location: true, Push: true}}); err != nil {
+					t.Fatal(err)
+				}
+				var res *engine.Result
+				for _, fx := range c.fixes {
+					f.clock.Advance(20 * time.Second)
+					lat, lng := north(52.45, 13.30, fx.northM)
+					var err error
+					res, err = eng.Evaluate(ctx, engine.Ping{CustomerID: id, DeviceID: "d-1", Lat: lat, Lng: lng, AccuracyM: fx.acc, SpeedMps: fx.speed,
+						TS: f.clock.Now().Add(fx.ts), Signals: fx.signals}, engine.Options{Explain: true})
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+				if res.Trust == nil || res.Trust.Level != c.level || fmt.Sprint(res.Trust.Signals) != fmt.Sprint(append([]string{}, c.signals...)) {
+					t.Errorf("%s: %+v, want %s %v", c.name, res.Trust, c.level, c.signals)
+				}
+			}
+		})
+	}
+}
