@@ -19,8 +19,10 @@
 local TRUST_WEAK = {zero_accuracy = 2, frozen_fix = 2, future_fix = 2, constant_accuracy = 1, old_fix = 1, fast_travel = 0}
 local function assess(prev, risk, ts, lat, lng, acc, reported_speed, given)
   local signals, integrity_ok = {}, false
-  for s in string.gmatch(given, '[^,]+') do
-    if s == 'integrity_ok' then integrity_ok = true else signals[#signals + 1] = s end
+  if given ~= '' then
+    for s in string.gmatch(given, '[^,]+') do
+      if s == 'integrity_ok' then integrity_ok = true else signals[#signals + 1] = s end
+    end
   end
   local repeats = 0
   if prev then
@@ -56,6 +58,9 @@ local function assess(prev, risk, ts, lat, lng, acc, reported_speed, given)
     else -- mocked, impossible_travel, integrity_<failure>
       strong, score = true, score + 6
     end
+  end
+  if #signals == 0 and score == 0 then
+    return integrity_ok and 'trusted' or 'unverified', '', repeats, 0
   end
   local trust = 'unverified'
   if strong or score + weak >= 3 then
