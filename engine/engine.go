@@ -41,6 +41,8 @@ type Engine struct {
 	funnelTTLs onceADay
 	// batch sends the commands of concurrent pings together.
 	batch *batcher
+	// watched keeps what was watched near recent fixes (monitor.go).
+	watched watchCache
 }
 
 // New returns an engine. now may be nil for the wall clock.

@@ -1,8 +1,11 @@
 package engine
 
 import (
+	"encoding/json"
 	"math"
 	"slices"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nearcast/nearcast/geo"
@@ -15,8 +18,9 @@ import (
 // tells the device which circles to watch (Monitor) and when a ping is
 // next worth sending (NextPing), from the in-memory index alone.
 
-// Regions a device of each platform is given to watch, beside the wake
-// region: iOS allows an app 20 regions, Android 100 geofences; a browser
+// Regions a device of each platform is given to watch at most, beside
+// the wake region: iOS allows an app 20 regions, Android 100 geofences
+// (given past 19 only where stores are few: monitorMoreM); a browser
 // watches none. A device not registered (or a ping without a device id)
 // is given iOS's number, which every platform can watch.
 var monitorRegions = map[string]int{"ios": 19, "android": 99, "web": 0}
@@ -33,6 +37,10 @@ const (
 	// minNextPingM is the least distance next_ping asks for: below it a
 	// fix's own error decides.
 	minNextPingM = 10
+	// monitorMoreM: a platform that watches more than iOS's 19 regions
+	// gets more where the wake circle of 19 reaches this far (fewer
+	// stores around: more of them widen the circle, cheaply).
+	monitorMoreM = 1000
 )
 
 // Monitor is what a device should have its OS watch.
@@ -45,6 +53,81 @@ type Monitor struct {
 	// when it would be smaller than an OS watches reliably (among many
 	// stores): then the app follows NextPing with its own location updates.
 	Wake *Region `json:"wake"`
+	// regionsJSON is Regions encoded, kept with them (watchCache): the
+	// answer's largest part, encoded once per search, not per ping.
+	regionsJSON []byte
+}
+
+// MarshalJSON writes the block as encoding/json would, with the regions
+// encoded once (TestMonitorJSON compares the two).
+func (m *Monitor) MarshalJSON() ([]byte, error) {
+	regions := m.regionsJSON
+	if regions == nil {
+		regions = appendRegions(nil, m.Regions)
+	}
+	b := make([]byte, 0, len(regions)+128)
+	b = append(b, `{"regions":`...)
+	b = append(b, regions...)
+	b = append(b, `,"wake":`...)
+	if m.Wake == nil {
+		b = append(b, "null"...)
+	} else {
+		b = m.Wake.appendJSON(b)
+	}
+	return append(b, '}'), nil
+}
+
+func appendRegions(b []byte, rs []Region) []byte {
+	b = append(b, '[')
+	for i := range rs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = rs[i].appendJSON(b)
+	}
+	return append(b, ']')
+}
+
+func (r *Region) appendJSON(b []byte) []byte {
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, r.ID)
+	if r.StoreID != "" {
+		b = append(b, `,"store_id":`...)
+		b = appendJSONString(b, r.StoreID)
+	}
+	b = append(b, `,"lat":`...)
+	b = appendJSONFloat(b, r.Lat)
+	b = append(b, `,"lng":`...)
+	b = appendJSONFloat(b, r.Lng)
+	b = append(b, `,"radius_m":`...)
+	b = strconv.AppendInt(b, int64(r.RadiusM), 10)
+	return append(b, '}')
+}
+
+// appendJSONString quotes s as encoding/json does: ids are plain ASCII
+// (rules.ValidID), which needs no escaping; anything else goes through
+// encoding/json.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// appendJSONFloat writes f as encoding/json does (shortest form, an
+// exponent only for very small or large numbers).
+func appendJSONFloat(b []byte, f float64) []byte {
+	abs := math.Abs(f)
+	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		q, _ := json.Marshal(f)
+		return append(b, q...)
+	}
+	return strconv.AppendFloat(b, f, 'f', -1, 64)
 }
 
 // Region is a circle for the OS to watch.
@@ -83,17 +166,88 @@ func (e *Engine) pacing(snap *rules.Snapshot, p Ping, hits []geo.Hit, obs observ
 		res.NextPing = e.nextPing(snap, hits, p.AccuracyM, wakeM, nil, obs)
 		return
 	}
-	regions, wakeM := snap.Index.Watch(p.Lat, p.Lng, k, MonitorMinRadiusM, buf[:0])
-	m := &Monitor{Regions: make([]Region, len(regions))}
-	for i, r := range regions {
-		st := snap.Stores[r.Fence]
-		m.Regions[i] = Region{ID: RegionIDPrefix + st.ID, StoreID: st.ID, Lat: r.Lat, Lng: r.Lng, RadiusM: int(math.Ceil(r.RadiusM))}
-	}
+	w := e.watch(snap, p.Lat, p.Lng, k, buf[:0])
+	wakeM := w.wakeAt(p.Lat, p.Lng)
+	m := &Monitor{Regions: w.regions, regionsJSON: w.encoded}
+	regions := w.fences
 	if wakeM >= MonitorMinRadiusM {
 		m.Wake = &Region{ID: WakeRegionID, Lat: p.Lat, Lng: p.Lng, RadiusM: int(wakeM)}
 	}
 	res.Monitor = m
 	res.NextPing = e.nextPing(snap, hits, p.AccuracyM, wakeM, regions, obs)
+}
+
+// watching is what a point watches: its regions (as the answer gives
+// them, shared: never changed) and the fences they are, and the wake
+// circle measured at (lat, lng).
+type watching struct {
+	regions  []Region
+	encoded  []byte // regions, encoded
+	fences   []geo.Region
+	lat, lng float64
+	wakeM    float64
+}
+
+// wakeAt is the wake circle's radius for a fix at (lat, lng): less by how
+// far the fix is from the point it was measured at, so that it still
+// reaches no circle left out.
+func (w *watching) wakeAt(lat, lng float64) float64 {
+	if w.lat == lat && w.lng == lng {
+		return w.wakeM
+	}
+	return math.Max(0, w.wakeM-geo.DistanceM(w.lat, w.lng, lat, lng))
+}
+
+// watchCache keeps, per res-10 cell and number of regions, what was
+// watched near the last fix there, for the catalog snapshot in force: a
+// phone's next fix, or a neighbour's, mostly falls in the same cell, and
+// a search of a dense city costs tens of microseconds. Bounded: it starts
+// afresh past watchCacheMax cells, and with each new snapshot.
+type watchCache struct {
+	mu      sync.Mutex
+	version int64
+	cells   map[watchKey]*watching
+}
+
+type watchKey struct {
+	cell uint64
+	k    int
+}
+
+const watchCacheMax = 100_000
+
+// watch answers what a fix at (lat, lng) should watch, k regions at most
+// (iOS's number first; more only where they widen the wake circle much:
+// among many stores, the 20th nearest within monitorMoreM, more regions
+// would only crowd the answer).
+func (e *Engine) watch(snap *rules.Snapshot, lat, lng float64, k int, buf []geo.Region) *watching {
+	key := watchKey{geo.WatchCell(lat, lng), k}
+	c := &e.watched
+	c.mu.Lock()
+	if c.version != snap.Version || c.cells == nil || len(c.cells) >= watchCacheMax {
+		c.version, c.cells = snap.Version, map[watchKey]*watching{}
+	}
+	w := c.cells[key]
+	c.mu.Unlock()
+	if w != nil {
+		return w
+	}
+	fences, wakeM := snap.Index.Watch(lat, lng, min(k, monitorRegions["ios"]), MonitorMinRadiusM, buf)
+	if k > monitorRegions["ios"] && len(fences) == monitorRegions["ios"] && wakeM >= monitorMoreM {
+		fences, wakeM = snap.Index.Watch(lat, lng, k, MonitorMinRadiusM, buf[:0])
+	}
+	w = &watching{regions: make([]Region, len(fences)), fences: slices.Clone(fences), lat: lat, lng: lng, wakeM: wakeM}
+	for i, r := range fences {
+		st := snap.Stores[r.Fence]
+		w.regions[i] = Region{ID: RegionIDPrefix + st.ID, StoreID: st.ID, Lat: r.Lat, Lng: r.Lng, RadiusM: int(math.Ceil(r.RadiusM))}
+	}
+	w.encoded = appendRegions(nil, w.regions)
+	c.mu.Lock()
+	if c.version == snap.Version {
+		c.cells[key] = w
+	}
+	c.mu.Unlock()
+	return w
 }
 
 // nextPing: the distance the device may move before a fence near it

@@ -14,11 +14,12 @@ import (
 )
 
 // Every answer tells the device what to watch, sized for its platform:
-// at a mall of 40 tenants (with a high street of 80 shops 3 km off) iOS
-// gets 19 regions and Android 99 (with the wake region, each platform's
-// limit: 20 and 100), a browser none, a device not registered iOS's
-// number; the wake circle reaches no shop left out, and is left out itself
-// where it would be too small for an OS (iOS's 19 among shops 30 m apart). Far from everything: no region, the widest wake circle. A
+// at a mall of 40 tenants iOS and Android get 19 regions (more would
+// not widen the wake circle there), a browser none, a device not
+// registered iOS's number; on a long street of 120 shops 300 m apart,
+// Android gets 99 (with the wake region, each platform's limit: 20 and
+// 100); the wake circle reaches no shop left out, and is left out itself
+// where it would be too small for an OS (among shops 30 m apart). Far from everything: no region, the widest wake circle. A
 // polygon is watched as its enclosing circle; a kiosk as a circle of the
 // OS's minimum. Inside a store with a dwell rule, the next ping is due
 // at the threshold.
@@ -30,17 +31,18 @@ func TestMonitorByPlatform(t *testing.T) {
 	ctx := context.Background()
 	cat := f.live.Catalog()
 	// The mall, 2 km north of Alexanderplatz: 40 tenants of 10-30 m, 30 m
-	// apart; the high street 3 km north of it: 80 shops, 50 m apart; a
+	// apart; a street 50 km west: 120 shops, 300 m apart on a line; a
 	// polygon and a kiosk 1 km east of Alexanderplatz.
 	mallLat, mallLng := north(alexLat, alexLng, 2000)
-	streetLat, streetLng := north(mallLat, mallLng, 3000)
-	for i := range 120 {
-		id, lat, lng, step := fmt.Sprintf("m-%03d", i), mallLat, mallLng, 30.0
-		if i >= 40 {
-			id, lat, lng, step = fmt.Sprintf("h-%03d", i-40), streetLat, streetLng, 50
+	streetLat, streetLng := alexLat, alexLng-50000/(111320*math.Cos(alexLat*math.Pi/180))
+	for i := range 160 {
+		id, lat, lng := fmt.Sprintf("m-%03d", i), mallLat, mallLng
+		if i < 40 {
+			lat, lng = north(lat, lng, float64(i/8)*30)
+			lng += float64(i%8) * 30 / (111320 * math.Cos(lat*math.Pi/180))
+		} else {
+			id, lat, lng = fmt.Sprintf("h-%03d", i-40), streetLat, streetLng+float64(i-40-60)*300/(111320*math.Cos(streetLat*math.Pi/180))
 		}
-		lat, lng = north(lat, lng, float64(i%40/8)*step)
-		lng += float64(i%8) * step / (111320 * math.Cos(lat*math.Pi/180))
 		st := rules.Store{ID: id, Name: "Shop", Lat: ptr(lat), Lng: ptr(lng), RadiusM: 10 + float64(i%3)*10}
 		if _, err := cat.PutStore(ctx, &st); err != nil {
 			t.Fatal(err)
@@ -109,7 +111,7 @@ func TestMonitorByPlatform(t *testing.T) {
 	for _, c := range []struct {
 		device  string
 		regions int
-	}{{"d-ios", 19}, {"d-1", 99}, {"d-web", -1}, {"", 19}, {"d-unknown", 19}} {
+	}{{"d-ios", 19}, {"d-1", 19}, {"d-web", -1}, {"", 19}, {"d-unknown", 19}} {
 		res := ping(c.device, mallLat+0.0005, mallLng+0.001)
 		if c.regions < 0 {
 			if res.Monitor != nil || res.NextPing == nil {
@@ -120,13 +122,23 @@ func TestMonitorByPlatform(t *testing.T) {
 		if res.Monitor == nil || len(res.Monitor.Regions) != c.regions {
 			t.Fatalf("%s: %+v, want %d regions", c.device, res.Monitor, c.regions)
 		}
-		if c.regions == 19 && res.Monitor.Wake != nil {
+		if res.Monitor.Wake != nil {
 			t.Fatalf("%s: a wake circle of %d m among 150 shops a few metres apart", c.device, res.Monitor.Wake.RadiusM)
 		}
 		if !strings.HasPrefix(res.Monitor.Regions[0].StoreID, "m-") || res.NextPing.DistanceM > 100 {
 			t.Fatalf("%s: nearest %+v, next ping %+v", c.device, res.Monitor.Regions[0], res.NextPing)
 		}
 		wakeReachesNoneLeftOut(res, mallLat+0.0005, mallLng+0.001)
+	}
+
+	// On the long street: Android gets 99, iOS 19.
+	for device, want := range map[string]int{"d-1": 99, "d-ios": 19} {
+		res := ping(device, streetLat+0.001, streetLng)
+		if res.Monitor == nil || len(res.Monitor.Regions) != want || res.Monitor.Wake == nil {
+			t.Fatalf("%s on the street: %d regions, wake %+v; want %d and a wake circle", device, len(res.Monitor.Regions), res.Monitor.Wake, want)
+		}
+		wakeReachesNoneLeftOut(res, streetLat+0.001, streetLng)
+		f.clock.Advance(time.Hour) // no teleport between the tests' places
 	}
 
 	// Between Alexanderplatz and the mall: few stores, a wake circle.
@@ -138,6 +150,12 @@ func TestMonitorByPlatform(t *testing.T) {
 	wakeReachesNoneLeftOut(res, midLat, midLng)
 	if res.NextPing.DistanceM != res.Monitor.Wake.RadiusM || res.NextPing.AfterS != nil {
 		t.Fatalf("between stores: next ping %+v, wake %d m", res.NextPing, res.Monitor.Wake.RadiusM)
+	}
+	// Fixes a few metres on (most in the same cell, whose search is kept):
+	// each wake circle still reaches no store left out.
+	for m := 5.0; m <= 60; m += 5 {
+		lat, lng := north(midLat, midLng, m)
+		wakeReachesNoneLeftOut(ping("d-ios", lat, lng), lat, lng)
 	}
 
 	// The polygon as its enclosing circle, the kiosk at the OS's minimum.

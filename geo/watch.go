@@ -351,3 +351,9 @@ func (fl *flat) bound(i int32, n *watchNear, minRadiusM float64) cand {
 	}
 	return cand{fence: i, lo: float32(math.Max(0, d/(1+err)-4-r)), hi: float32(math.Max(0, d/(1-err)+4-r))}
 }
+
+// WatchCell is the res-10 cell (about 65 m across an edge) of a point, a
+// key under which what a point watches may be kept for its neighbours
+// (the wake circle shrinks by how far they are from the point it was
+// measured at).
+func WatchCell(lat, lng float64) uint64 { return uint64(cellAt(lat, lng, 10)) }

@@ -1,0 +1,39 @@
+package engine
+
+import (
+	"encoding/json"
+	"math/rand/v2"
+	"testing"
+)
+
+// The monitor block's hand-made encoding is encoding/json's, byte for
+// byte: plain ids, ids that need escaping, coordinates of every size, a
+// wake circle or none.
+func TestMonitorJSON(t *testing.T) {
+	type plain Monitor // encoding/json's own way: no MarshalJSON
+	rng := rand.New(rand.NewPCG(1, 2))
+	ids := []string{"s-alex", "a.b_c-d:e@f+g", `q"uote`, "back\\slash", "<tag>&", "ünï", "tab\t"}
+	for n := range 200 {
+		m := Monitor{Regions: []Region{}} // as pacing makes it: never null
+		for i := range n % 7 {
+			id := ids[(n+i)%len(ids)]
+			lat := (rng.Float64()*180 - 90) * []float64{1, 1e-7, 1e-3}[i%3]
+			m.Regions = append(m.Regions, Region{ID: RegionIDPrefix + id, StoreID: id, Lat: lat, Lng: rng.Float64()*360 - 180, RadiusM: rng.IntN(50000)})
+		}
+		if n%2 == 0 {
+			m.Wake = &Region{ID: WakeRegionID, Lat: rng.Float64()*180 - 90, Lng: rng.Float64()*360 - 180, RadiusM: rng.IntN(27000)}
+		}
+		want, err := json.Marshal((*plain)(&m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := json.Marshal(&m)
+		if err != nil || string(got) != string(want) {
+			t.Fatalf("encoded\n%s\nencoding/json\n%s", got, want)
+		}
+		m.regionsJSON = appendRegions(nil, m.Regions)
+		if got, _ := json.Marshal(&m); string(got) != string(want) {
+			t.Fatalf("with the regions encoded beforehand:\n%s\nwant\n%s", got, want)
+		}
+	}
+}
