@@ -17,6 +17,7 @@ type pingBatchRequest struct {
 	CustomerID string         `json:"customer_id"`
 	DeviceID   string         `json:"device_id"`
 	Context    map[string]any `json:"context"`
+	MonitorID  string         `json:"monitor_id"`
 	Fixes      []batchFix     `json:"fixes"`
 }
 
@@ -40,17 +41,17 @@ func (r *pingBatchRequest) toPings() ([]engine.Ping, error) {
 		fs = append(fs, rules.Fault{Field: "fixes", Message: fmt.Sprintf("a batch holds at most %d fixes", engine.MaxBatchFixes)})
 	}
 	// The shared fields once, then each fix's own.
-	shared := pingRequest{CustomerID: r.CustomerID, DeviceID: r.DeviceID, Lat: new(float64), Lng: new(float64)}
+	shared := pingRequest{CustomerID: r.CustomerID, DeviceID: r.DeviceID, MonitorID: r.MonitorID, Lat: new(float64), Lng: new(float64)}
 	if _, err := shared.toPing(); err != nil {
 		fs = append(fs, err.(*rules.ValidationError).Faults...)
 	}
 	pings := make([]engine.Ping, len(r.Fixes))
 	for i, f := range r.Fixes {
-		one := pingRequest{CustomerID: r.CustomerID, DeviceID: r.DeviceID, Lat: f.Lat, Lng: f.Lng, AccuracyM: f.AccuracyM, TS: f.TS, SpeedMps: f.SpeedMps, Mocked: f.Mocked, Context: r.Context}
+		one := pingRequest{CustomerID: r.CustomerID, DeviceID: r.DeviceID, Lat: f.Lat, Lng: f.Lng, AccuracyM: f.AccuracyM, TS: f.TS, SpeedMps: f.SpeedMps, Mocked: f.Mocked, Context: r.Context, MonitorID: r.MonitorID}
 		p, err := one.toPing()
 		if ve, ok := err.(*rules.ValidationError); ok {
 			for _, x := range ve.Faults {
-				if x.Field == "customer_id" || x.Field == "device_id" {
+				if x.Field == "customer_id" || x.Field == "device_id" || x.Field == "monitor_id" {
 					continue // named once above
 				}
 				x.Field = fmt.Sprintf("fixes[%d].%s", i, x.Field)

@@ -735,6 +735,8 @@ type pingRequest struct {
 	// Location.isMock(), iOS's sourceInformation.isSimulatedBySoftware).
 	Mocked  bool           `json:"mocked"`
 	Context map[string]any `json:"context"`
+	// MonitorID is the monitor block the app watches (its id).
+	MonitorID string `json:"monitor_id"`
 }
 
 // toPing checks every field of a ping and reports all faults at once.
@@ -768,6 +770,10 @@ func (r *pingRequest) toPing() (engine.Ping, error) {
 	if r.Mocked {
 		p.Signals = append(p.Signals, engine.SignalMocked)
 	}
+	if len(r.MonitorID) > 100 {
+		fs = append(fs, rules.Fault{Field: "monitor_id", Message: "monitor_id is the id of a monitor block, at most 100 characters"})
+	}
+	p.MonitorID = r.MonitorID
 	if r.SpeedMps != nil && (*r.SpeedMps < 0 || *r.SpeedMps > 400) {
 		fs = append(fs, rules.Fault{Field: "speed_mps", Message: "speed_mps must be between 0 and 400"})
 	}

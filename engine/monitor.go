@@ -2,9 +2,11 @@ package engine
 
 import (
 	"encoding/json"
+	"errors"
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,6 +47,14 @@ const (
 
 // Monitor is what a device should have its OS watch.
 type Monitor struct {
+	// ID names the block (the catalog's version, the regions' number and
+	// the wake circle), for the app to send back as the ping's monitor_id;
+	// "" when there is no wake circle.
+	ID string `json:"id,omitempty"`
+	// Unchanged: the ping's monitor_id still holds (the fix lies inside
+	// its wake circle, the catalog is the same): keep watching what it
+	// says. Regions and Wake are then left out.
+	Unchanged bool `json:"unchanged,omitempty"`
 	// Regions are the stores nearest the device, each as a circle (a
 	// polygon's enclosing circle), nearest first.
 	Regions []Region `json:"regions"`
@@ -61,12 +71,22 @@ type Monitor struct {
 // MarshalJSON writes the block as encoding/json would, with the regions
 // encoded once (TestMonitorJSON compares the two).
 func (m *Monitor) MarshalJSON() ([]byte, error) {
+	if m.Unchanged {
+		b := append([]byte(`{"id":`), appendJSONString(nil, m.ID)...)
+		return append(b, `,"unchanged":true}`...), nil
+	}
 	regions := m.regionsJSON
 	if regions == nil {
 		regions = appendRegions(nil, m.Regions)
 	}
-	b := make([]byte, 0, len(regions)+128)
-	b = append(b, `{"regions":`...)
+	b := make([]byte, 0, len(regions)+160)
+	b = append(b, '{')
+	if m.ID != "" {
+		b = append(b, `"id":`...)
+		b = appendJSONString(b, m.ID)
+		b = append(b, ',')
+	}
+	b = append(b, `"regions":`...)
 	b = append(b, regions...)
 	b = append(b, `,"wake":`...)
 	if m.Wake == nil {
@@ -166,15 +186,64 @@ func (e *Engine) pacing(snap *rules.Snapshot, p Ping, hits []geo.Hit, obs observ
 		res.NextPing = e.nextPing(snap, hits, p.AccuracyM, wakeM, nil, obs)
 		return
 	}
+	if left, ok := stillWatching(snap.Version, k, p); ok {
+		// Most pings of a phone that watches its block: no search, no
+		// block, only what is left of its wake circle.
+		res.Monitor = &Monitor{ID: p.MonitorID, Unchanged: true}
+		res.NextPing = e.nextPing(snap, hits, p.AccuracyM, left, nil, obs)
+		return
+	}
 	w := e.watch(snap, p.Lat, p.Lng, k, buf[:0])
 	wakeM := w.wakeAt(p.Lat, p.Lng)
 	m := &Monitor{Regions: w.regions, regionsJSON: w.encoded}
 	regions := w.fences
 	if wakeM >= MonitorMinRadiusM {
 		m.Wake = &Region{ID: WakeRegionID, Lat: p.Lat, Lng: p.Lng, RadiusM: int(wakeM)}
+		m.ID = monitorID(snap.Version, k, p.Lat, p.Lng, int(wakeM))
 	}
 	res.Monitor = m
 	res.NextPing = e.nextPing(snap, hits, p.AccuracyM, wakeM, regions, obs)
+}
+
+// monitorID names a block by what its validity rests on: the catalog's
+// version, the number of regions asked, and the wake circle (centre to
+// the metre, radius in metres, rounded down).
+func monitorID(version int64, k int, lat, lng float64, wakeM int) string {
+	b := strconv.AppendInt(nil, version, 10)
+	b = append(b, ':')
+	b = strconv.AppendInt(b, int64(k), 10)
+	b = append(b, ':')
+	b = strconv.AppendFloat(b, lat, 'f', 5, 64)
+	b = append(b, ':')
+	b = strconv.AppendFloat(b, lng, 'f', 5, 64)
+	b = append(b, ':')
+	b = strconv.AppendInt(b, int64(wakeM), 10)
+	return string(b)
+}
+
+// stillWatching tells whether the block a ping names still holds for its
+// fix: the same catalog and number of regions, and the fix, with its
+// accuracy, inside the wake circle, whose centre the id rounds to the
+// metre (so a metre less of radius); it answers the radius left. An id
+// the app made up misleads its own phone only.
+func stillWatching(version int64, k int, p Ping) (float64, bool) {
+	if p.MonitorID == "" {
+		return 0, false
+	}
+	f := strings.Split(p.MonitorID, ":")
+	if len(f) != 5 {
+		return 0, false
+	}
+	v, err1 := strconv.ParseInt(f[0], 10, 64)
+	n, err2 := strconv.Atoi(f[1])
+	lat, err3 := strconv.ParseFloat(f[2], 64)
+	lng, err4 := strconv.ParseFloat(f[3], 64)
+	r, err5 := strconv.ParseFloat(f[4], 64)
+	if err := errors.Join(err1, err2, err3, err4, err5); err != nil || v != version || n != k || geo.ValidPoint(lat, lng) != nil {
+		return 0, false
+	}
+	left := r - 1 - geo.DistanceM(lat, lng, p.Lat, p.Lng) - p.AccuracyM
+	return left, left > 0
 }
 
 // watching is what a point watches: its regions (as the answer gives

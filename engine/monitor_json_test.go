@@ -8,7 +8,7 @@ import (
 
 // The monitor block's hand-made encoding is encoding/json's, byte for
 // byte: plain ids, ids that need escaping, coordinates of every size, a
-// wake circle or none.
+// wake circle or none; an unchanged block is its id alone.
 func TestMonitorJSON(t *testing.T) {
 	type plain Monitor // encoding/json's own way: no MarshalJSON
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -22,8 +22,18 @@ func TestMonitorJSON(t *testing.T) {
 		}
 		if n%2 == 0 {
 			m.Wake = &Region{ID: WakeRegionID, Lat: rng.Float64()*180 - 90, Lng: rng.Float64()*360 - 180, RadiusM: rng.IntN(27000)}
+			m.ID = monitorID(int64(n), 19, m.Wake.Lat, m.Wake.Lng, m.Wake.RadiusM)
+		}
+		if n%5 == 4 {
+			m = Monitor{ID: m.ID, Unchanged: true}
 		}
 		want, err := json.Marshal((*plain)(&m))
+		if m.Unchanged { // regions and wake left out
+			want, err = json.Marshal(struct {
+				ID        string `json:"id"`
+				Unchanged bool   `json:"unchanged"`
+			}{m.ID, true})
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

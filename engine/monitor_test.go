@@ -151,6 +151,46 @@ func TestMonitorByPlatform(t *testing.T) {
 	if res.NextPing.DistanceM != res.Monitor.Wake.RadiusM || res.NextPing.AfterS != nil {
 		t.Fatalf("between stores: next ping %+v, wake %d m", res.NextPing, res.Monitor.Wake.RadiusM)
 	}
+	// The app sends back the block's id: a fix still inside its wake
+	// circle is answered "unchanged", with what is left of the circle; one
+	// beyond it, or after the catalog changed, gets a new block.
+	if res.Monitor.ID == "" {
+		t.Fatalf("a block with a wake circle and no id: %+v", res.Monitor)
+	}
+	again := func(id string, northM float64) *engine.Result {
+		t.Helper()
+		f.clock.Advance(time.Minute)
+		lat, lng := north(midLat, midLng, northM)
+		r, err := f.eng.Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: "d-ios", Lat: lat, Lng: lng, AccuracyM: 10, TS: f.clock.Now(), MonitorID: id}, engine.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	wake := res.Monitor.Wake.RadiusM
+	if r := again(res.Monitor.ID, 30); !r.Monitor.Unchanged || r.Monitor.ID != res.Monitor.ID || len(r.Monitor.Regions) != 0 || r.NextPing.DistanceM > wake-30-10 {
+		t.Fatalf("30 m on inside a wake circle of %d m: %+v, next ping %+v", wake, r.Monitor, r.NextPing)
+	}
+	if r := again(res.Monitor.ID, float64(wake)+50); r.Monitor.Unchanged || len(r.Monitor.Regions) == 0 {
+		t.Fatalf("beyond the wake circle: %+v", r.Monitor)
+	}
+	for _, bad := range []string{"nonsense", "1:2:3:4", "0:19:52.5:13.4:100000"} {
+		if r := again(bad, 0); r.Monitor.Unchanged {
+			t.Fatalf("monitor_id %q taken: %+v", bad, r.Monitor)
+		}
+	}
+	newStore := rules.Store{ID: "s-new", Name: "New", Lat: ptr(midLat + 0.003), Lng: ptr(midLng), RadiusM: 50}
+	if _, err := cat.PutStore(ctx, &newStore); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.live.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	snap = f.live.Current()
+	if r := again(res.Monitor.ID, 30); r.Monitor.Unchanged {
+		t.Fatalf("after a store was added, the old block still holds: %+v", r.Monitor)
+	}
+
 	// Fixes a few metres on (most in the same cell, whose search is kept):
 	// each wake circle still reaches no store left out.
 	for m := 5.0; m <= 60; m += 5 {

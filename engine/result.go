@@ -22,6 +22,10 @@ type Ping struct {
 	// when it came with none (an admin key, a Firebase ID token, or the
 	// app key alone).
 	TokenGen int64
+	// MonitorID is the id of the monitor block the app watches now
+	// (Monitor.ID), "" for none: a fix still inside that block's wake
+	// circle is answered "unchanged" (monitor.go).
+	MonitorID string
 	// Signals are what the caller found in the request about how far to
 	// trust the fix (SignalMocked, SignalZeroAccuracy, and the device
 	// integrity check's verdict: SignalIntegrityOK or "integrity_<why>").

@@ -41,7 +41,7 @@ func TestREADMETour(t *testing.T) {
 	// What the tour's comments say, in the order they say it.
 	rest := string(out)
 	for _, want := range []string{
-		`"type":"enter","store_id":"s-alex"`, `"rule_id":"gold-flat-white"`, `"title":"Hallo Anna!"`, `"monitor":{"regions":[{"id":"nearcast:s-alex"`, `"next_ping":{`,
+		`"type":"enter","store_id":"s-alex"`, `"rule_id":"gold-flat-white"`, `"title":"Hallo Anna!"`, `"monitor":{"id":"`, `"regions":[{"id":"nearcast:s-alex"`, `"next_ping":{`,
 		`"pushes":[`, `demo-fcm-token-anna`,
 		`"store_id":"s-potsdamer"`, `"result":"untrusted_location"`, `"signals":["impossible_travel"]`,
 		`"simulated":true`, `"type":"enter","store_id":"s-potsdamer"`, `"rule_id":"gold-flat-white"`, `"type":"enter","store_id":"s-alex"`, `"rule_id":"welcome-coffee"`,

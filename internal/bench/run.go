@@ -268,6 +268,9 @@ type nearcast struct {
 	// customer's is signed at its first ping and kept.
 	minter *api.CustomerTokens
 	tokens []atomic.Pointer[string]
+	// monitors is each customer's monitor block id, sent back with their
+	// next ping as an app does (docs/app-integration.md).
+	monitors []atomic.Pointer[string]
 }
 
 func newNearcast(base, key, tokenSecret string, customers, conns int) (*nearcast, error) {
@@ -279,6 +282,7 @@ func newNearcast(base, key, tokenSecret string, customers, conns int) (*nearcast
 		client: &fasthttp.HostClient{Addr: string(u.Host()), MaxConns: conns, MaxConnWaitTimeout: 10 * time.Second,
 			ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second},
 		url: base + "/v1/pings", auth: "Bearer " + key,
+		monitors: make([]atomic.Pointer[string], customers),
 	}
 	if tokenSecret != "" {
 		m, err := api.NewCustomerTokens([][]byte{[]byte(tokenSecret)}, nil)
@@ -326,6 +330,9 @@ func (n *nearcast) send(w *worker, p ping) (outcome, error) {
 		}
 		req.Header.Set(api.HeaderCustomerToken, t)
 	}
+	if id := n.monitors[p.customer].Load(); id != nil {
+		p.monitorID = *id
+	}
 	w.buf = p.appendJSON(w.buf[:0])
 	req.SetBodyRaw(w.buf)
 	if err := n.client.DoTimeout(req, resp, 10*time.Second); err != nil {
@@ -333,6 +340,7 @@ func (n *nearcast) send(w *worker, p ping) (outcome, error) {
 	}
 	out := outcome{status: resp.StatusCode()}
 	body := resp.Body()
+	n.keepMonitor(p.customer, body)
 	if out.status != 200 || bytes.Contains(body, noEvents) && bytes.Contains(body, noOffers) {
 		return out, nil
 	}
@@ -342,6 +350,25 @@ func (n *nearcast) send(w *worker, p ping) (outcome, error) {
 	}
 	out.events, out.offers = w.answer.Events, w.answer.Offers
 	return out, nil
+}
+
+var monitorIDAt = []byte(`"monitor":{"id":"`)
+
+// keepMonitor keeps the monitor block id an answer names (the same one
+// when it is unchanged), or forgets it when the answer names none.
+func (n *nearcast) keepMonitor(customer int, body []byte) {
+	i := bytes.Index(body, monitorIDAt)
+	if i < 0 {
+		n.monitors[customer].Store(nil)
+		return
+	}
+	rest := body[i+len(monitorIDAt):]
+	if j := bytes.IndexByte(rest, '"'); j >= 0 {
+		if cur := n.monitors[customer].Load(); cur == nil || *cur != string(rest[:j]) {
+			id := string(rest[:j])
+			n.monitors[customer].Store(&id)
+		}
+	}
 }
 
 // healthz is the HTTP floor: a round trip to the same server that does

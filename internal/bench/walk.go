@@ -158,6 +158,7 @@ type ping struct {
 	lat, lng  float64
 	accuracyM float64
 	speedMps  float64
+	monitorID string // the customer's monitor block, as their app sends it back
 }
 
 func (m *movers) nextPing() ping {
@@ -191,6 +192,11 @@ func (p ping) appendJSON(b []byte) []byte {
 	b = strconv.AppendFloat(b, p.accuracyM, 'f', -1, 64)
 	b = append(b, `,"speed_mps":`...)
 	b = strconv.AppendFloat(b, p.speedMps, 'f', -1, 64)
+	if p.monitorID != "" {
+		b = append(b, `,"monitor_id":"`...)
+		b = append(b, p.monitorID...)
+		b = append(b, '"')
+	}
 	b = append(b, `,"context":{"app_state":"background"}}`...)
 	return b
 }
