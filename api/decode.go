@@ -30,10 +30,14 @@ func decodeJSON(c *fiber.Ctx, v any) error {
 	return decodeBytes(c.Body(), v)
 }
 
+// jsonSpace is the white space JSON allows around a value (RFC 8259):
+// not Go's, which has form feeds and more.
+const jsonSpace = " \t\r\n"
+
 func decodeBytes(body []byte, v any) error {
 	// Most documents are right: one strict pass decodes them. Only a
 	// document it refuses takes the slow path, which names every fault.
-	if t := bytes.TrimSpace(body); len(t) > 0 && t[0] == '{' && plainKeys(t) {
+	if t := bytes.Trim(body, jsonSpace); len(t) > 0 && t[0] == '{' && plainKeys(t) {
 		dec := json.NewDecoder(bytes.NewReader(t))
 		dec.DisallowUnknownFields()
 		if dec.Decode(v) == nil && !dec.More() {
@@ -127,7 +131,7 @@ func allFaults(unknown []rules.Fault, err error) error {
 // decodeSlowly decodes a document into a generic value first, to name
 // every unknown field by path and the first value of a wrong type.
 func decodeSlowly(body []byte, v any) error {
-	if len(bytes.TrimSpace(body)) == 0 {
+	if len(bytes.Trim(body, jsonSpace)) == 0 {
 		return newError(http.StatusBadRequest, "", "the request body is empty; send a JSON object")
 	}
 	var generic any
