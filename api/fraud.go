@@ -15,23 +15,7 @@ import (
 // at most engine.MaxFraudDays), riskiest first, with the signals and the
 // devices behind it and the coupons issued and redeemed under suspicion.
 func (s *Server) fraudReport(c *fiber.Ctx) error {
-	day := func(name string, def time.Time) (time.Time, error) {
-		v := c.Query(name)
-		if v == "" {
-			return def, nil
-		}
-		t, err := time.Parse(time.DateOnly, v)
-		if err != nil {
-			return t, newError(http.StatusBadRequest, name, "%s is a date such as 2026-11-22", name)
-		}
-		return t, nil
-	}
-	today := time.Now().UTC().Truncate(24 * time.Hour)
-	to, err := day("to", today)
-	if err != nil {
-		return err
-	}
-	from, err := day("from", to.AddDate(0, 0, -6))
+	from, to, err := dayRange(c)
 	if err != nil {
 		return err
 	}

@@ -304,26 +304,31 @@ func setETag(c *fiber.Ctx, version int64) {
 	c.Set(fiber.HeaderETag, `"`+strconv.FormatInt(version, 10)+`"`)
 }
 
-// ruleStats answers a rule's funnel per UTC day, from and to given as
-// dates (default: the last 7 days).
-func (s *Server) ruleStats(c *fiber.Ctx) error {
+// dayRange reads the from and to query dates (UTC days): to defaults to
+// today, from to the 7 days ending at to. Each route bounds the range.
+func dayRange(c *fiber.Ctx) (from, to time.Time, err error) {
 	day := func(name string, def time.Time) (time.Time, error) {
 		v := c.Query(name)
 		if v == "" {
 			return def, nil
 		}
-		t, err := time.Parse("2006-01-02", v)
+		t, err := time.Parse(time.DateOnly, v)
 		if err != nil {
 			return t, newError(http.StatusBadRequest, name, "%s is a date such as 2026-11-22", name)
 		}
 		return t, nil
 	}
-	today := time.Now().UTC().Truncate(24 * time.Hour)
-	to, err := day("to", today)
-	if err != nil {
-		return err
+	if to, err = day("to", time.Now().UTC().Truncate(24*time.Hour)); err != nil {
+		return from, to, err
 	}
-	from, err := day("from", to.AddDate(0, 0, -6))
+	from, err = day("from", to.AddDate(0, 0, -6))
+	return from, to, err
+}
+
+// ruleStats answers a rule's funnel per UTC day, from and to given as
+// dates (default: the last 7 days).
+func (s *Server) ruleStats(c *fiber.Ctx) error {
+	from, to, err := dayRange(c)
 	if err != nil {
 		return err
 	}

@@ -615,51 +615,65 @@ func loadCatalog(ctx context.Context, rdb redis.UniversalClient, city *City) err
 func loadCustomers(ctx context.Context, rdb redis.UniversalClient, city *City, progress func(int)) error {
 	cs := engine.NewCustomers(rdb)
 	const chunk = 10000
-	jobs := make(chan int)
-	errc := make(chan error, 4)
 	var mu sync.Mutex
 	done, reported := 0, 0
+	return fanOut(ctx, 4, city.Customers, chunk, func() func(int) error {
+		return func(start int) error {
+			end := min(start+chunk, city.Customers)
+			custs := make([]*rules.Customer, 0, end-start)
+			ids := make([]string, 0, end-start)
+			devs := make([]*rules.Device, 0, end-start)
+			for n := start; n < end; n++ {
+				c, d := city.Customer(n)
+				if err := c.Normalize(); err != nil {
+					return err
+				}
+				custs, ids, devs = append(custs, c), append(ids, c.ID), append(devs, d)
+			}
+			if _, err := cs.PutMany(ctx, custs); err != nil {
+				return err
+			}
+			if _, err := cs.PutDevices(ctx, ids, devs); err != nil {
+				return err
+			}
+			mu.Lock()
+			done += end - start
+			if done-reported >= city.Customers/5 && done < city.Customers {
+				reported = done
+				progress(done)
+			}
+			mu.Unlock()
+			return nil
+		}
+	})
+}
+
+// fanOut hands the jobs 0, step, 2·step, … below n to workers, each
+// running the function start gives it (once per worker, for its own
+// state), until all are done, one fails or ctx ends; it answers the
+// first error.
+func fanOut(ctx context.Context, workers, n, step int, start func() func(job int) error) error {
+	jobs := make(chan int)
+	errc := make(chan error, workers)
 	var wg sync.WaitGroup
-	for w := 0; w < 4; w++ {
+	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for start := range jobs {
-				end := min(start+chunk, city.Customers)
-				custs := make([]*rules.Customer, 0, end-start)
-				ids := make([]string, 0, end-start)
-				devs := make([]*rules.Device, 0, end-start)
-				for n := start; n < end; n++ {
-					c, d := city.Customer(n)
-					if err := c.Normalize(); err != nil {
-						errc <- err
-						return
-					}
-					custs, ids, devs = append(custs, c), append(ids, c.ID), append(devs, d)
-				}
-				if _, err := cs.PutMany(ctx, custs); err != nil {
+			do := start()
+			for j := range jobs {
+				if err := do(j); err != nil {
 					errc <- err
 					return
 				}
-				if _, err := cs.PutDevices(ctx, ids, devs); err != nil {
-					errc <- err
-					return
-				}
-				mu.Lock()
-				done += end - start
-				if done-reported >= city.Customers/5 && done < city.Customers {
-					reported = done
-					progress(done)
-				}
-				mu.Unlock()
 			}
 		}()
 	}
 	var err error
 feed:
-	for start := 0; start < city.Customers; start += chunk {
+	for j := 0; j < n; j += step {
 		select {
-		case jobs <- start:
+		case jobs <- j:
 		case err = <-errc:
 			break feed
 		case <-ctx.Done():

@@ -10,7 +10,6 @@ import (
 	mrand "math/rand/v2"
 	"runtime"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -332,67 +331,40 @@ func RunPhones(ctx context.Context, rdb redis.UniversalClient, city *City, pc Ph
 
 	seconds := int(pc.Walk / time.Second)
 	// Job j is phone j%Phones of area j/Phones.
-	jobs := make(chan int)
 	walks := len(pc.Areas) * pc.Phones
 	runs := make([]*phoneRun, 2*walks)
-	errc := make(chan error, pc.Workers)
-	var wg sync.WaitGroup
-	for w := 0; w < pc.Workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var clock time.Time
-			eng := engine.New(rdb, live, signer, cfg, logger, func() time.Time { return clock })
-			sim := &phoneSim{pc: pc, snap: snap, eng: eng, clock: &clock, seconds: seconds}
-			var track []spot
-			for j := range jobs {
-				area, n := pc.Areas[j/pc.Phones], j%pc.Phones
-				var errands int
-				track, errands = walkTrack(city, snap, area, pc.Seed, n, seconds, track)
-				visits, fences := trueVisits(snap, track, pc.AccuracyM[1])
-				poll, err := sim.run(ctx, area, n, ModePolling, track, visits)
-				var mon *phoneRun
-				if err == nil {
-					mon, err = sim.run(ctx, area, n, ModeMonitored, track, visits)
-				}
-				if err != nil {
-					errc <- err
-					return
-				}
-				for _, r := range []*phoneRun{poll, mon} {
-					r.errands, r.fences = errands, fences
-				}
-				mon.missCauses = map[string]int{}
-				for i, v := range visits {
-					if judgeable(v, seconds) && poll.detected[i] >= 0 && mon.detected[i] < 0 {
-						mon.missCauses[sim.missCause(mon, i, track)]++
-						mon.missedInside = append(mon.missedInside, sim.insideS(v, track))
-					}
-				}
-				runs[2*j], runs[2*j+1] = poll, mon
+	err := fanOut(ctx, pc.Workers, walks, 1, func() func(int) error {
+		var clock time.Time
+		eng := engine.New(rdb, live, signer, cfg, logger, func() time.Time { return clock })
+		sim := &phoneSim{pc: pc, snap: snap, eng: eng, clock: &clock, seconds: seconds}
+		var track []spot
+		return func(j int) error {
+			area, n := pc.Areas[j/pc.Phones], j%pc.Phones
+			var errands int
+			track, errands = walkTrack(city, snap, area, pc.Seed, n, seconds, track)
+			visits, fences := trueVisits(snap, track, pc.AccuracyM[1])
+			poll, err := sim.run(ctx, area, n, ModePolling, track, visits)
+			var mon *phoneRun
+			if err == nil {
+				mon, err = sim.run(ctx, area, n, ModeMonitored, track, visits)
 			}
-		}()
-	}
-	var err error
-feed:
-	for j := 0; j < walks; j++ {
-		select {
-		case jobs <- j:
-		case err = <-errc:
-			break feed
-		case <-ctx.Done():
-			err = ctx.Err()
-			break feed
+			if err != nil {
+				return err
+			}
+			for _, r := range []*phoneRun{poll, mon} {
+				r.errands, r.fences = errands, fences
+			}
+			mon.missCauses = map[string]int{}
+			for i, v := range visits {
+				if judgeable(v, seconds) && poll.detected[i] >= 0 && mon.detected[i] < 0 {
+					mon.missCauses[sim.missCause(mon, i, track)]++
+					mon.missedInside = append(mon.missedInside, sim.insideS(v, track))
+				}
+			}
+			runs[2*j], runs[2*j+1] = poll, mon
+			return nil
 		}
-	}
-	close(jobs)
-	wg.Wait()
-	if err == nil {
-		select {
-		case err = <-errc:
-		default:
-		}
-	}
+	})
 	if err != nil {
 		return nil, err
 	}
