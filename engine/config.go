@@ -50,6 +50,9 @@ type Config struct {
 	WaitTimeout  time.Duration
 	// Metrics counts decisions and events; nil counts nothing.
 	Metrics *Metrics
+	// Events carries the facts decided to the event streams (events.go);
+	// nil: none are.
+	Events *Events
 }
 
 // DefaultCouponCallsPerMinute is how many coupon look-ups, redemptions and
@@ -94,6 +97,9 @@ type DispatchConfig struct {
 	Block time.Duration
 	// Metrics counts the pushes' fates; nil counts nothing.
 	Metrics *Metrics
+	// Events carries push.sent and push.failed to the event streams; nil:
+	// they are not.
+	Events *Events
 	// Rate bounds the pushes this replica sends a second, over all its
 	// workers, so that a burst stays within the push service's quota;
 	// 0 means no bound.

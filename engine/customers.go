@@ -21,9 +21,17 @@ func tokenHolder(customerID, deviceID string) string { return customerID + "\n" 
 
 // Customers is the Redis repository of profiles and devices.
 type Customers struct {
-	rdb   redis.UniversalClient
-	now   func() time.Time
-	attrs *Attributes
+	rdb    redis.UniversalClient
+	now    func() time.Time
+	attrs  *Attributes
+	events *Events
+}
+
+// WithEvents has an erasure reach the events out: customer.erased to
+// every subscription, and the customer's events not delivered yet gone.
+func (cs *Customers) WithEvents(ev *Events) *Customers {
+	cs.events = ev
+	return cs
 }
 
 // NewCustomers returns the repository on rdb.
@@ -175,7 +183,7 @@ func decodeCustomer(doc []byte) (*rules.Customer, error) {
 // those redeemed, whose anonymous part it answers for the archive.
 // KEYS: the customer's keys (coupons set sixth, rate counters eighth), their
 // tokens key ninth, which is raised rather than deleted, their fraud
-// record tenth. ARGV: the prefix of
+// record tenth, their journal of events out eleventh. ARGV: the prefix of
 // their coupon records, ms to keep the raised token generation.
 // Returns {existed, the attributes the profile was counted with ("attrs",
 // or ""), device docs…, "", (code, rule_id, store_id,
@@ -198,6 +206,13 @@ func (cs *Customers) Delete(ctx context.Context, id string) error {
 	pushes, err := cs.dropPushes(ctx, id)
 	if err != nil {
 		return err
+	}
+	// Their journal went with their keys; what the streams and dead
+	// letters hold of them goes now, and every subscription is told.
+	if existed || pushes > 0 {
+		if err := cs.events.Erase(ctx, id); err != nil {
+			return err
+		}
 	}
 	// Last, since the erasure comes first: the catalog of attributes no
 	// longer counts the profile's.
@@ -222,7 +237,7 @@ func (cs *Customers) eraseKeys(ctx context.Context, id string) (existed bool, at
 		customerKey(id, partProfile), customerKey(id, partDevices), customerKey(id, partDeviceSeen),
 		customerKey(id, partPresence), customerKey(id, partCaps), customerKey(id, partCoupons),
 		customerKey(id, partVisits), customerKey(id, partRate), customerKey(id, partTokens),
-		customerKey(id, partFraud),
+		customerKey(id, partFraud), customerKey(id, partEvents),
 	}
 	// Their tokens' owner keys (in other slots of a cluster) go first: an
 	// erasure cut short after its script could not find them again.

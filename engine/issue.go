@@ -58,7 +58,8 @@ const commitWindow = 2 * time.Second
 // without push consent gets nothing: every candidate is no_consent, and
 // nothing is written, so that an erasure wins every race.
 //
-// KEYS: caps, coupons, visits, the coupon's record, profile.
+// KEYS: caps, coupons, visits, the coupon's record, profile, the journal
+// of events out (events.go).
 // ARGV: n, customer_id, device_id, now_ms, retention_ms, dry ("1"), day
 // field, week field, oldest day kept, oldest week kept, customer daily
 // limit, least gap between two offers (ms), today (UTC), deadline (ms; 0:
@@ -71,11 +72,11 @@ const commitWindow = 2 * time.Second
 // the rule's capacity refused, or render_error), holdout ("1": the customer is in the
 // rule's holdout group), the rule's tags (comma-separated, kept for
 // affinity at redemption), the only store the coupon is good at ("" for
-// any).
+// any); after the candidates, the event types journaled (Events.Wanted).
 // Returns one result per candidate looked at: "sent", "holdout" (it would
 // have been sent; the customer gets nothing), or the cap's reason; the
 // candidates after the last one looked at are lower_priority.
-var commitScript = script("commit")
+var commitScript = script("commit", "journal")
 
 // reserveScript takes one unit of a rule's budget and of its cap at a
 // store today, when both have room; with dry it only checks.
@@ -169,7 +170,8 @@ func (e *Engine) newIssuance(ctx context.Context, now time.Time, p Ping, cust *r
 	oldestDay := local.AddDate(0, 0, -8).Format("20060102")
 	oy, ow := local.AddDate(0, 0, -15).ISOWeek()
 	x.keys = []string{customerKey(p.CustomerID, partCaps), customerKey(p.CustomerID, partCoupons),
-		customerKey(p.CustomerID, partVisits), couponRecordKey(p.CustomerID, x.code), customerKey(p.CustomerID, partProfile)}
+		customerKey(p.CustomerID, partVisits), couponRecordKey(p.CustomerID, x.code), customerKey(p.CustomerID, partProfile),
+		customerKey(p.CustomerID, partEvents)}
 	x.args = []any{len(eligible), p.CustomerID, p.DeviceID, now.UnixMilli(), e.cfg.CouponRetention.Milliseconds(), luaBool(opt.DryRun),
 		"d" + day, fmt.Sprintf("w%04d%02d", year, week), "d" + oldestDay, fmt.Sprintf("w%04d%02d", oy, ow), e.cfg.MaxOffersPerDay,
 		e.cfg.MinOfferGap.Milliseconds(), now.UTC().Format("20060102"), x.deadline, x.code, suspicion}
@@ -188,6 +190,7 @@ func (e *Engine) newIssuance(ctx context.Context, now time.Time, p Ping, cust *r
 			caps.PerCustomerPerDay, caps.PerCustomerPerWeek, caps.PerCustomerTotal, side,
 			luaBool(c.rule.InHoldout(p.CustomerID)), strings.Join(c.rule.Rule.Tags, ","), onlyStore(c))
 	}
+	x.args = append(x.args, e.cfg.Events.Wanted())
 	return x
 }
 
@@ -443,6 +446,9 @@ func (x *issuance) explain(results []string, res *Result) int {
 func (x *issuance) announce(winner int, results []string, res *Result, extra []redis.Cmder) error {
 	ctx, e := x.ctx, x.e
 	issued := winner >= 0 && results[winner] == ResultSent
+	if issued && !x.opt.DryRun {
+		e.cfg.Events.Kick(x.p.CustomerID) // its offer.issued, journaled by the commit
+	}
 	settle := settleCmd(ctx, x.intent, issued, x.code, x.p.CustomerID)
 	cmds := append(extra, settle.cmd)
 	var index *scripted

@@ -107,6 +107,11 @@ const (
 	// redemption of a coupon issued to one); TTL FraudRetention (90 days)
 	// past the last write.
 	partFraud = "fraud"
+	// partEvents: list, the customer's journal of events out (events.go):
+	// each fact a step decided that a subscription wants, as JSON, until
+	// the relay has moved it to the event streams; at most 1,000 (the
+	// newest). No TTL: a fact waits for its relay, and erasure removes it.
+	partEvents = "events"
 )
 
 // keyFraudIndex is the customers with a fraud record: a sorted set,

@@ -303,10 +303,14 @@ func (d *Dispatcher) sent(ctx context.Context, entry string, p Push) {
 	// The mark first: should the process stop before the acknowledgement,
 	// the entry comes back and is not sent again.
 	rec := couponRecordKey(p.CustomerID, p.ID)
-	err := markSentScript.Run(ctx, d.rdb, []string{rec}, d.now().UnixMilli()).Err()
+	err := markSentScript.Run(ctx, d.rdb, []string{rec, customerKey(p.CustomerID, partEvents)}, d.now().UnixMilli(),
+		d.cfg.Events.Wanted(), p.ID, p.DeviceID).Err()
 	if err != nil {
 		d.log.Warn("outbox: cannot mark a push sent", "entry", entry, "err", err)
 		return
+	}
+	if d.cfg.Events.wants("push.sent") {
+		d.cfg.Events.Kick(p.CustomerID)
 	}
 	_, err = d.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
 		countIn(ctx, pl, d.now(), p.Data["rule_id"], "sent")
@@ -321,8 +325,16 @@ func (d *Dispatcher) sent(ctx context.Context, entry string, p Push) {
 
 // markSentScript marks a coupon's push sent, unless the coupon was erased
 // meanwhile, and lets go of the push's text, which the record keeps only
-// until then.
-var markSentScript = script("mark_sent")
+// until then; the first mark journals push.sent.
+// KEYS: the coupon's record, the customer's journal of events out.
+// ARGV: now ms, the event types journaled, the code, the device sent to.
+var markSentScript = script("mark_sent", "journal")
+
+// dropPushScript lets go of a push's text once it is dropped for a
+// reason, and journals push.failed the first time.
+// KEYS: the coupon's record, the customer's journal of events out.
+// ARGV: now ms, the event types journaled, the code, the reason.
+var dropPushScript = script("drop_push", "journal")
 
 // finish acknowledges an entry and removes it from the stream; a push that
 // was not sent is recorded in the dead-letter stream and the rule's funnel
@@ -344,7 +356,8 @@ func (d *Dispatcher) finish(ctx context.Context, id string, p *Push, reason stri
 			pl.XAdd(ctx, &redis.XAddArgs{Stream: keyDead, MaxLen: 100000, Approx: true, Values: values})
 			if p != nil {
 				// The push's text is kept only until its fate is known.
-				pl.HDel(ctx, couponRecordKey(p.CustomerID, p.ID), "push")
+				_ = dropPushScript.Run(ctx, pl, []string{couponRecordKey(p.CustomerID, p.ID), customerKey(p.CustomerID, partEvents)},
+					d.now().UnixMilli(), d.cfg.Events.Wanted(), p.ID, reason)
 			}
 			if p != nil && p.Data["rule_id"] != "" {
 				field := "failed:" + reason
@@ -358,8 +371,16 @@ func (d *Dispatcher) finish(ctx context.Context, id string, p *Push, reason stri
 		pl.XDel(ctx, keyOutbox, id)
 		return nil
 	})
+	if redis.HasErrorPrefix(err, "NOSCRIPT") && p != nil {
+		// A pipeline does not load scripts: the drop alone, which does.
+		err = dropPushScript.Run(ctx, d.rdb, []string{couponRecordKey(p.CustomerID, p.ID), customerKey(p.CustomerID, partEvents)},
+			d.now().UnixMilli(), d.cfg.Events.Wanted(), p.ID, reason).Err()
+	}
 	if err != nil {
 		d.log.Warn("outbox: cannot acknowledge, the push may be tried again", "entry", id, "err", err)
+	}
+	if reason != "" && p != nil && d.cfg.Events.wants("push.failed") {
+		d.cfg.Events.Kick(p.CustomerID)
 	}
 	if reason != "" {
 		d.log.Info("push dropped", "reason", reason, "entry", id)

@@ -29,13 +29,15 @@ import (
 // that a run of pings from one device writes device_seen and reads the
 // device once, not every time.
 //
-// KEYS: presence, profile, device_seen, visits, caps, rate, tokens, devices
+// KEYS: presence, profile, device_seen, visits, caps, rate, tokens, devices,
+// the journal of events out (events.go)
 // ARGV: ts_ms, visit_timeout_ms, dry ("1"), device_id, speed_mps (-1: unknown),
 // max_enter_speed_mps, lat, lng, n, now_ms (the server's clock), calls a
 // minute per customer and per device (0: no limit), the generation of the
 // customer token the ping came with (0: none), the signals the server
 // found in the request (comma-separated: lua/lib/trust.lua), the fix's
-// accuracy (0: not given), then per store: id, kind ("s": surely
+// accuracy (0: not given), the event types journaled (Events.Wanted: ""
+// none), then per store: id, kind ("s": surely
 // inside, may enter; "h": may still be inside, keeps a visit), n_thresholds,
 // dwell thresholds in seconds (ascending)…
 // Returns {"ok", the device's platform ("" unknown), the fix's trust,
@@ -52,7 +54,7 @@ import (
 // elsewhere)}, or {"no_consent"}, or
 // {"stale"} (a fix older than the last one seen), {"rate_limited",
 // ms until the next minute}, or {"revoked"} (the customer token was).
-var observeScript = script("observe", "rate", "trust")
+var observeScript = script("observe", "rate", "trust", "journal")
 
 // visitEnv is the customer's visit history as audiences and templates see
 // it, for one store.
@@ -195,14 +197,18 @@ func parseObserve(raw []string) observation {
 // a revoked token or a call over its limit is an error.
 func (e *Engine) observe(ctx context.Context, snap *rules.Snapshot, p Ping, ts, now time.Time, hits []geo.Hit, opt Options) (obs observation, skipped string, err error) {
 	args := e.observeArgs(snap, p, ts, now, hits, opt)
-	keys := customerKeys(p.CustomerID, partPresence, partProfile, partDeviceSeen, partVisits, partCaps, partRate, partTokens, partDevices)
+	keys := customerKeys(p.CustomerID, partPresence, partProfile, partDeviceSeen, partVisits, partCaps, partRate, partTokens, partDevices, partEvents)
 	raw, err := e.batch.runScript(ctx, observeScript, keys, args...).StringSlice()
 	if err != nil {
 		return obs, "", rules.RedisErr("presence", err)
 	}
 	switch raw[0] {
 	case "ok":
-		return parseObserve(raw), "", nil
+		obs = parseObserve(raw)
+		if !opt.DryRun && len(obs.entered)+len(obs.dwelt)+len(obs.exited) > 0 && e.cfg.Events.Wanted() != "" {
+			e.cfg.Events.Kick(p.CustomerID)
+		}
+		return obs, "", nil
 	case "revoked", "rate_limited":
 		return obs, raw[0], admitted(raw)
 	case "stale":
@@ -231,7 +237,8 @@ func (e *Engine) observeArgs(snap *rules.Snapshot, p Ping, ts, now time.Time, hi
 		}
 	}
 	limC, limD := e.limits(opt.limitScale)
-	args = append(args, n, now.UnixMilli(), limC, limD, p.TokenGen, strings.Join(p.Signals, ","), strconv.FormatFloat(p.AccuracyM, 'f', -1, 64))
+	args = append(args, n, now.UnixMilli(), limC, limD, p.TokenGen, strings.Join(p.Signals, ","), strconv.FormatFloat(p.AccuracyM, 'f', -1, 64),
+		e.cfg.Events.Wanted())
 	for _, h := range hits {
 		if !h.Held(p.AccuracyM) {
 			continue

@@ -43,6 +43,8 @@ type Ledger struct {
 	now     func() time.Time
 	// refuseSuspicious: see RefuseSuspicious.
 	refuseSuspicious bool
+	// events carries coupon.opened and coupon.redeemed out (nil: not).
+	events *Events
 }
 
 // NewLedger returns the coupon ledger. log is told of a funnel count
@@ -66,6 +68,24 @@ func NewLedger(rdb redis.UniversalClient, coupons *CodeSigner, log *slog.Logger,
 func (l *Ledger) RefuseSuspicious(refuse bool) *Ledger {
 	l.refuseSuspicious = refuse
 	return l
+}
+
+// WithEvents has the ledger journal coupon.opened and coupon.redeemed
+// for the events out.
+func (l *Ledger) WithEvents(ev *Events) *Ledger {
+	l.events = ev
+	return l
+}
+
+// customerOfRecord is the customer whose keys hold a record ("" for an
+// archived coupon's, whose customer was erased).
+func customerOfRecord(key string) string {
+	rest, ok := strings.CutPrefix(key, custKeyOpen)
+	if !ok {
+		return ""
+	}
+	id, _, _ := strings.Cut(rest, custKeyClose)
+	return id
 }
 
 // Get reads a coupon. A forged code is not found without asking Redis.
@@ -132,15 +152,16 @@ func (l *Ledger) coupon(code string, m map[string]string) *Coupon {
 // A coupon issued under suspicion (its record's "suspicion") is refused
 // with refuse, else its redemption is counted in the customer's fraud
 // record.
-// KEYS: coupon record, the customer's visits, their fraud record (the
-// three share the customer's hash tag; an archived coupon has no
-// customer, and its visits and fraud keys are the record itself, not
-// written). ARGV: now_ms, store id, refuse ("1": refuse a coupon issued
-// under suspicion), today (yyyymmdd, UTC), ms the fraud record lives.
+// KEYS: coupon record, the customer's visits, their fraud record, their
+// journal of events out (the four share the customer's hash tag; an
+// archived coupon has no customer, and its other keys are the record
+// itself, not written). ARGV: now_ms, store id, refuse ("1": refuse a
+// coupon issued under suspicion), today (yyyymmdd, UTC), ms the fraud
+// record lives, the event types journaled (Events.Wanted), the code.
 // Returns {"missing"}, {"redeemed"}, {"expired"}, {"store:<id>"},
 // {"suspicious", its signals} (nothing changed), or {"ok", the record's
 // fields and values as redeemed}.
-var redeemScript = script("redeem")
+var redeemScript = script("redeem", "journal")
 
 // Redeem marks a coupon used at a store.
 func (l *Ledger) Redeem(ctx context.Context, code, storeID string) (*Coupon, error) {
@@ -152,13 +173,13 @@ func (l *Ledger) Redeem(ctx context.Context, code, storeID string) (*Coupon, err
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, rules.RedisErr("redeem", err)
 	}
-	keys := []string{archivedCouponKey(code), archivedCouponKey(code), archivedCouponKey(code)}
+	keys := []string{archivedCouponKey(code), archivedCouponKey(code), archivedCouponKey(code), archivedCouponKey(code)}
 	if customer != "" {
-		keys = []string{couponRecordKey(customer, code), customerKey(customer, partVisits), customerKey(customer, partFraud)}
+		keys = customerKeys(customer, partCoupon+code, partVisits, partFraud, partEvents)
 	}
 	now := l.now()
 	out, err := redeemScript.Run(ctx, l.rdb, keys, now.UnixMilli(), storeID, luaBool(l.refuseSuspicious),
-		now.UTC().Format("20060102"), FraudRetention.Milliseconds()).StringSlice()
+		now.UTC().Format("20060102"), FraudRetention.Milliseconds(), l.events.Wanted(), code).StringSlice()
 	if err != nil {
 		return nil, rules.RedisErr("redeem", err)
 	}
@@ -189,6 +210,9 @@ func (l *Ledger) Redeem(ctx context.Context, code, storeID string) (*Coupon, err
 		m[out[i]] = out[i+1]
 	}
 	cp := l.coupon(code, m)
+	if customer != "" && l.events.wants("coupon.redeemed") {
+		l.events.Kick(customer)
+	}
 	if err := countOne(ctx, l.rdb, l.now(), cp.RuleID, "redeemed"); err != nil {
 		l.log.Warn("coupon redeemed, its rule's funnel count not updated", "rule_id", cp.RuleID, "err", err)
 	}
@@ -222,9 +246,16 @@ func (l *Ledger) Opened(ctx context.Context, code, customerID string) (*Coupon, 
 	if customerID != "" && key != couponRecordKey(customerID, code) {
 		return nil, rules.ErrNotFound
 	}
-	n, err := openedScript.Run(ctx, l.rdb, []string{key}, l.now().UnixMilli()).Int()
+	journal, owner := key, customerOfRecord(key)
+	if owner != "" {
+		journal = customerKey(owner, partEvents)
+	}
+	n, err := openedScript.Run(ctx, l.rdb, []string{key, journal}, l.now().UnixMilli(), l.events.Wanted(), code).Int()
 	if err != nil {
 		return nil, rules.RedisErr("opened", err)
+	}
+	if n == 1 && owner != "" && l.events.wants("coupon.opened") {
+		l.events.Kick(owner)
 	}
 	if n < 0 {
 		return nil, rules.ErrNotFound
@@ -241,4 +272,9 @@ func (l *Ledger) Opened(ctx context.Context, code, customerID string) (*Coupon, 
 	return cp, nil
 }
 
-var openedScript = script("opened")
+// openedScript records a coupon's first opening, journaling
+// coupon.opened then. KEYS: the coupon's record, the customer's journal
+// of events out (the record again for an archived coupon). ARGV: now ms,
+// the event types journaled, the code. Answers 1 the first time, 0
+// after, -1 for no record.
+var openedScript = script("opened", "journal")

@@ -72,7 +72,8 @@ func TestScriptsCoverEveryFile(t *testing.T) {
 func luaCases() []luaCase {
 	return []luaCase{
 		{name: "admit", libs: []string{"rate"}, script: admitScript, check: checkAdmit},
-		{name: "commit", script: commitScript, check: checkCommit},
+		{name: "drop_push", libs: []string{"journal"}, script: dropPushScript, check: checkDropPush},
+		{name: "commit", libs: []string{"journal"}, script: commitScript, check: checkCommit},
 		{name: "defer", script: deferScript, check: checkDefer},
 		{name: "delete_device", script: deleteDeviceScript, check: checkDeleteDevice},
 		{name: "drop_device", script: dropDeviceScript, check: checkDropDevice},
@@ -81,12 +82,12 @@ func luaCases() []luaCase {
 		{name: "index_code", script: indexCodeScript, check: checkIndexCode},
 		{name: "key_rate", script: keyRateScript, check: checkKeyRate},
 		{name: "learn_attributes", script: learnAttributesScript, check: checkLearnAttributes},
-		{name: "mark_sent", script: markSentScript, check: checkMarkSent},
-		{name: "observe", libs: []string{"rate", "trust"}, script: observeScript, check: checkObserve},
-		{name: "opened", script: openedScript, check: checkOpened},
+		{name: "mark_sent", libs: []string{"journal"}, script: markSentScript, check: checkMarkSent},
+		{name: "observe", libs: []string{"rate", "trust", "journal"}, script: observeScript, check: checkObserve},
+		{name: "opened", libs: []string{"journal"}, script: openedScript, check: checkOpened},
 		{name: "put_device", script: putDeviceScript, check: checkPutDevice},
 		{name: "put_profile", script: putProfileScript, check: checkPutProfile},
-		{name: "redeem", script: redeemScript, check: checkRedeem},
+		{name: "redeem", libs: []string{"journal"}, script: redeemScript, check: checkRedeem},
 		{name: "release", script: releaseScript, check: checkRelease},
 		{name: "release_token", script: releaseTokenScript, check: checkReleaseToken},
 		{name: "reserve", script: reserveScript, check: checkReserve},
@@ -189,7 +190,7 @@ func checkErase(e luaEnv) {
 		customerKey(id, partProfile), customerKey(id, partDevices), customerKey(id, partDeviceSeen),
 		customerKey(id, partPresence), customerKey(id, partCaps), customerKey(id, partCoupons),
 		customerKey(id, partVisits), customerKey(id, partRate), customerKey(id, partTokens),
-		customerKey(id, partFraud),
+		customerKey(id, partFraud), customerKey(id, partEvents),
 	}
 	doc1, doc2 := luaDevice("d-1", "tok-1"), luaDevice("d-2", "tok-2")
 	e.Do("hset", keys[0], "doc", `{"id":"c-1"}`, "loc", "1", "push", "1", "attrs", "string:tier")
@@ -201,6 +202,7 @@ func checkErase(e luaEnv) {
 	e.Do("hset", keys[6], "n", "1")
 	e.Do("hset", keys[7], "c", "1:1")
 	e.Do("hset", keys[9], "f:20261122", "1", "s:20261122:mocked", "1", "v:20261122:d-1", "1", "last", "1000")
+	e.Do("rpush", keys[10], `{"t":"enter","s":"s-1","at":"1000"}`)
 	redeemed, open := couponRecordKey(id, "CODEA"), couponRecordKey(id, "CODEB")
 	e.Do("hset", redeemed, "customer_id", id, "rule_id", "r-1", "store_id", "s-1", "issued_at", "1000", "expires_at", "2000",
 		"redeemed_at", "1500", "redeemed_store", "s-1", "only_store", "", "rule_tags", "food")
@@ -222,7 +224,7 @@ func checkErase(e luaEnv) {
 	e.TTLString("redeemed coupon's ms to live", out[13], time.Hour)
 	e.Eq("end of the redeemed", out[14], "")
 	e.Eq("codes not redeemed", out[15:], []string{"CODEB"})
-	e.Absent(append(keys[:8:8], keys[9], redeemed, open)...)
+	e.Absent(append(keys[:8:8], keys[9], keys[10], redeemed, open)...)
 	e.Eq("token generation raised", e.Get(keys[8]), "2")
 	e.TTL(keys[8], MaxTokenTTL)
 
@@ -465,39 +467,90 @@ func checkRelease(e luaEnv) {
 
 // markSentScript: KEYS the coupon's record; ARGV now ms. Answers 1.
 func checkMarkSent(e luaEnv) {
-	rec := couponRecordKey("c-1", "CODEAAAAAA")
-	e.Eq("erased coupon", e.Num(markSentScript, []string{rec}, 5000), int64(1))
-	e.Absent(rec) // not created again
-	e.Do("hset", rec, "rule_id", "r-1", "push", "{}")
-	e.Eq("marked", e.Num(markSentScript, []string{rec}, 5000), int64(1))
-	e.Eq("record", e.HGetAll(rec), map[string]string{"rule_id": "r-1", "sent_at": "5000"})
+	rec, journal := couponRecordKey("c-1", "CODEAAAAAA"), customerKey("c-1", partEvents)
+	keys := []string{rec, journal}
+	e.Eq("erased coupon", e.Num(markSentScript, keys, 5000, "*", "CODEAAAAAA", "d-1"), int64(1))
+	e.Absent(rec, journal) // not created again, nothing journaled
+	e.Do("hset", rec, "rule_id", "r-1", "store_id", "s-1", "push", "{}")
+	e.Eq("marked", e.Num(markSentScript, keys, 5000, "*", "CODEAAAAAA", "d-1"), int64(1))
+	e.Eq("record", e.HGetAll(rec), map[string]string{"rule_id": "r-1", "store_id": "s-1", "sent_at": "5000"})
+	e.Eq("journaled", luaFacts(e, journal), []map[string]any{{"t": "push.sent", "c": "CODEAAAAAA", "r": "r-1", "s": "s-1", "d": "d-1", "at": "5000"}})
+	// Marked again (a worker stopped before its acknowledgement): journaled once.
+	e.Eq("marked again", e.Num(markSentScript, keys, 6000, "*", "CODEAAAAAA", "d-1"), int64(1))
+	e.Eq("journaled once", len(luaFacts(e, journal)), 1)
+	// Not wanted: not journaled.
+	e.Do("del", journal)
+	e.Do("hdel", rec, "sent_at")
+	e.Eq("marked, not wanted", e.Num(markSentScript, keys, 7000, ",push.failed,", "CODEAAAAAA", "d-1"), int64(1))
+	e.Absent(journal)
+}
+
+// dropPushScript: KEYS the record, the journal; ARGV now, wanted, code,
+// reason.
+func checkDropPush(e luaEnv) {
+	rec, journal := couponRecordKey("c-1", "CODEAAAAAA"), customerKey("c-1", partEvents)
+	keys := []string{rec, journal}
+	e.Eq("erased coupon", e.Num(dropPushScript, keys, 5000, "*", "CODEAAAAAA", "expired"), int64(1))
+	e.Absent(rec, journal)
+	e.Do("hset", rec, "rule_id", "r-1", "store_id", "s-1", "device_id", "d-1", "push", "{}")
+	e.Eq("dropped", e.Num(dropPushScript, keys, 5000, ",push.failed,", "CODEAAAAAA", "no_device"), int64(1))
+	e.Eq("record", e.HGetAll(rec), map[string]string{"rule_id": "r-1", "store_id": "s-1", "device_id": "d-1"})
+	e.Eq("journaled", luaFacts(e, journal), []map[string]any{{"t": "push.failed", "c": "CODEAAAAAA", "r": "r-1", "s": "s-1", "d": "d-1", "at": "5000", "reason": "no_device"}})
+	e.Eq("dropped again", e.Num(dropPushScript, keys, 6000, "*", "CODEAAAAAA", "no_device"), int64(1))
+	e.Eq("journaled once", len(luaFacts(e, journal)), 1)
+}
+
+// luaFacts reads a customer's journal of events out.
+func luaFacts(e luaEnv, journal string) []map[string]any {
+	e.T.Helper()
+	raw, err := e.RDB.LRange(e.Ctx, journal, 0, -1).Result()
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	out := []map[string]any{}
+	for _, r := range raw {
+		var f map[string]any
+		if err := json.Unmarshal([]byte(r), &f); err != nil {
+			e.T.Fatalf("journal fact %q: %v", r, err)
+		}
+		out = append(out, f)
+	}
+	return out
 }
 
 // openedScript: KEYS the coupon's record; ARGV now ms. Answers -1 (no
 // record), 1 (first open, recorded) or 0.
 func checkOpened(e luaEnv) {
-	rec := couponRecordKey("c-1", "CODEAAAAAA")
-	e.Eq("no record", e.Num(openedScript, []string{rec}, 5000), int64(-1))
-	e.Absent(rec)
-	e.Do("hset", rec, "rule_id", "r-1")
-	e.Eq("first open", e.Num(openedScript, []string{rec}, 5000), int64(1))
-	e.Eq("again", e.Num(openedScript, []string{rec}, 6000), int64(0))
+	rec, journal := couponRecordKey("c-1", "CODEAAAAAA"), customerKey("c-1", partEvents)
+	keys := []string{rec, journal}
+	e.Eq("no record", e.Num(openedScript, keys, 5000, "*", "CODEAAAAAA"), int64(-1))
+	e.Absent(rec, journal)
+	e.Do("hset", rec, "rule_id", "r-1", "store_id", "s-1")
+	e.Eq("first open", e.Num(openedScript, keys, 5000, "*", "CODEAAAAAA"), int64(1))
+	e.Eq("again", e.Num(openedScript, keys, 6000, "*", "CODEAAAAAA"), int64(0))
 	e.Eq("opened_at", e.HGet(rec, "opened_at"), "5000")
+	e.Eq("journaled once", luaFacts(e, journal), []map[string]any{{"t": "coupon.opened", "c": "CODEAAAAAA", "r": "r-1", "s": "s-1", "at": "5000"}})
+	// An archived coupon (its customer erased): its journal is the record, not written.
+	arch := archivedCouponKey("CODEBBBBBB")
+	e.Do("hset", arch, "rule_id", "r-1")
+	e.Eq("archived, first open", e.Num(openedScript, []string{arch, arch}, 5000, "*", "CODEBBBBBB"), int64(1))
+	e.Eq("archived record", e.HGetAll(arch), map[string]string{"rule_id": "r-1", "opened_at": "5000"})
 }
 
 // redeemScript: KEYS coupon record, visits (the record itself for an
 // archived coupon); ARGV now ms, store id.
 func checkRedeem(e luaEnv) {
 	rec, visits, fraud := couponRecordKey("c-1", "CODEAAAAAA"), customerKey("c-1", partVisits), customerKey("c-1", partFraud)
-	keys := []string{rec, visits, fraud}
+	journal := customerKey("c-1", partEvents)
+	keys := []string{rec, visits, fraud, journal}
 	keep := FraudRetention.Milliseconds()
-	e.Eq("missing", e.Strs(redeemScript, keys, 5000, "s-1", "0", "19700101", keep), []string{"missing"})
+	e.Eq("missing", e.Strs(redeemScript, keys, 5000, "s-1", "0", "19700101", keep, "*", "CODEAAAAAA"), []string{"missing"})
 	e.Do("hset", rec, "rule_id", "r-1", "store_id", "s-1", "expires_at", "9000", "only_store", "s-1", "rule_tags", "food,drink")
-	e.Eq("another store", e.Strs(redeemScript, keys, 5000, "s-2", "0", "19700101", keep), []string{"store:s-1"})
-	e.Eq("expired", e.Strs(redeemScript, keys, 9000, "s-1", "0", "19700101", keep), []string{"expired"})
+	e.Eq("another store", e.Strs(redeemScript, keys, 5000, "s-2", "0", "19700101", keep, "*", "CODEAAAAAA"), []string{"store:s-1"})
+	e.Eq("expired", e.Strs(redeemScript, keys, 9000, "s-1", "0", "19700101", keep, "*", "CODEAAAAAA"), []string{"expired"})
 	e.Absent(visits)
 	// Not issued under suspicion: refusing those changes nothing for it.
-	out := e.Strs(redeemScript, keys, 5000, "s-1", "1", "19700101", keep)
+	out := e.Strs(redeemScript, keys, 5000, "s-1", "1", "19700101", keep, "*", "CODEAAAAAA")
 	if len(out) == 0 || out[0] != "ok" || len(out)%2 != 1 {
 		e.T.Fatalf("redeem answered %q", out)
 	}
@@ -511,19 +564,20 @@ func checkRedeem(e luaEnv) {
 	e.Eq("record", e.HGetAll(rec), want)
 	e.Eq("visits", e.HGetAll(visits), map[string]string{"redeemed": "1", "redeemed_last": "5000", "aff:food": "1", "aff:drink": "1"})
 	e.Absent(fraud)
-	e.Eq("twice", e.Strs(redeemScript, keys, 6000, "s-1", "0", "19700101", keep), []string{"redeemed"})
+	e.Eq("journaled", luaFacts(e, journal), []map[string]any{{"t": "coupon.redeemed", "c": "CODEAAAAAA", "r": "r-1", "s": "s-1", "issued_store": "s-1", "at": "5000"}})
+	e.Eq("twice", e.Strs(redeemScript, keys, 6000, "s-1", "0", "19700101", keep, "*", "CODEAAAAAA"), []string{"redeemed"})
 
 	// Issued under suspicion: refused, changing nothing; then, not
 	// refused, redeemed and counted in the fraud record.
 	sus := couponRecordKey("c-1", "CODECCCCCC")
 	keys[0] = sus
 	e.Do("hset", sus, "rule_id", "r-1", "expires_at", "9000", "only_store", "", "rule_tags", "", "suspicion", "mocked")
-	e.Eq("refused", e.Strs(redeemScript, keys, 5000, "s-1", "1", "19700101", keep), []string{"suspicious", "mocked"})
+	e.Eq("refused", e.Strs(redeemScript, keys, 5000, "s-1", "1", "19700101", keep, "*", "CODEAAAAAA"), []string{"suspicious", "mocked"})
 	e.Eq("refused: the record unchanged", e.HGetAll(sus), map[string]string{"rule_id": "r-1", "expires_at": "9000", "only_store": "",
 		"rule_tags": "", "suspicion": "mocked"})
 	e.Eq("refused: visits unchanged", e.HGet(visits, "redeemed"), "1")
 	e.Absent(fraud)
-	if out := e.Strs(redeemScript, keys, 5000, "s-1", "0", "19700101", keep); len(out) == 0 || out[0] != "ok" {
+	if out := e.Strs(redeemScript, keys, 5000, "s-1", "0", "19700101", keep, "*", "CODEAAAAAA"); len(out) == 0 || out[0] != "ok" {
 		e.T.Fatalf("redeem answered %q", out)
 	}
 	e.Eq("redeemed under suspicion", e.HGet(sus, "redeemed_at"), "5000")
@@ -533,10 +587,11 @@ func checkRedeem(e luaEnv) {
 	// An archived coupon: its visits and fraud keys are the record, not written.
 	arch := archivedCouponKey("CODEBBBBBB")
 	e.Do("hset", arch, "rule_id", "r-1", "expires_at", "9000", "only_store", "", "rule_tags", "food")
-	out = e.Strs(redeemScript, []string{arch, arch, arch}, 5000, "s-2", "0", "19700101", keep)
+	out = e.Strs(redeemScript, []string{arch, arch, arch, arch}, 5000, "s-2", "0", "19700101", keep, "*", "CODEAAAAAA")
 	if len(out) == 0 || out[0] != "ok" {
 		e.T.Fatalf("redeem answered %q", out)
 	}
+	e.Eq("journaled: the two redemptions of c-1's", len(luaFacts(e, journal)), 2)
 	e.Eq("archived record", e.HGetAll(arch), map[string]string{"rule_id": "r-1", "expires_at": "9000", "only_store": "",
 		"rule_tags": "food", "redeemed_at": "5000", "redeemed_store": "s-2"})
 }
@@ -560,6 +615,7 @@ type commitCall struct {
 	gap            int64
 	deadline       int64
 	suspicion      string
+	wanted         string // the event types journaled
 	cands          []commitCand
 }
 
@@ -567,7 +623,8 @@ const commitRetention = 30 * 24 * time.Hour
 
 func (c commitCall) keys() []string {
 	return []string{customerKey(c.customer, partCaps), customerKey(c.customer, partCoupons),
-		customerKey(c.customer, partVisits), couponRecordKey(c.customer, c.code), customerKey(c.customer, partProfile)}
+		customerKey(c.customer, partVisits), couponRecordKey(c.customer, c.code), customerKey(c.customer, partProfile),
+		customerKey(c.customer, partEvents)}
 }
 
 func commitFields(now int64) (day, week, oldDay, oldWeek, today string) {
@@ -593,7 +650,7 @@ func (c commitCall) args() []any {
 		}
 		args = append(args, x.rule, x.store, x.expires, x.push, x.perDay, x.perWeek, x.perTotal, x.side, holdout, x.tags, x.only)
 	}
-	return args
+	return append(args, c.wanted)
 }
 
 func (c commitCall) run(e luaEnv) []string {
@@ -663,6 +720,7 @@ func checkCommit(e luaEnv) {
 	// A dry run only checks.
 	call = base
 	call.dry = "1"
+	call.wanted = "*"
 	call.cands = []commitCand{capped, cand("r-b", "s-b", "r"), cand("r-c", "s-c", "")}
 	e.Eq("dry", call.run(e), []string{ReasonCap, ResultSent})
 	nothingWritten("dry", call)
@@ -688,6 +746,8 @@ func checkCommit(e luaEnv) {
 	e.TTL(coupons, keep)
 	visits := customerKey(c1, partVisits)
 	e.Eq("visit marked", e.HGetAll(visits), map[string]string{"offer:s-b": fmt.Sprintf("%d|r-b|t|%s", now, today)})
+	e.Eq("offer journaled", luaFacts(e, customerKey(c1, partEvents)), []map[string]any{{"t": "offer.issued", "s": "s-b", "r": "r-b",
+		"c": "CODE1", "d": "d-1", "at": fmt.Sprint(now), "expires_at": fmt.Sprint(expires)}})
 
 	// The customer's own limits refuse every candidate.
 	call = commitCall{customer: c1, code: "CODE2", now: now, deadline: deadline, gap: time.Minute.Milliseconds(),
@@ -750,6 +810,7 @@ type obsCall struct {
 	device     string // "d-1" if empty
 	signals    string // the server's signals, comma-separated
 	accuracy   float64
+	wanted     string // the event types journaled
 	stores     []obsStore
 }
 
@@ -761,7 +822,8 @@ const (
 func (c obsCall) keys() []string {
 	id := c.customer
 	return []string{customerKey(id, partPresence), customerKey(id, partProfile), customerKey(id, partDeviceSeen),
-		customerKey(id, partVisits), customerKey(id, partCaps), customerKey(id, partRate), customerKey(id, partTokens), customerKey(id, partDevices)}
+		customerKey(id, partVisits), customerKey(id, partCaps), customerKey(id, partRate), customerKey(id, partTokens), customerKey(id, partDevices),
+		customerKey(id, partEvents)}
 }
 
 func (c obsCall) run(e luaEnv) []string {
@@ -780,7 +842,7 @@ func (c obsCall) run(e luaEnv) []string {
 	if device == "" {
 		device = "d-1"
 	}
-	args := []any{c.ts, obsTimeout.Milliseconds(), dry, device, c.speed, obsMaxSpeed, lat, lng, len(c.stores), now, c.limC, c.limD, c.gen, c.signals, c.accuracy}
+	args := []any{c.ts, obsTimeout.Milliseconds(), dry, device, c.speed, obsMaxSpeed, lat, lng, len(c.stores), now, c.limC, c.limD, c.gen, c.signals, c.accuracy, c.wanted}
 	for _, s := range c.stores {
 		args = append(args, s.id, s.kind, len(s.thresholds))
 		for _, t := range s.thresholds {
@@ -836,6 +898,8 @@ func checkObserve(e luaEnv) {
 	e.Do("hset", visits, "n", "3", "first", "1000", "last", "5000", "prev", "4000", "redeemed", "2", "redeemed_last", "111",
 		"aff:food", "2", "offer:s-1", fmt.Sprintf("%d|r-1|t|20261115", T-1000))
 	call.stores = []obsStore{s1, {"s-2", "h", nil}}
+	call.wanted = ",enter,exit,"
+	journal := customerKey(id, partEvents)
 	history := []string{"4", "2", "111", "1", "food", "2"} // offers received, redemptions, last, n_tags, (tag, n)
 	// The device's platform, as registered; one visit open, its first
 	// dwell threshold 30 s away.
@@ -853,6 +917,7 @@ func checkObserve(e luaEnv) {
 	e.Eq("visits", []string{v["n"], v["prev"], v["last"], v["first"], v["n:s-1"], v["prev:s-1"], v["last:s-1"], v["first:s-1"], v["offer:s-1"]},
 		[]string{"4", "5000", fmt.Sprint(T), "1000", "1", "0", fmt.Sprint(T), fmt.Sprint(T), ""})
 	e.TTL(visits, 400*luaDay)
+	e.Eq("enter journaled", luaFacts(e, journal), []map[string]any{{"t": "enter", "s": "s-1", "d": "d-1", "at": fmt.Sprint(T)}})
 
 	// A fix older than the last one seen.
 	call.ts = T - 1
@@ -864,6 +929,7 @@ func checkObserve(e luaEnv) {
 	after := slices.Concat([]string{`{"id":"c-1"}`, "4", "5000", "1", "s-1", "1", "0"}, history, []string{"0"})
 	e.Eq("dwell", call.run(e), slices.Concat([]string{"ok", "android", "unverified", "", "-1", "1", "s-1", "0", "0", "2", "s-1", "30", "s-1", "60", "0"}, after))
 	e.Eq("presence", e.HGet(presence, "s-1"), fmt.Sprintf("%d:%d:60", T, T+61000))
+	e.Eq("dwell not wanted: not journaled", len(luaFacts(e, journal)), 1)
 	// A run of pings from one device writes when it was seen once; a
 	// ping from another device writes it for that one.
 	e.Eq("device seen, one device", e.HGetAll(seen), map[string]string{"d-1": fmt.Sprint(T)})
@@ -879,8 +945,10 @@ func checkObserve(e luaEnv) {
 	// An exit, with how long the visit lasted.
 	call.ts = T + 70000
 	call.stores = nil
+	call.wanted = "*"
 	e.Eq("exit", call.run(e), slices.Concat([]string{"ok", "android", "unverified", "", "-1", "0", "0", "1", "s-1", "70000", "0", "0"}, after))
 	e.Eq("presence", e.HGet(presence, "s-1"), "")
+	e.Eq("exit journaled", luaFacts(e, journal)[1:], []map[string]any{{"t": "exit", "s": "s-1", "d": "d-1", "at": fmt.Sprint(T + 70000), "visit_s": float64(70)}})
 
 	// Too fast to enter, by the speed derived from the last fix: 0.01° of
 	// latitude (1.1 km) in 20 s. Nothing happened: the short reply.
@@ -893,12 +961,13 @@ func checkObserve(e luaEnv) {
 	e.Eq("near no store", call.run(e), []string{"ok", "android", "unverified", "", "-1", "0", "0", "0", "0", "0"})
 
 	// A dry run answers as if it had entered, and writes nothing.
-	call = obsCall{customer: id, ts: T + 1_000_000, dry: "1", speed: -1, stores: []obsStore{{"s-4", "s", nil}}}
+	call = obsCall{customer: id, ts: T + 1_000_000, dry: "1", speed: -1, wanted: "*", stores: []obsStore{{"s-4", "s", nil}}}
 	e.Eq("dry", call.run(e), slices.Concat(
 		[]string{"ok", "android", "unverified", "", "-1", "1", "s-4", "1", "s-4", "0", "0", "0"},
 		[]string{`{"id":"c-1"}`, "5", fmt.Sprint(T), "1", "s-4", "1", "0"}, history, []string{"0"}))
 	e.Eq("dry: presence unchanged", e.HGet(presence, "#ts")+" "+e.HGet(presence, "s-4"), fmt.Sprint(T+95000)+" ")
 	e.Eq("dry: visits unchanged", e.HGet(visits, "n"), "4")
+	e.Eq("dry: nothing journaled", len(luaFacts(e, journal)), 2)
 }
 
 // luaEnv is a subtest's Redis, with the checks the cases share.

@@ -269,20 +269,30 @@ func (l *Live) Refresh(ctx context.Context) error {
 
 // Run follows catalog changes until ctx ends.
 func (l *Live) Run(ctx context.Context) error {
-	sub := l.rdb.Subscribe(ctx, ChannelChanged)
+	Follow(ctx, l.rdb, ChannelChanged, l.PollEvery, l.Refresh, l.log, "snapshot refresh failed")
+	return nil
+}
+
+// Follow calls refresh whenever a notice comes on channel, and every
+// every should a notice be lost (Pub/Sub delivers at most once), until
+// ctx ends; a failed refresh is logged as failed and tried again on the
+// next notice or tick. Whatever a replica keeps in step with Redis
+// (the catalog, the webhook subscriptions) follows it this way.
+func Follow(ctx context.Context, rdb redis.UniversalClient, channel string, every time.Duration, refresh func(context.Context) error, log *slog.Logger, failed string) {
+	sub := rdb.Subscribe(ctx, channel)
 	defer sub.Close()
 	msgs := sub.Channel()
-	tick := time.NewTicker(l.PollEvery)
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-msgs:
 		case <-tick.C:
 		}
-		if err := l.Refresh(ctx); err != nil && ctx.Err() == nil {
-			l.log.Warn("snapshot refresh failed", "err", err)
+		if err := refresh(ctx); err != nil && ctx.Err() == nil {
+			log.Warn(failed, "err", err)
 		}
 	}
 }

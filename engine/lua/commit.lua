@@ -74,6 +74,8 @@ for i = 1, n do
       redis.call('PEXPIREAT', KEYS[2], exp + tonumber(ARGV[5]))
     end
     mark(store, rule, 't')
+    journal(KEYS[6], ARGV[17 + n * 11] or '', {t = 'offer.issued', s = store, r = rule, c = ARGV[15], d = ARGV[3],
+      at = ARGV[4], expires_at = ARGV[b + 3]})
     return res
   end
 end

@@ -20,5 +20,5 @@ for _, code in ipairs(redis.call('SMEMBERS', KEYS[6])) do
 end
 table.insert(out, '')
 for _, code in ipairs(unredeemed) do table.insert(out, code) end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[10])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[10], KEYS[11])
 return out

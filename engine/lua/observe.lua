@@ -59,7 +59,7 @@ if risk > 0.01 then
 elseif riskv then
   table.insert(dels, '#risk')
 end
-local i = 16
+local i = 17
 for _ = 1, tonumber(ARGV[9]) do
   local id, kind, nt = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local thresholds = {}
@@ -134,6 +134,16 @@ if not dry then
   redis.call('HSET', KEYS[1], unpack(writes))
   if #dels > 0 then redis.call('HDEL', KEYS[1], unpack(dels)) end
   redis.call('PEXPIRE', KEYS[1], timeout)
+  -- The events out (lib/journal.lua), when anyone wants them.
+  if ARGV[16] ~= '' and #entered + #dwelt + #exited > 0 then
+    for _, id in ipairs(entered) do journal(KEYS[9], ARGV[16], {t = 'enter', s = id, d = dev, at = ARGV[1]}) end
+    for k = 1, #dwelt, 2 do
+      journal(KEYS[9], ARGV[16], {t = 'dwell', s = dwelt[k], d = dev, at = ARGV[1], dwell_s = tonumber(dwelt[k + 1])})
+    end
+    for k = 1, #exited, 2 do
+      journal(KEYS[9], ARGV[16], {t = 'exit', s = exited[k], d = dev, at = ARGV[1], visit_s = math.floor(tonumber(exited[k + 1]) / 1000)})
+    end
+  end
 end
 -- Most pings change nothing: answered at once, as the lists below would
 -- be (1.5 µs less for Redis than building them).

@@ -19,6 +19,8 @@ if KEYS[2] ~= KEYS[1] then
     redis.call('HINCRBY', KEYS[3], 'r:' .. ARGV[4], 1)
     redis.call('PEXPIRE', KEYS[3], ARGV[5])
   end
+  local r = redis.call('HMGET', KEYS[1], 'rule_id', 'store_id')
+  journal(KEYS[4], ARGV[6], {t = 'coupon.redeemed', c = ARGV[7], r = r[1], s = ARGV[2], issued_store = r[2], at = ARGV[1]})
 end
 local out = redis.call('HGETALL', KEYS[1])
 table.insert(out, 1, 'ok')
