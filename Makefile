@@ -70,7 +70,7 @@ abuse: test-deps
 ## replicas) that each test package starts and stops, with two Nearcast
 ## replicas, and a master killed mid-run (TestClusterFailover).
 cluster-test: test-deps
-	NEARCAST_TEST_CLUSTER=1 $(GO) test -count=1 -short -timeout 8m ./engine ./api ./rules
+	NEARCAST_TEST_CLUSTER=1 $(GO) test -count=1 -short -timeout 8m ./engine ./engine/webhook ./api ./rules
 	NEARCAST_TEST_CLUSTER=1 $(GO) test -count=1 -short -timeout 8m -v -run 'Cluster|TwoReplicas|EndToEnd' ./cmd/nearcast
 
 test-deps: redis-dep

@@ -19,6 +19,7 @@ require (
 	github.com/valyala/fasthttp v1.51.0
 	golang.org/x/text v0.43.0
 	golang.org/x/time v0.16.0
+	gonum.org/v1/gonum v0.17.0
 	google.golang.org/api v0.311.0
 	gopkg.in/yaml.v3 v3.0.1
 )

@@ -58,9 +58,11 @@ type previewRequest struct {
 
 // previewMessage is the push in one of the offer's languages.
 type previewMessage struct {
-	Lang  string `json:"lang"`
-	Title string `json:"title"`
-	Body  string `json:"body"`
+	// Variant is the variant's id, for an offer with variants.
+	Variant string `json:"variant,omitempty"`
+	Lang    string `json:"lang"`
+	Title   string `json:"title"`
+	Body    string `json:"body"`
 }
 
 // previewSampleCode stands in for the coupon code, which only an issued
@@ -118,19 +120,33 @@ func (s *Server) previewRule(c *fiber.Ctx) error {
 	if req.DistanceM != nil {
 		dist = max(0, *req.DistanceM)
 	}
-	data := rules.OfferData{Customer: cust, Store: store, DistanceM: dist, CouponCode: previewSampleCode,
-		ExpiresAt: time.Now().Add(compiled.ValidFor())}
+	// The customer's variant by weight (a bandit's pick depends on what
+	// it has learnt by the time of the offer).
+	v := compiled.Assign(cust.ID)
+	data := rules.OfferData{Variant: v, Customer: cust, Store: store, DistanceM: dist, CouponCode: previewSampleCode,
+		ExpiresAt: time.Now().Add(compiled.ValidFor(v))}
 	theirs := compiled.Render(data)
-	msgs := make([]previewMessage, 0, len(r.Offer.Title))
-	for _, t := range r.Offer.Title {
-		as := *cust
-		as.Locale = t.Lang
-		data.Customer = &as
-		m := compiled.Render(data)
-		msgs = append(msgs, previewMessage{Lang: t.Lang, Title: m.Title, Body: m.Body})
+	var msgs []previewMessage
+	for i := range max(compiled.Variants(), 1) {
+		texts := r.Offer.Title
+		if compiled.Variants() > 0 {
+			texts = r.Offer.Variants[i].Title
+		}
+		for _, t := range texts {
+			as := *cust
+			as.Locale = t.Lang
+			d := data
+			d.Customer, d.Variant, d.ExpiresAt = &as, i, time.Now().Add(compiled.ValidFor(i))
+			m := compiled.Render(d)
+			msgs = append(msgs, previewMessage{Variant: compiled.VariantID(i), Lang: t.Lang, Title: m.Title, Body: m.Body})
+		}
 	}
-	return c.JSON(fiber.Map{"rule_id": id, "customer_id": cust.ID, "store_id": store.ID, "distance_m": dist,
-		"customer_language": theirs.Lang, "coupon_code": previewSampleCode, "messages": msgs})
+	ans := fiber.Map{"rule_id": id, "customer_id": cust.ID, "store_id": store.ID, "distance_m": dist,
+		"customer_language": theirs.Lang, "coupon_code": previewSampleCode, "messages": msgs}
+	if compiled.Variants() > 0 {
+		ans["customer_variant"] = compiled.VariantID(v)
+	}
+	return c.JSON(ans)
 }
 
 // previewStore is the store named, else the first the rule's trigger

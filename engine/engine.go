@@ -43,6 +43,8 @@ type Engine struct {
 	batch *batcher
 	// watched keeps what was watched near recent fixes (monitor.go).
 	watched watchCache
+	// variants picks each candidate's variant (variants.go).
+	variants *variantChooser
 }
 
 // New returns an engine. now may be nil for the wall clock.
@@ -53,7 +55,8 @@ func New(rdb redis.UniversalClient, snaps Snapshots, coupons *CodeSigner, cfg Co
 	if cfg.RedisLanes < 1 {
 		cfg.RedisLanes = DefaultConfig().RedisLanes
 	}
-	return &Engine{rdb: rdb, snaps: snaps, coupons: coupons, cfg: cfg, log: log, now: now, batch: newBatcher(rdb, cfg.RedisLanes)}
+	return &Engine{rdb: rdb, snaps: snaps, coupons: coupons, cfg: cfg, log: log, now: now, batch: newBatcher(rdb, cfg.RedisLanes),
+		variants: newVariantChooser(rdb, log, now)}
 }
 
 func onlyStore(c candidate) string {
@@ -70,6 +73,8 @@ type candidate struct {
 	distanceM int
 	visit     *rules.VisitEnv
 	explain   int // position in Result.Explain
+	variant   int    // the offer's variant (rules.Compiled.Variants), 0 without
+	segment   string // the bandit's segment of the customer ("" none)
 }
 
 // Evaluate decides what a ping causes, and counts what became of every

@@ -16,6 +16,7 @@ import (
 	"github.com/nearcast/nearcast/engine/webhook"
 	"github.com/nearcast/nearcast/internal/fcmtest"
 	"github.com/nearcast/nearcast/internal/hooktest"
+	"github.com/nearcast/nearcast/internal/redistest"
 )
 
 // runCtx runs f until the test ends.
@@ -96,7 +97,12 @@ func types(events []webhook.Event) string {
 // arrives once, signed, in the order it happened, naming ids and never a
 // coordinate; the erasure comes last, and takes what was left of them.
 func TestEventsOutOfADay(t *testing.T) {
-	rdb := srv.Client(t)
+	for _, b := range redistest.Backends(srv) {
+		t.Run(b.Name, func(t *testing.T) { eventsOutOfADay(t, b.New(t)) })
+	}
+}
+
+func eventsOutOfADay(t *testing.T, rdb redis.UniversalClient) {
 	f := newEventsFixture(t, rdb, "*", true)
 	ctx := context.Background()
 
@@ -192,7 +198,12 @@ func TestEventsOutOfADay(t *testing.T) {
 // the fact waits in the customer's journal, and the next process's sweep
 // moves it, under the same event id however often it is moved.
 func TestEventsSurviveTheRelayStopping(t *testing.T) {
-	rdb := srv.Client(t)
+	for _, b := range redistest.Backends(srv) {
+		t.Run(b.Name, func(t *testing.T) { eventsSurviveTheRelayStopping(t, b.New(t)) })
+	}
+}
+
+func eventsSurviveTheRelayStopping(t *testing.T, rdb redis.UniversalClient) {
 	ctx := context.Background()
 	f := newEventsFixture(t, rdb, ",enter,offer.issued,", false) // decides, never relays
 	f.realClockPing(t, "d-1")
@@ -230,12 +241,11 @@ func TestEventsSurviveTheRelayStopping(t *testing.T) {
 // Nothing is journaled when no one listens, for a type no one wants, or
 // for a decision that did not happen (a dry run).
 func TestEventsOnlyWhatIsWanted(t *testing.T) {
-	rdb := srv.Client(t)
 	ctx := context.Background()
 	journal := "nc:{c:c-42}:events"
 	for _, c := range []struct{ wanted, want string }{{"", ""}, {",exit,", ""}, {",offer.issued,", "offer.issued"}} {
 		t.Run(fmt.Sprintf("wanted %q", c.wanted), func(t *testing.T) {
-			rdb.FlushDB(ctx)
+			rdb := srv.Client(t)
 			f := newEventsFixture(t, rdb, c.wanted, false)
 			res, err := f.eng.Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: "d-1", Lat: alexLat, Lng: alexLng}, engine.Options{DryRun: true})
 			if err != nil || len(res.Offers) != 1 {

@@ -156,6 +156,12 @@ func (e *Engine) funnelCmds(ctx context.Context, day string, explain []Explanati
 			field = "holdout"
 		}
 		cmds = append(cmds, redis.NewIntCmd(ctx, "hincrby", k, field, 1))
+		if x.Result == ResultSent || x.Result == ReasonHoldout {
+			// Per store, and per variant: the experiments' results.
+			for _, f := range variantFields(field, x.Variant, x.StoreID) {
+				cmds = append(cmds, redis.NewIntCmd(ctx, "hincrby", k, f, 1))
+			}
+		}
 		if e.funnelTTLs.first(day, k) {
 			cmds = append(cmds, redis.NewBoolCmd(ctx, "expire", k, int64(funnelTTL/time.Second)))
 		}
@@ -215,23 +221,28 @@ func (e *Engine) count(ctx context.Context, now time.Time, explain []Explanation
 	}
 }
 
-// countOne adds one to a funnel counter of a rule, today.
-func countOne(ctx context.Context, rdb redis.UniversalClient, now time.Time, rule, field string) error {
+// countOne adds one to a funnel counter of a rule, today, and to its
+// per-variant and per-store counters (variantFields).
+func countOne(ctx context.Context, rdb redis.UniversalClient, now time.Time, rule, field, variant, store string) error {
 	if rule == "" {
 		return nil
 	}
 	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		countIn(ctx, p, now, rule, field)
+		countIn(ctx, p, now, rule, field, variant, store)
 		return nil
 	})
 	return err
 }
 
 // countIn queues, in a pipeline of the caller's, one more of a funnel
-// counter of a rule, today (UTC), and the day's TTL.
-func countIn(ctx context.Context, p redis.Pipeliner, now time.Time, rule, field string) {
+// counter of a rule, today (UTC), with its per-variant and per-store
+// counters, and the day's TTL.
+func countIn(ctx context.Context, p redis.Pipeliner, now time.Time, rule, field, variant, store string) {
 	k := funnelKey(rule, now.UTC().Format("20060102"))
 	p.HIncrBy(ctx, k, field, 1)
+	for _, f := range variantFields(field, variant, store) {
+		p.HIncrBy(ctx, k, f, 1)
+	}
 	p.Expire(ctx, k, funnelTTL)
 }
 

@@ -138,18 +138,24 @@ type issuance struct {
 	offers   []IssuedOffer // each candidate's, should it win
 	ruleKeys [][]string    // each candidate's rule capacity keys (nil: none)
 	rendered []bool
-	reserved []bool // a unit of the rule's capacity is held for the candidate
+	// unrendered is each candidate's side before a rendering that failed
+	// set it to render_error, for another variant to render.
+	unrendered []any
+	reserved   []bool // a unit of the rule's capacity is held for the candidate
 	onRecord []bool // the units on record with the intent
 	sending  []bool // the units the record on its way holds
 }
 
 // Each candidate's arguments, from at[i]: rule, store, expiry, push,
-// caps (three), side, holdout, tags, only store. The side says what the
+// caps (three), side, holdout, tags, only store, variant id, the
+// bandit's segment. The side says what the
 // rule's capacity answered: "" none needed, "?" not asked yet, "r"
 // reserved, or the reason it refused (as render_error does).
 const (
-	argPush = 3
-	argSide = 7
+	argExpires = 2
+	argPush    = 3
+	argSide    = 7
+	argVariant = 11
 )
 
 func (e *Engine) newIssuance(ctx context.Context, now time.Time, p Ping, cust *rules.Customer, eligible []candidate, opt Options, suspicion string) *issuance {
@@ -158,7 +164,7 @@ func (e *Engine) newIssuance(ctx context.Context, now time.Time, p Ping, cust *r
 	}
 	x := &issuance{e: e, ctx: ctx, now: now, p: p, cust: cust, opt: opt, eligible: eligible, code: e.coupons.NewCode(),
 		offers: make([]IssuedOffer, len(eligible)), at: make([]int, len(eligible)), ruleKeys: make([][]string, len(eligible)),
-		rendered: make([]bool, len(eligible)), reserved: make([]bool, len(eligible)),
+		rendered: make([]bool, len(eligible)), reserved: make([]bool, len(eligible)), unrendered: make([]any, len(eligible)),
 		onRecord: make([]bool, len(eligible)), sending: make([]bool, len(eligible))}
 	x.intent = intentOf(x.code, p.CustomerID)
 	if !opt.DryRun {
@@ -176,8 +182,10 @@ func (e *Engine) newIssuance(ctx context.Context, now time.Time, p Ping, cust *r
 		"d" + day, fmt.Sprintf("w%04d%02d", year, week), "d" + oldestDay, fmt.Sprintf("w%04d%02d", oy, ow), e.cfg.MaxOffersPerDay,
 		e.cfg.MinOfferGap.Milliseconds(), now.UTC().Format("20060102"), x.deadline, x.code, suspicion}
 	for i, c := range eligible {
-		expires := now.Add(c.rule.ValidFor()).UTC().Truncate(time.Second)
-		x.offers[i] = IssuedOffer{CouponCode: x.code, RuleID: c.rule.Rule.ID, StoreID: c.store.ID, ExpiresAt: expires}
+		eligible[i].variant, eligible[i].segment = e.variants.choose(c.rule, p.CustomerID, cust, c.store.Store)
+		c = eligible[i]
+		expires := now.Add(c.rule.ValidFor(c.variant)).UTC().Truncate(time.Second)
+		x.offers[i] = IssuedOffer{CouponCode: x.code, RuleID: c.rule.Rule.ID, StoreID: c.store.ID, ExpiresAt: expires, Variant: c.rule.VariantID(c.variant)}
 		side := ""
 		if hasRuleCaps(c.rule) {
 			side = "?"
@@ -188,7 +196,7 @@ func (e *Engine) newIssuance(ctx context.Context, now time.Time, p Ping, cust *r
 		x.at[i] = len(x.args)
 		x.args = append(x.args, c.rule.Rule.ID, c.store.ID, expires.UnixMilli(), "",
 			caps.PerCustomerPerDay, caps.PerCustomerPerWeek, caps.PerCustomerTotal, side,
-			luaBool(c.rule.InHoldout(p.CustomerID)), strings.Join(c.rule.Rule.Tags, ","), onlyStore(c))
+			luaBool(c.rule.InHoldout(p.CustomerID)), strings.Join(c.rule.Rule.Tags, ","), onlyStore(c), c.rule.VariantID(c.variant), c.segment)
 	}
 	x.args = append(x.args, e.cfg.Events.Wanted())
 	return x
@@ -206,8 +214,9 @@ func (x *issuance) render(i int) error {
 		return nil
 	}
 	c, o := x.eligible[i], &x.offers[i]
-	msg, err := c.rule.RenderMessage(rules.OfferData{Customer: x.cust, Store: c.store.Store, DistanceM: c.distanceM, CouponCode: o.CouponCode, ExpiresAt: o.ExpiresAt, Visit: c.visit})
+	msg, err := c.rule.RenderMessage(rules.OfferData{Variant: c.variant, Customer: x.cust, Store: c.store.Store, DistanceM: c.distanceM, CouponCode: o.CouponCode, ExpiresAt: o.ExpiresAt, Visit: c.visit})
 	if err != nil {
+		x.unrendered[i] = x.args[x.at[i]+argSide]
 		x.args[x.at[i]+argSide], x.rendered[i] = ReasonRenderError, true
 		return nil
 	}
@@ -222,6 +231,7 @@ func (x *issuance) render(i int) error {
 		Data: map[string]string{
 			"coupon_code": o.CouponCode, "rule_id": o.RuleID, "store_id": o.StoreID,
 			"expires_at": o.ExpiresAt.Format(time.RFC3339), "title": msg.Title, "body": msg.Body,
+			"variant": o.Variant,
 		},
 		CollapseKey: o.RuleID, ExpiresAt: pushExpires, CreatedAt: x.now,
 	})
@@ -378,6 +388,10 @@ func (x *issuance) decide(withCommit []redis.Cmder) ([]string, error) {
 			if err := x.provide(out[1]); err != nil {
 				return nil, x.abandon(err)
 			}
+		case len(out) == 3 && out[0] == "variant":
+			if err := x.keepVariant(out[1], out[2]); err != nil {
+				return nil, x.abandon(err)
+			}
 		case short && slices.Contains(out, ResultSent):
 			// Issued on a master that no replica had heard from in time: a
 			// failover now could lose it. The answer does not give it; a
@@ -387,6 +401,37 @@ func (x *issuance) decide(withCommit []redis.Cmder) ([]string, error) {
 			return out, nil
 		}
 	}
+}
+
+// keepVariant gives candidate which (1-based) the variant the customer
+// was first given for its rule, as the step asks, to be rendered anew.
+// A variant the rule no longer has is replaced by the step's answer
+// too: the customer keeps what they had, and counts under it.
+func (x *issuance) keepVariant(which, id string) error {
+	i, _ := strconv.Atoi(which)
+	i--
+	if i < 0 || i >= len(x.eligible) {
+		return fmt.Errorf("issue offer: the atomic step asked for candidate %s", which) // a bug
+	}
+	c := &x.eligible[i]
+	v := c.rule.VariantIndex(id)
+	if v < 0 {
+		// The variant was taken out of the rule since: the customer gets
+		// the one chosen now, written over the old ("!" tells the step).
+		x.args[x.at[i]+argVariant] = "!" + c.rule.VariantID(c.variant)
+		return nil
+	}
+	c.variant = v
+	o := &x.offers[i]
+	o.Variant = id
+	o.ExpiresAt = x.now.Add(c.rule.ValidFor(v)).UTC().Truncate(time.Second)
+	x.args[x.at[i]+argExpires] = o.ExpiresAt.UnixMilli()
+	x.args[x.at[i]+argVariant] = id
+	x.args[x.at[i]+argPush], x.rendered[i] = "", false
+	if x.args[x.at[i]+argSide] == ReasonRenderError {
+		x.args[x.at[i]+argSide] = x.unrendered[i] // what the rule's capacity said, before the failed rendering
+	}
+	return x.render(i)
 }
 
 // provide renders the candidate the step needs (1-based), and reserves its
@@ -434,6 +479,9 @@ func (x *issuance) explain(results []string, res *Result) int {
 			winner = i
 		}
 		if r == ResultSent {
+			res.Explain[x.eligible[i].explain].Variant = x.offers[i].Variant
+		}
+		if r == ResultSent {
 			res.Offers = append(res.Offers, x.offers[i])
 		}
 	}
@@ -461,6 +509,12 @@ func (x *issuance) announce(winner int, results []string, res *Result, extra []r
 	}
 	if winner >= 0 && results[winner] == ReasonHoldout {
 		cmds = append(cmds, redis.NewIntCmd(ctx, "incr", holdoutKey(x.eligible[winner].rule.Rule.ID)))
+	}
+	if issued && x.offers[winner].Variant != "" {
+		// A bandit learns from the offer (the counts are kept for every
+		// rule with variants), with the rule's counters.
+		c := x.eligible[winner]
+		cmds = append(cmds, redis.NewIntCmd(ctx, "hincrby", banditKey(c.rule.Rule.ID), c.segment+"|"+x.offers[winner].Variant+"|n", 1))
 	}
 	counted := make([]Explanation, len(res.Explain))
 	for i, c := range res.Explain {

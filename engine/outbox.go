@@ -313,7 +313,7 @@ func (d *Dispatcher) sent(ctx context.Context, entry string, p Push) {
 		d.cfg.Events.Kick(p.CustomerID)
 	}
 	_, err = d.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
-		countIn(ctx, pl, d.now(), p.Data["rule_id"], "sent")
+		countIn(ctx, pl, d.now(), p.Data["rule_id"], "sent", p.Data["variant"], p.Data["store_id"])
 		pl.XAck(ctx, keyOutbox, outboxGroup, entry)
 		pl.XDel(ctx, keyOutbox, entry)
 		return nil
@@ -364,7 +364,7 @@ func (d *Dispatcher) finish(ctx context.Context, id string, p *Push, reason stri
 				if reason == "expired" {
 					field = "expired"
 				}
-				countIn(ctx, pl, d.now(), p.Data["rule_id"], field)
+				countIn(ctx, pl, d.now(), p.Data["rule_id"], field, "", "")
 			}
 		}
 		pl.XAck(ctx, keyOutbox, outboxGroup, id)

@@ -26,6 +26,9 @@ type Coupon struct {
 	OpenedAt      *time.Time `json:"opened_at,omitempty"`
 	// OnlyStore is the store the coupon is good at, when it is good at one only.
 	OnlyStore string `json:"only_store_id,omitempty"`
+	// Variant is the variant of the rule's offer it was, for a rule
+	// whose offer has variants.
+	Variant string `json:"variant,omitempty"`
 	// Status is active, redeemed or expired.
 	Status string `json:"status"`
 	// IssuedUnderSuspicion: the coupon was issued to a location fix the
@@ -128,7 +131,7 @@ func (l *Ledger) coupon(code string, m map[string]string) *Coupon {
 		return time.UnixMilli(v).UTC()
 	}
 	c := &Coupon{Code: code, RuleID: m["rule_id"], StoreID: m["store_id"], IssuedAt: ms("issued_at"), ExpiresAt: ms("expires_at"),
-		OnlyStore: m["only_store"], Status: "active"}
+		OnlyStore: m["only_store"], Variant: m["variant"], Status: "active"}
 	if m["opened_at"] != "" {
 		t := ms("opened_at")
 		c.OpenedAt = &t
@@ -213,7 +216,15 @@ func (l *Ledger) Redeem(ctx context.Context, code, storeID string) (*Coupon, err
 	if customer != "" && l.events.wants("coupon.redeemed") {
 		l.events.Kick(customer)
 	}
-	if err := countOne(ctx, l.rdb, l.now(), cp.RuleID, "redeemed"); err != nil {
+	if _, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		countIn(ctx, p, l.now(), cp.RuleID, "redeemed", cp.Variant, cp.StoreID)
+		if cp.Variant != "" && cp.RuleID != "" {
+			// What a bandit learns from (variants.go), in the segment the
+			// offer was made in.
+			p.HIncrBy(ctx, banditKey(cp.RuleID), m["segment"]+"|"+cp.Variant+"|r", 1)
+		}
+		return nil
+	}); err != nil {
 		l.log.Warn("coupon redeemed, its rule's funnel count not updated", "rule_id", cp.RuleID, "err", err)
 	}
 	if cp.IssuedUnderSuspicion && customer != "" {
@@ -265,7 +276,7 @@ func (l *Ledger) Opened(ctx context.Context, code, customerID string) (*Coupon, 
 		return nil, err // the open is recorded; asked again, it answers the coupon
 	}
 	if n == 1 {
-		if err := countOne(ctx, l.rdb, l.now(), cp.RuleID, "opened"); err != nil {
+		if err := countOne(ctx, l.rdb, l.now(), cp.RuleID, "opened", cp.Variant, cp.StoreID); err != nil {
 			l.log.Warn("coupon opened, its rule's funnel count not updated", "rule_id", cp.RuleID, "err", err)
 		}
 	}

@@ -106,6 +106,8 @@ type IssuedOffer struct {
 	Title      string    `json:"title"`
 	Body       string    `json:"body"`
 	ExpiresAt  time.Time `json:"expires_at"`
+	// Variant is the variant's id, for a rule whose offer has variants.
+	Variant string `json:"variant,omitempty"`
 }
 
 // Explanation says what became of one rule at one store.
@@ -114,6 +116,9 @@ type Explanation struct {
 	StoreID string `json:"store_id"`
 	// Result is "sent" or the first reason the rule did not fire.
 	Result string `json:"result"`
+	// Variant is the variant sent (or that would have been, in a dry run),
+	// for a rule whose offer has variants.
+	Variant string `json:"variant,omitempty"`
 }
 
 // Reasons a rule looked at did not fire.

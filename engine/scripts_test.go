@@ -603,6 +603,7 @@ type commitCand struct {
 	push                      string
 	perDay, perWeek, perTotal int
 	side, holdout, tags, only string
+	variant, segment          string
 }
 
 // commitCall is a call of commitScript; its calendar fields are those of
@@ -648,7 +649,7 @@ func (c commitCall) args() []any {
 		if holdout == "" {
 			holdout = "0"
 		}
-		args = append(args, x.rule, x.store, x.expires, x.push, x.perDay, x.perWeek, x.perTotal, x.side, holdout, x.tags, x.only)
+		args = append(args, x.rule, x.store, x.expires, x.push, x.perDay, x.perWeek, x.perTotal, x.side, holdout, x.tags, x.only, x.variant, x.segment)
 	}
 	return append(args, c.wanted)
 }
@@ -789,6 +790,28 @@ func checkCommit(e luaEnv) {
 		e.Eq("holdout marked", e.HGetAll(customerKey(c3, partVisits)), map[string]string{"offer:s-h": fmt.Sprintf("%d|r-h|h|%s", now, today)})
 		e.Absent(customerKey(c3, partCaps), customerKey(c3, partCoupons), couponRecordKey(c3, "CODE4"))
 	}
+
+	// Variants: the first given is kept in the caps, with the record; a
+	// customer given another variant since is handed back the first,
+	// nothing written; "!" writes the new one over a variant gone.
+	c4 := "c-variants"
+	e.Do("hset", customerKey(c4, partProfile), "doc", "{}", "push", "1")
+	v := cand("r-v", "s-v", "")
+	v.variant, v.segment = "b", "gold"
+	call = commitCall{customer: c4, code: "CODE5", now: now, deadline: deadline, cands: []commitCand{v}}
+	e.Eq("first variant", call.run(e), []string{ResultSent})
+	e.Eq("variant kept", e.HGet(customerKey(c4, partCaps), "r-v|v"), "b")
+	e.Eq("variant recorded", e.HGet(couponRecordKey(c4, "CODE5"), "variant")+" "+e.HGet(couponRecordKey(c4, "CODE5"), "segment"), "b gold")
+	e.Eq("offer marked with it", e.HGet(customerKey(c4, partVisits), "offer:s-v"), fmt.Sprintf("%d|r-v|t|%s|b", now, today))
+	e.Do("hdel", customerKey(c4, partCaps), "*|last", "*|"+day)
+	v.variant = "a"
+	call = commitCall{customer: c4, code: "CODE6", now: now, deadline: deadline, cands: []commitCand{v}}
+	e.Eq("another variant: the first handed back", call.run(e), []string{"variant", "1", "b"})
+	e.Absent(couponRecordKey(c4, "CODE6"))
+	v.variant = "!a"
+	call.cands = []commitCand{v}
+	e.Eq("written over", call.run(e), []string{ResultSent})
+	e.Eq("the new variant kept", e.HGet(customerKey(c4, partCaps), "r-v|v"), "a")
 }
 
 // obsStore is a store of an observeScript call.
@@ -896,7 +919,7 @@ func checkObserve(e luaEnv) {
 	e.Do("hset", profile, "loc", "1")
 	e.Do("hset", caps, "*|t", "4")
 	e.Do("hset", visits, "n", "3", "first", "1000", "last", "5000", "prev", "4000", "redeemed", "2", "redeemed_last", "111",
-		"aff:food", "2", "offer:s-1", fmt.Sprintf("%d|r-1|t|20261115", T-1000))
+		"aff:food", "2", "offer:s-1", fmt.Sprintf("%d|r-1|t|20261115|b", T-1000))
 	call.stores = []obsStore{s1, {"s-2", "h", nil}}
 	call.wanted = ",enter,exit,"
 	journal := customerKey(id, partEvents)
@@ -907,7 +930,9 @@ func checkObserve(e luaEnv) {
 	e.Eq("enter", call.run(e), slices.Concat(
 		[]string{"ok", "android", "unverified", "", "30000", "1", "s-1", "1", "s-1", "0", "0", "0"},
 		[]string{`{"id":"c-1"}`, "4", "5000", "1", "s-1", "1", "0"}, history,
-		[]string{"1", "r-1", "returned_treated", "20261115"}))
+		// Counted in all, at the store, for the variant (b), and for it at the store.
+		[]string{"4", "r-1", "returned_treated", "20261115", "r-1", "returned_treated|s:s-1", "20261115",
+			"r-1", "returned_treated|v:b", "20261115", "r-1", "returned_treated|v:b|s:s-1", "20261115"}))
 	e.Eq("presence", e.HGetAll(presence), map[string]string{
 		"#ts": fmt.Sprint(T), "#fix": fmt.Sprintf("%d:48.85:2.35:0:0", T), "#dev": "d-1", "#os": "android", "s-1": fmt.Sprintf("%d:%d:0", T, T)})
 	e.TTL(presence, obsTimeout)

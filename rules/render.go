@@ -407,6 +407,9 @@ type Message struct {
 
 // OfferData is what an offer's templates are rendered with.
 type OfferData struct {
+	// Variant is the version rendered: its position in the offer's
+	// variants (Compiled.Variants); 0 for an offer without.
+	Variant    int
 	Customer   *Customer
 	Store      *Store
 	DistanceM  int
@@ -424,9 +427,10 @@ type OfferData struct {
 func (c *Compiled) RenderMessage(d OfferData) (Message, error) {
 	data := c.templateData(d)
 	loc := d.Customer.Location()
+	a := c.arm(d.Variant)
 	run := func(i int) (Message, error) {
-		m := Message{Lang: c.title[i].tag.String()}
-		title, body := c.title[i], c.body[matchLang(c.body, c.title[i].tag)]
+		m := Message{Lang: a.title[i].tag.String()}
+		title, body := a.title[i], a.body[matchLang(a.body, a.title[i].tag)]
 		var err error
 		if m.Title, err = execute(title.tmpl, templateHelpers(title.tag, loc), data); err != nil {
 			return Message{}, fmt.Errorf("render %s: %w", title.tmpl.Name(), err)
@@ -436,10 +440,10 @@ func (c *Compiled) RenderMessage(d OfferData) (Message, error) {
 		}
 		return m, nil
 	}
-	i := c.pickLanguage(d.Customer.Locale)
+	i := a.pickLanguage(d.Customer.Locale)
 	m, err := run(i)
-	if err != nil && i != c.fallback {
-		m, err = run(c.fallback)
+	if err != nil && i != a.fallback {
+		m, err = run(a.fallback)
 	}
 	if err != nil {
 		return Message{}, fmt.Errorf("rule %s: %w", c.Rule.ID, err)
@@ -452,13 +456,15 @@ func (c *Compiled) RenderMessage(d OfferData) (Message, error) {
 func (c *Compiled) Render(d OfferData) Message {
 	m, err := c.RenderMessage(d)
 	if err != nil {
-		return Message{Lang: c.title[c.pickLanguage(d.Customer.Locale)].tag.String()}
+		a := c.arm(d.Variant)
+		return Message{Lang: a.title[a.pickLanguage(d.Customer.Locale)].tag.String()}
 	}
 	return m
 }
 
-// ValidFor is how long a coupon of this rule stays valid.
-func (c *Compiled) ValidFor() time.Duration { return c.validFor }
+// ValidFor is how long a coupon of this rule's variant v (0 for an offer
+// without variants) stays valid.
+func (c *Compiled) ValidFor(v int) time.Duration { return c.arm(v).validFor }
 
 // templateData is what a template sees. A list holds at most MaxListLen
 // items, whatever a profile written before that bound holds, so that a
@@ -573,26 +579,26 @@ func execute(t *template.Template, helpers template.FuncMap, data any) (out stri
 
 // pickLanguage is the title in the customer's locale, else in its base
 // language, else the default_locale's.
-func (c *Compiled) pickLanguage(locale string) int {
+func (a *arm) pickLanguage(locale string) int {
 	if locale == "" {
-		return c.fallback
+		return a.fallback
 	}
 	want, err := language.Parse(locale)
 	if err != nil {
-		return c.fallback
+		return a.fallback
 	}
-	for i, t := range c.title {
+	for i, t := range a.title {
 		if t.tag == want {
 			return i
 		}
 	}
 	base, _ := want.Base()
-	for i, t := range c.title {
+	for i, t := range a.title {
 		if b, _ := t.tag.Base(); b == base {
 			return i
 		}
 	}
-	return c.fallback
+	return a.fallback
 }
 
 func matchLang(texts []compiledText, tag language.Tag) int {

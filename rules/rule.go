@@ -124,6 +124,15 @@ type Offer struct {
 	// RedeemAtIssuingStore makes the coupon good only at the store where
 	// the customer received it.
 	RedeemAtIssuingStore bool `json:"redeem_at_issuing_store,omitempty"`
+	// Variants, 2 to 8, make the offer an experiment (variants.go): each
+	// has its own texts (then Title and Body stay empty) and may have its
+	// own validity; a customer keeps the variant first given for the rule.
+	Variants []Variant `json:"variants,omitempty"`
+	// Selection is how variants are given: "weighted" (by weight, the
+	// default) or "bandit" (Thompson sampling on the redemption rate).
+	Selection string `json:"selection,omitempty"`
+	// Bandit tunes the "bandit" selection; filled in with its defaults.
+	Bandit *Bandit `json:"bandit,omitempty"`
 }
 
 // Dwell bounds, in seconds.
@@ -205,11 +214,19 @@ func (r *Rule) IsEnabled() bool { return r.Enabled == nil || *r.Enabled }
 type Compiled struct {
 	Rule     *Rule
 	audience *vm.Program
+	// arms are the offer's versions: its own texts, or one per variant.
+	arms []arm
+	when ruleSchedule
+}
+
+// arm is one version of an offer, compiled.
+type arm struct {
+	id       string // the variant's id; "" for an offer without variants
 	title    []compiledText
 	body     []compiledText
 	fallback int // the title of Offer.DefaultLocale
 	validFor time.Duration
-	when     ruleSchedule
+	weight   int
 }
 
 func compileWhen(fs *faults, w *When) ruleSchedule {
@@ -383,10 +400,9 @@ func compile(r *Rule, trial bool) (*Compiled, error) {
 	r.Offer.normalizeValidity(&fs)
 	r.Offer.normalizeTrust(&fs)
 
-	c := &Compiled{Rule: r, validFor: time.Duration(r.Offer.ValidForS) * time.Second, when: when}
+	c := &Compiled{Rule: r, when: when}
 	c.audience = compileAudienceField(&fs, r.Audience)
-	c.title, c.body = compileOfferTexts(&fs, &r.Offer, trial)
-	c.fallback = r.Offer.defaultLocale(&fs)
+	c.arms = compileArms(&fs, &r.Offer, trial)
 	if err := fs.err(); err != nil {
 		return nil, err
 	}
@@ -526,32 +542,33 @@ func compileAudienceField(fs *faults, src string) *vm.Program {
 	return prog
 }
 
-// compileOfferTexts compiles an offer's title and body, which must be
-// written in the same languages, so that a customer gets both in one.
-func compileOfferTexts(fs *faults, o *Offer, trial bool) (title, body []compiledText) {
-	title = compileTexts(fs, "offer.title", o.Title, trial)
-	body = compileTexts(fs, "offer.body", o.Body, trial)
-	if len(o.Title) > 0 && len(o.Body) > 0 && !slices.Equal(textLangs(o.Title), textLangs(o.Body)) {
-		fs.add("offer.body", "offer.title and offer.body must be written in the same languages")
+// compileOfferTexts compiles a title and body (an offer's, or a
+// variant's, under prefix), which must be written in the same languages,
+// so that a customer gets both in one.
+func compileOfferTexts(fs *faults, prefix string, title, body Texts, trial bool) (ct, cb []compiledText) {
+	ct = compileTexts(fs, prefix+".title", title, trial)
+	cb = compileTexts(fs, prefix+".body", body, trial)
+	if len(title) > 0 && len(body) > 0 && !slices.Equal(textLangs(title), textLangs(body)) {
+		fs.add(prefix+".body", "%s.title and %s.body must be written in the same languages", prefix, prefix)
 	}
-	return title, body
+	return ct, cb
 }
 
-// defaultLocale checks DefaultLocale against the title's languages (the
+// defaultLocale checks DefaultLocale against a title's languages (the
 // first when it is empty, and then filled in) and answers its position.
-func (o *Offer) defaultLocale(fs *faults) int {
-	if len(o.Title) == 0 {
+func (o *Offer) defaultLocale(fs *faults, field string, title Texts) int {
+	if len(title) == 0 {
 		return 0
 	}
 	if o.DefaultLocale == "" {
-		o.DefaultLocale = o.Title[0].Lang
+		o.DefaultLocale = title[0].Lang
 	}
-	for i, t := range o.Title {
+	for i, t := range title {
 		if t.Lang == o.DefaultLocale {
 			return i
 		}
 	}
-	fs.add("offer.default_locale", "default_locale %q is not one of the languages of offer.title (%s)", o.DefaultLocale, strings.Join(textLangs(o.Title), ", "))
+	fs.add("offer.default_locale", "default_locale %q is not one of the languages of %s (%s)", o.DefaultLocale, field, strings.Join(textLangs(title), ", "))
 	return 0
 }
 

@@ -93,7 +93,7 @@ func TestCompileDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !r.IsEnabled() || r.Offer.ValidForS != DefaultValidForS || c.ValidFor() != time.Hour {
+	if !r.IsEnabled() || r.Offer.ValidForS != DefaultValidForS || c.ValidFor(0) != time.Hour {
 		t.Fatalf("defaults: enabled %v, valid_for_s %d", r.IsEnabled(), r.Offer.ValidForS)
 	}
 }

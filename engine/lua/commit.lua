@@ -5,8 +5,10 @@ local limit = tonumber(ARGV[11])
 local today = ARGV[13]
 local function used(f) return tonumber(redis.call('HGET', KEYS[1], f) or '0') end
 local function over(count, cap) return cap > 0 and count >= cap end
-local function mark(store, rule, group)
-  redis.call('HSET', KEYS[3], 'offer:' .. store, ARGV[4] .. '|' .. rule .. '|' .. group .. '|' .. today)
+local function mark(store, rule, group, variant)
+  local m = ARGV[4] .. '|' .. rule .. '|' .. group .. '|' .. today
+  if variant ~= '' then m = m .. '|' .. variant end
+  redis.call('HSET', KEYS[3], 'offer:' .. store, m)
 end
 local function late()
   local deadline = tonumber(ARGV[14])
@@ -24,10 +26,16 @@ if tonumber(ARGV[4]) - used('*|last') < tonumber(ARGV[12]) then customerReason =
 elseif over(used('*|' .. dayF), limit) then customerReason = 'customer_limit'
 end
 for i = 1, n do
-  local b = 16 + (i - 1) * 11
+  local b = 16 + (i - 1) * 13
   local rule, store, exp, push = ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3]), ARGV[b + 4]
   local perDay, perWeek, perTotal = tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7])
   local side, holdout = ARGV[b + 8], ARGV[b + 9] == '1'
+  -- A customer keeps the variant of a rule they were first given.
+  -- ("!" before it: the one given is no longer in the rule, and this one
+  -- takes its place.)
+  local variant, given = ARGV[b + 12], nil
+  if string.sub(variant, 1, 1) == '!' then variant = string.sub(variant, 2)
+  elseif variant ~= '' and not holdout then given = redis.call('HGET', KEYS[1], rule .. '|v') end
   local reason = customerReason
   if reason then
   elseif over(used(rule .. '|' .. dayF), perDay) or over(used(rule .. '|' .. weekF), perWeek)
@@ -36,11 +44,13 @@ for i = 1, n do
   end
   if reason then
     table.insert(res, reason)
+  elseif given and given ~= variant then
+    return {'variant', tostring(i), given}
   elseif side == '?' or (push == '' and not holdout) then
     return {'need', tostring(i)}
   elseif holdout then
     table.insert(res, 'holdout')
-    if not dry then mark(store, rule, 'h') end
+    if not dry then mark(store, rule, 'h', '') end
     return res
   else
     if not dry and late() then return {'late'} end
@@ -59,10 +69,12 @@ for i = 1, n do
       redis.call('HINCRBY', KEYS[1], f, 1)
     end
     redis.call('HSET', KEYS[1], '*|last', ARGV[4])
+    if variant ~= '' then redis.call('HSET', KEYS[1], rule .. '|v', variant) end
     redis.call('PEXPIRE', KEYS[1], 400 * 86400000)
     redis.call('HSET', KEYS[4], 'customer_id', ARGV[2], 'device_id', ARGV[3], 'rule_id', rule,
       'store_id', store, 'issued_at', ARGV[4], 'expires_at', ARGV[b + 3], 'rule_tags', ARGV[b + 10],
       'only_store', ARGV[b + 11], 'push', push)
+    if variant ~= '' then redis.call('HSET', KEYS[4], 'variant', variant, 'segment', ARGV[b + 13]) end
     if ARGV[16] ~= '' then redis.call('HSET', KEYS[4], 'suspicion', ARGV[16]) end
     redis.call('PEXPIREAT', KEYS[4], exp + tonumber(ARGV[5]))
     redis.call('SADD', KEYS[2], ARGV[15])
@@ -73,9 +85,10 @@ for i = 1, n do
     if setTTL < 0 or clock[1] * 1000 + math.floor(clock[2] / 1000) + setTTL < exp + tonumber(ARGV[5]) then
       redis.call('PEXPIREAT', KEYS[2], exp + tonumber(ARGV[5]))
     end
-    mark(store, rule, 't')
-    journal(KEYS[6], ARGV[17 + n * 11] or '', {t = 'offer.issued', s = store, r = rule, c = ARGV[15], d = ARGV[3],
-      at = ARGV[4], expires_at = ARGV[b + 3]})
+    mark(store, rule, 't', variant)
+    -- (A nil variant, for an offer without variants, is left out.)
+    journal(KEYS[6], ARGV[17 + n * 13] or '', {t = 'offer.issued', s = store, r = rule, c = ARGV[15], d = ARGV[3],
+      at = ARGV[4], expires_at = ARGV[b + 3], variant = variant ~= '' and variant or nil})
     return res
   end
 end

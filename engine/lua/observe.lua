@@ -190,11 +190,17 @@ local function add(id)
     -- return, counted in the funnel of the offer's rule and day.
     local o = redis.call('HGET', v, 'offer:' .. id)
     if o and not dry then
-      local t, rule, group, day = string.match(o, '^(%d+)|(.+)|([th])|(%d+)$')
+      local t, rule, group, day, variant = string.match(o, '^(%d+)|([^|]+)|([th])|(%d+)|?([^|]*)$')
       if t and ts > tonumber(t) and ts - tonumber(t) <= 7 * 86400000 then
         local f = 'returned_treated'
         if group == 'h' then f = 'returned_holdout' end
-        table.insert(returns, rule); table.insert(returns, f); table.insert(returns, day)
+        local fields = {f, f .. '|s:' .. id}
+        if variant ~= '' then
+          table.insert(fields, f .. '|v:' .. variant); table.insert(fields, f .. '|v:' .. variant .. '|s:' .. id)
+        end
+        for _, x in ipairs(fields) do
+          table.insert(returns, rule); table.insert(returns, x); table.insert(returns, day)
+        end
       end
       if not t or ts - tonumber(t) > 0 then redis.call('HDEL', v, 'offer:' .. id) end
     end

@@ -44,7 +44,9 @@ const Shards = 8
 // million entries of about 400 bytes, some 400 MB per shard at most. A
 // subscription that falls further behind than that (a receiver dead for
 // longer than the stream holds at the event rate) loses the oldest
-// events it had not read; Deliverer counts them as trimmed.
+// events it had not read. Those it had read and not delivered yet come
+// back empty and are counted as skipped; those trimmed before it read
+// them are not counted (the group's lag shows how far behind it is).
 const DefaultMaxLen = 1_000_000
 
 // StreamKey is shard n's stream of events. Each entry has the fields

@@ -6,19 +6,17 @@ import (
 	"sync/atomic"
 )
 
-// Wanted is the event types the enabled subscriptions ask for, in the
-// form the engine's journal reads (engine.Events): "" when none is
-// enabled, else ",type,type,". customer.erased is not among them: an
-// erasure reaches every subscription anyway, and is not journaled.
+// Wanted is the event types the subscriptions ask for, in the form the
+// engine's journal reads (engine.Events): "" when there is none, else
+// ",type,type,". A disabled subscription counts: its events wait in the
+// stream until it is enabled again. customer.erased is not among them:
+// an erasure reaches every subscription anyway, and is not journaled.
 func (s *Snapshot) Wanted() string {
 	if s == nil {
 		return ""
 	}
 	var types []string
 	for _, sub := range s.Subs {
-		if !sub.Enabled {
-			continue
-		}
 		for _, t := range sub.Events {
 			if t != TypeCustomerErased && !slices.Contains(types, t) {
 				types = append(types, t)

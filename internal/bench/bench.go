@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -33,6 +34,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nearcast/nearcast/engine"
+	"github.com/nearcast/nearcast/engine/webhook"
 	"github.com/nearcast/nearcast/internal/fcmtest"
 	"github.com/nearcast/nearcast/internal/redistest"
 	"github.com/nearcast/nearcast/rules"
@@ -103,6 +105,11 @@ type Config struct {
 	// the phones phase (phones.go); 0 skips it.
 	Phones     int
 	PhoneHours float64
+	// DeadWebhook subscribes a receiver that takes connections and never
+	// answers to every event type before the phases: what a dead
+	// receiver costs the pings (nothing, if delivery is as isolated as
+	// it should be).
+	DeadWebhook bool
 	// Start starts a server when ServerURL is empty.
 	Start StartFunc
 	Log   io.Writer
@@ -141,6 +148,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if err := r.loadCity(ctx); err != nil {
 		return nil, err
+	}
+	if cfg.DeadWebhook {
+		if err := r.subscribeDead(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if err := r.startServer(ctx); err != nil {
 		return nil, err
@@ -278,6 +290,43 @@ func (r *runner) loadCity(ctx context.Context) error {
 	memCustomers := infoInt(redisInfo(ctx, r.rdb), "used_memory")
 	rep.Memory.RedisBytesPerCustomer = float64(memCustomers-r.memCatalog) / float64(cfg.Customers)
 	r.logf("loaded %d customers with their phones in %.1f s: %.0f B of Redis each", cfg.Customers, rep.Load.CustomersS, rep.Memory.RedisBytesPerCustomer)
+	return nil
+}
+
+// subscribeDead saves a subscription to every event type whose receiver
+// on 127.0.0.1 accepts connections and never answers, until the run ends.
+func (r *runner) subscribeDead(ctx context.Context) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c) // never read, never answered
+			mu.Unlock()
+		}
+	}()
+	r.onClose(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	sub := &webhook.Subscription{ID: "dead-receiver", URL: "http://" + ln.Addr().String() + "/hook", Events: webhook.EventTypes, Enabled: true}
+	if _, err := webhook.NewStore(r.rdb).Put(ctx, sub, 0); err != nil {
+		return fmt.Errorf("subscribe the dead receiver: %w", err)
+	}
+	r.rep.Settings.DeadWebhook = true
+	r.logf("subscribed a receiver that never answers to every event type")
 	return nil
 }
 

@@ -48,6 +48,9 @@ type Settings struct {
 	Baseline    string  `json:"baseline"`
 	ServerURL   string  `json:"server_url"`
 	MinOfferGap string  `json:"min_offer_gap"`
+	// DeadWebhook: a subscription to every event type whose receiver
+	// never answers was in force (Config.DeadWebhook).
+	DeadWebhook bool `json:"dead_webhook,omitempty"`
 }
 
 // CityStats describes the city loaded.
@@ -227,6 +230,9 @@ func (r *Report) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "Nearcast load bench, %s, %d CPUs, %s, Redis %s\n", r.StartedAt.Format(time.RFC3339), r.Machine.CPUs, r.Machine.GoVersion, r.Machine.Redis)
 	fmt.Fprintf(w, "city: %d stores (%d circles, %d polygons), %d rules, %d customers; %d out and about, %d pings in flight\n",
 		c.Stores, c.CircleStores, c.PolygonStores, c.Rules, c.Customers, r.Settings.Active, r.Settings.Concurrency)
+	if r.Settings.DeadWebhook {
+		fmt.Fprintln(w, "events out: one subscription to every event type, its receiver dead (takes connections, never answers)")
+	}
 	fmt.Fprintf(w, "load: catalog %.1f s, customers %.1f s (%.0f per s)\n", r.Load.CatalogS, r.Load.CustomersS, r.Load.CustomersPerS)
 	fmt.Fprintf(w, "memory: Redis %.0f B per customer after loading, %.0f B after the run (hash-max-listpack-value %d); geo index %.0f B per circular store\n\n",
 		r.Memory.RedisBytesPerCustomer, r.Memory.RedisBytesPerCustomerAfterRun, r.Memory.RedisListpackValue, r.Memory.IndexBytesPerCircle)
