@@ -20,6 +20,7 @@ import (
 
 	"github.com/nearcast/nearcast/api"
 	"github.com/nearcast/nearcast/engine"
+	"github.com/nearcast/nearcast/engine/webhook"
 	"github.com/nearcast/nearcast/internal/redistest"
 	"github.com/nearcast/nearcast/internal/sandbox"
 	"github.com/nearcast/nearcast/rules"
@@ -375,7 +376,7 @@ func TestUnavailableRedis(t *testing.T) {
 		_, m := redistest.Mini(t)
 		rdb := redis.NewClient(options(m.Addr()))
 		t.Cleanup(func() { rdb.Close() })
-		c := newClientWith(t, rdb, func(d *api.Deps) { d.Tokens = tokens })
+		c := newClientWith(t, rdb, func(d *api.Deps) { d.Tokens, d.Webhooks = tokens, webhook.NewStore(rdb) })
 		m.Close()
 		walkEveryOperation(t, c, false)
 	})
@@ -390,7 +391,7 @@ func TestUnavailableRedis(t *testing.T) {
 		t.Cleanup(rs.Stop)
 		rdb := redis.NewClient(options(rs.Addr))
 		t.Cleanup(func() { rdb.Close() })
-		c := newClientWith(t, rdb, func(d *api.Deps) { d.Tokens = tokens })
+		c := newClientWith(t, rdb, func(d *api.Deps) { d.Tokens, d.Webhooks = tokens, webhook.NewStore(rdb) })
 		if err := rs.Pause(); err != nil {
 			t.Fatal(err)
 		}
@@ -452,6 +453,15 @@ func walkEveryOperation(t *testing.T, c *client, atOnce bool) {
 		"GET /v1/fraud":                                       {"GET", "/v1/fraud", "admin-key", "", ""},
 		"POST /v1/simulate":                                   {"POST", "/v1/simulate", "admin-key", "", `{"customer_id": "c-1", "pings": [{"lat": 52.52, "lng": 13.41}]}`},
 		"GET /readyz":                                         {"GET", "/readyz", "", "", ""},
+		"GET /v1/webhooks":                                    {"GET", "/v1/webhooks", "admin-key", "", ""},
+		"PUT /v1/webhooks/{webhook_id}":                       {"PUT", "/v1/webhooks/crm", "admin-key", "", `{"url": "https://crm.example.com/h", "events": ["enter"]}`},
+		"GET /v1/webhooks/{webhook_id}":                       {"GET", "/v1/webhooks/crm", "admin-key", "", ""},
+		"DELETE /v1/webhooks/{webhook_id}":                    {"DELETE", "/v1/webhooks/crm", "admin-key", "", ""},
+		"GET /v1/webhooks/{webhook_id}/versions":              {"GET", "/v1/webhooks/crm/versions", "admin-key", "", ""},
+		"GET /v1/webhooks/{webhook_id}/dead":                  {"GET", "/v1/webhooks/crm/dead", "admin-key", "", ""},
+		"DELETE /v1/webhooks/{webhook_id}/dead":               {"DELETE", "/v1/webhooks/crm/dead", "admin-key", "", ""},
+		"POST /v1/webhooks/{webhook_id}/dead/replay":          {"POST", "/v1/webhooks/crm/dead/replay", "admin-key", "", ""},
+		"POST /v1/webhooks/{webhook_id}/test":                 {"POST", "/v1/webhooks/crm/test", "admin-key", "", ""},
 	}
 	needNoRedis := map[string]struct {
 		why string

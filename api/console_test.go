@@ -11,7 +11,7 @@ import (
 // from elsewhere; its endpoints, like every data call, need an admin key.
 func TestConsoleFilesAndAuth(t *testing.T) {
 	c := newClient(t, srv.Client(t))
-	for _, path := range []string{"/console", "/console/", "/console/index.html", "/console/app.js", "/console/style.css"} {
+	for _, path := range []string{"/console", "/console/", "/console/index.html", "/console/app.js", "/console/style.css", "/console/webhooks.js"} {
 		r := c.do("GET", path, "", "")
 		if r.Status != 200 {
 			t.Fatalf("GET %s: %d %s", path, r.Status, r.Raw)
@@ -33,6 +33,9 @@ func TestConsoleFilesAndAuth(t *testing.T) {
 	for _, call := range []struct{ method, path, body string }{
 		{"GET", "/v1/stores/s-alex/cells", ""},
 		{"POST", "/v1/rules/latte/preview", `{"customer_id": "c-42"}`},
+		{"GET", "/v1/webhooks", ""},
+		{"POST", "/v1/webhooks/crm/test", ""},
+		{"POST", "/v1/webhooks/crm/dead/replay", ""},
 	} {
 		wantError(t, c.do(call.method, call.path, "", call.body), 401, "unauthenticated", "")
 		wantError(t, c.do(call.method, call.path, "wrong", call.body), 401, "unauthenticated", "")

@@ -22,6 +22,7 @@ import (
 	"github.com/nearcast/nearcast/api"
 	"github.com/nearcast/nearcast/engine"
 	"github.com/nearcast/nearcast/engine/push"
+	"github.com/nearcast/nearcast/engine/webhook"
 )
 
 // The server answers what api/openapi.yaml says, and keeps doing so:
@@ -42,7 +43,14 @@ func TestContract(t *testing.T) {
 	// full: customer tokens and the log sender; plain: neither; down: a
 	// Redis that does not answer /readyz; limited: one coupon call a
 	// minute per key.
-	full := k.serve(newClientWith(t, rdb, func(d *api.Deps) { d.Tokens, d.Pushes = tokens, pushes }))
+	hooks := webhook.NewStore(rdb)
+	full := k.serve(newClientWith(t, rdb, func(d *api.Deps) {
+		d.Tokens, d.Pushes = tokens, pushes
+		d.Webhooks = hooks
+		d.WebhookHealth = func() map[string]webhook.Health {
+			return map[string]webhook.Health{"crm": {Delivered: 3, Retried: 1, LastError: "receiver answered 503 Service Unavailable", LastStatus: 503}}
+		}
+	}))
 	plain := k.serve(newClient(t, rdb))
 	down := k.serve(newClientWith(t, rdb, func(d *api.Deps) {
 		d.Ready = func(context.Context) error { return errors.New("down") }
@@ -205,6 +213,44 @@ func TestContract(t *testing.T) {
 	full.call(cc{"GET", "/v1/customers/nobody/export", admin, "", "", nil}, 404)
 	full.call(cc{"GET", "/v1/dev/pushes?customer_id=c-42", admin, "", "", nil}, 200)
 	plain.call(cc{"GET", "/v1/dev/pushes", admin, "", "", nil}, 404)
+
+	// Webhooks: a subscription, its versions, health, test event and dead letters.
+	hook := `{"url": "https://crm.example.com/hooks/nearcast", "events": ["enter", "coupon.redeemed"], "store_tags": ["berlin"]}`
+	full.call(cc{"PUT", "/v1/webhooks/crm", admin, "", hook, nil}, 201)
+	hookTag := full.last.Header.Get("ETag")
+	full.call(cc{"PUT", "/v1/webhooks/crm", admin, "", hook, ifMatch(hookTag)}, 200)
+	full.call(cc{"PUT", "/v1/webhooks/crm", admin, "", hook, ifMatch(hookTag)}, 409)
+	full.call(cc{"PUT", "/v1/webhooks/meta", admin, "", `{"url": "https://169.254.169.254/latest/meta-data/", "events": ["enter"]}`, nil}, 400)
+	full.bad(cc{"PUT", "/v1/webhooks/crm", admin, "", `{"url": "https://crm.example.com/h", "events": ["teleport"], "colour": "red"}`, nil}, 400)
+	full.call(cc{"PUT", "/v1/webhooks/paused", admin, "", `{"url": "https://paused.example.com/h", "events": ["exit"], "enabled": false}`, nil}, 201)
+	full.call(cc{"GET", "/v1/webhooks", admin, "", "", nil}, 200)
+	full.call(cc{"GET", "/v1/webhooks", app, "", "", nil}, 403)
+	plain.call(cc{"GET", "/v1/webhooks", admin, "", "", nil}, 404)
+	full.call(cc{"GET", "/v1/webhooks/crm", admin, "", "", nil}, 200)
+	full.call(cc{"GET", "/v1/webhooks/nope", admin, "", "", nil}, 404)
+	full.bad(cc{"GET", "/v1/webhooks/a%7Bb%7D", admin, "", "", nil}, 400)
+	full.call(cc{"GET", "/v1/webhooks/crm/versions", admin, "", "", nil}, 200)
+	full.call(cc{"GET", "/v1/webhooks/nope/versions", admin, "", "", nil}, 404)
+	full.call(cc{"POST", "/v1/webhooks/crm/test", admin, "", "", nil}, 202)
+	full.call(cc{"POST", "/v1/webhooks/paused/test", admin, "", "", nil}, 422)
+	full.call(cc{"POST", "/v1/webhooks/nope/test", admin, "", "", nil}, 404)
+	dead, _ := json.Marshal(webhook.DeadLetter{Event: webhook.Event{ID: "evt-dead-1", Type: "enter", CustomerID: "c-42", StoreID: "s-alex", At: time.Now().UTC()},
+		Entry: "1795939200000-0", Attempts: 31, LastStatus: 500, LastError: "receiver answered 500 Internal Server Error", DeadAt: time.Now().UTC()})
+	if err := rdb.LPush(context.Background(), "nc:{hookdead:crm}:list", dead, dead).Err(); err != nil {
+		t.Fatal(err)
+	}
+	full.call(cc{"GET", "/v1/webhooks/crm/dead?offset=0&limit=10", admin, "", "", nil}, 200)
+	full.call(cc{"GET", "/v1/webhooks/nope/dead", admin, "", "", nil}, 404)
+	full.bad(cc{"GET", "/v1/webhooks/crm/dead?limit=0", admin, "", "", nil}, 400)
+	full.call(cc{"POST", "/v1/webhooks/crm/dead/replay", admin, "", `{"event_ids": ["evt-dead-1"]}`, nil}, 200)
+	full.call(cc{"POST", "/v1/webhooks/crm/dead/replay", admin, "", "", nil}, 200)
+	full.call(cc{"POST", "/v1/webhooks/nope/dead/replay", admin, "", "", nil}, 404)
+	full.bad(cc{"POST", "/v1/webhooks/crm/dead/replay", admin, "", `{"event_ids": ["a b"]}`, nil}, 400)
+	full.call(cc{"DELETE", "/v1/webhooks/crm/dead?event_id=evt-dead-1&event_id=evt-other", admin, "", "", nil}, 200)
+	full.call(cc{"DELETE", "/v1/webhooks/crm/dead", admin, "", "", nil}, 200)
+	full.call(cc{"DELETE", "/v1/webhooks/nope/dead", admin, "", "", nil}, 404)
+	full.call(cc{"DELETE", "/v1/webhooks/paused", admin, "", "", nil}, 204)
+	full.call(cc{"DELETE", "/v1/webhooks/paused", admin, "", "", nil}, 404)
 
 	// What is left: deletions.
 	full.call(cc{"DELETE", "/v1/rules/latte", admin, "", "", nil}, 204)

@@ -344,6 +344,12 @@ func (s *Server) ruleStats(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	// A rule with variants: the variants compared (docs/experiments.md).
+	if snap := s.Live.Current(); snap != nil && snap.Rules[c.Params("id")] != nil {
+		if rep.Experiment, err = engine.Experiment(ctx, s.Redis, snap.Rules[c.Params("id")], from, to); err != nil {
+			return err
+		}
+	}
 	return c.JSON(rep)
 }
 

@@ -27,6 +27,7 @@ import (
 
 	"github.com/nearcast/nearcast/api/console"
 	"github.com/nearcast/nearcast/engine"
+	"github.com/nearcast/nearcast/engine/webhook"
 	"github.com/nearcast/nearcast/rules"
 )
 
@@ -106,6 +107,13 @@ type Deps struct {
 	// Warnings are told on /readyz and logged there now and then, such as
 	// app calls taken on the app key alone.
 	Warnings []string
+	// Webhooks keeps the webhook subscriptions, their versions and dead
+	// letters (/v1/webhooks); nil: those routes answer 404.
+	Webhooks *webhook.Store
+	// WebhookHealth answers this replica's delivery counters by
+	// subscription (webhook.Deliverer.Health), shown beside the health
+	// Redis holds; nil: none are shown.
+	WebhookHealth func() map[string]webhook.Health
 }
 
 // DefaultRequestTimeout is a request's Redis budget: a hundred times and
@@ -228,6 +236,16 @@ func New(d Deps) *fiber.App {
 	v1.Post("/coupons/:code/redeem", admin, s.redeemCoupon)
 
 	v1.Get("/fraud", admin, s.fraudReport)
+
+	v1.Get("/webhooks", admin, s.listWebhooks)
+	v1.Put("/webhooks/:id", admin, s.putWebhook)
+	v1.Get("/webhooks/:id", admin, s.getWebhook)
+	v1.Delete("/webhooks/:id", admin, s.deleteWebhook)
+	v1.Get("/webhooks/:id/versions", admin, s.listWebhookVersions)
+	v1.Get("/webhooks/:id/dead", admin, s.listDeadLetters)
+	v1.Post("/webhooks/:id/dead/replay", admin, s.replayDeadLetters)
+	v1.Delete("/webhooks/:id/dead", admin, s.dropDeadLetters)
+	v1.Post("/webhooks/:id/test", admin, s.testWebhook)
 
 	v1.Post("/simulate", admin, s.simulate)
 	v1.Get("/dev/pushes", admin, s.devPushes)

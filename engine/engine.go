@@ -72,7 +72,7 @@ type candidate struct {
 	store     *rules.StoreEntry
 	distanceM int
 	visit     *rules.VisitEnv
-	explain   int // position in Result.Explain
+	explain   int    // position in Result.Explain
 	variant   int    // the offer's variant (rules.Compiled.Variants), 0 without
 	segment   string // the bandit's segment of the customer ("" none)
 }

@@ -130,6 +130,33 @@ func Experiment(ctx context.Context, rdb redis.UniversalClient, c *rules.Compile
 	if c.Variants() == 0 {
 		return nil, nil
 	}
+	days, fields, err := funnelDays(ctx, rdb, c.Rule.ID, from, to)
+	if err != nil {
+		return nil, err
+	}
+	rep := &ExperimentReport{Selection: c.Rule.Offer.Selection, MinOffers: MinExperimentOffers}
+	for i := range c.Variants() {
+		v := c.Rule.Offer.Variants[i]
+		rep.Variants = append(rep.Variants, VariantResult{ID: v.ID, Discount: v.Discount})
+	}
+	t := &experimentTally{rep: rep, byID: map[string]*VariantResult{}, stores: map[string]*storeCounts{}}
+	for i := range rep.Variants {
+		t.byID[rep.Variants[i].ID] = &rep.Variants[i]
+	}
+	for i, d := range days {
+		if day := t.day(d, fields[i]); len(day.Issued) > 0 {
+			rep.Allocation = append(rep.Allocation, day)
+		}
+	}
+	best, enough := t.compare()
+	rep.Verdict = verdict(rep, best, enough)
+	rep.Stores = t.storeResults()
+	return rep, nil
+}
+
+// funnelDays reads a rule's funnel counters for the UTC days from..to,
+// inclusive, in one round trip.
+func funnelDays(ctx context.Context, rdb redis.UniversalClient, rule string, from, to time.Time) ([]time.Time, []map[string]string, error) {
 	var days []time.Time
 	for d := from.UTC().Truncate(24 * time.Hour); !d.After(to); d = d.AddDate(0, 0, 1) {
 		days = append(days, d)
@@ -137,94 +164,111 @@ func Experiment(ctx context.Context, rdb redis.UniversalClient, c *rules.Compile
 	cmds := make([]*redis.MapStringStringCmd, len(days))
 	if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, d := range days {
-			cmds[i] = p.HGetAll(ctx, funnelKey(c.Rule.ID, d.Format("20060102")))
+			cmds[i] = p.HGetAll(ctx, funnelKey(rule, d.Format("20060102")))
 		}
 		return nil
 	}); err != nil {
-		return nil, rules.RedisErr("read funnel", err)
+		return nil, nil, rules.RedisErr("read funnel", err)
 	}
-	rep := &ExperimentReport{Selection: c.Rule.Offer.Selection, MinOffers: MinExperimentOffers}
-	byID := map[string]*VariantResult{}
-	for i := range c.Variants() {
-		v := c.Rule.Offer.Variants[i]
-		rep.Variants = append(rep.Variants, VariantResult{ID: v.ID, Discount: v.Discount})
+	fields := make([]map[string]string, len(days))
+	for i, c := range cmds {
+		fields[i] = c.Val()
 	}
-	for i := range rep.Variants {
-		byID[rep.Variants[i].ID] = &rep.Variants[i]
+	return days, fields, nil
+}
+
+// experimentTally adds up a rule's funnel days for its experiment.
+type experimentTally struct {
+	rep             *ExperimentReport
+	byID            map[string]*VariantResult
+	stores          map[string]*storeCounts
+	returnedHoldout int
+}
+
+func (t *experimentTally) store(id string) *storeCounts {
+	s := t.stores[id]
+	if s == nil {
+		s = &storeCounts{variants: map[string]int{}}
+		t.stores[id] = s
 	}
-	stores := map[string]*storeCounts{}
-	storeOf := func(id string) *storeCounts {
-		s := stores[id]
-		if s == nil {
-			s = &storeCounts{variants: map[string]int{}}
-			stores[id] = s
-		}
-		return s
-	}
-	returnedHoldout := 0
-	for i, d := range days {
-		day := AllocationDay{Date: d.Format("2006-01-02"), Issued: map[string]int{}, Share: map[string]float64{}}
-		total := 0
-		for k, raw := range cmds[i].Val() {
-			n, _ := strconv.Atoi(raw)
-			field, variant, store := splitField(k)
-			switch {
-			case variant != "" && store == "":
-				v := byID[variant]
-				if v == nil {
-					continue // a variant taken out of the rule since
-				}
-				switch field {
-				case "issued":
-					v.Issued += n
+	return s
+}
+
+// day adds one day's counters, answering its allocation.
+func (t *experimentTally) day(d time.Time, fields map[string]string) AllocationDay {
+	day := AllocationDay{Date: d.Format("2006-01-02"), Issued: map[string]int{}, Share: map[string]float64{}}
+	total := 0
+	for k, raw := range fields {
+		n, _ := strconv.Atoi(raw)
+		field, variant, store := splitField(k)
+		switch {
+		case variant != "" && store == "":
+			if v := t.byID[variant]; v != nil { // else a variant taken out of the rule since
+				v.add(field, n)
+				if field == "issued" {
 					day.Issued[variant] += n
 					total += n
-				case "sent":
-					v.Sent += n
-				case "opened":
-					v.Opened += n
-				case "redeemed":
-					v.Redeemed += n
-				case "returned_treated":
-					v.Revisits += n
 				}
-			case variant != "" && store != "":
-				if field == "issued" {
-					storeOf(store).variants[variant] += n
-				}
-			case store != "":
-				s := storeOf(store)
-				switch field {
-				case "issued":
-					s.issued += n
-				case "redeemed":
-					s.redeemed += n
-				case "returned_treated":
-					s.revisits += n
-				case "holdout":
-					s.holdout += n
-				case "returned_holdout":
-					s.holdoutRevisits += n
-				}
-			case field == "holdout":
-				rep.Holdout += n
-			case field == "returned_holdout":
-				returnedHoldout += n
 			}
-		}
-		for id, n := range day.Issued {
-			day.Share[id] = float64(n) / float64(total)
-		}
-		if total > 0 {
-			rep.Allocation = append(rep.Allocation, day)
+		case variant != "" && store != "":
+			if field == "issued" {
+				t.store(store).variants[variant] += n
+			}
+		case store != "":
+			t.store(store).add(field, n)
+		case field == "holdout":
+			t.rep.Holdout += n
+		case field == "returned_holdout":
+			t.returnedHoldout += n
 		}
 	}
-	holdoutRate := Wilson(returnedHoldout, rep.Holdout)
+	for id, n := range day.Issued {
+		day.Share[id] = float64(n) / float64(total)
+	}
+	return day
+}
+
+func (v *VariantResult) add(field string, n int) {
+	switch field {
+	case "issued":
+		v.Issued += n
+	case "sent":
+		v.Sent += n
+	case "opened":
+		v.Opened += n
+	case "redeemed":
+		v.Redeemed += n
+	case "returned_treated":
+		v.Revisits += n
+	}
+}
+
+func (s *storeCounts) add(field string, n int) {
+	switch field {
+	case "issued":
+		s.issued += n
+	case "redeemed":
+		s.redeemed += n
+	case "returned_treated":
+		s.revisits += n
+	case "holdout":
+		s.holdout += n
+	case "returned_holdout":
+		s.holdoutRevisits += n
+	}
+}
+
+// compare works out each variant's rates and intervals, and each against
+// the best and the holdout, answering the best (-1: none) and how many
+// variants have enough data.
+func (t *experimentTally) compare() (best, enough int) {
+	rep := t.rep
+	holdoutRate := Wilson(t.returnedHoldout, rep.Holdout)
 	allIssued := 0
 	for _, v := range rep.Variants {
 		allIssued += v.Issued
 	}
-	best := -1
+	best = -1
 	for i := range rep.Variants {
 		v := &rep.Variants[i]
 		if allIssued > 0 {
@@ -232,31 +276,35 @@ func Experiment(ctx context.Context, rdb redis.UniversalClient, c *rules.Compile
 		}
 		v.OpenRate, v.RedeemRate, v.RevisitRate = Wilson(v.Opened, v.Sent), Wilson(v.Redeemed, v.Issued), Wilson(v.Revisits, v.Issued)
 		v.EnoughData = v.Issued >= MinExperimentOffers
-		if v.EnoughData && rep.Holdout >= MinExperimentOffers {
+		if !v.EnoughData {
+			continue
+		}
+		enough++
+		if rep.Holdout >= MinExperimentOffers {
 			u := Newcombe(v.RevisitRate, holdoutRate)
 			v.VersusHoldout = &u
 		}
-		if v.EnoughData && (best < 0 || v.RedeemRate.Value > rep.Variants[best].RedeemRate.Value) {
+		if best < 0 || v.RedeemRate.Value > rep.Variants[best].RedeemRate.Value {
 			best = i
 		}
 	}
-	enough := 0
-	for _, v := range rep.Variants {
-		if v.EnoughData {
-			enough++
+	if enough < 2 {
+		return best, enough
+	}
+	rep.Best = rep.Variants[best].ID
+	for i := range rep.Variants {
+		if v := &rep.Variants[i]; v.EnoughData && i != best {
+			d := Newcombe(v.RedeemRate, rep.Variants[best].RedeemRate)
+			v.VersusBest = &d
 		}
 	}
-	if best >= 0 && enough >= 2 {
-		rep.Best = rep.Variants[best].ID
-		for i := range rep.Variants {
-			if v := &rep.Variants[i]; v.EnoughData && i != best {
-				d := Newcombe(v.RedeemRate, rep.Variants[best].RedeemRate)
-				v.VersusBest = &d
-			}
-		}
-	}
-	rep.Verdict = verdict(rep, best, enough)
-	for id, s := range stores {
+	return best, enough
+}
+
+// storeResults are the stores with enough offers, most offers first.
+func (t *experimentTally) storeResults() []StoreResult {
+	var out []StoreResult
+	for id, s := range t.stores {
 		if s.issued < MinExperimentOffers {
 			continue
 		}
@@ -266,15 +314,15 @@ func Experiment(ctx context.Context, rdb redis.UniversalClient, c *rules.Compile
 			u := Newcombe(sr.RevisitRate, sr.HoldoutRevisitRate)
 			sr.Uplift = &u
 		}
-		rep.Stores = append(rep.Stores, sr)
+		out = append(out, sr)
 	}
-	slices.SortFunc(rep.Stores, func(a, b StoreResult) int {
+	slices.SortFunc(out, func(a, b StoreResult) int {
 		if a.Issued != b.Issued {
 			return b.Issued - a.Issued
 		}
 		return strings.Compare(a.StoreID, b.StoreID)
 	})
-	return rep, nil
+	return out
 }
 
 type storeCounts struct {

@@ -9,7 +9,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/nearcast/nearcast/rules"
 )
 
 // FunnelDay is what became of a rule's offers on one UTC day.
@@ -50,6 +49,8 @@ type FunnelReport struct {
 	RuleID            string            `json:"rule_id"`
 	Days              []FunnelDay       `json:"days"`
 	HoldoutComparison HoldoutComparison `json:"holdout_comparison"`
+	// Experiment compares the variants of a rule whose offer has some.
+	Experiment *ExperimentReport `json:"experiment,omitempty"`
 }
 
 // MaxFunnelDays bounds a report.
@@ -57,23 +58,14 @@ const MaxFunnelDays = 400
 
 // Funnel reads a rule's counters for the UTC days from..to, inclusive.
 func Funnel(ctx context.Context, rdb redis.UniversalClient, rule string, from, to time.Time) (*FunnelReport, error) {
-	var days []time.Time
-	for d := from.UTC().Truncate(24 * time.Hour); !d.After(to); d = d.AddDate(0, 0, 1) {
-		days = append(days, d)
-	}
-	cmds := make([]*redis.MapStringStringCmd, len(days))
-	if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, d := range days {
-			cmds[i] = p.HGetAll(ctx, funnelKey(rule, d.Format("20060102")))
-		}
-		return nil
-	}); err != nil {
-		return nil, rules.RedisErr("read funnel", err)
+	days, fields, err := funnelDays(ctx, rdb, rule, from, to)
+	if err != nil {
+		return nil, err
 	}
 	rep := &FunnelReport{RuleID: rule, Days: make([]FunnelDay, 0, len(days))}
 	for i, d := range days {
 		fd := FunnelDay{Date: d.Format("2006-01-02"), Skipped: map[string]int{}, Failed: map[string]int{}}
-		for k, v := range cmds[i].Val() {
+		for k, v := range fields[i] {
 			n, _ := strconv.Atoi(v)
 			switch {
 			case strings.HasPrefix(k, "skip:"):

@@ -142,8 +142,8 @@ type issuance struct {
 	// set it to render_error, for another variant to render.
 	unrendered []any
 	reserved   []bool // a unit of the rule's capacity is held for the candidate
-	onRecord []bool // the units on record with the intent
-	sending  []bool // the units the record on its way holds
+	onRecord   []bool // the units on record with the intent
+	sending    []bool // the units the record on its way holds
 }
 
 // Each candidate's arguments, from at[i]: rule, store, expiry, push,

@@ -24,6 +24,8 @@ import (
 
 	"github.com/nearcast/nearcast/api"
 	"github.com/nearcast/nearcast/engine"
+	"github.com/nearcast/nearcast/engine/webhook"
+	"github.com/nearcast/nearcast/internal/hooktest"
 	"github.com/nearcast/nearcast/internal/redistest"
 	"github.com/nearcast/nearcast/internal/sandbox"
 	"github.com/nearcast/nearcast/rules"
@@ -34,8 +36,10 @@ const adminKey = "console-admin"
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // startServer serves the whole API, console included, on loopback, over
-// miniredis, with one customer (c-42, Anna) and no stores or rules.
-func startServer(t *testing.T) string {
+// miniredis, with one customer (c-42, Anna) and no stores or rules; and
+// one webhook subscription, crm, to a test receiver, with two dead
+// letters, its events delivered.
+func startServer(t *testing.T) (string, *hooktest.Receiver) {
 	t.Helper()
 	rdb, _ := redistest.Mini(t)
 	ctx := context.Background()
@@ -54,12 +58,32 @@ func startServer(t *testing.T) string {
 	if _, err := customers.PutDevice(ctx, "c-42", &rules.Device{ID: "d-1", FCMToken: "token-anna", Platform: "android"}); err != nil {
 		t.Fatal(err)
 	}
+	hooks := webhook.NewStore(rdb)
+	secret := webhook.NewSecret()
+	recv := hooktest.New(t, secret)
+	if _, err := hooks.Put(ctx, &webhook.Subscription{ID: "crm", URL: recv.URL(), Events: []string{"enter", "offer.issued"}, Secret: secret, Enabled: true}, 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"evt-dead-1", "evt-dead-2"} {
+		d, _ := json.Marshal(webhook.DeadLetter{Event: webhook.Event{ID: id, Type: "enter", CustomerID: "c-42", StoreID: "s-cafe", At: time.Now().Add(-25 * time.Hour)},
+			Entry: "1-0", Attempts: 40, LastStatus: 503, LastError: "receiver answered 503 Service Unavailable", DeadAt: time.Now().Add(-time.Hour)})
+		if err := rdb.LPush(ctx, "nc:{hookdead:crm}:list", d).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hookLive := webhook.NewLive(hooks, quiet)
+	deliverer := webhook.NewDeliverer(rdb, hookLive, webhook.Config{Poll: 50 * time.Millisecond}, quiet)
+	bg, stopBg := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { hookLive.Run(bg) })
+	wg.Go(func() { deliverer.Run(bg) })
 	coupons := engine.NewCodeSigner([]byte("console-test"))
 	app := api.New(api.Deps{
 		Live: live, Customers: customers, Engine: engine.New(rdb, live, coupons, cfg, quiet, nil),
 		Ledger: engine.NewLedger(rdb, coupons, nil, nil), Redis: rdb, Sandbox: sandbox.Miniredis,
 		Ready:   func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		AppKeys: []string{"console-app"}, AdminKeys: []string{adminKey}, Log: quiet,
+		Webhooks: hooks, WebhookHealth: deliverer.Health,
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -67,8 +91,8 @@ func startServer(t *testing.T) string {
 	}
 	done := make(chan struct{})
 	go func() { defer close(done); _ = app.Listener(ln) }()
-	t.Cleanup(func() { _ = app.ShutdownWithTimeout(5 * time.Second); <-done })
-	return "http://" + ln.Addr().String()
+	t.Cleanup(func() { _ = app.ShutdownWithTimeout(5 * time.Second); <-done; stopBg(); wg.Wait() })
+	return "http://" + ln.Addr().String(), recv
 }
 
 // chromium finds Debian's chromium, which `make test` installs.
@@ -163,7 +187,7 @@ func (p *problemLog) all() []string { p.mu.Lock(); defer p.mu.Unlock(); return s
 // field as it is typed, preview the push, walk a customer into the store
 // and see the offer sent.
 func TestConsoleInBrowser(t *testing.T) {
-	base := startServer(t)
+	base, recv := startServer(t)
 	ctx, problems := browser(t)
 	dir := outDir(t)
 	shot := func(name string) action {
@@ -397,6 +421,47 @@ func TestConsoleInBrowser(t *testing.T) {
 		until(`document.querySelectorAll('#results-charts svg.chart').length >= 3`),
 		until(`document.querySelector('#results-charts text.value[data-label="issued"]')?.textContent === '1'`),
 		shot("07-results"))
+
+	// Webhooks: the subscription with its health, a test event sent with a
+	// click and received signed, the dead letters replayed and dropped.
+	step("webhooks: the subscriptions with their health",
+		chromedp.Click(chromedp.CSS(`nav a[data-view="webhooks"]`)),
+		until(`document.querySelector('#webhook-table tr[data-id="crm"]') !== null`),
+		until(`document.querySelector('#webhook-table tr[data-id="crm"] .dead-count')?.textContent === '2'`),
+		until(`document.querySelector('#webhook-table tr[data-id="crm"] .lag')?.textContent === '0'`))
+	step("send a test event",
+		chromedp.Click(chromedp.CSS(`#webhook-table button[data-action="test"][data-id="crm"]`)),
+		until(`/^Test event evt_[0-9a-f]+ queued for crm/.test(document.querySelector('#webhook-status')?.textContent)`))
+	if err := recv.WaitAccepted(1, 10*time.Second); err != nil {
+		t.Fatalf("the test event did not arrive: %v", err)
+	}
+	got := recv.Accepted()[0]
+	status, _ := chromedp.Run(ctx, chromedp.Text(chromedp.ID("webhook-status")))
+	if got.VerifyErr != nil || got.Event.Type != webhook.TypeTest || !strings.Contains(status, got.ID) {
+		t.Fatalf("received %+v (%v); the console said %q", got.Event, got.VerifyErr, status)
+	}
+	step("the delivery shows",
+		chromedp.Click(chromedp.ID("webhook-refresh")),
+		until(`document.querySelector('#webhook-table tr[data-id="crm"] .delivered')?.textContent === '1 delivered'`),
+		shot("08-webhooks"))
+	step("dead letters: replay one, drop the other",
+		chromedp.Click(chromedp.CSS(`#webhook-table button[data-action="dead"][data-id="crm"]`)),
+		until(`document.querySelectorAll('#dead-table tbody tr').length === 2 && document.querySelector('#dead-total')?.textContent === '(2)'`),
+		until(`location.hash === '#/webhooks/crm'`),
+		shot("09-dead-letters"),
+		chromedp.Click(chromedp.CSS(`#dead-table tr[data-event="evt-dead-1"] button[data-action="replay"]`)),
+		until(`document.querySelector('#webhook-status')?.textContent === 'Replayed 1 to crm.'`),
+		until(`document.querySelectorAll('#dead-table tbody tr').length === 1`))
+	if err := recv.WaitAccepted(2, 10*time.Second); err != nil || recv.Accepted()[1].ID != "evt-dead-1" {
+		t.Fatalf("the replayed event did not arrive: %v", err)
+	}
+	step("drop the last",
+		chromedp.Click(chromedp.ID("dead-drop-all")),
+		until(`document.querySelector('#dead-drop-all')?.textContent === 'Click again to drop all 1'`),
+		chromedp.Click(chromedp.ID("dead-drop-all")),
+		until(`document.querySelector('#webhook-status')?.textContent === "Dropped 1 of crm's dead letters."`),
+		until(`document.querySelector('#dead-letters')?.textContent.includes('No dead letters')`),
+		until(`document.querySelector('#webhook-table tr[data-id="crm"] .dead-count')?.textContent === '0'`))
 
 	csp, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`window.__csp`))
 	if err != nil {

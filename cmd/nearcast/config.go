@@ -5,12 +5,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nearcast/nearcast/api"
 	"github.com/nearcast/nearcast/engine"
+	"github.com/nearcast/nearcast/engine/webhook"
 	"github.com/nearcast/nearcast/rules"
 )
 
@@ -55,6 +57,17 @@ type config struct {
 	PlayIntegrityPackage  string
 	PlayIntegrityEndpoint string
 	PlayIntegrityStrict   bool
+	// Webhooks tunes the webhook deliverer: its defaults
+	// (webhook.DefaultConfig()) with NEARCAST_WEBHOOK_MAX_AGE,
+	// NEARCAST_WEBHOOK_TIMEOUT and NEARCAST_WEBHOOK_ALLOW_NETS.
+	Webhooks webhook.Config
+	// EventsMaxLen bounds each shard's stream of events
+	// (NEARCAST_EVENTS_MAXLEN).
+	EventsMaxLen int64
+	// AllEvents writes every event type to the streams, for workers that
+	// read them directly (NEARCAST_EVENTS=all); else only the types some
+	// subscription wants.
+	AllEvents bool
 }
 
 func (c *config) embedded() bool { return c.RedisURL == "" }
@@ -100,8 +113,47 @@ func loadConfig(env func(string) string) (*config, error) {
 	default:
 		bad("NEARCAST_REFUSE_SUSPICIOUS_REDEMPTIONS", "must be 1 or 0, not %q", v)
 	}
+	c.webhooks(env, bad)
 	c.logFormat(env, bad)
 	return c, errors.Join(errs...)
+}
+
+// webhooks reads how events go out: NEARCAST_WEBHOOK_MAX_AGE (how long
+// an event is tried), NEARCAST_WEBHOOK_TIMEOUT (one request),
+// NEARCAST_WEBHOOK_ALLOW_NETS (private networks receivers may be in) and
+// NEARCAST_EVENTS_MAXLEN (each shard's stream) and NEARCAST_EVENTS
+// (which types are written).
+func (c *config) webhooks(env func(string) string, bad func(string, string, ...any)) {
+	c.Webhooks = webhook.DefaultConfig()
+	c.Webhooks.MaxAge = duration(env, "NEARCAST_WEBHOOK_MAX_AGE", c.Webhooks.MaxAge, bad)
+	c.Webhooks.Timeout = duration(env, "NEARCAST_WEBHOOK_TIMEOUT", c.Webhooks.Timeout, bad)
+	if c.Webhooks.Timeout > time.Minute {
+		bad("NEARCAST_WEBHOOK_TIMEOUT", "must be at most 1m: a receiver that takes longer holds up its subscription")
+	}
+	for _, v := range list(env("NEARCAST_WEBHOOK_ALLOW_NETS")) {
+		_, n, err := net.ParseCIDR(v)
+		if err != nil {
+			bad("NEARCAST_WEBHOOK_ALLOW_NETS", "must be networks in CIDR notation, comma-separated, such as 10.20.0.0/16,fd00:1::/64; %q is not one", v)
+			continue
+		}
+		c.Webhooks.AllowNets = append(c.Webhooks.AllowNets, n)
+	}
+	switch v := env("NEARCAST_EVENTS"); v {
+	case "", "subscribed":
+	case "all":
+		c.AllEvents = true
+	default:
+		bad("NEARCAST_EVENTS", "must be subscribed (the event types some webhook subscription wants: the default) or all (every type, for workers reading the streams), not %q", v)
+	}
+	c.EventsMaxLen = webhook.DefaultMaxLen
+	if v := env("NEARCAST_EVENTS_MAXLEN"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1000 {
+			bad("NEARCAST_EVENTS_MAXLEN", "must be a whole number of events, at least 1000")
+		} else {
+			c.EventsMaxLen = n
+		}
+	}
 }
 
 // demo reads NEARCAST_DEMO: demo data, by default on the embedded Redis.

@@ -30,6 +30,7 @@ import (
 	"github.com/nearcast/nearcast/api"
 	"github.com/nearcast/nearcast/engine"
 	"github.com/nearcast/nearcast/engine/push"
+	"github.com/nearcast/nearcast/engine/webhook"
 	"github.com/nearcast/nearcast/internal/sandbox"
 	"github.com/nearcast/nearcast/rules"
 )
@@ -46,7 +47,9 @@ NEARCAST_PINGS_PER_MINUTE_DEVICE, NEARCAST_REDIS_WAIT_REPLICAS, NEARCAST_QUIET_H
 NEARCAST_LOG_FORMAT, NEARCAST_LOG_LEVEL, NEARCAST_PPROF_ADDR, NEARCAST_APP_AUTH,
 NEARCAST_ALLOW_KEY_ONLY, NEARCAST_TOKEN_SECRETS, NEARCAST_COUPON_CALLS_PER_MINUTE,
 NEARCAST_REFUSE_SUSPICIOUS_REDEMPTIONS, NEARCAST_VERIFY_ID_TOKENS, NEARCAST_PLAY_INTEGRITY_PACKAGE,
-NEARCAST_PLAY_INTEGRITY_ENDPOINT, NEARCAST_PLAY_INTEGRITY_STRICT (see README.md).
+NEARCAST_PLAY_INTEGRITY_ENDPOINT, NEARCAST_PLAY_INTEGRITY_STRICT, NEARCAST_WEBHOOK_MAX_AGE,
+NEARCAST_WEBHOOK_TIMEOUT, NEARCAST_WEBHOOK_ALLOW_NETS, NEARCAST_EVENTS_MAXLEN, NEARCAST_EVENTS
+(see README.md).
 
 The load bench is a binary of its own, nearcast-bench (cmd/nearcast-bench).
 `
@@ -134,6 +137,13 @@ type server struct {
 	live       *rules.Live
 	dispatcher *engine.Dispatcher
 	tokens     *api.CustomerTokens
+	// hooks follows the webhook subscriptions; events relays the facts
+	// the engine journals to the event streams (each kept near
+	// NEARCAST_EVENTS_MAXLEN entries); deliverer sends them to the
+	// subscriptions.
+	hooks     *webhook.Live
+	events    *engine.Events
+	deliverer *webhook.Deliverer
 }
 
 // assemble builds the engine, the dispatcher and the API from the
@@ -147,8 +157,25 @@ func assemble(ctx context.Context, cfg *config, log *slog.Logger, rdb redis.Univ
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := engine.NewMetrics(reg, rdb, live)
 
+	// Events out: the subscriptions, loaded before the first ping so that
+	// the engine journals from the start the events they want; the relay
+	// of the journals to the streams.
+	s := &server{live: live}
+	hookStore := webhook.NewStore(rdb).WithMaxLen(cfg.EventsMaxLen).WithAllowNets(cfg.Webhooks.AllowNets)
+	s.hooks = webhook.NewLive(hookStore, log)
+	if err := s.hooks.Refresh(ctx); err != nil {
+		return nil, fmt.Errorf("webhook subscriptions: %w", err)
+	}
+	wanted := webhook.WantedBy(s.hooks)
+	if cfg.AllEvents {
+		wanted = func() string { return "*" }
+	}
+	s.events = engine.NewEvents(rdb, webhook.NewEmitter(rdb, cfg.EventsMaxLen), wanted, log)
+	customers.WithEvents(s.events)
+
 	ecfg := cfg.Engine
 	ecfg.Metrics = metrics
+	ecfg.Events = s.events
 	if ecfg.WaitReplicas < 0 {
 		ecfg.WaitReplicas = replicasToWaitFor(ctx, rdb)
 	}
@@ -157,7 +184,15 @@ func assemble(ctx context.Context, cfg *config, log *slog.Logger, rdb redis.Univ
 	eng := engine.New(rdb, live, coupons, ecfg, log, nil)
 	dcfg := cfg.Dispatch
 	dcfg.Metrics = metrics
-	s := &server{live: live, dispatcher: engine.NewDispatcher(rdb, sender, dcfg, log, nil)}
+	dcfg.Events = s.events
+	s.dispatcher = engine.NewDispatcher(rdb, sender, dcfg, log, nil)
+
+	// The deliverer of the subscriptions, whose counters /metrics exports;
+	// a subscription's store tags are the catalog snapshot's.
+	wcfg := cfg.Webhooks
+	wcfg.StoreTags = storeTags(live)
+	s.deliverer = webhook.NewDeliverer(rdb, s.hooks, wcfg, log)
+	reg.MustRegister(s.deliverer)
 
 	verify, tokens, err := credentials(ctx, cfg)
 	if err != nil {
@@ -176,14 +211,31 @@ func assemble(ctx context.Context, cfg *config, log *slog.Logger, rdb redis.Univ
 		return nil, err
 	}
 	s.app = api.New(api.Deps{
-		Live: live, Customers: customers, Engine: eng, Ledger: engine.NewLedger(rdb, coupons, log, nil).RefuseSuspicious(cfg.RefuseSuspicious), Redis: rdb, Pushes: pushLog, Sandbox: sandbox.Miniredis,
+		Live: live, Customers: customers, Engine: eng, Ledger: engine.NewLedger(rdb, coupons, log, nil).RefuseSuspicious(cfg.RefuseSuspicious).WithEvents(s.events), Redis: rdb, Pushes: pushLog, Sandbox: sandbox.Miniredis,
 		Ready:   func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		AppKeys: cfg.AppKeys, AdminKeys: cfg.AdminKeys, Log: log, Metrics: reg,
 		AppAuth: cfg.AppAuth, Tokens: tokens, VerifyIDToken: verify,
 		CouponRate: engine.NewCredentialRate(rdb, cfg.CouponCallsPerMin, nil), Warnings: warnings,
-		Integrity: integrity,
+		Integrity: integrity, Webhooks: hookStore, WebhookHealth: s.deliverer.Health,
 	})
 	return s, nil
+}
+
+// storeTags answers a store's tags from the catalog snapshot in force,
+// for webhook subscriptions that filter by tag: nil for a store it does
+// not have (deleted, or not loaded yet).
+func storeTags(live *rules.Live) func(storeID string) []string {
+	return func(storeID string) []string {
+		snap := live.Current()
+		if snap == nil {
+			return nil
+		}
+		pos, ok := snap.StoreByID(storeID)
+		if !ok {
+			return nil
+		}
+		return snap.Stores[pos].Tags
+	}
 }
 
 // playIntegrity is the checker of Android apps' Play Integrity tokens,
@@ -270,6 +322,9 @@ func (s *server) run(ctx context.Context, cfg *config, log *slog.Logger, ln net.
 	stop := func() { stopBg(); wg.Wait() }
 	run(s.live.Run)
 	run(s.dispatcher.Run)
+	run(s.hooks.Run)
+	run(s.events.Run)
+	run(s.deliverer.Run)
 	if cfg.PprofAddr != "" {
 		pl, err := net.Listen("tcp", cfg.PprofAddr)
 		if err != nil {

@@ -325,6 +325,11 @@ func TestSettingsRefused(t *testing.T) {
 		{"bad daily limit", map[string]string{"NEARCAST_MAX_OFFERS_PER_DAY": "many"}, "NEARCAST_MAX_OFFERS_PER_DAY"},
 		{"bad speed", map[string]string{"NEARCAST_MAX_ENTER_SPEED": "-1"}, "NEARCAST_MAX_ENTER_SPEED"},
 		{"bad refusal of suspicious redemptions", map[string]string{"NEARCAST_REFUSE_SUSPICIOUS_REDEMPTIONS": "yes"}, "NEARCAST_REFUSE_SUSPICIOUS_REDEMPTIONS"},
+		{"bad webhook age", map[string]string{"NEARCAST_WEBHOOK_MAX_AGE": "a day"}, "NEARCAST_WEBHOOK_MAX_AGE"},
+		{"webhook timeout too long", map[string]string{"NEARCAST_WEBHOOK_TIMEOUT": "5m"}, "NEARCAST_WEBHOOK_TIMEOUT"},
+		{"bad allowed network", map[string]string{"NEARCAST_WEBHOOK_ALLOW_NETS": "10.0.0.0/8,intranet"}, "NEARCAST_WEBHOOK_ALLOW_NETS"},
+		{"streams too short", map[string]string{"NEARCAST_EVENTS_MAXLEN": "10"}, "NEARCAST_EVENTS_MAXLEN"},
+		{"unknown events setting", map[string]string{"NEARCAST_EVENTS": "some"}, "NEARCAST_EVENTS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -335,7 +340,14 @@ func TestSettingsRefused(t *testing.T) {
 		})
 	}
 	cfg, err := loadConfig(func(string) string { return "" })
-	if err != nil || !cfg.Demo || cfg.Push != "log" || cfg.AppKeys[0] != "demo-app" || len(cfg.CouponSecret) == 0 {
+	if err != nil || !cfg.Demo || cfg.Push != "log" || cfg.AppKeys[0] != "demo-app" || len(cfg.CouponSecret) == 0 ||
+		cfg.AllEvents || cfg.EventsMaxLen != 1_000_000 || cfg.Webhooks.MaxAge != 24*time.Hour {
 		t.Fatalf("defaults: %+v %v", cfg, err)
+	}
+	cfg, err = loadConfig(func(k string) string {
+		return map[string]string{"NEARCAST_EVENTS": "all", "NEARCAST_WEBHOOK_ALLOW_NETS": "10.20.0.0/16, fd00:1::/64", "NEARCAST_EVENTS_MAXLEN": "5000"}[k]
+	})
+	if err != nil || !cfg.AllEvents || len(cfg.Webhooks.AllowNets) != 2 || cfg.EventsMaxLen != 5000 {
+		t.Fatalf("events settings: %+v %v", cfg, err)
 	}
 }

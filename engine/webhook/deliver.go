@@ -11,11 +11,15 @@ import (
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
+	"net"
 	"net/http"
+	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,8 +53,18 @@ type Config struct {
 	// without letting it go (a crash) before another takes it over.
 	LeaseTTL time.Duration
 	// Client posts the requests; nil: one with Timeout that follows no
-	// redirect.
+	// redirect and dials no address of a private or special network
+	// (blockedIP) once the receiver's host name is resolved, so that a
+	// subscription cannot reach into the networks Nearcast runs in (cloud
+	// metadata, Redis, internal services): but for a URL naming the
+	// loopback host (development) its loopback addresses, and the
+	// addresses of AllowNets. A proxy of the environment (HTTPS_PROXY),
+	// which the operator sets, is dialed whatever its address.
 	Client *http.Client
+	// AllowNets are networks the default Client dials however private:
+	// the operator's allow-list (NEARCAST_WEBHOOK_ALLOW_NETS), for
+	// receivers inside the company's network.
+	AllowNets []*net.IPNet
 	// StoreTags answers a store's tags, for subscriptions that filter by
 	// tag (nil: tags match nothing).
 	StoreTags func(storeID string) []string
@@ -86,13 +100,126 @@ func (c Config) withDefaults() Config {
 		c.DeadMax = def.DeadMax
 	}
 	if c.Client == nil {
+		guard := newDialGuard(c.AllowNets, c.Timeout)
 		c.Client = &http.Client{
 			Timeout:       c.Timeout,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-			Transport:     &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: Shards, IdleConnTimeout: 90 * time.Second, ResponseHeaderTimeout: c.Timeout},
+			Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, DialContext: guard.DialContext,
+				MaxIdleConnsPerHost: Shards, IdleConnTimeout: 90 * time.Second, ResponseHeaderTimeout: c.Timeout,
+				TLSHandshakeTimeout: c.Timeout, ForceAttemptHTTP2: true},
 		}
 	}
 	return c
+}
+
+// lookupIPAddr resolves a receiver's host name; tests put a resolver of
+// their own in its place before they make a Deliverer.
+var lookupIPAddr = net.DefaultResolver.LookupIPAddr
+
+// ErrRefusedAddress is the error of a request to a receiver whose
+// address lies in a private or special network (Config.Client).
+var ErrRefusedAddress = errors.New("webhook: refused to dial a private or special address")
+
+// dialGuard dials receivers, refusing the addresses a webhook may not
+// reach: it resolves the host itself, checks every address, and dials
+// those allowed with a net.Dialer whose Control checks, once more, the
+// address the socket is about to connect to.
+type dialGuard struct {
+	allow   []*net.IPNet
+	proxies map[string]bool // hosts of the environment's proxies
+	lookup  func(ctx context.Context, host string) ([]net.IPAddr, error)
+	timeout time.Duration
+}
+
+func newDialGuard(allow []*net.IPNet, timeout time.Duration) *dialGuard {
+	g := &dialGuard{allow: allow, proxies: map[string]bool{}, lookup: lookupIPAddr, timeout: timeout}
+	for _, name := range []string{"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"} {
+		v := os.Getenv(name)
+		if v == "" {
+			continue
+		}
+		if !strings.Contains(v, "://") {
+			v = "http://" + v
+		}
+		if u, err := url.Parse(v); err == nil && u.Hostname() != "" {
+			g.proxies[u.Hostname()] = true
+		}
+	}
+	return g
+}
+
+// check answers why ip may not be dialed for host (nil: it may).
+func (g *dialGuard) check(host string, ip net.IP) error {
+	switch {
+	case ip == nil:
+		return fmt.Errorf("%w: %s is not an IP address", ErrRefusedAddress, host)
+	case ip.IsLoopback() && loopbackHost(host):
+		return nil // the URL names the loopback host: development
+	case inNets(ip, g.allow):
+		return nil
+	}
+	if why := blockedIP(ip); why != "" {
+		return fmt.Errorf("%w: %s resolves to %s, %s (NEARCAST_WEBHOOK_ALLOW_NETS allows a network)", ErrRefusedAddress, host, ip, why)
+	}
+	return nil
+}
+
+// loopbackHost tells whether a URL's host names the loopback host.
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// DialContext is http.Transport's DialContext.
+func (g *dialGuard) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	d := &net.Dialer{Timeout: g.timeout, KeepAlive: 30 * time.Second}
+	if g.proxies[host] {
+		return d.DialContext(ctx, network, addr)
+	}
+	var ips []net.IP
+	if ip := net.ParseIP(host); ip != nil {
+		ips = []net.IP{ip}
+	} else {
+		addrs, err := g.lookup(ctx, host)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range addrs {
+			ips = append(ips, a.IP)
+		}
+	}
+	d.Control = func(_, address string, _ syscall.RawConn) error {
+		h, _, err := net.SplitHostPort(address)
+		if err != nil {
+			return err
+		}
+		return g.check(host, net.ParseIP(h))
+	}
+	var last error
+	for _, ip := range ips {
+		if err := g.check(host, ip); err != nil {
+			if last == nil {
+				last = err
+			}
+			continue
+		}
+		conn, err := d.DialContext(ctx, network, net.JoinHostPort(ip.String(), port))
+		if err == nil {
+			return conn, nil
+		}
+		last = err
+	}
+	if last == nil {
+		last = fmt.Errorf("webhook: no address for %s", host)
+	}
+	return nil, last
 }
 
 // Deliverer posts the events of the streams to the subscriptions. Run one
@@ -242,11 +369,11 @@ type Health struct {
 	Retried   int64 `json:"retried"` // failed tries that were tried again
 	Dead      int64 `json:"dead"`
 	Skipped   int64 `json:"skipped"` // erased before delivery, or gone from the stream
-	// Lag is the events of the subscription not delivered yet: held in
-	// memory and not read yet.
+	// Lag is the events of the subscription this process holds in memory,
+	// read and not delivered yet (Store.Health has the whole lag).
 	Lag int64 `json:"lag"`
-	// OldestAge is the age of its oldest event not delivered yet.
-	OldestAge  time.Duration `json:"oldest_age"`
+	// OldestAge is the age of the oldest of them.
+	OldestAge  time.Duration `json:"-"`
 	LastError  string        `json:"last_error,omitempty"`
 	LastStatus int           `json:"last_status,omitempty"`
 }
@@ -254,7 +381,7 @@ type Health struct {
 // subStats are one subscription's counters and gauges, over shards.
 type subStats struct {
 	delivered, retried, dead, skipped atomic.Int64
-	held, unread, oldest              [Shards]atomic.Int64 // oldest: unix ms, 0 none
+	held, oldest                      [Shards]atomic.Int64 // oldest: unix ms, 0 none
 	mu                                sync.Mutex
 	lastErr                           string
 	lastStatus                        int
@@ -284,7 +411,7 @@ func (d *Deliverer) Health() map[string]Health {
 	for id, s := range ids {
 		h := Health{Delivered: s.delivered.Load(), Retried: s.retried.Load(), Dead: s.dead.Load(), Skipped: s.skipped.Load()}
 		for n := 0; n < Shards; n++ {
-			h.Lag += s.held[n].Load() + s.unread[n].Load()
+			h.Lag += s.held[n].Load()
 			if ms := s.oldest[n].Load(); ms > 0 {
 				h.OldestAge = max(h.OldestAge, now.Sub(time.UnixMilli(ms)))
 			}
@@ -302,7 +429,7 @@ var (
 		"Webhook tries by result: delivered, retried (failed, tried again), dead (given up after the maximum age), skipped (erased or trimmed before delivery).",
 		[]string{"subscription", "result"}, nil)
 	descLag = prometheus.NewDesc("nearcast_webhook_lag",
-		"Events of a subscription not delivered yet, on the shards this process holds.", []string{"subscription"}, nil)
+		"Events of a subscription not delivered yet: not read, or read and not acknowledged (from Redis: the same on every replica).", []string{"subscription"}, nil)
 	descOldest = prometheus.NewDesc("nearcast_webhook_oldest_age_seconds",
 		"Age of a subscription's oldest event not delivered yet (0: none).", []string{"subscription"}, nil)
 )
@@ -316,13 +443,34 @@ func (d *Deliverer) Describe(ch chan<- *prometheus.Desc) {
 }
 
 // Collect is the other half of prometheus.Collector.
+// The counters are this process's; the lag and the oldest age are read
+// from Redis (Store.HealthOf), the same on every replica, for the
+// subscriptions in force.
 func (d *Deliverer) Collect(ch chan<- prometheus.Metric) {
 	for id, h := range d.Health() {
 		for result, v := range map[string]int64{"delivered": h.Delivered, "retried": h.Retried, "dead": h.Dead, "skipped": h.Skipped} {
 			ch <- prometheus.MustNewConstMetric(descDeliveries, prometheus.CounterValue, float64(v), id, result)
 		}
-		ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, float64(h.Lag), id)
-		ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, h.OldestAge.Seconds(), id)
+	}
+	snap := d.live.Current()
+	if snap == nil || len(snap.Subs) == 0 {
+		return
+	}
+	ids := make([]string, 0, len(snap.Subs))
+	for id := range snap.Subs {
+		ids = append(ids, id)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	hs, err := d.live.Store().HealthOf(ctx, ids...)
+	if err != nil {
+		d.log.Warn("webhook: health not read for the metrics", "err", err)
+		return
+	}
+	now := d.now()
+	for id, h := range hs {
+		ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, float64(h.Lag+h.Pending), id)
+		ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, h.OldestAge(now).Seconds(), id)
 	}
 }
 
@@ -338,7 +486,11 @@ type worker struct {
 	queues map[string]*custQueue // by customer id
 	held   int
 	cursor string // "0"-based cursor while re-reading the entries left pending, then ">"
-	lagAt  time.Time
+	// erased is when customers were erased, as their customer.erased
+	// entries said (forget).
+	erased map[string]time.Time
+	// skip gathers, while take runs, the held entries an erasure drops.
+	skip []string
 }
 
 // custQueue is one customer's events waiting, oldest first; the head is
@@ -370,7 +522,17 @@ func (w *worker) run(ctx context.Context) {
 		w.stats.oldest[w.shard].Store(0)
 	}()
 	for ctx.Err() == nil {
-		if err := ensureGroup(ctx, w.d.rdb, w.shard, w.sub.Load().ID); err != nil {
+		// Only for a subscription that still exists: one deleted since
+		// this process last looked must not get its groups back, for a
+		// subscription made again under its id would then start from them.
+		exists, err := w.d.rdb.HExists(ctx, keySubs, w.sub.Load().ID).Result()
+		if err == nil && !exists {
+			return
+		}
+		if err == nil {
+			err = ensureGroup(ctx, w.d.rdb, w.shard, w.sub.Load().ID)
+		}
+		if err != nil {
 			w.d.log.Warn("webhook: cannot create consumer group", "subscription", w.sub.Load().ID, "err", err)
 			sleep(ctx, w.d.cfg.Poll)
 			continue
@@ -434,45 +596,83 @@ func (w *worker) fill(ctx context.Context) int {
 	sub := w.sub.Load()
 	var skip []string
 	for _, m := range msgs {
-		if len(m.Values) == 0 { // deleted (erased) or trimmed since it was read
-			w.stats.skipped.Add(1)
+		if !w.take(m, sub) {
 			skip = append(skip, m.ID)
-			continue
 		}
-		if only, _ := m.Values["only"].(string); only != "" && only != sub.ID {
-			skip = append(skip, m.ID)
-			continue
-		}
-		doc, _ := m.Values["event"].(string)
-		var ev Event
-		if err := json.Unmarshal([]byte(doc), &ev); err != nil {
-			w.d.log.Warn("webhook: malformed event skipped", "entry", m.ID, "err", err)
-			skip = append(skip, m.ID)
-			continue
-		}
-		if !sub.Wants(&ev, w.d.cfg.StoreTags) {
-			skip = append(skip, m.ID)
-			continue
-		}
-		q := w.queues[ev.CustomerID]
-		if q == nil {
-			q = &custQueue{due: time.Time{}}
-			w.queues[ev.CustomerID] = q
-		}
-		if ev.Type == TypeCustomerErased && len(q.items) > 0 {
-			// What waits of an erased customer goes unsent.
-			for _, h := range q.items {
-				skip = append(skip, h.entry)
-			}
-			w.stats.skipped.Add(int64(len(q.items)))
-			w.held -= len(q.items)
-			q.items, q.due = nil, time.Time{}
-		}
-		q.items = append(q.items, &held{entry: m.ID, ev: ev, body: []byte(doc)})
-		w.held++
 	}
+	skip = append(skip, w.skip...)
+	w.skip = w.skip[:0]
 	w.ack(ctx, skip...)
 	return len(msgs)
+}
+
+// take holds a stream entry for delivery, or answers false for one to
+// acknowledge unsent: gone (erased, trimmed), another subscription's,
+// malformed, decided before its customer's erasure, or not wanted.
+func (w *worker) take(m redis.XMessage, sub *Subscription) bool {
+	if len(m.Values) == 0 { // deleted (erased) or trimmed since it was read
+		w.stats.skipped.Add(1)
+		return false
+	}
+	if only, _ := m.Values["only"].(string); only != "" && only != sub.ID {
+		return false
+	}
+	doc, _ := m.Values["event"].(string)
+	var ev Event
+	if err := json.Unmarshal([]byte(doc), &ev); err != nil {
+		w.d.log.Warn("webhook: malformed event skipped", "entry", m.ID, "err", err)
+		return false
+	}
+	if ev.Type == TypeCustomerErased {
+		w.forget(ev.CustomerID, ev.At)
+	} else if at, ok := w.erased[ev.CustomerID]; ok && !ev.At.After(at) {
+		// A fact decided before the customer's erasure, relayed after
+		// it (the relay had read the journal as the erasure ran): it
+		// goes unsent, as what was in the stream did.
+		w.stats.skipped.Add(1)
+		return false
+	}
+	if !sub.Wants(&ev, w.d.cfg.StoreTags) {
+		return false
+	}
+	q := w.queues[ev.CustomerID]
+	if q == nil {
+		q = &custQueue{due: time.Time{}}
+		w.queues[ev.CustomerID] = q
+	}
+	if ev.Type == TypeCustomerErased && len(q.items) > 0 {
+		// What waits of an erased customer goes unsent.
+		for _, h := range q.items {
+			w.skip = append(w.skip, h.entry)
+		}
+		w.stats.skipped.Add(int64(len(q.items)))
+		w.held -= len(q.items)
+		q.items, q.due = nil, time.Time{}
+	}
+	q.items = append(q.items, &held{entry: m.ID, ev: ev, body: []byte(doc)})
+	w.held++
+	return true
+}
+
+// erasedMemory is how long a worker remembers an erasure, to skip the
+// customer's facts decided before it and relayed after: far longer than
+// a relay takes.
+const erasedMemory = 10 * time.Minute
+
+// forget remembers that a customer was erased at at.
+func (w *worker) forget(customerID string, at time.Time) {
+	if w.erased == nil {
+		w.erased = map[string]time.Time{}
+	}
+	now := w.d.now()
+	if len(w.erased) >= 1000 {
+		for id, t := range w.erased {
+			if now.Sub(t) > erasedMemory {
+				delete(w.erased, id)
+			}
+		}
+	}
+	w.erased[customerID] = at
 }
 
 func (w *worker) ack(ctx context.Context, ids ...string) {
@@ -644,24 +844,6 @@ func (w *worker) gauges(ctx context.Context) {
 		}
 	}
 	w.stats.oldest[w.shard].Store(oldest)
-	if w.held < w.d.cfg.Buffer {
-		// Below its bound a worker reads all there is on every turn.
-		w.stats.unread[w.shard].Store(0)
-		return
-	}
-	if time.Since(w.lagAt) < time.Second {
-		return
-	}
-	w.lagAt = time.Now()
-	groups, err := w.d.rdb.XInfoGroups(ctx, w.key).Result()
-	if err != nil {
-		return
-	}
-	for _, g := range groups {
-		if g.Name == w.group && g.Lag >= 0 {
-			w.stats.unread[w.shard].Store(g.Lag)
-		}
-	}
 }
 
 func sleep(ctx context.Context, d time.Duration) {

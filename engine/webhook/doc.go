@@ -8,9 +8,17 @@
 //
 //   - Subscription and Store: the endpoints, versioned in Redis under the
 //     {hooks} hash tag (nc:{hooks}:subs, nc:{hooks}:sub_versions,
-//     nc:{hooks}:version), each change announced on ChannelChanged; Live
-//     keeps every replica's view current within a second, as rules.Live
-//     does for the catalog.
+//     nc:{hooks}:version, and the last MaxVersions of each, without its
+//     secret, in nc:{hooks}:history:<id>), each change announced on
+//     ChannelChanged; Live keeps every replica's view current within a
+//     second (rules.Follow, as for the catalog). Store.Health reads a
+//     subscription's lag, pending events, oldest age and dead letters
+//     from Redis; Store.SendTest sends it a webhook.test event alone.
+//   - Where requests may go: https, or http to loopback for development;
+//     never an address of a private, link-local, shared or other special
+//     network (checked when a subscription is saved, and again on every
+//     dial after DNS), but for the networks an operator allows
+//     (Config.AllowNets); no redirect is followed.
 //   - Event and Emitter: facts appended to one of Shards streams
 //     (StreamKey, nc:{hooks:<n>}:events), the shard chosen by the customer
 //     id (ShardOf), so that a customer's events keep their order. Each

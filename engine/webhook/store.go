@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,6 +25,7 @@ const (
 	keySubs        = "nc:{hooks}:subs"         // hash: subscription id → JSON of the current version
 	keySubVersions = "nc:{hooks}:sub_versions" // hash: subscription id → latest version (kept past a delete, so versions go on)
 	keyVersion     = "nc:{hooks}:version"      // counter, bumped by every change
+	keyHistory     = "nc:{hooks}:history:"     // list per subscription id: its last MaxVersions versions, oldest first, without the secret
 
 	// ChannelChanged carries the new version after every change of the
 	// subscriptions; every replica's Live reloads on it.
@@ -41,11 +43,16 @@ var ErrConflict = rules.ErrConflict
 // ErrNotFound is returned for a subscription that does not exist.
 var ErrNotFound = rules.ErrNotFound
 
+// MaxVersions is how many versions of a subscription Versions keeps: the
+// latest, the oldest going first.
+const MaxVersions = 50
+
 // Store keeps the subscriptions and their dead letters in Redis.
 type Store struct {
-	rdb redis.UniversalClient
-	em  *Emitter
-	now func() time.Time
+	rdb   redis.UniversalClient
+	em    *Emitter
+	now   func() time.Time
+	allow []*net.IPNet
 }
 
 // NewStore returns a store on rdb.
@@ -53,16 +60,40 @@ func NewStore(rdb redis.UniversalClient) *Store {
 	return &Store{rdb: rdb, em: NewEmitter(rdb, 0), now: time.Now}
 }
 
+// WithMaxLen makes the entries the store appends (replayed dead letters,
+// test events) keep each shard's stream near maxLen entries, as the
+// Emitter's do (0: DefaultMaxLen). Call it before the store is used.
+func (st *Store) WithMaxLen(maxLen int64) *Store {
+	st.em = NewEmitter(st.rdb, maxLen)
+	return st
+}
+
+// WithAllowNets lets subscription URLs name IP addresses of these
+// networks, however private (NormalizeAllowing): the operator's
+// allow-list, the same the Deliverer's Config.AllowNets dials. Call it
+// before the store is used.
+func (st *Store) WithAllowNets(nets []*net.IPNet) *Store {
+	st.allow = nets
+	return st
+}
+
+// Check normalizes and validates a subscription as Put does, writing
+// nothing.
+func (st *Store) Check(s *Subscription) error { return s.NormalizeAllowing(st.allow) }
+
 // putScript writes the next version of a subscription if its latest
-// version is still the one read. KEYS: subs, versions, version. ARGV:
-// id, version read, document, channel. Answers -1 on a conflict, else
-// whether it existed (1) or not (0).
+// version is still the one read, and keeps it in the subscription's
+// history. KEYS: subs, versions, version, history. ARGV: id, version
+// read, document, channel, the document without its secret, versions
+// kept. Answers -1 on a conflict, else whether it existed (1) or not (0).
 var putScript = redis.NewScript(`
 local cur = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 if cur ~= tonumber(ARGV[2]) then return -1 end
 local existed = redis.call('HEXISTS', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], cur + 1)
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('RPUSH', KEYS[4], ARGV[5])
+redis.call('LTRIM', KEYS[4], -tonumber(ARGV[6]), -1)
 local v = redis.call('INCR', KEYS[3])
 redis.call('PUBLISH', ARGV[4], v)
 return existed
@@ -81,8 +112,20 @@ return v
 // sets on s with UpdatedAt, and answers whether it is new. ifVersion > 0
 // makes it fail with ErrConflict unless the latest version is that one
 // (If-Match). A new subscription receives the events emitted from now on.
+// A subscription saved without a secret keeps the one it had; a new one
+// gets a new secret (Normalize). Every version is kept, without its
+// secret, for Versions (the last MaxVersions).
 func (st *Store) Put(ctx context.Context, s *Subscription, ifVersion int64) (created bool, err error) {
-	if err := s.Normalize(); err != nil {
+	if s.Secret == "" && rules.ValidID("id", s.ID) == nil {
+		cur, err := st.Get(ctx, s.ID)
+		switch {
+		case err == nil:
+			s.Secret = cur.Secret
+		case !errors.Is(err, ErrNotFound):
+			return false, err
+		}
+	}
+	if err := st.Check(s); err != nil {
 		return false, err
 	}
 	for attempt := 0; ; attempt++ {
@@ -99,7 +142,14 @@ func (st *Store) Put(ctx context.Context, s *Subscription, ifVersion int64) (cre
 		if err != nil {
 			return false, err
 		}
-		res, err := putScript.Run(ctx, st.rdb, []string{keySubs, keySubVersions, keyVersion}, s.ID, prev, doc, ChannelChanged).Int64()
+		kept := *s
+		kept.Secret = ""
+		hist, err := json.Marshal(&kept)
+		if err != nil {
+			return false, err
+		}
+		res, err := putScript.Run(ctx, st.rdb, []string{keySubs, keySubVersions, keyVersion, keyHistory + s.ID},
+			s.ID, prev, doc, ChannelChanged, hist, MaxVersions).Int64()
 		if err != nil {
 			return false, rules.RedisErr("save subscription", err)
 		}
@@ -112,7 +162,14 @@ func (st *Store) Put(ctx context.Context, s *Subscription, ifVersion int64) (cre
 		}
 	}
 	if created {
-		// Its groups start at the end of each stream: the events from now on.
+		// Its groups start at the end of each stream: the events from now
+		// on, whatever groups a subscription of the same id deleted
+		// before left (a deliverer that had not heard of the delete).
+		for n := 0; n < Shards; n++ {
+			if err := st.rdb.XGroupDestroy(ctx, StreamKey(n), groupOf(s.ID)).Err(); err != nil && !noSuchKey(err) && !strings.Contains(err.Error(), "NOGROUP") {
+				return true, rules.RedisErr("reset consumer group", err)
+			}
+		}
 		if err := ensureGroups(ctx, st.rdb, s.ID); err != nil {
 			return true, err
 		}
@@ -153,6 +210,60 @@ func (st *Store) Get(ctx context.Context, id string) (*Subscription, error) {
 		return nil, fmt.Errorf("decode subscription %s: %w", id, err)
 	}
 	return &s, nil
+}
+
+// Versions lists the versions of a subscription kept, oldest first: the
+// last MaxVersions, each without its secret. A deleted subscription's
+// versions stay, and one saved later under its id continues them.
+func (st *Store) Versions(ctx context.Context, id string) ([]*Subscription, error) {
+	docs, err := st.rdb.LRange(ctx, keyHistory+id, 0, -1).Result()
+	if err != nil {
+		return nil, rules.RedisErr("read subscription versions", err)
+	}
+	if len(docs) == 0 {
+		return nil, ErrNotFound
+	}
+	out := make([]*Subscription, 0, len(docs))
+	for _, doc := range docs {
+		var s Subscription
+		if err := json.Unmarshal([]byte(doc), &s); err != nil {
+			return nil, fmt.Errorf("decode subscription %s history: %w", id, err)
+		}
+		out = append(out, &s)
+	}
+	return out, nil
+}
+
+// SendTest appends a test event (TypeTest) for the subscription alone to
+// a shard's stream, and answers its id: the subscription's receiver gets
+// it signed like any event, whatever events it asks for, and it shows in
+// the delivery's health and, if the receiver does not take it in time,
+// in the dead letters. A disabled subscription is refused (a
+// precondition fault of enabled): its test event would wait until it
+// is enabled.
+func (st *Store) SendTest(ctx context.Context, subID string) (eventID string, err error) {
+	s, err := st.Get(ctx, subID)
+	if err != nil {
+		return "", err
+	}
+	if !s.Enabled {
+		return "", &rules.ValidationError{Faults: []rules.Fault{{Field: "enabled",
+			Message: "the subscription is disabled: enable it to receive events, test events too", Precondition: true}}}
+	}
+	e := Event{ID: NewEventID(), Type: TypeTest, At: st.now().UTC().Truncate(time.Millisecond),
+		Data: map[string]any{"subscription_id": subID, "message": "A test event from Nearcast: your endpoint receives and verifies its events."}}
+	a, err := st.em.xadd(&e, subID)
+	if err != nil {
+		return "", err
+	}
+	// The group first: one created after the event would start past it.
+	if err := ensureGroup(ctx, st.rdb, ShardOf(e.CustomerID), subID); err != nil {
+		return "", err
+	}
+	if err := st.rdb.XAdd(ctx, a).Err(); err != nil {
+		return "", rules.RedisErr("send test event", err)
+	}
+	return e.ID, nil
 }
 
 // List reads every subscription, by id. There are few (an operator
@@ -199,7 +310,7 @@ func (st *Store) Delete(ctx context.Context, id string) error {
 	}
 	for n := 0; n < Shards; n++ {
 		err := st.rdb.XGroupDestroy(ctx, StreamKey(n), groupOf(id)).Err()
-		if err != nil && !strings.Contains(err.Error(), "no such key") && !strings.Contains(err.Error(), "requires the key to exist") {
+		if err != nil && !noSuchKey(err) {
 			return rules.RedisErr("delete consumer group", err)
 		}
 	}
@@ -229,6 +340,9 @@ type DeadLetter struct {
 // DeadLetters answers a page of a subscription's dead letters, newest
 // first, and how many there are.
 func (st *Store) DeadLetters(ctx context.Context, subID string, offset, limit int) ([]DeadLetter, int64, error) {
+	if limit <= 0 || offset < 0 {
+		return nil, 0, rules.Invalid("limit", "limit must be 1 or more, offset 0 or more")
+	}
 	var lr *redis.StringSliceCmd
 	var ll *redis.IntCmd
 	_, err := st.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -253,11 +367,15 @@ func (st *Store) DeadLetters(ctx context.Context, subID string, offset, limit in
 // answering how many went.
 func (st *Store) DropDead(ctx context.Context, subID string, eventIDs ...string) (int, error) {
 	if len(eventIDs) == 0 {
-		n, err := st.rdb.LLen(ctx, deadKey(subID)).Result()
-		if err != nil {
-			return 0, rules.RedisErr("drop dead letters", err)
-		}
-		return int(n), rules.RedisErr("drop dead letters", st.rdb.Del(ctx, deadKey(subID)).Err())
+		// Counted and dropped in one transaction: a letter that comes in
+		// between is not dropped uncounted.
+		var n *redis.IntCmd
+		_, err := st.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			n = p.LLen(ctx, deadKey(subID))
+			p.Del(ctx, deadKey(subID))
+			return nil
+		})
+		return int(n.Val()), rules.RedisErr("drop dead letters", err)
 	}
 	return removeDead(ctx, st.rdb, subID, func(d *DeadLetter) bool { return slices.Contains(eventIDs, d.Event.ID) })
 }
@@ -372,22 +490,11 @@ func (l *Live) Refresh(ctx context.Context) error {
 	return nil
 }
 
-// Run follows changes until ctx ends.
+// Run follows changes until ctx ends (rules.Follow).
 func (l *Live) Run(ctx context.Context) error {
-	sub := l.rdb.Subscribe(ctx, ChannelChanged)
-	defer sub.Close()
-	msgs := sub.Channel()
-	tick := time.NewTicker(l.PollEvery)
-	defer tick.Stop()
-	for {
-		if err := l.Refresh(ctx); err != nil && ctx.Err() == nil {
-			l.log.Warn("webhook subscriptions refresh failed", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-msgs:
-		case <-tick.C:
-		}
+	if err := l.Refresh(ctx); err != nil && ctx.Err() == nil {
+		l.log.Warn("webhook subscriptions refresh failed", "err", err)
 	}
+	rules.Follow(ctx, l.rdb, ChannelChanged, l.PollEvery, l.Refresh, l.log, "webhook subscriptions refresh failed")
+	return nil
 }

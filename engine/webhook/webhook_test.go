@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -467,6 +468,37 @@ func TestErasureDropsUndeliveredAndTellsEveryone(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A fact decided before a customer's erasure but relayed after it (the
+// relay read the journal as the erasure ran) is not delivered; the
+// customer's facts decided after the erasure are.
+func TestFactsRelayedAfterAnErasureNotDelivered(t *testing.T) {
+	e := newEnv(t, srv.Client(t))
+	secret := webhook.NewSecret()
+	r := hooktest.New(t, secret)
+	e.subscribe(t, "crm", r, secret)
+	e.deliver(t, testConfig())
+	ctx := context.Background()
+	erasedAt := time.Now().UTC().Truncate(time.Millisecond)
+	if _, err := e.em.EraseCustomer(ctx, "anna"); err != nil {
+		t.Fatal(err)
+	}
+	late := webhook.Event{ID: "evt_late", Type: webhook.TypeEnter, CustomerID: "anna", StoreID: "s-1", At: erasedAt.Add(-time.Second)}
+	after := webhook.Event{ID: "evt_after", Type: webhook.TypeEnter, CustomerID: "anna", StoreID: "s-1", At: erasedAt.Add(time.Second)}
+	if err := e.em.Emit(ctx, late, after); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WaitAccepted(2, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ev := range hooktest.DistinctAccepted(r.Accepted()) {
+		got = append(got, ev.Type+" "+ev.ID)
+	}
+	if len(got) != 2 || !strings.HasPrefix(got[0], webhook.TypeCustomerErased) || got[1] != "enter evt_after" {
+		t.Fatalf("delivered %q", got)
 	}
 }
 

@@ -105,6 +105,8 @@ type Config struct {
 	// the phones phase (phones.go); 0 skips it.
 	Phones     int
 	PhoneHours float64
+	// NoVariants runs the city without its experiments (City.DropVariants).
+	NoVariants bool
 	// DeadWebhook subscribes a receiver that takes connections and never
 	// answers to every event type before the phases: what a dead
 	// receiver costs the pings (nothing, if delivery is as isolated as
@@ -261,6 +263,9 @@ func (r *runner) openRedis(ctx context.Context) error {
 func (r *runner) loadCity(ctx context.Context) error {
 	cfg, rep := &r.cfg, r.rep
 	city := NewCity(cfg.Seed, cfg.Stores, cfg.Rules, cfg.Customers)
+	if cfg.NoVariants {
+		city.DropVariants()
+	}
 	r.city = city
 	t0 := time.Now()
 	if err := loadCatalog(ctx, r.rdb, city); err != nil {
@@ -268,6 +273,14 @@ func (r *runner) loadCity(ctx context.Context) error {
 	}
 	rep.Load.CatalogS = time.Since(t0).Seconds()
 	rep.City = CityStats{Stores: len(city.Stores), Rules: len(city.Rules), Customers: cfg.Customers}
+	for _, r := range city.Rules {
+		if len(r.Offer.Variants) > 0 {
+			rep.City.VariantRules++
+			if r.Offer.Selection == rules.SelectBandit {
+				rep.City.BanditRules++
+			}
+		}
+	}
 	for _, s := range city.Stores {
 		if len(s.Polygon) > 0 {
 			rep.City.PolygonStores++

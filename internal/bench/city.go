@@ -206,7 +206,48 @@ func (c *City) rule(rng *rand.Rand, i int) *rules.Rule {
 	if rng.IntN(5) == 0 {
 		r.HoldoutPct = 10
 	}
+	withVariants(r, i)
 	return r
+}
+
+// DropVariants turns the city's experiments back into plain offers (the
+// first variant's texts), to measure what variants cost.
+func (c *City) DropVariants() {
+	for _, r := range c.Rules {
+		if len(r.Offer.Variants) > 0 {
+			r.Offer.Title, r.Offer.Body = r.Offer.Variants[0].Title, r.Offer.Variants[0].Body
+			r.Offer.Variants, r.Offer.Selection, r.Offer.Bandit = nil, "", nil
+		}
+	}
+}
+
+// withVariants makes every fifth rule an experiment of two or three
+// variants (docs/experiments.md), and every twentieth a bandit learning
+// apart by tier; by the rule's number, so that the rest of the city is
+// drawn as before.
+func withVariants(r *rules.Rule, i int) {
+	if i%5 != 0 {
+		return
+	}
+	offers := []struct{ id, de, en string }{
+		{"pct", "20 % auf deinen Einkauf.", "20% off today."},
+		{"size", "eine Größe größer, gratis.", "a free size-up."},
+		{"two", "zwei zum Preis von einem.", "two for one."},
+	}
+	n := 2 + i/5%2
+	for _, o := range offers[:n] {
+		r.Offer.Variants = append(r.Offer.Variants, rules.Variant{ID: o.id, Discount: o.id, Weight: 1,
+			Title: r.Offer.Title,
+			Body: rules.Texts{
+				{Lang: "de", Template: "{{.store.name}} ist {{distance .distance_m}} entfernt: " + o.de},
+				{Lang: "en", Template: "{{.store.name}} is {{distance .distance_m}} away: " + o.en},
+			}})
+	}
+	r.Offer.Title, r.Offer.Body = nil, nil
+	if i%20 == 0 {
+		r.Offer.Selection = rules.SelectBandit
+		r.Offer.Bandit = &rules.Bandit{SegmentBy: "customer.attributes.tier", Segments: []string{"gold", "silver", "bronze"}}
+	}
 }
 
 var firstNames = []string{"Anna", "Ben", "Clara", "David", "Emma", "Felix", "Greta", "Hannah", "Jonas", "Lea", "Lukas", "Mia", "Noah", "Sophie", "Tim", "Zoe"}

@@ -59,7 +59,10 @@ type CityStats struct {
 	CircleStores  int `json:"circle_stores"`
 	PolygonStores int `json:"polygon_stores"`
 	Rules         int `json:"rules"`
-	Customers     int `json:"customers"`
+	// VariantRules have variants; BanditRules of them learn.
+	VariantRules int `json:"variant_rules"`
+	BanditRules  int `json:"bandit_rules"`
+	Customers    int `json:"customers"`
 }
 
 // LoadStats times the loading.
@@ -228,8 +231,8 @@ func serverCPU(c map[string]float64) string {
 func (r *Report) WriteText(w io.Writer) {
 	c := r.City
 	fmt.Fprintf(w, "Nearcast load bench, %s, %d CPUs, %s, Redis %s\n", r.StartedAt.Format(time.RFC3339), r.Machine.CPUs, r.Machine.GoVersion, r.Machine.Redis)
-	fmt.Fprintf(w, "city: %d stores (%d circles, %d polygons), %d rules, %d customers; %d out and about, %d pings in flight\n",
-		c.Stores, c.CircleStores, c.PolygonStores, c.Rules, c.Customers, r.Settings.Active, r.Settings.Concurrency)
+	fmt.Fprintf(w, "city: %d stores (%d circles, %d polygons), %d rules (%d with variants, %d of them bandits), %d customers; %d out and about, %d pings in flight\n",
+		c.Stores, c.CircleStores, c.PolygonStores, c.Rules, c.VariantRules, c.BanditRules, c.Customers, r.Settings.Active, r.Settings.Concurrency)
 	if r.Settings.DeadWebhook {
 		fmt.Fprintln(w, "events out: one subscription to every event type, its receiver dead (takes connections, never answers)")
 	}

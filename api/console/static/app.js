@@ -1,6 +1,7 @@
 // The console's shell: sign-in with an admin key (kept for this tab in
 // sessionStorage), then the views by the hash in the address:
-// #/stores, #/rules, #/rules/<id>, #/simulate, #/results/<id>.
+// #/stores, #/rules, #/rules/<id>, #/simulate, #/results/<id>,
+// #/webhooks, #/webhooks/<id>.
 
 import { api, session } from './api.js';
 import { h, fill } from './dom.js';
@@ -8,8 +9,9 @@ import { mountStores } from './stores.js';
 import { mountRuleList, mountRuleEditor } from './rules.js';
 import { mountSimulate } from './sim.js';
 import { mountResults } from './results.js';
+import { mountWebhooks } from './webhooks.js';
 
-const VIEWS = [['stores', 'Stores'], ['rules', 'Rules'], ['simulate', 'Simulate'], ['results', 'Results']];
+const VIEWS = [['stores', 'Stores'], ['rules', 'Rules'], ['simulate', 'Simulate'], ['results', 'Results'], ['webhooks', 'Webhooks']];
 
 const body = document.body;
 
@@ -53,6 +55,7 @@ function route() {
   else if (view === 'rules') mountRuleList(main);
   else if (view === 'simulate') mountSimulate(main);
   else if (view === 'results') mountResults(main, arg);
+  else if (view === 'webhooks') mountWebhooks(main, arg);
   else mountStores(main);
 }
 
