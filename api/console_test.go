@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -11,7 +12,8 @@ import (
 // from elsewhere; its endpoints, like every data call, need an admin key.
 func TestConsoleFilesAndAuth(t *testing.T) {
 	c := newClient(t, srv.Client(t))
-	for _, path := range []string{"/console", "/console/", "/console/index.html", "/console/app.js", "/console/style.css", "/console/webhooks.js"} {
+	for _, path := range []string{"/console", "/console/", "/console/index.html", "/console/app.js", "/console/style.css", "/console/webhooks.js",
+		"/console/rules.js", "/console/results.js", "/console/charts.js"} {
 		r := c.do("GET", path, "", "")
 		if r.Status != 200 {
 			t.Fatalf("GET %s: %d %s", path, r.Status, r.Raw)
@@ -118,4 +120,58 @@ func TestRulePreview(t *testing.T) {
 	if after := keysSnapshot(t, rdb); after != before {
 		t.Fatal("a preview changed Redis")
 	}
+}
+
+// The preview of an offer with variants, as the rule editor shows it:
+// every variant in every language, in order, each message naming its
+// variant, and the variant the customer gets by weight, which is the one
+// a ping then offers. An unsaved rule's variant faults are named where
+// they lie in the request. Nothing is written.
+func TestRulePreviewVariants(t *testing.T) {
+	rdb := srv.Client(t)
+	c := newClient(t, rdb)
+	for _, put := range []struct{ path, body string }{
+		{"/v1/stores/s-zoo", `{"name": "Zoo", "lat": 52.5079, "lng": 13.3376, "radius_m": 80}`},
+		{"/v1/customers/c-42", customerAnna}, {"/v1/rules/flat-white", ruleVariants},
+	} {
+		if r := c.admin("PUT", put.path, put.body); r.Status != 201 {
+			t.Fatalf("PUT %s: %d %s", put.path, r.Status, r.Raw)
+		}
+	}
+	before := keysSnapshot(t, rdb)
+	r := c.admin("POST", "/v1/rules/flat-white/preview", `{"customer_id": "c-42", "distance_m": 30}`)
+	var p struct {
+		CustomerLanguage string `json:"customer_language"`
+		CustomerVariant  string `json:"customer_variant"`
+		Messages         []struct{ Variant, Lang, Title, Body string }
+	}
+	if err := json.Unmarshal([]byte(r.Raw), &p); r.Status != 200 || err != nil {
+		t.Fatalf("preview: %d %v %s", r.Status, err, r.Raw)
+	}
+	want := []struct{ variant, lang, title string }{
+		{"a", "en", "10% off your flat white, Anna"}, {"a", "de", "10 % auf deinen Flat White, Anna"},
+		{"b", "en", "A free size-up, Anna"}, {"b", "de", "Gratis eine Größe größer, Anna"},
+	}
+	if len(p.Messages) != len(want) || p.CustomerLanguage != "de" || (p.CustomerVariant != "a" && p.CustomerVariant != "b") {
+		t.Fatalf("preview: %s", r.Raw)
+	}
+	for i, w := range want {
+		if m := p.Messages[i]; m.Variant != w.variant || m.Lang != w.lang || m.Title != w.title {
+			t.Errorf("message %d: %+v, want %+v", i, m, w)
+		}
+	}
+	if after := keysSnapshot(t, rdb); after != before {
+		t.Fatal("a preview changed Redis")
+	}
+	// The variant the preview names is the one the customer is offered.
+	ping := c.admin("POST", "/v1/pings", `{"customer_id": "c-42", "device_id": "d-1", "lat": 52.5079, "lng": 13.3376, "accuracy_m": 5}`)
+	offers, _ := ping.Body["offers"].([]any)
+	if ping.Status != 200 || len(offers) != 1 || offers[0].(map[string]any)["variant"] != p.CustomerVariant {
+		t.Fatalf("the ping was offered %s, the preview said variant %s", ping.Raw, p.CustomerVariant)
+	}
+
+	bad := strings.Replace(ruleVariants, `"weight": 3`, `"weight": 1001`, 1)
+	wantError(t, c.admin("POST", "/v1/rules/flat-white/preview", `{"customer_id": "c-42", "rule": `+bad+`}`), 400, "invalid_argument", "rule.offer.variants[1].weight")
+	bad = strings.Replace(ruleVariants, `"Jeder Flat White bei {{.store.name}}"`, `"Jeder Flat White bei {{.store.nam}}"`, 1)
+	wantError(t, c.admin("POST", "/v1/rules/flat-white/preview", `{"customer_id": "c-42", "rule": `+bad+`}`), 422, "failed_precondition", "rule.offer.variants[1].body.de")
 }

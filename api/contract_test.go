@@ -18,6 +18,7 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/gofiber/fiber/v2"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/nearcast/nearcast/api"
 	"github.com/nearcast/nearcast/engine"
@@ -252,6 +253,11 @@ func TestContract(t *testing.T) {
 	full.call(cc{"DELETE", "/v1/webhooks/paused", admin, "", "", nil}, 204)
 	full.call(cc{"DELETE", "/v1/webhooks/paused", admin, "", "", nil}, 404)
 
+	// Variants (docs/experiments.md): a rule whose offer has two, and one
+	// whose bandit chooses; their documents, previews, an offer of a
+	// variant, its coupon, and the experiment in the rule's stats.
+	contractVariants(t, full, rdb)
+
 	// What is left: deletions.
 	full.call(cc{"DELETE", "/v1/rules/latte", admin, "", "", nil}, 204)
 	full.call(cc{"DELETE", "/v1/rules/latte", admin, "", "", nil}, 404)
@@ -449,5 +455,177 @@ func (k *contract) covered() {
 	slices.Sort(missing)
 	for _, m := range missing {
 		k.t.Errorf("%s; add calls of it to TestContract", m)
+	}
+}
+
+// ruleVariants is a rule at s-zoo whose offer has two variants, a and b,
+// in two languages, by weight 1:3; b with a validity of its own.
+const ruleVariants = `{"name": "Flat white, two ways", "priority": 20, "holdout_pct": 10,
+ "trigger": {"on": "enter", "stores": {"ids": ["s-zoo"]}},
+ "caps": {"per_customer_per_day": 1},
+ "offer": {"valid_for_s": 3600, "default_locale": "en",
+   "variants": [
+     {"id": "a", "discount": "10%", "weight": 1,
+      "title": {"en": "10% off your flat white, {{.customer.first_name}}", "de": "10 % auf deinen Flat White, {{.customer.first_name}}"},
+      "body":  {"en": "At {{.store.name}}, for the next hour", "de": "Bei {{.store.name}}, eine Stunde lang"}},
+     {"id": "b", "discount": "size-up", "weight": 3, "valid_for_s": 1800,
+      "title": {"en": "A free size-up, {{.customer.first_name}}", "de": "Gratis eine Größe größer, {{.customer.first_name}}"},
+      "body":  {"en": "Any flat white at {{.store.name}}", "de": "Jeder Flat White bei {{.store.name}}"}}]}}`
+
+// ruleBandit is a rule whose bandit learns apart per tier.
+const ruleBandit = `{"name": "Pastry bandit", "priority": 5,
+ "trigger": {"on": "enter", "stores": {"ids": ["s-zoo"]}},
+ "offer": {"selection": "bandit",
+   "bandit": {"min_per_variant": 50, "floor_pct": 10, "segment_by": "customer.attributes.tier", "segments": ["gold", "silver"]},
+   "variants": [
+     {"id": "croissant", "title": {"en": "A croissant on us"}, "body": {"en": "At {{.store.name}}"}},
+     {"id": "muffin", "title": {"en": "A muffin on us"}, "body": {"en": "At {{.store.name}}"}},
+     {"id": "cookie", "weight": 2, "title": {"en": "A cookie on us"}, "body": {"en": "At {{.store.name}}"}}]}}`
+
+// contractVariants calls, on full, what variants add: the rules' PUT and
+// GET, a variant document refused with each fault at its field, the
+// preview, a ping offered a variant (explained), its coupon, and the
+// stats with an experiment, from funnel counters seeded in Redis.
+func contractVariants(t *testing.T, full *endpoint, rdb redis.UniversalClient) {
+	t.Helper()
+	const admin = "admin-key"
+	ctx := context.Background()
+	full.call(cc{"PUT", "/v1/stores/s-zoo", admin, "", `{"name": "Zoo", "lat": 52.5079, "lng": 13.3376, "radius_m": 80, "tags": ["zoo"]}`, nil}, 201)
+	full.call(cc{"PUT", "/v1/customers/c-7", admin, "", `{"first_name": "Ida", "locale": "en", "consent": {"location": true, "push": true}, "attributes": {"tier": "silver"}}`, nil}, 201)
+
+	full.call(cc{"PUT", "/v1/rules/flat-white?dry_run=true", admin, "", ruleVariants, nil}, 200)
+	full.call(cc{"PUT", "/v1/rules/flat-white", admin, "", ruleVariants, nil}, 201)
+	full.call(cc{"GET", "/v1/rules/flat-white", admin, "", "", nil}, 200)
+	var saved struct {
+		Offer struct {
+			Selection string
+			Variants  []struct {
+				ID        string
+				Weight    int
+				ValidForS int `json:"valid_for_s"`
+			}
+		}
+	}
+	if err := json.Unmarshal(full.last.Raw, &saved); err != nil || saved.Offer.Selection != "weighted" || len(saved.Offer.Variants) != 2 ||
+		saved.Offer.Variants[0].ValidForS != 3600 || saved.Offer.Variants[1].ValidForS != 1800 || saved.Offer.Variants[1].Weight != 3 {
+		t.Fatalf("the saved rule with variants: %v %s", err, full.last.Raw)
+	}
+	full.call(cc{"PUT", "/v1/rules/pastry", admin, "", ruleBandit, nil}, 201)
+	full.call(cc{"GET", "/v1/rules/pastry/versions", admin, "", "", nil}, 200)
+	if !strings.Contains(string(full.last.Raw), `"bandit":{"min_per_variant":50,"floor_pct":10,"segment_by":"customer.attributes.tier","segments":["gold","silver"]}`) {
+		t.Fatalf("the bandit's settings as saved: %s", full.last.Raw)
+	}
+	// A document wrong in four places: each fault at its field.
+	bad := strings.NewReplacer(`"id": "a"`, `"id": "A!"`, `"weight": 3`, `"weight": 5000`, `"discount": "size-up"`, `"discount": "size,up"`,
+		`"default_locale": "en",`, `"default_locale": "en", "selection": "bandit", "bandit": {"floor_pct": 60},`).Replace(ruleVariants)
+	full.bad(cc{"PUT", "/v1/rules/flat-white", admin, "", bad, nil}, 400)
+	wantFaults(t, full.last.Raw, "offer.variants[0].id", "offer.variants[1].weight", "offer.variants[1].discount", "offer.bandit.floor_pct")
+	full.bad(cc{"POST", "/v1/rules/flat-white/preview", admin, "", `{"customer_id": "c-7", "rule": ` + strings.Replace(ruleVariants, `"de": "Bei {{.store.name}}, eine Stunde lang"`, `"fr": "Chez {{.store.name}}"`, 1) + `}`, nil}, 400)
+	wantFaults(t, full.last.Raw, "rule.offer.variants[0].body")
+
+	// The preview: every variant in every language, and the customer's.
+	full.call(cc{"POST", "/v1/rules/flat-white/preview", admin, "", `{"customer_id": "c-7"}`, nil}, 200)
+	var pv struct {
+		CustomerVariant string `json:"customer_variant"`
+		Messages        []struct{ Variant, Lang, Title string }
+	}
+	if err := json.Unmarshal(full.last.Raw, &pv); err != nil || len(pv.Messages) != 4 || pv.CustomerVariant == "" ||
+		pv.Messages[0].Variant != "a" || pv.Messages[3].Variant != "b" || pv.Messages[3].Title != "Gratis eine Größe größer, Ida" {
+		t.Fatalf("preview of variants: %v %s", err, full.last.Raw)
+	}
+	full.call(cc{"POST", "/v1/rules/pastry/preview", admin, "", `{"customer_id": "c-7", "rule": ` + ruleBandit + `}`, nil}, 200)
+
+	// A ping into s-zoo gets the customer's variant (the higher priority
+	// of the two rules), explained; so does its coupon.
+	full.call(cc{"POST", "/v1/pings?explain=true", admin, "", `{"customer_id": "c-7", "device_id": "d-7", "lat": 52.5079, "lng": 13.3376, "accuracy_m": 5}`, nil}, 200)
+	var res struct {
+		Offers  []engine.IssuedOffer
+		Explain []engine.Explanation
+	}
+	if err := json.Unmarshal(full.last.Raw, &res); err != nil || len(res.Offers) != 1 || res.Offers[0].RuleID != "flat-white" {
+		t.Fatalf("the ping into s-zoo was not offered flat-white: %v %s", err, full.last.Raw)
+	}
+	o := res.Offers[0]
+	if o.Variant != pv.CustomerVariant {
+		t.Fatalf("offered variant %q, the preview said %q", o.Variant, pv.CustomerVariant)
+	}
+	explained := false
+	for _, x := range res.Explain {
+		if x.RuleID == "flat-white" {
+			explained = x.Result == engine.ResultSent && x.Variant == o.Variant
+		}
+	}
+	if !explained {
+		t.Fatalf("the explanation does not name the variant sent: %s", full.last.Raw)
+	}
+	full.call(cc{"GET", "/v1/coupons/" + o.CouponCode, admin, "", "", nil}, 200)
+	var cp engine.Coupon
+	if err := json.Unmarshal(full.last.Raw, &cp); err != nil || cp.Variant != o.Variant {
+		t.Fatalf("the coupon of variant %s: %v %s", o.Variant, err, full.last.Raw)
+	}
+
+	// The experiment: b redeems more than a, with data over two days
+	// (the counters the engine keeps: engine/variants.go variantFields).
+	now := time.Now().UTC()
+	seed := map[string]map[string]int64{
+		now.AddDate(0, 0, -1).Format("20060102"): {
+			"issued": 600, "issued|v:a": 300, "issued|v:b": 300, "issued|s:s-zoo": 600, "issued|v:a|s:s-zoo": 300, "issued|v:b|s:s-zoo": 300,
+		},
+		now.Format("20060102"): {
+			"issued": 1400, "issued|v:a": 200, "issued|v:b": 1200, "issued|s:s-zoo": 1400, "issued|v:a|s:s-zoo": 200, "issued|v:b|s:s-zoo": 1200,
+			"sent": 1380, "sent|v:a": 195, "sent|v:b": 1185, "opened": 600, "opened|v:a": 80, "opened|v:b": 520,
+			"redeemed": 145, "redeemed|v:a": 25, "redeemed|v:b": 120, "redeemed|s:s-zoo": 145,
+			"returned_treated": 520, "returned_treated|v:a": 100, "returned_treated|v:b": 420, "returned_treated|s:s-zoo": 520,
+			"holdout": 220, "holdout|s:s-zoo": 220, "returned_holdout": 44, "returned_holdout|s:s-zoo": 44,
+		},
+	}
+	for day, fields := range seed {
+		for f, n := range fields {
+			if err := rdb.HIncrBy(ctx, "nc:{rule:flat-white}:funnel:"+day, f, n).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	full.call(cc{"GET", "/v1/rules/flat-white/stats", admin, "", "", nil}, 200)
+	var st struct{ Experiment *engine.ExperimentReport }
+	if err := json.Unmarshal(full.last.Raw, &st); err != nil || st.Experiment == nil {
+		t.Fatalf("stats of a rule with variants, without an experiment: %v %s", err, full.last.Raw)
+	}
+	ex := st.Experiment
+	if ex.Best != "b" || !strings.HasPrefix(ex.Verdict, "B redeems") || len(ex.Allocation) != 2 || len(ex.Stores) != 1 || ex.Stores[0].Uplift == nil ||
+		ex.Variants[0].VersusBest == nil || ex.Variants[1].VersusHoldout == nil || !ex.Variants[0].EnoughData {
+		t.Fatalf("the experiment: %s", full.last.Raw)
+	}
+	full.call(cc{"GET", "/v1/rules/flat-white/stats?from=" + now.Format("2006-01-02") + "&to=" + now.Format("2006-01-02"), admin, "", "", nil}, 200)
+	// Not enough data yet: the bandit's rule, with no offers.
+	full.call(cc{"GET", "/v1/rules/pastry/stats", admin, "", "", nil}, 200)
+	if !strings.Contains(string(full.last.Raw), `"verdict":"Not enough data yet`) {
+		t.Fatalf("the bandit's experiment without data: %s", full.last.Raw)
+	}
+	full.bad(cc{"GET", "/v1/rules/flat-white/stats?from=" + now.Format("2006-01-02") + "&to=" + now.AddDate(0, 0, -3).Format("2006-01-02"), admin, "", "", nil}, 400)
+	full.call(cc{"DELETE", "/v1/rules/pastry", admin, "", "", nil}, 204)
+	full.call(cc{"DELETE", "/v1/rules/flat-white", admin, "", "", nil}, 204)
+}
+
+// wantFaults checks that an error answer names each field among its faults.
+func wantFaults(t *testing.T, raw []byte, fields ...string) {
+	t.Helper()
+	var e struct {
+		Error struct {
+			Field   string
+			Details []struct{ Field, Message string }
+		}
+	}
+	if err := json.Unmarshal(raw, &e); err != nil {
+		t.Fatalf("%v: %s", err, raw)
+	}
+	named := map[string]bool{e.Error.Field: true}
+	for _, d := range e.Error.Details {
+		named[d.Field] = true
+	}
+	for _, f := range fields {
+		if !named[f] {
+			t.Errorf("no fault names %s: %s", f, raw)
+		}
 	}
 }

@@ -58,7 +58,16 @@ func toError(err error) *Error {
 	var ws *engine.WrongStoreError
 	var rl *engine.RateLimitError
 	var sc *engine.SuspiciousCouponError
+	var se *engine.ScoreError
 	switch {
+	case errors.As(err, &se):
+		return newError(http.StatusBadRequest, "score", "%s", se.Error())
+	case errors.Is(err, engine.ErrAnswered):
+		return newError(http.StatusConflict, "", "%s", err.Error())
+	case errors.Is(err, engine.ErrLate):
+		return newError(http.StatusGone, "", "%s", err.Error())
+	case errors.Is(err, engine.ErrNotACoupon):
+		return newError(http.StatusUnprocessableEntity, "code", "%s: answer it at POST /v1/feedback/{id}", err.Error())
 	case errors.As(err, &ws):
 		return newError(http.StatusUnprocessableEntity, "store_id", "%s", ws.Error())
 	case errors.As(err, &sc):

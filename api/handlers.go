@@ -980,6 +980,9 @@ type simulatePing struct {
 	SpeedMps  *float64       `json:"speed_mps"`
 	Mocked    bool           `json:"mocked"`
 	Context   map[string]any `json:"context"`
+	// Answer is the score the customer answers the walk's last question
+	// with, at this ping's time (docs/feedback.md).
+	Answer *int `json:"answer"`
 }
 
 // at is when the walk starts, for a customer in loc.
@@ -1040,6 +1043,7 @@ func (s *Server) simulate(c *fiber.Ctx) error {
 		case sp.AfterS != nil && (*sp.AfterS < 0 || *sp.AfterS > 7*86400):
 			fs = append(fs, rules.Fault{Field: fmt.Sprintf("pings[%d].after_s", i), Message: "after_s is 0 to 604800 seconds after the ping before"})
 		}
+		p.Answer = sp.Answer
 		pings[i] = p
 	}
 	if len(fs) > 0 {

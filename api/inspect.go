@@ -120,9 +120,18 @@ func (s *Server) previewRule(c *fiber.Ctx) error {
 	if req.DistanceM != nil {
 		dist = max(0, *req.DistanceM)
 	}
-	// The customer's variant by weight (a bandit's pick depends on what
-	// it has learnt by the time of the offer).
+	// The customer's variant: the one they keep, else the one by weight (a
+	// bandit's pick depends on what it has learnt by the time of the offer).
 	v := compiled.Assign(cust.ID)
+	if compiled.Variants() > 0 {
+		kept, err := s.Customers.KeptVariant(ctx, cust.ID, id)
+		if err != nil {
+			return err
+		}
+		if i := compiled.VariantIndex(kept); i >= 0 {
+			v = i
+		}
+	}
 	data := rules.OfferData{Variant: v, Customer: cust, Store: store, DistanceM: dist, CouponCode: previewSampleCode,
 		ExpiresAt: time.Now().Add(compiled.ValidFor(v))}
 	theirs := compiled.Render(data)

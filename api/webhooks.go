@@ -323,7 +323,15 @@ func (s *Server) replayDeadLetters(c *fiber.Ctx) error {
 			return err
 		}
 	}
-	if err := checkEventIDs("event_ids", req.EventIDs); err != nil {
+	return s.deadLetterWork(c, "event_ids", req.EventIDs, "replayed", (*webhook.Store).ReplayDead)
+}
+
+// deadLetterWork checks the event ids, finds the subscription, and runs
+// work on its dead letters with a deadline of its own (deadWork),
+// answering {key: how many}.
+func (s *Server) deadLetterWork(c *fiber.Ctx, field string, ids []string, key string,
+	work func(*webhook.Store, context.Context, string, ...string) (int, error)) error {
+	if err := checkEventIDs(field, ids); err != nil {
 		return err
 	}
 	st, id, ctx, cancel, err := s.hookCall(c)
@@ -336,11 +344,11 @@ func (s *Server) replayDeadLetters(c *fiber.Ctx) error {
 	}
 	wctx, wcancel := context.WithTimeout(context.Background(), deadWork)
 	defer wcancel()
-	n, err := st.ReplayDead(wctx, id, req.EventIDs...)
+	n, err := work(st, wctx, id, ids...)
 	if err != nil {
 		return err
 	}
-	return c.JSON(fiber.Map{"replayed": n})
+	return c.JSON(fiber.Map{key: n})
 }
 
 // dropDeadLetters is DELETE /v1/webhooks/{id}/dead?event_id=…: the dead
@@ -350,24 +358,7 @@ func (s *Server) dropDeadLetters(c *fiber.Ctx) error {
 	for _, v := range c.Context().QueryArgs().PeekMulti("event_id") {
 		ids = append(ids, string(v))
 	}
-	if err := checkEventIDs("event_id", ids); err != nil {
-		return err
-	}
-	st, id, ctx, cancel, err := s.hookCall(c)
-	if err != nil {
-		return err
-	}
-	defer cancel()
-	if _, err := st.Get(ctx, id); err != nil {
-		return err
-	}
-	wctx, wcancel := context.WithTimeout(context.Background(), deadWork)
-	defer wcancel()
-	n, err := st.DropDead(wctx, id, ids...)
-	if err != nil {
-		return err
-	}
-	return c.JSON(fiber.Map{"dropped": n})
+	return s.deadLetterWork(c, "event_id", ids, "dropped", (*webhook.Store).DropDead)
 }
 
 // checkEventIDs checks the event ids of a replay or drop, each named by

@@ -22,6 +22,11 @@ type Config struct {
 	// MinOfferGap is the least time between two offers to one customer:
 	// one offer at a time, however many stores they walk into at once.
 	MinOfferGap time.Duration
+	// FeedbackStoreGap is the least time between two questions to a
+	// customer about one store, and FeedbackPerMonth caps the questions
+	// they are asked in a month of their own time (feedback.go).
+	FeedbackStoreGap time.Duration
+	FeedbackPerMonth int
 	// MaxOffersPerDay caps the offers one customer gets in a day (their
 	// time zone) across all rules; 0 means no limit.
 	MaxOffersPerDay int
@@ -70,6 +75,8 @@ func DefaultConfig() Config {
 		MaxEnterSpeedMps: 3,
 		MaxOffersPerDay:  2,
 		MinOfferGap:      5 * time.Minute,
+		FeedbackStoreGap: 30 * 24 * time.Hour,
+		FeedbackPerMonth: 2,
 		QuietHours:       [2]int{21 * 60, 8 * 60},
 		EnterAccuracyM:   25,
 		CouponRetention:  30 * 24 * time.Hour,

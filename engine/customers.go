@@ -73,7 +73,7 @@ func (cs *Customers) Put(ctx context.Context, c *rules.Customer) (created bool, 
 	}
 	attrs := attrLines(c)
 	out, err := putProfileScript.Run(ctx, cs.rdb, customerKeys(c.ID, partProfile, partPresence),
-		doc, luaBool(c.Consent.Location), luaBool(c.Consent.Push), attrs).Slice()
+		doc, luaBool(c.Consent.Location), luaBool(c.Consent.Push), attrs, luaBool(c.Consent.Feedback)).Slice()
 	if err != nil {
 		return false, rules.RedisErr("save customer", err)
 	}
@@ -138,7 +138,7 @@ func (cs *Customers) putBatch(ctx context.Context, part []*rules.Customer, docs 
 	for i, c := range part {
 		attrs[i] = attrLines(c)
 		puts[i] = newScripted(ctx, putProfileScript, customerKeys(c.ID, partProfile, partPresence),
-			docs[i], luaBool(c.Consent.Location), luaBool(c.Consent.Push), attrs[i])
+			docs[i], luaBool(c.Consent.Location), luaBool(c.Consent.Push), attrs[i], luaBool(c.Consent.Feedback))
 	}
 	if err := cs.runScripts(ctx, puts); err != nil {
 		return err
@@ -167,11 +167,13 @@ func (cs *Customers) Get(ctx context.Context, id string) (*rules.Customer, error
 	if err != nil {
 		return nil, rules.RedisErr("read customer", err)
 	}
-	return decodeCustomer(doc)
+	return decodeCustomer(doc, -1)
 }
 
-func decodeCustomer(doc []byte) (*rules.Customer, error) {
-	var c rules.Customer
+// decodeCustomer reads a profile, with the customer's last NPS answer
+// (-1: none), which the profile does not hold.
+func decodeCustomer(doc []byte, lastNPS int) (*rules.Customer, error) {
+	c := rules.Customer{LastNPS: lastNPS}
 	if err := json.Unmarshal(doc, &c); err != nil {
 		return nil, fmt.Errorf("decode customer: %w", err)
 	}

@@ -157,7 +157,7 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 		e.count(ctx, now, res.Explain, opt, e.returnCmds(ctx, obs.returns)) // rules not fired for speed
 		return res, nil
 	}
-	cust, err := decodeCustomer([]byte(obs.doc))
+	cust, err := decodeCustomer([]byte(obs.doc), obs.lastNPS)
 	if err != nil {
 		return nil, err
 	}
@@ -197,6 +197,7 @@ type fired struct {
 	store  int32
 	dist   int
 	dwellS int
+	visitS int // an exit's visit, in seconds
 }
 
 // firedEvents adds the events the observe step found to the result, and
@@ -221,7 +222,7 @@ func firedEvents(snap *rules.Snapshot, p Ping, hits []geo.Hit, obs observation, 
 		pos, d := distance(id)
 		res.Events = append(res.Events, Event{Type: rules.OnEnter, StoreID: id, DistanceM: d})
 		if pos >= 0 {
-			events = append(events, fired{rules.OnEnter, pos, d, 0})
+			events = append(events, fired{rules.OnEnter, pos, d, 0, 0})
 		}
 	}
 	for _, x := range obs.dwelt {
@@ -229,7 +230,7 @@ func firedEvents(snap *rules.Snapshot, p Ping, hits []geo.Hit, obs observation, 
 		dw := x.dwellS
 		res.Events = append(res.Events, Event{Type: rules.OnDwell, StoreID: x.id, DistanceM: d, DwellS: &dw})
 		if pos >= 0 {
-			events = append(events, fired{rules.OnDwell, pos, d, dw})
+			events = append(events, fired{rules.OnDwell, pos, d, dw, dw})
 		}
 	}
 	for _, x := range obs.exited {
@@ -237,7 +238,7 @@ func firedEvents(snap *rules.Snapshot, p Ping, hits []geo.Hit, obs observation, 
 		visit := int(x.visit / time.Second)
 		res.Events = append(res.Events, Event{Type: rules.OnExit, StoreID: x.id, DistanceM: d, VisitS: &visit})
 		if pos >= 0 {
-			events = append(events, fired{rules.OnExit, pos, d, 0})
+			events = append(events, fired{rules.OnExit, pos, d, 0, visit})
 		}
 	}
 	return events
@@ -252,6 +253,7 @@ func (e *Engine) eligible(snap *rules.Snapshot, p Ping, ts, now time.Time, cust 
 	for _, ev := range events {
 		store := snap.Stores[ev.store]
 		visit := visitEnv(obs, store.ID, ts)
+		visit.DurationS = ev.visitS
 		env := rules.AudienceEnv{Customer: cust, Store: store.Store, Context: pingContext(p.Context, ts, store.Location()), Visit: visit}
 		for _, r := range snap.Candidates(ev.store, ev.on) {
 			if ev.on == rules.OnDwell && r.Rule.Trigger.DwellS != ev.dwellS {
@@ -265,7 +267,7 @@ func (e *Engine) eligible(snap *rules.Snapshot, p Ping, ts, now time.Time, cust 
 				reason = ReasonVisitEnded
 			case !r.Trusts(obs.trust):
 				reason = ReasonUntrusted
-			case !cust.Consent.Push:
+			case !cust.Consent.Push, r.IsFeedback() && !cust.Consent.Feedback:
 				reason = ReasonConsent
 			default:
 				switch ok, err := r.Match(&env); {

@@ -34,6 +34,15 @@ var ErrRevoked = errors.New("the customer token was revoked")
 var (
 	ErrRedeemed = errors.New("coupon already redeemed")
 	ErrExpired  = errors.New("coupon expired")
+	// ErrNotACoupon is a feedback question's id presented as a coupon.
+	ErrNotACoupon = errors.New("a feedback question is answered, not redeemed")
+)
+
+// Errors of a feedback answer, beside rules.ErrNotFound (no question of
+// that id for that customer).
+var (
+	ErrAnswered = errors.New("this question was answered already")
+	ErrLate     = errors.New("this question can no longer be answered: answers are taken for 7 days")
 )
 
 // WrongStoreError is a coupon presented at a store other than the one it

@@ -134,7 +134,8 @@ func Experiment(ctx context.Context, rdb redis.UniversalClient, c *rules.Compile
 	if err != nil {
 		return nil, err
 	}
-	rep := &ExperimentReport{Selection: c.Rule.Offer.Selection, MinOffers: MinExperimentOffers}
+	rep := &ExperimentReport{Selection: c.Rule.Offer.Selection, MinOffers: MinExperimentOffers,
+		Allocation: []AllocationDay{}, Stores: []StoreResult{}}
 	for i := range c.Variants() {
 		v := c.Rule.Offer.Variants[i]
 		rep.Variants = append(rep.Variants, VariantResult{ID: v.ID, Discount: v.Discount})
@@ -157,6 +158,12 @@ func Experiment(ctx context.Context, rdb redis.UniversalClient, c *rules.Compile
 // funnelDays reads a rule's funnel counters for the UTC days from..to,
 // inclusive, in one round trip.
 func funnelDays(ctx context.Context, rdb redis.UniversalClient, rule string, from, to time.Time) ([]time.Time, []map[string]string, error) {
+	return readDays(ctx, rdb, from, to, func(day string) string { return funnelKey(rule, day) })
+}
+
+// readDays reads the hashes of the UTC days from..to, inclusive (key
+// names a day's, "yyyymmdd"), in one round trip.
+func readDays(ctx context.Context, rdb redis.UniversalClient, from, to time.Time, key func(day string) string) ([]time.Time, []map[string]string, error) {
 	var days []time.Time
 	for d := from.UTC().Truncate(24 * time.Hour); !d.After(to); d = d.AddDate(0, 0, 1) {
 		days = append(days, d)
@@ -164,11 +171,11 @@ func funnelDays(ctx context.Context, rdb redis.UniversalClient, rule string, fro
 	cmds := make([]*redis.MapStringStringCmd, len(days))
 	if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, d := range days {
-			cmds[i] = p.HGetAll(ctx, funnelKey(rule, d.Format("20060102")))
+			cmds[i] = p.HGetAll(ctx, key(d.Format("20060102")))
 		}
 		return nil
 	}); err != nil {
-		return nil, nil, rules.RedisErr("read funnel", err)
+		return nil, nil, rules.RedisErr("read counters", err)
 	}
 	fields := make([]map[string]string, len(days))
 	for i, c := range cmds {
@@ -303,7 +310,7 @@ func (t *experimentTally) compare() (best, enough int) {
 
 // storeResults are the stores with enough offers, most offers first.
 func (t *experimentTally) storeResults() []StoreResult {
-	var out []StoreResult
+	out := []StoreResult{}
 	for id, s := range t.stores {
 		if s.issued < MinExperimentOffers {
 			continue
@@ -359,7 +366,13 @@ func verdict(rep *ExperimentReport, best, enough int) string {
 			continue
 		}
 		d := v.VersusBest
-		pts := func(x float64) string { return strconv.FormatFloat(-x*100, 'f', 1, 64) }
+		pts := func(x float64) string {
+			s := strconv.FormatFloat(-x*100, 'f', 1, 64)
+			if s == "-0.0" {
+				s = "0.0" // a bound a hair from 0, not a difference's sign
+			}
+			return s
+		}
 		if d.High < 0 {
 			parts = append(parts, fmt.Sprintf("%s redeems %s points more than %s, 95%% interval %s to %s.",
 				strings.ToUpper(b.ID), pts(d.Value), strings.ToUpper(v.ID), pts(d.High), pts(d.Low)))

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
 )
 
 // FunnelDay is what became of a rule's offers on one UTC day.

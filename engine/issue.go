@@ -148,7 +148,7 @@ type issuance struct {
 
 // Each candidate's arguments, from at[i]: rule, store, expiry, push,
 // caps (three), side, holdout, tags, only store, variant id, the
-// bandit's segment. The side says what the
+// bandit's segment, the question's scale ("" for a coupon). The side says what the
 // rule's capacity answered: "" none needed, "?" not asked yet, "r"
 // reserved, or the reason it refused (as render_error does).
 const (
@@ -186,6 +186,9 @@ func (e *Engine) newIssuance(ctx context.Context, now time.Time, p Ping, cust *r
 		c = eligible[i]
 		expires := now.Add(c.rule.ValidFor(c.variant)).UTC().Truncate(time.Second)
 		x.offers[i] = IssuedOffer{CouponCode: x.code, RuleID: c.rule.Rule.ID, StoreID: c.store.ID, ExpiresAt: expires, Variant: c.rule.VariantID(c.variant)}
+		if c.rule.IsFeedback() {
+			x.offers[i].Kind = rules.KindFeedback
+		}
 		side := ""
 		if hasRuleCaps(c.rule) {
 			side = "?"
@@ -196,9 +199,9 @@ func (e *Engine) newIssuance(ctx context.Context, now time.Time, p Ping, cust *r
 		x.at[i] = len(x.args)
 		x.args = append(x.args, c.rule.Rule.ID, c.store.ID, expires.UnixMilli(), "",
 			caps.PerCustomerPerDay, caps.PerCustomerPerWeek, caps.PerCustomerTotal, side,
-			luaBool(c.rule.InHoldout(p.CustomerID)), strings.Join(c.rule.Rule.Tags, ","), onlyStore(c), c.rule.VariantID(c.variant), c.segment)
+			luaBool(c.rule.InHoldout(p.CustomerID)), strings.Join(c.rule.Rule.Tags, ","), onlyStore(c), c.rule.VariantID(c.variant), c.segment, questionScale(c.rule))
 	}
-	x.args = append(x.args, e.cfg.Events.Wanted())
+	x.args = append(x.args, e.cfg.Events.Wanted(), e.cfg.FeedbackStoreGap.Milliseconds(), e.cfg.FeedbackPerMonth, "m"+local.Format("200601"))
 	return x
 }
 
@@ -225,14 +228,24 @@ func (x *issuance) render(i int) error {
 	if o.ExpiresAt.Before(pushExpires) {
 		pushExpires = o.ExpiresAt
 	}
+	data := map[string]string{
+		"coupon_code": o.CouponCode, "rule_id": o.RuleID, "store_id": o.StoreID,
+		"expires_at": o.ExpiresAt.Format(time.RFC3339), "title": msg.Title, "body": msg.Body,
+	}
+	if o.Variant != "" {
+		data["variant"] = o.Variant
+	}
+	if q := c.rule.Rule.Offer.Question; c.rule.IsFeedback() && q != nil {
+		// A question, not a coupon: the app shows the scale and, when
+		// asked for, a comment box, and answers at POST /v1/feedback/{id}.
+		delete(data, "coupon_code")
+		data["kind"], data["feedback_id"], data["scale"] = rules.KindFeedback, o.CouponCode, q.Scale
+		data["comment"] = strconv.FormatBool(q.Comment)
+	}
 	payload, err := json.Marshal(Push{
 		ID: o.CouponCode, CustomerID: x.p.CustomerID, DeviceID: x.p.DeviceID,
 		Title: msg.Title, Body: msg.Body,
-		Data: map[string]string{
-			"coupon_code": o.CouponCode, "rule_id": o.RuleID, "store_id": o.StoreID,
-			"expires_at": o.ExpiresAt.Format(time.RFC3339), "title": msg.Title, "body": msg.Body,
-			"variant": o.Variant,
-		},
+		Data:        data,
 		CollapseKey: o.RuleID, ExpiresAt: pushExpires, CreatedAt: x.now,
 	})
 	x.args[x.at[i]+argPush], x.rendered[i] = string(payload), true
@@ -403,6 +416,14 @@ func (x *issuance) decide(withCommit []redis.Cmder) ([]string, error) {
 	}
 }
 
+// questionScale is a feedback rule's scale, "" for a coupon's.
+func questionScale(r *rules.Compiled) string {
+	if q := r.Rule.Offer.Question; r.IsFeedback() && q != nil {
+		return q.Scale
+	}
+	return ""
+}
+
 // keepVariant gives candidate which (1-based) the variant the customer
 // was first given for its rule, as the step asks, to be rendered anew.
 // A variant the rule no longer has is replaced by the step's answer
@@ -507,15 +528,7 @@ func (x *issuance) announce(winner int, results []string, res *Result, extra []r
 		index = indexCodeCmd(ctx, x.code, x.p.CustomerID, max(ttl, time.Second))
 		cmds = append(cmds, index.cmd)
 	}
-	if winner >= 0 && results[winner] == ReasonHoldout {
-		cmds = append(cmds, redis.NewIntCmd(ctx, "incr", holdoutKey(x.eligible[winner].rule.Rule.ID)))
-	}
-	if issued && x.offers[winner].Variant != "" {
-		// A bandit learns from the offer (the counts are kept for every
-		// rule with variants), with the rule's counters.
-		c := x.eligible[winner]
-		cmds = append(cmds, redis.NewIntCmd(ctx, "hincrby", banditKey(c.rule.Rule.ID), c.segment+"|"+x.offers[winner].Variant+"|n", 1))
-	}
+	cmds = append(cmds, x.winnerCmds(winner, results)...)
 	counted := make([]Explanation, len(res.Explain))
 	for i, c := range res.Explain {
 		if c.Result == "" {
@@ -566,6 +579,28 @@ func (x *issuance) announce(winner int, results []string, res *Result, extra []r
 	if failed != nil {
 		// A funnel counter may be off by one.
 		e.log.Warn("offer decided, its counters not all written", "err", failed)
+	}
+	return nil
+}
+
+// winnerCmds count the winner beside its funnel: a holdout in the rule's
+// holdout count; a question asked in its store's scores; an offer of a
+// rule with variants in the bandit's counts (kept for every rule with
+// variants), with the rule's counters.
+func (x *issuance) winnerCmds(winner int, results []string) []redis.Cmder {
+	if winner < 0 {
+		return nil
+	}
+	ctx, c := x.ctx, x.eligible[winner]
+	switch {
+	case results[winner] == ReasonHoldout:
+		return []redis.Cmder{redis.NewIntCmd(ctx, "incr", holdoutKey(c.rule.Rule.ID))}
+	case results[winner] != ResultSent:
+		return nil
+	case c.rule.IsFeedback():
+		return askedCmds(ctx, c.store.ID, questionScale(c.rule), x.now)
+	case x.offers[winner].Variant != "":
+		return []redis.Cmder{redis.NewIntCmd(ctx, "hincrby", banditKey(c.rule.Rule.ID), c.segment+"|"+x.offers[winner].Variant+"|n", 1)}
 	}
 	return nil
 }

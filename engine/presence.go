@@ -51,7 +51,9 @@ import (
 // time, n_tags, (tag, redemptions)…, n_returns, (rule, funnel field,
 // day)…: visits that are returns after an offer, which the engine counts
 // in the rule's funnel (a key of the rule's, which in Redis Cluster lives
-// elsewhere)}, or {"no_consent"}, or
+// elsewhere), and for a customer who ever answered a question: their last
+// NPS score (-1: none), when they last answered (ms), n, (store, their
+// last score there)… for the stores of the fix}, or {"no_consent"}, or
 // {"stale"} (a fix older than the last one seen), {"rate_limited",
 // ms until the next minute}, or {"revoked"} (the customer token was).
 var observeScript = script("observe", "rate", "trust", "journal")
@@ -66,11 +68,16 @@ func visitEnv(o observation, storeID string, ts time.Time) *rules.VisitEnv {
 		return int(ts.Sub(time.UnixMilli(ms)) / (24 * time.Hour))
 	}
 	sv := o.stores[storeID]
-	return &rules.VisitEnv{
+	v := &rules.VisitEnv{
 		StoreVisits: sv.count, Visits: o.visits, FirstAtStore: sv.count == 1,
 		DaysSinceStore: days(sv.previousMs), DaysSinceAny: days(o.previousMs), OffersReceived: o.offers,
 		Redeemed: o.redeemed, DaysSinceRedeemed: days(o.redeemedLastMs),
+		LastFeedback: -1, DaysSinceFeedback: days(o.feedbackMs),
 	}
+	if s, ok := o.feedback[storeID]; ok {
+		v.LastFeedback = s
+	}
+	return v
 }
 
 type exit struct {
@@ -100,6 +107,12 @@ type observation struct {
 	affinity       map[string]int
 	// returns are funnel counts the visit causes: returns after an offer.
 	returns []funnelCount
+	// What the customer answered when asked (feedback.go): their last NPS
+	// score (-1: none), when they last answered (0: never), and their last
+	// score at each store of the fix that has one.
+	lastNPS    int
+	feedbackMs int64
+	feedback   map[string]int
 	// For the app's pacing: the device's platform as registered ("":
 	// unknown), the stores with a visit open after the fix, and the time
 	// to the next dwell threshold of one of them (-1: none).
@@ -174,20 +187,33 @@ func parseObserve(raw []string) observation {
 	o.offers, _ = strconv.Atoi(raw[i])
 	o.redeemed, _ = strconv.Atoi(raw[i+1])
 	o.redeemedLastMs, _ = strconv.ParseInt(raw[i+2], 10, 64)
-	n, _ = strconv.Atoi(raw[i+3])
-	i += 4
-	o.affinity = make(map[string]int, n)
-	for j := 0; j < n; j++ {
-		o.affinity[raw[i]], _ = strconv.Atoi(raw[i+1])
-		i += 2
-	}
+	o.affinity, i = counts(raw, i+3)
 	n, _ = strconv.Atoi(raw[i])
 	i++
 	for j := 0; j < n; j++ {
 		o.returns = append(o.returns, funnelCount{rule: raw[i], field: raw[i+1], day: raw[i+2]})
 		i += 3
 	}
+	o.lastNPS = -1
+	if i+2 < len(raw) { // a customer who answered a question once
+		o.lastNPS, _ = strconv.Atoi(raw[i])
+		o.feedbackMs, _ = strconv.ParseInt(raw[i+1], 10, 64)
+		o.feedback, _ = counts(raw, i+2)
+	}
 	return o
+}
+
+// counts reads n, then n (name, number) pairs, from raw[i]: the map and
+// where what follows begins.
+func counts(raw []string, i int) (map[string]int, int) {
+	n, _ := strconv.Atoi(raw[i])
+	i++
+	m := make(map[string]int, n)
+	for j := 0; j < n; j++ {
+		m[raw[i]], _ = strconv.Atoi(raw[i+1])
+		i += 2
+	}
+	return m, i
 }
 
 // observe runs the observe step for a ping: presence at the stores near

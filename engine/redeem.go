@@ -29,6 +29,12 @@ type Coupon struct {
 	// Variant is the variant of the rule's offer it was, for a rule
 	// whose offer has variants.
 	Variant string `json:"variant,omitempty"`
+	// Kind is "feedback" for a question after a visit, with its Scale
+	// and, once answered, the Score and when (AnsweredAt).
+	Kind       string     `json:"kind,omitempty"`
+	Scale      string     `json:"scale,omitempty"`
+	Score      *int       `json:"score,omitempty"`
+	AnsweredAt *time.Time `json:"answered_at,omitempty"`
 	// Status is active, redeemed or expired.
 	Status string `json:"status"`
 	// IssuedUnderSuspicion: the coupon was issued to a location fix the
@@ -136,6 +142,14 @@ func (l *Ledger) coupon(code string, m map[string]string) *Coupon {
 		t := ms("opened_at")
 		c.OpenedAt = &t
 	}
+	if m["kind"] == rules.KindFeedback {
+		c.Kind, c.Scale = m["kind"], m["scale"]
+		if m["answered_at"] != "" {
+			t := ms("answered_at")
+			score, _ := strconv.Atoi(m["score"])
+			c.AnsweredAt, c.Score = &t, &score
+		}
+	}
 	if s, ok := m["suspicion"]; ok {
 		c.IssuedUnderSuspicion, c.SuspicionSignals = true, strings.Split(s, ",")
 	}
@@ -194,6 +208,8 @@ func (l *Ledger) Redeem(ctx context.Context, code, storeID string) (*Coupon, err
 		return nil, rules.ErrNotFound
 	case "redeemed":
 		return nil, ErrRedeemed
+	case "feedback":
+		return nil, ErrNotACoupon
 	case "expired":
 		return nil, ErrExpired
 	case "suspicious":

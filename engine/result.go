@@ -30,6 +30,10 @@ type Ping struct {
 	// trust the fix (SignalMocked, SignalZeroAccuracy, and the device
 	// integrity check's verdict: SignalIntegrityOK or "integrity_<why>").
 	Signals []string
+	// Answer, in a simulated walk only, is the score the customer answers
+	// the last question they were asked with, at the ping's time
+	// (Simulate); nil: none.
+	Answer *int
 }
 
 // Trust levels of a fix (docs/security.md, "Location trust").
@@ -108,6 +112,10 @@ type IssuedOffer struct {
 	ExpiresAt  time.Time `json:"expires_at"`
 	// Variant is the variant's id, for a rule whose offer has variants.
 	Variant string `json:"variant,omitempty"`
+	// Kind is "feedback" for a question after a visit (CouponCode is then
+	// the question's id, answered at POST /v1/feedback/{id}); empty for a
+	// coupon.
+	Kind string `json:"kind,omitempty"`
 }
 
 // Explanation says what became of one rule at one store.

@@ -73,6 +73,7 @@ func luaCases() []luaCase {
 	return []luaCase{
 		{name: "admit", libs: []string{"rate"}, script: admitScript, check: checkAdmit},
 		{name: "drop_push", libs: []string{"journal"}, script: dropPushScript, check: checkDropPush},
+		{name: "feedback_answer", libs: []string{"journal"}, script: feedbackAnswerScript, check: checkFeedbackAnswer},
 		{name: "commit", libs: []string{"journal"}, script: commitScript, check: checkCommit},
 		{name: "defer", script: deferScript, check: checkDefer},
 		{name: "delete_device", script: deleteDeviceScript, check: checkDeleteDevice},
@@ -239,12 +240,13 @@ func checkErase(e luaEnv) {
 func checkPutProfile(e luaEnv) {
 	keys := []string{customerKey("c-1", partProfile), customerKey("c-1", partPresence)}
 	e.Do("hset", keys[1], "#ts", "1")
-	e.Eq("new", e.Slice(putProfileScript, keys, `{"id":"c-1"}`, "1", "0", "string:tier"), []any{int64(1), ""})
-	e.Eq("profile", e.HGetAll(keys[0]), map[string]string{"doc": `{"id":"c-1"}`, "loc": "1", "push": "0", "attrs": "string:tier"})
+	e.Eq("new", e.Slice(putProfileScript, keys, `{"id":"c-1"}`, "1", "0", "string:tier", "1"), []any{int64(1), ""})
+	e.Eq("profile", e.HGetAll(keys[0]), map[string]string{"doc": `{"id":"c-1"}`, "loc": "1", "push": "0", "attrs": "string:tier", "fb": "1"})
 	e.Eq("presence kept", e.HGet(keys[1], "#ts"), "1")
 	e.NoTTL(keys[0])
-	e.Eq("replaced", e.Slice(putProfileScript, keys, `{"id":"c-1","x":1}`, "0", "1", "number:visits\nstring:tier"), []any{int64(0), "string:tier"})
+	e.Eq("replaced", e.Slice(putProfileScript, keys, `{"id":"c-1","x":1}`, "0", "1", "number:visits\nstring:tier", "0"), []any{int64(0), "string:tier"})
 	e.Eq("attrs", e.HGet(keys[0], "attrs"), "number:visits\nstring:tier")
+	e.Eq("feedback consent withdrawn", e.HGet(keys[0], "fb"), "0")
 	e.Absent(keys[1]) // no location consent
 	// A profile written before the catalog: no attrs, counted with none.
 	e.Do("hdel", keys[0], "attrs")
@@ -500,6 +502,34 @@ func checkDropPush(e luaEnv) {
 	e.Eq("journaled once", len(luaFacts(e, journal)), 1)
 }
 
+// feedbackAnswerScript: KEYS the question's record, visits, journal;
+// ARGV now, score, comment, wanted, id.
+func checkFeedbackAnswer(e luaEnv) {
+	rec, visits, journal := couponRecordKey("c-1", "CODEFFFFFF"), customerKey("c-1", partVisits), customerKey("c-1", partEvents)
+	keys := []string{rec, visits, journal}
+	e.Eq("no question", e.Strs(feedbackAnswerScript, keys, 5000, 9, "", "*", "CODEFFFFFF"), []string{"missing"})
+	e.Do("hset", rec, "rule_id", "r-1", "store_id", "s-1", "expires_at", "9000")
+	e.Eq("a coupon is no question", e.Strs(feedbackAnswerScript, keys, 5000, 9, "", "*", "CODEFFFFFF"), []string{"missing"})
+	e.Do("hset", rec, "kind", "feedback", "scale", "nps")
+	e.Eq("out of the scale", e.Strs(feedbackAnswerScript, keys, 5000, 11, "", "*", "CODEFFFFFF"), []string{"bad_score", "0", "10"})
+	e.Eq("late", e.Strs(feedbackAnswerScript, keys, 9001, 9, "", "*", "CODEFFFFFF"), []string{"late"})
+	e.Absent(visits, journal)
+	e.Eq("answered", e.Strs(feedbackAnswerScript, keys, 5000, 3, "cold coffee", "*", "CODEFFFFFF"), []string{"ok", "r-1", "s-1", "nps"})
+	e.Eq("record", e.HGetAll(rec), map[string]string{"rule_id": "r-1", "store_id": "s-1", "expires_at": "9000", "kind": "feedback",
+		"scale": "nps", "answered_at": "5000", "score": "3", "comment": "cold coffee"})
+	e.Eq("visits", e.HGetAll(visits), map[string]string{"fb:s-1": "3", "fb_at": "5000", "nps": "3"})
+	e.TTL(visits, 400*luaDay)
+	e.Eq("journaled, without the comment", luaFacts(e, journal), []map[string]any{{"t": "feedback.answered", "c": "CODEFFFFFF",
+		"r": "r-1", "s": "s-1", "at": "5000", "score": float64(3), "scale": "nps"}})
+	e.Eq("once", e.Strs(feedbackAnswerScript, keys, 6000, 10, "", "*", "CODEFFFFFF"), []string{"answered"})
+	// A CSAT question: 1 to 5, and no NPS.
+	csat := couponRecordKey("c-1", "CODEGGGGGG")
+	e.Do("hset", csat, "rule_id", "r-2", "store_id", "s-2", "expires_at", "9000", "kind", "feedback", "scale", "csat")
+	e.Eq("csat out of its scale", e.Strs(feedbackAnswerScript, []string{csat, visits, journal}, 5000, 0, "", "", "CODEGGGGGG"), []string{"bad_score", "1", "5"})
+	e.Eq("csat", e.Strs(feedbackAnswerScript, []string{csat, visits, journal}, 7000, 5, "", "", "CODEGGGGGG"), []string{"ok", "r-2", "s-2", "csat"})
+	e.Eq("visits after csat", e.HGetAll(visits), map[string]string{"fb:s-1": "3", "fb:s-2": "5", "fb_at": "7000", "nps": "3"})
+}
+
 // luaFacts reads a customer's journal of events out.
 func luaFacts(e luaEnv, journal string) []map[string]any {
 	e.T.Helper()
@@ -604,6 +634,7 @@ type commitCand struct {
 	perDay, perWeek, perTotal int
 	side, holdout, tags, only string
 	variant, segment          string
+	scale                     string // a question's ("" a coupon)
 }
 
 // commitCall is a call of commitScript; its calendar fields are those of
@@ -617,6 +648,8 @@ type commitCall struct {
 	deadline       int64
 	suspicion      string
 	wanted         string // the event types journaled
+	fbGap          int64  // ms between two questions about a store
+	fbMonthly      int    // questions a month
 	cands          []commitCand
 }
 
@@ -649,9 +682,9 @@ func (c commitCall) args() []any {
 		if holdout == "" {
 			holdout = "0"
 		}
-		args = append(args, x.rule, x.store, x.expires, x.push, x.perDay, x.perWeek, x.perTotal, x.side, holdout, x.tags, x.only, x.variant, x.segment)
+		args = append(args, x.rule, x.store, x.expires, x.push, x.perDay, x.perWeek, x.perTotal, x.side, holdout, x.tags, x.only, x.variant, x.segment, x.scale)
 	}
-	return append(args, c.wanted)
+	return append(args, c.wanted, c.fbGap, c.fbMonthly, "m202611")
 }
 
 func (c commitCall) run(e luaEnv) []string {
@@ -812,6 +845,27 @@ func checkCommit(e luaEnv) {
 	call.cands = []commitCand{v}
 	e.Eq("written over", call.run(e), []string{ResultSent})
 	e.Eq("the new variant kept", e.HGet(customerKey(c4, partCaps), "r-v|v"), "a")
+
+	// Questions (feedback): the customer's consent to be asked, at most
+	// one per store per gap, so many a month; the record says what it is.
+	c6 := "c-asked"
+	e.Do("hset", customerKey(c6, partProfile), "doc", "{}", "push", "1", "fb", "0")
+	q := cand("r-q", "s-q", "")
+	q.scale = "nps"
+	ask := func(code, store string) []string {
+		q.store = store
+		call := commitCall{customer: c6, code: code, now: now, deadline: deadline, fbGap: 30 * luaDay.Milliseconds(), fbMonthly: 2, cands: []commitCand{q}}
+		e.Do("hdel", customerKey(c6, partCaps), "*|last", "*|"+day, "r-q|"+day, "r-q|"+week, "r-q|t")
+		return call.run(e)
+	}
+	e.Eq("no consent to be asked", ask("CODEQ1", "s-q"), []string{ReasonConsent})
+	e.Do("hset", customerKey(c6, partProfile), "fb", "1")
+	e.Eq("asked", ask("CODEQ2", "s-q"), []string{ResultSent})
+	e.Eq("a question's record", e.HGet(couponRecordKey(c6, "CODEQ2"), "kind")+" "+e.HGet(couponRecordKey(c6, "CODEQ2"), "scale"), "feedback nps")
+	e.Eq("the same store within the gap", ask("CODEQ3", "s-q"), []string{"feedback_limit"})
+	e.Eq("another store", ask("CODEQ4", "s-r"), []string{ResultSent})
+	e.Eq("a third this month", ask("CODEQ5", "s-t"), []string{"feedback_limit"})
+	e.Eq("limits kept", e.HGet(customerKey(c6, partCaps), "fb|m202611"), "2")
 }
 
 // obsStore is a store of an observeScript call.

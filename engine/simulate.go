@@ -35,6 +35,18 @@ type Step struct {
 	// PhoneWake is why the phone sends it (one of the Wake… values); empty
 	// when it would not.
 	PhoneWake string `json:"phone_wake,omitempty"`
+	// Answer is what became of the step's answer to the last question the
+	// customer was asked, when the step gave one.
+	Answer *SimulatedAnswer `json:"answer,omitempty"`
+}
+
+// SimulatedAnswer is a simulated customer's answer to a question.
+type SimulatedAnswer struct {
+	FeedbackID string `json:"feedback_id,omitempty"`
+	Score      int    `json:"score"`
+	// Result is "answered", or why not: "no_question" (none asked yet in
+	// the walk), "answered_already", "late", "bad_score".
+	Result string `json:"result"`
 }
 
 // Why a phone that follows the answers' Monitor and NextPing sends a ping.
@@ -139,7 +151,10 @@ func (e *Engine) Simulate(ctx context.Context, newSandbox Sandbox, customerID st
 	var clock time.Time
 	cfg := e.cfg
 	cfg.Metrics, cfg.WaitReplicas, cfg.PingsPerMinute, cfg.PingsPerMinuteDevice = nil, 0, 0, 0
-	sim := New(rdb, e.snaps, e.coupons, cfg, e.log, func() time.Time { return clock })
+	now := func() time.Time { return clock }
+	sim := New(rdb, e.snaps, e.coupons, cfg, e.log, now)
+	ledger := NewLedger(rdb, e.coupons, e.log, now)
+	question := "" // the last question the walk asked
 	steps := make([]Step, 0, len(pings))
 	last := e.now()
 	var sent *Ping    // the last ping a phone would have sent
@@ -162,12 +177,42 @@ func (e *Engine) Simulate(ctx context.Context, newSandbox Sandbox, customerID st
 			res.Explain = []Explanation{}
 		}
 		step := Step{TS: p.TS.UTC(), Result: *res, PhoneWake: PhoneWake(sent, &answer, p)}
+		for _, o := range res.Offers {
+			if o.Kind == rules.KindFeedback {
+				question = o.CouponCode
+			}
+		}
+		if p.Answer != nil {
+			step.Answer = simulateAnswer(ctx, ledger, question, customerID, *p.Answer)
+		}
 		if step.PhoneSends = step.PhoneWake != ""; step.PhoneSends {
 			sent, answer = &p, *res
 		}
 		steps = append(steps, step)
 	}
 	return steps, nil
+}
+
+// simulateAnswer answers a walk's last question in its sandbox.
+func simulateAnswer(ctx context.Context, ledger *Ledger, question, customerID string, score int) *SimulatedAnswer {
+	a := &SimulatedAnswer{FeedbackID: question, Score: score, Result: "answered"}
+	if question == "" {
+		a.Result = "no_question"
+		return a
+	}
+	var se *ScoreError
+	switch err := ledger.Answer(ctx, question, customerID, score, ""); {
+	case err == nil:
+	case errors.Is(err, ErrAnswered):
+		a.Result = "answered_already"
+	case errors.Is(err, ErrLate):
+		a.Result = "late"
+	case errors.As(err, &se):
+		a.Result = "bad_score"
+	default:
+		a.Result = err.Error()
+	}
+	return a
 }
 
 // copyForSimulation copies what a simulated walk reads: the customer's own

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
@@ -184,4 +185,14 @@ func variantFields(field, variant, store string) []string {
 		}
 	}
 	return out
+}
+
+// KeptVariant is the variant of a rule a customer was first given, which
+// they keep ("" if none yet).
+func (cs *Customers) KeptVariant(ctx context.Context, customerID, ruleID string) (string, error) {
+	v, err := cs.rdb.HGet(ctx, customerKey(customerID, partCaps), ruleID+"|v").Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	return v, rules.RedisErr("read the customer's variant", err)
 }

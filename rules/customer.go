@@ -21,13 +21,21 @@ type Customer struct {
 	Segments   []string       `json:"segments" expr:"segments"`
 	Attributes map[string]any `json:"attributes" expr:"attributes"`
 	UpdatedAt  time.Time      `json:"updated_at" expr:"-"`
+	// LastNPS is the customer's last answer to an NPS question (0 to 10),
+	// -1 when they never answered one: kept by the engine from their
+	// answers (feedback.go), never written with the profile. The engine
+	// sets it before an audience runs.
+	LastNPS int `json:"-" expr:"last_nps"`
 }
 
-// Consent is what the customer agreed to. Both default to false: nothing
+// Consent is what the customer agreed to. All default to false: nothing
 // is kept or sent for a customer who has not said yes.
 type Consent struct {
 	Location bool `json:"location" expr:"location"`
 	Push     bool `json:"push" expr:"push"`
+	// Feedback: the customer may be asked a question after a visit
+	// (an offer of kind "feedback"), besides Push.
+	Feedback bool `json:"feedback,omitempty" expr:"feedback"`
 }
 
 // Profile limits. Audiences and templates walk a profile's lists and

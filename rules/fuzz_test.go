@@ -13,7 +13,7 @@ import (
 var sampleCustomers = []*Customer{
 	{ID: "c"},
 	{ID: "c", FirstName: "Anna", Locale: "de-AT", Timezone: "Europe/Berlin", Segments: []string{"a", "b"},
-		Attributes: map[string]any{"tier": "gold", "n": 3.0, "list": []any{"x"}}, Consent: Consent{true, true}},
+		Attributes: map[string]any{"tier": "gold", "n": 3.0, "list": []any{"x"}}, Consent: Consent{Location: true, Push: true}},
 }
 
 func renderAll(t *testing.T, c *Compiled) {

@@ -386,7 +386,7 @@ func trialRender(t *template.Template, tag language.Tag) string {
 	}{
 		{"an empty profile", &Customer{ID: "c"}},
 		{"a full profile", &Customer{ID: "c", FirstName: "Anna", LastName: "B", Locale: "de", Timezone: "Europe/Berlin",
-			Segments: []string{"s"}, Attributes: map[string]any{"x": "y"}, Consent: Consent{true, true}}},
+			Segments: []string{"s"}, Attributes: map[string]any{"x": "y"}, Consent: Consent{Location: true, Push: true, Feedback: true}}},
 	}
 	c := &Compiled{Rule: &Rule{ID: "r", Name: "Rule"}}
 	for _, s := range samples {

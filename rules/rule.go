@@ -133,6 +133,13 @@ type Offer struct {
 	Selection string `json:"selection,omitempty"`
 	// Bandit tunes the "bandit" selection; filled in with its defaults.
 	Bandit *Bandit `json:"bandit,omitempty"`
+	// Kind is "coupon" (the default, left out) or "feedback": a question
+	// after a visit instead of a coupon (feedback.go); its texts are the
+	// question's.
+	Kind string `json:"kind,omitempty"`
+	// Question is a feedback offer's: its scale and whether a comment may
+	// go with the score.
+	Question *Question `json:"question,omitempty"`
 }
 
 // Dwell bounds, in seconds.
@@ -373,6 +380,14 @@ type VisitEnv struct {
 	// DaysSinceRedeemed the whole days since the last (-1: never).
 	Redeemed          int `expr:"redeemed"`
 	DaysSinceRedeemed int `expr:"days_since_redeemed"`
+	// LastFeedback is the customer's last answer to a question about this
+	// store, on its question's scale (-1: none); DaysSinceFeedback the
+	// whole days since their last answer about any store (-1: never).
+	LastFeedback      int `expr:"last_feedback"`
+	DaysSinceFeedback int `expr:"days_since_feedback"`
+	// DurationS is how long the visit has lasted, in seconds: an exit's
+	// whole visit, a dwell's threshold, 0 on enter.
+	DurationS int `expr:"duration_s"`
 }
 
 // exprTypeNames turns the Go type names in expr's errors into the names
@@ -397,6 +412,7 @@ func compile(r *Rule, trial bool) (*Compiled, error) {
 	if r.HoldoutPct < 0 || r.HoldoutPct > 100 || math.IsNaN(r.HoldoutPct) {
 		fs.add("holdout_pct", "holdout_pct is a percentage from 0 to 100")
 	}
+	r.Offer.normalizeKind(&fs)
 	r.Offer.normalizeValidity(&fs)
 	r.Offer.normalizeTrust(&fs)
 

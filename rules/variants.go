@@ -67,8 +67,11 @@ var variantIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
 // some, checking the experiment's settings.
 func compileArms(fs *faults, o *Offer, trial bool) []arm {
 	if len(o.Variants) == 0 {
-		if o.Selection != "" && o.Selection != SelectWeighted || o.Bandit != nil {
-			fs.add("offer.selection", "offer.selection and offer.bandit belong to an offer with variants")
+		if o.Selection != "" && o.Selection != SelectWeighted {
+			fs.add("offer.selection", "offer.selection belongs to an offer with variants")
+		}
+		if o.Bandit != nil {
+			fs.add("offer.bandit", "offer.bandit belongs to an offer with variants and selection \"bandit\"")
 		}
 		title, body := compileOfferTexts(fs, "offer", o.Title, o.Body, trial)
 		return []arm{{title: title, body: body, fallback: o.defaultLocale(fs, "offer.title", o.Title),
@@ -113,7 +116,15 @@ func compileArms(fs *faults, o *Offer, trial bool) []arm {
 		} else if len(v.Title) > 0 && !slices.Equal(langs, textLangs(v.Title)) {
 			fs.add(path+".title", "every variant is written in the same languages (%s), so that each customer can get any", strings.Join(langs, ", "))
 		}
-		arms = append(arms, arm{id: v.ID, title: title, body: body, fallback: o.defaultLocale(fs, path+".title", v.Title),
+		// default_locale is checked once, against the first variant: the
+		// others are written in its languages (or faulted above).
+		var fallback int
+		if i == 0 {
+			fallback = o.defaultLocale(fs, path+".title", v.Title)
+		} else {
+			fallback = max(slices.IndexFunc(v.Title, func(t Text) bool { return t.Lang == o.DefaultLocale }), 0)
+		}
+		arms = append(arms, arm{id: v.ID, title: title, body: body, fallback: fallback,
 			validFor: time.Duration(v.ValidForS) * time.Second, weight: v.Weight})
 	}
 	switch o.Selection {
@@ -146,7 +157,7 @@ func (b *Bandit) check(fs *faults, variants int) {
 		b.FloorPct = DefaultFloorPct
 	}
 	if math.IsNaN(b.FloorPct) || b.FloorPct < 0 || variants > 0 && b.FloorPct*float64(variants) > 100 {
-		fs.add("offer.bandit.floor_pct", "floor_pct is a percentage each variant keeps: 0 to %.4g with %d variants", 100/float64(max(variants, 1)), variants)
+		fs.add("offer.bandit.floor_pct", "floor_pct is the percentage of offers each variant keeps: above 0 and at most %.4g with %d variants (left out: 5)", 100/float64(max(variants, 1)), variants)
 	}
 	switch {
 	case b.SegmentBy == "":

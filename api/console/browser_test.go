@@ -21,6 +21,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/nearcast/nearcast/api"
 	"github.com/nearcast/nearcast/engine"
@@ -38,8 +39,9 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // startServer serves the whole API, console included, on loopback, over
 // miniredis, with one customer (c-42, Anna) and no stores or rules; and
 // one webhook subscription, crm, to a test receiver, with two dead
-// letters, its events delivered.
-func startServer(t *testing.T) (string, *hooktest.Receiver) {
+// letters, its events delivered. It answers the base URL, the receiver
+// and the Redis it runs on.
+func startServer(t *testing.T) (string, *hooktest.Receiver, redis.UniversalClient) {
 	t.Helper()
 	rdb, _ := redistest.Mini(t)
 	ctx := context.Background()
@@ -92,7 +94,7 @@ func startServer(t *testing.T) (string, *hooktest.Receiver) {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = app.Listener(ln) }()
 	t.Cleanup(func() { _ = app.ShutdownWithTimeout(5 * time.Second); <-done; stopBg(); wg.Wait() })
-	return "http://" + ln.Addr().String(), recv
+	return "http://" + ln.Addr().String(), recv, rdb
 }
 
 // chromium finds Debian's chromium, which `make test` installs.
@@ -142,7 +144,7 @@ func browser(t *testing.T) (context.Context, *problemLog) {
 	}
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelB := chromedp.NewContext(actx)
-	ctx, cancelC := context.WithTimeout(ctx, 90*time.Second)
+	ctx, cancelC := context.WithTimeout(ctx, 150*time.Second)
 	t.Cleanup(func() { cancelC(); cancelB(); cancelA() })
 
 	// Every script error and every Content-Security-Policy violation the
@@ -187,7 +189,7 @@ func (p *problemLog) all() []string { p.mu.Lock(); defer p.mu.Unlock(); return s
 // field as it is typed, preview the push, walk a customer into the store
 // and see the offer sent.
 func TestConsoleInBrowser(t *testing.T) {
-	base, recv := startServer(t)
+	base, recv, rdb := startServer(t)
 	ctx, problems := browser(t)
 	dir := outDir(t)
 	shot := func(name string) action {
@@ -463,6 +465,8 @@ func TestConsoleInBrowser(t *testing.T) {
 		until(`document.querySelector('#dead-letters')?.textContent.includes('No dead letters')`),
 		until(`document.querySelector('#webhook-table tr[data-id="crm"] .dead-count')?.textContent === '0'`))
 
+	experimentInBrowser(t, base, rdb, step, until, set, shot)
+
 	csp, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`window.__csp`))
 	if err != nil {
 		t.Fatal(err)
@@ -538,4 +542,181 @@ func call(t *testing.T, method, url, key, body string, out any) {
 	if err := json.Unmarshal(b, out); err != nil {
 		t.Fatalf("%s %s: %v: %s", method, url, err, b)
 	}
+}
+
+// experimentInBrowser writes a rule with two variants in the editor (each
+// in two languages, with a fault shown at its field on the way), saves
+// it, and reads its results: "not enough data yet" at first, then, from
+// funnel counters written into Redis as the engine counts them, the
+// verdict, each variant's rates with their 95% intervals, the allocation
+// per day and the stores.
+func experimentInBrowser(t *testing.T, base string, rdb redis.UniversalClient, step func(string, ...action), until func(string) action, set func(string, string) action, shot func(string) action) {
+	t.Helper()
+	// press clicks a button where it is, even under the form's sticky
+	// footer (a mouse click there would land on the footer).
+	press := func(sel string) action {
+		return chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`document.querySelector(%q).click()`, sel))
+	}
+	step("make a new rule an experiment",
+		chromedp.Click(chromedp.CSS(`nav a[data-view="rules"]`)),
+		chromedp.WaitVisible(chromedp.ID("rule-new")),
+		chromedp.Click(chromedp.ID("rule-new")),
+		chromedp.WaitVisible(chromedp.ID("f-id")),
+		chromedp.SendKeys(chromedp.ID("f-id"), "cafe-ab"),
+		set(`[name="name"]`, "Flat white, two ways"),
+		set(`[name="trigger.stores.tags"]`, "coffee"),
+		set(`[name="$newlang"]`, "de"),
+		press(`#lang-add`),
+		until(`document.querySelector('[name="$body.de"]') !== null`),
+		set(`[name="$title.de"]`, "Hallo {{.customer.first_name}}!"),
+		set(`[name="$body.de"]`, "{{.store.name}} ist {{.distance_m}} m entfernt."),
+		press(`#variants-start`),
+		until(`document.querySelectorAll('#variants .variant').length === 2`),
+		until(`document.querySelector('[name="$v.1.title.de"]')?.value === 'Hallo {{.customer.first_name}}!'`),
+		until(`document.querySelector('#rule-raw').value.includes('"variants"') && !document.querySelector('[name="$title.en"]')`),
+		// Two is the least: neither can be removed; a third can, again.
+		until(`[...document.querySelectorAll('#variants [data-action="remove-variant"]')].every((b) => b.disabled)`),
+		press(`#variant-add`),
+		until(`document.querySelectorAll('#variants .variant').length === 3 && document.querySelector('[name="$v.2.id"]')?.value === 'c'`),
+		press(`#variants .variant[data-index="2"] [data-action="remove-variant"]`),
+		until(`document.querySelectorAll('#variants .variant').length === 2`),
+		// Back to one message (the first variant's), and an experiment again.
+		press(`#variants-end`),
+		until(`document.querySelector('[name="$title.de"]')?.value === 'Hallo {{.customer.first_name}}!' && !document.querySelector('#variants')`),
+		until(`!document.querySelector('#rule-raw').value.includes('"variants"')`),
+		press(`#variants-start`),
+		until(`document.querySelectorAll('#variants .variant').length === 2`))
+	step("write the variants",
+		set(`[name="$v.0.title.en"]`, "10% off, {{.customer.first_name}}"),
+		set(`[name="$v.0.body.en"]`, "Your flat white at {{.store.name}}"),
+		set(`[name="$v.0.title.de"]`, "10 % Rabatt, {{.customer.first_name}}"),
+		set(`[name="$v.0.body.de"]`, "Dein Flat White bei {{.store.name}}"),
+		set(`[name="$v.0.discount"]`, "10%"),
+		set(`[name="$v.1.title.en"]`, "A free size-up, {{.customer.first_name}}"),
+		set(`[name="$v.1.body.en"]`, "Any flat white at {{.store.name}}"),
+		set(`[name="$v.1.title.de"]`, "Gratis eine Größe größer, {{.customer.first_name}}"),
+		set(`[name="$v.1.body.de"]`, "Jeder Flat White bei {{.store.name}}"),
+		set(`[name="$v.1.discount"]`, "size-up"),
+		set(`[name="$v.1.valid_for_s"]`, "1800"),
+		set(`[name="$v.1.weight"]`, "5000"),
+		until(`document.querySelector('[data-field="offer.variants[1].weight"] .fault')?.textContent === 'a weight is 1 to 1000'`),
+		until(`document.querySelector('[data-field="offer.variants[1].weight"]').classList.contains('bad')`),
+		set(`[name="$v.1.weight"]`, "3"),
+		set(`[name="$v.1.title.de"]`, ""),
+		until(`document.querySelector('[data-field="offer.variants[1].title.de"] .fault')?.textContent === 'the text must not be empty'`),
+		set(`[name="$v.1.title.de"]`, "Gratis eine Größe größer, {{.customer.first_name}}"),
+		until(`document.querySelector('#rule-status')?.textContent === 'Valid.'`))
+	step("a bandit's settings, and its fault at its field",
+		set(`[name="offer.selection"]`, "bandit"),
+		until(`document.querySelector('[name="offer.bandit.floor_pct"]') !== null`),
+		set(`[name="offer.bandit.floor_pct"]`, "60"),
+		until(`document.querySelector('[data-field="offer.bandit.floor_pct"] .fault')?.textContent.includes('at most 50 with 2 variants')`),
+		set(`[name="offer.bandit.floor_pct"]`, "10"),
+		set(`[name="offer.bandit.min_per_variant"]`, "50"),
+		until(`document.querySelector('#rule-status')?.textContent === 'Valid.'`),
+		// Anna (German) gets one variant: her phone, of four.
+		until(`document.querySelectorAll('#rule-preview figure.phone').length === 4`),
+		until(`document.querySelectorAll('#rule-preview figure.phone.theirs[data-lang="de"]').length === 1`),
+		until(`document.querySelector('#rule-preview figure.phone[data-variant="b"][data-lang="de"]')?.textContent.includes('Gratis eine Größe größer, Anna')`),
+		shot("10-variant-editor"))
+	step("save the experiment",
+		chromedp.Click(chromedp.ID("rule-save")),
+		until(`location.hash === '#/rules/cafe-ab'`),
+		until(`document.querySelector('#rule-version')?.textContent.startsWith('Version 1,')`),
+		until(`document.querySelectorAll('#variants .variant').length === 2 && document.querySelector('[name="$v.1.weight"]')?.value === '3'`),
+		until(`document.querySelector('[name="offer.selection"]')?.value === 'bandit' && document.querySelector('[name="offer.bandit.floor_pct"]')?.value === '10'`))
+	var saved struct {
+		Offer struct {
+			Selection string
+			Bandit    struct {
+				MinPerVariant int     `json:"min_per_variant"`
+				FloorPct      float64 `json:"floor_pct"`
+			}
+			Variants []struct {
+				ID, Discount string
+				Weight       int
+				ValidForS    int `json:"valid_for_s"`
+				Title, Body  map[string]string
+			}
+		}
+	}
+	call(t, "GET", base+"/v1/rules/cafe-ab", adminKey, "", &saved)
+	o := saved.Offer
+	if o.Selection != "bandit" || o.Bandit.MinPerVariant != 50 || o.Bandit.FloorPct != 10 || len(o.Variants) != 2 ||
+		o.Variants[0].ID != "a" || o.Variants[0].Weight != 1 || o.Variants[0].ValidForS != 3600 || o.Variants[0].Discount != "10%" ||
+		o.Variants[1].ID != "b" || o.Variants[1].Weight != 3 || o.Variants[1].ValidForS != 1800 || o.Variants[1].Discount != "size-up" ||
+		o.Variants[1].Title["de"] != "Gratis eine Größe größer, {{.customer.first_name}}" || o.Variants[0].Body["en"] != "Your flat white at {{.store.name}}" {
+		t.Fatalf("the experiment as saved: %+v", o)
+	}
+
+	// Its results: a few offers first, not enough to compare.
+	ctx := context.Background()
+	now := time.Now().UTC()
+	today, yesterday := now.Format("20060102"), now.AddDate(0, 0, -1).Format("20060102")
+	count := func(day string, fields map[string]int64) {
+		t.Helper()
+		for f, n := range fields {
+			if err := rdb.HIncrBy(ctx, "nc:{rule:cafe-ab}:funnel:"+day, f, n).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	count(yesterday, map[string]int64{"issued": 90, "issued|v:a": 40, "issued|v:b": 50, "redeemed": 5, "redeemed|v:a": 2, "redeemed|v:b": 3})
+	step("an experiment without enough data",
+		chromedp.Click(chromedp.CSS(`a[href="#/results/cafe-ab"]`)),
+		until(`document.querySelector('#experiment-verdict')?.textContent.startsWith('Not enough data yet')`),
+		until(`document.querySelectorAll('#experiment-variants tr.short td.not-enough').length === 2`),
+		until(`document.querySelector('#experiment-variants tr[data-variant="a"] .not-enough')?.textContent === 'Not enough data yet: 40 of the 100 offers it needs before it is compared'`),
+		shot("11-experiment-not-enough"))
+
+	// Then enough: b redeems more, and customers came back more after it
+	// than after nothing (the holdout), at s-cafe.
+	count(yesterday, map[string]int64{"issued|s:s-cafe": 90, "issued|v:a|s:s-cafe": 40, "issued|v:b|s:s-cafe": 50})
+	count(today, map[string]int64{
+		"issued": 1510, "issued|v:a": 460, "issued|v:b": 1050, "issued|s:s-cafe": 1510, "issued|v:a|s:s-cafe": 460, "issued|v:b|s:s-cafe": 1050,
+		"sent": 1580, "sent|v:a": 490, "sent|v:b": 1090, "opened": 690, "opened|v:a": 200, "opened|v:b": 490,
+		"redeemed": 115, "redeemed|v:a": 23, "redeemed|v:b": 92, "redeemed|s:s-cafe": 120,
+		"returned_treated": 380, "returned_treated|v:a": 100, "returned_treated|v:b": 280, "returned_treated|s:s-cafe": 380,
+		"holdout": 240, "holdout|s:s-cafe": 240, "returned_holdout": 36, "returned_holdout|s:s-cafe": 36,
+	})
+	var stats struct{ Experiment *engine.ExperimentReport }
+	call(t, "GET", base+"/v1/rules/cafe-ab/stats?from="+now.AddDate(0, 0, -6).Format("2006-01-02")+"&to="+now.Format("2006-01-02"), adminKey, "", &stats)
+	ex := stats.Experiment
+	if ex == nil || ex.Best != "b" || len(ex.Variants) != 2 || ex.Variants[0].VersusBest == nil || len(ex.Stores) != 1 || ex.Stores[0].Uplift == nil {
+		t.Fatalf("the seeded experiment: %+v", ex)
+	}
+	a, b := ex.Variants[0], ex.Variants[1]
+	// The console writes a rate as "8.1% (6.2–10.4)", a difference in
+	// points with its interval.
+	rate := func(r engine.Rate) string {
+		return fmt.Sprintf("%.1f%% (%.1f–%.1f)", 100*r.Value, 100*r.Low, 100*r.High)
+	}
+	pts := func(x float64) string { return strings.Replace(fmt.Sprintf("%.1f", 100*x), "-", "−", 1) }
+	diff := func(d *engine.Rate) string {
+		return fmt.Sprintf("%s points (%s to %s)", pts(d.Value), pts(d.Low), pts(d.High))
+	}
+	cell := func(variant, kind, want string) action {
+		return until(fmt.Sprintf(`document.querySelector('#experiment-variants tr[data-variant=%q] td[%s]')?.textContent === %q`, variant, kind, want))
+	}
+	step("the experiment's results: verdict, rates with intervals, allocation, stores",
+		chromedp.Evaluate[chromedp.Void](`(() => { const s = document.querySelector('#results-days'); s.value = '7'; s.dispatchEvent(new Event('change')) })()`),
+		until(fmt.Sprintf(`document.querySelector('#experiment-verdict')?.textContent === %q`, ex.Verdict)),
+		until(`document.querySelector('#experiment-verdict').textContent.startsWith('B redeems')`),
+		cell("a", `data-count="issued"`, "500"),
+		cell("b", `data-count="redeemed"`, "95"),
+		cell("a", `data-rate="redeem"`, rate(a.RedeemRate)),
+		cell("b", `data-rate="redeem"`, rate(b.RedeemRate)),
+		cell("a", `data-rate="open"`, rate(a.OpenRate)),
+		cell("b", `data-rate="revisit"`, rate(b.RevisitRate)),
+		cell("a", `data-diff="best"`, diff(a.VersusBest)),
+		cell("b", `data-diff="best"`, "best"),
+		cell("b", `data-diff="holdout"`, "+"+diff(b.VersusHoldout)),
+		until(`document.querySelectorAll('#experiment-variants tr.short').length === 0`),
+		until(`document.querySelectorAll('svg.intervals circle').length === 2`),
+		until(`document.querySelectorAll('svg.allocation rect[data-variant]').length === 4`),
+		until(fmt.Sprintf(`document.querySelector('svg.allocation rect[data-variant="b"][data-date=%q] title')?.textContent === %q`,
+			now.Format("2006-01-02"), fmt.Sprintf("%s b: 1050 of 1510 offers (69.5%%)", now.Format("2006-01-02")))),
+		until(`document.querySelector('#experiment-stores tr[data-store="s-cafe"] td[data-variant="b"]')?.textContent === '1100'`),
+		until(fmt.Sprintf(`document.querySelector('#experiment-stores tr[data-store="s-cafe"] .uplift')?.textContent === %q`, "+"+diff(ex.Stores[0].Uplift))),
+		shot("12-experiment-results"))
 }

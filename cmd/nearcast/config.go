@@ -258,6 +258,9 @@ func (c *config) limits(env func(string) string, bad func(string, string, ...any
 		e.MinOfferGap = d
 	}
 	e.MaxOffersPerDay = count(env, "NEARCAST_MAX_OFFERS_PER_DAY", e.MaxOffersPerDay, bad)
+	// The questions after visits (docs/feedback.md).
+	e.FeedbackStoreGap = duration(env, "NEARCAST_FEEDBACK_STORE_GAP", e.FeedbackStoreGap, bad)
+	e.FeedbackPerMonth = count(env, "NEARCAST_FEEDBACK_PER_MONTH", e.FeedbackPerMonth, bad)
 	e.PingsPerMinute = count(env, "NEARCAST_PINGS_PER_MINUTE", e.PingsPerMinute, bad)
 	e.PingsPerMinuteDevice = count(env, "NEARCAST_PINGS_PER_MINUTE_DEVICE", e.PingsPerMinuteDevice, bad)
 	e.WaitReplicas = count(env, "NEARCAST_REDIS_WAIT_REPLICAS", -1, bad) // -1: decided at start, see replicasToWaitFor

@@ -27,8 +27,10 @@ var demoStores = []rules.Store{
 
 var demoRules = []rules.Rule{
 	{ID: "gold-flat-white", Name: "Flat White for gold members", Priority: 10,
-		Trigger:  rules.Trigger{On: rules.OnEnter, Stores: &rules.StoreSelector{Tags: []string{"coffee"}}},
-		Audience: "customer.attributes.tier == 'gold'",
+		Trigger: rules.Trigger{On: rules.OnEnter, Stores: &rules.StoreSelector{Tags: []string{"coffee"}}},
+		// No promotion for two weeks after a bad visit: "sorry-coffee"
+		// speaks to a detractor instead.
+		Audience: "customer.attributes.tier == 'gold' && (customer.last_nps < 0 || customer.last_nps > 6 || visit.days_since_feedback > 14)",
 		Caps:     rules.Caps{PerCustomerPerDay: 1},
 		Offer: rules.Offer{
 			Title: rules.Texts{
@@ -53,6 +55,35 @@ var demoRules = []rules.Rule{
 				{Lang: "de", Template: "Zeig den Code {{.coupon.code}} bei {{.store.name}}."},
 			},
 			ValidForS: 1800}},
+	// The customer's voice (docs/feedback.md): a question after a visit of
+	// five minutes or more, and a recovery offer for a customer whose last
+	// answer was a detractor's, for two weeks.
+	{ID: "how-was-it", Name: "How was your visit?", Priority: 3,
+		Trigger:  rules.Trigger{On: rules.OnExit, Stores: &rules.StoreSelector{Tags: []string{"coffee"}}},
+		Audience: "visit.duration_s >= 300",
+		Offer: rules.Offer{Kind: rules.KindFeedback, Question: &rules.Question{Scale: rules.ScaleNPS, Comment: true},
+			Title: rules.Texts{
+				{Lang: "de", Template: "Wie war es bei {{.store.name}}?"},
+				{Lang: "en", Template: "How was {{.store.name}}?"},
+			},
+			Body: rules.Texts{
+				{Lang: "de", Template: "Wie wahrscheinlich empfiehlst du uns weiter, von 0 bis 10?"},
+				{Lang: "en", Template: "How likely are you to recommend us, from 0 to 10?"},
+			}}},
+	{ID: "sorry-coffee", Name: "Sorry: a coffee on us", Priority: 20,
+		Trigger:  rules.Trigger{On: rules.OnEnter, Stores: &rules.StoreSelector{Tags: []string{"coffee"}}},
+		Audience: "customer.last_nps >= 0 && customer.last_nps <= 6 && visit.days_since_feedback <= 14",
+		Caps:     rules.Caps{PerCustomerTotal: 1},
+		Offer: rules.Offer{
+			Title: rules.Texts{
+				{Lang: "de", Template: "Das tut uns leid, {{.customer.first_name}}"},
+				{Lang: "en", Template: "We are sorry, {{.customer.first_name}}"},
+			},
+			Body: rules.Texts{
+				{Lang: "de", Template: "Dein nächster Kaffee bei {{.store.name}} geht auf uns."},
+				{Lang: "en", Template: "Your next coffee at {{.store.name}} is on us."},
+			},
+			ValidForS: 7 * 24 * 3600}},
 	{ID: "station-goodbye", Name: "Goodbye at the station", Priority: 1,
 		Trigger: rules.Trigger{On: rules.OnExit, Stores: &rules.StoreSelector{IDs: []string{"s-hh-hbf"}}},
 		Caps:    rules.Caps{PerCustomerPerDay: 1},

@@ -330,6 +330,8 @@ func TestSettingsRefused(t *testing.T) {
 		{"bad allowed network", map[string]string{"NEARCAST_WEBHOOK_ALLOW_NETS": "10.0.0.0/8,intranet"}, "NEARCAST_WEBHOOK_ALLOW_NETS"},
 		{"streams too short", map[string]string{"NEARCAST_EVENTS_MAXLEN": "10"}, "NEARCAST_EVENTS_MAXLEN"},
 		{"unknown events setting", map[string]string{"NEARCAST_EVENTS": "some"}, "NEARCAST_EVENTS"},
+		{"bad question gap", map[string]string{"NEARCAST_FEEDBACK_STORE_GAP": "a month"}, "NEARCAST_FEEDBACK_STORE_GAP"},
+		{"bad questions a month", map[string]string{"NEARCAST_FEEDBACK_PER_MONTH": "-2"}, "NEARCAST_FEEDBACK_PER_MONTH"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

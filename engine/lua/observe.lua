@@ -234,4 +234,18 @@ table.insert(out, tostring(#aff / 2))
 for _, x in ipairs(aff) do table.insert(out, x) end
 table.insert(out, tostring(#returns / 3))
 for _, x in ipairs(returns) do table.insert(out, x) end
+-- What the customer answered when asked about a visit (feedback.go), only
+-- for one who ever answered: their last NPS score ('-1': none), when they
+-- last answered, and their last score at each store of the fix.
+local fbAt = redis.call('HGET', v, 'fb_at')
+if fbAt then
+  table.insert(out, redis.call('HGET', v, 'nps') or '-1'); table.insert(out, fbAt)
+  local fbs = {}
+  for id in pairs(seen) do
+    local f = redis.call('HGET', v, 'fb:' .. id)
+    if f then table.insert(fbs, id); table.insert(fbs, f) end
+  end
+  table.insert(out, tostring(#fbs / 2))
+  for _, x in ipairs(fbs) do table.insert(out, x) end
+end
 return out

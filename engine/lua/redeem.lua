@@ -1,4 +1,5 @@
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+if redis.call('HGET', KEYS[1], 'kind') == 'feedback' then return {'feedback'} end
 if redis.call('HGET', KEYS[1], 'redeemed_at') then return {'redeemed'} end
 if tonumber(ARGV[1]) >= tonumber(redis.call('HGET', KEYS[1], 'expires_at')) then return {'expired'} end
 local only = redis.call('HGET', KEYS[1], 'only_store')

@@ -23,6 +23,9 @@ const (
 	TypePushFailed     = "push.failed"
 	TypeCouponOpened   = "coupon.opened"
 	TypeCouponRedeemed = "coupon.redeemed"
+	// TypeFeedbackAnswered is a customer's answer to a question after a
+	// visit: its score and scale, never the comment.
+	TypeFeedbackAnswered = "feedback.answered"
 	// TypeCustomerErased reaches every enabled subscription, whatever its
 	// event types and filters: a receiver that keeps anything about a
 	// customer must hear of their erasure.
@@ -36,7 +39,7 @@ const (
 
 // EventTypes lists every event type a subscription can ask for.
 var EventTypes = []string{TypeEnter, TypeExit, TypeDwell, TypeOfferIssued, TypePushSent, TypePushFailed,
-	TypeCouponOpened, TypeCouponRedeemed, TypeCustomerErased}
+	TypeCouponOpened, TypeCouponRedeemed, TypeFeedbackAnswered, TypeCustomerErased}
 
 // KnownType tells whether t is an event type an event may have: one of
 // EventTypes, or TypeTest.

@@ -1,4 +1,5 @@
-// Charts drawn as SVG by hand: horizontal bars and bars per day.
+// Charts drawn as SVG by hand: horizontal bars, bars per day, the
+// variants' share of each day's offers, and rates with their intervals.
 
 import { h } from './dom.js';
 
@@ -54,4 +55,66 @@ function niceTicks(max) {
   for (let v = 0; v <= max + step - 1 && out.length < 8; v += step) out.push(v);
   if (out[out.length - 1] < max) out.push(out[out.length - 1] + step);
   return out;
+}
+
+// allocationBars draws, for each day, one bar of the day's offers split
+// by variant (a bandit's allocation over time), each part as tall as the
+// variant's share; series are {id, cls}, days the experiment's
+// allocation ({date, issued, share}).
+export function allocationBars(days, series, { width = 520, height = 200 } = {}) {
+  const pad = { l: 40, r: 8, t: 8, b: 24 };
+  const iw = width - pad.l - pad.r, ih = height - pad.t - pad.b;
+  const slot = iw / Math.max(1, days.length), bw = Math.max(3, Math.min(48, slot * 0.7));
+  const svg = h('svg', { class: 'chart allocation', width, viewBox: `0 0 ${width} ${height + 20}`, role: 'img', 'aria-label': 'share of the offers per variant, per day' });
+  for (const t of [0, 0.25, 0.5, 0.75, 1]) {
+    const y = pad.t + ih - ih * t;
+    svg.append(h('line', { x1: pad.l, x2: width - pad.r, y1: y, y2: y, class: 'gridline' }), h('text', { x: pad.l - 4, y: y + 4, 'text-anchor': 'end', class: 'axis' }, `${t * 100}%`));
+  }
+  days.forEach((d, i) => {
+    const x = pad.l + i * slot + (slot - bw) / 2;
+    const total = Object.values(d.issued || {}).reduce((a, b) => a + b, 0);
+    let y = pad.t + ih;
+    for (const s of series) {
+      const share = d.share?.[s.id] || 0, bh = ih * share;
+      if (bh <= 0) continue;
+      y -= bh;
+      svg.append(h('rect', { x: x.toFixed(1), y: y.toFixed(1), width: bw.toFixed(1), height: bh.toFixed(1), class: `bar ${s.cls}`, 'data-variant': s.id, 'data-date': d.date },
+        h('title', {}, `${d.date} ${s.id}: ${d.issued?.[s.id] || 0} of ${total} offers (${(share * 100).toFixed(1)}%)`)));
+    }
+    if (days.length <= 12 || i % Math.ceil(days.length / 12) === 0) {
+      svg.append(h('text', { x: (x + bw / 2).toFixed(1), y: height - pad.b + 16, 'text-anchor': 'middle', class: 'axis' }, d.date.slice(5)));
+    }
+  });
+  series.forEach((s, j) => {
+    const x = pad.l + j * 64;
+    svg.append(h('rect', { x, y: height + 4, width: 12, height: 12, class: `bar ${s.cls}` }), h('text', { x: x + 16, y: height + 14, class: 'axis' }, s.id));
+  });
+  return svg;
+}
+
+// intervals draws each rate as a dot on a line from the low to the high
+// end of its 95% interval, on one scale from 0: items are {label, rate:
+// {value, low, high}, cls, best}.
+export function intervals(items, { width = 520 } = {}) {
+  const rowH = 26, labelW = 60, right = 150;
+  const max = Math.max(0.01, ...items.map((i) => i.rate.high));
+  const x = (v) => labelW + ((width - labelW - right) * v) / max;
+  const svg = h('svg', { class: 'chart intervals', width, viewBox: `0 0 ${width} ${items.length * rowH + 22}`, role: 'img', 'aria-label': 'rates with their 95% intervals' });
+  items.forEach((it, i) => {
+    const y = i * rowH + 14;
+    const r = it.rate;
+    svg.append(
+      h('text', { x: labelW - 8, y: y + 4, 'text-anchor': 'end', class: 'axis' }, it.label),
+      h('line', { x1: x(r.low).toFixed(1), x2: x(r.high).toFixed(1), y1: y, y2: y, class: `interval ${it.cls}` }),
+      h('line', { x1: x(r.low).toFixed(1), x2: x(r.low).toFixed(1), y1: y - 5, y2: y + 5, class: `interval ${it.cls}` }),
+      h('line', { x1: x(r.high).toFixed(1), x2: x(r.high).toFixed(1), y1: y - 5, y2: y + 5, class: `interval ${it.cls}` }),
+      h('circle', { cx: x(r.value).toFixed(1), cy: y, r: 4.5, class: `bar ${it.cls}` }),
+      h('text', { x: width - right + 8, y: y + 4, class: 'value', 'data-label': it.label },
+        `${(r.value * 100).toFixed(1)}% (${(r.low * 100).toFixed(1)}–${(r.high * 100).toFixed(1)})${it.best ? ' best' : ''}`));
+  });
+  const y = items.length * rowH + 8;
+  svg.append(h('line', { x1: labelW, x2: x(max), y1: y, y2: y, class: 'gridline' }),
+    h('text', { x: labelW, y: y + 12, class: 'axis', 'text-anchor': 'middle' }, '0%'),
+    h('text', { x: x(max), y: y + 12, class: 'axis', 'text-anchor': 'middle' }, `${(max * 100).toFixed(1)}%`));
+  return svg;
 }

@@ -3,6 +3,9 @@
 // JSON beside it, kept in sync, validated by the server (dry_run) while
 // the marketer types, with each fault next to the field it names; and a
 // preview of the push on a phone, in each language, for one customer.
+// An offer may be an experiment: 2 to 8 variants, each with its texts in
+// the offer's languages, given by weight or by a bandit
+// (docs/experiments.md).
 
 import { api, listAll, enc, exists, ApiError } from './api.js';
 import { h, fill, field, showFaults, debounce, list, fmtTime } from './dom.js';
@@ -62,8 +65,11 @@ export function mountRuleList(root) {
         funnel.classList.remove('muted');
       }).catch(() => { funnel.textContent = '—'; });
       const words = [r.id, r.name, ...(r.tags || []), ...(r.trigger?.stores?.ids || []), ...(r.trigger?.stores?.tags || []), status(r)];
+      const variants = r.offer?.variants?.length;
       return h('tr', { 'data-search': words.join(' ').toLowerCase() },
-        h('td', {}, h('a', { href: `#/rules/${enc(r.id)}` }, r.name), h('div', { class: 'muted' }, `${r.id} · v${r.version}`)),
+        h('td', {}, h('a', { href: `#/rules/${enc(r.id)}` }, r.name),
+          variants ? h('span', { class: 'tag experiment', title: 'an experiment: see its results' }, `${variants} variants · ${r.offer.selection || 'weighted'}`) : null,
+          h('div', { class: 'muted' }, `${r.id} · v${r.version}`)),
         h('td', {}, h('span', { class: `pill ${status(r)}` }, status(r))),
         h('td', { class: 'num' }, r.priority),
         h('td', {}, trigger(r)),
@@ -135,6 +141,21 @@ const FIELDS = [
     ['caps.total', 'Budget (coupons in all)', 'number'],
   ]],
 ];
+
+// The offer's fields outside FIELDS, with their kinds.
+const OFFER_FIELDS = [
+  ['offer.valid_for_s', '', 'number'], ['offer.redeem_at_issuing_store', '', 'bool'], ['offer.min_trust', '', 'select:'],
+  ['offer.bandit.min_per_variant', '', 'number'], ['offer.bandit.floor_pct', '', 'number'],
+  ['offer.bandit.segment_by', '', 'text'], ['offer.bandit.segments', '', 'list'],
+];
+
+// langsOf lists the languages of a message (an offer's or a variant's),
+// the title's first, in their order.
+function langsOf(m) {
+  const langs = Object.keys(m.title || {});
+  for (const l of Object.keys(m.body || {})) if (!langs.includes(l)) langs.push(l);
+  return langs;
+}
 
 const NEW_RULE = {
   name: 'New offer', enabled: true, priority: 0,
@@ -250,11 +271,12 @@ export function mountRuleEditor(root, ruleId) {
   }
 
   // texts is the offer's messages, one row per language, and the
-  // fallback language (offer.default_locale; left out, the first).
+  // fallback language (offer.default_locale; left out, the first); or,
+  // for an experiment, its variants, each in those languages.
   function texts() {
     const offer = st.doc.offer || {};
-    const langs = Object.keys(offer.title || {});
-    for (const l of Object.keys(offer.body || {})) if (!langs.includes(l)) langs.push(l);
+    const variants = Array.isArray(offer.variants) ? offer.variants : null;
+    const langs = langsOf(variants ? variants[0] || {} : offer);
     const fallback = offer.default_locale || langs[0];
     const newLang = h('input', { name: '$newlang', placeholder: 'de', size: 4, 'aria-label': 'new language' });
     return h('fieldset', { 'data-field': 'offer' }, h('legend', {}, 'Message'),
@@ -263,12 +285,16 @@ export function mountRuleEditor(root, ruleId) {
       field('offer.default_locale', 'Fallback language (for a customer whose language is not here)',
         h('select', { name: 'offer.default_locale', id: 'f-offer.default_locale' },
           langs.map((l) => h('option', { value: l, selected: l === fallback }, l)))),
-      langs.map((l) => h('div', { class: 'lang' },
+      variants ? h('div', { class: 'row langs' }, h('span', { class: 'label' }, variants.length ? 'Languages of every variant:' : ''),
+        langs.map((l) => h('span', { class: 'lang-chip', 'data-lang': l }, h('strong', {}, l), l === fallback ? ' (fallback) ' : ' ',
+          h('button', { type: 'button', class: 'small', 'data-action': 'remove-lang', onclick: () => { renameLang(l, null); } }, 'remove')))) : null,
+      variants ? experiment(variants, langs) : langs.map((l) => h('div', { class: 'lang' },
         h('div', { class: 'row between' }, h('strong', {}, l, l === fallback ? ' (fallback)' : ''),
           h('button', { type: 'button', class: 'small', onclick: () => { renameLang(l, null); } }, 'remove')),
         field(`offer.title.${l}`, 'Title', h('input', { name: `$title.${l}`, id: `f-offer.title.${l}`, value: offer.title?.[l] ?? '' })),
         field(`offer.body.${l}`, 'Body', h('textarea', { name: `$body.${l}`, id: `f-offer.body.${l}`, rows: 2 }, offer.body?.[l] ?? '')))),
-      h('div', { class: 'row' }, newLang, h('button', { type: 'button', class: 'small', onclick: () => { if (newLang.value.trim()) renameLang(null, newLang.value.trim()); } }, 'Add language')),
+      h('div', { class: 'row' }, newLang, h('button', { type: 'button', class: 'small', id: 'lang-add', onclick: () => { if (newLang.value.trim()) renameLang(null, newLang.value.trim()); } }, 'Add language'),
+        variants ? null : h('button', { type: 'button', class: 'small', id: 'variants-start', onclick: startExperiment, title: 'try 2 to 8 versions of the message, and see which redeems best' }, 'Make it an experiment (variants)')),
       h('div', { class: 'row' },
         field('offer.valid_for_s', 'Coupon valid for (s)', input('offer.valid_for_s', 'number', offer.valid_for_s)),
         field('offer.redeem_at_issuing_store', 'Only at the issuing store', input('offer.redeem_at_issuing_store', 'bool', offer.redeem_at_issuing_store === true))),
@@ -277,16 +303,106 @@ export function mountRuleEditor(root, ruleId) {
       h('span', { class: 'fault' }));
   }
 
+  // experiment is the offer's variants: how they are given (selection,
+  // and the bandit's settings), then each with its id, weight, discount
+  // tag, validity and texts in the offer's languages; 2 to 8 of them.
+  function experiment(variants, langs) {
+    const offer = st.doc.offer;
+    const selection = offer.selection || 'weighted';
+    const b = offer.bandit || {};
+    return h('fieldset', { class: 'variants', 'data-field': 'offer.variants', id: 'variants' },
+      h('legend', {}, `Experiment: ${variants.length} variants`),
+      h('span', { class: 'fault', role: 'alert' }),
+      h('div', { class: 'row' },
+        field('offer.selection', 'Selection', h('select', { name: 'offer.selection', id: 'f-offer.selection' },
+          [['weighted', 'weighted: by weight, sticky per customer'], ['bandit', 'bandit: learns which redeems best']].map(([v, l]) => h('option', { value: v, selected: selection === v }, l))),
+        selection === 'bandit' ? 'Thompson sampling on each variant\'s redemption rate: by weight until each has its minimum of offers, then more offers to the likely best' : 'each customer gets one variant by weight, and keeps it')),
+      selection === 'bandit' ? h('div', { class: 'bandit', 'data-field': 'offer.bandit' },
+        h('span', { class: 'fault', role: 'alert' }),
+        h('div', { class: 'row' },
+          field('offer.bandit.min_per_variant', 'Offers per variant first', input('offer.bandit.min_per_variant', 'number', b.min_per_variant), 'by weight, before it exploits (default 100)'),
+          field('offer.bandit.floor_pct', 'Floor %', input('offer.bandit.floor_pct', 'number', b.floor_pct), `least share each keeps (default 5; at most ${Math.floor((100 / variants.length) * 100) / 100})`)),
+        h('div', { class: 'row' },
+          field('offer.bandit.segment_by', 'Learn apart by', input('offer.bandit.segment_by', 'text', b.segment_by), 'customer.attributes.<name> or store.tags; empty: one for all'),
+          field('offer.bandit.segments', 'Segments', input('offer.bandit.segments', 'list', b.segments), 'the values learnt apart; others: other'))) : null,
+      variants.map((v, i) => {
+        const at = `offer.variants[${i}]`;
+        return h('div', { class: 'variant', 'data-field': at, 'data-index': i },
+          h('div', { class: 'row between' }, h('strong', {}, `Variant ${i + 1}`),
+            h('button', { type: 'button', class: 'small', 'data-action': 'remove-variant', disabled: variants.length <= 2, title: variants.length <= 2 ? 'an experiment has at least 2 variants' : '', onclick: () => removeVariant(i) }, 'remove')),
+          h('span', { class: 'fault', role: 'alert' }),
+          h('div', { class: 'row' },
+            field(`${at}.id`, 'Id', h('input', { name: `$v.${i}.id`, id: `f-${at}.id`, value: v.id ?? '', placeholder: 'a', size: 8 })),
+            field(`${at}.weight`, 'Weight', h('input', { name: `$v.${i}.weight`, id: `f-${at}.weight`, value: v.weight ?? '', placeholder: '1', inputmode: 'decimal' })),
+            field(`${at}.discount`, 'Discount tag', h('input', { name: `$v.${i}.discount`, id: `f-${at}.discount`, value: v.discount ?? '', placeholder: '10%' })),
+            field(`${at}.valid_for_s`, 'Valid for (s)', h('input', { name: `$v.${i}.valid_for_s`, id: `f-${at}.valid_for_s`, value: v.valid_for_s ?? '', placeholder: String(offer.valid_for_s ?? 3600), inputmode: 'decimal' }))),
+          h('div', { 'data-field': `${at}.title` }, h('span', { class: 'fault' })),
+          h('div', { 'data-field': `${at}.body` }, h('span', { class: 'fault' })),
+          langs.map((l) => h('div', { class: 'lang' },
+            field(`${at}.title.${l}`, `Title (${l})`, h('input', { name: `$v.${i}.title.${l}`, id: `f-${at}.title.${l}`, value: v.title?.[l] ?? '' })),
+            field(`${at}.body.${l}`, `Body (${l})`, h('textarea', { name: `$v.${i}.body.${l}`, id: `f-${at}.body.${l}`, rows: 2 }, v.body?.[l] ?? '')))));
+      }),
+      h('div', { class: 'row' },
+        h('button', { type: 'button', class: 'small', id: 'variant-add', disabled: variants.length >= 8, title: variants.length >= 8 ? 'at most 8 variants' : '', onclick: addVariant }, 'Add variant'),
+        h('button', { type: 'button', class: 'small', id: 'variants-end', onclick: endExperiment, title: 'keep the first variant\'s texts as the message' }, 'Back to one message')));
+  }
+
+  // startExperiment turns the message into two variants, a and b, both
+  // with its texts to begin with.
+  function startExperiment() {
+    const o = (st.doc.offer ??= {});
+    const title = o.title || {}, body = o.body || {};
+    o.variants = ['a', 'b'].map((id) => ({ id, title: { ...title }, body: { ...body } }));
+    delete o.title;
+    delete o.body;
+    changed(true);
+  }
+
+  // endExperiment keeps the first variant's texts as the message.
+  function endExperiment() {
+    const o = st.doc.offer;
+    const first = o.variants?.[0] || {};
+    o.title = { ...first.title };
+    o.body = { ...first.body };
+    delete o.variants;
+    delete o.selection;
+    delete o.bandit;
+    changed(true);
+  }
+
+  // addVariant adds one more (at most 8), with the last one's texts.
+  function addVariant() {
+    const vs = st.doc.offer.variants;
+    if (vs.length >= 8) return;
+    const last = vs[vs.length - 1] || {};
+    const id = [...'abcdefgh'].find((c) => !vs.some((v) => v.id === c)) || `v${vs.length + 1}`;
+    vs.push({ id, title: { ...last.title }, body: { ...last.body } });
+    changed(true);
+  }
+
+  // removeVariant takes one out (at least 2 stay).
+  function removeVariant(i) {
+    const vs = st.doc.offer.variants;
+    if (vs.length <= 2) return;
+    vs.splice(i, 1);
+    changed(true);
+  }
+
   // renameLang adds (from null), removes (to null) a language, keeping
-  // order; a fallback removed falls back to the first language left.
+  // order, in the message or in every variant; a fallback removed falls
+  // back to the first language left.
   function renameLang(from, to) {
     if (from && st.doc.offer?.default_locale === from) delete st.doc.offer.default_locale;
-    for (const part of ['title', 'body']) {
-      const old = st.doc.offer?.[part] || {};
+    const rename = (old = {}) => {
       const next = {};
       for (const [k, v] of Object.entries(old)) if (k !== from) next[k] = v;
       if (to) next[to] = old[from] ?? '';
-      set(st.doc, `offer.${part}`, next);
+      return next;
+    };
+    const variants = st.doc.offer?.variants;
+    for (const part of ['title', 'body']) {
+      if (Array.isArray(variants)) for (const v of variants) v[part] = rename(v[part]);
+      else set(st.doc, `offer.${part}`, rename(st.doc.offer?.[part]));
     }
     changed(true);
   }
@@ -294,19 +410,33 @@ export function mountRuleEditor(root, ruleId) {
   form.addEventListener('input', (e) => {
     const el = e.target, name = el.name;
     if (!name || name === '$newlang') return;
+    let rebuild = name === 'offer.default_locale';
     if (name === '$id') st.id = el.value.trim();
-    else if (name.startsWith('$title.') || name.startsWith('$body.')) {
+    else if (name.startsWith('$v.')) {
+      // $v.<i>.<id|weight|discount|valid_for_s>, $v.<i>.<title|body>.<lang>
+      const [, i, part, ...lang] = name.split('.');
+      const v = st.doc.offer.variants[Number(i)];
+      if (part === 'title' || part === 'body') {
+        v[part] ??= {};
+        v[part][lang.join('.')] = el.value;
+      } else if (part === 'id') v.id = el.value.trim();
+      else if (part === 'discount') { if (el.value === '') delete v.discount; else v.discount = el.value; }
+      else { const n = asNumber(el.value.trim()); if (n === undefined) delete v[part]; else v[part] = n; }
+    } else if (name === 'offer.selection') {
+      st.doc.offer.selection = el.value;
+      if (el.value !== 'bandit') delete st.doc.offer.bandit;
+      rebuild = true;
+    } else if (name.startsWith('$title.') || name.startsWith('$body.')) {
       const [part, lang] = [name.slice(1, name.indexOf('.')), name.slice(name.indexOf('.') + 1)];
       st.doc.offer ??= {};
       st.doc.offer[part] ??= {};
       st.doc.offer[part][lang] = el.value;
     } else {
-      const kind = [...FIELDS.flatMap(([, f]) => f), ['offer.valid_for_s', '', 'number'], ['offer.redeem_at_issuing_store', '', 'bool'], ['offer.min_trust', '', 'select:']]
-        .find(([p]) => p === name)?.[2];
+      const kind = [...FIELDS.flatMap(([, f]) => f), ...OFFER_FIELDS].find(([p]) => p === name)?.[2];
       const v = read(kind || 'text', el);
       set(st.doc, name, v === false && name === 'offer.redeem_at_issuing_store' ? undefined : v);
     }
-    changed(name === 'offer.default_locale');
+    changed(rebuild);
   });
 
   // Enter in a field does not save: a save is a new version, made on purpose.
@@ -375,7 +505,7 @@ export function mountRuleEditor(root, ruleId) {
       const p = await api('POST', `/v1/rules/${enc(st.id || 'draft')}/preview`, { customer_id: custIn.value.trim(), store_id: storeSel.value || undefined, rule: body() });
       if (seq !== st.seq) return;
       previewFault.textContent = '';
-      fill(preview, p.messages.map((m) => phone(m, m.lang === p.customer_language, p)));
+      fill(preview, p.messages.map((m) => phone(m, m.lang === p.customer_language && (!m.variant || m.variant === p.customer_variant), p)));
     } catch (err) {
       previewFault.textContent = err.message;
       fill(preview);
@@ -488,14 +618,15 @@ export function mountRuleEditor(root, ruleId) {
   })();
 }
 
-// phone draws a push as a lock screen shows it.
+// phone draws a push as a lock screen shows it (for an offer with
+// variants, one phone per variant and language).
 function phone(m, theirs, p) {
-  return h('figure', { class: `phone${theirs ? ' theirs' : ''}`, 'data-lang': m.lang },
+  return h('figure', { class: `phone${theirs ? ' theirs' : ''}`, 'data-lang': m.lang, 'data-variant': m.variant },
     h('div', { class: 'screen' },
       h('div', { class: 'clock' }, new Date().toTimeString().slice(0, 5)),
       h('div', { class: 'notification' },
         h('div', { class: 'app' }, h('span', { class: 'icon' }, 'N'), 'NEARCAST · now'),
         h('div', { class: 'title' }, m.title),
         h('div', { class: 'body' }, m.body))),
-    h('figcaption', {}, m.lang, theirs ? ` · ${p.customer_id} gets this one` : ''));
+    h('figcaption', {}, m.variant ? `variant ${m.variant} · ` : '', m.lang, theirs ? ` · ${p.customer_id} gets this one` : ''));
 }
