@@ -71,7 +71,7 @@ abuse: test-deps
 ## replicas, and a master killed mid-run (TestClusterFailover).
 cluster-test: test-deps
 	NEARCAST_TEST_CLUSTER=1 $(GO) test -count=1 -short -timeout 8m ./engine ./engine/webhook ./api ./rules
-	NEARCAST_TEST_CLUSTER=1 $(GO) test -count=1 -short -timeout 8m -v -run 'Cluster|TwoReplicas|EndToEnd' ./cmd/nearcast
+	NEARCAST_TEST_CLUSTER=1 $(GO) test -count=1 -short -timeout 8m -v -run 'Cluster|TwoReplicas|EndToEnd|KilledMidStream' ./cmd/nearcast
 
 test-deps: redis-dep
 	@# The console's browser test (api/console) drives Debian's chromium.
