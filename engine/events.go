@@ -122,11 +122,15 @@ func (ev *Events) Run(ctx context.Context) error {
 		wg.Go(func() { ev.work(ctx) })
 	}
 	wg.Go(func() {
-		for {
-			if n, err := ev.Sweep(ctx); err != nil && ctx.Err() == nil {
-				ev.log.Warn("events: sweep failed", "err", err)
-			} else if n > 0 {
-				ev.log.Info("events: journals left behind found", "customers", n)
+		for first := true; ; first = false {
+			// While no one listens nothing is journaled: what a stopped
+			// process left, the sweep at start found.
+			if first || ev.Wanted() != "" {
+				if n, err := ev.Sweep(ctx); err != nil && ctx.Err() == nil {
+					ev.log.Warn("events: sweep failed", "err", err)
+				} else if n > 0 {
+					ev.log.Info("events: journals left behind found", "customers", n)
+				}
 			}
 			if ev.SweepEvery <= 0 {
 				return
