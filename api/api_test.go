@@ -473,6 +473,11 @@ func walkEveryOperation(t *testing.T, c *client, atOnce bool) {
 		"DELETE /v1/webhooks/{webhook_id}/dead":               {"DELETE", "/v1/webhooks/crm/dead", "admin-key", "", ""},
 		"POST /v1/webhooks/{webhook_id}/dead/replay":          {"POST", "/v1/webhooks/crm/dead/replay", "admin-key", "", ""},
 		"POST /v1/webhooks/{webhook_id}/test":                 {"POST", "/v1/webhooks/crm/test", "admin-key", "", ""},
+		// An answer of the admin key for a customer: the question is
+		// looked for in Redis (the app's own is counted there first).
+		"POST /v1/feedback/{feedback_id}":    {"POST", "/v1/feedback/" + code, "admin-key", "", `{"customer_id": "c-1", "score": 9}`},
+		"GET /v1/stores/{store_id}/feedback": {"GET", "/v1/stores/s-1/feedback", "admin-key", "", ""},
+		"GET /v1/rules/{rule_id}/feedback":   {"GET", "/v1/rules/r-1/feedback", "admin-key", "", ""},
 	}
 	needNoRedis := map[string]struct {
 		why string

@@ -13,7 +13,7 @@ import (
 func TestConsoleFilesAndAuth(t *testing.T) {
 	c := newClient(t, srv.Client(t))
 	for _, path := range []string{"/console", "/console/", "/console/index.html", "/console/app.js", "/console/style.css", "/console/webhooks.js",
-		"/console/rules.js", "/console/results.js", "/console/charts.js"} {
+		"/console/rules.js", "/console/results.js", "/console/charts.js", "/console/voice.js", "/console/stores.js"} {
 		r := c.do("GET", path, "", "")
 		if r.Status != 200 {
 			t.Fatalf("GET %s: %d %s", path, r.Status, r.Raw)
@@ -34,6 +34,8 @@ func TestConsoleFilesAndAuth(t *testing.T) {
 
 	for _, call := range []struct{ method, path, body string }{
 		{"GET", "/v1/stores/s-alex/cells", ""},
+		{"GET", "/v1/stores/s-alex/feedback", ""},
+		{"GET", "/v1/rules/latte/feedback", ""},
 		{"POST", "/v1/rules/latte/preview", `{"customer_id": "c-42"}`},
 		{"GET", "/v1/webhooks", ""},
 		{"POST", "/v1/webhooks/crm/test", ""},

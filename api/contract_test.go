@@ -258,6 +258,11 @@ func TestContract(t *testing.T) {
 	// variant, its coupon, and the experiment in the rule's stats.
 	contractVariants(t, full, rdb)
 
+	// The customer's voice (docs/feedback.md): a question after a visit,
+	// its answer and the answer's errors, the scores of a store and of a
+	// rule, and a simulated week with the demo's pair of rules.
+	contractFeedback(t, k, full, rdb, tokens, pushes)
+
 	// What is left: deletions.
 	full.call(cc{"DELETE", "/v1/rules/latte", admin, "", "", nil}, 204)
 	full.call(cc{"DELETE", "/v1/rules/latte", admin, "", "", nil}, 404)
@@ -628,4 +633,238 @@ func wantFaults(t *testing.T, raw []byte, fields ...string) {
 			t.Errorf("no fault names %s: %s", f, raw)
 		}
 	}
+}
+
+// Feedback rules as the demo writes them (cmd/nearcast/demo.go), at
+// s-fb: a question after a visit of five minutes or more; a recovery
+// offer for a customer whose last NPS answer was a detractor's, for two
+// weeks; and the promotion, held back from them meanwhile.
+const (
+	ruleAsk = `{"name": "How was your visit?", "priority": 3,
+ "trigger": {"on": "exit", "stores": {"ids": ["s-fb"]}},
+ "audience": "visit.duration_s >= 300",
+ "offer": {"kind": "feedback", "question": {"scale": "nps", "comment": true},
+   "title": {"en": "How was {{.store.name}}?", "de": "Wie war es bei {{.store.name}}?"},
+   "body":  {"en": "How likely are you to recommend us, from 0 to 10?", "de": "Wie wahrscheinlich empfiehlst du uns weiter, von 0 bis 10?"}}}`
+	ruleSorry = `{"name": "Sorry: a coffee on us", "priority": 20,
+ "trigger": {"on": "enter", "stores": {"ids": ["s-fb"]}},
+ "audience": "customer.last_nps >= 0 && customer.last_nps <= 6 && visit.days_since_feedback <= 14",
+ "caps": {"per_customer_total": 1},
+ "offer": {"title": {"en": "We are sorry, {{.customer.first_name}}"}, "body": {"en": "Your next coffee at {{.store.name}} is on us."}, "valid_for_s": 604800}}`
+	rulePromo = `{"name": "Flat White for gold members", "priority": 10,
+ "trigger": {"on": "enter", "stores": {"ids": ["s-fb"]}},
+ "audience": "customer.attributes.tier == 'gold' && (customer.last_nps < 0 || customer.last_nps > 6 || visit.days_since_feedback > 14)",
+ "caps": {"per_customer_per_day": 1},
+ "offer": {"title": {"en": "20% off your flat white"}, "body": {"en": "At {{.store.name}}, today"}}}`
+)
+
+// contractFeedback calls, on full, what the customer's voice adds: the
+// feedback rules' documents (and their faults), a customer who agreed to
+// be asked, a real walk out of a store after six minutes that is asked a
+// question, the question as a coupon (which cannot be redeemed), its
+// push, the answer with each of its errors (a late one on a server whose
+// clock is 8 days on), the store's and the rule's scores, the export,
+// and a simulated week with an answer in it.
+func contractFeedback(t *testing.T, k *contract, full *endpoint, rdb redis.UniversalClient, tokens *api.CustomerTokens, pushes *push.Log) {
+	t.Helper()
+	const admin, app = "admin-key", "app-key"
+	// later is the API 8 days on: the question's 7 days have passed.
+	later := k.serve(newClientWith(t, rdb, func(d *api.Deps) {
+		d.Tokens = tokens
+		d.Ledger = engine.NewLedger(rdb, engine.NewCodeSigner([]byte("s")), quiet, func() time.Time { return time.Now().Add(8 * 24 * time.Hour) })
+	}))
+	full.call(cc{"PUT", "/v1/stores/s-fb", admin, "", `{"name": "Feedback Café", "lat": 52.4900, "lng": 13.3900, "radius_m": 60, "tags": ["fb"]}`, nil}, 201)
+	full.call(cc{"PUT", "/v1/customers/c-9", admin, "", `{"first_name": "Jo", "locale": "en", "consent": {"location": true, "push": true, "feedback": true}, "attributes": {"tier": "gold"}}`, nil}, 201)
+	if !strings.Contains(string(full.last.Raw), `"feedback":true`) {
+		t.Fatalf("consent.feedback as saved: %s", full.last.Raw)
+	}
+	full.call(cc{"PUT", "/v1/customers/c-9/devices/d-9", admin, "", `{"fcm_token": "tok-9", "platform": "ios"}`, nil}, 201)
+	full.call(cc{"PUT", "/v1/customers/c-10", admin, "", `{"first_name": "Kim", "locale": "en", "consent": {"location": true, "push": true, "feedback": true}, "attributes": {"tier": "gold"}}`, nil}, 201)
+
+	// The rules, and a feedback offer wrong in five ways, each named.
+	full.call(cc{"PUT", "/v1/rules/how-fb?dry_run=true", admin, "", ruleAsk, nil}, 200)
+	full.call(cc{"PUT", "/v1/rules/how-fb", admin, "", ruleAsk, nil}, 201)
+	var saved struct {
+		Offer struct {
+			Kind     string
+			Question *struct {
+				Scale   string
+				Comment bool
+			}
+			ValidForS int `json:"valid_for_s"`
+		}
+	}
+	if err := json.Unmarshal(full.last.Raw, &saved); err != nil || saved.Offer.Kind != "feedback" || saved.Offer.Question == nil ||
+		saved.Offer.Question.Scale != "nps" || !saved.Offer.Question.Comment || saved.Offer.ValidForS != 7*86400 {
+		t.Fatalf("the feedback rule as saved: %v %s", err, full.last.Raw)
+	}
+	full.call(cc{"PUT", "/v1/rules/sorry-fb", admin, "", ruleSorry, nil}, 201)
+	full.call(cc{"PUT", "/v1/rules/promo-fb", admin, "", rulePromo, nil}, 201)
+	full.call(cc{"GET", "/v1/rules/promo-fb", admin, "", "", nil}, 200)
+	if strings.Contains(string(full.last.Raw), `"kind"`) {
+		t.Fatalf("a coupon's offer is answered with a kind: %s", full.last.Raw)
+	}
+	full.call(cc{"PUT", "/v1/rules/how-fb", admin, "", strings.Replace(ruleAsk, `"question": {"scale": "nps", "comment": true},`, `"valid_for_s": 700000, "redeem_at_issuing_store": true,`, 1), nil}, 400)
+	wantFaults(t, full.last.Raw, "offer.question", "offer.valid_for_s", "offer.redeem_at_issuing_store")
+	full.bad(cc{"PUT", "/v1/rules/how-fb", admin, "", strings.Replace(ruleAsk, `"scale": "nps"`, `"scale": "stars"`, 1), nil}, 400)
+	wantFaults(t, full.last.Raw, "offer.question.scale")
+	full.bad(cc{"PUT", "/v1/rules/how-fb", admin, "", strings.Replace(ruleAsk, `"kind": "feedback"`, `"kind": "survey"`, 1), nil}, 400)
+	wantFaults(t, full.last.Raw, "offer.kind")
+	full.call(cc{"PUT", "/v1/rules/promo-fb", admin, "", strings.Replace(rulePromo, `"offer": {`, `"offer": {"question": {"scale": "csat"}, `, 1), nil}, 400)
+	wantFaults(t, full.last.Raw, "offer.question")
+
+	// A real visit of six minutes: the fix on entering is too old to be
+	// offered anything, the one on leaving is asked the question.
+	now := time.Now().UTC()
+	full.call(cc{"POST", "/v1/pings", app, "", `{"customer_id": "c-9", "device_id": "d-9", "lat": 52.4900, "lng": 13.3900, "accuracy_m": 5, "ts": "` + now.Add(-6*time.Minute).Format(time.RFC3339) + `"}`, nil}, 200)
+	full.call(cc{"POST", "/v1/pings?explain=true", admin, "", `{"customer_id": "c-9", "device_id": "d-9", "lat": 52.4945, "lng": 13.3900, "accuracy_m": 5, "ts": "` + now.Format(time.RFC3339) + `"}`, nil}, 200)
+	var asked struct {
+		Offers  []engine.IssuedOffer
+		Explain []engine.Explanation
+	}
+	if err := json.Unmarshal(full.last.Raw, &asked); err != nil || len(asked.Offers) != 1 || asked.Offers[0].Kind != "feedback" || asked.Offers[0].RuleID != "how-fb" {
+		t.Fatalf("leaving after six minutes was not asked: %v %s", err, full.last.Raw)
+	}
+	q := asked.Offers[0].CouponCode
+
+	// The question is issued as a coupon, and cannot be redeemed.
+	full.call(cc{"GET", "/v1/coupons/" + q, admin, "", "", nil}, 200)
+	var cp engine.Coupon
+	if err := json.Unmarshal(full.last.Raw, &cp); err != nil || cp.Kind != "feedback" || cp.Scale != "nps" || cp.Score != nil {
+		t.Fatalf("the question as a coupon: %v %s", err, full.last.Raw)
+	}
+	full.call(cc{"POST", "/v1/coupons/" + q + "/redeem", admin, "", `{"store_id": "s-fb"}`, nil}, 422)
+	wantFaults(t, full.last.Raw, "code")
+
+	// Its push: a question's keys, no coupon_code.
+	full.call(cc{"GET", "/v1/customers/c-9/export", admin, "", "", nil}, 200)
+	var export struct {
+		QueuedPushes []engine.Push `json:"queued_pushes"`
+	}
+	if err := json.Unmarshal(full.last.Raw, &export); err != nil || len(export.QueuedPushes) != 1 {
+		t.Fatalf("the export has no queued question: %v %s", err, full.last.Raw)
+	}
+	data := export.QueuedPushes[0].Data
+	if _, ok := data["coupon_code"]; ok || data["kind"] != "feedback" || data["feedback_id"] != q || data["scale"] != "nps" || data["comment"] != "true" ||
+		data["title"] != "How was Feedback Café?" || data["body"] == "" || data["rule_id"] != "how-fb" || data["store_id"] != "s-fb" {
+		t.Fatalf("the question's push data: %v", data)
+	}
+	if err := pushes.Send(context.Background(), export.QueuedPushes[0]); err != nil {
+		t.Fatal(err)
+	}
+	full.call(cc{"GET", "/v1/dev/pushes?customer_id=c-9", admin, "", "", nil}, 200)
+
+	// The answer: the customer's own credential, once, in time, on the scale.
+	mint := func(customer string) map[string]string {
+		full.call(cc{"POST", "/v1/customers/" + customer + "/tokens", admin, "", "", nil}, 201)
+		var tok struct{ Token string }
+		if err := json.Unmarshal(full.last.Raw, &tok); err != nil || tok.Token == "" {
+			t.Fatalf("token of %s: %v %s", customer, err, full.last.Raw)
+		}
+		return map[string]string{api.HeaderCustomerToken: tok.Token}
+	}
+	jo, anna := mint("c-9"), mint("c-42")
+	answer := `{"score": 3, "comment": "The milk was cold."}`
+	full.call(cc{"POST", "/v1/feedback/" + q, app, "", answer, nil}, 401)
+	full.call(cc{"POST", "/v1/feedback/" + q, app, "", answer, anna}, 404)
+	full.call(cc{"POST", "/v1/feedback/" + q, app, "", `{"customer_id": "c-42", "score": 3}`, jo}, 403)
+	full.call(cc{"POST", "/v1/feedback/" + q, admin, "", `{"score": 3}`, nil}, 400)
+	wantFaults(t, full.last.Raw, "customer_id")
+	full.bad(cc{"POST", "/v1/feedback/" + q, app, "", `{"score": 11}`, jo}, 400)
+	wantFaults(t, full.last.Raw, "score")
+	full.bad(cc{"POST", "/v1/feedback/" + q, app, "", `{"comment": "no score"}`, jo}, 400)
+	wantFaults(t, full.last.Raw, "score")
+	full.bad(cc{"POST", "/v1/feedback/" + q, app, "", `{"score": 3, "comment": "` + strings.Repeat("x", 501) + `"}`, jo}, 400)
+	wantFaults(t, full.last.Raw, "comment")
+	full.bad(cc{"POST", "/v1/feedback/" + q, app, "text/plain", answer, jo}, 415)
+	full.call(cc{"POST", "/v1/feedback/" + q[:8] + "0000", admin, "", `{"customer_id": "c-9", "score": 3}`, nil}, 404)
+	later.call(cc{"POST", "/v1/feedback/" + q, app, "", answer, jo}, 410)
+	full.call(cc{"POST", "/v1/feedback/" + strings.ToLower(q[:4]) + "-" + q[4:], app, "", answer, jo}, 201)
+	if !strings.Contains(string(full.last.Raw), `"feedback_id":"`+q+`"`) {
+		t.Fatalf("the answer: %s", full.last.Raw)
+	}
+	full.call(cc{"POST", "/v1/feedback/" + q, app, "", `{"score": 9}`, jo}, 409)
+	full.call(cc{"GET", "/v1/coupons/" + q, admin, "", "", nil}, 200)
+	if err := json.Unmarshal(full.last.Raw, &cp); err != nil || cp.Score == nil || *cp.Score != 3 || cp.AnsweredAt == nil {
+		t.Fatalf("the question answered: %v %s", err, full.last.Raw)
+	}
+	full.call(cc{"GET", "/v1/customers/c-9/export", admin, "", "", nil}, 200)
+	if !strings.Contains(string(full.last.Raw), `"comment":"The milk was cold."`) {
+		t.Fatalf("the export has no answer: %s", full.last.Raw)
+	}
+
+	// The scores: the store's and the rule's, one detractor of one asked.
+	full.call(cc{"GET", "/v1/stores/s-fb/feedback", admin, "", "", nil}, 200)
+	var rep engine.FeedbackReport
+	if err := json.Unmarshal(full.last.Raw, &rep); err != nil || rep.StoreID != "s-fb" || rep.Asked != 1 || rep.Answered != 1 || rep.NPS == nil ||
+		rep.NPS.Detractors != 1 || rep.NPS.Score != -100 || rep.NPS.EnoughData || len(rep.Weeks) != 1 || rep.CSAT != nil {
+		t.Fatalf("the store's scores: %v %s", err, full.last.Raw)
+	}
+	day := now.Format("2006-01-02")
+	full.call(cc{"GET", "/v1/stores/s-fb/feedback?from=" + day + "&to=" + day, admin, "", "", nil}, 200)
+	full.call(cc{"GET", "/v1/stores/s-nowhere/feedback", admin, "", "", nil}, 404)
+	full.bad(cc{"GET", "/v1/stores/s-fb/feedback?from=last-week", admin, "", "", nil}, 400)
+	full.call(cc{"GET", "/v1/stores/s-fb/feedback", app, "", "", nil}, 403)
+	full.call(cc{"GET", "/v1/rules/how-fb/feedback", admin, "", "", nil}, 200)
+	if err := json.Unmarshal(full.last.Raw, &rep); err != nil || rep.RuleID != "how-fb" || rep.Asked != 1 || rep.Answered != 1 || rep.NPS == nil || rep.NPS.Distribution[3] != 1 {
+		t.Fatalf("the rule's scores: %v %s", err, full.last.Raw)
+	}
+	full.call(cc{"GET", "/v1/rules/how-fb/feedback?from=" + day + "&to=" + now.AddDate(0, 0, -1).Format("2006-01-02"), admin, "", "", nil}, 400)
+	full.call(cc{"GET", "/v1/rules/nope/feedback", admin, "", "", nil}, 404)
+
+	// A simulated week, Kim's: the promotion on entering, the question on
+	// leaving ten minutes later, an answer of 3; two days on the
+	// recovery offer and not the promotion, no second question about the
+	// store (feedback_limit), and a second answer to the one question.
+	full.call(cc{"POST", "/v1/simulate", admin, "", `{"customer_id": "c-10", "start": {"days": 1, "at": "09:00"}, "pings": [
+		{"lat": 52.4900, "lng": 13.3900, "accuracy_m": 5},
+		{"lat": 52.4945, "lng": 13.3900, "accuracy_m": 5, "after_s": 600},
+		{"lat": 52.4945, "lng": 13.3900, "accuracy_m": 5, "after_s": 300, "answer": 3},
+		{"lat": 52.4900, "lng": 13.3900, "accuracy_m": 5, "after_s": 172800},
+		{"lat": 52.4945, "lng": 13.3900, "accuracy_m": 5, "after_s": 600},
+		{"lat": 52.4945, "lng": 13.3900, "accuracy_m": 5, "after_s": 60, "answer": 9}]}`, nil}, 200)
+	var sim struct {
+		Steps []struct {
+			Offers  []engine.IssuedOffer
+			Explain []engine.Explanation
+			Answer  *engine.SimulatedAnswer
+		}
+	}
+	if err := json.Unmarshal(full.last.Raw, &sim); err != nil || len(sim.Steps) != 6 {
+		t.Fatalf("the simulated week: %v %s", err, full.last.Raw)
+	}
+	offered := func(i int) string {
+		var out []string
+		for _, o := range sim.Steps[i].Offers {
+			out = append(out, o.RuleID+"/"+o.Kind)
+		}
+		return strings.Join(out, " ")
+	}
+	result := func(i int, rule string) string {
+		for _, x := range sim.Steps[i].Explain {
+			if x.RuleID == rule {
+				return x.Result
+			}
+		}
+		return ""
+	}
+	for i, want := range []string{"promo-fb/", "how-fb/feedback", "", "sorry-fb/", "", ""} {
+		if offered(i) != want {
+			t.Fatalf("simulated step %d offered %q, want %q: %s", i, offered(i), want, full.last.Raw)
+		}
+	}
+	if a := sim.Steps[2].Answer; a == nil || a.Result != "answered" || a.Score != 3 || a.FeedbackID != sim.Steps[1].Offers[0].CouponCode {
+		t.Fatalf("the simulated answer: %+v", a)
+	}
+	if result(3, "promo-fb") != engine.ReasonAudience || result(4, "how-fb") != "feedback_limit" {
+		t.Fatalf("two days on: the promotion %q, the question %q", result(3, "promo-fb"), result(4, "how-fb"))
+	}
+	if a := sim.Steps[5].Answer; a == nil || a.Result != "answered_already" {
+		t.Fatalf("a second simulated answer: %+v", a)
+	}
+	full.bad(cc{"POST", "/v1/simulate", admin, "", `{"customer_id": "c-10", "pings": [{"lat": 52.49, "lng": 13.39, "answer": "three"}]}`, nil}, 400)
+
+	full.call(cc{"DELETE", "/v1/rules/how-fb", admin, "", "", nil}, 204)
+	full.call(cc{"DELETE", "/v1/rules/sorry-fb", admin, "", "", nil}, 204)
+	full.call(cc{"DELETE", "/v1/rules/promo-fb", admin, "", "", nil}, 204)
 }

@@ -26,11 +26,14 @@ type feedbackAnswer struct {
 // credential (the app), or the admin key naming the customer. The app
 // key alone cannot answer for anyone.
 func (s *Server) answerFeedback(c *fiber.Ctx) error {
+	cl := callerOf(c)
+	if !cl.admin && cl.customerID == "" {
+		return newError(http.StatusUnauthorized, HeaderCustomerToken, "an answer needs the customer's own credential (a customer token or a Firebase ID token): the app key names no one")
+	}
 	var req feedbackAnswer
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
-	cl := callerOf(c)
 	customer := cl.customerID
 	switch {
 	case cl.admin:
@@ -38,8 +41,6 @@ func (s *Server) answerFeedback(c *fiber.Ctx) error {
 			return err
 		}
 		customer = req.CustomerID
-	case customer == "":
-		return newError(http.StatusUnauthorized, HeaderCustomerToken, "an answer needs the customer's own credential (a customer token or a Firebase ID token): the app key names no one")
 	case req.CustomerID != "" && req.CustomerID != customer:
 		return newError(http.StatusForbidden, "customer_id", "the credential is another customer's")
 	}
@@ -67,13 +68,19 @@ func (s *Server) storeFeedback(c *fiber.Ctx) error {
 		return err
 	}
 	id := c.Params("id")
-	if snap := s.Live.Current(); snap == nil {
+	snap := s.Live.Current()
+	if snap == nil {
 		return engine.ErrNoSnapshot
-	} else if _, ok := snap.StoreByID(id); !ok {
-		return rules.ErrNotFound
 	}
 	ctx, cancel := s.ctx()
 	defer cancel()
+	if _, ok := snap.StoreByID(id); !ok {
+		// Not in this replica's snapshot: ask the catalog (a store saved
+		// a moment ago), which also tells a Redis that is down.
+		if _, err := s.Live.Catalog().GetStore(ctx, id); err != nil {
+			return err
+		}
+	}
 	rep, err := engine.StoreFeedback(ctx, s.Redis, id, from, to)
 	if err != nil {
 		return err
@@ -92,6 +99,9 @@ func (s *Server) ruleFeedback(c *fiber.Ctx) error {
 	defer cancel()
 	if _, err := s.Live.Catalog().RuleVersions(ctx, c.Params("id")); err != nil {
 		return err // a rule that never existed
+	}
+	if r := s.Live.Current().Rules[c.Params("id")]; r != nil && !r.IsFeedback() {
+		return newError(http.StatusUnprocessableEntity, "rule_id", "rule %s offers a coupon and asks no question: its funnel is at GET /v1/rules/{id}/stats", c.Params("id"))
 	}
 	rep, err := engine.RuleFeedback(ctx, s.Redis, c.Params("id"), from, to)
 	if err != nil {

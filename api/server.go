@@ -200,6 +200,7 @@ func New(d Deps) *fiber.App {
 	v1.Post("/pings/batch", appKey, s.postPingBatch)
 	v1.Put("/customers/:id/devices/:device_id", appKey, s.putDevice)
 	v1.Post("/coupons/:code/opened", appKey, s.openedCoupon)
+	v1.Post("/feedback/:id", appKey, s.answerFeedback)
 	v1.Delete("/customers/:id/devices/:device_id", appKey, s.deleteDevice)
 
 	v1.Get("/stores", admin, s.listStores)
@@ -207,6 +208,7 @@ func New(d Deps) *fiber.App {
 	v1.Put("/stores/:id", admin, s.putStore)
 	v1.Get("/stores/:id", admin, s.getStore)
 	v1.Get("/stores/:id/cells", admin, s.storeCells)
+	v1.Get("/stores/:id/feedback", admin, s.storeFeedback)
 	v1.Delete("/stores/:id", admin, s.deleteStore)
 
 	v1.Post("/customers", admin, s.postCustomers)
@@ -228,6 +230,7 @@ func New(d Deps) *fiber.App {
 	v1.Delete("/rules/:id", admin, s.deleteRule)
 	v1.Get("/rules/:id/versions", admin, s.listRuleVersions)
 	v1.Get("/rules/:id/stats", admin, s.ruleStats)
+	v1.Get("/rules/:id/feedback", admin, s.ruleFeedback)
 	v1.Post("/rules/:id/preview", admin, s.previewRule)
 	v1.Get("/rules/:id/versions/:version", admin, s.getRuleVersion)
 	v1.Post("/rules/:id/versions/:version/restore", admin, s.restoreRuleVersion)

@@ -36,7 +36,8 @@ const feedbackTTL = 400 * 24 * time.Hour
 // the customer's visits, their journal of events out. ARGV: now ms, the
 // score, the comment ("" none), the event types journaled, the id.
 // Answers {"ok", rule, store, scale}, {"missing"}, {"answered"},
-// {"late"} or {"bad_score", lowest, highest}.
+// {"late"}, {"bad_score", lowest, highest} or {"no_comment"} (a comment to
+// a question that takes none).
 var feedbackAnswerScript = script("feedback_answer", "journal")
 
 // ScoreError is a score out of its question's scale.
@@ -70,6 +71,8 @@ func (l *Ledger) Answer(ctx context.Context, id, customerID string, score int, c
 		return ErrAnswered
 	case "late":
 		return ErrLate
+	case "no_comment":
+		return rules.Invalid("comment", "this question takes a score only, no comment")
 	case "bad_score":
 		lo, _ := strconv.Atoi(out[1])
 		hi, _ := strconv.Atoi(out[2])

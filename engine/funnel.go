@@ -125,7 +125,7 @@ const funnelTTL = 400 * 24 * time.Hour
 // step: its audience, schedule and consent all held.
 func reached(result string) bool {
 	switch result {
-	case ResultSent, ReasonHoldout, ReasonCap, ReasonLimit, ReasonStoreCap, ReasonBudget, ReasonRecent, ReasonLower, ReasonRenderError:
+	case ResultSent, ReasonHoldout, ReasonCap, ReasonLimit, ReasonStoreCap, ReasonBudget, ReasonRecent, ReasonLower, ReasonRenderError, ReasonFeedbackLimit:
 		return true
 	}
 	return false

@@ -148,7 +148,7 @@ type issuance struct {
 
 // Each candidate's arguments, from at[i]: rule, store, expiry, push,
 // caps (three), side, holdout, tags, only store, variant id, the
-// bandit's segment, the question's scale ("" for a coupon). The side says what the
+// bandit's segment, the question (questionArg; "" for a coupon). The side says what the
 // rule's capacity answered: "" none needed, "?" not asked yet, "r"
 // reserved, or the reason it refused (as render_error does).
 const (
@@ -199,7 +199,7 @@ func (e *Engine) newIssuance(ctx context.Context, now time.Time, p Ping, cust *r
 		x.at[i] = len(x.args)
 		x.args = append(x.args, c.rule.Rule.ID, c.store.ID, expires.UnixMilli(), "",
 			caps.PerCustomerPerDay, caps.PerCustomerPerWeek, caps.PerCustomerTotal, side,
-			luaBool(c.rule.InHoldout(p.CustomerID)), strings.Join(c.rule.Rule.Tags, ","), onlyStore(c), c.rule.VariantID(c.variant), c.segment, questionScale(c.rule))
+			luaBool(c.rule.InHoldout(p.CustomerID)), strings.Join(c.rule.Rule.Tags, ","), onlyStore(c), c.rule.VariantID(c.variant), c.segment, questionArg(c.rule))
 	}
 	x.args = append(x.args, e.cfg.Events.Wanted(), e.cfg.FeedbackStoreGap.Milliseconds(), e.cfg.FeedbackPerMonth, "m"+local.Format("200601"))
 	return x
@@ -414,6 +414,15 @@ func (x *issuance) decide(withCommit []redis.Cmder) ([]string, error) {
 			return out, nil
 		}
 	}
+}
+
+// questionArg is what the customer's step records of a question: its
+// scale, and ":c" when a comment may go with the answer; "" for a coupon.
+func questionArg(r *rules.Compiled) string {
+	if q := r.Rule.Offer.Question; r.IsFeedback() && q != nil && q.Comment {
+		return q.Scale + ":c"
+	}
+	return questionScale(r)
 }
 
 // questionScale is a feedback rule's scale, "" for a coupon's.

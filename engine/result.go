@@ -144,7 +144,10 @@ const (
 	ReasonSpeed    = "speed"
 	ReasonRecent   = "recent_offer"
 	ReasonConsent  = "no_consent"
-	ReasonLate     = "late_fix"
+	// ReasonFeedbackLimit: a question the customer was asked about this
+	// store lately, or as many as a month allows (feedback.go).
+	ReasonFeedbackLimit = "feedback_limit"
+	ReasonLate          = "late_fix"
 	// ReasonVisitEnded: a later fix of the same batch shows the customer
 	// has left the store.
 	ReasonVisitEnded = "visit_ended"

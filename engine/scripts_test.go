@@ -510,13 +510,15 @@ func checkFeedbackAnswer(e luaEnv) {
 	e.Eq("no question", e.Strs(feedbackAnswerScript, keys, 5000, 9, "", "*", "CODEFFFFFF"), []string{"missing"})
 	e.Do("hset", rec, "rule_id", "r-1", "store_id", "s-1", "expires_at", "9000")
 	e.Eq("a coupon is no question", e.Strs(feedbackAnswerScript, keys, 5000, 9, "", "*", "CODEFFFFFF"), []string{"missing"})
-	e.Do("hset", rec, "kind", "feedback", "scale", "nps")
+	e.Do("hset", rec, "kind", "feedback", "scale", "nps", "comments", "0")
+	e.Eq("a comment to a question that takes none", e.Strs(feedbackAnswerScript, keys, 5000, 3, "cold coffee", "*", "CODEFFFFFF"), []string{"no_comment"})
+	e.Do("hset", rec, "comments", "1")
 	e.Eq("out of the scale", e.Strs(feedbackAnswerScript, keys, 5000, 11, "", "*", "CODEFFFFFF"), []string{"bad_score", "0", "10"})
-	e.Eq("late", e.Strs(feedbackAnswerScript, keys, 9001, 9, "", "*", "CODEFFFFFF"), []string{"late"})
+	e.Eq("late", e.Strs(feedbackAnswerScript, keys, 9000, 9, "", "*", "CODEFFFFFF"), []string{"late"})
 	e.Absent(visits, journal)
 	e.Eq("answered", e.Strs(feedbackAnswerScript, keys, 5000, 3, "cold coffee", "*", "CODEFFFFFF"), []string{"ok", "r-1", "s-1", "nps"})
 	e.Eq("record", e.HGetAll(rec), map[string]string{"rule_id": "r-1", "store_id": "s-1", "expires_at": "9000", "kind": "feedback",
-		"scale": "nps", "answered_at": "5000", "score": "3", "comment": "cold coffee"})
+		"scale": "nps", "comments": "1", "answered_at": "5000", "score": "3", "comment": "cold coffee"})
 	e.Eq("visits", e.HGetAll(visits), map[string]string{"fb:s-1": "3", "fb_at": "5000", "nps": "3"})
 	e.TTL(visits, 400*luaDay)
 	e.Eq("journaled, without the comment", luaFacts(e, journal), []map[string]any{{"t": "feedback.answered", "c": "CODEFFFFFF",
@@ -851,7 +853,7 @@ func checkCommit(e luaEnv) {
 	c6 := "c-asked"
 	e.Do("hset", customerKey(c6, partProfile), "doc", "{}", "push", "1", "fb", "0")
 	q := cand("r-q", "s-q", "")
-	q.scale = "nps"
+	q.scale = "nps:c"
 	ask := func(code, store string) []string {
 		q.store = store
 		call := commitCall{customer: c6, code: code, now: now, deadline: deadline, fbGap: 30 * luaDay.Milliseconds(), fbMonthly: 2, cands: []commitCand{q}}
@@ -861,7 +863,8 @@ func checkCommit(e luaEnv) {
 	e.Eq("no consent to be asked", ask("CODEQ1", "s-q"), []string{ReasonConsent})
 	e.Do("hset", customerKey(c6, partProfile), "fb", "1")
 	e.Eq("asked", ask("CODEQ2", "s-q"), []string{ResultSent})
-	e.Eq("a question's record", e.HGet(couponRecordKey(c6, "CODEQ2"), "kind")+" "+e.HGet(couponRecordKey(c6, "CODEQ2"), "scale"), "feedback nps")
+	e.Eq("a question's record", e.HGet(couponRecordKey(c6, "CODEQ2"), "kind")+" "+e.HGet(couponRecordKey(c6, "CODEQ2"), "scale")+" "+
+		e.HGet(couponRecordKey(c6, "CODEQ2"), "comments"), "feedback nps 1")
 	e.Eq("the same store within the gap", ask("CODEQ3", "s-q"), []string{"feedback_limit"})
 	e.Eq("another store", ask("CODEQ4", "s-r"), []string{ResultSent})
 	e.Eq("a third this month", ask("CODEQ5", "s-t"), []string{"feedback_limit"})

@@ -374,6 +374,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.ID("sim-run")),
 		until(`document.querySelectorAll('svg.map path.fence').length === 1`),
 		until(`document.querySelector('#sim-who')?.textContent.includes('Anna')`),
+		until(`document.querySelector('#sim-no-feedback')?.textContent === 'no feedback consent: not asked questions after visits'`),
 		until(`document.querySelector('#sim-device')?.value === 'd-1'`),
 		clickMap(-300, 40),
 		clickMap(-120, 10),
@@ -466,6 +467,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		until(`document.querySelector('#webhook-table tr[data-id="crm"] .dead-count')?.textContent === '0'`))
 
 	experimentInBrowser(t, base, rdb, step, until, set, shot)
+	feedbackInBrowser(t, base, rdb, step, until, set, shot)
 
 	csp, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`window.__csp`))
 	if err != nil {
@@ -719,4 +721,171 @@ func experimentInBrowser(t *testing.T, base string, rdb redis.UniversalClient, s
 		until(`document.querySelector('#experiment-stores tr[data-store="s-cafe"] td[data-variant="b"]')?.textContent === '1100'`),
 		until(fmt.Sprintf(`document.querySelector('#experiment-stores tr[data-store="s-cafe"] .uplift')?.textContent === %q`, "+"+diff(ex.Stores[0].Uplift))),
 		shot("12-experiment-results"))
+}
+
+// feedbackInBrowser shows the customer's voice (docs/feedback.md): stores
+// coloured on the map by their customers' answers over the last 13 weeks,
+// from counters written into Redis as the engine counts them (one store
+// with enough answers, green; one without, grey, "not enough answers";
+// one asked CSAT only, by its mean, amber), with the legend; a store's
+// trend per week when it is selected; a rule made a question in the
+// editor (its scale, a comment) and saved; and its answers in its
+// results.
+func feedbackInBrowser(t *testing.T, base string, rdb redis.UniversalClient, step func(string, ...action), until func(string) action, set func(string, string) action, shot func(string) action) {
+	t.Helper()
+	press := func(sel string) action {
+		return chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`document.querySelector(%q).click()`, sel))
+	}
+	for _, s := range []struct {
+		id, name string
+		lat, lng float64
+	}{{"s-voice-good", "Loved Café", 52.5230, 13.4090}, {"s-voice-few", "New Café", 52.5185, 13.4020}, {"s-voice-csat", "Asked Café", 52.5240, 13.4000}} {
+		var out map[string]any
+		put(t, base+"/v1/stores/"+s.id, fmt.Sprintf(`{"name": %q, "lat": %v, "lng": %v, "radius_m": 60, "tags": ["coffee"]}`, s.name, s.lat, s.lng), &out)
+	}
+	ctx := context.Background()
+	today := time.Now().UTC()
+	count := func(key string, fields map[string]int64) {
+		t.Helper()
+		for f, n := range fields {
+			if err := rdb.HIncrBy(ctx, key, f, n).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	storeDay := func(store string, daysAgo int) string {
+		return "nc:{store:" + store + "}:feedback:" + today.AddDate(0, 0, -daysAgo).Format("20060102")
+	}
+	// Loved Café, three weeks of NPS answers: 50 this week (25 promoters,
+	// 10 passives, 5 detractors of 40), 0 the week before (10 and 10 of
+	// 20), 40 the one before that (12, 4, 4); in all 80, NPS 35.
+	count(storeDay("s-voice-good", 0), map[string]int64{"nps|asked": 90, "nps|n": 40, "nps|10": 15, "nps|9": 10, "nps|8": 6, "nps|7": 4, "nps|5": 3, "nps|2": 2})
+	count(storeDay("s-voice-good", 7), map[string]int64{"nps|asked": 50, "nps|n": 20, "nps|9": 10, "nps|6": 5, "nps|3": 5})
+	count(storeDay("s-voice-good", 14), map[string]int64{"nps|asked": 40, "nps|n": 20, "nps|10": 12, "nps|8": 4, "nps|2": 4})
+	// New Café: 5 answers, too few for a score.
+	count(storeDay("s-voice-few", 0), map[string]int64{"nps|asked": 10, "nps|n": 5, "nps|9": 3, "nps|2": 2})
+	// Asked Café, CSAT only: 35 answers, mean 125/35 = 3.6.
+	count(storeDay("s-voice-csat", 2), map[string]int64{"csat|asked": 50, "csat|n": 35, "csat|5": 10, "csat|4": 10, "csat|3": 8, "csat|2": 4, "csat|1": 3})
+	week := func(daysAgo int) string {
+		y, w := today.AddDate(0, 0, -daysAgo).ISOWeek()
+		return fmt.Sprintf("%04d-W%02d", y, w)
+	}
+	weeks := fmt.Sprintf("%q", strings.Join([]string{week(14), week(7), week(0)}, " "))
+
+	step("stores coloured by their customers' answers, with a legend",
+		chromedp.Click(chromedp.CSS(`nav a[data-view="stores"]`)),
+		until(`document.querySelectorAll('#store-list li[data-store]').length === 4`),
+		until(`document.querySelectorAll('svg.map .fence.score-green').length === 1 && document.querySelectorAll('svg.map .fence.score-amber').length === 1`),
+		until(`document.querySelectorAll('svg.map .fence.score-none').length === 2 && document.querySelectorAll('svg.map .fence.score-red').length === 0`),
+		until(`document.querySelector('#store-list li[data-store="s-voice-good"] .score[data-band="green"]')?.textContent === 'NPS 35'`),
+		until(`document.querySelector('#store-list li[data-store="s-voice-csat"] .score[data-band="amber"]')?.textContent === 'CSAT 3.6'`),
+		until(`document.querySelector('#store-list li[data-store="s-voice-few"] .score[data-band="none"]')?.textContent === 'not enough answers'`),
+		until(`document.querySelector('#store-list li[data-store="s-voice-few"] .score')?.title === '5 answers of the 30 a score needs, last 13 weeks'`),
+		until(`document.querySelector('#store-list li[data-store="s-cafe"] .score')?.title === 'no answers in the last 13 weeks'`),
+		until(`[...document.querySelectorAll('#score-legend li')].map((li) => li.dataset.band + ':' + li.textContent.trim()).join('|') === `+
+			`'red:NPS below 0 · CSAT below 3|amber:NPS 0 to 30 · CSAT 3 to 4|green:NPS above 30 · CSAT 4 and above|none:not enough answers'`),
+		// Each colour is the legend's.
+		until(`getComputedStyle(document.querySelector('svg.map .fence.score-green')).fill === getComputedStyle(document.querySelector('#score-legend .swatch.score-green')).backgroundColor`),
+		until(`getComputedStyle(document.querySelector('svg.map .fence.score-none')).fill === getComputedStyle(document.querySelector('#score-legend .swatch.score-none')).backgroundColor`),
+		shot("13-stores-by-nps"))
+	step("a store's trend per week, with its interval",
+		chromedp.Click(chromedp.CSS(`#store-list li[data-store="s-voice-good"]`)),
+		until(`document.querySelector('#store-voice .score-line.nps .score-chip.score-green')?.textContent === 'NPS 35'`),
+		until(`document.querySelector('#store-voice .asked')?.textContent.startsWith('80 answered of 180 asked (44.4%')`),
+		until(`[...document.querySelectorAll('#store-voice svg.trend circle.point')].map((c) => c.dataset.week).join(' ') === `+weeks),
+		until(`[...document.querySelectorAll('#store-voice svg.trend circle.point')].map((c) => c.dataset.value).join(' ') === '40 0 50'`),
+		until(`document.querySelectorAll('#store-voice svg.trend polygon.band').length === 1 && document.querySelectorAll('#store-voice svg.trend circle.point.few').length === 2`),
+		// This week's 40 answers make a score; the weeks before had 20 each.
+		until(`document.querySelector('#store-voice svg.trend circle.point:not(.few)')?.dataset.week === '`+week(0)+`'`),
+		until(`document.querySelector('#store-voice svg.trend circle.point title')?.textContent.startsWith('`+week(14)+`: NPS 40 (95%: ')`),
+		shot("14-store-trend"),
+		chromedp.Click(chromedp.CSS(`#store-list li[data-store="s-voice-few"]`)),
+		until(`document.querySelector('#store-voice .score-line.nps')?.textContent.startsWith('Not enough answers: 5 of the 30 NPS so far 20 (95%: ')`),
+		until(`document.querySelectorAll('#store-voice svg.trend circle.point.few').length === 1`),
+		chromedp.Click(chromedp.CSS(`#store-list li[data-store="s-voice-csat"]`)),
+		until(`document.querySelector('#store-voice .score-line.csat .score-chip.score-amber')?.textContent === 'CSAT 3.6'`),
+		until(`document.querySelectorAll('#store-voice svg.trend.csat circle.point').length === 1`))
+
+	step("a rule that asks a question after the visit",
+		chromedp.Click(chromedp.CSS(`nav a[data-view="rules"]`)),
+		chromedp.WaitVisible(chromedp.ID("rule-new")),
+		chromedp.Click(chromedp.ID("rule-new")),
+		chromedp.WaitVisible(chromedp.ID("f-id")),
+		chromedp.SendKeys(chromedp.ID("f-id"), "ask-voice"),
+		set(`[name="name"]`, "How was it?"),
+		set(`[name="trigger.on"]`, "exit"),
+		set(`[name="trigger.stores.tags"]`, "coffee"),
+		set(`[name="audience"]`, "visit.duration_s >= 300"),
+		until(`document.querySelector('#variants-start') !== null && document.querySelector('[name="offer.redeem_at_issuing_store"]') !== null`),
+		set(`[name="offer.kind"]`, "feedback"),
+		until(`document.querySelector('#question [name="offer.question.scale"]')?.value === 'nps'`),
+		until(`document.querySelector('#variants-start') === null && document.querySelector('[name="offer.redeem_at_issuing_store"]') === null`),
+		until(`document.querySelector('[name="$title.en"]')?.value === 'How was {{.store.name}}?'`),
+		set(`[name="offer.question.scale"]`, "csat"),
+		until(`document.querySelector('[name="$body.en"]')?.value === 'How satisfied were you with your visit, from 1 to 5?'`),
+		press(`[name="offer.question.comment"]`),
+		until(`(() => { const r = JSON.parse(document.querySelector('#rule-raw').value).offer; return r.kind === 'feedback' && r.question.scale === 'csat' && r.question.comment === true && r.valid_for_s === undefined })()`),
+		set(`[name="offer.valid_for_s"]`, "700000"),
+		until(`document.querySelector('[data-field="offer.valid_for_s"] .fault')?.textContent.includes('at most 604800 seconds')`),
+		set(`[name="offer.valid_for_s"]`, ""),
+		until(`document.querySelector('#rule-status')?.textContent === 'Valid.'`),
+		until(`document.querySelector('#rule-preview')?.textContent.includes('How was Café Test?')`),
+		shot("15-question-editor"),
+		chromedp.Click(chromedp.ID("rule-save")),
+		until(`location.hash === '#/rules/ask-voice'`),
+		until(`document.querySelector('#rule-version')?.textContent.startsWith('Version 1,')`),
+		until(`document.querySelector('[name="offer.kind"]')?.value === 'feedback' && document.querySelector('[name="offer.question.comment"]')?.checked`))
+	var saved struct {
+		Offer struct {
+			Kind     string
+			Question struct {
+				Scale   string
+				Comment bool
+			}
+			ValidForS int `json:"valid_for_s"`
+		}
+	}
+	call(t, "GET", base+"/v1/rules/ask-voice", adminKey, "", &saved)
+	if o := saved.Offer; o.Kind != "feedback" || o.Question.Scale != "csat" || !o.Question.Comment || o.ValidForS != 604800 {
+		t.Fatalf("the question as saved: %+v", o)
+	}
+	step("a question back to a coupon, in the editor",
+		set(`[name="offer.kind"]`, "coupon"),
+		until(`(() => { const r = JSON.parse(document.querySelector('#rule-raw').value).offer; return r.kind === undefined && r.question === undefined })()`),
+		until(`document.querySelector('#variants-start') !== null && document.querySelector('#question') === null`))
+
+	// Its answers: 35 of 50 asked, CSAT 150/35 = 4.3.
+	count("nc:{rule:ask-voice}:funnel:"+today.Format("20060102"), map[string]int64{"issued": 50, "answered": 35, "score|csat|5": 20, "score|csat|4": 10, "score|csat|2": 5})
+	step("a question's answers in its results",
+		chromedp.Click(chromedp.CSS(`nav a[data-view="rules"]`)),
+		until(`document.querySelector('#rule-table')?.textContent.includes('question · CSAT')`),
+		chromedp.Click(chromedp.CSS(`a[href="#/results/ask-voice"]`)),
+		until(`document.querySelector('#feedback-results .score-line.csat .score-chip.score-green')?.textContent === 'CSAT 4.3'`),
+		until(`document.querySelector('#feedback-results .asked')?.textContent.startsWith('35 answered of 50 asked (70.0%')`),
+		until(`document.querySelector('#feedback-results text.value[data-label="5"]')?.textContent === '20'`),
+		until(`document.querySelectorAll('#feedback-results svg.trend circle.point').length === 1`),
+		shot("16-question-results"))
+}
+
+// put PUTs a document as the admin, and decodes the answer (200 or 201).
+func put(t *testing.T, url, body string, out any) {
+	t.Helper()
+	req, err := http.NewRequest("PUT", url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+adminKey)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK && res.StatusCode != http.StatusCreated {
+		t.Fatalf("PUT %s: %d %s", url, res.StatusCode, b)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		t.Fatalf("PUT %s: %v: %s", url, err, b)
+	}
 }

@@ -118,7 +118,7 @@ func seedDemo(ctx context.Context, live *rules.Live, customers *engine.Customers
 		}
 	}
 	anna := rules.Customer{ID: "c-42", FirstName: "Anna", Locale: "de", Timezone: "Europe/Berlin",
-		Consent:    rules.Consent{Location: true, Push: true},
+		Consent:    rules.Consent{Location: true, Push: true, Feedback: true},
 		Segments:   []string{"commuter"},
 		Attributes: map[string]any{"tier": "gold", "favorite_drink": "Flat White", "visits_30d": 4.0}}
 	if _, err := customers.Put(ctx, &anna); err != nil {

@@ -93,7 +93,10 @@ for i = 1, n do
       'store_id', store, 'issued_at', ARGV[4], 'expires_at', ARGV[b + 3], 'rule_tags', ARGV[b + 10],
       'only_store', ARGV[b + 11], 'push', push)
     if variant ~= '' then redis.call('HSET', KEYS[4], 'variant', variant, 'segment', ARGV[b + 13]) end
-    if ARGV[b + 14] ~= '' then redis.call('HSET', KEYS[4], 'kind', 'feedback', 'scale', ARGV[b + 14]) end
+    if ARGV[b + 14] ~= '' then
+      local scale, comment = string.match(ARGV[b + 14], '^(%a+)(.*)$')
+      redis.call('HSET', KEYS[4], 'kind', 'feedback', 'scale', scale, 'comments', comment == ':c' and '1' or '0')
+    end
     if ARGV[16] ~= '' then redis.call('HSET', KEYS[4], 'suspicion', ARGV[16]) end
     redis.call('PEXPIREAT', KEYS[4], exp + tonumber(ARGV[5]))
     redis.call('SADD', KEYS[2], ARGV[15])

@@ -7,12 +7,13 @@ local rec, visits = KEYS[1], KEYS[2]
 if redis.call('EXISTS', rec) == 0 or redis.call('HGET', rec, 'kind') ~= 'feedback' then return {'missing'} end
 if redis.call('HGET', rec, 'answered_at') then return {'answered'} end
 local now = tonumber(ARGV[1])
-if now > tonumber(redis.call('HGET', rec, 'expires_at') or '0') then return {'late'} end
+if now >= tonumber(redis.call('HGET', rec, 'expires_at') or '0') then return {'late'} end
 local scale = redis.call('HGET', rec, 'scale')
 local score = tonumber(ARGV[2])
 local lo, hi = 0, 10
 if scale == 'csat' then lo, hi = 1, 5 end
 if not score or score < lo or score > hi or score ~= math.floor(score) then return {'bad_score', tostring(lo), tostring(hi)} end
+if ARGV[3] ~= '' and redis.call('HGET', rec, 'comments') ~= '1' then return {'no_comment'} end
 local r = redis.call('HMGET', rec, 'rule_id', 'store_id')
 redis.call('HSET', rec, 'answered_at', ARGV[1], 'score', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', rec, 'comment', ARGV[3]) end

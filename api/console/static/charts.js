@@ -1,5 +1,6 @@
 // Charts drawn as SVG by hand: horizontal bars, bars per day, the
-// variants' share of each day's offers, and rates with their intervals.
+// variants' share of each day's offers, rates with their intervals, and
+// a score's trend per week with its interval band.
 
 import { h } from './dom.js';
 
@@ -116,5 +117,41 @@ export function intervals(items, { width = 520 } = {}) {
   svg.append(h('line', { x1: labelW, x2: x(max), y1: y, y2: y, class: 'gridline' }),
     h('text', { x: labelW, y: y + 12, class: 'axis', 'text-anchor': 'middle' }, '0%'),
     h('text', { x: x(max), y: y + 12, class: 'axis', 'text-anchor': 'middle' }, `${(max * 100).toFixed(1)}%`));
+  return svg;
+}
+
+// trendLine draws a score per week as a line through its points, over the
+// band of their 95% intervals: weeks are the ISO weeks of the x axis in
+// order ("2026-W48"), points {week, value, low, high, answers, enough}
+// those with answers; scale is {min, max, ticks, name, fmt}. A point with
+// too few answers to be a score is drawn hollow.
+export function trendLine(weeks, points, scale, { width = 320, height = 150 } = {}) {
+  const pad = { l: 34, r: 8, t: 8, b: 22 };
+  const iw = width - pad.l - pad.r, ih = height - pad.t - pad.b;
+  const x = (week) => pad.l + (weeks.length > 1 ? (iw * weeks.indexOf(week)) / (weeks.length - 1) : iw / 2);
+  const y = (v) => pad.t + ih - (ih * (Math.max(scale.min, Math.min(scale.max, v)) - scale.min)) / (scale.max - scale.min);
+  const svg = h('svg', { class: `chart trend ${scale.name.toLowerCase()}`, width, viewBox: `0 0 ${width} ${height}`, role: 'img',
+    'aria-label': `${scale.name} per week, with 95% intervals` });
+  for (const t of scale.ticks) {
+    svg.append(h('line', { x1: pad.l, x2: width - pad.r, y1: y(t), y2: y(t), class: `gridline${t === scale.mark ? ' mark' : ''}` }),
+      h('text', { x: pad.l - 4, y: y(t) + 4, 'text-anchor': 'end', class: 'axis' }, String(t)));
+  }
+  const pts = points.filter((p) => weeks.includes(p.week)).sort((a, b) => weeks.indexOf(a.week) - weeks.indexOf(b.week));
+  if (pts.length > 1) {
+    const upper = pts.map((p) => `${x(p.week).toFixed(1)},${y(p.high).toFixed(1)}`);
+    const lower = pts.slice().reverse().map((p) => `${x(p.week).toFixed(1)},${y(p.low).toFixed(1)}`);
+    svg.append(h('polygon', { class: 'band', points: [...upper, ...lower].join(' ') }),
+      h('polyline', { class: 'line', points: pts.map((p) => `${x(p.week).toFixed(1)},${y(p.value).toFixed(1)}`).join(' ') }));
+  }
+  for (const p of pts) {
+    const px = x(p.week).toFixed(1);
+    svg.append(h('line', { class: 'whisker', x1: px, x2: px, y1: y(p.low).toFixed(1), y2: y(p.high).toFixed(1) }),
+      h('circle', { class: `point${p.enough ? '' : ' few'}`, cx: px, cy: y(p.value).toFixed(1), r: 3.5, 'data-week': p.week, 'data-value': scale.fmt(p.value) },
+        h('title', {}, `${p.week}: ${scale.name} ${scale.fmt(p.value)} (95%: ${scale.fmt(p.low)} to ${scale.fmt(p.high)}), ${p.answers} answer${p.answers === 1 ? '' : 's'}${p.enough ? '' : ', too few for a score'}`)));
+  }
+  const label = (week, anchor) => h('text', { x: x(week).toFixed(1), y: height - 6, 'text-anchor': anchor, class: 'axis' }, week.slice(5));
+  if (weeks.length) svg.append(label(weeks[0], 'start'));
+  if (weeks.length > 2) svg.append(label(weeks[Math.floor((weeks.length - 1) / 2)], 'middle'));
+  if (weeks.length > 1) svg.append(label(weeks[weeks.length - 1], 'end'));
   return svg;
 }

@@ -3,11 +3,15 @@
 // out, what share came back to the store within 7 days. For a rule whose
 // offer has variants, the experiment: each variant's funnel with its
 // rates and their 95% intervals, the verdict, the allocation per day and
-// the stores (docs/experiments.md).
+// the stores (docs/experiments.md). For a rule that asks a question after
+// a visit (kind feedback), its answers: how many of those asked answered,
+// its NPS or CSAT with the 95% interval, their spread and their trend per
+// week (docs/feedback.md).
 
 import { api, listAll, enc } from './api.js';
 import { h, fill } from './dom.js';
 import { hbars, dayBars, allocationBars, intervals } from './charts.js';
+import { report } from './voice.js';
 
 const STEPS = [
   ['evaluated', 'evaluated'], ['matched', 'matched'], ['holdout', 'held out'], ['issued', 'issued'],
@@ -86,6 +90,7 @@ export function mountResults(root, ruleId) {
   const sel = h('select', { id: 'results-rule', 'aria-label': 'rule' });
   const range = h('select', { id: 'results-days', 'aria-label': 'days' }, [7, 14, 30, 90].map((n) => h('option', { value: n, selected: n === 14 }, `last ${n} days`)));
   const out = h('div', { id: 'results-charts' });
+  const kinds = new Map(); // rule id → its offer's kind
   fill(root, h('div', { class: 'page' }, h('div', { class: 'row' }, h('h2', {}, 'Results'), sel, range), out));
 
   async function show() {
@@ -93,9 +98,11 @@ export function mountResults(root, ruleId) {
     if (!id) return;
     if (location.hash !== `#/results/${enc(id)}`) history.replaceState(null, '', `#/results/${enc(id)}`);
     const to = new Date(), from = new Date(to.getTime() - (Number(range.value) - 1) * 86400000);
-    let rep;
+    const days = `from=${from.toISOString().slice(0, 10)}&to=${to.toISOString().slice(0, 10)}`;
+    let rep, answers = null;
     try {
-      rep = await api('GET', `/v1/rules/${enc(id)}/stats?from=${from.toISOString().slice(0, 10)}&to=${to.toISOString().slice(0, 10)}`);
+      [rep, answers] = await Promise.all([api('GET', `/v1/rules/${enc(id)}/stats?${days}`),
+        kinds.get(id) === 'feedback' ? api('GET', `/v1/rules/${enc(id)}/feedback?${days}`) : null]);
     } catch (err) {
       fill(out, h('p', { class: 'error' }, err.message));
       return;
@@ -112,6 +119,7 @@ export function mountResults(root, ruleId) {
     fill(out,
       total.evaluated ? null : h('p', { class: 'muted' }, 'No activity in these days yet.'),
       h('div', { class: 'cards' },
+        answers ? h('section', { class: 'card wide', id: 'feedback-results' }, h('h3', {}, 'Answers'), report(answers, { distribution: true })) : null,
         rep.experiment ? experimentCards(rep.experiment) : null,
         h('section', { class: 'card' }, h('h3', {}, 'Funnel'), hbars(STEPS.map(([k, label]) => ({ label, value: total[k] || 0, cls: k }))),
           h('p', { class: 'rates' }, rate('matched of evaluated', total.matched, total.evaluated), rate('redeemed of issued', total.redeemed, total.issued),
@@ -138,6 +146,7 @@ export function mountResults(root, ruleId) {
   (async () => {
     try {
       const rules = await listAll('/v1/rules', 'rules');
+      for (const r of rules) kinds.set(r.id, r.offer?.kind || 'coupon');
       fill(sel, rules.map((r) => h('option', { value: r.id, selected: r.id === ruleId }, `${r.name} (${r.id})`)));
       if (!rules.length) fill(out, h('p', { class: 'muted' }, 'No rules yet.'));
     } catch (err) {

@@ -5,7 +5,9 @@
 // preview of the push on a phone, in each language, for one customer.
 // An offer may be an experiment: 2 to 8 variants, each with its texts in
 // the offer's languages, given by weight or by a bandit
-// (docs/experiments.md).
+// (docs/experiments.md); or, of kind feedback, a question after a visit
+// (NPS or CSAT, with a comment or not) instead of a coupon
+// (docs/feedback.md).
 
 import { api, listAll, enc, exists, ApiError } from './api.js';
 import { h, fill, field, showFaults, debounce, list, fmtTime } from './dom.js';
@@ -69,6 +71,7 @@ export function mountRuleList(root) {
       return h('tr', { 'data-search': words.join(' ').toLowerCase() },
         h('td', {}, h('a', { href: `#/rules/${enc(r.id)}` }, r.name),
           variants ? h('span', { class: 'tag experiment', title: 'an experiment: see its results' }, `${variants} variants · ${r.offer.selection || 'weighted'}`) : null,
+          r.offer?.kind === 'feedback' ? h('span', { class: 'tag question', title: 'asks a question after a visit: see its answers in its results' }, `question · ${(r.offer.question?.scale || '').toUpperCase()}`) : null,
           h('div', { class: 'muted' }, `${r.id} · v${r.version}`)),
         h('td', {}, h('span', { class: `pill ${status(r)}` }, status(r))),
         h('td', { class: 'num' }, r.priority),
@@ -145,6 +148,7 @@ const FIELDS = [
 // The offer's fields outside FIELDS, with their kinds.
 const OFFER_FIELDS = [
   ['offer.valid_for_s', '', 'number'], ['offer.redeem_at_issuing_store', '', 'bool'], ['offer.min_trust', '', 'select:'],
+  ['offer.question.scale', '', 'select:'],
   ['offer.bandit.min_per_variant', '', 'number'], ['offer.bandit.floor_pct', '', 'number'],
   ['offer.bandit.segment_by', '', 'text'], ['offer.bandit.segments', '', 'list'],
 ];
@@ -167,6 +171,16 @@ const NEW_RULE = {
     valid_for_s: 3600,
   },
 };
+
+// QUESTIONS are a question's texts to begin with, by scale, for a new
+// rule made a question before its texts were written.
+const QUESTIONS = {
+  nps: { title: 'How was {{.store.name}}?', body: 'How likely are you to recommend us, from 0 to 10?' },
+  csat: { title: 'How was {{.store.name}}?', body: 'How satisfied were you with your visit, from 1 to 5?' },
+};
+
+// QUESTION_WINDOW_S is the longest a question may be answered: 7 days.
+const QUESTION_WINDOW_S = 604800;
 
 function input(path, kind, value) {
   const attrs = { name: path, id: `f-${path}` };
@@ -278,8 +292,18 @@ export function mountRuleEditor(root, ruleId) {
     const variants = Array.isArray(offer.variants) ? offer.variants : null;
     const langs = langsOf(variants ? variants[0] || {} : offer);
     const fallback = offer.default_locale || langs[0];
+    const question = offer.kind === 'feedback';
+    const q = offer.question || {};
     const newLang = h('input', { name: '$newlang', placeholder: 'de', size: 4, 'aria-label': 'new language' });
-    return h('fieldset', { 'data-field': 'offer' }, h('legend', {}, 'Message'),
+    return h('fieldset', { 'data-field': 'offer', class: question ? 'question' : '' }, h('legend', {}, question ? 'Question' : 'Message'),
+      field('offer.kind', 'The customer gets', h('select', { name: 'offer.kind', id: 'f-offer.kind' },
+        [['coupon', 'a coupon'], ['feedback', 'a question after the visit (feedback)']].map(([v, l]) => h('option', { value: v, selected: (offer.kind || 'coupon') === v }, l))),
+      question ? 'asked only of customers who agreed (consent.feedback), at most once per store in 30 days and twice a month (the server\'s defaults); the answers make the stores\' scores' : null),
+      question ? h('div', { class: 'row', 'data-field': 'offer.question', id: 'question' },
+        field('offer.question.scale', 'Scale', h('select', { name: 'offer.question.scale', id: 'f-offer.question.scale' },
+          [['nps', 'NPS: how likely to recommend, 0 to 10'], ['csat', 'CSAT: how satisfied, 1 to 5']].map(([v, l]) => h('option', { value: v, selected: (q.scale || 'nps') === v }, l)))),
+        field('offer.question.comment', 'A comment may go with the score', h('input', { type: 'checkbox', name: 'offer.question.comment', id: 'f-offer.question.comment', checked: q.comment === true })),
+        h('span', { class: 'fault', role: 'alert' })) : null,
       h('div', { 'data-field': 'offer.title' }, h('span', { class: 'fault' })),
       h('div', { 'data-field': 'offer.body' }, h('span', { class: 'fault' })),
       field('offer.default_locale', 'Fallback language (for a customer whose language is not here)',
@@ -294,10 +318,11 @@ export function mountRuleEditor(root, ruleId) {
         field(`offer.title.${l}`, 'Title', h('input', { name: `$title.${l}`, id: `f-offer.title.${l}`, value: offer.title?.[l] ?? '' })),
         field(`offer.body.${l}`, 'Body', h('textarea', { name: `$body.${l}`, id: `f-offer.body.${l}`, rows: 2 }, offer.body?.[l] ?? '')))),
       h('div', { class: 'row' }, newLang, h('button', { type: 'button', class: 'small', id: 'lang-add', onclick: () => { if (newLang.value.trim()) renameLang(null, newLang.value.trim()); } }, 'Add language'),
-        variants ? null : h('button', { type: 'button', class: 'small', id: 'variants-start', onclick: startExperiment, title: 'try 2 to 8 versions of the message, and see which redeems best' }, 'Make it an experiment (variants)')),
-      h('div', { class: 'row' },
-        field('offer.valid_for_s', 'Coupon valid for (s)', input('offer.valid_for_s', 'number', offer.valid_for_s)),
-        field('offer.redeem_at_issuing_store', 'Only at the issuing store', input('offer.redeem_at_issuing_store', 'bool', offer.redeem_at_issuing_store === true))),
+        variants || question ? null : h('button', { type: 'button', class: 'small', id: 'variants-start', onclick: startExperiment, title: 'try 2 to 8 versions of the message, and see which redeems best' }, 'Make it an experiment (variants)')),
+      question ? field('offer.valid_for_s', 'Answers taken for (s)', input('offer.valid_for_s', 'number', offer.valid_for_s), `at most ${QUESTION_WINDOW_S} (7 days), the default`)
+        : h('div', { class: 'row' },
+          field('offer.valid_for_s', 'Coupon valid for (s)', input('offer.valid_for_s', 'number', offer.valid_for_s)),
+          field('offer.redeem_at_issuing_store', 'Only at the issuing store', input('offer.redeem_at_issuing_store', 'bool', offer.redeem_at_issuing_store === true))),
       field('offer.min_trust', 'Least trust in the location', input('offer.min_trust', 'select:unverified,trusted,any', offer.min_trust || 'unverified'),
         'unverified: no fix found suspicious (spoofed, teleported); trusted: only phones that passed an integrity check, for valuable offers; any: every fix'),
       h('span', { class: 'fault' }));
@@ -344,7 +369,29 @@ export function mountRuleEditor(root, ruleId) {
       }),
       h('div', { class: 'row' },
         h('button', { type: 'button', class: 'small', id: 'variant-add', disabled: variants.length >= 8, title: variants.length >= 8 ? 'at most 8 variants' : '', onclick: addVariant }, 'Add variant'),
-        h('button', { type: 'button', class: 'small', id: 'variants-end', onclick: endExperiment, title: 'keep the first variant\'s texts as the message' }, 'Back to one message')));
+        h('button', { type: 'button', class: 'small', id: 'variants-end', onclick: () => endExperiment(), title: 'keep the first variant\'s texts as the message' }, 'Back to one message')));
+  }
+
+  // setKind makes the offer a question (feedback) or a coupon again. A
+  // question has no variants (the first one's texts stay), no store to
+  // redeem at, and is answered for 7 days unless told otherwise; texts
+  // still the new rule's become a question's.
+  function setKind(kind) {
+    const o = (st.doc.offer ??= {});
+    if (kind !== 'feedback') {
+      delete o.kind;
+      delete o.question;
+      return;
+    }
+    if (Array.isArray(o.variants)) endExperiment(false);
+    o.kind = 'feedback';
+    o.question ??= { scale: 'nps' };
+    delete o.redeem_at_issuing_store;
+    if (o.valid_for_s === NEW_RULE.offer.valid_for_s || o.valid_for_s > QUESTION_WINDOW_S) delete o.valid_for_s;
+    if (o.title?.en === NEW_RULE.offer.title.en && o.body?.en === NEW_RULE.offer.body.en) {
+      o.title = { en: QUESTIONS[o.question.scale].title };
+      o.body = { en: QUESTIONS[o.question.scale].body };
+    }
   }
 
   // startExperiment turns the message into two variants, a and b, both
@@ -359,7 +406,7 @@ export function mountRuleEditor(root, ruleId) {
   }
 
   // endExperiment keeps the first variant's texts as the message.
-  function endExperiment() {
+  function endExperiment(then = true) {
     const o = st.doc.offer;
     const first = o.variants?.[0] || {};
     o.title = { ...first.title };
@@ -367,7 +414,7 @@ export function mountRuleEditor(root, ruleId) {
     delete o.variants;
     delete o.selection;
     delete o.bandit;
-    changed(true);
+    if (then) changed(true);
   }
 
   // addVariant adds one more (at most 8), with the last one's texts.
@@ -422,6 +469,17 @@ export function mountRuleEditor(root, ruleId) {
       } else if (part === 'id') v.id = el.value.trim();
       else if (part === 'discount') { if (el.value === '') delete v.discount; else v.discount = el.value; }
       else { const n = asNumber(el.value.trim()); if (n === undefined) delete v[part]; else v[part] = n; }
+    } else if (name === 'offer.kind') {
+      setKind(el.value);
+      rebuild = true;
+    } else if (name === 'offer.question.scale') {
+      const o = st.doc.offer;
+      const was = o.question?.scale || 'nps';
+      o.question = { ...o.question, scale: el.value };
+      if (o.body?.en === QUESTIONS[was]?.body && QUESTIONS[el.value]) { o.body.en = QUESTIONS[el.value].body; rebuild = true; }
+    } else if (name === 'offer.question.comment') {
+      st.doc.offer.question ??= {};
+      if (el.checked) st.doc.offer.question.comment = true; else delete st.doc.offer.question.comment;
     } else if (name === 'offer.selection') {
       st.doc.offer.selection = el.value;
       if (el.value !== 'bandit') delete st.doc.offer.bandit;

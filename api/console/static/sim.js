@@ -138,7 +138,8 @@ export function mountSimulate(root) {
       const consent = [c.consent?.location ? null : 'no location consent: pings are ignored', c.consent?.push ? null : 'no push consent: no offer'].filter(Boolean);
       fill(who, h('strong', {}, [c.first_name, c.last_name].filter(Boolean).join(' ') || c.id), ` · ${c.locale || 'no locale'} · ${c.timezone || 'UTC'}`,
         c.segments?.length ? ` · ${c.segments.join(', ')}` : '',
-        consent.map((x) => h('div', { class: 'error' }, x)));
+        consent.map((x) => h('div', { class: 'error' }, x)),
+        c.consent?.feedback ? null : h('div', { class: 'muted', id: 'sim-no-feedback' }, 'no feedback consent: not asked questions after visits'));
       const ds = await api('GET', `/v1/customers/${enc(id)}/devices`);
       for (const d of ds.devices || []) device.append(h('option', { value: d.device_id }, `${d.device_id} (${d.platform})`));
       if (ds.devices?.length) device.value = ds.devices[0].device_id;
@@ -225,8 +226,9 @@ export function mountSimulate(root) {
         : h('span', { class: 'skipped' }, 'asleep')),
       h('td', {}, events.length ? events.map((e) => h('div', { class: `event ${e.type}` }, `${e.type} ${storeName(e.store_id)} · ${e.distance_m} m`,
         e.dwell_s ? ` · ${e.dwell_s}s` : '', e.visit_s ? ` · visit ${e.visit_s}s` : '')) : h('span', { class: 'muted' }, '—')),
-      h('td', {}, offers.map((o) => h('div', { class: 'offer' }, h('strong', {}, o.title), h('div', {}, o.body),
-        h('div', { class: 'muted' }, `${st.rules.get(o.rule_id) || o.rule_id} · code ${o.coupon_code}`)))),
+      h('td', {}, offers.map((o) => h('div', { class: `offer${o.kind === 'feedback' ? ' question' : ''}` }, h('strong', {}, o.title), h('div', {}, o.body),
+        h('div', { class: 'muted' }, `${st.rules.get(o.rule_id) || o.rule_id} · ${o.kind === 'feedback' ? `question ${o.coupon_code}` : `code ${o.coupon_code}`}`))),
+        res.answer ? h('div', { class: 'muted answer' }, `answered ${res.answer.score}: ${res.answer.result}`) : null),
       h('td', {}, explain.map((x) => h('div', { class: `explain ${x.result === 'sent' ? 'sent' : 'not'}` },
         h('span', { class: 'result' }, x.result), ` ${st.rules.get(x.rule_id) || x.rule_id} @ ${storeName(x.store_id)}`))));
     return tr;

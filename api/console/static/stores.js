@@ -1,11 +1,14 @@
 // Stores: every store on the map with its fence and the H3 cells the
 // server's index files it under; search by name or tag; click the map to
 // add a store, drag one to move it, drag its handle to resize it, and
-// edit the rest in the form.
+// edit the rest in the form. Each store in view is coloured by what its
+// customers answered after their visits (its NPS over the last 13 weeks,
+// docs/feedback.md), with a legend; a selected store shows its trend.
 
 import { api, listAll, enc, exists, ApiError } from './api.js';
 import { h, fill, field, showFaults, list, debounce } from './dom.js';
 import { MapView, destination, distance } from './map.js';
+import { band, legend, report } from './voice.js';
 
 const DAYS = ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'];
 
@@ -13,15 +16,22 @@ const DAYS = ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'];
 // be fetched and drawn; past that, zoom in.
 const MAX_CELL_STORES = 80;
 
+// MAX_SCORE_STORES is how many stores may be in view for their scores to
+// be fetched (one request each, once, a few at a time); past that, zoom in.
+const MAX_SCORE_STORES = 150;
+const SCORE_REQUESTS_AT_ONCE = 6;
+
 export async function loadStores() {
   return listAll('/v1/stores', 'stores');
 }
 
-// storeShapes draws stores for a map: fence, centre, name.
-export function storeShapes(stores, selectedId) {
+// storeShapes draws stores for a map: fence, centre, name; with scores
+// (a Map of store id to its feedback report), each in its score's colour.
+export function storeShapes(stores, selectedId, scores) {
   const out = [];
   for (const s of stores) {
-    const cls = s.id === selectedId ? 'store selected' : 'store';
+    let cls = s.id === selectedId ? 'store selected' : 'store';
+    if (scores) cls += ` score-${band(scores.get(s.id)).band}`;
     if (s.polygon && s.polygon.length) out.push({ polygon: s.polygon, cls: `fence ${cls}`, drag: `store:${s.id}`, title: s.name });
     else out.push({ circle: [s.lat, s.lng], radius_m: s.radius_m || 100, cls: `fence ${cls}`, drag: `store:${s.id}`, title: s.name });
     out.push({ dot: [s.lat, s.lng], px: 3, cls: 'store-dot', drag: `store:${s.id}` });
@@ -32,7 +42,7 @@ export function storeShapes(stores, selectedId) {
 
 export function mountStores(root) {
   // draft is the store in the form; creating says it is not saved yet.
-  const state = { stores: [], cells: new Map(), draft: null, creating: false, adding: false, query: '', dirty: false };
+  const state = { stores: [], cells: new Map(), scores: new Map(), draft: null, creating: false, adding: false, query: '', dirty: false };
   const search = h('input', { id: 'store-search', type: 'search', placeholder: 'Search by name or tag', 'aria-label': 'search stores' });
   const listEl = h('ul', { id: 'store-list', class: 'items' });
   const formEl = h('form', { id: 'store-form', class: 'form', novalidate: true });
@@ -42,12 +52,15 @@ export function mountStores(root) {
     shapes: () => shapes(),
     onClick: (lat, lng) => clickMap(lat, lng),
     onDrag: (key, lat, lng, phase) => drag(key, lat, lng, phase),
-    onView: () => loadCellsSoon(),
+    onView: () => { loadCellsSoon(); loadScoresSoon(); },
   });
   const count = h('p', { class: 'muted', id: 'store-count' });
+  const voiceEl = h('section', { id: 'store-voice', class: 'voice' });
+  const scoreNote = h('p', { class: 'hint', id: 'score-note' });
+  map.el.append(legend());
   fill(root, h('div', { class: 'split' },
-    h('aside', { class: 'side' }, h('div', { class: 'row' }, search, addBtn), count, listEl, formEl),
-    h('section', { class: 'main' }, map.el, hint)));
+    h('aside', { class: 'side' }, h('div', { class: 'row' }, search, addBtn), count, listEl, voiceEl, formEl),
+    h('section', { class: 'main' }, map.el, scoreNote, hint)));
 
   search.addEventListener('input', () => { state.query = search.value.trim().toLowerCase(); renderList(); map.draw(); });
   addBtn.addEventListener('click', () => {
@@ -80,7 +93,7 @@ export function mountStores(root) {
       const cls = s.id === sel?.id ? 'cell selected' : 'cell';
       for (const c of state.cells.get(s.id)?.cells || []) out.push({ polygon: c.boundary, cls, title: `H3 ${c.cell} (resolution ${c.resolution}) of ${s.name}` });
     }
-    out.push(...storeShapes(visible(), sel?.id));
+    out.push(...storeShapes(visible(), sel?.id, state.scores));
     if (sel && sel.lat !== undefined && !(sel.polygon && sel.polygon.length)) {
       out.push({ dot: destination(sel.lat, sel.lng, sel.radius_m || 100, 90), px: 6, cls: 'handle', drag: 'radius', title: 'drag to resize' });
     }
@@ -90,10 +103,25 @@ export function mountStores(root) {
   function renderList() {
     const items = state.stores.filter(matches);
     count.textContent = state.query ? `${items.length} of ${state.stores.length} stores match` : `${state.stores.length} stores`;
-    fill(listEl, items.length ? items.map((s) => h('li', {
-      class: state.draft?.id === s.id ? 'selected' : '',
-      onclick: () => { select(s.id); focus(s); },
-    }, h('strong', {}, s.name), ' ', h('span', { class: 'muted' }, s.id), h('div', { class: 'tags' }, (s.tags || []).map((t) => h('span', { class: 'tag' }, t))))) : h('li', { class: 'muted' }, 'No store matches.'));
+    fill(listEl, items.length ? items.map((s) => {
+      const b = band(state.scores.get(s.id));
+      return h('li', {
+        class: state.draft?.id === s.id ? 'selected' : '', 'data-store': s.id,
+        onclick: () => { select(s.id); focus(s); },
+      }, h('strong', {}, s.name), ' ', h('span', { class: 'muted' }, s.id),
+      b.text ? h('span', { class: `score score-${b.band}`, 'data-band': b.band, title: b.title }, b.text) : null,
+      h('div', { class: 'tags' }, (s.tags || []).map((t) => h('span', { class: 'tag' }, t))));
+    }) : h('li', { class: 'muted' }, 'No store matches.'));
+  }
+
+  // renderVoice shows the selected store's answers: its score with its
+  // interval and its trend per week.
+  function renderVoice() {
+    const d = state.draft;
+    if (!d || state.creating) { fill(voiceEl); return; }
+    const rep = state.scores.get(d.id);
+    fill(voiceEl, h('h3', {}, 'Customer voice · last 13 weeks'),
+      rep ? report(rep) : h('p', { class: 'muted' }, 'Loading…'));
   }
 
   // focus shows a store with the cells the index files it under.
@@ -112,6 +140,8 @@ export function mountStores(root) {
     renderList();
     map.draw();
     cellInfo();
+    renderVoice();
+    if (state.draft && !state.scores.has(id)) loadScores();
   }
 
   // cellInfo says what the dashed outlines are.
@@ -132,6 +162,7 @@ export function mountStores(root) {
     state.creating = true;
     state.dirty = true;
     renderForm(true);
+    renderVoice();
     map.draw();
     formEl.querySelector('[name=id]').focus();
   }
@@ -196,6 +227,7 @@ export function mountStores(root) {
     state.creating = false;
     renderForm();
     renderList();
+    renderVoice();
     map.draw();
   }
 
@@ -249,7 +281,9 @@ export function mountStores(root) {
       renderForm(false);
       formEl.querySelector('#store-status').textContent = `Saved ${saved.name}.`;
       renderList();
+      renderVoice();
       loadCells();
+      loadScores();
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
       showFaults(formEl, err.faults(), { store_id: 'id' });
@@ -289,6 +323,38 @@ export function mountStores(root) {
 
   const loadCellsSoon = debounce(loadCells, 250);
 
+  // loadScores fetches the scores of the stores in view that have none
+  // yet (when there are few enough; the selected store's always), a few
+  // requests at a time, each once: the map colours them as they come.
+  async function loadScores() {
+    let inView = state.stores.filter((s) => matches(s) && s.lat !== undefined && map.near([s.lat, s.lng], s.radius_m || 0));
+    const tooMany = inView.length > MAX_SCORE_STORES;
+    if (tooMany) inView = [];
+    const sel = state.draft && !state.creating ? state.stores.find((s) => s.id === state.draft.id) : null;
+    if (sel && !inView.includes(sel)) inView.unshift(sel);
+    scoreNote.textContent = tooMany ? `More than ${MAX_SCORE_STORES} stores in view: zoom in to colour them by their customers' answers.` : '';
+    const todo = inView.filter((s) => !state.scores.has(s.id) && !state.scoring?.has(s.id));
+    if (!todo.length) return;
+    state.scoring ??= new Set();
+    for (const s of todo) state.scoring.add(s.id);
+    const next = async () => {
+      for (let s = todo.shift(); s; s = todo.shift()) {
+        try {
+          state.scores.set(s.id, await api('GET', `/v1/stores/${enc(s.id)}/feedback`));
+        } catch {
+          // no scores for it (deleted meanwhile, or the server busy): try again on the next load
+        }
+        state.scoring.delete(s.id);
+        map.drawSoon();
+        if (state.draft?.id === s.id) renderVoice();
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(SCORE_REQUESTS_AT_ONCE, todo.length) }, next));
+    renderList();
+  }
+
+  const loadScoresSoon = debounce(loadScores, 250);
+
   (async () => {
     try {
       state.stores = await loadStores();
@@ -298,7 +364,7 @@ export function mountStores(root) {
     }
     renderList();
     map.fitBusiest(state.stores.filter((s) => s.lat !== undefined).map((s) => [s.lat, s.lng]));
-    await loadCells();
+    await Promise.all([loadCells(), loadScores()]);
     map.draw();
   })();
 }
