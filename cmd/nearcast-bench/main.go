@@ -68,7 +68,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.IntVar(&cfg.Phones, "phones", cfg.Phones, "phones that walk --phone-hours each in each of the city's centre (within 5 km) and outskirts (15 to 28 km), polling every 15 s and, on the same walks, monitored (the answers' monitor and next_ping); 0: no phones phase")
 	fs.Float64Var(&cfg.PhoneHours, "phone-hours", cfg.PhoneHours, "each phone's walk time in hours (simulated on a clock of its own)")
 	fs.BoolVar(&cfg.NoVariants, "no-variants", false, "the city's experiments as plain offers (every fifth rule has variants, every twentieth is a bandit): what variants cost")
-	fs.BoolVar(&cfg.DeadWebhook, "dead-webhook", false, "subscribe a receiver that never answers to every event type first: what a dead receiver costs the pings")
+	fs.StringVar(&cfg.Webhook, "webhook", "", "subscribe a receiver to every event type first: live (answers 200 at once: what events out cost) or dead (takes connections, never answers: what a dead receiver costs); empty: none")
 	serverBin := fs.String("nearcast", "", "the nearcast binary to start without --server; empty: nearcast beside this binary, else on PATH")
 	cpuProfile := fs.String("cpuprofile", "", "write the bench's own CPU profile to this file (the server's: NEARCAST_PPROF_ADDR)")
 	if err := fs.Parse(args); err != nil {

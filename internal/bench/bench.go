@@ -107,11 +107,12 @@ type Config struct {
 	PhoneHours float64
 	// NoVariants runs the city without its experiments (City.DropVariants).
 	NoVariants bool
-	// DeadWebhook subscribes a receiver that takes connections and never
-	// answers to every event type before the phases: what a dead
-	// receiver costs the pings (nothing, if delivery is as isolated as
-	// it should be).
-	DeadWebhook bool
+	// Webhook subscribes a receiver to every event type before the
+	// phases: "live" answers 200 at once, "dead" takes connections and
+	// never answers; "" none. Live against none is what events out cost
+	// the pings; dead against live, what a dead receiver costs them
+	// (nothing, if delivery is as isolated as it should be).
+	Webhook string
 	// Start starts a server when ServerURL is empty.
 	Start StartFunc
 	Log   io.Writer
@@ -151,8 +152,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := r.loadCity(ctx); err != nil {
 		return nil, err
 	}
-	if cfg.DeadWebhook {
-		if err := r.subscribeDead(ctx); err != nil {
+	if cfg.Webhook != "" {
+		if err := r.subscribe(ctx, cfg.Webhook == "dead"); err != nil {
 			return nil, err
 		}
 	}
@@ -306,26 +307,35 @@ func (r *runner) loadCity(ctx context.Context) error {
 	return nil
 }
 
-// subscribeDead saves a subscription to every event type whose receiver
-// on 127.0.0.1 accepts connections and never answers, until the run ends.
-func (r *runner) subscribeDead(ctx context.Context) error {
+// subscribe saves a subscription to every event type whose receiver on
+// 127.0.0.1 answers 200 at once, or (dead) accepts connections and never
+// answers, until the run ends.
+func (r *runner) subscribe(ctx context.Context, dead bool) error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
 	var held []net.Conn
 	var mu sync.Mutex
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
+	if dead {
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				held = append(held, c) // never read, never answered
+				mu.Unlock()
 			}
-			mu.Lock()
-			held = append(held, c) // never read, never answered
-			mu.Unlock()
-		}
-	}()
+		}()
+	} else {
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			io.Copy(io.Discard, req.Body)
+			w.WriteHeader(http.StatusOK)
+		})}
+		go srv.Serve(ln)
+	}
 	r.onClose(func() {
 		ln.Close()
 		mu.Lock()
@@ -334,12 +344,12 @@ func (r *runner) subscribeDead(ctx context.Context) error {
 		}
 		mu.Unlock()
 	})
-	sub := &webhook.Subscription{ID: "dead-receiver", URL: "http://" + ln.Addr().String() + "/hook", Events: webhook.EventTypes, Enabled: true}
+	sub := &webhook.Subscription{ID: "bench-receiver", URL: "http://" + ln.Addr().String() + "/hook", Events: webhook.EventTypes, Enabled: true}
 	if _, err := webhook.NewStore(r.rdb).Put(ctx, sub, 0); err != nil {
-		return fmt.Errorf("subscribe the dead receiver: %w", err)
+		return fmt.Errorf("subscribe the receiver: %w", err)
 	}
-	r.rep.Settings.DeadWebhook = true
-	r.logf("subscribed a receiver that never answers to every event type")
+	r.rep.Settings.Webhook = r.cfg.Webhook
+	r.logf("subscribed a %s receiver to every event type", r.cfg.Webhook)
 	return nil
 }
 
@@ -520,6 +530,9 @@ func (c *Config) check() error {
 	}
 	if c.Concurrency < 1 || c.Concurrency > 4096 {
 		errs = append(errs, errors.New("--concurrency must be 1 to 4096"))
+	}
+	if c.Webhook != "" && c.Webhook != "live" && c.Webhook != "dead" {
+		errs = append(errs, errors.New("--webhook must be live, dead or empty"))
 	}
 	if c.ErrandPct < 0 || c.ErrandPct > 100 {
 		errs = append(errs, errors.New("--errand-pct must be 0 to 100"))

@@ -48,9 +48,9 @@ type Settings struct {
 	Baseline    string  `json:"baseline"`
 	ServerURL   string  `json:"server_url"`
 	MinOfferGap string  `json:"min_offer_gap"`
-	// DeadWebhook: a subscription to every event type whose receiver
-	// never answers was in force (Config.DeadWebhook).
-	DeadWebhook bool `json:"dead_webhook,omitempty"`
+	// Webhook: a subscription to every event type was in force, its
+	// receiver "live" or "dead" (Config.Webhook).
+	Webhook string `json:"webhook,omitempty"`
 }
 
 // CityStats describes the city loaded.
@@ -233,7 +233,10 @@ func (r *Report) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "Nearcast load bench, %s, %d CPUs, %s, Redis %s\n", r.StartedAt.Format(time.RFC3339), r.Machine.CPUs, r.Machine.GoVersion, r.Machine.Redis)
 	fmt.Fprintf(w, "city: %d stores (%d circles, %d polygons), %d rules (%d with variants, %d of them bandits), %d customers; %d out and about, %d pings in flight\n",
 		c.Stores, c.CircleStores, c.PolygonStores, c.Rules, c.VariantRules, c.BanditRules, c.Customers, r.Settings.Active, r.Settings.Concurrency)
-	if r.Settings.DeadWebhook {
+	switch r.Settings.Webhook {
+	case "live":
+		fmt.Fprintln(w, "events out: one subscription to every event type, its receiver live (answers 200 at once)")
+	case "dead":
 		fmt.Fprintln(w, "events out: one subscription to every event type, its receiver dead (takes connections, never answers)")
 	}
 	fmt.Fprintf(w, "load: catalog %.1f s, customers %.1f s (%.0f per s)\n", r.Load.CatalogS, r.Load.CustomersS, r.Load.CustomersPerS)
