@@ -154,11 +154,80 @@ func decodeSlowly(body []byte, v any) error {
 	if err := json.Unmarshal(body, v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			return newError(http.StatusBadRequest, te.Field, "%s must be %s, not %s", fieldName(te.Field), typeName(te.Type), te.Value)
+			field := indexedField(generic, te.Field, te.Value)
+			return newError(http.StatusBadRequest, field, "%s must be %s, not %s", fieldName(field), typeName(te.Type), te.Value)
 		}
 		return newError(http.StatusBadRequest, "", "malformed JSON: %v", strings.TrimPrefix(err.Error(), "json: "))
 	}
 	return nil
+}
+
+// indexedField finds in the document the value of the wrong kind that
+// encoding/json names by a path without the lists' indexes
+// ("offer.variants.weight"), and answers its path with them
+// ("offer.variants[1].weight"); the path as given if none is found.
+func indexedField(doc any, field, value string) string {
+	if field == "" {
+		return field
+	}
+	// "number 0.5": a number, and which; "string": any string.
+	want, literal, _ := strings.Cut(value, " ")
+	matches := func(v any) bool {
+		if jsonKind(v) != want {
+			return false
+		}
+		n, ok := v.(json.Number)
+		return literal == "" || !ok || n.String() == literal
+	}
+	parts := strings.Split(field, ".")
+	var walk func(v any, i int, path string) (string, bool)
+	walk = func(v any, i int, path string) (string, bool) {
+		if i == len(parts) && matches(v) {
+			return path, true
+		}
+		if list, ok := v.([]any); ok {
+			for k, x := range list {
+				if p, ok := walk(x, i, fmt.Sprintf("%s[%d]", path, k)); ok {
+					return p, true
+				}
+			}
+			return "", false
+		}
+		m, ok := v.(map[string]any)
+		if !ok || i == len(parts) {
+			return "", false
+		}
+		x, ok := m[parts[i]]
+		if !ok {
+			return "", false
+		}
+		next := parts[i]
+		if path != "" {
+			next = path + "." + parts[i]
+		}
+		return walk(x, i+1, next)
+	}
+	if p, ok := walk(doc, 0, ""); ok {
+		return p
+	}
+	return field
+}
+
+// jsonKind is the kind encoding/json names a decoded value by.
+func jsonKind(v any) string {
+	switch v.(type) {
+	case map[string]any:
+		return "object"
+	case []any:
+		return "array"
+	case string:
+		return "string"
+	case json.Number:
+		return "number"
+	case bool:
+		return "bool"
+	}
+	return "null"
 }
 
 func syntaxError(err error) error {

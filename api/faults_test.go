@@ -3,6 +3,7 @@ package api_test
 import (
 	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -45,4 +46,27 @@ func TestUnknownFieldsWithTheOtherFaults(t *testing.T) {
 	if keysSnapshot(t, c.rdb) != before {
 		t.Fatal("a refused document changed Redis")
 	}
+}
+
+// A value of the wrong kind inside a list is named with the list's index,
+// which encoding/json leaves out: the marketer sees which variant, which
+// tag.
+func TestTypeFaultsInListsNameTheIndex(t *testing.T) {
+	c := newClient(t, srv.Client(t))
+	if r := c.admin("PUT", "/v1/stores/s-alex", storeAlex); r.Status != 201 {
+		t.Fatalf("store: %d %s", r.Status, r.Raw)
+	}
+	variants := `{"name": "Two", "trigger": {"on": "enter"}, "offer": {"variants": [
+ {"id": "a", "title": {"en": "A"}, "body": {"en": "a"}, "weight": 1},
+ {"id": "b", "title": {"en": "B"}, "body": {"en": "b"}, "weight": 0.5}]}}`
+	r := c.admin("PUT", "/v1/rules/two", variants)
+	wantError(t, r, 400, "invalid_argument", "offer.variants[1].weight")
+	if !strings.Contains(r.Raw, "offer.variants[1].weight must be a whole number, not number 0.5") {
+		t.Fatalf("message: %s", r.Raw)
+	}
+	wantError(t, c.admin("PUT", "/v1/rules/tags", `{"name": "Tags", "tags": ["coffee", 7], "trigger": {"on": "enter"},
+ "offer": {"title": {"en": "A"}, "body": {"en": "a"}}}`), 400, "invalid_argument", "tags[1]")
+	// Outside lists the path is encoding/json's.
+	wantError(t, c.admin("PUT", "/v1/rules/prio", `{"name": "P", "priority": "high", "trigger": {"on": "enter"},
+ "offer": {"title": {"en": "A"}, "body": {"en": "a"}}}`), 400, "invalid_argument", "priority")
 }
