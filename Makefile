@@ -33,7 +33,7 @@ run-redis: build redis-dep
 	@redis-cli -p 6390 ping >/dev/null 2>&1 || redis-server --port 6390 --bind 127.0.0.1 --dir "$(CURDIR)/.data" --appendonly yes --daemonize yes --logfile "$(CURDIR)/.data/redis.log"
 	$(DEMO_ENV) ./$(BIN) serve
 
-## test: installs redis-server, chromium and curl when missing, then vets and runs
+## test: installs redis-server, chromium, curl and python3 when missing, then vets and runs
 ## every test (each test package starts and stops its own redis-server on
 ## loopback; the console's test drives headless chromium, screenshots in
 ## api/console/testout/console/). It lints api/openapi.yaml first (lint-api)
@@ -86,6 +86,12 @@ test-deps: redis-dep
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends curl ca-certificates >/dev/null && \
 		curl --version | head -1; }
+	@# docs/webhooks.md's Python snippet is run as a receiver would run it (engine/webhook TestDocsVerifyPython).
+	@command -v python3 >/dev/null 2>&1 || { \
+		echo "python3 is missing: installing it with apt-get"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends python3 >/dev/null && \
+		python3 --version; }
 
 redis-dep:
 	@command -v redis-server >/dev/null 2>&1 || { \

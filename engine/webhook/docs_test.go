@@ -237,7 +237,7 @@ func TestDocsVerifyPython(t *testing.T) {
 	python, err := exec.LookPath("python3")
 	if err != nil {
 		fmt.Println("TestDocsVerifyPython: skipped, python3 is not installed")
-		t.Skip("python3 is not installed: the Python snippet of docs/webhooks.md is not checked")
+		t.Skip("python3 is not installed (make test installs it): the Python snippet of docs/webhooks.md is not checked")
 	}
 	dir := t.TempDir()
 	harness := `import json, sys
