@@ -319,6 +319,10 @@ type endpoint struct {
 	k    *contract
 	app  *fiber.App
 	base string
+	// hc is the endpoint's own client: the shared transport would keep an
+	// idle connection to a server of an earlier test whose port this one
+	// may have been given again, and write into it (broken pipe).
+	hc   *http.Client
 	last struct {
 		Header http.Header
 		Raw    []byte
@@ -331,8 +335,9 @@ func (k *contract) serve(c *client) *endpoint {
 		k.t.Fatal(err)
 	}
 	go c.app.Listener(ln)
-	k.t.Cleanup(func() { c.app.Shutdown() })
-	return &endpoint{k: k, app: c.app, base: "http://" + ln.Addr().String()}
+	tr := &http.Transport{}
+	k.t.Cleanup(func() { tr.CloseIdleConnections(); c.app.Shutdown() })
+	return &endpoint{k: k, app: c.app, base: "http://" + ln.Addr().String(), hc: &http.Client{Timeout: 30 * time.Second, Transport: tr}}
 }
 
 // call sends a request meant to be right by the spec, validates it, and
@@ -378,7 +383,7 @@ func (e *endpoint) exchange(c cc, want int, valid bool) {
 	if len(c.body) > 64<<10 {
 		res, err = e.app.Test(build(e.base), 30000)
 	} else {
-		res, err = (&http.Client{Timeout: 30 * time.Second}).Do(build(e.base))
+		res, err = e.hc.Do(build(e.base))
 	}
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
