@@ -71,11 +71,12 @@ func (vc *variantChooser) choose(c *rules.Compiled, customerID string, cust *rul
 		tags = store.Tags
 	}
 	seg := b.Segment(cust, tags)
-	arms := make([]Arm, c.Variants())
+	weights := c.Weights()
+	arms := make([]Arm, len(weights))
 	counts := vc.countsOf(c.Rule.ID)
-	for i := range arms {
+	for i, w := range weights {
 		n := counts[seg+"|"+c.VariantID(i)]
-		arms[i] = Arm{Weight: c.Weights()[i], Issued: n[0], Redeemed: n[1]}
+		arms[i] = Arm{Weight: w, Issued: n[0], Redeemed: n[1]}
 	}
 	return Thompson(arms, b.MinPerVariant, b.FloorPct, rand.Float64), seg
 }

@@ -221,9 +221,11 @@ func (r *Rule) IsEnabled() bool { return r.Enabled == nil || *r.Enabled }
 type Compiled struct {
 	Rule     *Rule
 	audience *vm.Program
-	// arms are the offer's versions: its own texts, or one per variant.
-	arms []arm
-	when ruleSchedule
+	// arms are the offer's versions: its own texts, or one per variant;
+	// weights theirs, in order.
+	arms    []arm
+	weights []int
+	when    ruleSchedule
 }
 
 // arm is one version of an offer, compiled.
@@ -419,6 +421,9 @@ func compile(r *Rule, trial bool) (*Compiled, error) {
 	c := &Compiled{Rule: r, when: when}
 	c.audience = compileAudienceField(&fs, r.Audience)
 	c.arms = compileArms(&fs, &r.Offer, trial)
+	for _, a := range c.arms {
+		c.weights = append(c.weights, a.weight)
+	}
 	if err := fs.err(); err != nil {
 		return nil, err
 	}

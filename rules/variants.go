@@ -212,14 +212,9 @@ func (c *Compiled) VariantIndex(id string) int {
 	return -1
 }
 
-// Weights are the variants' weights, in order.
-func (c *Compiled) Weights() []int {
-	out := make([]int, len(c.arms))
-	for i, a := range c.arms {
-		out[i] = a.weight
-	}
-	return out
-}
+// Weights are the variants' weights, in order (worked out once, at
+// compile time: not to be changed).
+func (c *Compiled) Weights() []int { return c.weights }
 
 // Bandit is the offer's bandit settings, nil unless it learns.
 func (c *Compiled) Bandit() *Bandit {
