@@ -863,7 +863,14 @@ func sendResult(c *fiber.Ctx, res *engine.Result) error {
 		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 		return c.Send(nothingHappened)
 	}
-	return c.JSON(res)
+	// The answer is encoded straight into the response's own body buffer,
+	// which fasthttp takes from a pool and puts back after the response is
+	// written: no buffer of ours, no copy. (c.Send keeps the slice it is
+	// given until then, so a buffer of ours could not be reused.)
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	resp := c.Response()
+	resp.SwapBody(res.AppendJSON(resp.SwapBody(nil)[:0]))
+	return nil
 }
 
 // Coupons

@@ -2,12 +2,12 @@ package engine
 
 import (
 	"encoding/json"
-	"errors"
 	"math"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nearcast/nearcast/geo"
@@ -71,15 +71,19 @@ type Monitor struct {
 // MarshalJSON writes the block as encoding/json would, with the regions
 // encoded once (TestMonitorJSON compares the two).
 func (m *Monitor) MarshalJSON() ([]byte, error) {
+	return m.appendJSON(make([]byte, 0, len(m.regionsJSON)+160)), nil
+}
+
+// appendJSON writes what MarshalJSON returns, so that a Result's encoder
+// (encode.go) writes the block into its own buffer. An unchanged block is
+// its id alone; regions not encoded beforehand are encoded here, as []
+// even when nil, as they always were.
+func (m *Monitor) appendJSON(b []byte) []byte {
 	if m.Unchanged {
-		b := append([]byte(`{"id":`), appendJSONString(nil, m.ID)...)
-		return append(b, `,"unchanged":true}`...), nil
+		b = append(b, `{"id":`...)
+		b = appendJSONString(b, m.ID)
+		return append(b, `,"unchanged":true}`...)
 	}
-	regions := m.regionsJSON
-	if regions == nil {
-		regions = appendRegions(nil, m.Regions)
-	}
-	b := make([]byte, 0, len(regions)+160)
 	b = append(b, '{')
 	if m.ID != "" {
 		b = append(b, `"id":`...)
@@ -87,14 +91,18 @@ func (m *Monitor) MarshalJSON() ([]byte, error) {
 		b = append(b, ',')
 	}
 	b = append(b, `"regions":`...)
-	b = append(b, regions...)
+	if m.regionsJSON != nil {
+		b = append(b, m.regionsJSON...)
+	} else {
+		b = appendRegions(b, m.Regions)
+	}
 	b = append(b, `,"wake":`...)
 	if m.Wake == nil {
 		b = append(b, "null"...)
 	} else {
 		b = m.Wake.appendJSON(b)
 	}
-	return append(b, '}'), nil
+	return append(b, '}')
 }
 
 func appendRegions(b []byte, rs []Region) []byte {
@@ -122,21 +130,6 @@ func (r *Region) appendJSON(b []byte) []byte {
 	b = append(b, `,"radius_m":`...)
 	b = strconv.AppendInt(b, int64(r.RadiusM), 10)
 	return append(b, '}')
-}
-
-// appendJSONString quotes s as encoding/json does: ids are plain ASCII
-// (rules.ValidID), which needs no escaping; anything else goes through
-// encoding/json.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s)
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
 
 // appendJSONFloat writes f as encoding/json does (shortest form, an
@@ -230,16 +223,19 @@ func stillWatching(version int64, k int, p Ping) (float64, bool) {
 	if p.MonitorID == "" {
 		return 0, false
 	}
-	f := strings.Split(p.MonitorID, ":")
-	if len(f) != 5 {
-		return 0, false
+	var f [5]string
+	rest, ok := p.MonitorID, true
+	for i := range f {
+		if f[i], rest, ok = strings.Cut(rest, ":"); ok != (i < len(f)-1) {
+			return 0, false
+		}
 	}
 	v, err1 := strconv.ParseInt(f[0], 10, 64)
 	n, err2 := strconv.Atoi(f[1])
 	lat, err3 := strconv.ParseFloat(f[2], 64)
 	lng, err4 := strconv.ParseFloat(f[3], 64)
 	r, err5 := strconv.ParseFloat(f[4], 64)
-	if err := errors.Join(err1, err2, err3, err4, err5); err != nil || v != version || n != k || geo.ValidPoint(lat, lng) != nil {
+	if err1 != nil || err2 != nil || err3 != nil || err4 != nil || err5 != nil || v != version || n != k || geo.ValidPoint(lat, lng) != nil {
 		return 0, false
 	}
 	left := r - 1 - geo.DistanceM(lat, lng, p.Lat, p.Lng) - p.AccuracyM
@@ -276,6 +272,17 @@ type watchCache struct {
 	mu      sync.Mutex
 	version int64
 	cells   map[watchKey]*watching
+	// fences keeps each store of the snapshot as the region it is watched
+	// as, encoded, made the first time a search finds it: a search that
+	// misses the cells then copies its regions rather than building and
+	// encoding them afresh.
+	fences []atomic.Pointer[fenceRegion]
+}
+
+// fenceRegion is a store as a region, and the region encoded.
+type fenceRegion struct {
+	region Region
+	json   []byte
 }
 
 type watchKey struct {
@@ -293,10 +300,12 @@ func (e *Engine) watch(snap *rules.Snapshot, lat, lng float64, k int, buf []geo.
 	key := watchKey{geo.WatchCell(lat, lng), k}
 	c := &e.watched
 	c.mu.Lock()
-	if c.version != snap.Version || c.cells == nil || len(c.cells) >= watchCacheMax {
-		c.version, c.cells = snap.Version, map[watchKey]*watching{}
+	if c.version != snap.Version || c.cells == nil {
+		c.version, c.cells, c.fences = snap.Version, map[watchKey]*watching{}, make([]atomic.Pointer[fenceRegion], len(snap.Stores))
+	} else if len(c.cells) >= watchCacheMax {
+		c.cells = map[watchKey]*watching{}
 	}
-	w := c.cells[key]
+	w, regions := c.cells[key], c.fences
 	c.mu.Unlock()
 	if w != nil {
 		return w
@@ -306,11 +315,27 @@ func (e *Engine) watch(snap *rules.Snapshot, lat, lng float64, k int, buf []geo.
 		fences, wakeM = snap.Index.Watch(lat, lng, k, MonitorMinRadiusM, buf[:0])
 	}
 	w = &watching{regions: make([]Region, len(fences)), fences: slices.Clone(fences), lat: lat, lng: lng, wakeM: wakeM}
+	size := 2
 	for i, r := range fences {
-		st := snap.Stores[r.Fence]
-		w.regions[i] = Region{ID: RegionIDPrefix + st.ID, StoreID: st.ID, Lat: r.Lat, Lng: r.Lng, RadiusM: int(math.Ceil(r.RadiusM))}
+		fr := regions[r.Fence].Load()
+		if fr == nil {
+			st := snap.Stores[r.Fence]
+			fr = &fenceRegion{region: Region{ID: RegionIDPrefix + st.ID, StoreID: st.ID, Lat: r.Lat, Lng: r.Lng, RadiusM: int(math.Ceil(r.RadiusM))}}
+			fr.json = fr.region.appendJSON(nil)
+			regions[r.Fence].Store(fr)
+		}
+		w.regions[i] = fr.region
+		size += len(fr.json) + 1
 	}
-	w.encoded = appendRegions(nil, w.regions)
+	w.encoded = make([]byte, 0, size)
+	w.encoded = append(w.encoded, '[')
+	for i, r := range fences {
+		if i > 0 {
+			w.encoded = append(w.encoded, ',')
+		}
+		w.encoded = append(w.encoded, regions[r.Fence].Load().json...)
+	}
+	w.encoded = append(w.encoded, ']')
 	c.mu.Lock()
 	if c.version == snap.Version {
 		c.cells[key] = w

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"math"
 	"slices"
+	"sync"
 
 	"github.com/uber/h3-go/v4"
 )
@@ -158,8 +159,10 @@ func (ix *Index) Watch(lat, lng float64, k int, minRadiusM float64, dst []Region
 	if ValidPoint(lat, lng) != nil || len(ix.fences) == 0 {
 		return dst, MaxWakeM
 	}
-	var buf [256]cand
-	cs := buf[:0]
+	sc := scratchPool.Get().(*scratch)
+	defer scratchPool.Put(sc)
+	cs := sc.cs[:0]
+	defer func() { sc.cs = cs[:0] }() // keep what the search grew to
 	for _, i := range ix.watch.big { // a big fence may lie anywhere: measured
 		cs = append(cs, ix.measured(i, lat, lng, minRadiusM))
 	}
@@ -175,16 +178,27 @@ func (ix *Index) Watch(lat, lng float64, k int, minRadiusM float64, dst []Region
 	}
 	if ok {
 		if g.medium == 0 {
-			return ix.watched(dst, cs, k, fine, lat, lng, minRadiusM)
+			return ix.watched(dst, cs, k, fine, lat, lng, minRadiusM, sc)
 		}
 		var coarse float64
-		cs, coarse, _ = fl.rings(&g.coarse, 0, watchRings-1, -1, minRadiusM, kthHigh(cs[withBig:], k), cs, true)
-		return ix.watched(dst, cs, k, math.Min(fine, coarse), lat, lng, minRadiusM)
+		cs, coarse, _ = fl.rings(&g.coarse, 0, watchRings-1, -1, minRadiusM, sc.kthHigh(cs[withBig:], k), cs, true)
+		return ix.watched(dst, cs, k, math.Min(fine, coarse), lat, lng, minRadiusM, sc)
 	}
 	// Elsewhere: every fence up to watchBigM at res 6.
 	cs, coarse, _ := fl.rings(&g.coarse, 1, watchRings-1, k, minRadiusM, 0, cs[:withBig], false)
-	return ix.watched(dst, cs, k, math.Max(coarse, 0), lat, lng, minRadiusM)
+	return ix.watched(dst, cs, k, math.Max(coarse, 0), lat, lng, minRadiusM, sc)
 }
+
+// scratch is what one search works in: the candidates it reads (a few
+// hundred in a city, thousands for a hundred regions) and their bounds to
+// select from. Searches run on every ping that leaves its block, so they
+// reuse these rather than allocate them.
+type scratch struct {
+	cs  []cand
+	his []float32
+}
+
+var scratchPool = sync.Pool{New: func() any { return &scratch{cs: make([]cand, 0, 512), his: make([]float32, 0, 512)} }}
 
 // cand is a fence a search read, with bounds of how far the point lies
 // outside its circle.
@@ -248,11 +262,12 @@ func enough(cs []cand, k int, covered float64) bool {
 
 // kthHigh is the (k+1)th smallest upper bound of the candidates' edges
 // (quickselect: the order of the rest does not matter).
-func kthHigh(cs []cand, k int) float64 {
-	his := make([]float32, len(cs))
+func (sc *scratch) kthHigh(cs []cand, k int) float64 {
+	his := sc.his[:0]
 	for i := range cs {
-		his[i] = cs[i].hi
+		his = append(his, cs[i].hi)
 	}
+	sc.his = his[:0]
 	lo, hi := 0, len(his)-1
 	for lo < hi {
 		pivot := his[(lo+hi)/2]
@@ -287,11 +302,11 @@ func kthHigh(cs []cand, k int) float64 {
 // no more than covered. Only the candidates that may be among the k+1
 // nearest (their lower bound under the (k+1)th upper bound) are measured:
 // those left out are farther than every one kept.
-func (ix *Index) watched(dst []Region, cs []cand, k int, covered, lat, lng, minRadiusM float64) ([]Region, float64) {
+func (ix *Index) watched(dst []Region, cs []cand, k int, covered, lat, lng, minRadiusM float64, sc *scratch) ([]Region, float64) {
 	base := len(dst)
 	t := math.Inf(1)
 	if len(cs) > k+1 {
-		t = kthHigh(cs, k)
+		t = sc.kthHigh(cs, k)
 	}
 	for _, c := range cs {
 		if float64(c.lo) <= t {
