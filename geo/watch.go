@@ -163,7 +163,7 @@ func (ix *Index) Watch(lat, lng float64, k int, minRadiusM float64, dst []Region
 	defer scratchPool.Put(sc)
 	cs := sc.cs[:0]
 	defer func() { sc.cs = cs[:0] }() // keep what the search grew to
-	for _, i := range ix.watch.big { // a big fence may lie anywhere: measured
+	for _, i := range ix.watch.big {  // a big fence may lie anywhere: measured
 		cs = append(cs, ix.measured(i, lat, lng, minRadiusM))
 	}
 	g := &ix.watch
