@@ -827,7 +827,7 @@ func (s *Server) postPing(c *fiber.Ctx) error {
 		}
 	}
 	var req pingRequest
-	if err := decodeJSON(c, &req); err != nil {
+	if err := decodePing(c, &req); err != nil {
 		return err
 	}
 	if req.CustomerID == "" {
