@@ -54,6 +54,7 @@ test: test-deps vet
 FUZZTIME ?= 500000x
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePing$$' -fuzztime $(FUZZTIME) ./api
+	$(GO) test -run '^$$' -fuzz '^FuzzPingFastDecode$$' -fuzztime $(FUZZTIME) ./api
 	$(GO) test -run '^$$' -fuzz '^FuzzCompileRule$$' -fuzztime $(FUZZTIME) ./rules
 	$(GO) test -run '^$$' -fuzz '^FuzzRenderTemplate$$' -fuzztime $(FUZZTIME) ./rules
 	$(GO) test -run '^$$' -fuzz '^FuzzMarketerCode$$' -fuzztime $(FUZZTIME) ./rules
