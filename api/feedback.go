@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -81,6 +82,7 @@ func (s *Server) storeFeedback(c *fiber.Ctx) error {
 			return err
 		}
 	}
+	s.settled(ctx)
 	rep, err := engine.StoreFeedback(ctx, s.Redis, id, from, to)
 	if err != nil {
 		return err
@@ -103,6 +105,7 @@ func (s *Server) ruleFeedback(c *fiber.Ctx) error {
 	if r := s.Live.Current().Rules[c.Params("id")]; r != nil && !r.IsFeedback() {
 		return newError(http.StatusUnprocessableEntity, "rule_id", "rule %s offers a coupon and asks no question: its funnel is at GET /v1/rules/{id}/stats", c.Params("id"))
 	}
+	s.settled(ctx)
 	rep, err := engine.RuleFeedback(ctx, s.Redis, c.Params("id"), from, to)
 	if err != nil {
 		return err
@@ -124,4 +127,14 @@ func feedbackRange(c *fiber.Ctx) (from, to time.Time, err error) {
 		return from, to, newError(http.StatusBadRequest, "from", "from must be on or before to, at most %d days apart", engine.MaxFunnelDays)
 	}
 	return from, to, nil
+}
+
+// settled waits for the counts of the pings this replica answered before
+// the call, which go to Redis behind their answers (engine.Settled): a
+// marketer who reads the funnel or the scores right after a ping sees it
+// counted. (Another replica's are as far behind as their round trip.)
+func (s *Server) settled(ctx context.Context) {
+	if s.Engine != nil {
+		_ = s.Engine.Settled(ctx) // a deadline passed: the figures as they are
+	}
 }

@@ -340,6 +340,7 @@ func (s *Server) ruleStats(c *fiber.Ctx) error {
 	if _, err := s.Live.Catalog().RuleVersions(ctx, c.Params("id")); err != nil {
 		return err // a rule that never existed
 	}
+	s.settled(ctx)
 	rep, err := engine.Funnel(ctx, s.Redis, c.Params("id"), from, to)
 	if err != nil {
 		return err

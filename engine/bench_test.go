@@ -33,7 +33,7 @@ func BenchmarkEvaluate(b *testing.B) {
 		lat, lng := north(alexLat, alexLng, northM)
 		ping := func() *engine.Result {
 			f.clock.Advance(2 * time.Second)
-			res, err := f.eng.Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: "d-1", Lat: lat, Lng: lng, AccuracyM: 10, TS: f.clock.Now()}, engine.Options{})
+			res, err := settled(f.eng).Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: "d-1", Lat: lat, Lng: lng, AccuracyM: 10, TS: f.clock.Now()}, engine.Options{})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -61,12 +61,12 @@ func BenchmarkEvaluate(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {
 			f.clock.Advance(10 * time.Minute)
-			res, err := f.eng.Evaluate(ctx, engine.Ping{CustomerID: "c-42", Lat: inLat, Lng: inLng, AccuracyM: 10, SpeedMps: &speed, TS: f.clock.Now()}, engine.Options{})
+			res, err := settled(f.eng).Evaluate(ctx, engine.Ping{CustomerID: "c-42", Lat: inLat, Lng: inLng, AccuracyM: 10, SpeedMps: &speed, TS: f.clock.Now()}, engine.Options{})
 			if err != nil || len(res.Offers) != 1 {
 				b.Fatalf("enter: %+v %v", res, err)
 			}
 			f.clock.Advance(10 * time.Minute)
-			if _, err := f.eng.Evaluate(ctx, engine.Ping{CustomerID: "c-42", Lat: outLat, Lng: outLng, AccuracyM: 10, SpeedMps: &speed, TS: f.clock.Now()}, engine.Options{}); err != nil {
+			if _, err := settled(f.eng).Evaluate(ctx, engine.Ping{CustomerID: "c-42", Lat: outLat, Lng: outLng, AccuracyM: 10, SpeedMps: &speed, TS: f.clock.Now()}, engine.Options{}); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -36,7 +36,7 @@ func visit(t *testing.T, eng *engine.Engine, f *fixture, customer string) string
 	var result string
 	for _, m := range []float64{in, out} {
 		lat, lng := north(alexLat, alexLng, m)
-		res, err := eng.Evaluate(ctx, engine.Ping{CustomerID: customer, Lat: lat, Lng: lng, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{Explain: true})
+		res, err := settled(eng).Evaluate(ctx, engine.Ping{CustomerID: customer, Lat: lat, Lng: lng, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{Explain: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,7 +124,7 @@ func TestBudgetAndCapsHoldUnderConcurrency(t *testing.T) {
 			go func(id string, eng *engine.Engine) {
 				defer wg.Done()
 				lat, lng := north(alexLat, alexLng, float64(k))
-				res, err := eng.Evaluate(ctx, engine.Ping{CustomerID: id, Lat: lat, Lng: lng, AccuracyM: 5, TS: f.clock.Now()}, engine.Options{})
+				res, err := settled(eng).Evaluate(ctx, engine.Ping{CustomerID: id, Lat: lat, Lng: lng, AccuracyM: 5, TS: f.clock.Now()}, engine.Options{})
 				if err != nil {
 					t.Error(err)
 					return
@@ -210,7 +210,7 @@ func TestOneOfferAtATime(t *testing.T) {
 	eng := engine.New(f.rdb, f.live, engine.NewCodeSigner([]byte("k")), cfg, quiet, f.clock.Now)
 	ping := func(m float64) *engine.Result {
 		la, ln := north(alexLat, alexLng, m)
-		res, err := eng.Evaluate(ctx, engine.Ping{CustomerID: "u1", Lat: la, Lng: ln, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{Explain: true})
+		res, err := settled(eng).Evaluate(ctx, engine.Ping{CustomerID: "u1", Lat: la, Lng: ln, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{Explain: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -245,13 +245,13 @@ func TestVisitHistory(t *testing.T) {
 	f.clock.t = time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC)
 	offer := func() string {
 		la, ln := north(alexLat, alexLng, 0)
-		res, err := f.eng.Evaluate(context.Background(), engine.Ping{CustomerID: "u1", Lat: la, Lng: ln, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{})
+		res, err := settled(f.eng).Evaluate(context.Background(), engine.Ping{CustomerID: "u1", Lat: la, Lng: ln, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		la, ln = north(alexLat, alexLng, 500)
 		f.clock.Advance(10 * time.Minute)
-		f.eng.Evaluate(context.Background(), engine.Ping{CustomerID: "u1", Lat: la, Lng: ln, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{})
+		settled(f.eng).Evaluate(context.Background(), engine.Ping{CustomerID: "u1", Lat: la, Lng: ln, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{})
 		if len(res.Offers) == 0 {
 			return ""
 		}
@@ -287,13 +287,13 @@ func TestAffinityAndRedemptions(t *testing.T) {
 	ledger := engine.NewLedger(f.rdb, engine.NewCodeSigner([]byte("test-secret")), nil, f.clock.Now)
 	enter := func() engine.IssuedOffer {
 		la, ln := north(alexLat, alexLng, 0)
-		res, err := f.eng.Evaluate(ctx, engine.Ping{CustomerID: "u1", Lat: la, Lng: ln, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{})
+		res, err := settled(f.eng).Evaluate(ctx, engine.Ping{CustomerID: "u1", Lat: la, Lng: ln, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{})
 		if err != nil || len(res.Offers) != 1 {
 			t.Fatalf("enter: %+v %v", res, err)
 		}
 		la, ln = north(alexLat, alexLng, 500)
 		f.clock.Advance(10 * time.Minute)
-		f.eng.Evaluate(ctx, engine.Ping{CustomerID: "u1", Lat: la, Lng: ln, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{})
+		settled(f.eng).Evaluate(ctx, engine.Ping{CustomerID: "u1", Lat: la, Lng: ln, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{})
 		return res.Offers[0]
 	}
 	// Equal priority, no history: the rule id decides.
@@ -342,7 +342,7 @@ func TestACappedOfferMakesWayForTheNext(t *testing.T) {
 	ctx := context.Background()
 	for i, w := range want {
 		lat, lng := north(alexLat, alexLng, 0)
-		res, err := eng.Evaluate(ctx, engine.Ping{CustomerID: "u1", Lat: lat, Lng: lng, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{Explain: true})
+		res, err := settled(eng).Evaluate(ctx, engine.Ping{CustomerID: "u1", Lat: lat, Lng: lng, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{Explain: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -350,7 +350,7 @@ func TestACappedOfferMakesWayForTheNext(t *testing.T) {
 			t.Fatalf("visit %d: offers %+v, want %s %q", i, res.Offers, w[0], w[1])
 		}
 		lat, lng = north(alexLat, alexLng, 400)
-		if _, err := eng.Evaluate(ctx, engine.Ping{CustomerID: "u1", Lat: lat, Lng: lng, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now().Add(time.Minute)}, engine.Options{}); err != nil {
+		if _, err := settled(eng).Evaluate(ctx, engine.Ping{CustomerID: "u1", Lat: lat, Lng: lng, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now().Add(time.Minute)}, engine.Options{}); err != nil {
 			t.Fatal(err)
 		}
 		f.clock.Advance(time.Hour)

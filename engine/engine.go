@@ -45,6 +45,8 @@ type Engine struct {
 	watched watchCache
 	// variants picks each candidate's variant (variants.go).
 	variants *variantChooser
+	// behind keeps what runs after answers (behind.go).
+	behind behind
 }
 
 // New returns an engine. now may be nil for the wall clock.

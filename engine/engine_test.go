@@ -107,7 +107,7 @@ func setupTB(t testing.TB, rdb redis.UniversalClient, extraRules ...rules.Rule) 
 func (f *fixture) ping(t *testing.T, metresNorth float64, opt engine.Options) *engine.Result {
 	t.Helper()
 	lat, lng := north(alexLat, alexLng, metresNorth)
-	res, err := f.eng.Evaluate(context.Background(), engine.Ping{CustomerID: "c-42", DeviceID: "d-1", Lat: lat, Lng: lng, TS: f.clock.Now()}, opt)
+	res, err := settled(f.eng).Evaluate(context.Background(), engine.Ping{CustomerID: "c-42", DeviceID: "d-1", Lat: lat, Lng: lng, TS: f.clock.Now()}, opt)
 	if err != nil {
 		t.Fatalf("Evaluate: %v", err)
 	}
@@ -209,13 +209,13 @@ func TestOutOfOrderAndLateFixes(t *testing.T) {
 	f.ping(t, 300, engine.Options{})
 	// A fix older than one already seen changes nothing.
 	lat, lng := north(alexLat, alexLng, 10)
-	res, err := f.eng.Evaluate(context.Background(), engine.Ping{CustomerID: "c-42", Lat: lat, Lng: lng, TS: f.clock.Now().Add(-time.Second)}, engine.Options{})
+	res, err := settled(f.eng).Evaluate(context.Background(), engine.Ping{CustomerID: "c-42", Lat: lat, Lng: lng, TS: f.clock.Now().Add(-time.Second)}, engine.Options{})
 	if err != nil || len(res.Events) != 0 {
 		t.Fatalf("out-of-order fix: %+v %v", res, err)
 	}
 	// A delayed upload moves presence but fires no offer.
 	f.clock.Advance(10 * time.Minute)
-	res, err = f.eng.Evaluate(context.Background(), engine.Ping{CustomerID: "c-42", Lat: lat, Lng: lng, TS: f.clock.Now().Add(-6 * time.Minute)}, engine.Options{Explain: true})
+	res, err = settled(f.eng).Evaluate(context.Background(), engine.Ping{CustomerID: "c-42", Lat: lat, Lng: lng, TS: f.clock.Now().Add(-6 * time.Minute)}, engine.Options{Explain: true})
 	if err != nil || len(res.Events) != 1 || len(res.Offers) != 0 || res.Explain[0].Result != engine.ReasonLate {
 		t.Fatalf("late fix: %+v %v", res, err)
 	}
@@ -232,7 +232,7 @@ func TestNoConsentKeepsNothing(t *testing.T) {
 			}
 			for _, id := range []string{"bob", "nobody"} {
 				lat, lng := north(alexLat, alexLng, 10)
-				res, err := f.eng.Evaluate(ctx, engine.Ping{CustomerID: id, DeviceID: "d", Lat: lat, Lng: lng}, engine.Options{})
+				res, err := settled(f.eng).Evaluate(ctx, engine.Ping{CustomerID: id, DeviceID: "d", Lat: lat, Lng: lng}, engine.Options{})
 				if err != nil || len(res.Events) != 0 || len(res.Offers) != 0 {
 					t.Fatalf("%s: %+v %v", id, res, err)
 				}
@@ -335,7 +335,7 @@ func TestConcurrentPingsIssueOneCoupon(t *testing.T) {
 				go func(i int) {
 					defer wg.Done()
 					lat, lng := north(alexLat, alexLng, float64(i%40))
-					res, err := f.eng.Evaluate(context.Background(), engine.Ping{CustomerID: "c-42", Lat: lat, Lng: lng, TS: f.clock.Now()}, engine.Options{})
+					res, err := settled(f.eng).Evaluate(context.Background(), engine.Ping{CustomerID: "c-42", Lat: lat, Lng: lng, TS: f.clock.Now()}, engine.Options{})
 					if err != nil {
 						t.Error(err)
 						return
@@ -480,4 +480,28 @@ func nameOrValueHolds(t *testing.T, rdb redis.UniversalClient, k, s string) stri
 		}
 	}
 	return ""
+}
+
+// settledEngine evaluates as the engine does, then waits for the work
+// behind the answer (the announcement, the funnel's counts), as a reader
+// of what that work writes does (Engine.Settled): the tests look at Redis
+// right after a ping.
+type settledEngine struct{ *engine.Engine }
+
+func settled(e *engine.Engine) settledEngine { return settledEngine{e} }
+
+func (s settledEngine) Evaluate(ctx context.Context, p engine.Ping, opt engine.Options) (*engine.Result, error) {
+	res, err := s.Engine.Evaluate(ctx, p, opt)
+	if serr := s.Settled(context.WithoutCancel(ctx)); err == nil && serr != nil {
+		return nil, serr
+	}
+	return res, err
+}
+
+func (s settledEngine) EvaluateBatch(ctx context.Context, fixes []engine.Ping, opt engine.Options) (*engine.BatchResult, error) {
+	res, err := s.Engine.EvaluateBatch(ctx, fixes, opt)
+	if serr := s.Settled(context.WithoutCancel(ctx)); err == nil && serr != nil {
+		return nil, serr
+	}
+	return res, err
 }

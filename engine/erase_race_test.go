@@ -64,7 +64,7 @@ func TestErasureWinsTheRaceWithPings(t *testing.T) {
 							m = 3000
 						}
 						lat, lng := north(alexLat, alexLng, m)
-						res, err := eng.Evaluate(ctx, engine.Ping{CustomerID: id, DeviceID: "d-1", Lat: lat, Lng: lng, AccuracyM: 5}, engine.Options{})
+						res, err := settled(eng).Evaluate(ctx, engine.Ping{CustomerID: id, DeviceID: "d-1", Lat: lat, Lng: lng, AccuracyM: 5}, engine.Options{})
 						if err == nil && len(res.Offers) > 0 {
 							mu.Lock()
 							offers++

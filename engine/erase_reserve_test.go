@@ -65,7 +65,7 @@ func TestErasureBetweenReserveAndRecord(t *testing.T) {
 			}})
 			eng := engine.New(hooked, f.live, engine.NewCodeSigner([]byte("test-secret")), engine.DefaultConfig(), quiet, f.clock.Now)
 			lat, lng := north(alexLat, alexLng, 10)
-			res, err := eng.Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: "d-1", Lat: lat, Lng: lng, TS: f.clock.Now()}, engine.Options{})
+			res, err := settled(eng).Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: "d-1", Lat: lat, Lng: lng, TS: f.clock.Now()}, engine.Options{})
 			if !erased {
 				t.Fatal("the erasure did not run between reserve and record: the test proves nothing")
 			}

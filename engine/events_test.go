@@ -132,7 +132,7 @@ func eventsOutOfADay(t *testing.T, rdb redis.UniversalClient) {
 		t.Fatal(err)
 	}
 	lat, lng := north(alexLat, alexLng, 2000)
-	if _, err := f.eng.Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: "d-1", Lat: lat, Lng: lng}, engine.Options{}); err != nil {
+	if _, err := settled(f.eng).Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: "d-1", Lat: lat, Lng: lng}, engine.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	const day = "enter offer.issued push.sent coupon.opened coupon.redeemed exit"
@@ -247,7 +247,7 @@ func TestEventsOnlyWhatIsWanted(t *testing.T) {
 		t.Run(fmt.Sprintf("wanted %q", c.wanted), func(t *testing.T) {
 			rdb := srv.Client(t)
 			f := newEventsFixture(t, rdb, c.wanted, false)
-			res, err := f.eng.Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: "d-1", Lat: alexLat, Lng: alexLng}, engine.Options{DryRun: true})
+			res, err := settled(f.eng).Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: "d-1", Lat: alexLat, Lng: alexLng}, engine.Options{DryRun: true})
 			if err != nil || len(res.Offers) != 1 {
 				t.Fatalf("dry run: %+v %v", res, err)
 			}

@@ -229,7 +229,7 @@ func concurrentRedeems(t *testing.T, rdb redis.UniversalClient) {
 		if _, err := f.cust.Put(ctx, &rules.Customer{ID: id, Consent: rules.Consent{Location: true, Push: true}}); err != nil {
 			t.Fatal(err)
 		}
-		res, err := f.eng.Evaluate(ctx, engine.Ping{CustomerID: id, DeviceID: "d", Lat: alexLat, Lng: alexLng}, engine.Options{})
+		res, err := settled(f.eng).Evaluate(ctx, engine.Ping{CustomerID: id, DeviceID: "d", Lat: alexLat, Lng: alexLng}, engine.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

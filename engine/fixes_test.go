@@ -33,7 +33,7 @@ func TestBatchOfFixes(t *testing.T) {
 			// Offline for twelve minutes: walked in, stayed, left. Sent out of
 			// order, one fix twice. Every fix is late: presence moves, no
 			// offer.
-			res, err := eng.EvaluateBatch(ctx, []engine.Ping{fix(400, 2*time.Minute), fix(10, 9*time.Minute), fix(400, 12*time.Minute), fix(20, 7*time.Minute), fix(10, 9*time.Minute)}, engine.Options{Explain: true})
+			res, err := settled(eng).EvaluateBatch(ctx, []engine.Ping{fix(400, 2*time.Minute), fix(10, 9*time.Minute), fix(400, 12*time.Minute), fix(20, 7*time.Minute), fix(10, 9*time.Minute)}, engine.Options{Explain: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -60,7 +60,7 @@ func TestBatchOfFixes(t *testing.T) {
 			// Fresh fixes: in, then out within the batch. The visit is over
 			// by the batch's end: no coupon for a door already left.
 			f.clock.Advance(time.Hour)
-			res, err = eng.EvaluateBatch(ctx, []engine.Ping{fix(400, 0), fix(10, 60*time.Second)}, engine.Options{Explain: true})
+			res, err = settled(eng).EvaluateBatch(ctx, []engine.Ping{fix(400, 0), fix(10, 60*time.Second)}, engine.Options{Explain: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -69,7 +69,7 @@ func TestBatchOfFixes(t *testing.T) {
 			}
 			// In and still in: the coupon.
 			f.clock.Advance(time.Hour)
-			res, err = eng.EvaluateBatch(ctx, []engine.Ping{fix(20, 0), fix(10, 30*time.Second)}, engine.Options{})
+			res, err = settled(eng).EvaluateBatch(ctx, []engine.Ping{fix(20, 0), fix(10, 30*time.Second)}, engine.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -86,7 +86,7 @@ func TestBatchOfFixes(t *testing.T) {
 			for i := range 10 {
 				many = append(many, fix(1000+float64(i)*10, time.Duration(10-i)*time.Second))
 			}
-			res, err = eng.EvaluateBatch(ctx, many, engine.Options{})
+			res, err = settled(eng).EvaluateBatch(ctx, many, engine.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -94,7 +94,7 @@ func TestBatchOfFixes(t *testing.T) {
 				t.Fatalf("over the limit: %+v", res.Fixes)
 			}
 			var rl *engine.RateLimitError
-			if _, err := eng.EvaluateBatch(ctx, many[:1], engine.Options{}); !errors.As(err, &rl) {
+			if _, err := settled(eng).EvaluateBatch(ctx, many[:1], engine.Options{}); !errors.As(err, &rl) {
 				t.Fatalf("a batch over the limit from its first fix: %v", err)
 			}
 		})

@@ -21,7 +21,7 @@ var anyTrust = rules.Rule{ID: "anyone", Name: "Anyone", Priority: 50, Trigger: r
 // enter sends one fix at the door of Alexanderplatz, with signals.
 func (f *fixture) enter(t *testing.T, customer string, opt engine.Options, signals ...string) *engine.Result {
 	t.Helper()
-	res, err := f.eng.Evaluate(context.Background(), engine.Ping{CustomerID: customer, DeviceID: "d-1", Lat: alexLat, Lng: alexLng,
+	res, err := settled(f.eng).Evaluate(context.Background(), engine.Ping{CustomerID: customer, DeviceID: "d-1", Lat: alexLat, Lng: alexLng,
 		AccuracyM: 10, TS: f.clock.Now(), Signals: signals}, opt)
 	if err != nil {
 		t.Fatal(err)

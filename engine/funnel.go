@@ -196,20 +196,22 @@ func (o *onceADay) first(day, key string) bool {
 }
 
 // count adds what became of each explained rule to its funnel, in one
-// round trip; a dry run counts nothing. A failure is logged: the decision
-// stands.
+// round trip behind the answer (behind.go); a dry run counts nothing. A
+// failure is logged: the decision stands.
 func (e *Engine) count(ctx context.Context, now time.Time, explain []Explanation, opt Options, extra []redis.Cmder) {
 	if opt.DryRun || len(explain)+len(extra) == 0 {
 		return
 	}
 	cmds := append(extra, e.funnelCmds(ctx, now.UTC().Format("20060102"), explain)...)
-	e.batch.do(ctx, cmds...)
-	for _, c := range cmds {
-		if err := c.Err(); err != nil {
-			e.log.Warn("funnel counters not updated", "err", err)
-			return
+	e.runBehind(ctx, "funnel counters not updated", func(ctx context.Context) error {
+		e.batch.do(ctx, cmds...)
+		for _, c := range cmds {
+			if err := c.Err(); err != nil {
+				return err
+			}
 		}
-	}
+		return nil
+	})
 }
 
 // countOne adds one to a funnel counter of a rule, today, and to its

@@ -37,7 +37,7 @@ func TestFunnelAfterAScriptedDay(t *testing.T) {
 					t.Fatal(err)
 				}
 				la, ln := north(alexLat, alexLng, 0)
-				res, err := eng.Evaluate(ctx, engine.Ping{CustomerID: id, Lat: la, Lng: ln, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{})
+				res, err := settled(eng).Evaluate(ctx, engine.Ping{CustomerID: id, Lat: la, Lng: ln, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -47,7 +47,7 @@ func TestFunnelAfterAScriptedDay(t *testing.T) {
 					held[id] = true
 				}
 				la, ln = north(alexLat, alexLng, 500) // and out again
-				eng.Evaluate(ctx, engine.Ping{CustomerID: id, Lat: la, Lng: ln, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now().Add(time.Minute)}, engine.Options{})
+				settled(eng).Evaluate(ctx, engine.Ping{CustomerID: id, Lat: la, Lng: ln, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now().Add(time.Minute)}, engine.Options{})
 			}
 			treated := n - len(held)
 			if treated == 0 || len(held) == 0 {
@@ -78,7 +78,7 @@ func TestFunnelAfterAScriptedDay(t *testing.T) {
 						backTreated++
 					}
 					la, ln := north(alexLat, alexLng, 0)
-					eng.Evaluate(ctx, engine.Ping{CustomerID: id, Lat: la, Lng: ln, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{})
+					settled(eng).Evaluate(ctx, engine.Ping{CustomerID: id, Lat: la, Lng: ln, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{})
 				}
 			}
 			from, _ := time.Parse("2006-01-02", day)

@@ -36,7 +36,7 @@ func TestIDsCannotReachInternalNames(t *testing.T) {
 					ping := func(metresNorth float64) (*engine.Result, error) {
 						f.clock.Advance(step)
 						lat, lng := north(alexLat+0.01, alexLng, metresNorth)
-						return eng.Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: "d-1", Lat: lat, Lng: lng, AccuracyM: 5, TS: f.clock.Now()}, engine.Options{})
+						return settled(eng).Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: "d-1", Lat: lat, Lng: lng, AccuracyM: 5, TS: f.clock.Now()}, engine.Options{})
 					}
 					want := []string{"enter", "", "exit"}
 					for i, m := range []float64{0, 10, 2000} {

@@ -28,8 +28,10 @@ import (
 //     store cap, when it has them.
 //  2. Commit: the customer's atomic step issues the first offer every cap
 //     allows (records the coupon, counts it), and only before the deadline.
-//  3. Announce: the intent moves to the outbox's stream (one atomic step
-//     of the outbox, so it happens once), the code's index is written,
+//  3. Announce, behind the answer (behind.go): the intent moves to the
+//     outbox's stream (one atomic step of the outbox, so it happens once),
+//     the code's index is written again with the winner's expiry (step 1
+//     wrote it, so that the answer's coupon can be looked up at once),
 //     reservations not used are given back, the funnels are counted.
 //
 // Should the process die between 2 and 3, the dispatcher finds the intent
@@ -95,7 +97,8 @@ func hasRuleCaps(r *rules.Compiled) bool {
 // is issued in three steps, each safe should the process stop after it
 // (docs/architecture.md, "The decision and the atomic step"): the intent
 // and the best candidate's capacity; the customer's step, asked again
-// while it needs a rendering or a reservation; the announcement.
+// while it needs a rendering or a reservation; the announcement, behind
+// the answer.
 func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.Customer, eligible []candidate, opt Options, suspicion string, res *Result, extra []redis.Cmder) error {
 	x := e.newIssuance(ctx, now, p, cust, eligible, opt, suspicion)
 	if err := x.render(0); err != nil {
@@ -116,7 +119,18 @@ func (e *Engine) issue(ctx context.Context, now time.Time, p Ping, cust *rules.C
 	if opt.DryRun {
 		return nil
 	}
-	return x.announce(winner, results, res, extra)
+	counted := make([]Explanation, len(res.Explain))
+	for i, c := range res.Explain {
+		if c.Result == "" {
+			c.Result = ReasonLower
+		}
+		counted[i] = c
+	}
+	e.runBehind(ctx, "an offer decided, its announcement or counts not all written", func(ctx context.Context) error {
+		x.ctx = ctx
+		return x.announce(winner, results, counted, extra)
+	})
+	return nil
 }
 
 // issuance is one ping's issue of an offer: the candidates, best first,
@@ -144,6 +158,8 @@ type issuance struct {
 	reserved   []bool // a unit of the rule's capacity is held for the candidate
 	onRecord   []bool // the units on record with the intent
 	sending    []bool // the units the record on its way holds
+	// index writes the code's index with the intent (nil in a dry run).
+	index *scripted
 }
 
 // Each candidate's arguments, from at[i]: rule, store, expiry, push,
@@ -337,6 +353,17 @@ func (x *issuance) abandon(cause error) error {
 	return cause
 }
 
+// indexTTL is how long the code's index is kept should any candidate
+// win: its coupon's life and retention, the longest any candidate's
+// variants give.
+func (x *issuance) indexTTL() time.Duration {
+	var ttl time.Duration
+	for _, c := range x.eligible {
+		ttl = max(ttl, c.rule.MaxValidity())
+	}
+	return ttl + x.e.cfg.CouponRetention
+}
+
 // begin is step 1: the intent, and the best candidate's capacity. On one
 // Redis a pipeline runs in order on one connection: with no capacity to
 // reserve first, the intent goes in the commit's round trip, just before
@@ -345,7 +372,12 @@ func (x *issuance) begin() (withCommit []redis.Cmder, intentCmd *redis.IntCmd, e
 	var first []redis.Cmder
 	if !x.opt.DryRun {
 		intentCmd = redis.NewIntCmd(x.ctx, "zadd", keyIntents, x.deadline, x.intent)
-		first = append(first, intentCmd)
+		// The code's index goes with the intent, so that the coupon the
+		// answer gives can be looked up at once, though the announcement
+		// comes after the answer; it writes the index again with the
+		// winner's expiry, or takes it back.
+		x.index = indexCodeCmd(x.ctx, x.code, x.p.CustomerID, x.indexTTL())
+		first = append(first, intentCmd, x.index.cmd)
 	}
 	var reserve0 *scripted
 	if x.ruleKeys[0] != nil && x.side(0) == "?" {
@@ -487,6 +519,11 @@ func (x *issuance) provide(which string) error {
 // failed, which on one Redis fails the commit too; should the commit have
 // issued anyway, the intent goes in before the offer is announced.
 func (x *issuance) ensureIntent(intentCmd *redis.IntCmd, results []string) error {
+	if x.index != nil {
+		// Run again where Redis did not know the script yet; a failure
+		// is mended behind the answer, which writes the index again.
+		_ = x.index.result(x.ctx, x.e.rdb)
+	}
 	if intentCmd == nil || intentCmd.Err() == nil {
 		return nil
 	}
@@ -518,10 +555,12 @@ func (x *issuance) explain(results []string, res *Result) int {
 	return winner
 }
 
-// announce is step 3: settle the intent (announce the offer, or drop the
-// intent), index the code, count; then give back the units no coupon
-// used.
-func (x *issuance) announce(winner int, results []string, res *Result, extra []redis.Cmder) error {
+// announce is step 3, behind the answer: settle the intent (announce the
+// offer, or drop the intent), index the code (or take back the index
+// begin wrote, for a code not issued), count; then give back the units no
+// coupon used. A failure leaves the offer to a dispatcher, which
+// announces it past its deadline and writes its index first.
+func (x *issuance) announce(winner int, results []string, counted []Explanation, extra []redis.Cmder) error {
 	ctx, e := x.ctx, x.e
 	issued := winner >= 0 && results[winner] == ResultSent
 	if issued && !x.opt.DryRun {
@@ -537,14 +576,10 @@ func (x *issuance) announce(winner int, results []string, res *Result, extra []r
 		index = indexCodeCmd(ctx, x.code, x.p.CustomerID, max(ttl, time.Second))
 		cmds = append(cmds, index.cmd)
 	}
-	cmds = append(cmds, x.winnerCmds(winner, results)...)
-	counted := make([]Explanation, len(res.Explain))
-	for i, c := range res.Explain {
-		if c.Result == "" {
-			c.Result = ReasonLower
-		}
-		counted[i] = c
+	if !issued {
+		cmds = append(cmds, redis.NewIntCmd(ctx, "del", codeIndexKey(x.code)))
 	}
+	cmds = append(cmds, x.winnerCmds(winner, results)...)
 	cmds = append(cmds, e.funnelCmds(ctx, x.now.UTC().Format("20060102"), counted)...)
 	e.batch.do(ctx, cmds...)
 	_, settleErr := settle.result(ctx, e.rdb).Result()
@@ -568,21 +603,17 @@ func (x *issuance) announce(winner int, results []string, res *Result, extra []r
 	}
 	if issued && indexErr == nil && indexed == 0 {
 		// The code is marked erased: the customer was erased since the
-		// commit, and is answered as one without consent.
-		res.Offers = res.Offers[:0]
+		// commit, and their erasure dropped the intent (settleInFlight),
+		// so nothing was announced.
 		return nil
 	}
+	if issued && errors.Is(settleErr, redis.Nil) {
+		return nil // settled by another: an erasure, or a dispatcher past the deadline
+	}
 	if issued && (settleErr != nil || indexErr != nil) {
-		// The coupon is issued but may not be announced, or found by its
-		// code: the answer does not give it. A dispatcher announces it
-		// past the deadline (when the announcement failed) and writes the
-		// code's index before it sends the push (when the index failed).
-		// (A nil answer, the intent settled already, means a dispatcher
-		// announced it.)
-		res.Offers = res.Offers[:0]
-		if errors.Is(settleErr, redis.Nil) {
-			return fmt.Errorf("%w: announce an offer: its intent was settled by another", ErrUnavailable)
-		}
+		// A dispatcher announces it past the deadline (when the
+		// announcement failed) and writes the code's index before it
+		// sends the push (when the index failed).
 		return rules.RedisErr("announce an offer", cmp.Or(settleErr, indexErr))
 	}
 	if failed != nil {

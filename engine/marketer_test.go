@@ -83,7 +83,7 @@ func TestAudienceErrorFailsClosed(t *testing.T) {
 	eng, reg := withMetrics(t, f)
 	lat, lng := north(alexLat, alexLng, 10)
 	start := time.Now()
-	res, err := eng.Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: "d-1", Lat: lat, Lng: lng, TS: f.clock.Now()}, engine.Options{Explain: true})
+	res, err := settled(eng).Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: "d-1", Lat: lat, Lng: lng, TS: f.clock.Now()}, engine.Options{Explain: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func TestRenderErrorSendsNothing(t *testing.T) {
 	}
 	eng, reg := withMetrics(t, f)
 	lat, lng := north(alexLat, alexLng, 10)
-	res, err := eng.Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: "d-1", Lat: lat, Lng: lng, TS: f.clock.Now()}, engine.Options{Explain: true})
+	res, err := settled(eng).Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: "d-1", Lat: lat, Lng: lng, TS: f.clock.Now()}, engine.Options{Explain: true})
 	if err != nil {
 		t.Fatal(err)
 	}

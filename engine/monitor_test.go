@@ -72,7 +72,7 @@ func TestMonitorByPlatform(t *testing.T) {
 	ping := func(device string, lat, lng float64) *engine.Result {
 		t.Helper()
 		f.clock.Advance(time.Minute)
-		res, err := f.eng.Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: device, Lat: lat, Lng: lng, AccuracyM: 10, TS: f.clock.Now()}, engine.Options{})
+		res, err := settled(f.eng).Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: device, Lat: lat, Lng: lng, AccuracyM: 10, TS: f.clock.Now()}, engine.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -161,7 +161,7 @@ func TestMonitorByPlatform(t *testing.T) {
 		t.Helper()
 		f.clock.Advance(time.Minute)
 		lat, lng := north(midLat, midLng, northM)
-		r, err := f.eng.Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: "d-ios", Lat: lat, Lng: lng, AccuracyM: 10, TS: f.clock.Now(), MonitorID: id}, engine.Options{})
+		r, err := settled(f.eng).Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: "d-ios", Lat: lat, Lng: lng, AccuracyM: 10, TS: f.clock.Now(), MonitorID: id}, engine.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -87,7 +87,7 @@ func deadReasons(t *testing.T, f *fixture) []string {
 func (f *fixture) realClockPing(t *testing.T, deviceID string) engine.IssuedOffer {
 	t.Helper()
 	lat, lng := north(alexLat, alexLng, 10)
-	res, err := f.eng.Evaluate(context.Background(), engine.Ping{CustomerID: "c-42", DeviceID: deviceID, Lat: lat, Lng: lng}, engine.Options{})
+	res, err := settled(f.eng).Evaluate(context.Background(), engine.Ping{CustomerID: "c-42", DeviceID: deviceID, Lat: lat, Lng: lng}, engine.Options{})
 	if err != nil || len(res.Offers) != 1 {
 		t.Fatalf("ping: %+v %v", res, err)
 	}
@@ -129,7 +129,7 @@ func TestDispatcherPicksTheDevice(t *testing.T) {
 	double := runDispatcher(t, f, nil)
 	// A ping from d-2 marks it as the most recently seen device.
 	lat, lng := north(alexLat, alexLng, 300)
-	f.eng.Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: "d-2", Lat: lat, Lng: lng}, engine.Options{})
+	settled(f.eng).Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: "d-2", Lat: lat, Lng: lng}, engine.Options{})
 	// A ping naming no device: the push goes to the one seen last.
 	f.realClockPing(t, "")
 	eventually(t, "the push", func() bool { return len(double.Messages()) == 1 })
@@ -269,7 +269,7 @@ func TestDeviceMovesToAnotherCustomer(t *testing.T) {
 	}
 	// c-7's own offer reaches the phone.
 	lat, lng := north(alexLat, alexLng, 10)
-	res, err := f.eng.Evaluate(ctx, engine.Ping{CustomerID: "c-7", DeviceID: "d-1", Lat: lat, Lng: lng}, engine.Options{})
+	res, err := settled(f.eng).Evaluate(ctx, engine.Ping{CustomerID: "c-7", DeviceID: "d-1", Lat: lat, Lng: lng}, engine.Options{})
 	if err != nil || len(res.Offers) != 1 {
 		t.Fatalf("c-7: %+v %v", res, err)
 	}
@@ -471,7 +471,7 @@ func TestOfferWithoutItsReplicaIsAnnouncedLater(t *testing.T) {
 	cfg.WaitReplicas, cfg.WaitTimeout = 1, 10*time.Millisecond
 	f.eng = engine.New(f.rdb, f.live, engine.NewCodeSigner([]byte("k")), cfg, quiet, nil)
 	lat, lng := north(alexLat, alexLng, 10)
-	_, err := f.eng.Evaluate(context.Background(), engine.Ping{CustomerID: "c-42", DeviceID: "d-1", Lat: lat, Lng: lng}, engine.Options{})
+	_, err := settled(f.eng).Evaluate(context.Background(), engine.Ping{CustomerID: "c-42", DeviceID: "d-1", Lat: lat, Lng: lng}, engine.Options{})
 	if !errors.Is(err, engine.ErrUnavailable) {
 		t.Fatalf("an offer no replica had: %v, want unavailable", err)
 	}

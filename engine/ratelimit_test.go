@@ -25,7 +25,7 @@ func TestPingRateLimits(t *testing.T) {
 			ping := func(device string, northM float64, opt engine.Options) (*engine.Result, error) {
 				f.clock.Advance(time.Second)
 				lat, lng := north(alexLat, alexLng, northM)
-				return eng.Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: device, Lat: lat, Lng: lng, AccuracyM: 10, SpeedMps: &speed, TS: f.clock.Now()}, opt)
+				return settled(eng).Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: device, Lat: lat, Lng: lng, AccuracyM: 10, SpeedMps: &speed, TS: f.clock.Now()}, opt)
 			}
 			limited := func(err error) bool {
 				var rl *engine.RateLimitError
@@ -66,20 +66,20 @@ func TestPingRateLimits(t *testing.T) {
 			}
 			// A customer with no profile is counted alike.
 			for i := 0; i < 5; i++ {
-				if _, err := eng.Evaluate(ctx, engine.Ping{CustomerID: "c-ghost", Lat: 1, Lng: 1}, engine.Options{}); err != nil {
+				if _, err := settled(eng).Evaluate(ctx, engine.Ping{CustomerID: "c-ghost", Lat: 1, Lng: 1}, engine.Options{}); err != nil {
 					t.Fatalf("ghost ping %d: %v", i, err)
 				}
 			}
-			if _, err := eng.Evaluate(ctx, engine.Ping{CustomerID: "c-ghost", Lat: 1, Lng: 1}, engine.Options{}); !limited(err) {
+			if _, err := settled(eng).Evaluate(ctx, engine.Ping{CustomerID: "c-ghost", Lat: 1, Lng: 1}, engine.Options{}); !limited(err) {
 				t.Fatalf("6th call for an unknown customer: %v, want a rate limit", err)
 			}
 			// A fix too unsure to move presence is a call all the same.
 			for i := 0; i < 5; i++ {
-				if _, err := eng.Evaluate(ctx, engine.Ping{CustomerID: "c-vague", Lat: 1, Lng: 1, AccuracyM: 2000}, engine.Options{}); err != nil {
+				if _, err := settled(eng).Evaluate(ctx, engine.Ping{CustomerID: "c-vague", Lat: 1, Lng: 1, AccuracyM: 2000}, engine.Options{}); err != nil {
 					t.Fatalf("unsure fix %d: %v", i, err)
 				}
 			}
-			if _, err := eng.Evaluate(ctx, engine.Ping{CustomerID: "c-vague", Lat: 1, Lng: 1, AccuracyM: 2000}, engine.Options{}); !limited(err) {
+			if _, err := settled(eng).Evaluate(ctx, engine.Ping{CustomerID: "c-vague", Lat: 1, Lng: 1, AccuracyM: 2000}, engine.Options{}); !limited(err) {
 				t.Fatalf("6th unsure fix: %v, want a rate limit", err)
 			}
 		})

@@ -22,7 +22,7 @@ func TestRedemptionStandsWhenItsCountFails(t *testing.T) {
 	addCustomer(t, f, "u1")
 	ctx := context.Background()
 	la, ln := north(alexLat, alexLng, 0)
-	res, err := f.eng.Evaluate(ctx, engine.Ping{CustomerID: "u1", Lat: la, Lng: ln, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{})
+	res, err := settled(f.eng).Evaluate(ctx, engine.Ping{CustomerID: "u1", Lat: la, Lng: ln, AccuracyM: 5, SpeedMps: new(float64), TS: f.clock.Now()}, engine.Options{})
 	if err != nil || len(res.Offers) != 1 || res.Offers[0].RuleID != "capped" {
 		t.Fatalf("enter: %+v %v", res, err)
 	}

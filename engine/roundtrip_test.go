@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nearcast/nearcast/engine"
+	"github.com/nearcast/nearcast/internal/redistest"
 )
 
 // roundTrips counts what a client sends to Redis: each command sent on
@@ -31,16 +32,35 @@ func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 
 // The hot path's promise: a ping that fires nothing and changes no
 // presence costs one Redis round trip; a ping that enters a store and
-// fires an offer two more on one Redis (the offer's intent with the
-// customer's atomic step, which a pipeline runs in order; then the
-// announcement and counts), three on Redis Cluster, which keeps their keys
-// in three slots; leaving, one again.
+// fires an offer one more before its answer (the offer's intent and its
+// code's index with the customer's atomic step, which a pipeline runs in
+// order on one Redis), and one behind it (the announcement and the
+// funnel's counts); leaving, one again. On Redis Cluster, which keeps the
+// intent and the customer's keys in different slots, the intent takes a
+// round trip of its own before the step.
 func TestRoundTripsPerPing(t *testing.T) {
-	rdb := srv.Client(t)
+	t.Run("redis-server", func(t *testing.T) {
+		counted := redis.NewClient(&redis.Options{Addr: srv.Addr})
+		t.Cleanup(func() { counted.Close() })
+		roundTripsPerPing(t, srv.Client(t), counted, 2)
+	})
+	t.Run("redis-cluster", func(t *testing.T) {
+		c := redistest.SharedCluster()
+		if c == nil {
+			t.Skip("no Redis Cluster: `make cluster-test` (which make test runs) starts one")
+		}
+		counted := c.NewClient()
+		t.Cleanup(func() { counted.Close() })
+		roundTripsPerPing(t, c.Client(t), counted, 3)
+	})
+}
+
+// roundTripsPerPing walks a customer in and out of a store on an engine
+// whose client, counted, counts its round trips; offerTrips is what the
+// offer's ping may take before its answer.
+func roundTripsPerPing(t *testing.T, rdb redis.UniversalClient, counted redis.UniversalClient, offerTrips int64) {
 	f := setup(t, rdb)
 	rt := &roundTrips{}
-	counted := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	t.Cleanup(func() { counted.Close() })
 	counted.AddHook(rt)
 	eng := engine.New(counted, f.live, engine.NewCodeSigner([]byte("k")), engine.DefaultConfig(), quiet, f.clock.Now)
 	ctx := context.Background()
@@ -55,28 +75,43 @@ func TestRoundTripsPerPing(t *testing.T) {
 		}
 		return res
 	}
-	// Redis learns the scripts on their first use; a dry run changes
-	// nothing else.
-	ping(5000, engine.Options{})
-	if res := ping(10, engine.Options{DryRun: true}); len(res.Offers) != 1 {
-		t.Fatalf("dry run: %+v", res)
+	// Every master learns the scripts at start (as the server has them
+	// do); a walk in and out the day before.
+	if err := engine.LoadScripts(ctx, rdb); err != nil {
+		t.Fatal(err)
 	}
+	ping(5000, engine.Options{})
+	if res := ping(10, engine.Options{}); len(res.Offers) != 1 {
+		t.Fatalf("the day before: %+v", res)
+	}
+	ping(400, engine.Options{})
+	if err := eng.Settled(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Advance(24 * time.Hour)
 	for _, step := range []struct {
 		name   string
 		northM float64
 		offers int
-		trips  int64
+		trips  int64 // before the answer
+		behind int64 // after it (Engine.Settled)
 	}{
-		{"near no store", 5000, 0, 1},
-		{"near no store again", 4000, 0, 1},
-		{"enters and fires an offer", 10, 1, 3},
-		{"stays", 20, 0, 1},
-		{"leaves", 400, 0, 1},
+		{"near no store", 5000, 0, 1, 0},
+		{"near no store again", 4000, 0, 1, 0},
+		{"enters and fires an offer", 10, 1, offerTrips, 1},
+		{"stays", 20, 0, 1, 0},
+		{"leaves", 400, 0, 1, 0},
 	} {
 		before := rt.n.Load()
 		res := ping(step.northM, engine.Options{})
-		if got := rt.n.Load() - before; got != step.trips || len(res.Offers) != step.offers {
-			t.Errorf("%s: %d round trips, %d offers; want %d, %d", step.name, got, len(res.Offers), step.trips, step.offers)
+		answered := rt.n.Load() - before
+		if err := eng.Settled(ctx); err != nil {
+			t.Fatal(err)
+		}
+		behind := rt.n.Load() - before - answered
+		if answered != step.trips || behind != step.behind || len(res.Offers) != step.offers {
+			t.Errorf("%s: %d round trips before the answer and %d behind it, %d offers; want %d, %d, %d",
+				step.name, answered, behind, len(res.Offers), step.trips, step.behind, step.offers)
 		}
 	}
 }

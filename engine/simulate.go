@@ -166,6 +166,10 @@ func (e *Engine) Simulate(ctx context.Context, newSandbox Sandbox, customerID st
 		}
 		last, clock = p.TS, p.TS
 		res, err := sim.Evaluate(ctx, p, Options{Explain: true})
+		// The next step sees what this one wrote behind its answer.
+		if serr := sim.Settled(ctx); err == nil && serr != nil {
+			err = serr
+		}
 		if err != nil {
 			var rl *RateLimitError
 			if errors.As(err, &rl) {

@@ -24,7 +24,7 @@ type trustRun struct {
 
 func (r trustRun) fix(customer string, lat, lng, acc float64, speed *float64, signals ...string) *engine.Result {
 	r.t.Helper()
-	res, err := r.eng.Evaluate(context.Background(), engine.Ping{CustomerID: customer, DeviceID: "d-1", Lat: lat, Lng: lng, AccuracyM: acc,
+	res, err := settled(r.eng).Evaluate(context.Background(), engine.Ping{CustomerID: customer, DeviceID: "d-1", Lat: lat, Lng: lng, AccuracyM: acc,
 		SpeedMps: speed, TS: r.f.clock.Now(), Signals: signals}, engine.Options{Explain: true})
 	if err != nil {
 		r.t.Fatal(err)
@@ -259,7 +259,7 @@ func TestTrustSignals(t *testing.T) {
 					f.clock.Advance(20 * time.Second)
 					lat, lng := north(52.45, 13.30, fx.northM)
 					var err error
-					res, err = eng.Evaluate(ctx, engine.Ping{CustomerID: id, DeviceID: "d-1", Lat: lat, Lng: lng, AccuracyM: fx.acc, SpeedMps: fx.speed,
+					res, err = settled(eng).Evaluate(ctx, engine.Ping{CustomerID: id, DeviceID: "d-1", Lat: lat, Lng: lng, AccuracyM: fx.acc, SpeedMps: fx.speed,
 						TS: f.clock.Now().Add(fx.ts), Signals: fx.signals}, engine.Options{Explain: true})
 					if err != nil {
 						t.Fatal(err)

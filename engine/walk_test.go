@@ -130,7 +130,7 @@ func replayWalk(t *testing.T, rdb redis.UniversalClient, w walkFile) {
 		clk.t = start.Add(time.Duration(f.AtS) * time.Second)
 		clk.mu.Unlock()
 		lat, lng := walkPoint(f.NorthM, f.EastM)
-		res, err := eng.Evaluate(ctx, engine.Ping{
+		res, err := settled(eng).Evaluate(ctx, engine.Ping{
 			CustomerID: "walker", Lat: lat, Lng: lng, AccuracyM: f.AccuracyM, SpeedMps: f.SpeedMps,
 			TS: clk.Now().Add(-time.Duration(f.LateS) * time.Second),
 		}, engine.Options{Explain: true})

@@ -286,3 +286,13 @@ func (b *Bandit) Segment(c *Customer, storeTags []string) string {
 	}
 	return SegmentOther
 }
+
+// MaxValidity is how long the longest-lived of the offer's coupons is
+// valid, whichever variant a customer gets.
+func (c *Compiled) MaxValidity() time.Duration {
+	var d time.Duration
+	for i := range c.arms {
+		d = max(d, c.arms[i].validFor)
+	}
+	return d
+}

@@ -144,6 +144,7 @@ type server struct {
 	hooks     *webhook.Live
 	events    *engine.Events
 	deliverer *webhook.Deliverer
+	engine    *engine.Engine
 }
 
 // assemble builds the engine, the dispatcher and the API from the
@@ -182,6 +183,11 @@ func assemble(ctx context.Context, cfg *config, log *slog.Logger, rdb redis.Univ
 	log.Info("offers wait for replicas", "replicas", ecfg.WaitReplicas)
 	coupons := engine.NewCodeSigner(cfg.CouponSecret)
 	eng := engine.New(rdb, live, coupons, ecfg, log, nil)
+	s.engine = eng
+	if err := engine.LoadScripts(ctx, rdb); err != nil {
+		// Each is learnt on its first use instead, a round trip more.
+		log.Warn("the engine's scripts not loaded at start", "err", err)
+	}
 	dcfg := cfg.Dispatch
 	dcfg.Metrics = metrics
 	dcfg.Events = s.events
@@ -350,6 +356,14 @@ func (s *server) run(ctx context.Context, cfg *config, log *slog.Logger, ln net.
 		log.Info("shutting down")
 		err = s.app.ShutdownWithTimeout(cfg.ShutdownGrace)
 	}
+	// What runs behind the last answers (offers announced, funnels
+	// counted) finishes before the background work stops; should it not
+	// in time, the dispatchers announce the offers past their deadlines.
+	settle, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	if err := s.engine.Settled(settle); err != nil {
+		log.Warn("stopped before the work behind the last answers was done", "err", err)
+	}
+	cancel()
 	stop()
 	log.Info("stopped")
 	return err

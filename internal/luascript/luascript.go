@@ -15,13 +15,18 @@ import (
 // (lua/lib/<lib>.lua, each defining local functions), as one script. A
 // missing file is a build mistake, which every test catches: it panics.
 func Load(fsys fs.FS, name string, libs ...string) *redis.Script {
+	return redis.NewScript(Source(fsys, name, libs...))
+}
+
+// Source is the text of the script Load makes.
+func Source(fsys fs.FS, name string, libs ...string) string {
 	var src strings.Builder
 	for _, lib := range libs {
 		src.Write(read(fsys, "lua/lib/"+lib+".lua"))
 		src.WriteByte('\n')
 	}
 	src.Write(read(fsys, "lua/"+name+".lua"))
-	return redis.NewScript(src.String())
+	return src.String()
 }
 
 func read(fsys fs.FS, name string) []byte {

@@ -1,0 +1,84 @@
+package engine
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Work behind the answer. What a ping decided is in Redis once its
+// customer's step has run: the answer need not wait for what follows, the
+// announcement of an offer (its push into the outbox) and the funnel's
+// counts, which go out right after it, in the next pipeline. A process
+// that stops before they are sent leaves the offer's intent to a
+// dispatcher, which announces it past its deadline (intent.go).
+//
+// Settled waits for the work of the pings answered before it was called,
+// so that a reader of what the work writes (the funnel, the outbox) sees
+// every ping this replica answered, and a process that stops first lets it
+// finish.
+
+// behindTimeout bounds the work behind one answer.
+const behindTimeout = 5 * time.Second
+
+// behind keeps the work running behind answers.
+type behind struct {
+	mu      sync.Mutex
+	next    uint64
+	running map[uint64]chan struct{}
+}
+
+// start records a piece of work; done says it finished.
+func (b *behind) start() (done func()) {
+	b.mu.Lock()
+	if b.running == nil {
+		b.running = map[uint64]chan struct{}{}
+	}
+	id, ch := b.next, make(chan struct{})
+	b.next++
+	b.running[id] = ch
+	b.mu.Unlock()
+	return func() {
+		b.mu.Lock()
+		delete(b.running, id)
+		b.mu.Unlock()
+		close(ch)
+	}
+}
+
+// wait waits for the work started before the call (not for work started
+// since, which a busy replica never runs out of).
+func (b *behind) wait(ctx context.Context) error {
+	b.mu.Lock()
+	chs := make([]chan struct{}, 0, len(b.running))
+	for _, ch := range b.running {
+		chs = append(chs, ch)
+	}
+	b.mu.Unlock()
+	for _, ch := range chs {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// runBehind runs f after the answer, on a context of its own: the ping's
+// request ends with the answer.
+func (e *Engine) runBehind(ctx context.Context, what string, f func(ctx context.Context) error) {
+	done := e.behind.start()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), behindTimeout)
+	go func() {
+		defer done()
+		defer cancel()
+		if err := f(ctx); err != nil {
+			e.log.Warn(what, "err", err)
+		}
+	}()
+}
+
+// Settled waits until the work behind every answer given before the call
+// is done: the offers announced, the funnels counted.
+func (e *Engine) Settled(ctx context.Context) error { return e.behind.wait(ctx) }
