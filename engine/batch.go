@@ -132,11 +132,20 @@ func (b *batcher) sendQueued() {
 // evalCmd is a command that runs a loaded script (EVALSHA), to be sent
 // through the batcher; on NOSCRIPT the caller runs the script itself,
 // which loads it.
+//
+// The keys after the first go as pointers into keys, which go-redis writes
+// as the strings they point to: a string put in an interface is copied
+// to the heap, a pointer is not, and a ping's step has nine keys. The
+// first goes as itself: a cluster client reads it for the slot.
 func evalCmd(ctx context.Context, s *redis.Script, keys []string, args ...any) *redis.Cmd {
 	a := make([]any, 0, 3+len(keys)+len(args))
 	a = append(a, "evalsha", s.Hash(), len(keys))
-	for _, k := range keys {
-		a = append(a, k)
+	for i := range keys {
+		if i == 0 {
+			a = append(a, keys[0])
+		} else {
+			a = append(a, &keys[i])
+		}
 	}
 	a = append(a, args...)
 	return redis.NewCmd(ctx, a...)

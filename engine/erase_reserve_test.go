@@ -26,8 +26,8 @@ func (h *eraseBeforeRecord) ProcessPipelineHook(next redis.ProcessPipelineHook) 
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		for _, c := range cmds {
 			for _, a := range c.Args() {
-				if a == "nc:{outbox}:reserved" {
-					h.once.Do(h.do)
+				if k, ok := a.(*string); ok && *k == "nc:{outbox}:reserved" || a == "nc:{outbox}:reserved" {
+					h.once.Do(h.do) // a script's keys after the first are pointers (evalCmd)
 				}
 			}
 		}

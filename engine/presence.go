@@ -248,23 +248,29 @@ func (e *Engine) observe(ctx context.Context, snap *rules.Snapshot, p Ping, ts, 
 // settings, and each fence near it that the fix holds, with its kind
 // ("s": surely inside, "h": near enough to hold a visit) and its dwell
 // thresholds.
+//
+// A number or a string put in an interface is copied to the heap; the
+// step's values go instead as pointers, which go-redis writes as what
+// they point to (a float as strconv's shortest 'f' form, as the step
+// reads it): into one observeVals, into the snapshot (store ids, dwell
+// thresholds: never changed). A ping's arguments cost a few allocations,
+// not one each.
 func (e *Engine) observeArgs(snap *rules.Snapshot, p Ping, ts, now time.Time, hits []geo.Hit, opt Options) []any {
-	speed := -1.0
+	v := &observeVals{ts: ts.UnixMilli(), timeout: e.cfg.VisitTimeout.Milliseconds(), device: p.DeviceID, speed: -1,
+		maxSpeed: e.cfg.MaxEnterSpeedMps, lat: p.Lat, lng: p.Lng, now: now.UnixMilli(), tokenGen: p.TokenGen,
+		signals: strings.Join(p.Signals, ","), acc: p.AccuracyM, wanted: e.cfg.Events.Wanted()}
 	if p.SpeedMps != nil {
-		speed = *p.SpeedMps
+		v.speed = *p.SpeedMps
 	}
-	args := make([]any, 0, 16+4*len(hits))
-	args = append(args, ts.UnixMilli(), e.cfg.VisitTimeout.Milliseconds(), luaBool(opt.DryRun), p.DeviceID,
-		speed, e.cfg.MaxEnterSpeedMps, strconv.FormatFloat(p.Lat, 'f', -1, 64), strconv.FormatFloat(p.Lng, 'f', -1, 64))
-	n := 0
 	for _, h := range hits {
 		if h.Held(p.AccuracyM) {
-			n++
+			v.held++
 		}
 	}
-	limC, limD := e.limits(opt.limitScale)
-	args = append(args, n, now.UnixMilli(), limC, limD, p.TokenGen, strings.Join(p.Signals, ","), strconv.FormatFloat(p.AccuracyM, 'f', -1, 64),
-		e.cfg.Events.Wanted())
+	v.limC, v.limD = e.limits(opt.limitScale)
+	args := make([]any, 0, 16+4*len(hits))
+	args = append(args, &v.ts, &v.timeout, luaBool(opt.DryRun), &v.device, &v.speed, &v.maxSpeed, &v.lat, &v.lng,
+		&v.held, &v.now, &v.limC, &v.limD, &v.tokenGen, &v.signals, &v.acc, &v.wanted)
 	for _, h := range hits {
 		if !h.Held(p.AccuracyM) {
 			continue
@@ -274,10 +280,19 @@ func (e *Engine) observeArgs(snap *rules.Snapshot, p Ping, ts, now time.Time, hi
 			kind = "s"
 		}
 		th := snap.DwellThresholds(h.Fence)
-		args = append(args, snap.Stores[h.Fence].ID, kind, len(th))
-		for _, t := range th {
-			args = append(args, t)
+		args = append(args, &snap.Stores[h.Fence].ID, kind, len(th))
+		for i := range th {
+			args = append(args, &th[i])
 		}
 	}
 	return args
+}
+
+// observeVals are the values observeArgs points to.
+type observeVals struct {
+	ts, timeout, now, tokenGen int64
+	held, limC, limD           int
+	speed, maxSpeed, lat, lng  float64
+	acc                        float64
+	device, signals, wanted    string
 }
