@@ -38,6 +38,18 @@ import (
 // past its deadline and announces it, or drops it when nothing was issued.
 // A reservation lost that way is a unit of budget not spent: a cap may
 // under-issue by one, never over-issue.
+//
+// With no capacity to reserve, 1 goes in 2's round trip: on one Redis in
+// order, just before it (a pipeline runs in order on one connection); on
+// a cluster, or with WAIT, beside it, to another node, so that the commit
+// may land first. The deadline keeps the dispatcher's rule sound either
+// way (a commit past it issues nothing). What the order bought is lost
+// only for a process killed between its writes to the two nodes, a few
+// microseconds: then a coupon may be recorded and counted against the
+// caps but never answered, announced or pushed. Never twice. (An erasure
+// that runs between the two finds no intent to drop; the announcement
+// then puts a push in the outbox whose record the erasure removed, which
+// a dispatcher takes out unsent.)
 
 // commitWindow is how long after its intent a commit may still issue.
 const commitWindow = 2 * time.Second
@@ -364,10 +376,10 @@ func (x *issuance) indexTTL() time.Duration {
 	return ttl + x.e.cfg.CouponRetention
 }
 
-// begin is step 1: the intent, and the best candidate's capacity. On one
-// Redis a pipeline runs in order on one connection: with no capacity to
-// reserve first, the intent goes in the commit's round trip, just before
-// it (a round trip fewer for most offers), as withCommit.
+// begin is step 1: the intent, and the best candidate's capacity. With no
+// capacity to reserve first, the intent goes in the commit's round trip,
+// as withCommit (a round trip fewer for most offers): just before the
+// commit on one Redis, beside it on a cluster (see above).
 func (x *issuance) begin() (withCommit []redis.Cmder, intentCmd *redis.IntCmd, err error) {
 	var first []redis.Cmder
 	if !x.opt.DryRun {
@@ -384,7 +396,7 @@ func (x *issuance) begin() (withCommit []redis.Cmder, intentCmd *redis.IntCmd, e
 		reserve0 = x.reserveCmd(0)
 		first = append(first, reserve0.cmd)
 	}
-	if intentCmd != nil && reserve0 == nil && x.e.orderedPipelines() {
+	if intentCmd != nil && reserve0 == nil {
 		return first, intentCmd, nil
 	}
 	if len(first) == 0 {
@@ -688,7 +700,16 @@ func (e *Engine) commit(ctx context.Context, keys []string, args []any, dry bool
 		return out, false, err
 	}
 	if len(before) > 0 {
-		e.batch.do(ctx, before...) // a failure of the record only leaves the units off it
+		// The intent (and the record of the units) go beside the step, in
+		// the same round trip, as without WAIT on a cluster; they are in
+		// by the time this returns. A failure of the record only leaves
+		// the units off it.
+		sent := make(chan struct{})
+		go func() {
+			defer close(sent)
+			e.batch.do(ctx, before...)
+		}()
+		defer func() { <-sent }()
 	}
 	for attempt := 0; ; attempt++ {
 		x := newScripted(ctx, commitScript, keys, args...)
@@ -718,14 +739,6 @@ func (e *Engine) commit(ctx context.Context, keys []string, args []any, dry bool
 		}
 		return out, false, nil
 	}
-}
-
-// orderedPipelines tells whether a pipeline's commands run in order on one
-// Redis, one after another: a single server, and no WAIT path for the
-// customer's step.
-func (e *Engine) orderedPipelines() bool {
-	_, single := e.rdb.(*redis.Client)
-	return single && e.cfg.WaitReplicas <= 0
 }
 
 // masterOf is the client of the one Redis that holds key: the client
