@@ -252,6 +252,20 @@ func TestNoConsentKeepsNothing(t *testing.T) {
 			if len(res.Events) != 1 || len(res.Offers) != 0 || res.Explain[0].Result != engine.ReasonConsent {
 				t.Fatalf("no push consent: %+v", res)
 			}
+			// Location consent withdrawn while inside a store: what was
+			// known of where she is goes, and her next ping (the observe
+			// step asks for consent only when it finds no presence)
+			// neither moves nor keeps anything.
+			anna.Consent.Location = false
+			if _, err := f.cust.Put(ctx, anna); err != nil {
+				t.Fatal(err)
+			}
+			if res := f.ping(t, 500, engine.Options{Explain: true}); len(res.Events) != 0 || res.Reason != engine.ReasonConsent {
+				t.Fatalf("location consent withdrawn: %+v", res)
+			}
+			if n, _ := f.rdb.Exists(ctx, "nc:{c:c-42}:presence").Result(); n != 0 {
+				t.Fatal("presence kept after location consent was withdrawn")
+			}
 		})
 	}
 }

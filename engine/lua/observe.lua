@@ -14,8 +14,11 @@ if limC > 0 or limD > 0 then
   local wait = count_call(KEYS[6], tonumber(ARGV[10]), limC, limD, ARGV[4], 120000)
   if wait then return {'rate_limited', string.format('%d', wait)} end
 end
-if redis.call('HGET', KEYS[2], 'loc') ~= '1' then return {'no_consent'} end
+-- Presence is kept only with location consent: withdrawing it deletes
+-- presence (put_profile.lua), in the same slot, atomically. So a
+-- customer with presence has consent, and only one without is asked.
 local cur = redis.call('HGETALL', KEYS[1])
+if #cur == 0 and redis.call('HGET', KEYS[2], 'loc') ~= '1' then return {'no_consent'} end
 local present, last, prev, lastDev, lastOS, riskv = {}, 0, nil, nil, '', nil
 for i = 1, #cur, 2 do
   local f = cur[i]
