@@ -22,9 +22,9 @@ import (
 // match nobody.
 //
 // Learning costs a profile write nothing more in its own slot: the script
-// that writes a profile keeps, beside it, the attributes it was counted
-// with ("attrs") and answers those of the profile it replaced; the write
-// then counts the difference (names gained +1, lost -1) in the catalog,
+// that writes a profile answers the document it replaced, whose
+// attributes (attrLinesOf) are those it was counted with; the write then
+// counts the difference (names gained +1, lost -1) in the catalog,
 // which lies in a slot of its own ({attrs}), in a second round trip (one
 // per batch of a bulk upload, whatever its size), and only when the
 // attributes changed. Each write counts against exactly the profile it

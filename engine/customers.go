@@ -51,14 +51,13 @@ func luaBool(b bool) string {
 	return "0"
 }
 
-// putProfileScript writes a profile and answers the attributes the one it
-// replaced was counted with, for the catalog of attributes.
-// KEYS: profile, presence. ARGV: doc, loc, push ("1" or "0"; withdrawn
-// location consent: what was known of where they were goes with the
-// presence), attrs (attrLines).
-// Returns {created (0/1), the attrs replaced ("" for none, or a profile
-// written before the catalog)}.
-var putProfileScript = script("put_profile")
+// putProfileScript writes a profile and answers what the one it replaced
+// was counted with in the catalog of attributes (countedAttrs).
+// KEYS: profile, presence. ARGV: doc, loc, push, feedback ("1" or "0";
+// withdrawn location consent: what was known of where they were goes
+// with the presence).
+// Returns {created (0/1), lib/counted.lua's answer for the one replaced}.
+var putProfileScript = script("put_profile", "counted")
 
 // Put validates and saves a profile, answering whether it is new, and
 // counts the attributes it gains and loses in the catalog of attributes.
@@ -73,7 +72,7 @@ func (cs *Customers) Put(ctx context.Context, c *rules.Customer) (created bool, 
 	}
 	attrs := attrLines(c)
 	out, err := putProfileScript.Run(ctx, cs.rdb, customerKeys(c.ID, partProfile, partPresence),
-		doc, luaBool(c.Consent.Location), luaBool(c.Consent.Push), attrs, luaBool(c.Consent.Feedback)).Slice()
+		doc, luaBool(c.Consent.Location), luaBool(c.Consent.Push), luaBool(c.Consent.Feedback)).Slice()
 	if err != nil {
 		return false, rules.RedisErr("save customer", err)
 	}
@@ -86,13 +85,38 @@ func (cs *Customers) Put(ctx context.Context, c *rules.Customer) (created bool, 
 	return created, cs.attrs.learn(ctx, d)
 }
 
-// putProfileReply reads putProfileScript's answer.
+// putProfileReply reads putProfileScript's answer: whether the profile
+// is new, and the attributes the one it replaced was counted with.
 func putProfileReply(out []any) (created bool, old string, err error) {
 	if len(out) != 2 {
 		return false, "", fmt.Errorf("save customer: unexpected answer %v", out)
 	}
 	old, _ = out[1].(string)
-	return out[0] == int64(1), old, nil
+	return out[0] == int64(1), countedAttrs(old), nil
+}
+
+// countedAttrs reads lib/counted.lua's answer: the attributes a profile
+// was counted with. A profile's attributes are worked out from its
+// document when it is replaced or erased rather than kept beside it (as
+// profiles written before kept them, "a:"): the same lines (attrLines
+// reads JSON's types), some 60 bytes a customer less.
+func countedAttrs(v string) string {
+	switch {
+	case strings.HasPrefix(v, "a:"):
+		return v[2:]
+	case strings.HasPrefix(v, "d:"):
+		return attrLinesOf(v[2:])
+	}
+	return ""
+}
+
+// attrLinesOf is attrLines of a stored profile document.
+func attrLinesOf(doc string) string {
+	var c rules.Customer
+	if err := json.Unmarshal([]byte(doc), &c); err != nil {
+		return "" // not a document this code wrote: counted with none
+	}
+	return attrLines(&c)
 }
 
 // PutMany saves profiles already checked (Normalize), in pipelined
@@ -138,7 +162,7 @@ func (cs *Customers) putBatch(ctx context.Context, part []*rules.Customer, docs 
 	for i, c := range part {
 		attrs[i] = attrLines(c)
 		puts[i] = newScripted(ctx, putProfileScript, customerKeys(c.ID, partProfile, partPresence),
-			docs[i], luaBool(c.Consent.Location), luaBool(c.Consent.Push), attrs[i], luaBool(c.Consent.Feedback))
+			docs[i], luaBool(c.Consent.Location), luaBool(c.Consent.Push), luaBool(c.Consent.Feedback))
 	}
 	if err := cs.runScripts(ctx, puts); err != nil {
 		return err
@@ -187,11 +211,11 @@ func decodeCustomer(doc []byte, lastNPS int) (*rules.Customer, error) {
 // tokens key ninth, which is raised rather than deleted, their fraud
 // record tenth, their journal of events out eleventh. ARGV: the prefix of
 // their coupon records, ms to keep the raised token generation.
-// Returns {existed, the attributes the profile was counted with ("attrs",
-// or ""), device docs…, "", (code, rule_id, store_id,
+// Returns {existed, what the profile was counted with (lib/counted.lua),
+// device docs…, "", (code, rule_id, store_id,
 // issued_at, expires_at, redeemed_at, redeemed_store, only_store, ms to
 // live)…, "", codes not redeemed…}.
-var eraseScript = script("erase")
+var eraseScript = script("erase", "counted")
 
 // Delete erases the customer: profile, devices, presence, counters,
 // unredeemed coupons, their fraud record and place in the fraud index,
@@ -279,7 +303,7 @@ func (cs *Customers) eraseKeys(ctx context.Context, id string) (existed bool, at
 	if err != nil {
 		return false, "", rules.RedisErr("erase customer", err)
 	}
-	return out[0] == "1", out[1], nil
+	return out[0] == "1", countedAttrs(out[1]), nil
 }
 
 // dropPushes removes the pushes queued and delayed for a customer,

@@ -52,11 +52,13 @@ const (
 
 // The parts of a customer's keys: nc:{c:<id>}:<part>.
 const (
-	// partProfile: hash, "doc" (the profile's JSON), "loc" and "push" ("1"
-	// or "0": the consents, which scripts read), "attrs" (the attributes
-	// the catalog of attributes counts this profile with, "<type>:<name>"
-	// one a line, sorted; missing for a profile written before the
-	// catalog, which is not counted). No TTL: the customer's own.
+	// partProfile: hash, "doc" (the profile's JSON), "loc", "push" and
+	// "fb" ("1" or "0": the consents, which scripts read). The attributes
+	// the catalog of attributes counts the profile with are worked out
+	// from "doc" (lib/counted.lua, countedAttrs); profiles written before
+	// kept them beside it in "attrs", which their next write drops; one
+	// with neither "attrs" nor "fb" is from before the catalog, and not
+	// counted. No TTL: the customer's own.
 	partProfile = "profile"
 	// partDevices: hash, device id → the device's JSON. Ids are the
 	// customer's own: another customer's "d-1" is another device. No TTL.

@@ -78,7 +78,7 @@ func luaCases() []luaCase {
 		{name: "defer", script: deferScript, check: checkDefer},
 		{name: "delete_device", script: deleteDeviceScript, check: checkDeleteDevice},
 		{name: "drop_device", script: dropDeviceScript, check: checkDropDevice},
-		{name: "erase", script: eraseScript, check: checkErase},
+		{name: "erase", libs: []string{"counted"}, script: eraseScript, check: checkErase},
 		{name: "give_back", script: giveBackScript, check: checkGiveBack},
 		{name: "index_code", script: indexCodeScript, check: checkIndexCode},
 		{name: "key_rate", script: keyRateScript, check: checkKeyRate},
@@ -87,7 +87,7 @@ func luaCases() []luaCase {
 		{name: "observe", libs: []string{"rate", "trust", "journal"}, script: observeScript, check: checkObserve},
 		{name: "opened", libs: []string{"journal"}, script: openedScript, check: checkOpened},
 		{name: "put_device", script: putDeviceScript, check: checkPutDevice},
-		{name: "put_profile", script: putProfileScript, check: checkPutProfile},
+		{name: "put_profile", libs: []string{"counted"}, script: putProfileScript, check: checkPutProfile},
 		{name: "redeem", libs: []string{"journal"}, script: redeemScript, check: checkRedeem},
 		{name: "release", script: releaseScript, check: checkRelease},
 		{name: "release_token", script: releaseTokenScript, check: checkReleaseToken},
@@ -194,7 +194,8 @@ func checkErase(e luaEnv) {
 		customerKey(id, partFraud), customerKey(id, partEvents),
 	}
 	doc1, doc2 := luaDevice("d-1", "tok-1"), luaDevice("d-2", "tok-2")
-	e.Do("hset", keys[0], "doc", `{"id":"c-1"}`, "loc", "1", "push", "1", "attrs", "string:tier")
+	doc := `{"id":"c-1","attributes":{"tier":"gold"}}`
+	e.Do("hset", keys[0], "doc", doc, "loc", "1", "push", "1", "fb", "0")
 	e.Do("hset", keys[1], "d-1", doc1, "d-2", doc2)
 	e.Do("hset", keys[2], "d-1", "1000")
 	e.Do("hset", keys[3], "s-1", "1:1:0")
@@ -211,12 +212,12 @@ func checkErase(e luaEnv) {
 	e.Do("hset", open, "customer_id", id, "rule_id", "r-2", "store_id", "s-2", "issued_at", "1000", "expires_at", "2000", "push", "{}")
 
 	out := e.Strs(eraseScript, keys, couponRecordKey(id, ""), MaxTokenTTL.Milliseconds())
-	// {existed, attrs, device docs…, "", (code, 7 fields, ms to live)…, "", codes…}
+	// {existed, doc, device docs…, "", (code, 7 fields, ms to live)…, "", codes…}
 	if len(out) != 2+2+1+9+1+1 {
 		e.T.Fatalf("erase answered %q", out)
 	}
 	e.Eq("existed", out[0], "1")
-	e.Eq("the attributes counted", out[1], "string:tier")
+	e.Eq("what the catalog counted the profile with", out[1], "d:"+doc)
 	devs := slices.Clone(out[2:4])
 	slices.Sort(devs)
 	e.Eq("device docs", devs, []string{doc1, doc2})
@@ -234,24 +235,27 @@ func checkErase(e luaEnv) {
 	e.Eq("token generation raised", e.Get(keys[8]), "3")
 }
 
-// putProfileScript: KEYS profile, presence; ARGV doc, loc, push, attrs.
-// Answers {created, the attrs replaced or ""}; without location consent
-// the presence goes.
+// putProfileScript: KEYS profile, presence; ARGV doc, loc, push, feedback.
+// Answers {created, what the profile replaced was counted with}: "a:"
+// and the list profiles once kept ("attrs", which the write drops), "d:"
+// and the document of one written since, "" for one from before the
+// catalog (neither "attrs" nor "fb"). Without location consent the
+// presence goes.
 func checkPutProfile(e luaEnv) {
 	keys := []string{customerKey("c-1", partProfile), customerKey("c-1", partPresence)}
 	e.Do("hset", keys[1], "#ts", "1")
-	e.Eq("new", e.Slice(putProfileScript, keys, `{"id":"c-1"}`, "1", "0", "string:tier", "1"), []any{int64(1), ""})
-	e.Eq("profile", e.HGetAll(keys[0]), map[string]string{"doc": `{"id":"c-1"}`, "loc": "1", "push": "0", "attrs": "string:tier", "fb": "1"})
+	e.Eq("new", e.Slice(putProfileScript, keys, `{"id":"c-1"}`, "1", "0", "1"), []any{int64(1), ""})
+	e.Eq("profile", e.HGetAll(keys[0]), map[string]string{"doc": `{"id":"c-1"}`, "loc": "1", "push": "0", "fb": "1"})
 	e.Eq("presence kept", e.HGet(keys[1], "#ts"), "1")
 	e.NoTTL(keys[0])
-	e.Eq("replaced", e.Slice(putProfileScript, keys, `{"id":"c-1","x":1}`, "0", "1", "number:visits\nstring:tier", "0"), []any{int64(0), "string:tier"})
-	e.Eq("attrs", e.HGet(keys[0], "attrs"), "number:visits\nstring:tier")
-	e.Eq("feedback consent withdrawn", e.HGet(keys[0], "fb"), "0")
+	e.Eq("replaced", e.Slice(putProfileScript, keys, `{"id":"c-1","x":1}`, "1", "1", "0"), []any{int64(0), `d:{"id":"c-1"}`})
+	e.Do("hset", keys[0], "attrs", "string:tier") // as profiles were written before
+	e.Eq("replaced, written before", e.Slice(putProfileScript, keys, `{"id":"c-1"}`, "0", "1", "0"), []any{int64(0), "a:string:tier"})
+	e.Eq("profile replaced", e.HGetAll(keys[0]), map[string]string{"doc": `{"id":"c-1"}`, "loc": "0", "push": "1", "fb": "0"})
 	e.Absent(keys[1]) // no location consent
-	// A profile written before the catalog: no attrs, counted with none.
-	e.Do("hdel", keys[0], "attrs")
-	e.Eq("uncounted", e.Slice(putProfileScript, keys, `{"id":"c-1"}`, "1", "1", ""), []any{int64(0), ""})
-	e.Eq("no attributes", e.HGet(keys[0], "attrs"), "")
+	// A profile written before the catalog: no attrs, no fb, counted with none.
+	e.Do("hdel", keys[0], "fb")
+	e.Eq("uncounted", e.Slice(putProfileScript, keys, `{"id":"c-1"}`, "1", "1", "0"), []any{int64(0), ""})
 }
 
 // learnAttributesScript: KEYS count, types, declared; ARGV cap, n, n

@@ -2,7 +2,7 @@
 -- as long as a token lives (the one key left, naming nothing but the id).
 local gen = tonumber(redis.call('GET', KEYS[9]) or '1') + 1
 redis.call('SET', KEYS[9], gen, 'PX', ARGV[2])
-local out = {tostring(redis.call('EXISTS', KEYS[1])), redis.call('HGET', KEYS[1], 'attrs') or ''}
+local out = {tostring(redis.call('EXISTS', KEYS[1])), counted(KEYS[1])}
 for _, doc in ipairs(redis.call('HVALS', KEYS[2])) do table.insert(out, doc) end
 table.insert(out, '')
 local unredeemed = {}
