@@ -18,7 +18,8 @@ import (
 // every ping this replica answered, and a process that stops first lets it
 // finish.
 
-// behindTimeout bounds the work behind one answer.
+// behindTimeout bounds the work behind an answer to a call without a
+// deadline of its own (a call with one keeps it: see runBehind).
 const behindTimeout = 5 * time.Second
 
 // behind keeps the work running behind answers.
@@ -65,11 +66,19 @@ func (b *behind) wait(ctx context.Context) error {
 	return nil
 }
 
-// runBehind runs f after the answer, on a context of its own: the ping's
-// request ends with the answer.
+// runBehind runs f after the answer, on a context that the end of the
+// ping's request does not cancel, but with its deadline: the work behind
+// an answer takes no longer than the answer might have, so that, Redis
+// hanging, it holds up the pings behind it in the pipeline no longer
+// than their own deadlines allow (batch.go sends a pipeline with its
+// callers' earliest deadline).
 func (e *Engine) runBehind(ctx context.Context, what string, f func(ctx context.Context) error) {
 	done := e.behind.start()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), behindTimeout)
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(behindTimeout)
+	}
+	ctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 	go func() {
 		defer done()
 		defer cancel()
