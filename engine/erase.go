@@ -28,6 +28,11 @@ func (cs *Customers) settleInFlight(ctx context.Context, customerID string) erro
 		if !ok || who != customerID {
 			continue
 		}
+		// Its code's index, which the engine writes with the intent, names
+		// them: marked erased, as their issued codes' are (eraseKeys).
+		if err := cs.rdb.Set(ctx, codeIndexKey(code), "", erasedCodeTTL).Err(); err != nil {
+			return rules.RedisErr("erase customer: mark an offer in flight", err)
+		}
 		x := settleCmd(ctx, member, false, code, customerID)
 		v, err := x.run(ctx, cs.rdb).Text()
 		if err == redis.Nil {

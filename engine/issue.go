@@ -361,6 +361,9 @@ func (x *issuance) recorded(rec *scripted) {
 func (x *issuance) abandon(cause error) error {
 	if !x.opt.DryRun {
 		x.e.settle(x.ctx, x.intent, x.code, x.p.CustomerID, x.reservations(-1))
+		// The index begin wrote names the customer, for a code never
+		// issued.
+		x.e.batch.do(x.ctx, redis.NewIntCmd(x.ctx, "del", codeIndexKey(x.code)))
 	}
 	return cause
 }

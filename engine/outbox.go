@@ -441,6 +441,11 @@ func (d *Dispatcher) recoverIntents(ctx context.Context) {
 			d.log.Warn("outbox: cannot settle an offer's intent", "err", err)
 			return
 		}
+		if !issued {
+			// Its engine wrote the code's index with the intent: it names
+			// the customer, for a code never issued.
+			d.rdb.Del(ctx, codeIndexKey(code))
+		}
 		var unused []reservation
 		for _, r := range parseReservations(v) {
 			if issued && r.rule == who[0] && r.store == who[1] {
