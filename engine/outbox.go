@@ -176,10 +176,15 @@ func (d *Dispatcher) pushOf(ctx context.Context, m redis.XMessage) (p Push, ok b
 	recKey := couponRecordKey(p.CustomerID, p.ID)
 	var recCmd *redis.SliceCmd
 	var ttlCmd *redis.DurationCmd
+	var indexCmd *redis.StringCmd
 	_, err := d.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
 		recCmd, ttlCmd = pl.HMGet(ctx, recKey, "push", "sent_at"), pl.PTTL(ctx, recKey)
+		indexCmd = pl.Get(ctx, codeIndexKey(p.ID))
 		return nil
 	})
+	if errors.Is(err, redis.Nil) {
+		err = nil // no index: written below
+	}
 	rec := recCmd.Val()
 	if err != nil || len(rec) != 2 {
 		d.log.Warn("outbox: cannot read a push's record, will retry", "push", p.ID, "err", err)
@@ -198,19 +203,37 @@ func (d *Dispatcher) pushOf(ctx context.Context, m redis.XMessage) (p Push, ok b
 	}
 	p.Attempts = attempts
 	// The code's index, should the engine have failed to write it: a push
-	// never goes out with a code the till cannot look up.
-	if ttl := ttlCmd.Val(); ttl > 0 {
-		indexed, err := indexCode(ctx, d.rdb, p.ID, p.CustomerID, ttl)
-		if err != nil {
-			d.log.Warn("outbox: cannot index a push's coupon, will retry", "push", p.ID, "err", err)
-			return p, false
-		}
-		if !indexed {
-			d.finish(ctx, m.ID, nil, "", nil) // erased with its customer since the record was read
+	// never goes out with a code the till cannot look up. (Read with the
+	// record: most pushes find it written, and cost no write.)
+	switch index, err := indexCmd.Result(); {
+	case err == nil && index == p.CustomerID:
+	case err == nil && index == "":
+		d.finish(ctx, m.ID, nil, "", nil) // erased with its customer
+		return p, false
+	default:
+		if !d.indexed(ctx, m, p, ttlCmd.Val()) {
 			return p, false
 		}
 	}
 	return p, true
+}
+
+// indexed writes a push's code index that was missing, answering whether
+// the push may go on (false: left for a retry, or settled here because
+// its customer was erased meanwhile).
+func (d *Dispatcher) indexed(ctx context.Context, m redis.XMessage, p Push, ttl time.Duration) bool {
+	if ttl > 0 {
+		indexed, err := indexCode(ctx, d.rdb, p.ID, p.CustomerID, ttl)
+		if err != nil {
+			d.log.Warn("outbox: cannot index a push's coupon, will retry", "push", p.ID, "err", err)
+			return false
+		}
+		if !indexed {
+			d.finish(ctx, m.ID, nil, "", nil) // erased with its customer since the record was read
+			return false
+		}
+	}
+	return true
 }
 
 // settleSend records what became of a push FCM was asked to send: sent,
