@@ -38,18 +38,6 @@ import (
 // past its deadline and announces it, or drops it when nothing was issued.
 // A reservation lost that way is a unit of budget not spent: a cap may
 // under-issue by one, never over-issue.
-//
-// With no capacity to reserve, 1 goes in 2's round trip: on one Redis in
-// order, just before it (a pipeline runs in order on one connection); on
-// a cluster, or with WAIT, beside it, to another node, so that the commit
-// may land first. The deadline keeps the dispatcher's rule sound either
-// way (a commit past it issues nothing). What the order bought is lost
-// only for a process killed between its writes to the two nodes, a few
-// microseconds: then a coupon may be recorded and counted against the
-// caps but never answered, announced or pushed. Never twice. (An erasure
-// that runs between the two finds no intent to drop; the announcement
-// then puts a push in the outbox whose record the erasure removed, which
-// a dispatcher takes out unsent.)
 
 // commitWindow is how long after its intent a commit may still issue.
 const commitWindow = 2 * time.Second
@@ -359,11 +347,10 @@ func (x *issuance) recorded(rec *scripted) {
 // abandon settles the intent of an offer that was not issued and gives
 // back what it reserved.
 func (x *issuance) abandon(cause error) error {
-	if !x.opt.DryRun {
+	// The index first: should taking it back fail, the intent stays, and
+	// the dispatcher that drops it past its deadline takes it back.
+	if !x.opt.DryRun && x.dropIndex() {
 		x.e.settle(x.ctx, x.intent, x.code, x.p.CustomerID, x.reservations(-1))
-		// The index begin wrote names the customer, for a code never
-		// issued.
-		x.e.batch.do(x.ctx, redis.NewIntCmd(x.ctx, "del", codeIndexKey(x.code)))
 	}
 	return cause
 }
@@ -379,10 +366,10 @@ func (x *issuance) indexTTL() time.Duration {
 	return ttl + x.e.cfg.CouponRetention
 }
 
-// begin is step 1: the intent, and the best candidate's capacity. With no
-// capacity to reserve first, the intent goes in the commit's round trip,
-// as withCommit (a round trip fewer for most offers): just before the
-// commit on one Redis, beside it on a cluster (see above).
+// begin is step 1: the intent, and the best candidate's capacity. On one
+// Redis a pipeline runs in order on one connection: with no capacity to
+// reserve first, the intent goes in the commit's round trip, just before
+// it (a round trip fewer for most offers), as withCommit.
 func (x *issuance) begin() (withCommit []redis.Cmder, intentCmd *redis.IntCmd, err error) {
 	var first []redis.Cmder
 	if !x.opt.DryRun {
@@ -399,7 +386,7 @@ func (x *issuance) begin() (withCommit []redis.Cmder, intentCmd *redis.IntCmd, e
 		reserve0 = x.reserveCmd(0)
 		first = append(first, reserve0.cmd)
 	}
-	if intentCmd != nil && reserve0 == nil {
+	if intentCmd != nil && reserve0 == nil && x.e.orderedPipelines() {
 		return first, intentCmd, nil
 	}
 	if len(first) == 0 {
@@ -412,11 +399,29 @@ func (x *issuance) begin() (withCommit []redis.Cmder, intentCmd *redis.IntCmd, e
 		}
 	}
 	if intentCmd != nil && intentCmd.Err() != nil {
-		// No intent, so nobody else settles: give back at once.
+		// No intent, so nobody else settles: give back at once, and take
+		// back the index, which names the customer.
 		x.e.runScripts(x.ctx, giveBackCmds(x.ctx, x.reservations(-1)))
+		x.dropIndex()
 		return nil, nil, rules.RedisErr("offer intent", intentCmd.Err())
 	}
 	return nil, intentCmd, nil
+}
+
+// dropIndex takes back the code's index begin wrote, for a code not
+// issued: it names the customer, and no erasure would find it. It
+// answers whether the index is gone.
+func (x *issuance) dropIndex() bool {
+	if x.index == nil {
+		return true
+	}
+	del := redis.NewIntCmd(x.ctx, "del", codeIndexKey(x.code))
+	x.e.batch.do(x.ctx, del)
+	if err := del.Err(); err != nil {
+		x.e.log.Warn("an offer not issued: its code's index not taken back", "err", err)
+		return false
+	}
+	return true
 }
 
 // decide is step 2: the customer's atomic step, asked again while it
@@ -545,6 +550,8 @@ func (x *issuance) ensureIntent(intentCmd *redis.IntCmd, results []string) error
 	if err := x.e.rdb.ZAdd(x.ctx, keyIntents, redis.Z{Score: float64(x.deadline), Member: x.intent}).Err(); err != nil {
 		if slices.Contains(results, ResultSent) {
 			x.e.log.Error("an offer issued without its intent: its push is not announced", "push", x.code, "err", err)
+		} else {
+			x.dropIndex()
 		}
 		return rules.RedisErr("offer intent", err)
 	}
@@ -581,6 +588,11 @@ func (x *issuance) announce(winner int, results []string, counted []Explanation,
 	if issued && !x.opt.DryRun {
 		e.cfg.Events.Kick(x.p.CustomerID) // its offer.issued, journaled by the commit
 	}
+	if !issued && !x.dropIndex() {
+		// The intent stays for the dispatcher, which takes the index
+		// back when it drops it.
+		return errors.New("announce: the index of a code not issued not taken back")
+	}
 	settle := settleCmd(ctx, x.intent, issued, x.code, x.p.CustomerID)
 	cmds := append(extra, settle.cmd)
 	var index *scripted
@@ -590,9 +602,6 @@ func (x *issuance) announce(winner int, results []string, counted []Explanation,
 		// marked the code (settleInFlight); a retried write is the same.
 		index = indexCodeCmd(ctx, x.code, x.p.CustomerID, max(ttl, time.Second))
 		cmds = append(cmds, index.cmd)
-	}
-	if !issued {
-		cmds = append(cmds, redis.NewIntCmd(ctx, "del", codeIndexKey(x.code)))
 	}
 	cmds = append(cmds, x.winnerCmds(winner, results)...)
 	cmds = append(cmds, e.funnelCmds(ctx, x.now.UTC().Format("20060102"), counted)...)
@@ -703,16 +712,7 @@ func (e *Engine) commit(ctx context.Context, keys []string, args []any, dry bool
 		return out, false, err
 	}
 	if len(before) > 0 {
-		// The intent (and the record of the units) go beside the step, in
-		// the same round trip, as without WAIT on a cluster; they are in
-		// by the time this returns. A failure of the record only leaves
-		// the units off it.
-		sent := make(chan struct{})
-		go func() {
-			defer close(sent)
-			e.batch.do(ctx, before...)
-		}()
-		defer func() { <-sent }()
+		e.batch.do(ctx, before...) // a failure of the record only leaves the units off it
 	}
 	for attempt := 0; ; attempt++ {
 		x := newScripted(ctx, commitScript, keys, args...)
@@ -742,6 +742,14 @@ func (e *Engine) commit(ctx context.Context, keys []string, args []any, dry bool
 		}
 		return out, false, nil
 	}
+}
+
+// orderedPipelines tells whether a pipeline's commands run in order on one
+// Redis, one after another: a single server, and no WAIT path for the
+// customer's step.
+func (e *Engine) orderedPipelines() bool {
+	_, single := e.rdb.(*redis.Client)
+	return single && e.cfg.WaitReplicas <= 0
 }
 
 // masterOf is the client of the one Redis that holds key: the client

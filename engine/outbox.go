@@ -456,6 +456,15 @@ func (d *Dispatcher) recoverIntents(ctx context.Context) {
 			}
 			announce = indexed // else erased with its customer since the record was read
 		}
+		if !issued {
+			// Its engine wrote the code's index with the intent: it names
+			// the customer, for a code never issued. Taken back first, so
+			// that a failure leaves the intent for the next look.
+			if err := d.rdb.Del(ctx, codeIndexKey(code)).Err(); err != nil {
+				d.log.Warn("outbox: cannot take back the index of an offer not issued", "err", err)
+				return
+			}
+		}
 		v, err := settleCmd(ctx, it, announce, code, customer).run(ctx, d.rdb).Text()
 		if errors.Is(err, redis.Nil) {
 			continue // settled meanwhile, by its engine
@@ -463,11 +472,6 @@ func (d *Dispatcher) recoverIntents(ctx context.Context) {
 		if err != nil {
 			d.log.Warn("outbox: cannot settle an offer's intent", "err", err)
 			return
-		}
-		if !issued {
-			// Its engine wrote the code's index with the intent: it names
-			// the customer, for a code never issued.
-			d.rdb.Del(ctx, codeIndexKey(code))
 		}
 		var unused []reservation
 		for _, r := range parseReservations(v) {

@@ -51,7 +51,7 @@ func TestRoundTripsPerPing(t *testing.T) {
 		}
 		counted := c.NewClient()
 		t.Cleanup(func() { counted.Close() })
-		roundTripsPerPing(t, c.Client(t), counted, 2)
+		roundTripsPerPing(t, c.Client(t), counted, 3)
 	})
 }
 
