@@ -315,7 +315,7 @@ func (e *Engine) watch(snap *rules.Snapshot, lat, lng float64, k int, buf []geo.
 		fences, wakeM = snap.Index.Watch(lat, lng, k, MonitorMinRadiusM, buf[:0])
 	}
 	w = &watching{regions: make([]Region, len(fences)), fences: slices.Clone(fences), lat: lat, lng: lng, wakeM: wakeM}
-	size := 2
+	w.encoded = append(make([]byte, 0, 80*len(fences)+2), '[')
 	for i, r := range fences {
 		fr := regions[r.Fence].Load()
 		if fr == nil {
@@ -325,15 +325,10 @@ func (e *Engine) watch(snap *rules.Snapshot, lat, lng float64, k int, buf []geo.
 			regions[r.Fence].Store(fr)
 		}
 		w.regions[i] = fr.region
-		size += len(fr.json) + 1
-	}
-	w.encoded = make([]byte, 0, size)
-	w.encoded = append(w.encoded, '[')
-	for i, r := range fences {
 		if i > 0 {
 			w.encoded = append(w.encoded, ',')
 		}
-		w.encoded = append(w.encoded, regions[r.Fence].Load().json...)
+		w.encoded = append(w.encoded, fr.json...)
 	}
 	w.encoded = append(w.encoded, ']')
 	c.mu.Lock()
