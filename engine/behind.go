@@ -24,6 +24,10 @@ const behindTimeout = 5 * time.Second
 
 // behind keeps the work running behind answers.
 type behind struct {
+	// gate, when set (tests only), is waited for before each piece of
+	// work starts, so that a test can tell what a ping sent before its
+	// answer from what it sent behind it, whatever the scheduler does.
+	gate    func()
 	mu      sync.Mutex
 	next    uint64
 	running map[uint64]chan struct{}
@@ -82,6 +86,9 @@ func (e *Engine) runBehind(ctx context.Context, what string, f func(ctx context.
 	go func() {
 		defer done()
 		defer cancel()
+		if e.behind.gate != nil {
+			e.behind.gate()
+		}
 		if err := f(ctx); err != nil {
 			e.log.Warn(what, "err", err)
 		}

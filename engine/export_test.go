@@ -28,3 +28,7 @@ func (e *Engine) Hits(p Ping) []geo.Hit { return e.snaps.Current().Index.Near(p.
 func (e *Engine) ObserveArgs(p Ping, hits []geo.Hit) []any {
 	return e.observeArgs(e.snaps.Current(), p, p.TS, p.TS, hits, Options{})
 }
+
+// HoldBehind has the work behind each answer wait for gate before it
+// starts; set it before the engine answers its first ping.
+func (e *Engine) HoldBehind(gate func()) { e.behind.gate = gate }

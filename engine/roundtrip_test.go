@@ -63,6 +63,19 @@ func roundTripsPerPing(t *testing.T, rdb redis.UniversalClient, counted redis.Un
 	rt := &roundTrips{}
 	counted.AddHook(rt)
 	eng := engine.New(counted, f.live, engine.NewCodeSigner([]byte("k")), engine.DefaultConfig(), quiet, f.clock.Now)
+	// The work behind an answer waits until the test has counted what
+	// came before the answer (a goroutine may otherwise run it first, on
+	// a busy machine); an answer that waited for it would wait in vain,
+	// and the gate gives up after a while, so that the counts show it.
+	var answered atomic.Pointer[chan struct{}]
+	eng.HoldBehind(func() {
+		if ch := answered.Load(); ch != nil {
+			select {
+			case <-*ch:
+			case <-time.After(3 * time.Second):
+			}
+		}
+	})
 	ctx := context.Background()
 	speed := 1.0
 	ping := func(northM float64, opt engine.Options) *engine.Result {
@@ -102,16 +115,19 @@ func roundTripsPerPing(t *testing.T, rdb redis.UniversalClient, counted redis.Un
 		{"stays", 20, 0, 1, 0},
 		{"leaves", 400, 0, 1, 0},
 	} {
+		gate := make(chan struct{})
+		answered.Store(&gate)
 		before := rt.n.Load()
 		res := ping(step.northM, engine.Options{})
-		answered := rt.n.Load() - before
+		trips := rt.n.Load() - before
+		close(gate)
 		if err := eng.Settled(ctx); err != nil {
 			t.Fatal(err)
 		}
-		behind := rt.n.Load() - before - answered
-		if answered != step.trips || behind != step.behind || len(res.Offers) != step.offers {
+		behind := rt.n.Load() - before - trips
+		if trips != step.trips || behind != step.behind || len(res.Offers) != step.offers {
 			t.Errorf("%s: %d round trips before the answer and %d behind it, %d offers; want %d, %d, %d",
-				step.name, answered, behind, len(res.Offers), step.trips, step.behind, step.offers)
+				step.name, trips, behind, len(res.Offers), step.trips, step.behind, step.offers)
 		}
 	}
 }
