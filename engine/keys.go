@@ -68,9 +68,9 @@ const (
 	// no gap of a visit timeout, write it once); TTL 400 days past that.
 	partDeviceSeen = "device_seen"
 	// partPresence: hash, store id → "entered_ms:last_seen_ms:dwell_done_s",
-	// "#ts", "#fix" → the last fix, "#dev" and "#os" → the device it came
-	// from and its platform ('#' is in no id); TTL the visit
-	// timeout.
+	// "#fix" → the last fix, "#dev" and "#os" → the device it came from
+	// and its platform ('#' is in no id), "#exp" → when its TTL was set;
+	// TTL the visit timeout and up to a minute more (set once a minute).
 	partPresence = "presence"
 	// partCaps: hash, offers per rule and local day ("<rule>|d<yyyymmdd>"),
 	// ISO week ("|w<yyyyww>") and in total ("|t"), all rules per day

@@ -21,13 +21,17 @@ import (
 // read or kept for a customer without location consent (or without a
 // profile).
 //
-// Presence per store is "entered_ms:last_seen_ms:dwell_done_s"; "#ts" is
-// the newest fix's time and "#fix" its "ts:lat:lng" ('#' is in no id, so
-// no store's field can be taken for them), kept only to derive
-// speed from the next fix and gone with the presence key's TTL; "#dev"
-// is the device it came from and "#os" its platform as registered, so
-// that a run of pings from one device writes device_seen and reads the
-// device once, not every time.
+// Presence per store is "entered_ms:last_seen_ms:dwell_done_s"; "#fix"
+// is the newest fix, "ts:lat:lng:accuracy:repeats" ('#' is in no id, so
+// no store's field can be taken for it), kept only to judge the next fix
+// (its time, speed and trust) and gone with the presence key's TTL;
+// "#dev" is the device it came from and "#os" its platform as
+// registered, so that a run of pings from one device writes device_seen
+// and reads the device once, not every time. The key lives the visit
+// timeout and up to a minute more past the newest fix: its TTL is set
+// at most once a minute of the server's clock ("#exp": when), not at
+// every fix. ("#ts", the fix's time before "#fix" led with it, goes at
+// the next write.)
 //
 // KEYS: presence, profile, device_seen, visits, caps, rate, tokens, devices,
 // the journal of events out (events.go)
@@ -40,12 +44,16 @@ import (
 // none), then per store: id, kind ("s": surely
 // inside, may enter; "h": may still be inside, keeps a visit), n_thresholds,
 // dwell thresholds in seconds (ascending)…
-// Returns {"ok", the device's platform ("" unknown), the fix's trust,
+// A step that changed nothing but the last fix (no store entered, left
+// or dwelt in, none too fast to enter: most pings) answers one line,
+// "platform trust signals next_dwell_ms open" (signals and open comma-
+// separated; a reply of one string costs Redis less than a list).
+// Otherwise it returns {"ok", the device's platform ("" unknown), the fix's trust,
 // its signals (comma-separated), ms to the nearest
 // dwell threshold of an open visit not passed yet (-1: none), n_open,
 // the stores with a visit open after the fix…, n_entered, ids…, n_exited, (id, visit_ms)…, n_dwell,
-// (id, dwell_s)…, n_too_fast, ids not entered for speed…} when nothing
-// happened, else that followed by {profile doc,
+// (id, dwell_s)…, n_too_fast, ids not entered for speed…}, followed,
+// when a store was entered, left or dwelt in, by {profile doc,
 // visits in all, previous visit's start (ms), n_stores, (id, visits,
 // previous visit's start)…, offers received, redemptions, the last one's
 // time, n_tags, (tag, redemptions)…, n_returns, (rule, funnel field,
@@ -130,17 +138,39 @@ type storeVisits struct {
 	previousMs int64
 }
 
-func parseObserve(raw []string) observation {
-	var o observation
-	o.platform, o.trust = raw[1], raw[2]
-	if raw[3] != "" {
-		o.signals = strings.Split(raw[3], ",")
+// parseQuiet reads the answer of a step that changed nothing but the
+// last fix: one line, "platform trust signals next_dwell_ms open", the
+// signals and the stores with a visit open separated by commas.
+func parseQuiet(line string) observation {
+	var f [5]string
+	for i := range 4 {
+		f[i], line, _ = strings.Cut(line, " ")
 	}
-	ms, _ := strconv.ParseInt(raw[4], 10, 64)
+	f[4] = line
+	var o observation
+	o.readPacing(f[0], f[1], f[2], f[3])
+	if f[4] != "" {
+		o.open = strings.Split(f[4], ",")
+	}
+	return o
+}
+
+// readPacing reads what every answer of the step begins with.
+func (o *observation) readPacing(platform, trust, signals, nextDwellMs string) {
+	o.platform, o.trust = platform, trust
+	if signals != "" {
+		o.signals = strings.Split(signals, ",")
+	}
+	ms, _ := strconv.ParseInt(nextDwellMs, 10, 64)
 	o.nextDwell = time.Duration(ms) * time.Millisecond
 	if ms < 0 {
 		o.nextDwell = -1
 	}
+}
+
+func parseObserve(raw []string) observation {
+	var o observation
+	o.readPacing(raw[1], raw[2], raw[3], raw[4])
 	n, _ := strconv.Atoi(raw[5])
 	o.open = raw[6 : 6+n]
 	i := 6 + n
@@ -224,7 +254,11 @@ func counts(raw []string, i int) (map[string]int, int) {
 func (e *Engine) observe(ctx context.Context, snap *rules.Snapshot, p Ping, ts, now time.Time, hits []geo.Hit, opt Options) (obs observation, skipped string, err error) {
 	args := e.observeArgs(snap, p, ts, now, hits, opt)
 	keys := customerKeys(p.CustomerID, partPresence, partProfile, partDeviceSeen, partVisits, partCaps, partRate, partTokens, partDevices, partEvents)
-	raw, err := e.batch.runScript(ctx, observeScript, keys, args...).StringSlice()
+	cmd := e.batch.runScript(ctx, observeScript, keys, args...)
+	if line, ok := cmd.Val().(string); ok && cmd.Err() == nil {
+		return parseQuiet(line), "", nil
+	}
+	raw, err := cmd.StringSlice()
 	if err != nil {
 		return obs, "", rules.RedisErr("presence", err)
 	}

@@ -933,7 +933,23 @@ func (c obsCall) run(e luaEnv) []string {
 			args = append(args, t)
 		}
 	}
-	return e.Strs(observeScript, c.keys(), args...)
+	// A step that changed nothing but the last fix answers one line; the
+	// test reads it as a list of one.
+	reply := e.Reply(observeScript, c.keys(), args...)
+	if line, ok := reply.(string); ok {
+		return []string{line}
+	}
+	list, ok := reply.([]any)
+	if !ok {
+		e.T.Fatalf("reply %#v, want a line or a list", reply)
+	}
+	out := make([]string, len(list))
+	for i, v := range list {
+		if out[i], ok = v.(string); !ok {
+			e.T.Fatalf("reply %#v, want strings", reply)
+		}
+	}
+	return out
 }
 
 // observeScript: KEYS presence, profile, device_seen, visits, caps, rate,
@@ -994,9 +1010,11 @@ func checkObserve(e luaEnv) {
 		// Counted in all, at the store, for the variant (b), and for it at the store.
 		[]string{"4", "r-1", "returned_treated", "20261115", "r-1", "returned_treated|s:s-1", "20261115",
 			"r-1", "returned_treated|v:b", "20261115", "r-1", "returned_treated|v:b|s:s-1", "20261115"}))
+	// The key lives the visit timeout and up to a minute more: its TTL
+	// is set at most once a minute ("#exp": when, by the server's clock).
 	e.Eq("presence", e.HGetAll(presence), map[string]string{
-		"#ts": fmt.Sprint(T), "#fix": fmt.Sprintf("%d:48.85:2.35:0:0", T), "#dev": "d-1", "#os": "android", "s-1": fmt.Sprintf("%d:%d:0", T, T)})
-	e.TTL(presence, obsTimeout)
+		"#fix": fmt.Sprintf("%d:48.85:2.35:0:0", T), "#dev": "d-1", "#os": "android", "#exp": fmt.Sprint(luaNowMs), "s-1": fmt.Sprintf("%d:%d:0", T, T)})
+	e.TTL(presence, obsTimeout+time.Minute)
 	e.Eq("device seen", e.HGetAll(seen), map[string]string{"d-1": fmt.Sprint(T)})
 	e.TTL(seen, 400*luaDay)
 	v := e.HGetAll(visits)
@@ -1041,19 +1059,40 @@ func checkObserve(e luaEnv) {
 	call.ts, call.lat, call.lng = T+90000, "48.86", "2.35"
 	call.stores = []obsStore{{"s-3", "s", nil}}
 	e.Eq("too fast", call.run(e), []string{"ok", "android", "unverified", "fast_travel", "-1", "0", "0", "0", "0", "1", "s-3"})
-	e.Eq("fix kept", e.HGet(presence, "#ts"), fmt.Sprint(T+90000))
-	// Near no store: the short reply.
+	e.Eq("fix kept", e.HGet(presence, "#fix"), fmt.Sprintf("%d:48.86:2.35:0:0", T+90000))
+	// Near no store: the one line (platform, trust, signals, ms to the
+	// next dwell threshold, open visits).
 	call.ts, call.stores = T+95000, nil
-	e.Eq("near no store", call.run(e), []string{"ok", "android", "unverified", "", "-1", "0", "0", "0", "0", "0"})
+	e.Eq("near no store", call.run(e), []string{"android unverified  -1 "})
+	e.Eq("fix moved", e.HGet(presence, "#fix"), fmt.Sprintf("%d:48.86:2.35:0:0", T+95000))
+	// Staying at a store: the line names the visit open, and the ms to
+	// its next dwell threshold.
+	call.ts, call.stores = T+100000, []obsStore{{"s-3", "s", []int{30}}}
+	call.run(e)
+	call.ts = T + 110000
+	e.Eq("stays", call.run(e), []string{"android unverified  20000 s-3"})
+	// The TTL is set again once a minute has passed on the server's
+	// clock, and the "#ts" an older step wrote goes at the next write.
+	e.Do("hset", presence, "#ts", fmt.Sprint(T))
+	e.Do("pexpire", presence, 1000)
+	call.ts, call.now = T+115000, luaNowMs+30000
+	e.Eq("stays, in a minute", call.run(e), []string{"android unverified  15000 s-3"})
+	e.TTL(presence, time.Second)
+	call.ts, call.now, call.stores = T+120000, luaNowMs+60000, nil
+	e.Eq("exit after a minute", call.run(e)[7:10], []string{"1", "s-3", "20000"})
+	e.TTL(presence, obsTimeout+time.Minute)
+	e.Eq("#ts gone, #exp moved", e.HGet(presence, "#ts")+" "+e.HGet(presence, "#exp"), " "+fmt.Sprint(luaNowMs+60000))
+	call.ts, call.now = T+121000, luaNowMs+61000
+	e.Eq("quiet again", call.run(e), []string{"android unverified  -1 "})
 
 	// A dry run answers as if it had entered, and writes nothing.
 	call = obsCall{customer: id, ts: T + 1_000_000, dry: "1", speed: -1, wanted: "*", stores: []obsStore{{"s-4", "s", nil}}}
 	e.Eq("dry", call.run(e), slices.Concat(
 		[]string{"ok", "android", "unverified", "", "-1", "1", "s-4", "1", "s-4", "0", "0", "0"},
-		[]string{`{"id":"c-1"}`, "5", fmt.Sprint(T), "1", "s-4", "1", "0"}, history, []string{"0"}))
-	e.Eq("dry: presence unchanged", e.HGet(presence, "#ts")+" "+e.HGet(presence, "s-4"), fmt.Sprint(T+95000)+" ")
-	e.Eq("dry: visits unchanged", e.HGet(visits, "n"), "4")
-	e.Eq("dry: nothing journaled", len(luaFacts(e, journal)), 2)
+		[]string{`{"id":"c-1"}`, "6", fmt.Sprint(T + 100000), "1", "s-4", "1", "0"}, history, []string{"0"}))
+	e.Eq("dry: presence unchanged", e.HGet(presence, "#fix")+" "+e.HGet(presence, "s-4"), fmt.Sprintf("%d:48.86:2.35:0:0", T+121000)+" ")
+	e.Eq("dry: visits unchanged", e.HGet(visits, "n"), "5")
+	e.Eq("dry: nothing journaled", len(luaFacts(e, journal)), 4) // the enter and exit at s-3 before
 }
 
 // luaEnv is a subtest's Redis, with the checks the cases share.

@@ -19,25 +19,57 @@ end
 -- customer with presence has consent, and only one without is asked.
 local cur = redis.call('HGETALL', KEYS[1])
 if #cur == 0 and redis.call('HGET', KEYS[2], 'loc') ~= '1' then return {'no_consent'} end
-local present, last, prev, lastDev, lastOS, riskv = {}, 0, nil, nil, '', nil
+-- The last fix's time is the head of "#fix" ("#ts" held it before,
+-- and goes at the next write); "#exp" is when the key's TTL was last set.
+local present, visiting, last, prev, lastDev, lastOS, riskv, oldTs, ttlSet = {}, false, 0, nil, nil, '', nil, nil, 0
 for i = 1, #cur, 2 do
   local f = cur[i]
-  if f == '#ts' then last = tonumber(cur[i + 1])
-  elseif f == '#fix' then prev = cur[i + 1]
+  if f == '#fix' then prev = cur[i + 1]
   elseif f == '#dev' then lastDev = cur[i + 1]
   elseif f == '#os' then lastOS = cur[i + 1]
+  elseif f == '#exp' then ttlSet = tonumber(cur[i + 1])
   elseif f == '#risk' then riskv = cur[i + 1]
+  elseif f == '#ts' then oldTs = cur[i + 1]
   elseif string.sub(f, 1, 1) ~= '#' then
     local e, s, d = string.match(cur[i + 1], '^(%d+):(%d+):(%d+)$')
-    if e then present[f] = {tonumber(e), tonumber(s), tonumber(d)} end
+    if e then present[f], visiting = {tonumber(e), tonumber(s), tonumber(d)}, true end
   end
 end
+if prev then last = tonumber(string.match(prev, '^%d+')) elseif oldTs then last = tonumber(oldTs) end
 if ts < last then return {'stale'} end
 local speed = tonumber(ARGV[5])
 local lat, lng = tonumber(ARGV[7]), tonumber(ARGV[8])
 -- How far to trust the fix (lib/trust.lua), against the last one.
 local acc = tonumber(ARGV[15])
 local trust, signals, repeats, risk = assess(prev, riskv, ts, lat, lng, acc, speed, ARGV[14])
+local dev = ARGV[4]
+local newDev = dev ~= '' and dev ~= lastDev
+local fix = ARGV[1] .. ':' .. ARGV[7] .. ':' .. ARGV[8] .. ':' .. ARGV[15] .. ':' .. repeats
+-- The key's TTL: the visit timeout and up to a minute more, set at most
+-- once a minute (of the server's clock), not at every fix.
+local now = tonumber(ARGV[10])
+local refresh = now - ttlSet >= 60000 or now < ttlSet
+-- The common ping: near no store, no visit open, the device the last
+-- one came from. It moves the last fix and answers, in one line.
+if tonumber(ARGV[9]) == 0 and not visiting and not newDev then
+  if not dry then
+    local writes = {'#fix', fix}
+    if risk > 0.01 then
+      writes[3], writes[4] = '#risk', string.format('%.3f:%d', risk, ts)
+    elseif riskv then
+      redis.call('HDEL', KEYS[1], '#risk')
+    end
+    if oldTs then redis.call('HDEL', KEYS[1], '#ts') end
+    if refresh then
+      table.insert(writes, '#exp'); table.insert(writes, ARGV[10])
+    end
+    redis.call('HSET', KEYS[1], unpack(writes))
+    if refresh then redis.call('PEXPIRE', KEYS[1], timeout + 60000) end
+  end
+  local platform = ''
+  if dev ~= '' then platform = lastOS end
+  return platform .. ' ' .. trust .. ' ' .. signals .. ' -1 '
+end
 if speed < 0 and prev and tonumber(ARGV[9]) > 0 then
   local pts, plat, plng = string.match(prev, '^(%d+):([-%d.e]+):([-%d.e]+)')
   local dt = (ts - tonumber(pts)) / 1000
@@ -56,7 +88,9 @@ local entered, exited, dwelt, tooFast = {}, {}, {}, {}
 -- Stores with a visit open after this fix, and the ms to the nearest
 -- dwell threshold not passed yet (-1: none), for the app's pacing.
 local open, nextDwell = {}, -1
-local writes, dels = {'#ts', ARGV[1], '#fix', ARGV[1] .. ':' .. ARGV[7] .. ':' .. ARGV[8] .. ':' .. ARGV[15] .. ':' .. repeats}, {}
+local writes, dels = {'#fix', fix}, {}
+if oldTs then table.insert(dels, '#ts') end
+if refresh then table.insert(writes, '#exp'); table.insert(writes, ARGV[10]) end
 if risk > 0.01 then
   table.insert(writes, '#risk'); table.insert(writes, string.format('%.3f:%d', risk, ts))
 elseif riskv then
@@ -117,8 +151,7 @@ end
 -- device differs from the presence's last ("#dev", "#os"), so that a run
 -- of pings from one device reads it once; registering or removing a
 -- device forgets "#dev".
-local dev, platform = ARGV[4], ''
-local newDev = dev ~= '' and dev ~= lastDev
+local platform = ''
 if newDev then
   local d = redis.call('HGET', KEYS[8], dev)
   platform = d and string.match(d, '"platform":"(%a+)"') or ''
@@ -136,7 +169,7 @@ if not dry then
   end
   redis.call('HSET', KEYS[1], unpack(writes))
   if #dels > 0 then redis.call('HDEL', KEYS[1], unpack(dels)) end
-  redis.call('PEXPIRE', KEYS[1], timeout)
+  if refresh then redis.call('PEXPIRE', KEYS[1], timeout + 60000) end
   -- The events out (lib/journal.lua), when anyone wants them.
   if ARGV[16] ~= '' and #entered + #dwelt + #exited > 0 then
     for _, id in ipairs(entered) do journal(KEYS[9], ARGV[16], {t = 'enter', s = id, d = dev, at = ARGV[1]}) end
@@ -148,14 +181,13 @@ if not dry then
     end
   end
 end
--- Most pings change nothing: answered at once, as the lists below would
--- be (1.5 µs less for Redis than building them).
+-- Most pings change nothing: answered at once, in one line (a reply of
+-- one string costs Redis less than a list).
+if #entered == 0 and #exited == 0 and #dwelt == 0 and #tooFast == 0 then
+  return platform .. ' ' .. trust .. ' ' .. signals .. ' ' .. nextDwell .. ' ' .. table.concat(open, ',')
+end
 local out = {'ok', platform, trust, signals, tostring(nextDwell), tostring(#open)}
 for _, id in ipairs(open) do table.insert(out, id) end
-if #entered == 0 and #exited == 0 and #dwelt == 0 and #tooFast == 0 then
-  table.insert(out, '0'); table.insert(out, '0'); table.insert(out, '0'); table.insert(out, '0')
-  return out
-end
 table.insert(out, tostring(#entered))
 for _, id in ipairs(entered) do table.insert(out, id) end
 table.insert(out, tostring(#exited / 2))
