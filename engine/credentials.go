@@ -55,7 +55,9 @@ func (cs *Customers) RevokeTokens(ctx context.Context, customerID string) error 
 // (0: the call carried none), and the call is counted against the
 // customer's and the device's limits of a minute. A call over a limit is
 // not counted.
-// KEYS: the customer's tokens key, rate key. ARGV: token generation, now
+// The counts are kept in the customer's presence while there is one (the
+// ping's step reads and writes them there with it), else in the rate key.
+// KEYS: the customer's tokens key, rate key, presence. ARGV: token generation, now
 // (ms), limit per customer, per device (0: none), device id ("" : none),
 // ms the counters live.
 // Returns {"ok"}, {"revoked"} or {"rate_limited", ms until the next minute}.
@@ -71,7 +73,7 @@ func (e *Engine) Admit(ctx context.Context, customerID, deviceID string, tokenGe
 
 // admit is Admit with the limits times scale.
 func (e *Engine) admit(ctx context.Context, customerID, deviceID string, tokenGen int64, scale int) error {
-	keys := []string{customerKey(customerID, partTokens), customerKey(customerID, partRate)}
+	keys := []string{customerKey(customerID, partTokens), customerKey(customerID, partRate), customerKey(customerID, partPresence)}
 	limC, limD := e.limits(scale)
 	raw, err := admitScript.Run(ctx, e.rdb, keys, tokenGen, e.now().UnixMilli(),
 		limC, limD, deviceID, rateWindow.Milliseconds()).StringSlice()

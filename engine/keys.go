@@ -69,7 +69,9 @@ const (
 	partDeviceSeen = "device_seen"
 	// partPresence: hash, store id → "entered_ms:last_seen_ms:dwell_done_s",
 	// "#fix" → the last fix, "#dev" and "#os" → the device it came from
-	// and its platform ('#' is in no id), "#exp" → when its TTL was set;
+	// and its platform ('#' is in no id), "#exp" → when its TTL was set,
+	// "#m", "#c", "#d:<device id>" → the call counts of the minute (see
+	// partRate);
 	// TTL the visit timeout and up to a minute more (set once a minute).
 	partPresence = "presence"
 	// partCaps: hash, offers per rule and local day ("<rule>|d<yyyymmdd>"),
@@ -97,7 +99,9 @@ const (
 	// partRate: hash, the customer's app calls in a minute of the server's
 	// clock: "m" the minute counted, "c" the customer's calls in it and
 	// "d:<device id>" each device's; the first call of a minute starts it
-	// afresh, with a TTL of 2 minutes.
+	// afresh, with a TTL of 2 minutes. A customer with presence has them
+	// there instead ("#m", "#c", "#d:<device id>"), read and written with
+	// it by the ping's step.
 	partRate = "rate"
 	// partFraud: hash, what the customer's suspicious fixes left (fraud.go;
 	// never a coordinate): per UTC day "f:<yyyymmdd>" the suspicious fixes,

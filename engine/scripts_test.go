@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -139,8 +140,8 @@ func checkRevokeTokens(e luaEnv) {
 // customer, per device, device id, ms the counters live. Answers {"ok"},
 // {"revoked"} or {"rate_limited", ms}.
 func checkAdmit(e luaEnv) {
-	tokens, rate := customerKey("c-1", partTokens), customerKey("c-1", partRate)
-	keys := []string{tokens, rate}
+	tokens, rate, presence := customerKey("c-1", partTokens), customerKey("c-1", partRate), customerKey("c-1", partPresence)
+	keys := []string{tokens, rate, presence}
 	ttl := rateWindow.Milliseconds()
 	e.Do("set", tokens, "3")
 	e.Eq("older token", e.Strs(admitScript, keys, 2, luaNowMs, 2, 0, "d-1", ttl), []string{"revoked"})
@@ -162,6 +163,20 @@ func checkAdmit(e luaEnv) {
 	e.Eq("over the device's limit", e.Strs(admitScript, keys, 0, next, 0, 1, "d-2", ttl), []string{"rate_limited", "60000"})
 	e.Eq("no device", e.Strs(admitScript, keys, 0, next, 0, 1, "", ttl), []string{"ok"})
 	e.Eq("device fields", len(e.HGetAll(rate)), 4) // m, c, d:d-1, d:d-2
+
+	// A customer with presence has the counts kept in it, with the
+	// ping's: the rate key is left alone; a new minute drops the other
+	// devices' counts of the last.
+	nm := fmt.Sprint(next / luaMinute)
+	e.Do("hset", presence, "#fix", "1:2:3:0:0", "#m", nm, "#c", "1", "#d:d-9", "1")
+	before := e.HGetAll(rate)
+	e.Eq("counted in the presence", e.Strs(admitScript, keys, 0, next, 2, 0, "d-1", ttl), []string{"ok"})
+	e.Eq("the presence's counts", e.HGetAll(presence), map[string]string{"#fix": "1:2:3:0:0", "#m": nm, "#c": "2", "#d:d-9": "1", "#d:d-1": "1"})
+	e.Eq("the rate key left alone", e.HGetAll(rate), before)
+	e.Eq("over the limit in the presence", e.Strs(admitScript, keys, 0, next, 2, 0, "d-1", ttl), []string{"rate_limited", "60000"})
+	later := minute1(next)
+	e.Eq("a minute later", e.Strs(admitScript, keys, 0, later, 2, 0, "d-1", ttl), []string{"ok"})
+	e.Eq("the presence's counts of the minute", e.HGetAll(presence), map[string]string{"#fix": "1:2:3:0:0", "#m": fmt.Sprint(later / luaMinute), "#c": "1", "#d:d-1": "1"})
 }
 
 func minute1(ms int64) int64 { return (ms/luaMinute + 1) * luaMinute }
@@ -1084,6 +1099,42 @@ func checkObserve(e luaEnv) {
 	e.Eq("#ts gone, #exp moved", e.HGet(presence, "#ts")+" "+e.HGet(presence, "#exp"), " "+fmt.Sprint(luaNowMs+60000))
 	call.ts, call.now = T+121000, luaNowMs+61000
 	e.Eq("quiet again", call.run(e), []string{"android unverified  -1 "})
+
+	// Call counts. A customer's first call counts in the rate key, and
+	// the presence it starts takes the counts over; from then on they are
+	// read and written with the presence, and the rate key is left alone.
+	// A call over a limit changes nothing; a stale fix and a dry run
+	// count; a new minute drops the other devices' counts of the last.
+	id2 := "c-2"
+	p2, r2 := customerKey(id2, partPresence), customerKey(id2, partRate)
+	e.Do("hset", customerKey(id2, partProfile), "doc", `{"id":"c-2"}`, "loc", "1", "push", "1")
+	base := minute1(luaNowMs)
+	bm := fmt.Sprint(base / luaMinute)
+	c2 := obsCall{customer: id2, ts: T, speed: -1, now: base, limC: 3, limD: 2}
+	counts := func() string {
+		h := e.HGetAll(p2)
+		return strings.Join([]string{h["#m"], h["#c"], h["#d:d-1"], h["#d:d-2"]}, " ")
+	}
+	e.Eq("first call", c2.run(e), []string{" unverified  -1 "})
+	e.Eq("counted in the rate key", e.HGetAll(r2), map[string]string{"m": bm, "c": "1", "d:d-1": "1"})
+	e.Eq("taken over by the presence", counts(), bm+" 1 1 ")
+	c2.ts = T + 1000
+	e.Eq("second call", c2.run(e), []string{" unverified  -1 "})
+	e.Eq("counted in the presence", counts(), bm+" 2 2 ")
+	e.Eq("the rate key left alone", e.HGet(r2, "c"), "1")
+	c2.ts = T + 2000
+	e.Eq("over the device's limit", c2.run(e), []string{"rate_limited", "60000"})
+	e.Eq("not counted", counts(), bm+" 2 2 ")
+	e.Eq("the fix not moved", e.HGet(p2, "#fix"), fmt.Sprintf("%d:48.85:2.35:0:0", T+1000))
+	d2 := c2
+	d2.device, d2.ts = "d-2", T+500
+	e.Eq("a stale fix from another device", d2.run(e), []string{"stale"})
+	e.Eq("counted", counts(), bm+" 3 2 1")
+	e.Eq("over the customer's limit", d2.run(e), []string{"rate_limited", "60000"})
+	c2.ts, c2.now, c2.dry = T+3000, base+luaMinute, "1"
+	e.Eq("a dry run a minute later", c2.run(e), []string{" unverified  -1 "})
+	e.Eq("counted afresh, d-2's count gone", counts(), fmt.Sprint(base/luaMinute+1)+" 1 1 ")
+	e.Eq("the fix not moved by the dry run", e.HGet(p2, "#fix"), fmt.Sprintf("%d:48.85:2.35:0:0", T+1000))
 
 	// A dry run answers as if it had entered, and writes nothing.
 	call = obsCall{customer: id, ts: T + 1_000_000, dry: "1", speed: -1, wanted: "*", stores: []obsStore{{"s-4", "s", nil}}}

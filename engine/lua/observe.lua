@@ -5,26 +5,39 @@ local dry = ARGV[3] == '1'
 -- refused before anything is read or counted.
 local gen = tonumber(ARGV[13])
 if gen > 0 and gen < tonumber(redis.call('GET', KEYS[7]) or '1') then return {'revoked'} end
--- Rate limits, per minute of the server's clock: the customer's calls and
--- each device's, kept in their own key (lib/rate.lua). Every call
--- counts, dry runs and customers without a profile or consent included,
--- so that no one can tell them apart; a call over a limit changes nothing.
+-- Call limits, per minute of the server's clock (lib/rate.lua): every
+-- call counts, dry runs and customers without a profile or consent
+-- included, so that no one can tell them apart; a call over a limit
+-- changes nothing. The counts are kept in the presence while there is
+-- one (read and written with it), else in the rate key.
 local limC, limD = tonumber(ARGV[11]), tonumber(ARGV[12])
-if limC > 0 or limD > 0 then
-  local wait = count_call(KEYS[6], tonumber(ARGV[10]), limC, limD, ARGV[4], 120000)
-  if wait then return {'rate_limited', string.format('%d', wait)} end
-end
+local limited = limC > 0 or limD > 0
+local now = tonumber(ARGV[10])
+local minute = math.floor(now / 60000)
 -- Presence is kept only with location consent: withdrawing it deletes
 -- presence (put_profile.lua), in the same slot, atomically. So a
 -- customer with presence has consent, and only one without is asked.
 local cur = redis.call('HGETALL', KEYS[1])
-if #cur == 0 and redis.call('HGET', KEYS[2], 'loc') ~= '1' then return {'no_consent'} end
+local rc, rd, fresh -- the call's counts (nil: no limits)
+if #cur == 0 then
+  if limited then
+    local wait
+    wait, rc, rd = count_call(KEYS[6], now, limC, limD, ARGV[4], 120000)
+    if wait then return {'rate_limited', string.format('%d', wait)} end
+    fresh = true -- a presence this call starts takes its counts over
+  end
+  if redis.call('HGET', KEYS[2], 'loc') ~= '1' then return {'no_consent'} end
+end
 -- The last fix's time is the head of "#fix" ("#ts" held it before,
 -- and goes at the next write); "#exp" is when the key's TTL was last set.
 local present, visiting, last, prev, lastDev, lastOS, riskv, oldTs, ttlSet = {}, false, 0, nil, nil, '', nil, nil, 0
+local dkey, pm, pc, pd, otherDevs = '#d:' .. ARGV[4], nil, nil, nil, nil
 for i = 1, #cur, 2 do
   local f = cur[i]
   if f == '#fix' then prev = cur[i + 1]
+  elseif f == '#c' then pc = cur[i + 1]
+  elseif f == dkey then pd = cur[i + 1]
+  elseif f == '#m' then pm = cur[i + 1]
   elseif f == '#dev' then lastDev = cur[i + 1]
   elseif f == '#os' then lastOS = cur[i + 1]
   elseif f == '#exp' then ttlSet = tonumber(cur[i + 1])
@@ -33,45 +46,82 @@ for i = 1, #cur, 2 do
   elseif string.sub(f, 1, 1) ~= '#' then
     local e, s, d = string.match(cur[i + 1], '^(%d+):(%d+):(%d+)$')
     if e then present[f], visiting = {tonumber(e), tonumber(s), tonumber(d)}, true end
+  elseif string.sub(f, 1, 3) == '#d:' then
+    otherDevs = otherDevs or {}
+    table.insert(otherDevs, f)
   end
 end
-if prev then last = tonumber(string.match(prev, '^%d+')) elseif oldTs then last = tonumber(oldTs) end
+-- (next_counts and presence_counts of lib/rate.lua, inlined: a Lua
+-- call costs Redis some 0.15 µs, and most pings come this way.)
+if #cur > 0 and limited then
+  rc, rd, fresh = 1, 1, tonumber(pm) ~= minute
+  if not fresh then rc, rd = (tonumber(pc) or 0) + 1, (tonumber(pd) or 0) + 1 end
+  if (limC > 0 and rc > limC) or (limD > 0 and ARGV[4] ~= '' and rd > limD) then
+    return {'rate_limited', string.format('%d', (minute + 1) * 60000 - now)}
+  end
+end
+-- counts are the fields that keep the call's counts in the presence;
+-- a new minute drops the other devices' counts of the last.
+local counts, oldCounts = {}, nil
+if rc then
+  counts[1], counts[2] = '#c', rc
+  if ARGV[4] ~= '' then counts[3], counts[4] = dkey, rd end
+  if fresh then
+    local n = #counts
+    counts[n + 1], counts[n + 2] = '#m', minute
+    oldCounts = otherDevs
+  end
+end
+-- The last fix, read once: "ts:lat:lng[:accuracy:repeats]".
+local pts, plat, plng, pacc, prep
+if prev then pts, plat, plng, pacc, prep = string.match(prev, '^(%d+):([-%d.e]+):([-%d.e]+):?([%d.e]*):?(%d*)$') end
+if pts then last = tonumber(pts) elseif oldTs then last = tonumber(oldTs) end
+-- A call that moves no presence (a dry run, a stale fix) still counts.
+if rc and #cur > 0 and (dry or ts < last) then
+  redis.call('HSET', KEYS[1], unpack(counts))
+  if oldCounts then redis.call('HDEL', KEYS[1], unpack(oldCounts)) end
+end
 if ts < last then return {'stale'} end
 local speed = tonumber(ARGV[5])
 local lat, lng = tonumber(ARGV[7]), tonumber(ARGV[8])
 -- How far to trust the fix (lib/trust.lua), against the last one.
 local acc = tonumber(ARGV[15])
-local trust, signals, repeats, risk = assess(prev, riskv, ts, lat, lng, acc, speed, ARGV[14])
+local trust, signals, repeats, risk = assess(pts, plat, plng, pacc, prep, riskv, ts, lat, lng, acc, speed, ARGV[14])
 local dev = ARGV[4]
 local newDev = dev ~= '' and dev ~= lastDev
 local fix = ARGV[1] .. ':' .. ARGV[7] .. ':' .. ARGV[8] .. ':' .. ARGV[15] .. ':' .. repeats
 -- The key's TTL: the visit timeout and up to a minute more, set at most
 -- once a minute (of the server's clock), not at every fix.
-local now = tonumber(ARGV[10])
 local refresh = now - ttlSet >= 60000 or now < ttlSet
 -- The common ping: near no store, no visit open, the device the last
 -- one came from. It moves the last fix and answers, in one line.
-if tonumber(ARGV[9]) == 0 and not visiting and not newDev then
+local held = tonumber(ARGV[9])
+if held == 0 and not visiting and not newDev then
   if not dry then
-    local writes = {'#fix', fix}
+    local writes = counts
+    local n = #writes
+    writes[n + 1], writes[n + 2] = '#fix', fix
     if risk > 0.01 then
-      writes[3], writes[4] = '#risk', string.format('%.3f:%d', risk, ts)
-    elseif riskv then
-      redis.call('HDEL', KEYS[1], '#risk')
+      writes[n + 3], writes[n + 4] = '#risk', string.format('%.3f:%d', risk, ts)
     end
-    if oldTs then redis.call('HDEL', KEYS[1], '#ts') end
     if refresh then
-      table.insert(writes, '#exp'); table.insert(writes, ARGV[10])
+      local m = #writes
+      writes[m + 1], writes[m + 2] = '#exp', ARGV[10]
     end
     redis.call('HSET', KEYS[1], unpack(writes))
+    if risk <= 0.01 and riskv or oldTs or oldCounts then
+      local dels = oldCounts or {}
+      if risk <= 0.01 and riskv then table.insert(dels, '#risk') end
+      if oldTs then table.insert(dels, '#ts') end
+      redis.call('HDEL', KEYS[1], unpack(dels))
+    end
     if refresh then redis.call('PEXPIRE', KEYS[1], timeout + 60000) end
   end
   local platform = ''
   if dev ~= '' then platform = lastOS end
   return platform .. ' ' .. trust .. ' ' .. signals .. ' -1 '
 end
-if speed < 0 and prev and tonumber(ARGV[9]) > 0 then
-  local pts, plat, plng = string.match(prev, '^(%d+):([-%d.e]+):([-%d.e]+)')
+if speed < 0 and pts and held > 0 then
   local dt = (ts - tonumber(pts)) / 1000
   if dt >= 10 and dt <= 300 then
     local r = math.pi / 180
@@ -88,7 +138,8 @@ local entered, exited, dwelt, tooFast = {}, {}, {}, {}
 -- Stores with a visit open after this fix, and the ms to the nearest
 -- dwell threshold not passed yet (-1: none), for the app's pacing.
 local open, nextDwell = {}, -1
-local writes, dels = {'#fix', fix}, {}
+local writes, dels = counts, oldCounts or {}
+table.insert(writes, '#fix'); table.insert(writes, fix)
 if oldTs then table.insert(dels, '#ts') end
 if refresh then table.insert(writes, '#exp'); table.insert(writes, ARGV[10]) end
 if risk > 0.01 then

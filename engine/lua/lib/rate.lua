@@ -1,21 +1,31 @@
--- count_call counts an app call against the customer's and the device's
--- limits of a minute of the server's clock (now, ms). The rate key holds
--- the minute it counts ("m") and that minute's counts: the customer's
--- ("c") and each device's ("d:<device>"; dev "": none). The first call of
--- a minute starts the key afresh, to live ttl ms, so that a call of the
--- minute reads one field more and writes two, whatever the device. A
--- limit of 0 is none. A call over a limit is not counted: the answer is
--- then the ms until the next minute, else nil.
+-- Call limits: a customer's app calls, and each device's, are counted
+-- per minute of the server's clock (now, ms). A limit of 0 is none. A
+-- call over a limit is not counted, and its answer is the ms until the
+-- next minute. The counts live in the customer's presence while it has
+-- one (the ping's step reads and writes it anyway: "#m", "#c",
+-- "#d:<device>"), else in the rate key ("m", "c", "d:<device>").
+
+-- next_counts: a call's counts in minute, from what is stored (m the
+-- minute counted, c the customer's count, d the device's; dev "": no
+-- device). Returns whether it is over a limit, the customer's and the
+-- device's counts with it, and whether the minute starts afresh.
+local function next_counts(minute, m, c, d, limC, limD, dev)
+  local rc, rd = 1, 1
+  local fresh = tonumber(m) ~= minute
+  if not fresh then rc, rd = (tonumber(c) or 0) + 1, (tonumber(d) or 0) + 1 end
+  return (limC > 0 and rc > limC) or (limD > 0 and dev ~= '' and rd > limD), rc, rd, fresh
+end
+
+-- count_call counts a call in the rate key, which the first call of a
+-- minute starts afresh, to live ttl ms, so that a call of the minute
+-- reads one field more and writes two, whatever the device. Returns the
+-- wait when over a limit; else nil, and the counts.
 local function count_call(rate_key, now, limC, limD, dev, ttl)
   local minute = math.floor(now / 60000)
   local dkey = 'd:' .. dev
   local cur = redis.call('HMGET', rate_key, 'm', 'c', dkey)
-  local fresh = tonumber(cur[1]) ~= minute
-  local rc, rd = 1, 1
-  if not fresh then rc, rd = (tonumber(cur[2]) or 0) + 1, (tonumber(cur[3]) or 0) + 1 end
-  if (limC > 0 and rc > limC) or (limD > 0 and dev ~= '' and rd > limD) then
-    return (minute + 1) * 60000 - now
-  end
+  local over, rc, rd, fresh = next_counts(minute, cur[1], cur[2], cur[3], limC, limD, dev)
+  if over then return (minute + 1) * 60000 - now end
   local counts = {'c', rc}
   if dev ~= '' then counts[3], counts[4] = dkey, rd end
   if fresh then
@@ -25,5 +35,6 @@ local function count_call(rate_key, now, limC, limD, dev, ttl)
   else
     redis.call('HSET', rate_key, unpack(counts))
   end
-  return nil
+  return nil, rc, rd
 end
+

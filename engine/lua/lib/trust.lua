@@ -1,7 +1,8 @@
 -- assess rates a fix by what it says against the customer's last one
 -- (across devices) and what the server found in the request: trusted,
 -- unverified or suspicious, with the signals behind it.
---   prev:  the last fix, "ts:lat:lng[:accuracy:repeats]" (nil: none)
+--   pts, plat, plng, pacc, prep: the last fix, as its "#fix" holds it,
+--          "ts:lat:lng[:accuracy:repeats]" (strings; pts nil: none)
 --   risk:  the customer's risk, "score:ts" (nil: none), which halves
 --          every ten minutes
 --   given: the server's signals, comma-separated: mocked, zero_accuracy,
@@ -16,8 +17,7 @@
 -- motorway) is said, and weighs nothing. Trusted needs a passed
 -- integrity check and nothing else. Returns trust, the signals
 -- (comma-separated), the repeats of this accuracy and the new risk.
-local TRUST_WEAK = {zero_accuracy = 2, frozen_fix = 2, future_fix = 2, constant_accuracy = 1, old_fix = 1, fast_travel = 0}
-local function assess(prev, risk, ts, lat, lng, acc, reported_speed, given)
+local function assess(pts, plat, plng, pacc, prep, risk, ts, lat, lng, acc, reported_speed, given)
   local signals, integrity_ok = {}, false
   if given ~= '' then
     for s in string.gmatch(given, '[^,]+') do
@@ -25,8 +25,7 @@ local function assess(prev, risk, ts, lat, lng, acc, reported_speed, given)
     end
   end
   local repeats = 0
-  if prev then
-    local pts, plat, plng, pacc, prep = string.match(prev, '^(%d+):([-%d.e]+):([-%d.e]+):?([%d.e]*):?(%d*)$')
+  do
     if pts then
       local dt = math.max((ts - tonumber(pts)) / 1000, 1)
       local dy = (lat - tonumber(plat)) * 111195
@@ -50,6 +49,12 @@ local function assess(prev, risk, ts, lat, lng, acc, reported_speed, given)
     local s, rts = string.match(risk, '^([%d.e]+):(%d+)$')
     if s then score = tonumber(s) * 0.5 ^ (math.max(ts - tonumber(rts), 0) / 600000) end
   end
+  if #signals == 0 and score == 0 then
+    return integrity_ok and 'trusted' or 'unverified', '', repeats, 0
+  end
+  -- The weak signals' weights, built only for a fix with signals (a
+  -- table costs Redis a fraction of a µs, and most fixes have none).
+  local TRUST_WEAK = {zero_accuracy = 2, frozen_fix = 2, future_fix = 2, constant_accuracy = 1, old_fix = 1, fast_travel = 0}
   local strong, weak = false, 0
   for _, s in ipairs(signals) do
     local w = TRUST_WEAK[s]
@@ -58,9 +63,6 @@ local function assess(prev, risk, ts, lat, lng, acc, reported_speed, given)
     else -- mocked, impossible_travel, integrity_<failure>
       strong, score = true, score + 6
     end
-  end
-  if #signals == 0 and score == 0 then
-    return integrity_ok and 'trusted' or 'unverified', '', repeats, 0
   end
   local trust = 'unverified'
   if strong or score + weak >= 3 then
