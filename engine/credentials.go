@@ -61,7 +61,7 @@ func (cs *Customers) RevokeTokens(ctx context.Context, customerID string) error 
 // (ms), limit per customer, per device (0: none), device id ("" : none),
 // ms the counters live.
 // Returns {"ok"}, {"revoked"} or {"rate_limited", ms until the next minute}.
-var admitScript = script("admit", "rate")
+var admitScript = script("admit", "rate", "presence")
 
 // Admit checks and counts an app call made for a customer that is not a
 // ping: a device registered or removed, a coupon opened. tokenGen is the

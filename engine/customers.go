@@ -509,14 +509,14 @@ func (cs *Customers) PutDevices(ctx context.Context, customerIDs []string, devic
 // putDeviceScript stores a device, only for a customer with a profile.
 // KEYS: profile, devices, presence. ARGV: device id, doc.
 // Returns {stored (0/1), new to the customer (0/1), the doc it replaced
-// or ""}. The presence forgets its last device ("#dev"), so that the
+// or ""}. The presence's last call forgets its device, so that the
 // next ping reads the device's platform anew.
-var putDeviceScript = script("put_device")
+var putDeviceScript = script("put_device", "presence")
 
 // dropDeviceScript removes a device from its customer while it still
 // holds a token (the app may have registered a new one meanwhile).
 // KEYS: devices, device_seen, presence. ARGV: device id, token.
-var dropDeviceScript = script("drop_device")
+var dropDeviceScript = script("drop_device", "presence")
 
 // releaseTokenScript deletes a token's owner key while it names the
 // device given. KEYS: the owner key. ARGV: the holder.
@@ -770,7 +770,7 @@ func (cs *Customers) runScripts(ctx context.Context, xs []*scripted) error {
 // deleteDeviceScript removes a device, answering its doc.
 // KEYS: devices, device_seen, presence (which forgets its last device).
 // ARGV: device id.
-var deleteDeviceScript = script("delete_device")
+var deleteDeviceScript = script("delete_device", "presence")
 
 // DeleteDevice removes a device of a customer and releases its token.
 func (cs *Customers) DeleteDevice(ctx context.Context, customerID, deviceID string) error {

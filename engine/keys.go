@@ -67,12 +67,14 @@ const (
 	// (the first ping of its latest run: one device's pings in a row, with
 	// no gap of a visit timeout, write it once); TTL 400 days past that.
 	partDeviceSeen = "device_seen"
-	// partPresence: hash, store id → "entered_ms:last_seen_ms:dwell_done_s",
-	// "#fix" → the last fix, "#dev" and "#os" → the device it came from
-	// and its platform ('#' is in no id), "#exp" → when its TTL was set,
-	// "#m", "#c", "#d:<device id>" → the call counts of the minute (see
-	// partRate);
-	// TTL the visit timeout and up to a minute more (set once a minute).
+	// partPresence: hash, store id → "entered_ms:last_seen_ms:dwell_done_s"
+	// (a visit open), "#fix" → the last call (lua/lib/presence.lua: the
+	// fix, the minute of its call and the customer's calls in it, when
+	// the TTL was set, the device and its platform), "#d:<device id>" →
+	// each device's calls in that minute, "#risk" → the customer's risk
+	// ('#' is in no id); "#ts", "#dev" and "#os", which older versions
+	// kept, go at the next write. TTL the visit timeout and up to a minute
+	// more (set once a minute).
 	partPresence = "presence"
 	// partCaps: hash, offers per rule and local day ("<rule>|d<yyyymmdd>"),
 	// ISO week ("|w<yyyyww>") and in total ("|t"), all rules per day
@@ -100,8 +102,8 @@ const (
 	// clock: "m" the minute counted, "c" the customer's calls in it and
 	// "d:<device id>" each device's; the first call of a minute starts it
 	// afresh, with a TTL of 2 minutes. A customer with presence has them
-	// there instead ("#m", "#c", "#d:<device id>"), read and written with
-	// it by the ping's step.
+	// there instead (in "#fix" and "#d:<device id>"), read and written
+	// with it by the ping's step.
 	partRate = "rate"
 	// partFraud: hash, what the customer's suspicious fixes left (fraud.go;
 	// never a coordinate): per UTC day "f:<yyyymmdd>" the suspicious fixes,

@@ -22,16 +22,18 @@ import (
 // profile).
 //
 // Presence per store is "entered_ms:last_seen_ms:dwell_done_s"; "#fix"
-// is the newest fix, "ts:lat:lng:accuracy:repeats" ('#' is in no id, so
-// no store's field can be taken for it), kept only to judge the next fix
-// (its time, speed and trust) and gone with the presence key's TTL;
-// "#dev" is the device it came from and "#os" its platform as
-// registered, so that a run of pings from one device writes device_seen
-// and reads the device once, not every time. The key lives the visit
-// timeout and up to a minute more past the newest fix: its TTL is set
-// at most once a minute of the server's clock ("#exp": when), not at
-// every fix. ("#ts", the fix's time before "#fix" led with it, goes at
-// the next write.)
+// is the last call (lua/lib/presence.lua): the newest fix (kept only to
+// judge the next: its time, speed and trust), the minute its call was
+// counted in and the customer's calls in that minute, when the key's TTL
+// was set, and the device it came from with its platform as registered,
+// so that a run of pings from one device writes device_seen and reads the
+// device once, not every time; "#d:<device>" is each device's calls in
+// that minute ('#' is in no id, so no store's field can be taken for
+// them). Most pings read and write two fields. The key lives the visit
+// timeout and up to a minute more past the newest fix: its TTL is set at
+// most once a minute of the server's clock, not at every fix. ("#ts",
+// "#dev" and "#os", which older versions kept beside "#fix", go at the
+// next write.)
 //
 // KEYS: presence, profile, device_seen, visits, caps, rate, tokens, devices,
 // the journal of events out (events.go)
@@ -64,7 +66,7 @@ import (
 // last score there)… for the stores of the fix}, or {"no_consent"}, or
 // {"stale"} (a fix older than the last one seen), {"rate_limited",
 // ms until the next minute}, or {"revoked"} (the customer token was).
-var observeScript = script("observe", "rate", "trust", "journal")
+var observeScript = script("observe", "rate", "trust", "journal", "presence")
 
 // visitEnv is the customer's visit history as audiences and templates see
 // it, for one store.

@@ -72,22 +72,22 @@ func TestScriptsCoverEveryFile(t *testing.T) {
 
 func luaCases() []luaCase {
 	return []luaCase{
-		{name: "admit", libs: []string{"rate"}, script: admitScript, check: checkAdmit},
+		{name: "admit", libs: []string{"rate", "presence"}, script: admitScript, check: checkAdmit},
 		{name: "drop_push", libs: []string{"journal"}, script: dropPushScript, check: checkDropPush},
 		{name: "feedback_answer", libs: []string{"journal"}, script: feedbackAnswerScript, check: checkFeedbackAnswer},
 		{name: "commit", libs: []string{"journal"}, script: commitScript, check: checkCommit},
 		{name: "defer", script: deferScript, check: checkDefer},
-		{name: "delete_device", script: deleteDeviceScript, check: checkDeleteDevice},
-		{name: "drop_device", script: dropDeviceScript, check: checkDropDevice},
+		{name: "delete_device", libs: []string{"presence"}, script: deleteDeviceScript, check: checkDeleteDevice},
+		{name: "drop_device", libs: []string{"presence"}, script: dropDeviceScript, check: checkDropDevice},
 		{name: "erase", libs: []string{"counted"}, script: eraseScript, check: checkErase},
 		{name: "give_back", script: giveBackScript, check: checkGiveBack},
 		{name: "index_code", script: indexCodeScript, check: checkIndexCode},
 		{name: "key_rate", script: keyRateScript, check: checkKeyRate},
 		{name: "learn_attributes", script: learnAttributesScript, check: checkLearnAttributes},
 		{name: "mark_sent", libs: []string{"journal"}, script: markSentScript, check: checkMarkSent},
-		{name: "observe", libs: []string{"rate", "trust", "journal"}, script: observeScript, check: checkObserve},
+		{name: "observe", libs: []string{"rate", "trust", "journal", "presence"}, script: observeScript, check: checkObserve},
 		{name: "opened", libs: []string{"journal"}, script: openedScript, check: checkOpened},
-		{name: "put_device", script: putDeviceScript, check: checkPutDevice},
+		{name: "put_device", libs: []string{"presence"}, script: putDeviceScript, check: checkPutDevice},
 		{name: "put_profile", libs: []string{"counted"}, script: putProfileScript, check: checkPutProfile},
 		{name: "redeem", libs: []string{"journal"}, script: redeemScript, check: checkRedeem},
 		{name: "release", script: releaseScript, check: checkRelease},
@@ -167,16 +167,28 @@ func checkAdmit(e luaEnv) {
 	// A customer with presence has the counts kept in it, with the
 	// ping's: the rate key is left alone; a new minute drops the other
 	// devices' counts of the last.
-	nm := fmt.Sprint(next / luaMinute)
-	e.Do("hset", presence, "#fix", "1:2:3:0:0", "#m", nm, "#c", "1", "#d:d-9", "1")
+	nm := next / luaMinute
+	e.Do("hset", presence, "#fix", lastCall(1, "2", "3", nm, 1, 77, "ios", "d-9"), "#d:d-9", "1")
 	before := e.HGetAll(rate)
 	e.Eq("counted in the presence", e.Strs(admitScript, keys, 0, next, 2, 0, "d-1", ttl), []string{"ok"})
-	e.Eq("the presence's counts", e.HGetAll(presence), map[string]string{"#fix": "1:2:3:0:0", "#m": nm, "#c": "2", "#d:d-9": "1", "#d:d-1": "1"})
+	e.Eq("the presence's counts", e.HGetAll(presence), map[string]string{"#fix": lastCall(1, "2", "3", nm, 2, 77, "ios", "d-9"), "#d:d-9": "1", "#d:d-1": "1"})
 	e.Eq("the rate key left alone", e.HGetAll(rate), before)
 	e.Eq("over the limit in the presence", e.Strs(admitScript, keys, 0, next, 2, 0, "d-1", ttl), []string{"rate_limited", "60000"})
 	later := minute1(next)
 	e.Eq("a minute later", e.Strs(admitScript, keys, 0, later, 2, 0, "d-1", ttl), []string{"ok"})
-	e.Eq("the presence's counts of the minute", e.HGetAll(presence), map[string]string{"#fix": "1:2:3:0:0", "#m": fmt.Sprint(later / luaMinute), "#c": "1", "#d:d-1": "1"})
+	e.Eq("the presence's counts of the minute", e.HGetAll(presence), map[string]string{"#fix": lastCall(1, "2", "3", later/luaMinute, 1, 77, "ios", "d-9"), "#d:d-1": "1"})
+	// A presence an older version wrote ("#fix" without the counts): the
+	// rate key counts.
+	e.Do("del", presence, rate)
+	e.Do("hset", presence, "#fix", "1:2:3:0:0", "#dev", "d-9")
+	e.Eq("an older presence", e.Strs(admitScript, keys, 0, later, 2, 0, "d-1", ttl), []string{"ok"})
+	e.Eq("counted in the rate key", e.HGet(rate, "c")+" "+e.HGet(presence, "#fix"), "1 1:2:3:0:0")
+}
+
+// lastCall is a presence's "#fix" (lua/lib/presence.lua), for a fix of
+// accuracy 0 that repeats none.
+func lastCall(ts int64, lat, lng string, minute int64, calls int, ttlSet int64, platform, device string) string {
+	return fmt.Sprintf("%d:%s:%s:0:0:%d:%d:%d:%s:%s", ts, lat, lng, minute, calls, ttlSet, platform, device)
 }
 
 func minute1(ms int64) int64 { return (ms/luaMinute + 1) * luaMinute }
@@ -314,7 +326,7 @@ func luaDevice(id, token string) string {
 // presence forgets its last device.
 func checkPutDevice(e luaEnv) {
 	keys := []string{customerKey("c-1", partProfile), customerKey("c-1", partDevices), customerKey("c-1", partPresence)}
-	e.Do("hset", keys[2], "#ts", "1", "#dev", "d-1", "#os", "ios")
+	e.Do("hset", keys[2], "#ts", "1", "#dev", "d-1", "#os", "ios", "#fix", lastCall(1, "2", "3", 4, 5, 6, "ios", "d:1@x"))
 	doc1, doc2 := luaDevice("d-1", "tok-1"), luaDevice("d-1", "tok-2")
 	// No profile: not stored, though the device is new to the customer.
 	e.Eq("no profile", e.Slice(putDeviceScript, keys, "d-1", doc1), []any{int64(0), int64(1), ""})
@@ -324,7 +336,8 @@ func checkPutDevice(e luaEnv) {
 	e.Eq("stored", e.HGet(keys[1], "d-1"), doc1)
 	e.Eq("replaced", e.Slice(putDeviceScript, keys, "d-1", doc2), []any{int64(1), int64(0), doc1})
 	e.Eq("stored", e.HGet(keys[1], "d-1"), doc2)
-	e.Eq("last device forgotten", e.HGetAll(keys[2]), map[string]string{"#ts": "1", "#os": "ios"})
+	// The last call names no device (nor the "#dev" older versions kept).
+	e.Eq("last device forgotten", e.HGetAll(keys[2]), map[string]string{"#ts": "1", "#os": "ios", "#fix": lastCall(1, "2", "3", 4, 5, 6, "", "")})
 }
 
 // dropDeviceScript: KEYS devices, device_seen, presence; ARGV device id,
@@ -360,7 +373,7 @@ func checkReleaseToken(e luaEnv) {
 // forgets its last device.
 func checkDeleteDevice(e luaEnv) {
 	keys := []string{customerKey("c-1", partDevices), customerKey("c-1", partDeviceSeen), customerKey("c-1", partPresence)}
-	e.Do("hset", keys[2], "#dev", "d-1", "#os", "android")
+	e.Do("hset", keys[2], "#fix", lastCall(1, "2", "3", 4, 5, 6, "android", "d-1"))
 	e.NilReply("no device", deleteDeviceScript, keys, "d-1")
 	doc := luaDevice("d-1", "tok-1")
 	e.Do("hset", keys[0], "d-1", doc, "d-2", luaDevice("d-2", "tok-2"))
@@ -368,7 +381,7 @@ func checkDeleteDevice(e luaEnv) {
 	e.Eq("deleted", e.Str(deleteDeviceScript, keys, "d-1"), doc)
 	e.Eq("devices left", len(e.HGetAll(keys[0])), 1)
 	e.Eq("seen left", e.HGetAll(keys[1]), map[string]string{"d-2": "2000"})
-	e.Eq("last device forgotten", e.HGetAll(keys[2]), map[string]string{"#os": "android"})
+	e.Eq("last device forgotten", e.HGetAll(keys[2]), map[string]string{"#fix": lastCall(1, "2", "3", 4, 5, 6, "", "")})
 }
 
 // giveBackScript: KEYS store-day counter, budget counter. Lowers each that
@@ -906,7 +919,7 @@ type obsCall struct {
 	now        int64
 	limC, limD int
 	gen        int64
-	device     string // "d-1" if empty
+	device     string // "d-1" if empty, none if "-"
 	signals    string // the server's signals, comma-separated
 	accuracy   float64
 	wanted     string // the event types journaled
@@ -938,8 +951,11 @@ func (c obsCall) run(e luaEnv) []string {
 		now = luaNowMs
 	}
 	device := c.device
-	if device == "" {
+	switch device {
+	case "":
 		device = "d-1"
+	case "-": // none
+		device = ""
 	}
 	args := []any{c.ts, obsTimeout.Milliseconds(), dry, device, c.speed, obsMaxSpeed, lat, lng, len(c.stores), now, c.limC, c.limD, c.gen, c.signals, c.accuracy, c.wanted}
 	for _, s := range c.stores {
@@ -1025,10 +1041,13 @@ func checkObserve(e luaEnv) {
 		// Counted in all, at the store, for the variant (b), and for it at the store.
 		[]string{"4", "r-1", "returned_treated", "20261115", "r-1", "returned_treated|s:s-1", "20261115",
 			"r-1", "returned_treated|v:b", "20261115", "r-1", "returned_treated|v:b|s:s-1", "20261115"}))
-	// The key lives the visit timeout and up to a minute more: its TTL
-	// is set at most once a minute ("#exp": when, by the server's clock).
+	// The last call: the fix, the minute and the calls counted (no
+	// limits here: 0), when the TTL was set, the platform and the device.
+	// The key lives the visit timeout and up to a minute more: its TTL is
+	// set at most once a minute of the server's clock.
+	luaMin := luaNowMs / luaMinute
 	e.Eq("presence", e.HGetAll(presence), map[string]string{
-		"#fix": fmt.Sprintf("%d:48.85:2.35:0:0", T), "#dev": "d-1", "#os": "android", "#exp": fmt.Sprint(luaNowMs), "s-1": fmt.Sprintf("%d:%d:0", T, T)})
+		"#fix": lastCall(T, "48.85", "2.35", luaMin, 0, luaNowMs, "android", "d-1"), "s-1": fmt.Sprintf("%d:%d:0", T, T)})
 	e.TTL(presence, obsTimeout+time.Minute)
 	e.Eq("device seen", e.HGetAll(seen), map[string]string{"d-1": fmt.Sprint(T)})
 	e.TTL(seen, 400*luaDay)
@@ -1056,7 +1075,7 @@ func checkObserve(e luaEnv) {
 	other.device, other.ts = "d-2", T+62000
 	other.run(e)
 	e.Eq("device seen, another device", e.HGetAll(seen), map[string]string{"d-1": fmt.Sprint(T), "d-2": fmt.Sprint(T + 62000)})
-	e.Eq("last device", e.HGet(presence, "#dev")+" "+e.HGet(presence, "#os"), "d-2 ") // not registered
+	e.Eq("last device", e.HGet(presence, "#fix"), lastCall(T+62000, "48.85", "2.35", luaMin, 0, luaNowMs, "", "d-2")) // not registered
 	call.ts = T + 63000
 	call.run(e)
 	e.Eq("device seen, back to the first", e.HGetAll(seen), map[string]string{"d-1": fmt.Sprint(T + 63000), "d-2": fmt.Sprint(T + 62000)})
@@ -1074,12 +1093,17 @@ func checkObserve(e luaEnv) {
 	call.ts, call.lat, call.lng = T+90000, "48.86", "2.35"
 	call.stores = []obsStore{{"s-3", "s", nil}}
 	e.Eq("too fast", call.run(e), []string{"ok", "android", "unverified", "fast_travel", "-1", "0", "0", "0", "0", "1", "s-3"})
-	e.Eq("fix kept", e.HGet(presence, "#fix"), fmt.Sprintf("%d:48.86:2.35:0:0", T+90000))
+	e.Eq("fix kept", e.HGet(presence, "#fix"), lastCall(T+90000, "48.86", "2.35", luaMin, 0, luaNowMs, "android", "d-1"))
 	// Near no store: the one line (platform, trust, signals, ms to the
 	// next dwell threshold, open visits).
 	call.ts, call.stores = T+95000, nil
 	e.Eq("near no store", call.run(e), []string{"android unverified  -1 "})
-	e.Eq("fix moved", e.HGet(presence, "#fix"), fmt.Sprintf("%d:48.86:2.35:0:0", T+95000))
+	e.Eq("fix moved", e.HGet(presence, "#fix"), lastCall(T+95000, "48.86", "2.35", luaMin, 0, luaNowMs, "android", "d-1"))
+	// Without a device, the presence keeps the last one.
+	nodev := call
+	nodev.device, nodev.ts = "-", T+96000
+	e.Eq("no device", nodev.run(e), []string{" unverified  -1 "})
+	e.Eq("last device kept", e.HGet(presence, "#fix"), lastCall(T+96000, "48.86", "2.35", luaMin, 0, luaNowMs, "android", "d-1"))
 	// Staying at a store: the line names the visit open, and the ms to
 	// its next dwell threshold.
 	call.ts, call.stores = T+100000, []obsStore{{"s-3", "s", []int{30}}}
@@ -1087,8 +1111,9 @@ func checkObserve(e luaEnv) {
 	call.ts = T + 110000
 	e.Eq("stays", call.run(e), []string{"android unverified  20000 s-3"})
 	// The TTL is set again once a minute has passed on the server's
-	// clock, and the "#ts" an older step wrote goes at the next write.
-	e.Do("hset", presence, "#ts", fmt.Sprint(T))
+	// clock, and the fields an older version kept beside "#fix" go at
+	// the next write.
+	e.Do("hset", presence, "#ts", fmt.Sprint(T), "#dev", "d-1", "#os", "android")
 	e.Do("pexpire", presence, 1000)
 	call.ts, call.now = T+115000, luaNowMs+30000
 	e.Eq("stays, in a minute", call.run(e), []string{"android unverified  15000 s-3"})
@@ -1096,7 +1121,7 @@ func checkObserve(e luaEnv) {
 	call.ts, call.now, call.stores = T+120000, luaNowMs+60000, nil
 	e.Eq("exit after a minute", call.run(e)[7:10], []string{"1", "s-3", "20000"})
 	e.TTL(presence, obsTimeout+time.Minute)
-	e.Eq("#ts gone, #exp moved", e.HGet(presence, "#ts")+" "+e.HGet(presence, "#exp"), " "+fmt.Sprint(luaNowMs+60000))
+	e.Eq("older fields gone, the TTL's time moved", e.HGetAll(presence), map[string]string{"#fix": lastCall(T+120000, "48.86", "2.35", luaMin+1, 0, luaNowMs+60000, "android", "d-1")})
 	call.ts, call.now = T+121000, luaNowMs+61000
 	e.Eq("quiet again", call.run(e), []string{"android unverified  -1 "})
 
@@ -1111,9 +1136,13 @@ func checkObserve(e luaEnv) {
 	base := minute1(luaNowMs)
 	bm := fmt.Sprint(base / luaMinute)
 	c2 := obsCall{customer: id2, ts: T, speed: -1, now: base, limC: 3, limD: 2}
-	counts := func() string {
+	counts := func() string { // the minute, the customer's calls, d-1's and d-2's
 		h := e.HGetAll(p2)
-		return strings.Join([]string{h["#m"], h["#c"], h["#d:d-1"], h["#d:d-2"]}, " ")
+		f := strings.Split(h["#fix"], ":")
+		if len(f) < 10 {
+			return "no last call: " + h["#fix"]
+		}
+		return strings.Join([]string{f[5], f[6], h["#d:d-1"], h["#d:d-2"]}, " ")
 	}
 	e.Eq("first call", c2.run(e), []string{" unverified  -1 "})
 	e.Eq("counted in the rate key", e.HGetAll(r2), map[string]string{"m": bm, "c": "1", "d:d-1": "1"})
@@ -1125,7 +1154,7 @@ func checkObserve(e luaEnv) {
 	c2.ts = T + 2000
 	e.Eq("over the device's limit", c2.run(e), []string{"rate_limited", "60000"})
 	e.Eq("not counted", counts(), bm+" 2 2 ")
-	e.Eq("the fix not moved", e.HGet(p2, "#fix"), fmt.Sprintf("%d:48.85:2.35:0:0", T+1000))
+	e.Eq("the fix not moved", e.HGet(p2, "#fix"), lastCall(T+1000, "48.85", "2.35", base/luaMinute, 2, base, "", "d-1"))
 	d2 := c2
 	d2.device, d2.ts = "d-2", T+500
 	e.Eq("a stale fix from another device", d2.run(e), []string{"stale"})
@@ -1134,14 +1163,14 @@ func checkObserve(e luaEnv) {
 	c2.ts, c2.now, c2.dry = T+3000, base+luaMinute, "1"
 	e.Eq("a dry run a minute later", c2.run(e), []string{" unverified  -1 "})
 	e.Eq("counted afresh, d-2's count gone", counts(), fmt.Sprint(base/luaMinute+1)+" 1 1 ")
-	e.Eq("the fix not moved by the dry run", e.HGet(p2, "#fix"), fmt.Sprintf("%d:48.85:2.35:0:0", T+1000))
+	e.Eq("the fix not moved by the dry run, nor its TTL", e.HGet(p2, "#fix"), lastCall(T+1000, "48.85", "2.35", base/luaMinute+1, 1, base, "", "d-1"))
 
 	// A dry run answers as if it had entered, and writes nothing.
 	call = obsCall{customer: id, ts: T + 1_000_000, dry: "1", speed: -1, wanted: "*", stores: []obsStore{{"s-4", "s", nil}}}
 	e.Eq("dry", call.run(e), slices.Concat(
 		[]string{"ok", "android", "unverified", "", "-1", "1", "s-4", "1", "s-4", "0", "0", "0"},
 		[]string{`{"id":"c-1"}`, "6", fmt.Sprint(T + 100000), "1", "s-4", "1", "0"}, history, []string{"0"}))
-	e.Eq("dry: presence unchanged", e.HGet(presence, "#fix")+" "+e.HGet(presence, "s-4"), fmt.Sprintf("%d:48.86:2.35:0:0", T+121000)+" ")
+	e.Eq("dry: presence unchanged", e.HGet(presence, "#fix")+" "+e.HGet(presence, "s-4"), lastCall(T+121000, "48.86", "2.35", luaMin+1, 0, luaNowMs+60000, "android", "d-1")+" ")
 	e.Eq("dry: visits unchanged", e.HGet(visits, "n"), "5")
 	e.Eq("dry: nothing journaled", len(luaFacts(e, journal)), 4) // the enter and exit at s-3 before
 }

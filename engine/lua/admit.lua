@@ -1,20 +1,19 @@
 local gen = tonumber(ARGV[1])
 if gen > 0 and gen < tonumber(redis.call('GET', KEYS[1]) or '1') then return {'revoked'} end
 local now, limC, limD, dev = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
--- A customer with presence has the call counts kept there (lib/rate.lua).
-if redis.call('EXISTS', KEYS[3]) == 1 then
+-- A customer with presence has the call counts kept there (lib/rate.lua):
+-- the customer's in the last call (lib/presence.lua), each device's in
+-- "#d:<device>".
+local dkey = '#d:' .. dev
+local cur = redis.call('HMGET', KEYS[3], '#fix', dkey)
+local ts, lat, lng, acc, rep, m, c, ttl, os, d = string.match(cur[1] or '', LAST_CALL)
+if ts then
   local minute = math.floor(now / 60000)
-  local dkey = '#d:' .. dev
-  local cur = redis.call('HMGET', KEYS[3], '#m', '#c', dkey)
-  local over, rc, rd, fresh = next_counts(minute, cur[1], cur[2], cur[3], limC, limD, dev)
+  local over, rc, rd, fresh = next_counts(minute, m, c, cur[2], limC, limD, dev)
   if over then return {'rate_limited', string.format('%d', (minute + 1) * 60000 - now)} end
-  local counts = {'#c', rc}
-  if dev ~= '' then counts[3], counts[4] = dkey, rd end
-  if fresh then
-    local n = #counts
-    counts[n + 1], counts[n + 2] = '#m', minute
-  end
-  redis.call('HSET', KEYS[3], unpack(counts))
+  local w = {'#fix', last_call(ts, lat, lng, acc, rep, minute, rc, ttl, os, d)}
+  if dev ~= '' then w[3], w[4] = dkey, rd end
+  redis.call('HSET', KEYS[3], unpack(w))
   if fresh then -- the other devices' counts of an older minute go
     local old = {}
     for _, f in ipairs(redis.call('HKEYS', KEYS[3])) do

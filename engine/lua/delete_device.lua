@@ -2,5 +2,5 @@ local doc = redis.call('HGET', KEYS[1], ARGV[1])
 if not doc then return false end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[3], '#dev')
+forget_device(KEYS[3])
 return doc

@@ -1,5 +1,4 @@
 local ts = tonumber(ARGV[1])
-local timeout = tonumber(ARGV[2])
 local dry = ARGV[3] == '1'
 -- A customer token revoked since it was minted (ARGV[13], 0: none) is
 -- refused before anything is read or counted.
@@ -28,58 +27,82 @@ if #cur == 0 then
   end
   if redis.call('HGET', KEYS[2], 'loc') ~= '1' then return {'no_consent'} end
 end
--- The last fix's time is the head of "#fix" ("#ts" held it before,
--- and goes at the next write); "#exp" is when the key's TTL was last set.
-local present, visiting, last, prev, lastDev, lastOS, riskv, oldTs, ttlSet = {}, false, 0, nil, nil, '', nil, nil, 0
-local dkey, pm, pc, pd, otherDevs = '#d:' .. ARGV[4], nil, nil, nil, nil
+-- The presence's fields (engine/keys.go): "#fix", the last call; a visit
+-- open per store; "#d:<device>", each device's calls in the minute of
+-- "#fix"; "#risk"; and "#ts", "#dev", "#os", which older versions kept
+-- beside "#fix", and the next write folds into it. Few fields, for most
+-- pings two: Redis hands each to Lua at a cost.
+local present, visiting, prev, riskv, legacy = {}, false, nil, nil, nil
+local dkey, pd, otherDevs = '#d:' .. ARGV[4], nil, nil
 for i = 1, #cur, 2 do
   local f = cur[i]
   if f == '#fix' then prev = cur[i + 1]
-  elseif f == '#c' then pc = cur[i + 1]
   elseif f == dkey then pd = cur[i + 1]
-  elseif f == '#m' then pm = cur[i + 1]
-  elseif f == '#dev' then lastDev = cur[i + 1]
-  elseif f == '#os' then lastOS = cur[i + 1]
-  elseif f == '#exp' then ttlSet = tonumber(cur[i + 1])
-  elseif f == '#risk' then riskv = cur[i + 1]
-  elseif f == '#ts' then oldTs = cur[i + 1]
   elseif string.sub(f, 1, 1) ~= '#' then
     local e, s, d = string.match(cur[i + 1], '^(%d+):(%d+):(%d+)$')
     if e then present[f], visiting = {tonumber(e), tonumber(s), tonumber(d)}, true end
   elseif string.sub(f, 1, 3) == '#d:' then
     otherDevs = otherDevs or {}
     table.insert(otherDevs, f)
+  elseif f == '#risk' then riskv = cur[i + 1]
+  else
+    legacy = legacy or {}
+    legacy[f] = cur[i + 1]
   end
 end
--- (next_counts and presence_counts of lib/rate.lua, inlined: a Lua
--- call costs Redis some 0.15 µs, and most pings come this way.)
+-- The last call (lib/presence.lua): the fix, the minute counted and the
+-- customer's calls in it, when the key's TTL was set, the platform and
+-- the device.
+local pts, plat, plng, pacc, prep, pm, pc, pexp, lastOS, lastDev
+if prev then
+  pts, plat, plng, pacc, prep, pm, pc, pexp, lastOS, lastDev = string.match(prev, LAST_CALL)
+  if not tonumber(pts) then -- as older versions wrote it
+    pm, pc, pexp, lastOS, lastDev = nil, nil, nil, nil, nil
+    pts, plat, plng, pacc, prep = string.match(prev, '^(%d+):([-%d.e]+):([-%d.e]+):?([%d.e]*):?(%d*)$')
+  end
+end
+local last = tonumber(pts) or 0
+if legacy then
+  last = tonumber(pts or legacy['#ts']) or 0
+  lastDev, lastOS = lastDev or legacy['#dev'], lastOS or legacy['#os']
+end
+lastOS = lastOS or ''
+-- (next_counts of lib/rate.lua, inlined: a Lua call costs Redis some
+-- 0.15 µs, and most pings come this way.)
+-- (Numbers are written as the strings they came as where they can be:
+-- Lua's number to string costs Redis some 0.2 µs each.)
+local sameMinute = tonumber(pm) == minute
+local minuteStr = sameMinute and pm or string.format('%d', minute)
 if #cur > 0 and limited then
-  rc, rd, fresh = 1, 1, tonumber(pm) ~= minute
+  rc, rd, fresh = 1, 1, not sameMinute
   if not fresh then rc, rd = (tonumber(pc) or 0) + 1, (tonumber(pd) or 0) + 1 end
   if (limC > 0 and rc > limC) or (limD > 0 and ARGV[4] ~= '' and rd > limD) then
     return {'rate_limited', string.format('%d', (minute + 1) * 60000 - now)}
   end
 end
--- counts are the fields that keep the call's counts in the presence;
--- a new minute drops the other devices' counts of the last.
-local counts, oldCounts = {}, nil
-if rc then
-  counts[1], counts[2] = '#c', rc
-  if ARGV[4] ~= '' then counts[3], counts[4] = dkey, rd end
-  if fresh then
-    local n = #counts
-    counts[n + 1], counts[n + 2] = '#m', minute
-    oldCounts = otherDevs
-  end
+-- The key's TTL: the visit timeout and up to a minute more, set at most
+-- once a minute (of the server's clock), not at every fix.
+local keptTtl = tonumber(pexp) or 0
+local refresh = now - keptTtl >= 60000 or now < keptTtl
+local ttlSet = refresh and ARGV[10] or pexp
+-- writes and dels are what the presence's write sets and deletes: the
+-- device's count (the customer's goes in "#fix"), and, a new minute, no
+-- other device's; the older versions' fields.
+local writes, dels = {}, otherDevs
+if rc and ARGV[4] ~= '' then writes[1], writes[2] = dkey, rd end
+if not fresh then dels = nil end
+if legacy then
+  dels = dels or {}
+  for f in pairs(legacy) do table.insert(dels, f) end
 end
--- The last fix, read once: "ts:lat:lng[:accuracy:repeats]".
-local pts, plat, plng, pacc, prep
-if prev then pts, plat, plng, pacc, prep = string.match(prev, '^(%d+):([-%d.e]+):([-%d.e]+):?([%d.e]*):?(%d*)$') end
-if pts then last = tonumber(pts) elseif oldTs then last = tonumber(oldTs) end
--- A call that moves no presence (a dry run, a stale fix) still counts.
-if rc and #cur > 0 and (dry or ts < last) then
-  redis.call('HSET', KEYS[1], unpack(counts))
-  if oldCounts then redis.call('HDEL', KEYS[1], unpack(oldCounts)) end
+-- A call that moves no presence (a dry run, a stale fix) still counts:
+-- the last call keeps its fix, device and TTL, and takes the counts.
+if rc and pts and (dry or ts < last) then
+  local keep = {unpack(writes)}
+  table.insert(keep, '#fix')
+  table.insert(keep, last_call(pts, plat, plng, pacc, prep, minuteStr, rc, pexp or '0', lastOS, lastDev or ''))
+  redis.call('HSET', KEYS[1], unpack(keep))
+  if dels then redis.call('HDEL', KEYS[1], unpack(dels)) end
 end
 if ts < last then return {'stale'} end
 local speed = tonumber(ARGV[5])
@@ -87,40 +110,36 @@ local lat, lng = tonumber(ARGV[7]), tonumber(ARGV[8])
 -- How far to trust the fix (lib/trust.lua), against the last one.
 local acc = tonumber(ARGV[15])
 local trust, signals, repeats, risk = assess(pts, plat, plng, pacc, prep, riskv, ts, lat, lng, acc, speed, ARGV[14])
+if repeats == 0 then repeats = '0' end
+if risk > 0.01 then
+  table.insert(writes, '#risk'); table.insert(writes, string.format('%.3f:%d', risk, ts))
+elseif riskv then
+  dels = dels or {}
+  table.insert(dels, '#risk')
+end
 local dev = ARGV[4]
 local newDev = dev ~= '' and dev ~= lastDev
-local fix = ARGV[1] .. ':' .. ARGV[7] .. ':' .. ARGV[8] .. ':' .. ARGV[15] .. ':' .. repeats
--- The key's TTL: the visit timeout and up to a minute more, set at most
--- once a minute (of the server's clock), not at every fix.
-local refresh = now - ttlSet >= 60000 or now < ttlSet
 -- The common ping: near no store, no visit open, the device the last
--- one came from. It moves the last fix and answers, in one line.
+-- one came from. It moves the last call and answers, in one line.
 local held = tonumber(ARGV[9])
 if held == 0 and not visiting and not newDev then
-  if not dry then
-    local writes = counts
-    local n = #writes
-    writes[n + 1], writes[n + 2] = '#fix', fix
-    if risk > 0.01 then
-      writes[n + 3], writes[n + 4] = '#risk', string.format('%.3f:%d', risk, ts)
-    end
-    if refresh then
-      local m = #writes
-      writes[m + 1], writes[m + 2] = '#exp', ARGV[10]
-    end
-    redis.call('HSET', KEYS[1], unpack(writes))
-    if risk <= 0.01 and riskv or oldTs or oldCounts then
-      local dels = oldCounts or {}
-      if risk <= 0.01 and riskv then table.insert(dels, '#risk') end
-      if oldTs then table.insert(dels, '#ts') end
-      redis.call('HDEL', KEYS[1], unpack(dels))
-    end
-    if refresh then redis.call('PEXPIRE', KEYS[1], timeout + 60000) end
-  end
   local platform = ''
   if dev ~= '' then platform = lastOS end
+  if not dry then
+    -- (last_call of lib/presence.lua, inlined.) Without a device, the
+    -- presence keeps the last one.
+    local d = dev
+    if dev == '' then d = lastDev or '' end
+    local n = #writes
+    writes[n + 1] = '#fix'
+    writes[n + 2] = ARGV[1] .. ':' .. ARGV[7] .. ':' .. ARGV[8] .. ':' .. ARGV[15] .. ':' .. repeats .. ':' .. minuteStr .. ':' .. (rc or '0') .. ':' .. ttlSet .. ':' .. lastOS .. ':' .. d
+    redis.call('HSET', KEYS[1], unpack(writes))
+    if dels then redis.call('HDEL', KEYS[1], unpack(dels)) end
+    if refresh then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) + 60000) end
+  end
   return platform .. ' ' .. trust .. ' ' .. signals .. ' -1 '
 end
+local timeout = tonumber(ARGV[2])
 if speed < 0 and pts and held > 0 then
   local dt = (ts - tonumber(pts)) / 1000
   if dt >= 10 and dt <= 300 then
@@ -138,15 +157,7 @@ local entered, exited, dwelt, tooFast = {}, {}, {}, {}
 -- Stores with a visit open after this fix, and the ms to the nearest
 -- dwell threshold not passed yet (-1: none), for the app's pacing.
 local open, nextDwell = {}, -1
-local writes, dels = counts, oldCounts or {}
-table.insert(writes, '#fix'); table.insert(writes, fix)
-if oldTs then table.insert(dels, '#ts') end
-if refresh then table.insert(writes, '#exp'); table.insert(writes, ARGV[10]) end
-if risk > 0.01 then
-  table.insert(writes, '#risk'); table.insert(writes, string.format('%.3f:%d', risk, ts))
-elseif riskv then
-  table.insert(dels, '#risk')
-end
+dels = dels or {}
 local i = 17
 for _ = 1, tonumber(ARGV[9]) do
   local id, kind, nt = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
@@ -199,9 +210,9 @@ for id, p in pairs(present) do
   end
 end
 -- The device's platform, as registered ('' unknown), read when the
--- device differs from the presence's last ("#dev", "#os"), so that a run
--- of pings from one device reads it once; registering or removing a
--- device forgets "#dev".
+-- device differs from the last call's, so that a run of pings from one
+-- device reads it once; registering or removing a device forgets the
+-- last call's device (lib/presence.lua).
 local platform = ''
 if newDev then
   local d = redis.call('HGET', KEYS[8], dev)
@@ -211,13 +222,15 @@ elseif dev ~= '' then
 end
 if not dry then
   -- When each device was last seen, for the push to pick the one seen
-  -- most recently: written with "#dev".
+  -- most recently: written when the last call's device changes.
   if newDev then
-    table.insert(writes, '#dev'); table.insert(writes, dev)
-    table.insert(writes, '#os'); table.insert(writes, platform)
     redis.call('HSET', KEYS[3], dev, ARGV[1])
     redis.call('PEXPIRE', KEYS[3], 400 * 86400000)
   end
+  local os, d = platform, dev
+  if dev == '' then os, d = lastOS, lastDev or '' end -- the presence keeps the last device
+  table.insert(writes, '#fix')
+  table.insert(writes, last_call(ARGV[1], ARGV[7], ARGV[8], ARGV[15], repeats, minuteStr, rc or '0', ttlSet, os, d))
   redis.call('HSET', KEYS[1], unpack(writes))
   if #dels > 0 then redis.call('HDEL', KEYS[1], unpack(dels)) end
   if refresh then redis.call('PEXPIRE', KEYS[1], timeout + 60000) end
