@@ -40,7 +40,8 @@ for i = 1, #cur, 2 do
   elseif f == dkey then pd = cur[i + 1]
   elseif string.sub(f, 1, 1) ~= '#' then
     local e, s, d = string.match(cur[i + 1], '^(%d+):(%d+):(%d+)$')
-    if e then present[f], visiting = {tonumber(e), tonumber(s), tonumber(d)}, true end
+    -- (The entry and dwell as read, too: written back as they came.)
+    if e then present[f], visiting = {tonumber(e), tonumber(s), tonumber(d), e, d}, true end
   elseif string.sub(f, 1, 3) == '#d:' then
     otherDevs = otherDevs or {}
     table.insert(otherDevs, f)
@@ -198,7 +199,9 @@ for _ = 1, tonumber(ARGV[9]) do
         break
       end
     end
-    table.insert(writes, id); table.insert(writes, string.format('%d:%s:%d', p[1], ARGV[1], done))
+    local doneStr = p[5]
+    if done ~= p[3] then doneStr = tostring(done) end
+    table.insert(writes, id); table.insert(writes, p[4] .. ':' .. ARGV[1] .. ':' .. doneStr)
   end
 end
 for id, p in pairs(present) do
