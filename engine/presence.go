@@ -46,8 +46,8 @@ import (
 // none), then per store: id, kind ("s": surely
 // inside, may enter; "h": may still be inside, keeps a visit), n_thresholds,
 // dwell thresholds in seconds (ascending)…
-// A step that changed nothing but the last fix (no store entered, left
-// or dwelt in, none too fast to enter: most pings) answers one line,
+// A step with no event (no store entered, left or dwelt in, none too
+// fast to enter: most pings) answers one line,
 // "platform trust signals next_dwell_ms open" (signals and open comma-
 // separated; a reply of one string costs Redis less than a list).
 // Otherwise it returns {"ok", the device's platform ("" unknown), the fix's trust,

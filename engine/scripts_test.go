@@ -1165,6 +1165,61 @@ func checkObserve(e luaEnv) {
 	e.Eq("counted afresh, d-2's count gone", counts(), fmt.Sprint(base/luaMinute+1)+" 1 1 ")
 	e.Eq("the fix not moved by the dry run, nor its TTL", e.HGet(p2, "#fix"), lastCall(T+1000, "48.85", "2.35", base/luaMinute+1, 1, base, "", "d-1"))
 
+	// A presence takes over the counts of the minute the rate key kept,
+	// every device's: another device's calls before it still count.
+	id3 := "c-3"
+	p3 := customerKey(id3, partPresence)
+	e.Do("hset", customerKey(id3, partProfile), "doc", `{"id":"c-3"}`, "loc", "1", "push", "1")
+	admit3 := func(dev string) []string {
+		return e.Strs(admitScript, []string{customerKey(id3, partTokens), customerKey(id3, partRate), p3}, 0, base, 10, 3, dev, rateWindow.Milliseconds())
+	}
+	for range 3 {
+		e.Eq("a device's calls before any presence", admit3("d-a"), []string{"ok"})
+	}
+	c3 := obsCall{customer: id3, ts: T, speed: -1, now: base, limC: 10, limD: 3, device: "d:b@x"}
+	c3.run(e)
+	e.Eq("taken over, every device's", e.HGetAll(p3), map[string]string{
+		"#fix": lastCall(T, "48.85", "2.35", base/luaMinute, 4, base, "", "d:b@x"), "#d:d:b@x": "1", "#d:d-a": "3"})
+	e.Eq("the other device over its limit", admit3("d-a"), []string{"rate_limited", "60000"})
+	c3.ts = T + 1000
+	e.Eq("a device id with ':' is the last call's", c3.run(e), []string{" unverified  -1 "})
+	e.Eq("counted", e.HGet(p3, "#d:d:b@x"), "2")
+
+	// A presence an older version wrote ("#ts", a fix of five parts,
+	// "#dev", "#os"): its fix and device are read; the rate key counts
+	// until its next write, which folds the older fields into the last
+	// call and takes the counts over. A stale fix and a dry run move
+	// nothing, its TTL neither.
+	id4 := "c-4"
+	p4, r4 := customerKey(id4, partPresence), customerKey(id4, partRate)
+	e.Do("hset", customerKey(id4, partProfile), "doc", `{"id":"c-4"}`, "loc", "1", "push", "1")
+	old := map[string]string{"#ts": fmt.Sprint(T), "#fix": fmt.Sprintf("%d:48.85:2.35:0:0", T), "#dev": "d-1", "#os": "ios"}
+	e.Do("hset", p4, "#ts", old["#ts"], "#fix", old["#fix"], "#dev", "d-1", "#os", "ios")
+	e.Do("pexpire", p4, 5000)
+	c4 := obsCall{customer: id4, ts: T - 1, speed: -1, now: base, limC: 5, limD: 5}
+	e.Eq("stale, by the older fix", c4.run(e), []string{"stale"})
+	c4.ts, c4.dry = T+1000, "1"
+	e.Eq("a dry run", c4.run(e), []string{"ios unverified  -1 "})
+	e.Eq("both counted in the rate key", e.HGet(r4, "c")+" "+e.HGet(r4, "d:d-1"), "2 2")
+	e.Eq("the older presence untouched", e.HGetAll(p4), old)
+	e.TTL(p4, 5*time.Second)
+	c4.ts, c4.dry = T+2000, ""
+	e.Eq("the same device: the short path", c4.run(e), []string{"ios unverified  -1 "})
+	e.Eq("folded, counts taken over", e.HGetAll(p4), map[string]string{
+		"#fix": lastCall(T+2000, "48.85", "2.35", base/luaMinute, 3, base, "ios", "d-1"), "#d:d-1": "3"})
+	e.TTL(p4, obsTimeout+time.Minute)
+	// The short path sets the TTL again once a minute; a dry run and a
+	// stale fix do not.
+	e.Do("pexpire", p4, 5000)
+	c4.ts, c4.now, c4.dry = T+3000, base+30000, "1"
+	c4.run(e)
+	c4.ts, c4.dry = T+1500, ""
+	e.Eq("stale", c4.run(e), []string{"stale"})
+	e.TTL(p4, 5*time.Second)
+	c4.ts, c4.now = T+4000, base+60000
+	e.Eq("a minute on", c4.run(e), []string{"ios unverified  -1 "})
+	e.TTL(p4, obsTimeout+time.Minute)
+
 	// A dry run answers as if it had entered, and writes nothing.
 	call = obsCall{customer: id, ts: T + 1_000_000, dry: "1", speed: -1, wanted: "*", stores: []obsStore{{"s-4", "s", nil}}}
 	e.Eq("dry", call.run(e), slices.Concat(

@@ -17,13 +17,15 @@ local minute = math.floor(now / 60000)
 -- presence (put_profile.lua), in the same slot, atomically. So a
 -- customer with presence has consent, and only one without is asked.
 local cur = redis.call('HGETALL', KEYS[1])
-local rc, rd, fresh -- the call's counts (nil: no limits)
+-- The call's counts (nil: no limits); takeover: counted in the rate key,
+-- whose counts of the minute a presence written now takes over.
+local rc, rd, fresh, takeover
 if #cur == 0 then
   if limited then
     local wait
     wait, rc, rd = count_call(KEYS[6], now, limC, limD, ARGV[4], 120000)
     if wait then return {'rate_limited', string.format('%d', wait)} end
-    fresh = true -- a presence this call starts takes its counts over
+    fresh, takeover = true, true
   end
   if redis.call('HGET', KEYS[2], 'loc') ~= '1' then return {'no_consent'} end
 end
@@ -75,16 +77,23 @@ lastOS = lastOS or ''
 local sameMinute = tonumber(pm) == minute
 local minuteStr = sameMinute and pm or string.format('%d', minute)
 if #cur > 0 and limited then
-  rc, rd, fresh = 1, 1, not sameMinute
-  if not fresh then rc, rd = (tonumber(pc) or 0) + 1, (tonumber(pd) or 0) + 1 end
-  if (limC > 0 and rc > limC) or (limD > 0 and ARGV[4] ~= '' and rd > limD) then
-    return {'rate_limited', string.format('%d', (minute + 1) * 60000 - now)}
+  if pc then
+    rc, rd, fresh = 1, 1, not sameMinute
+    if not fresh then rc, rd = (tonumber(pc) or 0) + 1, (tonumber(pd) or 0) + 1 end
+    if (limC > 0 and rc > limC) or (limD > 0 and ARGV[4] ~= '' and rd > limD) then
+      return {'rate_limited', string.format('%d', (minute + 1) * 60000 - now)}
+    end
+  else -- a presence an older version wrote: the rate key counts, till its next write
+    local wait
+    wait, rc, rd = count_call(KEYS[6], now, limC, limD, ARGV[4], 120000)
+    if wait then return {'rate_limited', string.format('%d', wait)} end
+    fresh, takeover = true, true
   end
 end
 -- The key's TTL: the visit timeout and up to a minute more, set at most
 -- once a minute (of the server's clock), not at every fix.
-local keptTtl = tonumber(pexp) or 0
-local refresh = now - keptTtl >= 60000 or now < keptTtl
+local keptTtl = tonumber(pexp)
+local refresh = not keptTtl or now - keptTtl >= 60000 or now < keptTtl
 local ttlSet = refresh and ARGV[10] or pexp
 -- writes and dels are what the presence's write sets and deletes: the
 -- device's count (the customer's goes in "#fix"), and, a new minute, no
@@ -92,13 +101,22 @@ local ttlSet = refresh and ARGV[10] or pexp
 local writes, dels = {}, otherDevs
 if rc and ARGV[4] ~= '' then writes[1], writes[2] = dkey, rd end
 if not fresh then dels = nil end
+if takeover and not dry then -- the other devices' counts of the minute too
+  local r = redis.call('HGETALL', KEYS[6])
+  for i = 1, #r, 2 do
+    if string.sub(r[i], 1, 2) == 'd:' and r[i] ~= 'd:' .. ARGV[4] then
+      table.insert(writes, '#' .. r[i]); table.insert(writes, r[i + 1])
+    end
+  end
+end
 if legacy then
   dels = dels or {}
   for f in pairs(legacy) do table.insert(dels, f) end
 end
 -- A call that moves no presence (a dry run, a stale fix) still counts:
--- the last call keeps its fix, device and TTL, and takes the counts.
-if rc and pts and (dry or ts < last) then
+-- the last call keeps its fix, device and TTL, and takes the counts
+-- (unless the rate key counted them).
+if rc and not takeover and (dry or ts < last) then
   local keep = {unpack(writes)}
   table.insert(keep, '#fix')
   table.insert(keep, last_call(pts, plat, plng, pacc, prep, minuteStr, rc, pexp or '0', lastOS, lastDev or ''))

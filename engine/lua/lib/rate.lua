@@ -2,8 +2,10 @@
 -- per minute of the server's clock (now, ms). A limit of 0 is none. A
 -- call over a limit is not counted, and its answer is the ms until the
 -- next minute. The counts live in the customer's presence while it has
--- one (the ping's step reads and writes it anyway: "#m", "#c",
--- "#d:<device>"), else in the rate key ("m", "c", "d:<device>").
+-- one (the ping's step reads and writes it anyway: the customer's in its
+-- last call, "#fix" (lib/presence.lua), each device's in "#d:<device>"),
+-- else in the rate key ("m", "c", "d:<device>"), whose counts of the
+-- minute a presence takes over when it is written.
 
 -- next_counts: a call's counts in minute, from what is stored (m the
 -- minute counted, c the customer's count, d the device's; dev "": no

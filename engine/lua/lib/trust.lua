@@ -1,8 +1,9 @@
 -- assess rates a fix by what it says against the customer's last one
 -- (across devices) and what the server found in the request: trusted,
 -- unverified or suspicious, with the signals behind it.
---   pts, plat, plng, pacc, prep: the last fix, as its "#fix" holds it,
---          "ts:lat:lng[:accuracy:repeats]" (strings; pts nil: none)
+--   pts, plat, plng, pacc, prep: the last fix's time, position,
+--          accuracy and repeats, as the presence's last call holds them
+--          (lib/presence.lua; strings; pts nil: none)
 --   risk:  the customer's risk, "score:ts" (nil: none), which halves
 --          every ten minutes
 --   given: the server's signals, comma-separated: mocked, zero_accuracy,
