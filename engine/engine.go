@@ -105,16 +105,7 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 		return nil, ErrNoSnapshot
 	}
 	now := e.now()
-	ts := p.TS
-	switch {
-	case ts.After(now.Add(time.Minute)):
-		p.Signals = append(slices.Clip(p.Signals), signalFuture)
-	case !ts.IsZero() && now.Sub(ts) > 24*time.Hour:
-		p.Signals = append(slices.Clip(p.Signals), signalOld)
-	}
-	if ts.IsZero() || ts.After(now) {
-		ts = now
-	}
+	p, ts := fixTime(p, now)
 	res := &Result{Events: []Event{}, Offers: []IssuedOffer{}}
 	if p.AccuracyM > MaxFixAccuracyM {
 		// Too unsure to move presence either way; still a call of the
@@ -126,6 +117,8 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 	}
 	var buf [16]geo.Hit
 	hits := snap.Index.Near(p.Lat, p.Lng, buf[:0])
+	opt.spec = e.speculate(ctx, snap, p, hits, opt)
+	defer e.unspeculate(ctx, opt.spec, p.CustomerID)
 	obs, skipped, err := e.observe(ctx, snap, p, ts, now, hits, opt)
 	if err != nil {
 		return nil, err
@@ -178,6 +171,23 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 		}
 	}
 	return res, nil
+}
+
+// fixTime is when the fix was taken, as the step takes it (now when it
+// says none or a time to come), with the ping's signals of a fix from
+// the future or an old one.
+func fixTime(p Ping, now time.Time) (Ping, time.Time) {
+	ts := p.TS
+	switch {
+	case ts.After(now.Add(time.Minute)):
+		p.Signals = append(slices.Clip(p.Signals), signalFuture)
+	case !ts.IsZero() && now.Sub(ts) > 24*time.Hour:
+		p.Signals = append(slices.Clip(p.Signals), signalOld)
+	}
+	if ts.IsZero() || ts.After(now) {
+		ts = now
+	}
+	return p, ts
 }
 
 // whySkipped tells an explained call why its ping changed nothing: a

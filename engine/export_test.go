@@ -32,3 +32,6 @@ func (e *Engine) ObserveArgs(p Ping, hits []geo.Hit) []any {
 // HoldBehind has the work behind each answer wait for gate before it
 // starts; set it before the engine answers its first ping.
 func (e *Engine) HoldBehind(gate func()) { e.behind.gate = gate }
+
+// KeyIntents is the outbox's intents.
+const KeyIntents = keyIntents

@@ -23,9 +23,10 @@ import (
 // its own). No command crosses slots, so an offer is issued in steps, each
 // safe should the process die right after it:
 //
-//  1. Intent: the coupon code joins the outbox's intents with a deadline,
-//     and the best candidate's rule reserves a unit of its budget and
-//     store cap, when it has them.
+//  1. Intent: the coupon code joins the outbox's intents with a deadline
+//     (on Redis Cluster, for a fix surely inside a store with rules,
+//     beside the presence step: speculate.go), and the best candidate's
+//     rule reserves a unit of its budget and store cap, when it has them.
 //  2. Commit: the customer's atomic step issues the first offer every cap
 //     allows (records the coupon, counts it), and only before the deadline.
 //  3. Announce, behind the answer (behind.go): the intent moves to the
@@ -178,13 +179,20 @@ func (e *Engine) newIssuance(ctx context.Context, now time.Time, p Ping, cust *r
 	if len(eligible) > maxCommit {
 		eligible = eligible[:maxCommit]
 	}
-	x := &issuance{e: e, ctx: ctx, now: now, p: p, cust: cust, opt: opt, eligible: eligible, code: e.coupons.NewCode(),
+	x := &issuance{e: e, ctx: ctx, now: now, p: p, cust: cust, opt: opt, eligible: eligible,
 		offers: make([]IssuedOffer, len(eligible)), at: make([]int, len(eligible)), ruleKeys: make([][]string, len(eligible)),
 		rendered: make([]bool, len(eligible)), reserved: make([]bool, len(eligible)), unrendered: make([]any, len(eligible)),
 		onRecord: make([]bool, len(eligible)), sending: make([]bool, len(eligible))}
-	x.intent = intentOf(x.code, p.CustomerID)
-	if !opt.DryRun {
-		x.deadline = time.Now().Add(commitWindow).UnixMilli() // the wall clock, as Redis's
+	if s := opt.spec; s != nil {
+		// The intent written with the presence step (speculate.go),
+		// this issuance's to settle from beginWritten on.
+		x.code, x.intent, x.deadline = s.code, s.intent, s.deadline
+	} else {
+		x.code = e.coupons.NewCode()
+		x.intent = intentOf(x.code, p.CustomerID)
+		if !opt.DryRun {
+			x.deadline = time.Now().Add(commitWindow).UnixMilli() // the wall clock, as Redis's
+		}
 	}
 	local := now.In(cust.Location())
 	day := local.Format("20060102")
@@ -371,6 +379,9 @@ func (x *issuance) indexTTL() time.Duration {
 // reserve first, the intent goes in the commit's round trip, just before
 // it (a round trip fewer for most offers), as withCommit.
 func (x *issuance) begin() (withCommit []redis.Cmder, intentCmd *redis.IntCmd, err error) {
+	if x.opt.spec != nil {
+		return x.beginWritten()
+	}
 	var first []redis.Cmder
 	if !x.opt.DryRun {
 		intentCmd = redis.NewIntCmd(x.ctx, "zadd", keyIntents, x.deadline, x.intent)
@@ -406,6 +417,28 @@ func (x *issuance) begin() (withCommit []redis.Cmder, intentCmd *redis.IntCmd, e
 		return nil, nil, rules.RedisErr("offer intent", intentCmd.Err())
 	}
 	return nil, intentCmd, nil
+}
+
+// beginWritten is begin for an intent the presence step wrote
+// (speculate.go): a failed one stops the offer as a failed intent does;
+// the code's index goes with the customer's step (on a cluster, to its
+// own node at once: the answer comes after both); the best candidate's
+// capacity, when it has to be reserved first, in a round trip of its own.
+func (x *issuance) beginWritten() (withCommit []redis.Cmder, intentCmd *redis.IntCmd, err error) {
+	x.opt.spec.used = true
+	intentCmd = x.opt.spec.zadd
+	if err := intentCmd.Err(); err != nil {
+		return nil, nil, rules.RedisErr("offer intent", err)
+	}
+	x.index = indexCodeCmd(x.ctx, x.code, x.p.CustomerID, x.indexTTL())
+	if x.ruleKeys[0] != nil && x.side(0) == "?" {
+		reserve0 := x.reserveCmd(0)
+		x.e.batch.do(x.ctx, reserve0.cmd)
+		if err := x.reserveDone(0, reserve0); err != nil {
+			return nil, nil, err // a unit may be held: lost, never over-spent
+		}
+	}
+	return []redis.Cmder{x.index.cmd}, intentCmd, nil
 }
 
 // dropIndex takes back the code's index begin wrote, for a code not

@@ -256,7 +256,13 @@ func counts(raw []string, i int) (map[string]int, int) {
 func (e *Engine) observe(ctx context.Context, snap *rules.Snapshot, p Ping, ts, now time.Time, hits []geo.Hit, opt Options) (obs observation, skipped string, err error) {
 	args := e.observeArgs(snap, p, ts, now, hits, opt)
 	keys := customerKeys(p.CustomerID, partPresence, partProfile, partDeviceSeen, partVisits, partCaps, partRate, partTokens, partDevices, partEvents)
-	cmd := e.batch.runScript(ctx, observeScript, keys, args...)
+	cmd := evalCmd(ctx, observeScript, keys, args...)
+	if s := opt.spec; s != nil {
+		e.batch.do(ctx, cmd, s.zadd) // the speculative intent, to its own slot at once
+	} else {
+		e.batch.do(ctx, cmd)
+	}
+	cmd = orEval(ctx, e.rdb, cmd, observeScript, keys, args...)
 	if line, ok := cmd.Val().(string); ok && cmd.Err() == nil {
 		return parseQuiet(line), "", nil
 	}
@@ -312,7 +318,7 @@ func (e *Engine) observeArgs(snap *rules.Snapshot, p Ping, ts, now time.Time, hi
 			continue
 		}
 		kind := "h"
-		if h.Inside && p.AccuracyM <= math.Max(e.cfg.EnterAccuracyM, h.SizeM) {
+		if e.surelyInside(h, p) {
 			kind = "s"
 		}
 		th := snap.DwellThresholds(h.Fence)
@@ -322,6 +328,13 @@ func (e *Engine) observeArgs(snap *rules.Snapshot, p Ping, ts, now time.Time, hi
 		}
 	}
 	return args
+}
+
+// surelyInside tells a fence the fix is surely inside, and may enter:
+// inside it, with an accuracy no worse than the fence's size (or the
+// configured least).
+func (e *Engine) surelyInside(h geo.Hit, p Ping) bool {
+	return h.Inside && p.AccuracyM <= math.Max(e.cfg.EnterAccuracyM, h.SizeM)
 }
 
 // observeVals are the values observeArgs points to.

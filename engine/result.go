@@ -81,6 +81,8 @@ type Options struct {
 	// limitScale multiplies the call limits (0: 1): BatchLimitFactor for
 	// the fixes of a batch.
 	limitScale int
+	// spec is the ping's speculative intent (speculate.go; nil: none).
+	spec *speculation
 }
 
 // limits are the call limits of a minute, per customer and per device,

@@ -36,13 +36,15 @@ func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 // code's index with the customer's atomic step, which a pipeline runs in
 // order on one Redis), and one behind it (the announcement and the
 // funnel's counts); leaving, one again. On Redis Cluster, which keeps the
-// intent and the customer's keys in different slots, the intent takes a
-// round trip of its own before the step.
+// intent and the customer's keys in different slots, a fix surely inside
+// a store with rules writes the intent beside the presence step
+// (speculate.go): the offer takes 2 round trips there too, and a ping at
+// the store that issues nothing takes its intent back behind its answer.
 func TestRoundTripsPerPing(t *testing.T) {
 	t.Run("redis-server", func(t *testing.T) {
 		counted := redis.NewClient(&redis.Options{Addr: srv.Addr})
 		t.Cleanup(func() { counted.Close() })
-		roundTripsPerPing(t, srv.Client(t), counted, 2)
+		roundTripsPerPing(t, srv.Client(t), counted, false)
 	})
 	t.Run("redis-cluster", func(t *testing.T) {
 		c := redistest.SharedCluster()
@@ -51,14 +53,18 @@ func TestRoundTripsPerPing(t *testing.T) {
 		}
 		counted := c.NewClient()
 		t.Cleanup(func() { counted.Close() })
-		roundTripsPerPing(t, c.Client(t), counted, 3)
+		roundTripsPerPing(t, c.Client(t), counted, true)
 	})
 }
 
 // roundTripsPerPing walks a customer in and out of a store on an engine
-// whose client, counted, counts its round trips; offerTrips is what the
-// offer's ping may take before its answer.
-func roundTripsPerPing(t *testing.T, rdb redis.UniversalClient, counted redis.UniversalClient, offerTrips int64) {
+// whose client, counted, counts its round trips; speculative says a ping
+// surely inside the store writes an intent with its presence step.
+func roundTripsPerPing(t *testing.T, rdb redis.UniversalClient, counted redis.UniversalClient, speculative bool) {
+	staysBehind := int64(0)
+	if speculative {
+		staysBehind = 1 // the intent taken back
+	}
 	f := setup(t, rdb)
 	rt := &roundTrips{}
 	counted.AddHook(rt)
@@ -111,8 +117,8 @@ func roundTripsPerPing(t *testing.T, rdb redis.UniversalClient, counted redis.Un
 	}{
 		{"near no store", 5000, 0, 1, 0},
 		{"near no store again", 4000, 0, 1, 0},
-		{"enters and fires an offer", 10, 1, offerTrips, 1},
-		{"stays", 20, 0, 1, 0},
+		{"enters and fires an offer", 10, 1, 2, 1},
+		{"stays", 20, 0, 1, staysBehind},
 		{"leaves", 400, 0, 1, 0},
 	} {
 		gate := make(chan struct{})
@@ -125,6 +131,11 @@ func roundTripsPerPing(t *testing.T, rdb redis.UniversalClient, counted redis.Un
 			t.Fatal(err)
 		}
 		behind := rt.n.Load() - before - trips
+		// No intent is left behind: the offer's was announced, and a
+		// ping at the store that issued nothing took its own back.
+		if n := rdb.ZCard(ctx, engine.KeyIntents).Val(); n != 0 {
+			t.Errorf("%s: %d intents left", step.name, n)
+		}
 		if trips != step.trips || behind != step.behind || len(res.Offers) != step.offers {
 			t.Errorf("%s: %d round trips before the answer and %d behind it, %d offers; want %d, %d, %d",
 				step.name, trips, behind, len(res.Offers), step.trips, step.behind, step.offers)
