@@ -47,6 +47,8 @@ type Engine struct {
 	variants *variantChooser
 	// behind keeps what runs after answers (behind.go).
 	behind behind
+	// seen remembers the customers whose pings may speculate (speculate.go).
+	seen consentSeen
 }
 
 // New returns an engine. now may be nil for the wall clock.
@@ -117,9 +119,10 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 	}
 	var buf [16]geo.Hit
 	hits := snap.Index.Near(p.Lat, p.Lng, buf[:0])
-	opt.spec = e.speculate(ctx, snap, p, hits, opt)
+	opt.spec = e.speculate(ctx, snap, p, ts, now, hits, opt)
 	defer e.unspeculate(ctx, opt.spec, p.CustomerID)
 	obs, skipped, err := e.observe(ctx, snap, p, ts, now, hits, opt)
+	e.learnConsent(p.CustomerID, skipped, err)
 	if err != nil {
 		return nil, err
 	}

@@ -28,8 +28,9 @@ func (cs *Customers) settleInFlight(ctx context.Context, customerID string) erro
 		if !ok || who != customerID {
 			continue
 		}
-		// Its code's index, which the engine writes with the intent, names
-		// them: marked erased, as their issued codes' are (eraseKeys).
+		// Its code's index, which the engine writes with the intent or
+		// with the customer's step, names them: marked erased, as their
+		// issued codes' are (eraseKeys).
 		if err := cs.rdb.Set(ctx, codeIndexKey(code), "", erasedCodeTTL).Err(); err != nil {
 			return rules.RedisErr("erase customer: mark an offer in flight", err)
 		}

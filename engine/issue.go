@@ -32,7 +32,8 @@ import (
 //  3. Announce, behind the answer (behind.go): the intent moves to the
 //     outbox's stream (one atomic step of the outbox, so it happens once),
 //     the code's index is written again with the winner's expiry (step 1
-//     wrote it, so that the answer's coupon can be looked up at once),
+//     wrote it, or step 2 beside the step after a speculative intent, so
+//     that the answer's coupon can be looked up at once),
 //     reservations not used are given back, the funnels are counted.
 //
 // Should the process die between 2 and 3, the dispatcher finds the intent
@@ -159,7 +160,8 @@ type issuance struct {
 	reserved   []bool // a unit of the rule's capacity is held for the candidate
 	onRecord   []bool // the units on record with the intent
 	sending    []bool // the units the record on its way holds
-	// index writes the code's index with the intent (nil in a dry run).
+	// index writes the code's index with the intent, or with the
+	// customer's step after a speculative intent (nil in a dry run).
 	index *scripted
 }
 
@@ -421,9 +423,9 @@ func (x *issuance) begin() (withCommit []redis.Cmder, intentCmd *redis.IntCmd, e
 
 // beginWritten is begin for an intent the presence step wrote
 // (speculate.go): a failed one stops the offer as a failed intent does;
-// the code's index goes with the customer's step (on a cluster, to its
-// own node at once: the answer comes after both); the best candidate's
-// capacity, when it has to be reserved first, in a round trip of its own.
+// the code's index goes beside the customer's step (to its own node at
+// once: the answer comes after both); the best candidate's capacity,
+// when it has to be reserved first, in a round trip of its own.
 func (x *issuance) beginWritten() (withCommit []redis.Cmder, intentCmd *redis.IntCmd, err error) {
 	x.opt.spec.used = true
 	intentCmd = x.opt.spec.zadd
@@ -441,7 +443,8 @@ func (x *issuance) beginWritten() (withCommit []redis.Cmder, intentCmd *redis.In
 	return []redis.Cmder{x.index.cmd}, intentCmd, nil
 }
 
-// dropIndex takes back the code's index begin wrote, for a code not
+// dropIndex takes back the code's index begin (or the customer's step)
+// wrote, for a code not
 // issued: it names the customer, and no erasure would find it. It
 // answers whether the index is gone.
 func (x *issuance) dropIndex() bool {
@@ -612,7 +615,7 @@ func (x *issuance) explain(results []string, res *Result) int {
 
 // announce is step 3, behind the answer: settle the intent (announce the
 // offer, or drop the intent), index the code (or take back the index
-// begin wrote, for a code not issued), count; then give back the units no
+// written before, for a code not issued), count; then give back the units no
 // coupon used. A failure leaves the offer to a dispatcher, which
 // announces it past its deadline and writes its index first.
 func (x *issuance) announce(winner int, results []string, counted []Explanation, extra []redis.Cmder) error {
@@ -745,7 +748,16 @@ func (e *Engine) commit(ctx context.Context, keys []string, args []any, dry bool
 		return out, false, err
 	}
 	if len(before) > 0 {
-		e.batch.do(ctx, before...) // a failure of the record only leaves the units off it
+		// Beside the step and its WAIT, at once, as a cluster's pipeline
+		// sends them without one (a failure of the record only leaves the
+		// units off it; the code's index is written again behind the
+		// answer); read when the step is done.
+		sent := make(chan struct{})
+		go func() {
+			defer close(sent)
+			e.batch.do(ctx, before...)
+		}()
+		defer func() { <-sent }()
 	}
 	for attempt := 0; ; attempt++ {
 		x := newScripted(ctx, commitScript, keys, args...)

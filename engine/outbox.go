@@ -457,7 +457,8 @@ func (d *Dispatcher) recoverIntents(ctx context.Context) {
 			announce = indexed // else erased with its customer since the record was read
 		}
 		if !issued {
-			// Its engine wrote the code's index with the intent: it names
+			// Its engine wrote the code's index with the intent (or
+			// beside the customer's step): it names
 			// the customer, for a code never issued. Taken back first, so
 			// that a failure leaves the intent for the next look.
 			if err := d.rdb.Del(ctx, codeIndexKey(code)).Err(); err != nil {

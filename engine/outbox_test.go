@@ -463,17 +463,35 @@ func TestDispatcherIndexesTheCodeBeforeSending(t *testing.T) {
 // An offer's step that no replica had in time (here: a Redis with no
 // replica, asked for one) is not given in the answer, which is 503; the
 // coupon survived on its master, so a dispatcher announces it past the
-// deadline and the push goes out once.
+// deadline and the push goes out once. Both for a customer's first ping,
+// and for a customer seen before, whose ping inside the store writes the
+// intent beside its presence step (speculate.go) and the code's index
+// beside the step and its WAIT.
 func TestOfferWithoutItsReplicaIsAnnouncedLater(t *testing.T) {
+	t.Run("first ping", func(t *testing.T) { offerWithoutItsReplica(t, false) })
+	t.Run("seen before", func(t *testing.T) { offerWithoutItsReplica(t, true) })
+}
+
+func offerWithoutItsReplica(t *testing.T, seen bool) {
 	f := newRealClockFixture(t)
 	cfg := engine.DefaultConfig()
 	cfg.QuietHours = [2]int{}
 	cfg.WaitReplicas, cfg.WaitTimeout = 1, 10*time.Millisecond
 	f.eng = engine.New(f.rdb, f.live, engine.NewCodeSigner([]byte("k")), cfg, quiet, nil)
+	ctx := context.Background()
+	if seen {
+		lat, lng := north(alexLat, alexLng, 5000)
+		if _, err := settled(f.eng).Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: "d-1", Lat: lat, Lng: lng, TS: time.Now().Add(-10 * time.Minute)}, engine.Options{}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	lat, lng := north(alexLat, alexLng, 10)
-	_, err := settled(f.eng).Evaluate(context.Background(), engine.Ping{CustomerID: "c-42", DeviceID: "d-1", Lat: lat, Lng: lng}, engine.Options{})
+	_, err := settled(f.eng).Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: "d-1", Lat: lat, Lng: lng}, engine.Options{})
 	if !errors.Is(err, engine.ErrUnavailable) {
 		t.Fatalf("an offer no replica had: %v, want unavailable", err)
+	}
+	if n := f.rdb.ZCard(ctx, engine.KeyIntents).Val(); n != 1 {
+		t.Fatalf("%d intents, want the offer's, left to the dispatcher", n)
 	}
 	double := runDispatcher(t, f, nil)
 	deadline := time.Now().Add(15 * time.Second) // the commit window and the grace: about 7 s

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -22,5 +23,39 @@ func TestParseQuiet(t *testing.T) {
 		if got := parseQuiet(c.line); !reflect.DeepEqual(got, c.want) {
 			t.Errorf("parseQuiet(%q) = %+v, want %+v", c.line, got, c.want)
 		}
+	}
+}
+
+// The customers whose pings may speculate: remembered when their step
+// found consent, forgotten when it did not, and never more than two
+// generations of consentSeenMax.
+func TestConsentSeen(t *testing.T) {
+	var e Engine
+	e.learnConsent("c-1", "", nil)
+	e.learnConsent("c-2", ReasonStale, nil)
+	e.learnConsent("c-3", ReasonConsent, nil)
+	if !e.seen.has("c-1") || !e.seen.has("c-2") || e.seen.has("c-3") {
+		t.Fatalf("after the steps: c-1 %v, c-2 %v, c-3 %v; want true, true, false", e.seen.has("c-1"), e.seen.has("c-2"), e.seen.has("c-3"))
+	}
+	e.learnConsent("c-1", "rate_limited", &RateLimitError{})
+	e.learnConsent("c-2", ReasonConsent, nil)
+	if e.seen.has("c-1") || e.seen.has("c-2") {
+		t.Fatal("a refused call or a withdrawn consent left the customer speculating")
+	}
+	e.learnConsent("c-1", "", nil)
+	for i := range consentSeenMax {
+		e.seen.add(fmt.Sprintf("x-%d", i))
+	}
+	if !e.seen.has("c-1") {
+		t.Fatal("forgotten after one generation")
+	}
+	for i := range consentSeenMax {
+		e.seen.add(fmt.Sprintf("y-%d", i))
+	}
+	if e.seen.has("c-1") {
+		t.Fatal("still remembered after two generations")
+	}
+	if n := len(e.seen.cur) + len(e.seen.prev); n > 2*consentSeenMax {
+		t.Fatalf("%d remembered, want at most %d", n, 2*consentSeenMax)
 	}
 }

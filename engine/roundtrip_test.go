@@ -44,7 +44,7 @@ func TestRoundTripsPerPing(t *testing.T) {
 	t.Run("redis-server", func(t *testing.T) {
 		counted := redis.NewClient(&redis.Options{Addr: srv.Addr})
 		t.Cleanup(func() { counted.Close() })
-		roundTripsPerPing(t, srv.Client(t), counted, false)
+		roundTripsPerPing(t, srv.Client(t), counted, false, 0)
 	})
 	t.Run("redis-cluster", func(t *testing.T) {
 		c := redistest.SharedCluster()
@@ -53,14 +53,14 @@ func TestRoundTripsPerPing(t *testing.T) {
 		}
 		counted := c.NewClient()
 		t.Cleanup(func() { counted.Close() })
-		roundTripsPerPing(t, c.Client(t), counted, true)
+		roundTripsPerPing(t, c.Client(t), counted, true, 0)
 	})
 }
 
 // roundTripsPerPing walks a customer in and out of a store on an engine
 // whose client, counted, counts its round trips; speculative says a ping
 // surely inside the store writes an intent with its presence step.
-func roundTripsPerPing(t *testing.T, rdb redis.UniversalClient, counted redis.UniversalClient, speculative bool) {
+func roundTripsPerPing(t *testing.T, rdb redis.UniversalClient, counted redis.UniversalClient, speculative bool, waitReplicas int) {
 	staysBehind := int64(0)
 	if speculative {
 		staysBehind = 1 // the intent taken back
@@ -68,7 +68,9 @@ func roundTripsPerPing(t *testing.T, rdb redis.UniversalClient, counted redis.Un
 	f := setup(t, rdb)
 	rt := &roundTrips{}
 	counted.AddHook(rt)
-	eng := engine.New(counted, f.live, engine.NewCodeSigner([]byte("k")), engine.DefaultConfig(), quiet, f.clock.Now)
+	cfg := engine.DefaultConfig()
+	cfg.WaitReplicas = waitReplicas
+	eng := engine.New(counted, f.live, engine.NewCodeSigner([]byte("k")), cfg, quiet, f.clock.Now)
 	// The work behind an answer waits until the test has counted what
 	// came before the answer (a goroutine may otherwise run it first, on
 	// a busy machine); an answer that waited for it would wait in vain,

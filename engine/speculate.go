@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -19,7 +21,8 @@ import (
 // before the step may issue (intent.go), took a round trip of its own.
 //
 // Instead, when a fix is surely inside a store where an offer may fire on
-// entering or dwelling, the intent is written beside the presence step,
+// entering or dwelling, of a customer whose last presence step here found
+// their location consent, the intent is written beside the presence step,
 // to its own node, in the ping's first round trip. Should the step find an
 // offer, the customer's step follows in the second, the intent already
 // written: 2 round trips, as on one Redis, with the intent before the step
@@ -36,10 +39,13 @@ type speculation struct {
 }
 
 // speculate makes the ping's speculative intent, or nil: not on one Redis
-// (the intent goes with the step there), nor in a dry run, nor for a fix
-// surely inside no store with enter or dwell rules.
-func (e *Engine) speculate(ctx context.Context, snap *rules.Snapshot, p Ping, hits []geo.Hit, opt Options) *speculation {
-	if opt.DryRun || e.orderedPipelines() || !e.mayOffer(snap, p, hits) {
+// (the intent goes with the step there), nor in a dry run, nor for a
+// customer whose last presence step here did not find their location
+// consent (seen: an intent names its customer, and nothing is kept of a
+// customer without it), nor for a fix that cannot fire an offer: late,
+// or surely inside no store with enter or dwell rules.
+func (e *Engine) speculate(ctx context.Context, snap *rules.Snapshot, p Ping, ts, now time.Time, hits []geo.Hit, opt Options) *speculation {
+	if opt.DryRun || e.orderedPipelines() || now.Sub(ts) > e.cfg.LateFix || !e.mayOffer(snap, p, hits, opt.ended) || !e.seen.has(p.CustomerID) {
 		return nil
 	}
 	s := &speculation{code: e.coupons.NewCode(), deadline: time.Now().Add(commitWindow).UnixMilli()}
@@ -49,9 +55,13 @@ func (e *Engine) speculate(ctx context.Context, snap *rules.Snapshot, p Ping, hi
 }
 
 // mayOffer tells a fix surely inside a store where rules fire on
-// entering or dwelling.
-func (e *Engine) mayOffer(snap *rules.Snapshot, p Ping, hits []geo.Hit) bool {
+// entering or dwelling (and where, in a batch, a later fix does not show
+// the visit ended).
+func (e *Engine) mayOffer(snap *rules.Snapshot, p Ping, hits []geo.Hit, ended map[int32]bool) bool {
 	for _, h := range hits {
+		if ended[h.Fence] {
+			continue
+		}
 		if e.surelyInside(h, p) && (len(snap.Candidates(h.Fence, rules.OnEnter)) > 0 || len(snap.Candidates(h.Fence, rules.OnDwell)) > 0) {
 			return true
 		}
@@ -69,4 +79,62 @@ func (e *Engine) unspeculate(ctx context.Context, s *speculation, customerID str
 		e.settle(ctx, s.intent, s.code, customerID, nil)
 		return nil
 	})
+}
+
+// consentSeen remembers the customers whose last presence step on this
+// process let the call through and found their presence, which exists
+// only with location consent: only their pings speculate. A step that
+// found no consent, or refused the call (a revoked token, a limit),
+// forgets the customer. Two generations of at most consentSeenMax each,
+// the older dropped when the newer fills or ages past consentSeenFor:
+// bounded memory, and a customer not seen for a while is asked again.
+type consentSeen struct {
+	mu        sync.Mutex
+	cur, prev map[string]struct{}
+	since     time.Time
+}
+
+const (
+	consentSeenMax = 100_000
+	consentSeenFor = 5 * time.Minute
+)
+
+func (c *consentSeen) has(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.cur[id]; ok {
+		return true
+	}
+	_, ok := c.prev[id]
+	return ok
+}
+
+func (c *consentSeen) add(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.cur[id]; ok {
+		return
+	}
+	if now := time.Now(); c.cur == nil || len(c.cur) >= consentSeenMax || now.Sub(c.since) > consentSeenFor {
+		c.prev, c.cur, c.since = c.cur, make(map[string]struct{}), now
+	}
+	c.cur[id] = struct{}{}
+}
+
+func (c *consentSeen) forget(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.cur, id)
+	delete(c.prev, id)
+}
+
+// learnConsent remembers what a presence step found: through, with
+// presence (a stale fix too), or not.
+func (e *Engine) learnConsent(customerID, skipped string, err error) {
+	switch {
+	case err == nil && (skipped == "" || skipped == ReasonStale):
+		e.seen.add(customerID)
+	case !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && (err != nil || skipped != ""):
+		e.seen.forget(customerID)
+	}
 }
