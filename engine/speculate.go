@@ -129,8 +129,12 @@ func (c *consentSeen) forget(id string) {
 }
 
 // learnConsent remembers what a presence step found: through, with
-// presence (a stale fix too), or not.
+// presence (a stale fix too), or not. Only where pings may speculate: on
+// one Redis nothing reads it, and the ping's path keeps no such work.
 func (e *Engine) learnConsent(customerID, skipped string, err error) {
+	if e.orderedPipelines() {
+		return
+	}
 	switch {
 	case err == nil && (skipped == "" || skipped == ReasonStale):
 		e.seen.add(customerID)
