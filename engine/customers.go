@@ -518,9 +518,27 @@ var putDeviceScript = script("put_device", "presence")
 // KEYS: devices, device_seen, presence. ARGV: device id, token.
 var dropDeviceScript = script("drop_device", "presence")
 
-// releaseTokenScript deletes a token's owner key while it names the
-// device given. KEYS: the owner key. ARGV: the holder.
+// releaseTokenScript deletes a token's owner while it names the device
+// given. KEYS: the owner hash, or a legacy owner key. ARGV: the holder;
+// the token's field in the hash (none for a legacy key). Answers 1 when
+// it deleted the owner, else 0.
 var releaseTokenScript = script("release_token")
+
+// claimTokenScript makes a device its token's owner. KEYS: the owner
+// hash. ARGV: the token's field, the holder. Answers the holder before,
+// or nil.
+var claimTokenScript = script("claim_token")
+
+// releaseToken is the release of a token's owner where it names the
+// holder: in the owners' hash, and in the key of its own an earlier
+// release kept (legacyTokenOwnerKey).
+func releaseToken(ctx context.Context, token, holder string) []*scripted {
+	o := tokenOwnerOf(token)
+	return []*scripted{
+		newScripted(ctx, releaseTokenScript, []string{o.key}, holder, o.field),
+		newScripted(ctx, releaseTokenScript, []string{legacyTokenOwnerKey(token)}, holder),
+	}
+}
 
 // register stores each device with the customer at its position and
 // claims its FCM token for it, answering how many devices are new to
@@ -616,7 +634,7 @@ func (cs *Customers) releaseOldTokens(ctx context.Context, customerIDs []string,
 	for i, d := range devices {
 		if old := docToken(before[i]); old != "" && old != d.FCMToken {
 			released[i] = old
-			release = append(release, newScripted(ctx, releaseTokenScript, []string{tokenOwnerKey(old)}, tokenHolder(customerIDs[i], d.ID)))
+			release = append(release, releaseToken(ctx, old, tokenHolder(customerIDs[i], d.ID))...)
 		}
 	}
 	return released, cs.runScripts(ctx, release)
@@ -647,7 +665,7 @@ func (cs *Customers) storeDevices(ctx context.Context, customerIDs []string, dev
 		}
 		if old, _ := out[2].(string); stored[i] {
 			if tok := docToken(old); tok != "" && tok != d.FCMToken && tok != released[i] {
-				late = append(late, newScripted(ctx, releaseTokenScript, []string{tokenOwnerKey(tok)}, tokenHolder(customerIDs[i], d.ID)))
+				late = append(late, releaseToken(ctx, tok, tokenHolder(customerIDs[i], d.ID))...)
 			}
 		}
 	}
@@ -656,27 +674,46 @@ func (cs *Customers) storeDevices(ctx context.Context, customerIDs []string, dev
 
 // claimTokens makes each stored device its token's owner, answering the
 // owner before (step 4 of register). A customer without a profile reads
-// the owner key instead, so that the answer takes as many round trips.
+// the owner instead, so that the answer takes as many round trips. An
+// owner an earlier release kept in a key of its own counts where the
+// hash has none, and a claim takes that key.
 func (cs *Customers) claimTokens(ctx context.Context, customerIDs []string, devices []*rules.Device, stored []bool) ([]string, error) {
-	holders := make([]interface {
-		redis.Cmder
-		Val() string
-	}, len(devices))
+	claims := make([]*scripted, len(devices))
+	reads := make([]*redis.StringCmd, len(devices))
+	legacy := make([]*redis.StringCmd, len(devices))
 	if err := cs.pipeline(ctx, func(p redis.Pipeliner) []redis.Cmder {
+		var cmds []redis.Cmder
 		for i, d := range devices {
+			o, old := tokenOwnerOf(d.FCMToken), legacyTokenOwnerKey(d.FCMToken)
 			if stored[i] {
-				holders[i] = p.SetArgs(ctx, tokenOwnerKey(d.FCMToken), tokenHolder(customerIDs[i], d.ID), redis.SetArgs{Get: true})
+				claims[i] = newScripted(ctx, claimTokenScript, []string{o.key}, o.field, tokenHolder(customerIDs[i], d.ID))
+				_ = p.Process(ctx, claims[i].cmd) // its answer is read below, through result
+				legacy[i] = p.GetDel(ctx, old)
 			} else {
-				holders[i] = p.Get(ctx, tokenOwnerKey(d.FCMToken))
+				reads[i] = p.HGet(ctx, o.key, o.field)
+				cmds = append(cmds, reads[i])
+				legacy[i] = p.Get(ctx, old)
 			}
+			cmds = append(cmds, legacy[i])
 		}
-		return cmders(holders)
+		return cmds
 	}); err != nil {
 		return nil, err
 	}
-	out := make([]string, len(holders))
-	for i, h := range holders {
-		out[i] = h.Val()
+	out := make([]string, len(devices))
+	for i := range devices {
+		if claims[i] != nil {
+			v, err := claims[i].result(ctx, cs.rdb).Text()
+			if err != nil && !errors.Is(err, redis.Nil) {
+				return nil, rules.RedisErr("claim token", err)
+			}
+			out[i] = v
+		} else {
+			out[i] = reads[i].Val()
+		}
+		if out[i] == "" {
+			out[i] = legacy[i].Val()
+		}
 	}
 	return out, nil
 }
@@ -721,7 +758,7 @@ func (cs *Customers) releaseTokens(ctx context.Context, customerID string, docs 
 		if json.Unmarshal([]byte(doc), &d) != nil || d.FCMToken == "" {
 			continue
 		}
-		xs = append(xs, newScripted(ctx, releaseTokenScript, []string{tokenOwnerKey(d.FCMToken)}, tokenHolder(customerID, d.ID)))
+		xs = append(xs, releaseToken(ctx, d.FCMToken, tokenHolder(customerID, d.ID))...)
 	}
 	if err := cs.runScripts(ctx, xs); err != nil {
 		return rules.RedisErr("release tokens", err)
@@ -875,11 +912,10 @@ func (cs *Customers) target(ctx context.Context, customerID, deviceID string) (p
 // the token's owner key (first, as in register) while it names the
 // device.
 func (cs *Customers) dropToken(ctx context.Context, customerID, deviceID, token string) error {
-	err := releaseTokenScript.Run(ctx, cs.rdb, []string{tokenOwnerKey(token)}, tokenHolder(customerID, deviceID)).Err()
-	if err != nil {
+	if err := cs.runScripts(ctx, releaseToken(ctx, token, tokenHolder(customerID, deviceID))); err != nil {
 		return rules.RedisErr("release token", err)
 	}
-	err = dropDeviceScript.Run(ctx, cs.rdb, customerKeys(customerID, partDevices, partDeviceSeen, partPresence), deviceID, token).Err()
+	err := dropDeviceScript.Run(ctx, cs.rdb, customerKeys(customerID, partDevices, partDeviceSeen, partPresence), deviceID, token).Err()
 	if err != nil {
 		return rules.RedisErr("drop device", err)
 	}

@@ -18,24 +18,64 @@ import (
 	"github.com/nearcast/nearcast/rules"
 )
 
-// ownerKey is where the device an FCM token belongs to is kept.
-func ownerKey(token string) string {
+// legacyOwnerKey is where earlier releases kept the device an FCM token
+// belongs to: a key of its own.
+func legacyOwnerKey(token string) string {
 	sum := sha256.Sum256([]byte(token))
 	return "nc:fcmtoken:" + hex.EncodeToString(sum[:])
 }
 
-// tokenOwner is the device an FCM token's owner key names, as
-// "customer/device", or "" when there is no owner key.
-func tokenOwner(t *testing.T, rdb redis.UniversalClient, token string) string {
+// setOwner writes the device an FCM token belongs to ("customer\ndevice"),
+// where this release keeps it or, legacy, where earlier ones did.
+func setOwner(t *testing.T, rdb redis.UniversalClient, token, holder string, legacy bool) {
 	t.Helper()
-	v, err := rdb.Get(context.Background(), ownerKey(token)).Result()
-	if errors.Is(err, redis.Nil) {
-		return ""
+	ctx := context.Background()
+	key, field := engine.TokenOwnerOf(token)
+	var err error
+	if legacy {
+		err = rdb.HDel(ctx, key, field).Err()
+		if err == nil {
+			err = rdb.Set(ctx, legacyOwnerKey(token), holder, 0).Err()
+		}
+	} else {
+		err = rdb.HSet(ctx, key, field, holder).Err()
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	return strings.Replace(v, "\n", "/", 1)
+}
+
+// toLegacy moves a token's owner where earlier releases kept it, as an
+// upgrade finds it.
+func toLegacy(t *testing.T, rdb redis.UniversalClient, token string) {
+	t.Helper()
+	key, field := engine.TokenOwnerOf(token)
+	holder, err := rdb.HGet(context.Background(), key, field).Result()
+	if err != nil {
+		t.Fatalf("the owner of %s: %v", token, err)
+	}
+	setOwner(t, rdb, token, holder, true)
+}
+
+// tokenOwner is the device an FCM token belongs to, as "customer/device",
+// or "" when it has no owner: the owners' hash says, else the key of its
+// own an earlier release kept. Never both: that would be two owners.
+func tokenOwner(t *testing.T, rdb redis.UniversalClient, token string) string {
+	t.Helper()
+	ctx := context.Background()
+	key, field := engine.TokenOwnerOf(token)
+	v, err := rdb.HGet(ctx, key, field).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		t.Fatal(err)
+	}
+	old, err := rdb.Get(ctx, legacyOwnerKey(token)).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		t.Fatal(err)
+	}
+	if v != "" && old != "" {
+		t.Fatalf("%s has two owners: %q in the hash, %q in its own key", token, v, old)
+	}
+	return strings.Replace(v+old, "\n", "/", 1)
 }
 
 // holdings lists a customer's devices as "device:token", sorted.
@@ -129,40 +169,47 @@ func TestDeviceTokenClaims(t *testing.T) {
 	}
 	for _, be := range redistest.Backends(srv) {
 		for _, tt := range tests {
-			t.Run(be.Name+"/"+tt.name, func(t *testing.T) {
-				f := setup(t, be.New(t))
-				ctx := context.Background()
-				addCustomer(t, f, "c-7")
-				f.ping(t, 300, engine.Options{}) // far from any store: d-1 is seen
-				for tok, holder := range tt.stale {
-					if err := f.rdb.Set(ctx, ownerKey(tok), holder, 0).Err(); err != nil {
-						t.Fatal(err)
+			for _, legacy := range []bool{false, true} {
+				name := be.Name + "/" + tt.name
+				if legacy {
+					name += ", owners where an earlier release kept them"
+				}
+				t.Run(name, func(t *testing.T) {
+					f := setup(t, be.New(t))
+					ctx := context.Background()
+					addCustomer(t, f, "c-7")
+					f.ping(t, 300, engine.Options{}) // far from any store: d-1 is seen
+					if legacy {
+						toLegacy(t, f.rdb, "tok-1")
 					}
-				}
-				if got := seenDevices(t, f, "c-42"); !slices.Equal(got, []string{"d-1"}) {
-					t.Fatalf("c-42's device_seen %v before, want d-1", got)
-				}
-				d := tt.device
-				d.Platform = "ios"
-				created, err := f.cust.PutDevice(ctx, tt.customerID, &d)
-				if err != nil || created != tt.created {
-					t.Fatalf("PutDevice: %v, %v; want %v", created, err, tt.created)
-				}
-				if got := holdings(t, f, "c-42"); !slices.Equal(got, tt.c42) {
-					t.Fatalf("c-42's devices %v, want %v", got, tt.c42)
-				}
-				if got := holdings(t, f, "c-7"); !slices.Equal(got, tt.c7) {
-					t.Fatalf("c-7's devices %v, want %v", got, tt.c7)
-				}
-				if got := seenDevices(t, f, "c-42"); !slices.Equal(got, tt.c42Seen) {
-					t.Fatalf("c-42's device_seen %v, want %v", got, tt.c42Seen)
-				}
-				for tok, want := range tt.owners {
-					if got := tokenOwner(t, f.rdb, tok); got != want {
-						t.Fatalf("%s belongs to %q, want %q", tok, got, want)
+					for tok, holder := range tt.stale {
+						setOwner(t, f.rdb, tok, holder, legacy)
 					}
-				}
-			})
+					if got := seenDevices(t, f, "c-42"); !slices.Equal(got, []string{"d-1"}) {
+						t.Fatalf("c-42's device_seen %v before, want d-1", got)
+					}
+					d := tt.device
+					d.Platform = "ios"
+					created, err := f.cust.PutDevice(ctx, tt.customerID, &d)
+					if err != nil || created != tt.created {
+						t.Fatalf("PutDevice: %v, %v; want %v", created, err, tt.created)
+					}
+					if got := holdings(t, f, "c-42"); !slices.Equal(got, tt.c42) {
+						t.Fatalf("c-42's devices %v, want %v", got, tt.c42)
+					}
+					if got := holdings(t, f, "c-7"); !slices.Equal(got, tt.c7) {
+						t.Fatalf("c-7's devices %v, want %v", got, tt.c7)
+					}
+					if got := seenDevices(t, f, "c-42"); !slices.Equal(got, tt.c42Seen) {
+						t.Fatalf("c-42's device_seen %v, want %v", got, tt.c42Seen)
+					}
+					for tok, want := range tt.owners {
+						if got := tokenOwner(t, f.rdb, tok); got != want {
+							t.Fatalf("%s belongs to %q, want %q", tok, got, want)
+						}
+					}
+				})
+			}
 		}
 	}
 }
@@ -198,21 +245,25 @@ func TestDeviceTokenReleases(t *testing.T) {
 	}
 	for _, be := range redistest.Backends(srv) {
 		for _, act := range acts {
-			for _, other := range []bool{false, true} {
+			for _, c := range [][2]bool{{false, false}, {true, false}, {false, true}, {true, true}} {
+				other, legacy := c[0], c[1]
 				name := be.Name + "/" + act.name
 				if other {
 					name += ", owner key naming another device"
 				}
+				if legacy {
+					name += ", where an earlier release kept it"
+				}
 				t.Run(name, func(t *testing.T) {
 					f := newRealClockFixtureOn(t, be.New(t))
-					ctx := context.Background()
 					f.realClockPing(t, "d-1") // d-1 seen, a push queued for it
 					want := ""
-					if other {
-						if err := f.rdb.Set(ctx, ownerKey("tok-1"), "c-7\nd-5", 0).Err(); err != nil {
-							t.Fatal(err)
-						}
+					switch {
+					case other:
+						setOwner(t, f.rdb, "tok-1", "c-7\nd-5", legacy)
 						want = "c-7/d-5"
+					case legacy:
+						toLegacy(t, f.rdb, "tok-1")
 					}
 					act.do(t, f)
 					if got := holdings(t, f, "c-42"); len(got) != 0 {
@@ -363,4 +414,91 @@ func dumpRedis(t *testing.T, rdb redis.UniversalClient) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// An upgrade finds each token's owner in a key of its own. The first
+// start moves every one into the owners' hashes, once: each token keeps
+// its owner, the old keys go, what is not an owner key stays, and the
+// tokens are claimed and released as any other.
+func TestMigrateTokenOwners(t *testing.T) {
+	for _, be := range redistest.Backends(srv) {
+		t.Run(be.Name, func(t *testing.T) {
+			f := setup(t, be.New(t))
+			ctx := context.Background()
+			addCustomer(t, f, "c-7")
+			if _, err := f.cust.PutDevice(ctx, "c-7", &rules.Device{ID: "d-5", FCMToken: "tok-5", Platform: "android"}); err != nil {
+				t.Fatal(err)
+			}
+			toLegacy(t, f.rdb, "tok-1")
+			toLegacy(t, f.rdb, "tok-5")
+			if err := f.rdb.Set(ctx, "nc:fcmtoken:not-a-hash", "x", 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+			moved, err := f.cust.MigrateTokenOwners(ctx)
+			if err != nil || moved != 2 {
+				t.Fatalf("MigrateTokenOwners: %d, %v; want 2 moved", moved, err)
+			}
+			for tok, want := range map[string]string{"tok-1": "c-42/d-1", "tok-5": "c-7/d-5"} {
+				if got := tokenOwner(t, f.rdb, tok); got != want {
+					t.Fatalf("%s belongs to %q, want %q", tok, got, want)
+				}
+				if n := f.rdb.Exists(ctx, legacyOwnerKey(tok)).Val(); n != 0 {
+					t.Fatalf("%s's old owner key is still there", tok)
+				}
+			}
+			if v := f.rdb.Get(ctx, "nc:fcmtoken:not-a-hash").Val(); v != "x" {
+				t.Fatalf("a key that is no owner key was changed: %q", v)
+			}
+
+			// Once: a later start does not scan again.
+			setOwner(t, f.rdb, "tok-9", "c-7\nd-9", true)
+			if moved, err := f.cust.MigrateTokenOwners(ctx); err != nil || moved != 0 {
+				t.Fatalf("MigrateTokenOwners again: %d, %v; want 0", moved, err)
+			}
+			if n := f.rdb.Exists(ctx, legacyOwnerKey("tok-9")).Val(); n != 1 {
+				t.Fatal("the second pass moved an owner")
+			}
+
+			// The moved owners are claimed and released as any.
+			if _, err := f.cust.PutDevice(ctx, "c-7", &rules.Device{ID: "d-6", FCMToken: "tok-1", Platform: "ios"}); err != nil {
+				t.Fatal(err)
+			}
+			if got := holdings(t, f, "c-42"); len(got) != 0 {
+				t.Fatalf("c-42 kept %v after c-7 took its token", got)
+			}
+			if err := f.cust.DeleteDevice(ctx, "c-7", "d-5"); err != nil {
+				t.Fatal(err)
+			}
+			for tok, want := range map[string]string{"tok-1": "c-7/d-6", "tok-5": ""} {
+				if got := tokenOwner(t, f.rdb, tok); got != want {
+					t.Fatalf("after the moves, %s belongs to %q, want %q", tok, got, want)
+				}
+			}
+		})
+	}
+}
+
+// An owner key that changed or went between the pass's read and its
+// move (the token was claimed, or released by an erasure) leaves nothing
+// of the holder read in the owners' hash.
+func TestMigrateTokenOwnersBesideChanges(t *testing.T) {
+	for _, be := range redistest.Backends(srv) {
+		t.Run(be.Name, func(t *testing.T) {
+			f := setup(t, be.New(t))
+			ctx := context.Background()
+			// Read as naming c-9's d-9; since then, tok-1's key names
+			// c-42's d-1 (an older server claimed it), and tok-8's went.
+			toLegacy(t, f.rdb, "tok-1")
+			keys := []string{legacyOwnerKey("tok-1"), legacyOwnerKey("tok-8")}
+			moved, err := f.cust.FoldTokenOwners(ctx, keys, []string{"c-9\nd-9", "c-9\nd-8"})
+			if err != nil || moved != 0 {
+				t.Fatalf("FoldTokenOwners: %d, %v; want 0 moved", moved, err)
+			}
+			for tok, want := range map[string]string{"tok-1": "c-42/d-1", "tok-8": ""} {
+				if got := tokenOwner(t, f.rdb, tok); got != want {
+					t.Fatalf("%s belongs to %q, want %q", tok, got, want)
+				}
+			}
+		})
+	}
 }

@@ -35,3 +35,15 @@ func (e *Engine) HoldBehind(gate func()) { e.behind.gate = gate }
 
 // KeyIntents is the outbox's intents.
 const KeyIntents = keyIntents
+
+// TokenOwnerOf is the hash and the field that name an FCM token's owner.
+func TokenOwnerOf(token string) (key, field string) {
+	o := tokenOwnerOf(token)
+	return o.key, o.field
+}
+
+// FoldTokenOwners is the second half of MigrateTokenOwners, on legacy
+// owner keys read as holders says.
+func (cs *Customers) FoldTokenOwners(ctx context.Context, keys, holders []string) (int, error) {
+	return cs.foldTokenOwners(ctx, keys, holders)
+}

@@ -2,7 +2,9 @@ package engine
 
 import (
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"strings"
 )
 
@@ -142,14 +144,45 @@ func codeIndexKey(code string) string { return "nc:code:" + code }
 // without anything that names them, for the rule's statistics.
 func archivedCouponKey(code string) string { return "nc:coupon:" + code }
 
-// tokenOwnerKey names the device an FCM token is registered to, as
-// tokenHolder writes it: "<customer id>\n<device id>". One token, one
-// device of one customer. The key holds a hash of the token, which is a
-// credential to push to the phone.
-func tokenOwnerKey(token string) string {
+// tokenOwner is where the device an FCM token is registered to is kept,
+// as tokenHolder writes it: "<customer id>\n<device id>". One token, one
+// device of one customer. The owners share tokenBuckets hashes, named by
+// the first bits of the token's SHA-256, each token a field named by the
+// next 96 bits: a key of its own cost each customer some 200 B of Redis,
+// a field costs some 50. Neither key nor field holds the token, which is
+// a credential to push to the phone.
+type tokenOwner struct{ key, field string }
+
+// tokenBuckets is how many hashes the token owners share: at a million
+// customers some 60 fields each, which Redis keeps in its compact
+// listpack encoding (up to hash-max-listpack-entries, 128 by default).
+const tokenBuckets = 1 << 14
+
+func tokenOwnerOf(token string) tokenOwner {
 	sum := sha256.Sum256([]byte(token))
-	return "nc:fcmtoken:" + hex.EncodeToString(sum[:])
+	return tokenOwnerOfSum(sum[:])
 }
+
+// tokenOwnerOfSum is tokenOwnerOf for the token's SHA-256.
+func tokenOwnerOfSum(sum []byte) tokenOwner {
+	bucket := (int(sum[0])<<8 | int(sum[1])) & (tokenBuckets - 1)
+	return tokenOwner{
+		key:   fmt.Sprintf("nc:fcmtokens:%04x", bucket),
+		field: base64.RawURLEncoding.EncodeToString(sum[2:14]),
+	}
+}
+
+// legacyTokenOwnerKey is where earlier releases kept a token's owner: a
+// key of its own, named by the token's SHA-256 in hex. Nothing writes it
+// now: registering the token moves its owner into the hashes, releasing
+// the token releases this key too, and Customers.MigrateTokenOwners
+// moves every one left.
+func legacyTokenOwnerKey(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return legacyTokenOwnerPrefix + hex.EncodeToString(sum[:])
+}
+
+const legacyTokenOwnerPrefix = "nc:fcmtoken:"
 
 // credentialRateKey counts a credential's coupon calls this minute
 // (CredentialRate); it names a hash of the credential, never the

@@ -75,6 +75,7 @@ func luaCases() []luaCase {
 		{name: "admit", libs: []string{"rate", "presence"}, script: admitScript, check: checkAdmit},
 		{name: "drop_push", libs: []string{"journal"}, script: dropPushScript, check: checkDropPush},
 		{name: "feedback_answer", libs: []string{"journal"}, script: feedbackAnswerScript, check: checkFeedbackAnswer},
+		{name: "claim_token", script: claimTokenScript, check: checkClaimToken},
 		{name: "commit", libs: []string{"journal"}, script: commitScript, check: checkCommit},
 		{name: "defer", script: deferScript, check: checkDefer},
 		{name: "delete_device", libs: []string{"presence"}, script: deleteDeviceScript, check: checkDeleteDevice},
@@ -356,16 +357,39 @@ func checkDropDevice(e luaEnv) {
 	e.Absent(keys[1], keys[2])
 }
 
-// releaseTokenScript: KEYS the owner key; ARGV the holder. Answers 1 when
-// it deleted the key, else 0.
+// releaseTokenScript: KEYS the owner hash, or a legacy owner key; ARGV
+// the holder, the token's field (none for a legacy key). Answers 1 when
+// it deleted the owner, else 0.
 func checkReleaseToken(e luaEnv) {
-	key := tokenOwnerKey("tok-1")
-	e.Eq("no owner", e.Num(releaseTokenScript, []string{key}, tokenHolder("c-1", "d-1")), int64(0))
-	e.Do("set", key, tokenHolder("c-1", "d-1"))
-	e.Eq("another holder", e.Num(releaseTokenScript, []string{key}, tokenHolder("c-2", "d-1")), int64(0))
-	e.Eq("kept", e.Get(key), tokenHolder("c-1", "d-1"))
-	e.Eq("its holder", e.Num(releaseTokenScript, []string{key}, tokenHolder("c-1", "d-1")), int64(1))
+	o, other := tokenOwnerOf("tok-1"), tokenOwnerOf("tok-2")
+	holder := tokenHolder("c-1", "d-1")
+	e.Eq("no owner", e.Num(releaseTokenScript, []string{o.key}, holder, o.field), int64(0))
+	e.Do("hset", o.key, o.field, holder)
+	e.Do("hset", other.key, other.field, holder)
+	e.Eq("another holder", e.Num(releaseTokenScript, []string{o.key}, tokenHolder("c-2", "d-1"), o.field), int64(0))
+	e.Eq("kept", e.HGet(o.key, o.field), holder)
+	e.Eq("its holder", e.Num(releaseTokenScript, []string{o.key}, holder, o.field), int64(1))
+	e.Eq("the other token's owner kept", e.HGet(other.key, other.field), holder)
+	e.Do("hdel", other.key, other.field)
+	e.Absent(o.key, other.key)
+
+	key := legacyTokenOwnerKey("tok-1")
+	e.Eq("legacy: no owner", e.Num(releaseTokenScript, []string{key}, holder), int64(0))
+	e.Do("set", key, holder)
+	e.Eq("legacy: another holder", e.Num(releaseTokenScript, []string{key}, tokenHolder("c-2", "d-1")), int64(0))
+	e.Eq("legacy: kept", e.Get(key), holder)
+	e.Eq("legacy: its holder", e.Num(releaseTokenScript, []string{key}, holder), int64(1))
 	e.Absent(key)
+}
+
+// claimTokenScript: KEYS the owner hash; ARGV the token's field, the
+// holder. Answers the holder before, or nil.
+func checkClaimToken(e luaEnv) {
+	o := tokenOwnerOf("tok-1")
+	e.NilReply("no owner before", claimTokenScript, []string{o.key}, o.field, tokenHolder("c-1", "d-1"))
+	e.Eq("claimed", e.HGet(o.key, o.field), tokenHolder("c-1", "d-1"))
+	e.Eq("the owner before", e.Str(claimTokenScript, []string{o.key}, o.field, tokenHolder("c-2", "d-5")), tokenHolder("c-1", "d-1"))
+	e.Eq("claimed again", e.HGet(o.key, o.field), tokenHolder("c-2", "d-5"))
 }
 
 // deleteDeviceScript: KEYS devices, device_seen, presence; ARGV device

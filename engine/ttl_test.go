@@ -37,7 +37,7 @@ func TestEveryCustomerKeyExpires(t *testing.T) {
 			lasting := map[string]bool{"nc:{c:c-42}:profile": true, "nc:{c:c-42}:devices": true}
 			seen := 0
 			for _, k := range keys {
-				if !strings.Contains(k, "{c:c-42}") && !strings.HasPrefix(k, "nc:code:") && !strings.HasPrefix(k, "nc:fcmtoken:") {
+				if !strings.Contains(k, "{c:c-42}") && !strings.HasPrefix(k, "nc:code:") && !strings.HasPrefix(k, "nc:fcmtokens:") {
 					continue
 				}
 				seen++
@@ -46,7 +46,7 @@ func TestEveryCustomerKeyExpires(t *testing.T) {
 					t.Fatal(err)
 				}
 				switch {
-				case lasting[k] || strings.HasPrefix(k, "nc:fcmtoken:"):
+				case lasting[k] || strings.HasPrefix(k, "nc:fcmtokens:"):
 					if ttl > 0 {
 						t.Errorf("%s expires (in %s): the customer's own data must not", k, ttl)
 					}
