@@ -197,7 +197,8 @@ func (g resultGen) monitor() *Monitor {
 		m.Wake = &w
 	}
 	if g.rng.IntN(2) == 0 {
-		m.regionsJSON = appendRegions(nil, m.Regions)
+		t := tabled(*m)
+		m = &t
 	}
 	return m
 }
@@ -213,6 +214,8 @@ func BenchmarkResultJSON(b *testing.B) {
 		regions[i] = Region{ID: RegionIDPrefix + id, StoreID: id, Lat: 52.52 + float64(i)*0.0013, Lng: 13.405 - float64(i)*0.0021, RadiusM: 100 + 7*i}
 	}
 	afterS := 30
+	block := tabled(Monitor{ID: monitorID(7, 19, 52.52, 13.405, 640), Regions: regions,
+		Wake: &Region{ID: WakeRegionID, Lat: 52.52, Lng: 13.405, RadiusM: 640}})
 	results := []struct {
 		name string
 		res  *Result
@@ -221,8 +224,7 @@ func BenchmarkResultJSON(b *testing.B) {
 			Events: []Event{{Type: "enter", StoreID: "s-alex", DistanceM: 42}},
 			Offers: []IssuedOffer{{CouponCode: "K7QM2XPA9F3D", RuleID: "flat-white", StoreID: "s-alex", ExpiresAt: time.Unix(1800000000, 0).UTC(),
 				Title: "Hallo Anna!", Body: "Ein Flat White für dich, 42 m entfernt, nur 2,50 €"}},
-			Monitor: &Monitor{ID: monitorID(7, 19, 52.52, 13.405, 640), Regions: regions, regionsJSON: appendRegions(nil, regions),
-				Wake: &Region{ID: WakeRegionID, Lat: 52.52, Lng: 13.405, RadiusM: 640}},
+			Monitor:  &block,
 			NextPing: &NextPing{DistanceM: 35, AfterS: &afterS},
 		}},
 		{"unchanged", &Result{Events: []Event{}, Offers: []IssuedOffer{},

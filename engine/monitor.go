@@ -56,22 +56,38 @@ type Monitor struct {
 	// says. Regions and Wake are then left out.
 	Unchanged bool `json:"unchanged,omitempty"`
 	// Regions are the stores nearest the device, each as a circle (a
-	// polygon's enclosing circle), nearest first.
+	// polygon's enclosing circle), nearest first. The engine's blocks
+	// leave them to fences and table (see RegionList).
 	Regions []Region `json:"regions"`
 	// Wake is a circle around the device that reaches no store left out
 	// of Regions: on leaving it the app pings and gets a new block. Null
 	// when it would be smaller than an OS watches reliably (among many
 	// stores): then the app follows NextPing with its own location updates.
 	Wake *Region `json:"wake"`
-	// regionsJSON is Regions encoded, kept with them (watchCache): the
-	// answer's largest part, encoded once per search, not per ping.
-	regionsJSON []byte
+	// fences are the regions as the stores of the catalog snapshot they
+	// are (shared with watchCache: never changed), and table each store
+	// as a region and encoded, once per snapshot: the answer's largest
+	// part is copied, not built and encoded per ping.
+	fences []int32
+	table  []atomic.Pointer[fenceRegion]
+}
+
+// RegionList is the block's regions: Regions, or those its fences name.
+func (m *Monitor) RegionList() []Region {
+	if m.Regions != nil || m.table == nil {
+		return m.Regions
+	}
+	out := make([]Region, len(m.fences))
+	for i, f := range m.fences {
+		out[i] = m.table[f].Load().region
+	}
+	return out
 }
 
 // MarshalJSON writes the block as encoding/json would, with the regions
 // encoded once (TestMonitorJSON compares the two).
 func (m *Monitor) MarshalJSON() ([]byte, error) {
-	return m.appendJSON(make([]byte, 0, len(m.regionsJSON)+160)), nil
+	return m.appendJSON(make([]byte, 0, 90*len(m.fences)+160)), nil
 }
 
 // appendJSON writes what MarshalJSON returns, so that a Result's encoder
@@ -91,8 +107,15 @@ func (m *Monitor) appendJSON(b []byte) []byte {
 		b = append(b, ',')
 	}
 	b = append(b, `"regions":`...)
-	if m.regionsJSON != nil {
-		b = append(b, m.regionsJSON...)
+	if m.Regions == nil && m.table != nil {
+		b = append(b, '[')
+		for i, f := range m.fences {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, m.table[f].Load().json...)
+		}
+		b = append(b, ']')
 	} else {
 		b = appendRegions(b, m.Regions)
 	}
@@ -186,16 +209,15 @@ func (e *Engine) pacing(snap *rules.Snapshot, p Ping, hits []geo.Hit, obs observ
 		res.NextPing = e.nextPing(snap, hits, p.AccuracyM, left, nil, obs)
 		return
 	}
-	w := e.watch(snap, p.Lat, p.Lng, k, buf[:0])
+	w, table := e.watch(snap, p.Lat, p.Lng, k, buf[:0])
 	wakeM := w.wakeAt(p.Lat, p.Lng)
-	m := &Monitor{Regions: w.regions, regionsJSON: w.encoded}
-	regions := w.fences
+	m := &Monitor{fences: w.fences, table: table}
 	if wakeM >= MonitorMinRadiusM {
 		m.Wake = &Region{ID: WakeRegionID, Lat: p.Lat, Lng: p.Lng, RadiusM: int(wakeM)}
 		m.ID = monitorID(snap.Version, k, p.Lat, p.Lng, int(wakeM))
 	}
 	res.Monitor = m
-	res.NextPing = e.nextPing(snap, hits, p.AccuracyM, wakeM, regions, obs)
+	res.NextPing = e.nextPing(snap, hits, p.AccuracyM, wakeM, w.fences, obs)
 }
 
 // monitorID names a block by what its validity rests on: the catalog's
@@ -242,13 +264,15 @@ func stillWatching(version int64, k int, p Ping) (float64, bool) {
 	return left, left > 0
 }
 
-// watching is what a point watches: its regions (as the answer gives
-// them, shared: never changed) and the fences they are, and the wake
-// circle measured at (lat, lng).
+// watching is what a point watches: the stores of the catalog snapshot
+// it watches as regions, nearest first, and the wake circle measured at
+// (lat, lng). Nothing in it points anywhere but fences, which points to
+// nothing: the garbage collector reads the cache at the cost of its
+// slices, not of the regions' strings (with those, a cache of 100,000
+// cells held some 200 MB, and the server's every collection took tens of
+// milliseconds).
 type watching struct {
-	regions  []Region
-	encoded  []byte // regions, encoded
-	fences   []geo.Region
+	fences   []int32
 	lat, lng float64
 	wakeM    float64
 }
@@ -292,11 +316,12 @@ type watchKey struct {
 
 const watchCacheMax = 100_000
 
-// watch answers what a fix at (lat, lng) should watch, k regions at most
+// watch answers what a fix at (lat, lng) should watch, k regions at most,
+// and the table its fences index
 // (iOS's number first; more only where they widen the wake circle much:
 // among many stores, the 20th nearest within monitorMoreM, more regions
 // would only crowd the answer).
-func (e *Engine) watch(snap *rules.Snapshot, lat, lng float64, k int, buf []geo.Region) *watching {
+func (e *Engine) watch(snap *rules.Snapshot, lat, lng float64, k int, buf []geo.Region) (*watching, []atomic.Pointer[fenceRegion]) {
 	key := watchKey{geo.WatchCell(lat, lng), k}
 	c := &e.watched
 	c.mu.Lock()
@@ -308,14 +333,13 @@ func (e *Engine) watch(snap *rules.Snapshot, lat, lng float64, k int, buf []geo.
 	w, regions := c.cells[key], c.fences
 	c.mu.Unlock()
 	if w != nil {
-		return w
+		return w, regions
 	}
 	fences, wakeM := snap.Index.Watch(lat, lng, min(k, monitorRegions["ios"]), MonitorMinRadiusM, buf)
 	if k > monitorRegions["ios"] && len(fences) == monitorRegions["ios"] && wakeM >= monitorMoreM {
 		fences, wakeM = snap.Index.Watch(lat, lng, k, MonitorMinRadiusM, buf[:0])
 	}
-	w = &watching{regions: make([]Region, len(fences)), fences: slices.Clone(fences), lat: lat, lng: lng, wakeM: wakeM}
-	w.encoded = append(make([]byte, 0, 80*len(fences)+2), '[')
+	w = &watching{fences: make([]int32, len(fences)), lat: lat, lng: lng, wakeM: wakeM}
 	for i, r := range fences {
 		fr := regions[r.Fence].Load()
 		if fr == nil {
@@ -324,19 +348,14 @@ func (e *Engine) watch(snap *rules.Snapshot, lat, lng float64, k int, buf []geo.
 			fr.json = fr.region.appendJSON(nil)
 			regions[r.Fence].Store(fr)
 		}
-		w.regions[i] = fr.region
-		if i > 0 {
-			w.encoded = append(w.encoded, ',')
-		}
-		w.encoded = append(w.encoded, fr.json...)
+		w.fences[i] = r.Fence
 	}
-	w.encoded = append(w.encoded, ']')
 	c.mu.Lock()
 	if c.version == snap.Version {
 		c.cells[key] = w
 	}
 	c.mu.Unlock()
-	return w
+	return w, regions
 }
 
 // nextPing: the distance the device may move before a fence near it
@@ -349,7 +368,7 @@ func (e *Engine) watch(snap *rules.Snapshot, lat, lng float64, k int, buf []geo.
 // circle the OS watches as it is (a circle fence of 100 m or more among
 // the regions) wakes the phone on entering by itself, once the phone is
 // clearly outside it.
-func (e *Engine) nextPing(snap *rules.Snapshot, hits []geo.Hit, accuracyM, wakeM float64, regions []geo.Region, obs observation) *NextPing {
+func (e *Engine) nextPing(snap *rules.Snapshot, hits []geo.Hit, accuracyM, wakeM float64, watched []int32, obs observation) *NextPing {
 	d, undecided := wakeM, false
 	for _, h := range hits {
 		st := snap.Stores[h.Fence]
@@ -368,7 +387,7 @@ func (e *Engine) nextPing(snap *rules.Snapshot, hits []geo.Hit, accuracyM, wakeM
 		case h.Inside || h.OutsideM <= 2*accuracyM: // within the fix's 95% circle
 			undecided = true
 			d = math.Min(d, h.OutsideM)
-		case !(circle && h.SizeM >= MonitorMinRadiusM && watches(regions, h.Fence)):
+		case !(circle && h.SizeM >= MonitorMinRadiusM && slices.Contains(watched, h.Fence)):
 			d = math.Min(d, h.OutsideM)
 		}
 	}
@@ -393,12 +412,3 @@ func (e *Engine) nextPing(snap *rules.Snapshot, hits []geo.Hit, accuracyM, wakeM
 // undecidedRefix is how soon a phone whose fix leaves a store undecided
 // should take a fresh one.
 const undecidedRefix = 30 * time.Second
-
-func watches(regions []geo.Region, fence int32) bool {
-	for _, r := range regions {
-		if r.Fence == fence {
-			return true
-		}
-	}
-	return false
-}

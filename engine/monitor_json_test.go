@@ -3,6 +3,8 @@ package engine
 import (
 	"encoding/json"
 	"math/rand/v2"
+	"slices"
+	"sync/atomic"
 	"testing"
 )
 
@@ -41,9 +43,29 @@ func TestMonitorJSON(t *testing.T) {
 		if err != nil || string(got) != string(want) {
 			t.Fatalf("encoded\n%s\nencoding/json\n%s", got, want)
 		}
-		m.regionsJSON = appendRegions(nil, m.Regions)
-		if got, _ := json.Marshal(&m); string(got) != string(want) {
+		if m.Unchanged {
+			continue
+		}
+		tm := tabled(m)
+		if got, _ := json.Marshal(&tm); string(got) != string(want) {
 			t.Fatalf("with the regions encoded beforehand:\n%s\nwant\n%s", got, want)
 		}
+		if got := tm.RegionList(); !slices.Equal(got, m.Regions) {
+			t.Fatalf("RegionList %+v, want %+v", got, m.Regions)
+		}
 	}
+}
+
+// tabled is m as pacing makes it: its regions left to a table of stores
+// encoded beforehand, in another order than the regions'.
+func tabled(m Monitor) Monitor {
+	n := len(m.Regions)
+	m.table = make([]atomic.Pointer[fenceRegion], n)
+	m.fences = make([]int32, n)
+	for i, r := range m.Regions {
+		m.fences[i] = int32(n - 1 - i)
+		m.table[n-1-i].Store(&fenceRegion{region: r, json: r.appendJSON(nil)})
+	}
+	m.Regions = nil
+	return m
 }

@@ -82,7 +82,7 @@ func TestMonitorByPlatform(t *testing.T) {
 	wakeReachesNoneLeftOut := func(res *engine.Result, lat, lng float64) {
 		t.Helper()
 		watched := map[string]bool{}
-		for _, r := range res.Monitor.Regions {
+		for _, r := range res.Monitor.RegionList() {
 			watched[r.StoreID] = true
 			if r.RadiusM < engine.MonitorMinRadiusM || r.ID != engine.RegionIDPrefix+r.StoreID {
 				t.Fatalf("region %+v", r)
@@ -119,14 +119,14 @@ func TestMonitorByPlatform(t *testing.T) {
 			}
 			continue
 		}
-		if res.Monitor == nil || len(res.Monitor.Regions) != c.regions {
+		if res.Monitor == nil || len(res.Monitor.RegionList()) != c.regions {
 			t.Fatalf("%s: %+v, want %d regions", c.device, res.Monitor, c.regions)
 		}
 		if res.Monitor.Wake != nil {
 			t.Fatalf("%s: a wake circle of %d m among 150 shops a few metres apart", c.device, res.Monitor.Wake.RadiusM)
 		}
-		if !strings.HasPrefix(res.Monitor.Regions[0].StoreID, "m-") || res.NextPing.DistanceM > 100 {
-			t.Fatalf("%s: nearest %+v, next ping %+v", c.device, res.Monitor.Regions[0], res.NextPing)
+		if !strings.HasPrefix(res.Monitor.RegionList()[0].StoreID, "m-") || res.NextPing.DistanceM > 100 {
+			t.Fatalf("%s: nearest %+v, next ping %+v", c.device, res.Monitor.RegionList()[0], res.NextPing)
 		}
 		wakeReachesNoneLeftOut(res, mallLat+0.0005, mallLng+0.001)
 	}
@@ -134,8 +134,8 @@ func TestMonitorByPlatform(t *testing.T) {
 	// On the long street: Android gets 99, iOS 19.
 	for device, want := range map[string]int{"d-1": 99, "d-ios": 19} {
 		res := ping(device, streetLat+0.001, streetLng)
-		if res.Monitor == nil || len(res.Monitor.Regions) != want || res.Monitor.Wake == nil {
-			t.Fatalf("%s on the street: %d regions, wake %+v; want %d and a wake circle", device, len(res.Monitor.Regions), res.Monitor.Wake, want)
+		if res.Monitor == nil || len(res.Monitor.RegionList()) != want || res.Monitor.Wake == nil {
+			t.Fatalf("%s on the street: %d regions, wake %+v; want %d and a wake circle", device, len(res.Monitor.RegionList()), res.Monitor.Wake, want)
 		}
 		wakeReachesNoneLeftOut(res, streetLat+0.001, streetLng)
 		f.clock.Advance(time.Hour) // no teleport between the tests' places
@@ -144,7 +144,7 @@ func TestMonitorByPlatform(t *testing.T) {
 	// Between Alexanderplatz and the mall: few stores, a wake circle.
 	midLat, midLng := north(alexLat, alexLng, 1000)
 	res := ping("d-ios", midLat, midLng)
-	if res.Monitor == nil || res.Monitor.Wake == nil || len(res.Monitor.Regions) != 19 {
+	if res.Monitor == nil || res.Monitor.Wake == nil || len(res.Monitor.RegionList()) != 19 {
 		t.Fatalf("between stores: %+v", res.Monitor)
 	}
 	wakeReachesNoneLeftOut(res, midLat, midLng)
@@ -168,10 +168,10 @@ func TestMonitorByPlatform(t *testing.T) {
 		return r
 	}
 	wake := res.Monitor.Wake.RadiusM
-	if r := again(res.Monitor.ID, 30); !r.Monitor.Unchanged || r.Monitor.ID != res.Monitor.ID || len(r.Monitor.Regions) != 0 || r.NextPing.DistanceM > wake-30-10 {
+	if r := again(res.Monitor.ID, 30); !r.Monitor.Unchanged || r.Monitor.ID != res.Monitor.ID || len(r.Monitor.RegionList()) != 0 || r.NextPing.DistanceM > wake-30-10 {
 		t.Fatalf("30 m on inside a wake circle of %d m: %+v, next ping %+v", wake, r.Monitor, r.NextPing)
 	}
-	if r := again(res.Monitor.ID, float64(wake)+50); r.Monitor.Unchanged || len(r.Monitor.Regions) == 0 {
+	if r := again(res.Monitor.ID, float64(wake)+50); r.Monitor.Unchanged || len(r.Monitor.RegionList()) == 0 {
 		t.Fatalf("beyond the wake circle: %+v", r.Monitor)
 	}
 	for _, bad := range []string{"nonsense", "1:2:3:4", "0:19:52.5:13.4:100000"} {
@@ -201,7 +201,7 @@ func TestMonitorByPlatform(t *testing.T) {
 	// The polygon as its enclosing circle, the kiosk at the OS's minimum.
 	res = ping("d-1", alexLat+0.002, eastLng)
 	byID := map[string]engine.Region{}
-	for _, r := range res.Monitor.Regions {
+	for _, r := range res.Monitor.RegionList() {
 		byID[r.StoreID] = r
 	}
 	if p := byID["poly"]; p.RadiusM < 111 || geo.DistanceM(p.Lat, p.Lng, alexLat, eastLng) > 5 {
@@ -213,7 +213,7 @@ func TestMonitorByPlatform(t *testing.T) {
 
 	// Far from everything: nothing to watch, the widest wake circle.
 	res = ping("d-ios", 10, -30)
-	if len(res.Monitor.Regions) != 0 || res.Monitor.Wake == nil || res.Monitor.Wake.RadiusM != geo.MaxWakeM || res.NextPing.DistanceM != geo.MaxWakeM {
+	if len(res.Monitor.RegionList()) != 0 || res.Monitor.Wake == nil || res.Monitor.Wake.RadiusM != geo.MaxWakeM || res.NextPing.DistanceM != geo.MaxWakeM {
 		t.Fatalf("far from everything: %+v, next %+v", res.Monitor, res.NextPing)
 	}
 

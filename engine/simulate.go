@@ -86,7 +86,7 @@ func PhoneWake(sent *Ping, last *Result, p Ping) string {
 		return WakeUnpaced
 	}
 	if m := last.Monitor; m != nil {
-		for _, r := range m.Regions {
+		for _, r := range m.RegionList() {
 			if inCircle(r, sent.Lat, sent.Lng) != inCircle(r, p.Lat, p.Lng) {
 				return WakeRegion
 			}

@@ -566,10 +566,11 @@ func (s *phoneSim) register(t int, p, fix spot, res *engine.Result, r *phoneRun)
 	if np.AfterS != nil {
 		reg.afterS = *np.AfterS
 	}
-	if len(m.Regions) > 19 {
+	regions := m.RegionList()
+	if len(regions) > 19 {
 		r.anomalies["more than 19 regions for an iPhone"]++
 	}
-	for _, g := range m.Regions {
+	for _, g := range regions {
 		if g.RadiusM < engine.MonitorMinRadiusM {
 			r.anomalies["region under 100 m"]++
 		}
