@@ -82,17 +82,21 @@ type watchNear struct{ lat, lng, size float32 }
 
 type watchGrid struct {
 	fine, coarse watchLevel
-	medium       int // fences in coarse and not in fine
-	big          []int32
+	// medium is coarse's fences that fine has not (wider than
+	// watchSmallM), for a search in a city, which reads the small ones at
+	// res 8: among a city's thousands of shops a res-6 cell holds
+	// hundreds, and a search read them all to find the few that are not.
+	medium watchLevel
+	big    []int32
 }
 
 func newWatchGrid(fs []fence, polys []polygon) watchGrid {
-	g := watchGrid{fine: watchLevel{res: 8, ringM: 500}, coarse: watchLevel{res: 6, ringM: 3000}}
+	g := watchGrid{fine: watchLevel{res: 8, ringM: 500}, coarse: watchLevel{res: 6, ringM: 3000}, medium: watchLevel{res: 6, ringM: 3000}}
 	type pair struct {
 		cell  h3.Cell
 		fence int32
 	}
-	var fine, coarse []pair
+	var fine, coarse, medium []pair
 	for i := range fs {
 		if fs[i].size > watchBigM {
 			g.big = append(g.big, int32(i))
@@ -103,13 +107,13 @@ func newWatchGrid(fs []fence, polys []polygon) watchGrid {
 		if fs[i].size <= watchSmallM {
 			fine = append(fine, pair{cellAt(lat, lng, g.fine.res), int32(i)})
 		} else {
-			g.medium++
+			medium = append(medium, coarse[len(coarse)-1])
 		}
 	}
 	for _, lv := range []struct {
 		ps []pair
 		to *watchLevel
-	}{{fine, &g.fine}, {coarse, &g.coarse}} {
+	}{{fine, &g.fine}, {coarse, &g.coarse}, {medium, &g.medium}} {
 		slices.SortFunc(lv.ps, func(a, b pair) int { return cmp.Compare(a.cell, b.cell) })
 		lv.to.cells, lv.to.fences, lv.to.near = make([]h3.Cell, len(lv.ps)), make([]int32, len(lv.ps)), make([]watchNear, len(lv.ps))
 		for i, p := range lv.ps {
@@ -134,7 +138,7 @@ func (g *watchGrid) anyNear(lat, lng float64) bool {
 }
 
 func (g *watchGrid) bytes() int {
-	return (len(g.fine.cells)+len(g.coarse.cells))*24 + len(g.big)*4
+	return (len(g.fine.cells)+len(g.coarse.cells)+len(g.medium.cells))*24 + len(g.big)*4
 }
 
 // watchCentre is the centre of the circle a fence is watched as: a
@@ -174,18 +178,18 @@ func (ix *Index) Watch(lat, lng float64, k int, minRadiusM float64, dst []Region
 	withBig := len(cs)
 	fine, ok := 0.0, false
 	if g.anyNear(lat, lng) {
-		cs, fine, ok = fl.rings(&g.fine, 1, watchFineRings, k, minRadiusM, 0, cs, false)
+		cs, fine, ok = fl.rings(&g.fine, 1, watchFineRings, k, minRadiusM, 0, cs)
 	}
 	if ok {
-		if g.medium == 0 {
+		if len(g.medium.cells) == 0 {
 			return ix.watched(dst, cs, k, fine, lat, lng, minRadiusM, sc)
 		}
 		var coarse float64
-		cs, coarse, _ = fl.rings(&g.coarse, 0, watchRings-1, -1, minRadiusM, sc.kthHigh(cs[withBig:], k), cs, true)
+		cs, coarse, _ = fl.rings(&g.medium, 0, watchRings-1, -1, minRadiusM, sc.kthHigh(cs[withBig:], k), cs)
 		return ix.watched(dst, cs, k, math.Min(fine, coarse), lat, lng, minRadiusM, sc)
 	}
 	// Elsewhere: every fence up to watchBigM at res 6.
-	cs, coarse, _ := fl.rings(&g.coarse, 1, watchRings-1, k, minRadiusM, 0, cs[:withBig], false)
+	cs, coarse, _ := fl.rings(&g.coarse, 1, watchRings-1, k, minRadiusM, 0, cs[:withBig])
 	return ix.watched(dst, cs, k, math.Max(coarse, 0), lat, lng, minRadiusM, sc)
 }
 
@@ -207,18 +211,18 @@ type cand struct {
 	lo, hi float32
 }
 
-// rings appends the fences of lv (only the medium ones with onlyMedium),
+// rings appends the fences of lv,
 // ring by ring around the point's cell (the first `first` rings at once,
 // then up to last), until k+1 circles read lie no farther than every
 // circle not read yet (k < 0: until that bound reaches `reach`). It
 // answers the bound: every fence of lv not read lies at least that far
 // outside its circle.
-func (fl *flat) rings(lv *watchLevel, first, last, k int, minRadiusM, reach float64, cs []cand, onlyMedium bool) ([]cand, float64, bool) {
+func (fl *flat) rings(lv *watchLevel, first, last, k int, minRadiusM, reach float64, cs []cand) ([]cand, float64, bool) {
 	origin := cellAt(fl.lat, fl.lng, lv.res)
 	base := len(cs)
 	covered := math.Inf(-1)
 	slack := watchBigM
-	if !onlyMedium && lv.ringM < 1000 {
+	if lv.ringM < 1000 { // the fine level holds the small fences only
 		slack = watchSmallM
 	}
 	// Rings are computed up to first, then twice as far each time.
@@ -228,9 +232,7 @@ func (fl *flat) rings(lv *watchLevel, first, last, k int, minRadiusM, reach floa
 			for _, c := range rings[d] {
 				i, _ := slices.BinarySearch(lv.cells, c)
 				for ; i < len(lv.cells) && lv.cells[i] == c; i++ {
-					if n := &lv.near[i]; !onlyMedium || n.size > watchSmallM {
-						cs = append(cs, fl.bound(lv.fences[i], n, minRadiusM))
-					}
+					cs = append(cs, fl.bound(lv.fences[i], &lv.near[i], minRadiusM))
 				}
 			}
 			covered = float64(d)*lv.ringM - math.Max(float64(slack), minRadiusM)

@@ -122,28 +122,43 @@ func TestWatchShapes(t *testing.T) {
 }
 
 // BenchmarkWatch reports the cost of choosing what a phone watches (19
-// circles, as on iOS), in the bench's metro and far from every store.
+// circles, as on iOS), in the bench's metro and far from every store;
+// with landmarks, a metro with some fences wider than a shop's (stations,
+// stadiums: 800 to 1,500 m), as the load bench's city has.
 func BenchmarkWatch(b *testing.B) {
-	for _, n := range []int{1000, 100000} {
-		ix, err := NewIndex(benchFences(n))
+	for _, n := range []int{1000, 100000, -100000} {
+		m := max(n, -n)
+		fences := benchFences(m)
+		if n < 0 {
+			rng := rand.New(rand.NewPCG(7, 8))
+			for i := range 50 {
+				lat, lng := offset(52.52, 13.405, math.Sqrt(rng.Float64())*benchSpreadM(m), rng.Float64()*2*math.Pi)
+				fences = append(fences, Fence{ID: fmt.Sprint("landmark", i), Lat: lat, Lng: lng, RadiusM: 800 + rng.Float64()*700})
+			}
+		}
+		ix, err := NewIndex(fences)
 		if err != nil {
 			b.Fatal(err)
+		}
+		name := fmt.Sprint(m, "_fences")
+		if n < 0 {
+			name += "_with_landmarks"
 		}
 		rng := rand.New(rand.NewPCG(5, 6))
 		pts := make([][2]float64, 4096)
 		for i := range pts {
-			pts[i][0], pts[i][1] = offset(52.52, 13.405, math.Sqrt(rng.Float64())*benchSpreadM(n), rng.Float64()*2*math.Pi)
+			pts[i][0], pts[i][1] = offset(52.52, 13.405, math.Sqrt(rng.Float64())*benchSpreadM(m), rng.Float64()*2*math.Pi)
 		}
 		dst := make([]Region, 0, 256)
 		runtime.GC()
-		b.Run(fmt.Sprint(n, "_fences"), func(b *testing.B) {
+		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
 				p := pts[i%len(pts)]
 				dst, _ = ix.Watch(p[0], p[1], 19, 100, dst[:0])
 			}
 		})
-		b.Run(fmt.Sprint(n, "_fences_far_from_all"), func(b *testing.B) {
+		b.Run(name+"_far_from_all", func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				dst, _ = ix.Watch(48.0, 2.0, 19, 100, dst[:0])
