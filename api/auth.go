@@ -142,11 +142,7 @@ func (s *Server) app(c *fiber.Ctx) error {
 	case roleAdmin:
 		cl.admin = true
 	case roleApp:
-		// Not the Redis budget: checking an ID token may fetch Google's
-		// public keys.
-		ctx, cancel := context.WithTimeout(context.Background(), idTokenTimeout)
-		defer cancel()
-		if err := s.customerCredential(ctx, c, cl); err != nil {
+		if err := s.customerCredential(c, cl); err != nil {
 			return err
 		}
 	}
@@ -156,7 +152,7 @@ func (s *Server) app(c *fiber.Ctx) error {
 
 // customerCredential checks the customer credential of an app call and
 // records the customer it proves.
-func (s *Server) customerCredential(ctx context.Context, c *fiber.Ctx, cl *caller) error {
+func (s *Server) customerCredential(c *fiber.Ctx, cl *caller) error {
 	token, idToken := c.Get(HeaderCustomerToken), c.Get(HeaderIDToken)
 	tokens := s.AppAuth.Tokens || s.AppAuth.KeyOnly() && s.Tokens != nil
 	firebase := s.AppAuth.Firebase || s.AppAuth.KeyOnly() && s.VerifyIDToken != nil
@@ -168,6 +164,10 @@ func (s *Server) customerCredential(ctx context.Context, c *fiber.Ctx, cl *calle
 		}
 		cl.customerID, cl.tokenGen = id, gen
 	case idToken != "" && firebase && s.VerifyIDToken != nil:
+		// Not the Redis budget: checking an ID token may fetch Google's
+		// public keys. (Made here, not for every call: a timer a ping.)
+		ctx, cancel := context.WithTimeout(context.Background(), idTokenTimeout)
+		defer cancel()
 		uid, err := s.VerifyIDToken(ctx, idToken)
 		if err != nil {
 			return newError(http.StatusUnauthorized, HeaderIDToken, "the Firebase ID token in %s is not valid: expired, malformed, another project's or a disabled user's", HeaderIDToken)
