@@ -630,6 +630,13 @@ func compileTexts(fs *faults, field string, texts Texts, trial bool) []compiledT
 			fs.addPrecondition(path, "a text's template is at most %d bytes", MaxTemplateBytes)
 			continue
 		}
+		key := path + "\x00" + t.Template
+		if !trial {
+			if tmpl := sharedTemplates.get(key); tmpl != nil {
+				out = append(out, compiledText{tag: tag, tmpl: tmpl})
+				continue
+			}
+		}
 		tmpl, err := template.New(path).Option("missingkey=zero").Funcs(templateHelpers(tag, time.UTC)).Parse(t.Template)
 		if err != nil {
 			fs.add(path, "%s", templateError(err))
@@ -644,9 +651,45 @@ func compileTexts(fs *faults, field string, texts Texts, trial bool) []compiledT
 				fs.addPrecondition(path, "%s", msg)
 			}
 		}
+		if !trial && len(bad) == 0 {
+			sharedTemplates.put(key, tmpl)
+		}
 		out = append(out, compiledText{tag: tag, tmpl: tmpl})
 	}
 	return out
+}
+
+// sharedTemplates keeps the templates the catalog's rules compiled to,
+// by field, language and text, so that rules with the same text (most
+// of a catalog: a campaign's texts across its rules and stores) share
+// one. A parsed template with its helpers is some 150 objects that the
+// garbage collector reads at every collection, and a collection's stall
+// is the open loop's p99. A template is never changed once parsed
+// (execute renders a clone), so sharing it is safe. Rules compiled to be
+// checked (trial) neither read nor fill it. Bounded: it starts afresh
+// past maxSharedTemplates texts, as the catalog changes.
+var sharedTemplates templateCache
+
+const maxSharedTemplates = 4096
+
+type templateCache struct {
+	mu sync.Mutex
+	m  map[string]*template.Template
+}
+
+func (c *templateCache) get(key string) *template.Template {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[key]
+}
+
+func (c *templateCache) put(key string, t *template.Template) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxSharedTemplates {
+		c.m = map[string]*template.Template{}
+	}
+	c.m[key] = t
 }
 
 // templateError drops text/template's "template: name:" prefix, which

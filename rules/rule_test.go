@@ -404,3 +404,37 @@ func TestTemplateHelpers(t *testing.T) {
 		})
 	}
 }
+
+// Stores of a snapshot with the same hours in the same timezone share
+// one compiled schedule; other hours, or another timezone, have their
+// own, and each store is open when its own hours say.
+func TestStoresShareSchedules(t *testing.T) {
+	lat, lng := 52.52, 13.40
+	store := func(id, tz string, hours map[string][]string) *Store {
+		return &Store{ID: id, Name: id, Lat: &lat, Lng: &lng, Timezone: tz, OpeningHours: hours}
+	}
+	early := map[string][]string{"mon": {"06:00-12:00"}, "tue": {"06:00-12:00"}}
+	late := map[string][]string{"mon": {"14:00-22:00"}}
+	snap, err := BuildSnapshot(1, []*Store{
+		store("a", "Europe/Berlin", early), store("b", "Europe/Berlin", map[string][]string{"tue": {"06:00-12:00"}, "mon": {"06:00-12:00"}}),
+		store("c", "Europe/Berlin", late), store("d", "America/New_York", early),
+	}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(id string) *StoreEntry { return snap.Stores[snap.storePos[id]] }
+	mon := func(e *StoreEntry) *[2]int { return &e.sched.open[time.Monday][0] }
+	if mon(at("a")) != mon(at("b")) {
+		t.Fatal("two stores with the same hours have a schedule each")
+	}
+	if mon(at("a")) == mon(at("c")) || mon(at("a")) == mon(at("d")) {
+		t.Fatal("a store with other hours, or in another timezone, shares a schedule")
+	}
+	// Monday 2026-11-30, 10:00 in Berlin (09:00 UTC; 04:00 in New York).
+	now := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
+	for id, open := range map[string]bool{"a": true, "b": true, "c": false, "d": false} {
+		if got := at(id).OpenAt(now); got != open {
+			t.Errorf("store %s open at %s: %v, want %v", id, now, got, open)
+		}
+	}
+}

@@ -110,13 +110,14 @@ func BuildSnapshot(version int64, stores []*Store, rules []*Rule, skip func(kind
 	fences := make([]geo.Fence, 0, len(stores))
 	byTag := map[string][]int32{}
 	snap.tags = map[string]bool{}
+	schedules := map[string]schedule{} // stores with the same hours share theirs
 	for _, s := range stores {
 		if err := s.Normalize(); err != nil {
 			skip("store", s.ID, err)
 			continue
 		}
 		pos := int32(len(snap.Stores))
-		snap.Stores = append(snap.Stores, &StoreEntry{Store: s, sched: compileSchedule(s)})
+		snap.Stores = append(snap.Stores, &StoreEntry{Store: s, sched: sharedSchedule(schedules, s)})
 		snap.storePos[s.ID] = pos
 		fences = append(fences, s.Fence())
 		for _, t := range s.Tags {

@@ -3,9 +3,12 @@ package rules
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nearcast/nearcast/geo"
@@ -180,6 +183,32 @@ type schedule struct {
 	loc  *time.Location
 	open [7][][2]int // per weekday, spans in minutes; nil map means always open
 	any  bool        // opening hours were given
+}
+
+// sharedSchedule is the store's schedule, compiled once for every store
+// of a snapshot with the same hours in the same timezone (a chain's
+// stores, mostly): its spans are some ten objects that the garbage
+// collector reads at every collection. A schedule is never changed once
+// compiled.
+func sharedSchedule(seen map[string]schedule, s *Store) schedule {
+	if len(s.OpeningHours) == 0 {
+		return compileSchedule(s)
+	}
+	var b strings.Builder
+	b.WriteString(s.Timezone)
+	for _, day := range slices.Sorted(maps.Keys(s.OpeningHours)) {
+		b.WriteString("\x00" + day)
+		for _, span := range s.OpeningHours[day] {
+			b.WriteString("\x01" + span)
+		}
+	}
+	key := b.String()
+	sc, ok := seen[key]
+	if !ok {
+		sc = compileSchedule(s)
+		seen[key] = sc
+	}
+	return sc
 }
 
 func compileSchedule(s *Store) schedule {

@@ -156,3 +156,49 @@ func TestRenderBounds(t *testing.T) {
 		})
 	}
 }
+
+// Rules with the same text share its compiled template in a snapshot (a
+// template is some 150 objects for the garbage collector to read), and
+// each renders its own data through it; a text that differs has its own,
+// and a rule compiled to be checked parses its texts afresh.
+func TestRulesShareTemplates(t *testing.T) {
+	lat, lng := 52.52, 13.40
+	stores := []*Store{
+		{ID: "s-1", Name: "Alex", Lat: &lat, Lng: &lng, Tags: []string{"coffee"}},
+		{ID: "s-2", Name: "Mitte", Lat: &lat, Lng: &lng, Tags: []string{"coffee"}},
+	}
+	a, b, c := goodRule(), goodRule(), goodRule()
+	a.ID, b.ID, c.ID = "a", "b", "c"
+	c.Offer.Title[0].Template = "Servus {{.customer.first_name}}!"
+	snap, err := BuildSnapshot(1, stores, []*Rule{a, b, c}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	title := func(id string) *compiledText { return &snap.Rules[id].arms[0].title[0] }
+	if title("a").tmpl != title("b").tmpl {
+		t.Fatal("two rules with the same title have a template each")
+	}
+	if title("a").tmpl == title("c").tmpl {
+		t.Fatal("a rule with another title shares a template")
+	}
+	if checked, err := Compile(goodRule()); err != nil || checked.arms[0].title[0].tmpl == title("a").tmpl {
+		t.Fatalf("a rule compiled to be checked took the shared template (%v)", err)
+	}
+	anna := &Customer{ID: "c-1", FirstName: "Anna", Locale: "de"}
+	for _, tc := range []struct {
+		rule, store, title, body string
+	}{
+		{"a", "s-1", "Hallo Anna!", "Alex ist 40 m entfernt"},
+		{"b", "s-2", "Hallo Anna!", "Mitte ist 40 m entfernt"},
+		{"c", "s-2", "Servus Anna!", "Mitte ist 40 m entfernt"},
+	} {
+		st := stores[0]
+		if tc.store == "s-2" {
+			st = stores[1]
+		}
+		m, err := snap.Rules[tc.rule].RenderMessage(OfferData{Customer: anna, Store: st, DistanceM: 40})
+		if err != nil || m.Title != tc.title || m.Body != tc.body {
+			t.Fatalf("rule %s at %s: %q / %q (%v), want %q / %q", tc.rule, tc.store, m.Title, m.Body, err, tc.title, tc.body)
+		}
+	}
+}
