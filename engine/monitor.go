@@ -266,11 +266,7 @@ func stillWatching(version int64, k int, p Ping) (float64, bool) {
 
 // watching is what a point watches: the stores of the catalog snapshot
 // it watches as regions, nearest first, and the wake circle measured at
-// (lat, lng). Nothing in it points anywhere but fences, which points to
-// nothing: the garbage collector reads the cache at the cost of its
-// slices, not of the regions' strings (with those, a cache of 100,000
-// cells held some 200 MB, and the server's every collection took tens of
-// milliseconds).
+// (lat, lng).
 type watching struct {
 	fences   []int32
 	lat, lng float64
@@ -291,11 +287,18 @@ func (w *watching) wakeAt(lat, lng float64) float64 {
 // watched near the last fix there, for the catalog snapshot in force: a
 // phone's next fix, or a neighbour's, mostly falls in the same cell, and
 // a search of a dense city costs tens of microseconds. Bounded: it starts
-// afresh past watchCacheMax cells, and with each new snapshot.
+// afresh past watchCacheMax cells or watchArenaMax stores watched, and
+// with each new snapshot.
+//
+// Nothing in cells or arena points anywhere, so the garbage collector
+// does not read them: with the regions, their strings and JSON in each
+// cell, a cache of 100,000 cells held some 200 MB, and every collection
+// of the server read it, a stall of tens of milliseconds.
 type watchCache struct {
 	mu      sync.Mutex
 	version int64
-	cells   map[watchKey]*watching
+	cells   map[watchKey]watchEntry
+	arena   []int32 // the fences of every cell, one after the other
 	// fences keeps each store of the snapshot as the region it is watched
 	// as, encoded, made the first time a search finds it: a search that
 	// misses the cells then copies its regions rather than building and
@@ -314,32 +317,49 @@ type watchKey struct {
 	k    int
 }
 
-const watchCacheMax = 100_000
+// watchEntry is a cell's watching, its fences in the arena.
+type watchEntry struct {
+	at, n    uint32
+	lat, lng float64
+	wakeM    float64
+}
+
+const (
+	watchCacheMax = 100_000
+	watchArenaMax = 4 << 20 // 16 MB
+)
 
 // watch answers what a fix at (lat, lng) should watch, k regions at most,
 // and the table its fences index
 // (iOS's number first; more only where they widen the wake circle much:
 // among many stores, the 20th nearest within monitorMoreM, more regions
 // would only crowd the answer).
-func (e *Engine) watch(snap *rules.Snapshot, lat, lng float64, k int, buf []geo.Region) (*watching, []atomic.Pointer[fenceRegion]) {
+func (e *Engine) watch(snap *rules.Snapshot, lat, lng float64, k int, buf []geo.Region) (watching, []atomic.Pointer[fenceRegion]) {
 	key := watchKey{geo.WatchCell(lat, lng), k}
 	c := &e.watched
 	c.mu.Lock()
-	if c.version != snap.Version || c.cells == nil {
-		c.version, c.cells, c.fences = snap.Version, map[watchKey]*watching{}, make([]atomic.Pointer[fenceRegion], len(snap.Stores))
-	} else if len(c.cells) >= watchCacheMax {
-		c.cells = map[watchKey]*watching{}
+	switch {
+	case c.version != snap.Version || c.cells == nil:
+		c.version, c.fences = snap.Version, make([]atomic.Pointer[fenceRegion], len(snap.Stores))
+		c.cells, c.arena = map[watchKey]watchEntry{}, nil
+	case len(c.cells) >= watchCacheMax || len(c.arena) >= watchArenaMax:
+		c.cells, c.arena = map[watchKey]watchEntry{}, nil
 	}
-	w, regions := c.cells[key], c.fences
+	hit, ok := c.cells[key]
+	regions := c.fences
+	var w watching
+	if ok {
+		w = watching{fences: c.arena[hit.at : hit.at+hit.n : hit.at+hit.n], lat: hit.lat, lng: hit.lng, wakeM: hit.wakeM}
+	}
 	c.mu.Unlock()
-	if w != nil {
+	if ok {
 		return w, regions
 	}
 	fences, wakeM := snap.Index.Watch(lat, lng, min(k, monitorRegions["ios"]), MonitorMinRadiusM, buf)
 	if k > monitorRegions["ios"] && len(fences) == monitorRegions["ios"] && wakeM >= monitorMoreM {
 		fences, wakeM = snap.Index.Watch(lat, lng, k, MonitorMinRadiusM, buf[:0])
 	}
-	w = &watching{fences: make([]int32, len(fences)), lat: lat, lng: lng, wakeM: wakeM}
+	w = watching{fences: make([]int32, len(fences)), lat: lat, lng: lng, wakeM: wakeM}
 	for i, r := range fences {
 		fr := regions[r.Fence].Load()
 		if fr == nil {
@@ -352,7 +372,8 @@ func (e *Engine) watch(snap *rules.Snapshot, lat, lng float64, k int, buf []geo.
 	}
 	c.mu.Lock()
 	if c.version == snap.Version {
-		c.cells[key] = w
+		c.cells[key] = watchEntry{at: uint32(len(c.arena)), n: uint32(len(w.fences)), lat: lat, lng: lng, wakeM: wakeM}
+		c.arena = append(c.arena, w.fences...)
 	}
 	c.mu.Unlock()
 	return w, regions
