@@ -845,9 +845,9 @@ func (s *Server) postPing(c *fiber.Ctx) error {
 	if p.Signals, err = s.integritySignal(c, p.CustomerID, p.DeviceID, p.Signals); err != nil {
 		return err
 	}
-	// A budget, not s.ctx(): the same deadline without a timer, on the
-	// hottest path (engine.Budget).
-	res, err := s.Engine.Evaluate(engine.Budget(s.RequestTimeout), p, engine.Options{DryRun: dryRun, Explain: explain})
+	ctx, cancel := s.ctx()
+	defer cancel()
+	res, err := s.Engine.Evaluate(ctx, p, engine.Options{DryRun: dryRun, Explain: explain})
 	if err != nil {
 		return err
 	}

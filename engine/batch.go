@@ -113,7 +113,9 @@ func (b *batcher) sendQueued() {
 	// the client's read and write timeouts bound it.
 	ctx := context.Background()
 	if !deadline.IsZero() {
-		ctx = budget{ctx, deadline}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
 	}
 	pipe := b.rdb.Pipeline()
 	for _, w := range live {
@@ -125,34 +127,6 @@ func (b *batcher) sendQueued() {
 	for _, w := range live {
 		close(w.done)
 	}
-}
-
-// Budget is a context for a ping's Redis calls that ends at now+d, as
-// context.WithTimeout's would, without a timer: its deadline bounds every
-// wait of the batcher (which reads Err and Deadline) and of go-redis
-// (which sets the socket's deadlines from it), and nothing on a ping's
-// way waits on Done, which is nil. A timer and its context cost a ping
-// some 600 bytes and a goroutine's wake-up; with thousands of pings a
-// second, that is garbage collections more often, each a stall of the
-// open loop.
-func Budget(d time.Duration) context.Context {
-	return budget{context.Background(), time.Now().Add(d)}
-}
-
-// budget is a context that ends at its deadline, with no channel to
-// close: Err tells, Done is nil.
-type budget struct {
-	context.Context
-	at time.Time
-}
-
-func (b budget) Deadline() (time.Time, bool) { return b.at, true }
-func (b budget) Done() <-chan struct{}       { return nil }
-func (b budget) Err() error {
-	if time.Now().Before(b.at) {
-		return nil
-	}
-	return context.DeadlineExceeded
 }
 
 // evalCmd is a command that runs a loaded script (EVALSHA), to be sent
