@@ -3,6 +3,9 @@ package rules
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -436,5 +439,79 @@ func TestStoresShareSchedules(t *testing.T) {
 		if got := at(id).OpenAt(now); got != open {
 			t.Errorf("store %s open at %s: %v, want %v", id, now, got, open)
 		}
+	}
+}
+
+// Stores where the same rules fire share one list of them, in the same
+// order; a store with another rule, or none, has its own.
+func TestStoresShareRuleLists(t *testing.T) {
+	lat, lng := 52.52, 13.40
+	store := func(id string, tags ...string) *Store {
+		return &Store{ID: id, Name: id, Lat: &lat, Lng: &lng, Tags: tags}
+	}
+	coffee, one := goodRule(), goodRule()
+	coffee.ID = "coffee"
+	one.ID, one.Priority = "one", 20
+	one.Trigger.Stores = &StoreSelector{IDs: []string{"c"}}
+	snap, err := BuildSnapshot(1, []*Store{store("a", "coffee"), store("b", "coffee"), store("c", "coffee"), store("d", "tea")},
+		[]*Rule{coffee, one}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(id string) []*Compiled {
+		pos, _ := snap.StoreByID(id)
+		return snap.Candidates(pos, OnEnter)
+	}
+	ids := func(l []*Compiled) (out []string) {
+		for _, c := range l {
+			out = append(out, c.Rule.ID)
+		}
+		return out
+	}
+	a, b, c := at("a"), at("b"), at("c")
+	if len(a) != 1 || len(b) != 1 || &a[0] != &b[0] {
+		t.Fatalf("a and b: %v and %v, not one list", ids(a), ids(b))
+	}
+	if got := ids(c); len(got) != 2 || got[0] != "one" || got[1] != "coffee" || &c[0] == &a[0] {
+		t.Fatalf("c: %v, want its own [one coffee]", got)
+	}
+	if d := at("d"); len(d) != 0 {
+		t.Fatalf("d: %v, want none", ids(d))
+	}
+	if cap(a) != len(a) {
+		t.Fatal("a shared list can be appended to in place")
+	}
+}
+
+// Stores decoded for a snapshot keep what they said: compacting them
+// (one string for a repeated tag or time zone, the coordinates in one
+// array) changes no value, and each store's coordinates stay its own.
+func TestCompactStoresKeepsValues(t *testing.T) {
+	var stores, want []*Store
+	for i := range 50 {
+		lat, lng := 52.5+float64(i)/100, 13.4-float64(i)/100
+		tz := []string{"Europe/Berlin", "Europe/Paris"}[i%2]
+		st := &Store{ID: fmt.Sprint("s-", i), Name: "N", Timezone: tz, Tags: []string{"coffee", fmt.Sprint("brand-", i%3)}}
+		if i%7 != 3 { // some polygons: no point of their own
+			st.Lat, st.Lng = &lat, &lng
+		}
+		stores = append(stores, st)
+		w := *st
+		w.Tags = slices.Clone(st.Tags)
+		if st.Lat != nil {
+			la, ln := lat, lng
+			w.Lat, w.Lng = &la, &ln
+		}
+		want = append(want, &w)
+	}
+	compactStores(stores)
+	for i, st := range stores {
+		if !reflect.DeepEqual(st, want[i]) {
+			t.Fatalf("store %d after compacting: %+v, want %+v", i, st, want[i])
+		}
+	}
+	*stores[0].Lat = 1 // a store's coordinates are its own
+	if *stores[1].Lat != *want[1].Lat || *stores[0].Lng != *want[0].Lng {
+		t.Fatal("changing one store's latitude changed another's coordinates")
 	}
 }
