@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nearcast/nearcast/geo"
@@ -69,7 +68,7 @@ type Monitor struct {
 	// as a region and encoded, once per snapshot: the answer's largest
 	// part is copied, not built and encoded per ping.
 	fences []int32
-	table  []atomic.Pointer[fenceRegion]
+	table  []fenceRegion
 }
 
 // RegionList is the block's regions: Regions, or those its fences name.
@@ -79,7 +78,7 @@ func (m *Monitor) RegionList() []Region {
 	}
 	out := make([]Region, len(m.fences))
 	for i, f := range m.fences {
-		out[i] = m.table[f].Load().region
+		out[i] = m.table[f].region()
 	}
 	return out
 }
@@ -113,7 +112,7 @@ func (m *Monitor) appendJSON(b []byte) []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = append(b, m.table[f].Load().json...)
+			b = append(b, m.table[f].json...)
 		}
 		b = append(b, ']')
 	} else {
@@ -300,16 +299,25 @@ type watchCache struct {
 	cells   map[watchKey]watchEntry
 	arena   []int32 // the fences of every cell, one after the other
 	// fences keeps each store of the snapshot as the region it is watched
-	// as, encoded, made the first time a search finds it: a search that
-	// misses the cells then copies its regions rather than building and
-	// encoding them afresh.
-	fences []atomic.Pointer[fenceRegion]
+	// as, encoded, made the first time a search finds it (under mu, before
+	// any cell names the store): a search that misses the cells then copies
+	// its regions rather than building and encoding them afresh. Values,
+	// not pointers: one object for the collector, and each store's JSON.
+	fences []fenceRegion
 }
 
-// fenceRegion is a store as a region, and the region encoded.
+// fenceRegion is a store as the region it is watched as, encoded; json
+// is nil until the store is first watched.
 type fenceRegion struct {
-	region Region
-	json   []byte
+	json     []byte
+	storeID  string
+	lat, lng float64
+	radiusM  int
+}
+
+// region is the fenceRegion as a block's Region.
+func (fr *fenceRegion) region() Region {
+	return Region{ID: RegionIDPrefix + fr.storeID, StoreID: fr.storeID, Lat: fr.lat, Lng: fr.lng, RadiusM: fr.radiusM}
 }
 
 type watchKey struct {
@@ -334,13 +342,13 @@ const (
 // (iOS's number first; more only where they widen the wake circle much:
 // among many stores, the 20th nearest within monitorMoreM, more regions
 // would only crowd the answer).
-func (e *Engine) watch(snap *rules.Snapshot, lat, lng float64, k int, buf []geo.Region) (watching, []atomic.Pointer[fenceRegion]) {
+func (e *Engine) watch(snap *rules.Snapshot, lat, lng float64, k int, buf []geo.Region) (watching, []fenceRegion) {
 	key := watchKey{geo.WatchCell(lat, lng), k}
 	c := &e.watched
 	c.mu.Lock()
 	switch {
 	case c.version != snap.Version || c.cells == nil:
-		c.version, c.fences = snap.Version, make([]atomic.Pointer[fenceRegion], len(snap.Stores))
+		c.version, c.fences = snap.Version, make([]fenceRegion, len(snap.Stores))
 		c.cells, c.arena = map[watchKey]watchEntry{}, nil
 	case len(c.cells) >= watchCacheMax || len(c.arena) >= watchArenaMax:
 		c.cells, c.arena = map[watchKey]watchEntry{}, nil
@@ -361,21 +369,24 @@ func (e *Engine) watch(snap *rules.Snapshot, lat, lng float64, k int, buf []geo.
 	}
 	w = watching{fences: make([]int32, len(fences)), lat: lat, lng: lng, wakeM: wakeM}
 	for i, r := range fences {
-		fr := regions[r.Fence].Load()
-		if fr == nil {
-			st := snap.Stores[r.Fence]
-			fr = &fenceRegion{region: Region{ID: RegionIDPrefix + st.ID, StoreID: st.ID, Lat: r.Lat, Lng: r.Lng, RadiusM: int(math.Ceil(r.RadiusM))}}
-			fr.json = fr.region.appendJSON(nil)
-			regions[r.Fence].Store(fr)
-		}
 		w.fences[i] = r.Fence
 	}
+	// regions is snap's table (taken with the cells of its version above),
+	// whether or not the cells have moved to another snapshot since: each
+	// store's entry is written once, under mu, before any answer names it.
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range fences {
+		if fr := &regions[r.Fence]; fr.json == nil {
+			*fr = fenceRegion{storeID: snap.Stores[r.Fence].ID, lat: r.Lat, lng: r.Lng, radiusM: int(math.Ceil(r.RadiusM))}
+			reg := fr.region()
+			fr.json = reg.appendJSON(nil)
+		}
+	}
 	if c.version == snap.Version {
 		c.cells[key] = watchEntry{at: uint32(len(c.arena)), n: uint32(len(w.fences)), lat: lat, lng: lng, wakeM: wakeM}
 		c.arena = append(c.arena, w.fences...)
 	}
-	c.mu.Unlock()
 	return w, regions
 }
 

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"slices"
-	"sync/atomic"
 	"testing"
 )
 
@@ -60,11 +59,11 @@ func TestMonitorJSON(t *testing.T) {
 // encoded beforehand, in another order than the regions'.
 func tabled(m Monitor) Monitor {
 	n := len(m.Regions)
-	m.table = make([]atomic.Pointer[fenceRegion], n)
+	m.table = make([]fenceRegion, n)
 	m.fences = make([]int32, n)
 	for i, r := range m.Regions {
 		m.fences[i] = int32(n - 1 - i)
-		m.table[n-1-i].Store(&fenceRegion{region: r, json: r.appendJSON(nil)})
+		m.table[n-1-i] = fenceRegion{json: r.appendJSON(nil), storeID: r.StoreID, lat: r.Lat, lng: r.Lng, radiusM: r.RadiusM}
 	}
 	m.Regions = nil
 	return m

@@ -74,7 +74,7 @@ func TestWatchCacheAnswersAsASearch(t *testing.T) {
 							return
 						}
 						for _, f := range got.fences {
-							if table[f].Load() == nil {
+							if table[f].json == nil || table[f].storeID != snap.Stores[f].ID {
 								t.Errorf("snapshot %d: store %d watched without its region", snap.Version, f)
 								return
 							}

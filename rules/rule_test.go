@@ -491,13 +491,20 @@ func TestCompactStoresKeepsValues(t *testing.T) {
 	for i := range 50 {
 		lat, lng := 52.5+float64(i)/100, 13.4-float64(i)/100
 		tz := []string{"Europe/Berlin", "Europe/Paris"}[i%2]
-		st := &Store{ID: fmt.Sprint("s-", i), Name: "N", Timezone: tz, Tags: []string{"coffee", fmt.Sprint("brand-", i%3)}}
+		st := &Store{ID: fmt.Sprint("s-", i), Name: "N", Timezone: tz, Tags: []string{"coffee", fmt.Sprint("brand-", i%3)},
+			OpeningHours: map[string][]string{"mon": {"06:00-12:00", fmt.Sprintf("%02d:00-20:00", 13+i%2)}}}
+		if i%5 == 0 {
+			st.OpeningHours = nil
+		}
 		if i%7 != 3 { // some polygons: no point of their own
 			st.Lat, st.Lng = &lat, &lng
 		}
 		stores = append(stores, st)
 		w := *st
 		w.Tags = slices.Clone(st.Tags)
+		if st.OpeningHours != nil {
+			w.OpeningHours = map[string][]string{"mon": slices.Clone(st.OpeningHours["mon"])}
+		}
 		if st.Lat != nil {
 			la, ln := lat, lng
 			w.Lat, w.Lng = &la, &ln

@@ -194,21 +194,25 @@ func sharedSchedule(seen map[string]schedule, s *Store) schedule {
 	if len(s.OpeningHours) == 0 {
 		return compileSchedule(s)
 	}
-	var b strings.Builder
-	b.WriteString(s.Timezone)
-	for _, day := range slices.Sorted(maps.Keys(s.OpeningHours)) {
-		b.WriteString("\x00" + day)
-		for _, span := range s.OpeningHours[day] {
-			b.WriteString("\x01" + span)
-		}
-	}
-	key := b.String()
+	key := s.Timezone + hoursKey(s.OpeningHours)
 	sc, ok := seen[key]
 	if !ok {
 		sc = compileSchedule(s)
 		seen[key] = sc
 	}
 	return sc
+}
+
+// hoursKey is opening hours as one string: the same for the same hours.
+func hoursKey(hours map[string][]string) string {
+	var b strings.Builder
+	for _, day := range slices.Sorted(maps.Keys(hours)) {
+		b.WriteString("\x00" + day)
+		for _, span := range hours[day] {
+			b.WriteString("\x01" + span)
+		}
+	}
+	return b.String()
 }
 
 func compileSchedule(s *Store) schedule {
