@@ -63,10 +63,10 @@ type Monitor struct {
 	// when it would be smaller than an OS watches reliably (among many
 	// stores): then the app follows NextPing with its own location updates.
 	Wake *Region `json:"wake"`
-	// fences are the regions as the stores of the catalog snapshot they
-	// are (shared with watchCache: never changed), and table each store
-	// as a region and encoded, once per snapshot: the answer's largest
-	// part is copied, not built and encoded per ping.
+	// fences are the regions' places in table (shared with watchCache:
+	// never changed), which holds each store as a region and encoded, once
+	// per snapshot: the answer's largest part is copied, not built and
+	// encoded per ping.
 	fences []int32
 	table  []fenceRegion
 }
@@ -208,9 +208,9 @@ func (e *Engine) pacing(snap *rules.Snapshot, p Ping, hits []geo.Hit, obs observ
 		res.NextPing = e.nextPing(snap, hits, p.AccuracyM, left, nil, obs)
 		return
 	}
-	w, table := e.watch(snap, p.Lat, p.Lng, k, buf[:0])
+	w, table, at := e.watch(snap, p.Lat, p.Lng, k, buf[:0])
 	wakeM := w.wakeAt(p.Lat, p.Lng)
-	m := &Monitor{fences: w.fences, table: table}
+	m := &Monitor{fences: at, table: table}
 	if wakeM >= MonitorMinRadiusM {
 		m.Wake = &Region{ID: WakeRegionID, Lat: p.Lat, Lng: p.Lng, RadiusM: int(wakeM)}
 		m.ID = monitorID(snap.Version, k, p.Lat, p.Lng, int(wakeM))
@@ -337,17 +337,31 @@ const (
 	watchArenaMax = 4 << 20 // 16 MB
 )
 
-// watch answers what a fix at (lat, lng) should watch, k regions at most,
-// and the table its fences index
+// watch answers what a fix at (lat, lng) should watch, k regions at most
 // (iOS's number first; more only where they widen the wake circle much:
 // among many stores, the 20th nearest within monitorMoreM, more regions
-// would only crowd the answer).
-func (e *Engine) watch(snap *rules.Snapshot, lat, lng float64, k int, buf []geo.Region) (watching, []fenceRegion) {
+// would only crowd the answer), with the table of regions its block reads
+// and each region's place in it. The cache follows the newest snapshot
+// it has seen: a ping still on an older one (while a new catalog takes
+// over) is searched without it, with a table of its own, so that the
+// cache never goes back to an older snapshot's table and its cells never
+// name regions of another's.
+func (e *Engine) watch(snap *rules.Snapshot, lat, lng float64, k int, buf []geo.Region) (watching, []fenceRegion, []int32) {
 	key := watchKey{geo.WatchCell(lat, lng), k}
 	c := &e.watched
 	c.mu.Lock()
 	switch {
-	case c.version != snap.Version || c.cells == nil:
+	case snap.Version < c.version:
+		c.mu.Unlock()
+		fences, wakeM := watchSearch(snap, lat, lng, k, buf)
+		w := watching{fences: make([]int32, len(fences)), lat: lat, lng: lng, wakeM: wakeM}
+		table, at := make([]fenceRegion, len(fences)), make([]int32, len(fences))
+		for i, r := range fences {
+			w.fences[i], at[i] = r.Fence, int32(i)
+			table[i] = newFenceRegion(snap, r)
+		}
+		return w, table, at
+	case snap.Version > c.version || c.cells == nil:
 		c.version, c.fences = snap.Version, make([]fenceRegion, len(snap.Stores))
 		c.cells, c.arena = map[watchKey]watchEntry{}, nil
 	case len(c.cells) >= watchCacheMax || len(c.arena) >= watchArenaMax:
@@ -361,33 +375,45 @@ func (e *Engine) watch(snap *rules.Snapshot, lat, lng float64, k int, buf []geo.
 	}
 	c.mu.Unlock()
 	if ok {
-		return w, regions
+		return w, regions, w.fences
 	}
-	fences, wakeM := snap.Index.Watch(lat, lng, min(k, monitorRegions["ios"]), MonitorMinRadiusM, buf)
-	if k > monitorRegions["ios"] && len(fences) == monitorRegions["ios"] && wakeM >= monitorMoreM {
-		fences, wakeM = snap.Index.Watch(lat, lng, k, MonitorMinRadiusM, buf[:0])
-	}
+	fences, wakeM := watchSearch(snap, lat, lng, k, buf)
 	w = watching{fences: make([]int32, len(fences)), lat: lat, lng: lng, wakeM: wakeM}
 	for i, r := range fences {
 		w.fences[i] = r.Fence
 	}
-	// regions is snap's table (taken with the cells of its version above),
-	// whether or not the cells have moved to another snapshot since: each
-	// store's entry is written once, under mu, before any answer names it.
+	// regions is snap's table, the cache's while it follows snap: each
+	// store's entry is written once, under mu, before any answer names it,
+	// and a newer snapshot's cache gets a table of its own.
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, r := range fences {
 		if fr := &regions[r.Fence]; fr.json == nil {
-			*fr = fenceRegion{storeID: snap.Stores[r.Fence].ID, lat: r.Lat, lng: r.Lng, radiusM: int(math.Ceil(r.RadiusM))}
-			reg := fr.region()
-			fr.json = reg.appendJSON(nil)
+			*fr = newFenceRegion(snap, r)
 		}
 	}
 	if c.version == snap.Version {
 		c.cells[key] = watchEntry{at: uint32(len(c.arena)), n: uint32(len(w.fences)), lat: lat, lng: lng, wakeM: wakeM}
 		c.arena = append(c.arena, w.fences...)
 	}
-	return w, regions
+	return w, regions, w.fences
+}
+
+// watchSearch is the search watch keeps the answers of.
+func watchSearch(snap *rules.Snapshot, lat, lng float64, k int, buf []geo.Region) ([]geo.Region, float64) {
+	fences, wakeM := snap.Index.Watch(lat, lng, min(k, monitorRegions["ios"]), MonitorMinRadiusM, buf)
+	if k > monitorRegions["ios"] && len(fences) == monitorRegions["ios"] && wakeM >= monitorMoreM {
+		fences, wakeM = snap.Index.Watch(lat, lng, k, MonitorMinRadiusM, buf[:0])
+	}
+	return fences, wakeM
+}
+
+// newFenceRegion is a store as the region a search found it as, encoded.
+func newFenceRegion(snap *rules.Snapshot, r geo.Region) fenceRegion {
+	fr := fenceRegion{storeID: snap.Stores[r.Fence].ID, lat: r.Lat, lng: r.Lng, radiusM: int(math.Ceil(r.RadiusM))}
+	reg := fr.region()
+	fr.json = reg.appendJSON(nil)
+	return fr
 }
 
 // nextPing: the distance the device may move before a fence near it
