@@ -557,7 +557,9 @@ func releaseToken(ctx context.Context, token, holder string) []*scripted {
 //  3. store the device, if its customer has a profile (one script on the
 //     customer's keys: no profile, nothing stored, no owner key claimed);
 //  4. the token's owner key names the device, answering who it named;
-//  5. that device, if it still holds the token, leaves its customer.
+//  5. that device, if it still holds the token, leaves its customer (and
+//     so does the one an earlier release's key of its own names, which
+//     is released last).
 //
 // An owner key is released before its device lets go of the token and
 // claimed after the device holds it, so that, wherever a failure cuts
@@ -592,7 +594,7 @@ func (cs *Customers) register(ctx context.Context, customerIDs []string, devices
 	if err != nil {
 		return 0, err
 	}
-	holders, err := cs.claimTokens(ctx, customerIDs, devices, stored) // 4.
+	holders, legacy, err := cs.claimTokens(ctx, customerIDs, devices, stored) // 4.
 	if err != nil {
 		return 0, err
 	}
@@ -602,6 +604,17 @@ func (cs *Customers) register(ctx context.Context, customerIDs []string, devices
 		return 0, err
 	}
 	if err := cs.dropPreviousHolders(ctx, customerIDs, devices, stored, holders); err != nil { // 5.
+		return 0, err
+	}
+	// The owner an earlier release kept in a key of its own goes last,
+	// while it names the holder read, once that holder has lost the token.
+	var old []*scripted
+	for i, d := range devices {
+		if stored[i] && legacy[i] != "" {
+			old = append(old, newScripted(ctx, releaseTokenScript, []string{legacyTokenOwnerKey(d.FCMToken)}, legacy[i]))
+		}
+	}
+	if err := cs.runScripts(ctx, old); err != nil {
 		return 0, err
 	}
 	return created, nil
@@ -673,66 +686,69 @@ func (cs *Customers) storeDevices(ctx context.Context, customerIDs []string, dev
 }
 
 // claimTokens makes each stored device its token's owner, answering the
-// owner before (step 4 of register). A customer without a profile reads
-// the owner instead, so that the answer takes as many round trips. An
-// owner an earlier release kept in a key of its own counts where the
-// hash has none, and a claim takes that key.
-func (cs *Customers) claimTokens(ctx context.Context, customerIDs []string, devices []*rules.Device, stored []bool) ([]string, error) {
+// owners before (step 4 of register): the hash's and, apart, the one an
+// earlier release kept in a key of its own (register releases that key
+// after step 5). A customer without a profile reads the owner instead,
+// so that the answer takes as many round trips.
+func (cs *Customers) claimTokens(ctx context.Context, customerIDs []string, devices []*rules.Device, stored []bool) (holders [][]string, legacy []string, err error) {
 	claims := make([]*scripted, len(devices))
 	reads := make([]*redis.StringCmd, len(devices))
-	legacy := make([]*redis.StringCmd, len(devices))
+	olds := make([]*redis.StringCmd, len(devices))
 	if err := cs.pipeline(ctx, func(p redis.Pipeliner) []redis.Cmder {
 		var cmds []redis.Cmder
 		for i, d := range devices {
-			o, old := tokenOwnerOf(d.FCMToken), legacyTokenOwnerKey(d.FCMToken)
+			o := tokenOwnerOf(d.FCMToken)
 			if stored[i] {
 				claims[i] = newScripted(ctx, claimTokenScript, []string{o.key}, o.field, tokenHolder(customerIDs[i], d.ID))
 				_ = p.Process(ctx, claims[i].cmd) // its answer is read below, through result
-				legacy[i] = p.GetDel(ctx, old)
 			} else {
 				reads[i] = p.HGet(ctx, o.key, o.field)
 				cmds = append(cmds, reads[i])
-				legacy[i] = p.Get(ctx, old)
 			}
-			cmds = append(cmds, legacy[i])
+			olds[i] = p.Get(ctx, legacyTokenOwnerKey(d.FCMToken))
+			cmds = append(cmds, olds[i])
 		}
 		return cmds
 	}); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	out := make([]string, len(devices))
+	holders, legacy = make([][]string, len(devices)), make([]string, len(devices))
 	for i := range devices {
+		var v string
 		if claims[i] != nil {
-			v, err := claims[i].result(ctx, cs.rdb).Text()
+			v, err = claims[i].result(ctx, cs.rdb).Text()
 			if err != nil && !errors.Is(err, redis.Nil) {
-				return nil, rules.RedisErr("claim token", err)
+				return nil, nil, rules.RedisErr("claim token", err)
 			}
-			out[i] = v
 		} else {
-			out[i] = reads[i].Val()
+			v = reads[i].Val()
 		}
-		if out[i] == "" {
-			out[i] = legacy[i].Val()
+		legacy[i] = olds[i].Val()
+		for _, h := range []string{v, legacy[i]} {
+			if h != "" && !slices.Contains(holders[i], h) {
+				holders[i] = append(holders[i], h)
+			}
 		}
 	}
-	return out, nil
+	return holders, legacy, nil
 }
 
 // dropPreviousHolders takes each token from the device that held it
 // before, if that device still holds it (step 5 of register).
-func (cs *Customers) dropPreviousHolders(ctx context.Context, customerIDs []string, devices []*rules.Device, stored []bool, holders []string) error {
+func (cs *Customers) dropPreviousHolders(ctx context.Context, customerIDs []string, devices []*rules.Device, stored []bool, holders [][]string) error {
 	var drops []*scripted
 	for i, d := range devices {
-		prev := holders[i]
-		if !stored[i] || prev == "" || prev == tokenHolder(customerIDs[i], d.ID) {
-			continue
+		for _, prev := range holders[i] {
+			if !stored[i] || prev == tokenHolder(customerIDs[i], d.ID) {
+				continue
+			}
+			cust, dev, ok := strings.Cut(prev, "\n")
+			if !ok {
+				continue
+			}
+			drops = append(drops, newScripted(ctx, dropDeviceScript,
+				customerKeys(cust, partDevices, partDeviceSeen, partPresence), dev, d.FCMToken))
 		}
-		cust, dev, ok := strings.Cut(prev, "\n")
-		if !ok {
-			continue
-		}
-		drops = append(drops, newScripted(ctx, dropDeviceScript,
-			customerKeys(cust, partDevices, partDeviceSeen, partPresence), dev, d.FCMToken))
 	}
 	return cs.runScripts(ctx, drops)
 }

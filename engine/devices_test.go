@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -478,27 +479,121 @@ func TestMigrateTokenOwners(t *testing.T) {
 	}
 }
 
-// An owner key that changed or went between the pass's read and its
-// move (the token was claimed, or released by an erasure) leaves nothing
-// of the holder read in the owners' hash.
+// A pass beside registrations, releases, erasures and another pass: what
+// it read may have changed before it moves it. It leaves no owner naming
+// an erased customer or a device without the token, takes none from a
+// device that holds it, and leaves both where the hash names another.
 func TestMigrateTokenOwnersBesideChanges(t *testing.T) {
+	tests := []struct {
+		name   string
+		before func(t *testing.T, f *fixture) // after the pass read tok-1's key as naming c-42's d-1
+		hash   string                         // tok-1's owner in the hash after, "customer/device"
+		legacy string                         // and in its key of its own
+		moved  int
+	}{
+		{"nothing changed", func(t *testing.T, f *fixture) {}, "c-42/d-1", "", 1},
+		{"another pass moved it first", func(t *testing.T, f *fixture) {
+			if n, err := f.cust.FoldTokenOwners(context.Background(), []string{legacyOwnerKey("tok-1")}, []string{"c-42\nd-1"}); err != nil || n != 1 {
+				t.Fatalf("the other pass: %d, %v", n, err)
+			}
+		}, "c-42/d-1", "", 0},
+		{"the device registered the token again", func(t *testing.T, f *fixture) {
+			if _, err := f.cust.PutDevice(context.Background(), "c-42", &rules.Device{ID: "d-1", FCMToken: "tok-1", Platform: "ios"}); err != nil {
+				t.Fatal(err)
+			}
+		}, "c-42/d-1", "", 0},
+		{"the key went, the device still holds the token", func(t *testing.T, f *fixture) {
+			// As when the pass adds to the hash just before a registration
+			// claims it again and takes the key.
+			f.rdb.Del(context.Background(), legacyOwnerKey("tok-1"))
+		}, "c-42/d-1", "", 0},
+		{"the customer was erased", func(t *testing.T, f *fixture) {
+			if err := f.cust.Delete(context.Background(), "c-42"); err != nil {
+				t.Fatal(err)
+			}
+		}, "", "", 0},
+		{"an older server gave the token to another device", func(t *testing.T, f *fixture) {
+			f.rdb.Set(context.Background(), legacyOwnerKey("tok-1"), "c-7\nd-5", 0)
+		}, "", "c-7/d-5", 0},
+		{"the hash names another device", func(t *testing.T, f *fixture) {
+			key, field := engine.TokenOwnerOf("tok-1")
+			f.rdb.HSet(context.Background(), key, field, "c-7\nd-5")
+		}, "c-7/d-5", "c-42/d-1", 0},
+	}
+	for _, be := range redistest.Backends(srv) {
+		for _, tt := range tests {
+			t.Run(be.Name+"/"+tt.name, func(t *testing.T) {
+				f := setup(t, be.New(t))
+				ctx := context.Background()
+				addCustomer(t, f, "c-7")
+				toLegacy(t, f.rdb, "tok-1")
+				tt.before(t, f)
+				moved, err := f.cust.FoldTokenOwners(ctx, []string{legacyOwnerKey("tok-1")}, []string{"c-42\nd-1"})
+				if err != nil || moved != tt.moved {
+					t.Fatalf("FoldTokenOwners: %d, %v; want %d moved", moved, err, tt.moved)
+				}
+				key, field := engine.TokenOwnerOf("tok-1")
+				hash := strings.Replace(f.rdb.HGet(ctx, key, field).Val(), "\n", "/", 1)
+				legacy := strings.Replace(f.rdb.Get(ctx, legacyOwnerKey("tok-1")).Val(), "\n", "/", 1)
+				if hash != tt.hash || legacy != tt.legacy {
+					t.Fatalf("tok-1's owner: %q in the hash, %q in its own key; want %q, %q", hash, legacy, tt.hash, tt.legacy)
+				}
+			})
+		}
+	}
+}
+
+// A registration that finds the token's owner in the hash and another in
+// the key an earlier release kept takes the token from both devices.
+func TestClaimTakesTheTokenFromBothOwners(t *testing.T) {
 	for _, be := range redistest.Backends(srv) {
 		t.Run(be.Name, func(t *testing.T) {
 			f := setup(t, be.New(t))
 			ctx := context.Background()
-			// Read as naming c-9's d-9; since then, tok-1's key names
-			// c-42's d-1 (an older server claimed it), and tok-8's went.
-			toLegacy(t, f.rdb, "tok-1")
-			keys := []string{legacyOwnerKey("tok-1"), legacyOwnerKey("tok-8")}
-			moved, err := f.cust.FoldTokenOwners(ctx, keys, []string{"c-9\nd-9", "c-9\nd-8"})
-			if err != nil || moved != 0 {
-				t.Fatalf("FoldTokenOwners: %d, %v; want 0 moved", moved, err)
+			addCustomer(t, f, "c-7")
+			addCustomer(t, f, "c-9")
+			if _, err := f.cust.PutDevice(ctx, "c-7", &rules.Device{ID: "d-5", FCMToken: "tok-1", Platform: "android"}); err != nil {
+				t.Fatal(err)
 			}
-			for tok, want := range map[string]string{"tok-1": "c-42/d-1", "tok-8": ""} {
-				if got := tokenOwner(t, f.rdb, tok); got != want {
-					t.Fatalf("%s belongs to %q, want %q", tok, got, want)
+			// c-7's d-5 owns tok-1 in the hash; an older server left c-42's
+			// d-1, which holds it too (as a cut registration may), in a key.
+			f.rdb.HSet(ctx, "nc:{c:c-42}:devices", "d-1", `{"device_id":"d-1","fcm_token":"tok-1","platform":"ios"}`)
+			setOwner(t, f.rdb, "tok-1", "c-42\nd-1", true)
+			key, field := engine.TokenOwnerOf("tok-1")
+			f.rdb.HSet(ctx, key, field, "c-7\nd-5")
+			if _, err := f.cust.PutDevice(ctx, "c-9", &rules.Device{ID: "d-9", FCMToken: "tok-1", Platform: "ios"}); err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range []string{"c-42", "c-7"} {
+				if got := holdings(t, f, c); len(got) != 0 {
+					t.Fatalf("%s keeps %v", c, got)
 				}
 			}
+			if got := tokenOwner(t, f.rdb, "tok-1"); got != "c-9/d-9" {
+				t.Fatalf("tok-1 belongs to %q, want c-9/d-9", got)
+			}
 		})
+	}
+}
+
+// One replica makes the pass: another that starts meanwhile leaves the
+// keys to it, and records nothing.
+func TestMigrateTokenOwnersOnePassAtATime(t *testing.T) {
+	f := setup(t, srv.Client(t))
+	ctx := context.Background()
+	toLegacy(t, f.rdb, "tok-1")
+	f.rdb.Set(ctx, "nc:{catalog}:migrating", "another replica", time.Minute)
+	if moved, err := f.cust.MigrateTokenOwners(ctx); err != nil || moved != 0 {
+		t.Fatalf("beside another pass: %d, %v", moved, err)
+	}
+	if f.rdb.Exists(ctx, legacyOwnerKey("tok-1")).Val() != 1 || f.rdb.HExists(ctx, "nc:{catalog}:migrated", "token_owners").Val() {
+		t.Fatal("a replica without the lease moved or recorded something")
+	}
+	f.rdb.Del(ctx, "nc:{catalog}:migrating")
+	if moved, err := f.cust.MigrateTokenOwners(ctx); err != nil || moved != 1 {
+		t.Fatalf("once the lease is free: %d, %v", moved, err)
+	}
+	if f.rdb.Exists(ctx, "nc:{catalog}:migrating").Val() != 0 {
+		t.Fatal("the pass kept its lease")
 	}
 }

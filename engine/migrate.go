@@ -1,11 +1,14 @@
 package engine
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -17,6 +20,13 @@ const keyMigrated = "nc:{catalog}:migrated"
 // migratedTokenOwners is keyMigrated's field for MigrateTokenOwners.
 const migratedTokenOwners = "token_owners"
 
+// keyMigrating is the lease of the replica that migrates keys, at most
+// migrationLease.
+const (
+	keyMigrating   = "nc:{catalog}:migrating"
+	migrationLease = 30 * time.Minute
+)
+
 // MigrateTokenOwners moves the token owners earlier releases kept in
 // keys of their own (legacyTokenOwnerKey) into the hashes the owners
 // share now (tokenOwnerOf), on every master of a cluster, answering how
@@ -25,15 +35,12 @@ const migratedTokenOwners = "token_owners"
 // releasing a token read and release the old keys too, so nothing waits
 // on it.
 //
-// Each owner moves in three steps, since the key and the hash live in
-// different slots of a cluster: read the key, add its holder to the hash
-// where the token has none, and delete the key while it still names that
-// holder. Where that last step finds the key gone or changed (the token
-// was released, by an erasure say, or claimed meanwhile), the holder
-// added is taken back out of the hash, so that a pass beside
-// registrations and erasures leaves no owner that names an erased
-// customer or a device without the token. A pass cut short moves the
-// rest the next time.
+// Each owner moves in steps, since the key and the hash live in
+// different slots of a cluster (foldTokenOwners): read the key, add its
+// holder to the hash where the token has none, and delete the key while
+// it still names that holder. One replica makes the pass (a lease in
+// nc:{catalog}:migrating); a batch, once begun, is finished even when the
+// server stops; a pass cut short moves the rest at the next start.
 func (cs *Customers) MigrateTokenOwners(ctx context.Context) (int, error) {
 	done, err := cs.rdb.HExists(ctx, keyMigrated, migratedTokenOwners).Result()
 	if err != nil {
@@ -42,13 +49,22 @@ func (cs *Customers) MigrateTokenOwners(ctx context.Context) (int, error) {
 	if done {
 		return 0, nil
 	}
+	// One pass at a time, whichever replica starts first (a pass beside
+	// another is safe, but twice the work); the others read the old keys
+	// meanwhile, and look again at their next start if this one stops.
+	lease := fmt.Sprintf("%d", cs.now().UnixNano())
+	ok, err := cs.rdb.SetNX(ctx, keyMigrating, lease, migrationLease).Result()
+	if err != nil || !ok {
+		return 0, err
+	}
+	defer releaseTokenScript.Run(context.WithoutCancel(ctx), cs.rdb, []string{keyMigrating}, lease)
 	var moved atomic.Int64
 	scan := func(ctx context.Context, c *redis.Client) error {
 		iter := c.ScanType(ctx, 0, legacyTokenOwnerPrefix+"*", 1000, "string").Iterator()
 		var keys []string
 		for iter.Next(ctx) {
 			if keys = append(keys, iter.Val()); len(keys) == 1000 {
-				n, err := cs.moveTokenOwners(ctx, keys)
+				n, err := cs.moveTokenOwners(context.WithoutCancel(ctx), keys) // a batch is not cut midway
 				moved.Add(int64(n))
 				if err != nil {
 					return err
@@ -59,7 +75,7 @@ func (cs *Customers) MigrateTokenOwners(ctx context.Context) (int, error) {
 		if err := iter.Err(); err != nil {
 			return err
 		}
-		n, err := cs.moveTokenOwners(ctx, keys)
+		n, err := cs.moveTokenOwners(context.WithoutCancel(ctx), keys)
 		moved.Add(int64(n))
 		return err
 	}
@@ -78,7 +94,7 @@ func (cs *Customers) MigrateTokenOwners(ctx context.Context) (int, error) {
 }
 
 // moveTokenOwners moves the owners in the legacy keys given, as
-// MigrateTokenOwners says, in four pipelines for them all.
+// MigrateTokenOwners says, in a few pipelines for them all.
 func (cs *Customers) moveTokenOwners(ctx context.Context, keys []string) (int, error) {
 	if len(keys) == 0 {
 		return 0, nil
@@ -103,39 +119,91 @@ func (cs *Customers) moveTokenOwners(ctx context.Context, keys []string) (int, e
 
 // foldTokenOwners adds each legacy key's holder, as read, to the owners'
 // hash where the token has none, then deletes the key while it names that
-// holder, or else takes the holder back out of the hash.
+// holder. Where the hash names another, the key stays (claims read both).
+// Where the key changed or went meanwhile, a holder this pass added is
+// taken back out of the hash, unless the key went and the holder's device
+// still holds the token (a re-registration claimed it again): so that a
+// pass beside registrations,
+// releases, erasures and another pass leaves no owner naming an erased
+// customer or a device without the token, and takes none from a device
+// that has it.
 func (cs *Customers) foldTokenOwners(ctx context.Context, keys, holders []string) (int, error) {
 	owners := make([]tokenOwner, len(keys))
+	sums := make([][]byte, len(keys))
 	var moving []int
 	for i, k := range keys {
 		sum, err := hex.DecodeString(strings.TrimPrefix(k, legacyTokenOwnerPrefix))
 		if err != nil || len(sum) != 32 || holders[i] == "" {
 			continue // not an owner key, or released since the scan
 		}
-		owners[i] = tokenOwnerOfSum(sum)
+		owners[i], sums[i] = tokenOwnerOfSum(sum), sum
 		moving = append(moving, i)
 	}
+	added := make([]*redis.BoolCmd, len(keys))
+	now := make([]*redis.StringCmd, len(keys))
 	if err := cs.pipeline(ctx, func(p redis.Pipeliner) []redis.Cmder {
-		cmds := make([]redis.Cmder, len(moving))
-		for j, i := range moving {
-			cmds[j] = p.HSetNX(ctx, owners[i].key, owners[i].field, holders[i])
+		var cmds []redis.Cmder
+		for _, i := range moving {
+			added[i] = p.HSetNX(ctx, owners[i].key, owners[i].field, holders[i])
+			now[i] = p.HGet(ctx, owners[i].key, owners[i].field)
+			cmds = append(cmds, added[i], now[i])
 		}
 		return cmds
 	}); err != nil {
 		return 0, err
 	}
-	drops := make([]*scripted, len(moving))
-	for j, i := range moving {
-		drops[j] = newScripted(ctx, releaseTokenScript, []string{keys[i]}, holders[i])
+	var drops []*scripted
+	var dropped []int
+	for _, i := range moving {
+		if now[i].Val() == holders[i] { // added, or there already
+			drops = append(drops, newScripted(ctx, releaseTokenScript, []string{keys[i]}, holders[i]))
+			dropped = append(dropped, i)
+		}
 	}
 	if err := cs.runScripts(ctx, drops); err != nil {
 		return 0, err
 	}
-	var back []*scripted
-	for j, i := range moving {
-		if n, _ := drops[j].cmd.Int(); n == 0 {
-			back = append(back, newScripted(ctx, releaseTokenScript, []string{owners[i].key}, holders[i], owners[i].field))
+	moved := 0
+	var gone []int // added by this pass, its key changed or gone since the read
+	for j, i := range dropped {
+		if n, _ := drops[j].cmd.Int(); n == 1 {
+			moved++
+		} else if added[i].Val() {
+			gone = append(gone, i)
 		}
 	}
-	return len(moving) - len(back), cs.runScripts(ctx, back)
+	return moved, cs.takeBack(ctx, keys, gone, owners, sums, holders)
+}
+
+// takeBack releases the owners this pass added whose key names another
+// now (an older server claimed the token), or whose device no longer
+// holds the token (its doc gone, or naming another).
+func (cs *Customers) takeBack(ctx context.Context, keys []string, gone []int, owners []tokenOwner, sums [][]byte, holders []string) error {
+	docs := make(map[int]*redis.StringCmd, len(gone))
+	now := make(map[int]*redis.StringCmd, len(gone))
+	if err := cs.pipeline(ctx, func(p redis.Pipeliner) []redis.Cmder {
+		var cmds []redis.Cmder
+		for _, i := range gone {
+			now[i] = p.Get(ctx, keys[i])
+			cmds = append(cmds, now[i])
+			if cust, dev, ok := strings.Cut(holders[i], "\n"); ok {
+				docs[i] = p.HGet(ctx, customerKey(cust, partDevices), dev)
+				cmds = append(cmds, docs[i])
+			}
+		}
+		return cmds
+	}); err != nil {
+		return err
+	}
+	var back []*scripted
+	for _, i := range gone {
+		if doc, ok := docs[i]; ok && now[i].Val() == "" {
+			sum := sha256.Sum256([]byte(docToken(doc.Val())))
+			if doc.Val() != "" && bytes.Equal(sum[:], sums[i]) {
+				continue // the device holds the token: a claim of it again
+			}
+		}
+		back = append(back, newScripted(ctx, releaseTokenScript, []string{owners[i].key}, holders[i], owners[i].field))
+	}
+	return cs.runScripts(ctx, back)
 }
