@@ -559,7 +559,9 @@ func releaseToken(ctx context.Context, token, holder string) []*scripted {
 //  4. the token's owner key names the device, answering who it named;
 //  5. that device, if it still holds the token, leaves its customer (and
 //     so does the one an earlier release's key of its own names, which
-//     is released last).
+//     is released last: a cut just before leaves that key naming a device
+//     without the token, until the token is registered again or the pass
+//     of MigrateTokenOwners finds it).
 //
 // An owner key is released before its device lets go of the token and
 // claimed after the device holds it, so that, wherever a failure cuts
@@ -593,6 +595,13 @@ func (cs *Customers) register(ctx context.Context, customerIDs []string, devices
 	created, stored, late, err := cs.storeDevices(ctx, customerIDs, devices, docs, released) // 3.
 	if err != nil {
 		return 0, err
+	}
+	// Step 2's releases again, now that the devices let go of those
+	// tokens: a migration pass may have written an owner back meanwhile.
+	for i, tok := range released {
+		if tok != "" && stored[i] {
+			late = append(late, releaseToken(ctx, tok, tokenHolder(customerIDs[i], devices[i].ID))...)
+		}
 	}
 	holders, legacy, err := cs.claimTokens(ctx, customerIDs, devices, stored) // 4.
 	if err != nil {
@@ -846,11 +855,11 @@ func (cs *Customers) DeleteDevice(ctx context.Context, customerID, deviceID stri
 	if err != nil {
 		return rules.RedisErr("delete device", err)
 	}
-	// Its token changed since it was read: that one's owner key too.
-	if docToken(gone) != docToken(doc) {
-		if err := cs.releaseTokens(ctx, customerID, []string{gone}); err != nil {
-			return rules.RedisErr("delete device", err)
-		}
+	// And again once the device is gone: its token may have changed
+	// since it was read, and a migration pass may have written the owner
+	// back meanwhile (MigrateTokenOwners).
+	if err := cs.releaseTokens(ctx, customerID, []string{gone}); err != nil {
+		return rules.RedisErr("delete device", err)
 	}
 	return nil
 }
@@ -931,9 +940,14 @@ func (cs *Customers) dropToken(ctx context.Context, customerID, deviceID, token 
 	if err := cs.runScripts(ctx, releaseToken(ctx, token, tokenHolder(customerID, deviceID))); err != nil {
 		return rules.RedisErr("release token", err)
 	}
-	err := dropDeviceScript.Run(ctx, cs.rdb, customerKeys(customerID, partDevices, partDeviceSeen, partPresence), deviceID, token).Err()
+	dropped, err := dropDeviceScript.Run(ctx, cs.rdb, customerKeys(customerID, partDevices, partDeviceSeen, partPresence), deviceID, token).Int()
 	if err != nil {
 		return rules.RedisErr("drop device", err)
+	}
+	if dropped == 1 { // again: a migration pass may have written the owner back meanwhile
+		if err := cs.runScripts(ctx, releaseToken(ctx, token, tokenHolder(customerID, deviceID))); err != nil {
+			return rules.RedisErr("release token", err)
+		}
 	}
 	return nil
 }

@@ -519,6 +519,12 @@ func TestMigrateTokenOwnersBesideChanges(t *testing.T) {
 			key, field := engine.TokenOwnerOf("tok-1")
 			f.rdb.HSet(context.Background(), key, field, "c-7\nd-5")
 		}, "c-7/d-5", "c-42/d-1", 0},
+		{"the hash names another device, the key's device lost the token", func(t *testing.T, f *fixture) {
+			// As a registration cut before it released the key leaves it.
+			key, field := engine.TokenOwnerOf("tok-1")
+			f.rdb.HSet(context.Background(), key, field, "c-7\nd-5")
+			f.rdb.HSet(context.Background(), "nc:{c:c-42}:devices", "d-1", `{"device_id":"d-1","fcm_token":"tok-2","platform":"ios"}`)
+		}, "c-7/d-5", "", 0},
 	}
 	for _, be := range redistest.Backends(srv) {
 		for _, tt := range tests {

@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -52,12 +53,15 @@ func (cs *Customers) MigrateTokenOwners(ctx context.Context) (int, error) {
 	// One pass at a time, whichever replica starts first (a pass beside
 	// another is safe, but twice the work); the others read the old keys
 	// meanwhile, and look again at their next start if this one stops.
-	lease := fmt.Sprintf("%d", cs.now().UnixNano())
+	lease := rand.Text()
 	ok, err := cs.rdb.SetNX(ctx, keyMigrating, lease, migrationLease).Result()
 	if err != nil || !ok {
 		return 0, err
 	}
 	defer releaseTokenScript.Run(context.WithoutCancel(ctx), cs.rdb, []string{keyMigrating}, lease)
+	if done, err := cs.rdb.HExists(ctx, keyMigrated, migratedTokenOwners).Result(); err != nil || done {
+		return 0, err // another replica's pass ended just before
+	}
 	var moved atomic.Int64
 	scan := func(ctx context.Context, c *redis.Client) error {
 		iter := c.ScanType(ctx, 0, legacyTokenOwnerPrefix+"*", 1000, "string").Iterator()
@@ -153,19 +157,33 @@ func (cs *Customers) foldTokenOwners(ctx context.Context, keys, holders []string
 		return 0, err
 	}
 	var drops []*scripted
-	var dropped []int
+	var dropped, others []int
 	for _, i := range moving {
 		if now[i].Val() == holders[i] { // added, or there already
 			drops = append(drops, newScripted(ctx, releaseTokenScript, []string{keys[i]}, holders[i]))
 			dropped = append(dropped, i)
+		} else {
+			others = append(others, i)
+		}
+	}
+	// Where the hash names another, the key stays while its holder's
+	// device holds the token (claims drop both), and goes once it does
+	// not (a registration cut before its last step left it).
+	holding, err := cs.holdingToken(ctx, others, sums, holders)
+	if err != nil {
+		return 0, err
+	}
+	for _, i := range others {
+		if !holding[i] {
+			drops = append(drops, newScripted(ctx, releaseTokenScript, []string{keys[i]}, holders[i]))
 		}
 	}
 	if err := cs.runScripts(ctx, drops); err != nil {
 		return 0, err
 	}
 	moved := 0
-	var gone []int // added by this pass, its key changed or gone since the read
-	for j, i := range dropped {
+	var gone []int              // added by this pass, its key changed or gone since the read
+	for j, i := range dropped { // drops[len(dropped):] are others', not moved
 		if n, _ := drops[j].cmd.Int(); n == 1 {
 			moved++
 		} else if added[i].Val() {
@@ -179,13 +197,38 @@ func (cs *Customers) foldTokenOwners(ctx context.Context, keys, holders []string
 // now (an older server claimed the token), or whose device no longer
 // holds the token (its doc gone, or naming another).
 func (cs *Customers) takeBack(ctx context.Context, keys []string, gone []int, owners []tokenOwner, sums [][]byte, holders []string) error {
-	docs := make(map[int]*redis.StringCmd, len(gone))
 	now := make(map[int]*redis.StringCmd, len(gone))
 	if err := cs.pipeline(ctx, func(p redis.Pipeliner) []redis.Cmder {
 		var cmds []redis.Cmder
 		for _, i := range gone {
 			now[i] = p.Get(ctx, keys[i])
 			cmds = append(cmds, now[i])
+		}
+		return cmds
+	}); err != nil {
+		return err
+	}
+	holding, err := cs.holdingToken(ctx, gone, sums, holders)
+	if err != nil {
+		return err
+	}
+	var back []*scripted
+	for _, i := range gone {
+		if now[i].Val() == "" && holding[i] {
+			continue // the device holds the token: a claim of it again
+		}
+		back = append(back, newScripted(ctx, releaseTokenScript, []string{owners[i].key}, holders[i], owners[i].field))
+	}
+	return cs.runScripts(ctx, back)
+}
+
+// holdingToken tells, for each of idxs, whether the device holders[i]
+// names holds the token whose SHA-256 is sums[i], by its doc.
+func (cs *Customers) holdingToken(ctx context.Context, idxs []int, sums [][]byte, holders []string) (map[int]bool, error) {
+	docs := make(map[int]*redis.StringCmd, len(idxs))
+	if err := cs.pipeline(ctx, func(p redis.Pipeliner) []redis.Cmder {
+		var cmds []redis.Cmder
+		for _, i := range idxs {
 			if cust, dev, ok := strings.Cut(holders[i], "\n"); ok {
 				docs[i] = p.HGet(ctx, customerKey(cust, partDevices), dev)
 				cmds = append(cmds, docs[i])
@@ -193,17 +236,12 @@ func (cs *Customers) takeBack(ctx context.Context, keys []string, gone []int, ow
 		}
 		return cmds
 	}); err != nil {
-		return err
+		return nil, err
 	}
-	var back []*scripted
-	for _, i := range gone {
-		if doc, ok := docs[i]; ok && now[i].Val() == "" {
-			sum := sha256.Sum256([]byte(docToken(doc.Val())))
-			if doc.Val() != "" && bytes.Equal(sum[:], sums[i]) {
-				continue // the device holds the token: a claim of it again
-			}
-		}
-		back = append(back, newScripted(ctx, releaseTokenScript, []string{owners[i].key}, holders[i], owners[i].field))
+	out := make(map[int]bool, len(idxs))
+	for i, doc := range docs {
+		sum := sha256.Sum256([]byte(docToken(doc.Val())))
+		out[i] = doc.Val() != "" && bytes.Equal(sum[:], sums[i])
 	}
-	return cs.runScripts(ctx, back)
+	return out, nil
 }

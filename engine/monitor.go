@@ -294,10 +294,10 @@ func (w *watching) wakeAt(lat, lng float64) float64 {
 // cell, a cache of 100,000 cells held some 200 MB, and every collection
 // of the server read it, a stall of tens of milliseconds.
 type watchCache struct {
-	mu      sync.Mutex
-	version int64
-	cells   map[watchKey]watchEntry
-	arena   []int32 // the fences of every cell, one after the other
+	mu    sync.Mutex
+	snap  *rules.Snapshot // whose cells and table these are
+	cells map[watchKey]watchEntry
+	arena []int32 // the fences of every cell, one after the other
 	// fences keeps each store of the snapshot as the region it is watched
 	// as, encoded, made the first time a search finds it (under mu, before
 	// any cell names the store): a search that misses the cells then copies
@@ -341,17 +341,22 @@ const (
 // (iOS's number first; more only where they widen the wake circle much:
 // among many stores, the 20th nearest within monitorMoreM, more regions
 // would only crowd the answer), with the table of regions its block reads
-// and each region's place in it. The cache follows the newest snapshot
-// it has seen: a ping still on an older one (while a new catalog takes
-// over) is searched without it, with a table of its own, so that the
-// cache never goes back to an older snapshot's table and its cells never
-// name regions of another's.
+// and each region's place in it. The cache follows the engine's current
+// snapshot: a ping still on another (while a new catalog takes over) is
+// searched without it, with a table of its own, so that the cache never
+// goes back and forth between snapshots and its cells never name regions
+// of another's. (Snapshots are told apart by identity, not version: a
+// catalog restored or failed over may count its versions again.)
 func (e *Engine) watch(snap *rules.Snapshot, lat, lng float64, k int, buf []geo.Region) (watching, []fenceRegion, []int32) {
 	key := watchKey{geo.WatchCell(lat, lng), k}
 	c := &e.watched
+	current := snap
+	if e.snaps != nil {
+		current = e.snaps.Current()
+	}
 	c.mu.Lock()
 	switch {
-	case snap.Version < c.version:
+	case snap != c.snap && snap != current:
 		c.mu.Unlock()
 		fences, wakeM := watchSearch(snap, lat, lng, k, buf)
 		w := watching{fences: make([]int32, len(fences)), lat: lat, lng: lng, wakeM: wakeM}
@@ -361,8 +366,8 @@ func (e *Engine) watch(snap *rules.Snapshot, lat, lng float64, k int, buf []geo.
 			table[i] = newFenceRegion(snap, r)
 		}
 		return w, table, at
-	case snap.Version > c.version || c.cells == nil:
-		c.version, c.fences = snap.Version, make([]fenceRegion, len(snap.Stores))
+	case snap != c.snap:
+		c.snap, c.fences = snap, make([]fenceRegion, len(snap.Stores))
 		c.cells, c.arena = map[watchKey]watchEntry{}, nil
 	case len(c.cells) >= watchCacheMax || len(c.arena) >= watchArenaMax:
 		c.cells, c.arena = map[watchKey]watchEntry{}, nil
@@ -392,7 +397,7 @@ func (e *Engine) watch(snap *rules.Snapshot, lat, lng float64, k int, buf []geo.
 			*fr = newFenceRegion(snap, r)
 		}
 	}
-	if c.version == snap.Version {
+	if c.snap == snap {
 		c.cells[key] = watchEntry{at: uint32(len(c.arena)), n: uint32(len(w.fences)), lat: lat, lng: lng, wakeM: wakeM}
 		c.arena = append(c.arena, w.fences...)
 	}

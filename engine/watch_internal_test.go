@@ -104,13 +104,36 @@ func TestWatchCacheAnswersAsASearch(t *testing.T) {
 	}
 }
 
+// currentSnap is a Snapshots that answers the snapshot it holds.
+type currentSnap struct {
+	snap atomic.Pointer[rules.Snapshot]
+}
+
+func (c *currentSnap) Current() *rules.Snapshot { return c.snap.Load() }
+
 // While a new catalog takes over, pings on the old snapshot and on the new
 // one interleave: each is answered its own snapshot's regions, never an
-// empty or another snapshot's region from the cache.
+// empty or another snapshot's region from the cache, which follows the
+// engine's current snapshot. A catalog whose version went down (restored,
+// or failed over before its last count) is followed all the same.
 func TestWatchCacheAcrossASnapshotChange(t *testing.T) {
-	e := &Engine{}
-	checkWatch(t, e, []*rules.Snapshot{watchCity(t, 1, 0), watchCity(t, 2, 0.01), watchCity(t, 1, 0)})
-	if e.watched.version != 2 {
-		t.Fatalf("the cache follows snapshot %d, want the newest, 2", e.watched.version)
+	cur := &currentSnap{}
+	e := &Engine{snaps: cur}
+	v1, v2, v2again := watchCity(t, 1, 0), watchCity(t, 2, 0.01), watchCity(t, 2, -0.01)
+	cur.snap.Store(v2)
+	checkWatch(t, e, []*rules.Snapshot{v1, v2, v1})
+	if e.watched.snap != v2 {
+		t.Fatalf("the cache follows snapshot %d, want the current one, 2", e.watched.snap.Version)
+	}
+	// The same version number again, other stores: a new snapshot.
+	cur.snap.Store(v2again)
+	checkWatch(t, e, []*rules.Snapshot{v2again})
+	if e.watched.snap != v2again {
+		t.Fatal("the cache kept the first snapshot numbered 2")
+	}
+	cur.snap.Store(v1)
+	checkWatch(t, e, []*rules.Snapshot{v2again, v1})
+	if e.watched.snap != v1 {
+		t.Fatal("the cache did not follow the catalog back to version 1")
 	}
 }
