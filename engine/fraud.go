@@ -79,7 +79,8 @@ var suspectScript = script("suspect")
 // it; any other fix, and a dry run, it leaves at once): the customer's
 // fraud record, with the coupon it was issued, and the index, in one
 // pipelined round trip; a failure is logged, never the answer's. An
-// erasure that came meanwhile wrote its index entry back: it goes again.
+// erasure that came meanwhile: the index entry goes again
+// (unindexErased).
 func (e *Engine) suspected(ctx context.Context, p Ping, now time.Time, obs observation, opt Options, res *Result) {
 	if obs.trust != TrustSuspicious || opt.DryRun || ctx.Err() != nil {
 		return
@@ -90,7 +91,7 @@ func (e *Engine) suspected(ctx context.Context, p Ping, now time.Time, obs obser
 		suspicion(obs.signals), len(res.Offers), FraudRetention.Milliseconds(), fraudMaxFields)
 	cmds := append([]redis.Cmder{x.cmd}, indexSuspectCmds(ctx, p.CustomerID, now)...)
 	e.batch.do(ctx, cmds...)
-	n, err := x.result(ctx, e.rdb).Int()
+	_, err := x.result(ctx, e.rdb).Int() // 0: no profile, nothing recorded
 	for _, c := range cmds[1:] {
 		err = cmp.Or(err, c.Err())
 	}
@@ -98,11 +99,23 @@ func (e *Engine) suspected(ctx context.Context, p Ping, now time.Time, obs obser
 		e.log.Warn("a suspicious fix not recorded", "err", err)
 		return
 	}
-	if n == 0 {
-		if err := e.rdb.ZRem(ctx, keyFraudIndex, p.CustomerID).Err(); err != nil {
-			e.log.Warn("an erased customer left in the fraud index", "err", err)
-		}
+	if err := unindexErased(ctx, e.rdb, p.CustomerID); err != nil {
+		e.log.Warn("an erased customer left in the fraud index", "err", err)
 	}
+}
+
+// unindexErased takes a customer out of the fraud index unless their
+// profile is there, once their entry was written. The entry goes in
+// beside the customer's record, on another node of a cluster, so an
+// erasure between the two (its keys, then its index entry) would leave
+// it naming an erased customer: looked at again after it is written, it
+// is either seen erased here or taken out by the erasure after.
+func unindexErased(ctx context.Context, rdb redis.UniversalClient, customerID string) error {
+	n, err := rdb.Exists(ctx, customerKey(customerID, partProfile)).Result()
+	if err != nil || n == 1 {
+		return err
+	}
+	return rdb.ZRem(ctx, keyFraudIndex, customerID).Err()
 }
 
 // indexSuspectCmds put the customer in the fraud index at now, and trim

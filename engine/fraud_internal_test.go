@@ -1,9 +1,14 @@
 package engine
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nearcast/nearcast/internal/redistest"
 )
 
 // suspectScript (a case of TestScripts): KEYS the fraud record, the
@@ -57,5 +62,24 @@ func TestFraudOf(t *testing.T) {
 	}
 	if _, ok := fraudOf("c-1", rec, "20261101", "20261110"); ok {
 		t.Fatal("a record with nothing in the days is reported")
+	}
+}
+
+// An index entry written after the customer's erasure went (the erasure
+// ran between a suspicious fix's record and its entry, on another node
+// of a cluster) is taken out when looked at again; a customer with a
+// profile keeps theirs.
+func TestUnindexErased(t *testing.T) {
+	rdb, _ := redistest.Mini(t)
+	ctx := context.Background()
+	rdb.HSet(ctx, customerKey("c-here", partProfile), "doc", "{}")
+	rdb.ZAdd(ctx, keyFraudIndex, redis.Z{Score: 1, Member: "c-here"}, redis.Z{Score: 2, Member: "c-erased"})
+	for _, id := range []string{"c-here", "c-erased"} {
+		if err := unindexErased(ctx, rdb, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := rdb.ZRange(ctx, keyFraudIndex, 0, -1).Val(); len(got) != 1 || got[0] != "c-here" {
+		t.Fatalf("the fraud index holds %v, want [c-here]", got)
 	}
 }
