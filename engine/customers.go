@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -25,6 +26,26 @@ type Customers struct {
 	now    func() time.Time
 	attrs  *Attributes
 	events *Events
+	// ownersMoved: MigrateTokenOwners was recorded done (see migrating).
+	ownersMoved atomic.Bool
+}
+
+// migrating tells whether token owners of an earlier release may still
+// be moving (MigrateTokenOwners not recorded done in this Redis): only
+// then can a pass write an owner back behind a release, and only then is
+// a release repeated once the device let go of its token (a repeat could
+// otherwise take the owner of a registration of the same device that
+// came in between). Once done, it is remembered.
+func (cs *Customers) migrating(ctx context.Context) bool {
+	if cs.ownersMoved.Load() {
+		return false
+	}
+	done, err := cs.rdb.HExists(ctx, keyMigrated, migratedTokenOwners).Result()
+	if err == nil && done {
+		cs.ownersMoved.Store(true)
+		return false
+	}
+	return true
 }
 
 // WithEvents has an erasure reach the events out: customer.erased to
@@ -597,9 +618,9 @@ func (cs *Customers) register(ctx context.Context, customerIDs []string, devices
 		return 0, err
 	}
 	// Step 2's releases again, now that the devices let go of those
-	// tokens: a migration pass may have written an owner back meanwhile.
+	// tokens, while a migration pass may have written an owner back.
 	for i, tok := range released {
-		if tok != "" && stored[i] {
+		if tok != "" && stored[i] && cs.migrating(ctx) {
 			late = append(late, releaseToken(ctx, tok, tokenHolder(customerIDs[i], devices[i].ID))...)
 		}
 	}
@@ -855,11 +876,12 @@ func (cs *Customers) DeleteDevice(ctx context.Context, customerID, deviceID stri
 	if err != nil {
 		return rules.RedisErr("delete device", err)
 	}
-	// And again once the device is gone: its token may have changed
-	// since it was read, and a migration pass may have written the owner
-	// back meanwhile (MigrateTokenOwners).
-	if err := cs.releaseTokens(ctx, customerID, []string{gone}); err != nil {
-		return rules.RedisErr("delete device", err)
+	// And again once the device is gone, when its token changed since it
+	// was read, or while a migration pass may have written the owner back.
+	if docToken(gone) != docToken(doc) || cs.migrating(ctx) {
+		if err := cs.releaseTokens(ctx, customerID, []string{gone}); err != nil {
+			return rules.RedisErr("delete device", err)
+		}
 	}
 	return nil
 }
@@ -944,7 +966,7 @@ func (cs *Customers) dropToken(ctx context.Context, customerID, deviceID, token 
 	if err != nil {
 		return rules.RedisErr("drop device", err)
 	}
-	if dropped == 1 { // again: a migration pass may have written the owner back meanwhile
+	if dropped == 1 && cs.migrating(ctx) { // again: a pass may have written the owner back
 		if err := cs.runScripts(ctx, releaseToken(ctx, token, tokenHolder(customerID, deviceID))); err != nil {
 			return rules.RedisErr("release token", err)
 		}

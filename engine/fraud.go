@@ -97,10 +97,11 @@ func (e *Engine) suspected(ctx context.Context, p Ping, now time.Time, obs obser
 	}
 	if err != nil {
 		e.log.Warn("a suspicious fix not recorded", "err", err)
-		return
 	}
-	if err := unindexErased(ctx, e.rdb, p.CustomerID); err != nil {
-		e.log.Warn("an erased customer left in the fraud index", "err", err)
+	if cmds[1].Err() == nil { // the entry went in: looked at again, whatever else failed or ends
+		if err := unindexErased(context.WithoutCancel(ctx), e.rdb, p.CustomerID); err != nil {
+			e.log.Warn("an erased customer left in the fraud index", "err", err)
+		}
 	}
 }
 

@@ -392,6 +392,9 @@ func (e *Engine) watch(snap *rules.Snapshot, lat, lng float64, k int, buf []geo.
 	// and a newer snapshot's cache gets a table of its own.
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.snap == snap {
+		regions = c.fences // the cache may have left snap and come back, with a new table
+	}
 	for _, r := range fences {
 		if fr := &regions[r.Fence]; fr.json == nil {
 			*fr = newFenceRegion(snap, r)

@@ -252,7 +252,8 @@ func (l *Ledger) Redeem(ctx context.Context, code, storeID string) (*Coupon, err
 			return nil
 		}); err != nil {
 			l.log.Warn("a redemption under suspicion not in the fraud index", "err", err)
-		} else if err := unindexErased(ctx, l.rdb, customer); err != nil {
+		}
+		if err := unindexErased(context.WithoutCancel(ctx), l.rdb, customer); err != nil {
 			l.log.Warn("an erased customer left in the fraud index", "err", err)
 		}
 	}

@@ -136,4 +136,9 @@ func TestWatchCacheAcrossASnapshotChange(t *testing.T) {
 	if e.watched.snap != v1 {
 		t.Fatal("the cache did not follow the catalog back to version 1")
 	}
+	// With no current snapshot to follow, every snapshot is current: the
+	// cache goes back and forth, and each answer stays its snapshot's.
+	for range 3 {
+		checkWatch(t, &Engine{}, []*rules.Snapshot{v1, v2, v1, v2again})
+	}
 }
