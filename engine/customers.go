@@ -619,8 +619,9 @@ func (cs *Customers) register(ctx context.Context, customerIDs []string, devices
 	}
 	// Step 2's releases again, now that the devices let go of those
 	// tokens, while a migration pass may have written an owner back.
+	again := slices.ContainsFunc(released, func(tok string) bool { return tok != "" }) && cs.migrating(ctx)
 	for i, tok := range released {
-		if tok != "" && stored[i] && cs.migrating(ctx) {
+		if again && tok != "" && stored[i] {
 			late = append(late, releaseToken(ctx, tok, tokenHolder(customerIDs[i], devices[i].ID))...)
 		}
 	}

@@ -315,13 +315,7 @@ func (ev *Events) Sweep(ctx context.Context) (int, error) {
 		}
 		return iter.Err()
 	}
-	var err error
-	switch c := ev.rdb.(type) {
-	case *redis.ClusterClient:
-		err = c.ForEachMaster(ctx, scan)
-	case *redis.Client:
-		err = scan(ctx, c)
-	}
+	err := eachMaster(ctx, ev.rdb, scan)
 	return int(found.Load()), err
 }
 

@@ -83,15 +83,7 @@ func (cs *Customers) MigrateTokenOwners(ctx context.Context) (int, error) {
 		moved.Add(int64(n))
 		return err
 	}
-	switch c := cs.rdb.(type) {
-	case *redis.ClusterClient:
-		err = c.ForEachMaster(ctx, scan)
-	case *redis.Client:
-		err = scan(ctx, c)
-	default:
-		err = fmt.Errorf("migrate token owners: a Redis client of type %T", cs.rdb)
-	}
-	if err != nil {
+	if err := eachMaster(ctx, cs.rdb, scan); err != nil {
 		return int(moved.Load()), fmt.Errorf("migrate token owners: %w", err)
 	}
 	return int(moved.Load()), cs.rdb.HSet(ctx, keyMigrated, migratedTokenOwners, cs.now().UTC().Format("2006-01-02T15:04:05Z")).Err()

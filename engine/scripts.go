@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"embed"
+	"fmt"
 
 	"github.com/redis/go-redis/v9"
 
@@ -46,11 +47,16 @@ func LoadScripts(ctx context.Context, rdb redis.UniversalClient) error {
 		})
 		return err
 	}
+	return eachMaster(ctx, rdb, load)
+}
+
+// eachMaster runs f on every master of a cluster, or on the one Redis.
+func eachMaster(ctx context.Context, rdb redis.UniversalClient, f func(context.Context, *redis.Client) error) error {
 	switch c := rdb.(type) {
 	case *redis.ClusterClient:
-		return c.ForEachMaster(ctx, load)
+		return c.ForEachMaster(ctx, f)
 	case *redis.Client:
-		return load(ctx, c)
+		return f(ctx, c)
 	}
-	return nil
+	return fmt.Errorf("a Redis client of type %T", rdb)
 }
