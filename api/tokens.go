@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -136,7 +137,8 @@ var errBadToken = errors.New("customer token not valid")
 // Verify checks a token's signature, issuer, audience and times, and
 // answers the customer it names and its generation.
 func (t *CustomerTokens) Verify(token string) (customerID string, gen int64, err error) {
-	key := sha256.Sum256([]byte(token))
+	// The token's bytes as they are: a copy would be an allocation a ping.
+	key := sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
 	now := t.now()
 	t.mu.RLock()
 	v, ok := t.verified[key]

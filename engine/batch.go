@@ -138,16 +138,26 @@ func (b *batcher) sendQueued() {
 // to the heap, a pointer is not, and a ping's step has nine keys. The
 // first goes as itself: a cluster client reads it for the slot.
 func evalCmd(ctx context.Context, s *redis.Script, keys []string, args ...any) *redis.Cmd {
-	a := make([]any, 0, 3+len(keys)+len(args))
-	a = append(a, "evalsha", s.Hash(), len(keys))
+	a := make([]any, evalHead(keys), evalHead(keys)+len(args))
+	return evalCmdIn(ctx, s, keys, append(a, args...))
+}
+
+// evalHead is how many of a script command's words come before its
+// arguments: EVALSHA, the hash, the number of keys and the keys.
+func evalHead(keys []string) int { return 3 + len(keys) }
+
+// evalCmdIn is evalCmd on a command the caller built: its arguments
+// after evalHead(keys) words, which evalCmdIn fills, so that a hot path
+// builds the command in one slice.
+func evalCmdIn(ctx context.Context, s *redis.Script, keys []string, a []any) *redis.Cmd {
+	a[0], a[1], a[2] = "evalsha", s.Hash(), len(keys)
 	for i := range keys {
 		if i == 0 {
-			a = append(a, keys[0])
+			a[3] = keys[0]
 		} else {
-			a = append(a, &keys[i])
+			a[3+i] = &keys[i]
 		}
 	}
-	a = append(a, args...)
 	return redis.NewCmd(ctx, a...)
 }
 

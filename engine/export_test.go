@@ -26,7 +26,7 @@ func (e *Engine) Hits(p Ping) []geo.Hit { return e.snaps.Current().Index.Near(p.
 
 // ObserveArgs are the observe step's arguments for p near hits.
 func (e *Engine) ObserveArgs(p Ping, hits []geo.Hit) []any {
-	return e.observeArgs(e.snaps.Current(), p, p.TS, p.TS, hits, Options{})
+	return e.observeArgs(e.snaps.Current(), p, p.TS, p.TS, hits, Options{}, 0)
 }
 
 // HoldBehind has the work behind each answer wait for gate before it

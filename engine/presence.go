@@ -254,9 +254,10 @@ func counts(raw []string, i int) (map[string]int, int) {
 // (no consent, or no profile) or ReasonStale (a fix older than the last);
 // a revoked token or a call over its limit is an error.
 func (e *Engine) observe(ctx context.Context, snap *rules.Snapshot, p Ping, ts, now time.Time, hits []geo.Hit, opt Options) (obs observation, skipped string, err error) {
-	args := e.observeArgs(snap, p, ts, now, hits, opt)
 	keys := customerKeys(p.CustomerID, partPresence, partProfile, partDeviceSeen, partVisits, partCaps, partRate, partTokens, partDevices, partEvents)
-	cmd := evalCmd(ctx, observeScript, keys, args...)
+	a := e.observeArgs(snap, p, ts, now, hits, opt, evalHead(keys))
+	args := a[evalHead(keys):]
+	cmd := evalCmdIn(ctx, observeScript, keys, a)
 	if s := opt.spec; s != nil {
 		e.batch.do(ctx, cmd, s.zadd) // the speculative intent, to its own slot at once
 	} else {
@@ -297,20 +298,25 @@ func (e *Engine) observe(ctx context.Context, snap *rules.Snapshot, p Ping, ts, 
 // reads it): into one observeVals, into the snapshot (store ids, dwell
 // thresholds: never changed). A ping's arguments cost a few allocations,
 // not one each.
-func (e *Engine) observeArgs(snap *rules.Snapshot, p Ping, ts, now time.Time, hits []geo.Hit, opt Options) []any {
+//
+// The arguments come after head empty words (evalCmdIn's), in a slice
+// of the size the command needs.
+func (e *Engine) observeArgs(snap *rules.Snapshot, p Ping, ts, now time.Time, hits []geo.Hit, opt Options, head int) []any {
 	v := &observeVals{ts: ts.UnixMilli(), timeout: e.cfg.VisitTimeout.Milliseconds(), device: p.DeviceID, speed: -1,
 		maxSpeed: e.cfg.MaxEnterSpeedMps, lat: p.Lat, lng: p.Lng, now: now.UnixMilli(), tokenGen: p.TokenGen,
 		signals: strings.Join(p.Signals, ","), acc: p.AccuracyM, wanted: e.cfg.Events.Wanted()}
 	if p.SpeedMps != nil {
 		v.speed = *p.SpeedMps
 	}
+	words := head + 16
 	for _, h := range hits {
 		if h.Held(p.AccuracyM) {
 			v.held++
+			words += 3 + len(snap.DwellThresholds(h.Fence))
 		}
 	}
 	v.limC, v.limD = e.limits(opt.limitScale)
-	args := make([]any, 0, 16+4*len(hits))
+	args := make([]any, head, words)
 	args = append(args, &v.ts, &v.timeout, luaBool(opt.DryRun), &v.device, &v.speed, &v.maxSpeed, &v.lat, &v.lng,
 		&v.held, &v.now, &v.limC, &v.limD, &v.tokenGen, &v.signals, &v.acc, &v.wanted)
 	for _, h := range hits {

@@ -128,8 +128,9 @@ func newWatchGrid(fs []fence, polys []polygon) watchGrid {
 // anyNear tells whether any fence of the grid has its centre in the
 // point's res-6 cell or those around it: if none does, the search at
 // res 8 would read its rings for nothing.
-func (g *watchGrid) anyNear(lat, lng float64) bool {
-	for _, c := range h3.GridDisk(cellAt(lat, lng, g.coarse.res), 1) {
+func (g *watchGrid) anyNear(lat, lng float64, d *disk) bool {
+	d.fill(cellAt(lat, lng, g.coarse.res), 1)
+	for _, c := range d.byRing[:d.start[2]] {
 		if _, found := slices.BinarySearch(g.coarse.cells, c); found {
 			return true
 		}
@@ -177,19 +178,19 @@ func (ix *Index) Watch(lat, lng float64, k int, minRadiusM float64, dst []Region
 	// (k+1)th small one.
 	withBig := len(cs)
 	fine, ok := 0.0, false
-	if g.anyNear(lat, lng) {
-		cs, fine, ok = fl.rings(&g.fine, 1, watchFineRings, k, minRadiusM, 0, cs)
+	if g.anyNear(lat, lng, &sc.disk) {
+		cs, fine, ok = fl.rings(&g.fine, 1, watchFineRings, k, minRadiusM, 0, cs, &sc.disk)
 	}
 	if ok {
 		if len(g.medium.cells) == 0 {
 			return ix.watched(dst, cs, k, fine, lat, lng, minRadiusM, sc)
 		}
 		var coarse float64
-		cs, coarse, _ = fl.rings(&g.medium, 0, watchRings-1, -1, minRadiusM, sc.kthHigh(cs[withBig:], k), cs)
+		cs, coarse, _ = fl.rings(&g.medium, 0, watchRings-1, -1, minRadiusM, sc.kthHigh(cs[withBig:], k), cs, &sc.disk)
 		return ix.watched(dst, cs, k, math.Min(fine, coarse), lat, lng, minRadiusM, sc)
 	}
 	// Elsewhere: every fence up to watchBigM at res 6.
-	cs, coarse, _ := fl.rings(&g.coarse, 1, watchRings-1, k, minRadiusM, 0, cs[:withBig])
+	cs, coarse, _ := fl.rings(&g.coarse, 1, watchRings-1, k, minRadiusM, 0, cs[:withBig], &sc.disk)
 	return ix.watched(dst, cs, k, math.Max(coarse, 0), lat, lng, minRadiusM, sc)
 }
 
@@ -198,8 +199,9 @@ func (ix *Index) Watch(lat, lng float64, k int, minRadiusM float64, dst []Region
 // select from. Searches run on every ping that leaves its block, so they
 // reuse these rather than allocate them.
 type scratch struct {
-	cs  []cand
-	his []float32
+	cs   []cand
+	his  []float32
+	disk disk
 }
 
 var scratchPool = sync.Pool{New: func() any { return &scratch{cs: make([]cand, 0, 512), his: make([]float32, 0, 512)} }}
@@ -217,7 +219,7 @@ type cand struct {
 // circle not read yet (k < 0: until that bound reaches `reach`). It
 // answers the bound: every fence of lv not read lies at least that far
 // outside its circle.
-func (fl *flat) rings(lv *watchLevel, first, last, k int, minRadiusM, reach float64, cs []cand) ([]cand, float64, bool) {
+func (fl *flat) rings(lv *watchLevel, first, last, k int, minRadiusM, reach float64, cs []cand, dk *disk) ([]cand, float64, bool) {
 	origin := cellAt(fl.lat, fl.lng, lv.res)
 	base := len(cs)
 	covered := math.Inf(-1)
@@ -227,9 +229,9 @@ func (fl *flat) rings(lv *watchLevel, first, last, k int, minRadiusM, reach floa
 	}
 	// Rings are computed up to first, then twice as far each time.
 	for from, upTo := 0, first; from <= last; from, upTo = upTo+1, min(2*upTo+1, last) {
-		rings := h3.GridDiskDistances(origin, upTo)
-		for d := from; d < len(rings); d++ {
-			for _, c := range rings[d] {
+		dk.fill(origin, upTo)
+		for d := from; d <= upTo; d++ {
+			for _, c := range dk.ring(d) {
 				i, _ := slices.BinarySearch(lv.cells, c)
 				for ; i < len(lv.cells) && lv.cells[i] == c; i++ {
 					cs = append(cs, fl.bound(lv.fences[i], &lv.near[i], minRadiusM))

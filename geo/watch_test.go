@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"slices"
 	"testing"
+
+	"github.com/uber/h3-go/v4"
 )
 
 // bruteWatch is every fence as a watched circle, nearest first.
@@ -164,5 +166,32 @@ func BenchmarkWatch(b *testing.B) {
 				dst, _ = ix.Watch(48.0, 2.0, 19, 100, dst[:0])
 			}
 		})
+	}
+}
+
+// TestDiskIsH3s: the rings a search reads into its own buffers are
+// h3-go's GridDiskDistances, ring by ring in the same order, at each
+// resolution and size a search uses, and beside a pentagon, where H3
+// leaves cells empty.
+func TestDiskIsH3s(t *testing.T) {
+	var d disk
+	origins := []h3.Cell{cellAt(52.52, 13.41, 8), cellAt(52.52, 13.41, 6), cellAt(-33.9, 151.2, 6), cellAt(0, 0, 8)}
+	for _, res := range []int{6, 8} {
+		origins = append(origins, h3.Pentagons(res)[3])
+	}
+	for _, o := range origins {
+		for k := 0; k < watchRings; k++ {
+			want := h3.GridDiskDistances(o, k)
+			d.fill(o, k)
+			for r := 0; r <= k; r++ {
+				w := slices.DeleteFunc(slices.Clone(want[r]), func(c h3.Cell) bool { return c == 0 })
+				if got := d.ring(r); !slices.Equal(got, w) {
+					t.Fatalf("cell %v (pentagon %v), k=%d, ring %d: %v, want %v", o, o.IsPentagon(), k, r, got, w)
+				}
+			}
+			if k > 0 && o.IsPentagon() && len(d.ring(1)) != 5 {
+				t.Fatalf("pentagon %v: %d neighbours, want 5", o, len(d.ring(1)))
+			}
+		}
 	}
 }
