@@ -14,9 +14,6 @@ import (
 func settingsRead() map[string]bool {
 	asked := map[string]bool{}
 	loadConfig(func(k string) string { asked[k] = true; return "" })
-	for _, k := range goRuntimeSettings {
-		asked[k] = true
-	}
 	return asked
 }
 

@@ -13,7 +13,6 @@ import (
 	_ "net/http/pprof" // profiles, only when NEARCAST_PPROF_ADDR is set
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,34 +59,11 @@ func main() {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
-	gcDefaults(os.Getenv)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := serve(ctx, os.Getenv, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "nearcast:", err)
 		os.Exit(1)
-	}
-}
-
-// defaultGOGC is the garbage collector's target where GOGC is not set:
-// the heap may grow to five times what is live between collections, not
-// twice. Each collection stalls the pings in flight for some 10-20 ms
-// (its workers take the cores the server shares with Redis), and at 100
-// one came every half second under load; the live heap is a few tens of
-// MB (the catalog and caches), so the price is a few hundred MB at most.
-// A GOMEMLIMIT (deploy/k8s sets one) makes collections come sooner near
-// it.
-const defaultGOGC = 400
-
-// goRuntimeSettings are the Go runtime's own settings that the README
-// documents for the server: the deploy files may set them.
-var goRuntimeSettings = []string{"GOGC", "GOMEMLIMIT"}
-
-// gcDefaults sets the collector's target to defaultGOGC unless GOGC says
-// otherwise.
-func gcDefaults(env func(string) string) {
-	if env("GOGC") == "" {
-		debug.SetGCPercent(defaultGOGC)
 	}
 }
 

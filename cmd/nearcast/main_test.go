@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
@@ -352,23 +351,5 @@ func TestSettingsRefused(t *testing.T) {
 	})
 	if err != nil || !cfg.AllEvents || len(cfg.Webhooks.AllowNets) != 2 || cfg.EventsMaxLen != 5000 {
 		t.Fatalf("events settings: %+v %v", cfg, err)
-	}
-}
-
-// The collector's target is 400 unless GOGC is set, when it is GOGC's.
-func TestGCDefaults(t *testing.T) {
-	defer debug.SetGCPercent(debug.SetGCPercent(100))
-	gcDefaults(func(string) string { return "" })
-	if got := debug.SetGCPercent(100); got != defaultGOGC {
-		t.Fatalf("GOGC unset: target %d, want %d", got, defaultGOGC)
-	}
-	gcDefaults(func(k string) string {
-		if k == "GOGC" {
-			return "100"
-		}
-		return ""
-	})
-	if got := debug.SetGCPercent(100); got != 100 {
-		t.Fatalf("GOGC=100: target %d, want it left at 100", got)
 	}
 }
