@@ -105,7 +105,7 @@ func BenchmarkVerifyToken(b *testing.B) {
 	b.Run("first", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			clear(v.verified)
+			v.verified.reset()
 			if _, _, err := v.Verify(tok); err != nil {
 				b.Fatal(err)
 			}
@@ -174,7 +174,42 @@ func TestVerifiedTokensKeepTheirBounds(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := len(v.verified); n > verifiedCacheSize {
+	if n := v.verified.len(); n > verifiedCacheSize {
 		t.Fatalf("%d tokens kept, bound %d", n, verifiedCacheSize)
+	}
+}
+
+// A token in use stays verified while others come and go past the bound,
+// with its customer; one not seen for a generation is forgotten. (The
+// signing keys are taken away at the end, so only a token kept verifies.)
+func TestVerifiedTokensKeepWhatIsInUse(t *testing.T) {
+	v, err := NewCustomerTokens([][]byte{secretNew}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.verified.bound = 8
+	hot, _, _ := v.Mint("c-hot", 2, time.Hour)
+	var toks []string
+	for i := range 40 {
+		tok, _, _ := v.Mint(fmt.Sprint("c-", i), 1, time.Hour)
+		toks = append(toks, tok)
+		for _, tk := range []string{tok, hot} {
+			if _, _, err := v.Verify(tk); err != nil {
+				t.Fatalf("token %d: %v", i, err)
+			}
+		}
+		if n := v.verified.len(); n > 8 {
+			t.Fatalf("%d tokens kept, bound 8", n)
+		}
+	}
+	clear(v.keys)
+	if id, gen, err := v.Verify(hot); err != nil || id != "c-hot" || gen != 2 {
+		t.Fatalf("the token in use: %q %d %v", id, gen, err)
+	}
+	if id, _, err := v.Verify(toks[39]); err != nil || id != "c-39" {
+		t.Fatalf("the last token: %q %v", id, err)
+	}
+	if _, _, err := v.Verify(toks[0]); err == nil {
+		t.Fatal("a token not seen for a generation is still kept")
 	}
 }
