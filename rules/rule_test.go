@@ -511,7 +511,7 @@ func TestCompactStoresKeepsValues(t *testing.T) {
 		}
 		want = append(want, &w)
 	}
-	compactStores(stores)
+	stores = compactStores(stores)
 	for i, st := range stores {
 		if !reflect.DeepEqual(st, want[i]) {
 			t.Fatalf("store %d after compacting: %+v, want %+v", i, st, want[i])
@@ -520,5 +520,30 @@ func TestCompactStoresKeepsValues(t *testing.T) {
 	*stores[0].Lat = 1 // a store's coordinates are its own
 	if *stores[1].Lat != *want[1].Lat || *stores[0].Lng != *want[0].Lng {
 		t.Fatal("changing one store's latitude changed another's coordinates")
+	}
+	_ = append(stores[0].Tags, "tea") // and its tags: one array, but no room to grow into the next
+	if !slices.Equal(stores[1].Tags, want[1].Tags) {
+		t.Fatalf("appending to one store's tags changed the next's: %v", stores[1].Tags)
+	}
+}
+
+// Each store's dwell thresholds: ascending, each once, none for a store
+// without dwell rules, and no room to grow into the next store's.
+func TestDwellLists(t *testing.T) {
+	dwell := func(ss ...int) []*Compiled {
+		var out []*Compiled
+		for _, s := range ss {
+			out = append(out, &Compiled{Rule: &Rule{Trigger: Trigger{On: OnDwell, DwellS: s}}})
+		}
+		return out
+	}
+	got := dwellLists([][]*Compiled{dwell(600, 300, 600), nil, dwell(120), dwell(900, 60)})
+	want := [][]int{{300, 600}, nil, {120}, {60, 900}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("dwell lists %v, want %v", got, want)
+	}
+	_ = append(got[0], 1)
+	if got[2][0] != 120 {
+		t.Fatal("appending to one store's list changed the next's")
 	}
 }
