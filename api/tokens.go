@@ -125,7 +125,7 @@ var errBadToken = errors.New("customer token not valid")
 func (t *CustomerTokens) Verify(token string) (customerID string, gen int64, err error) {
 	// The token's bytes as they are: a copy would be an allocation a ping.
 	key := sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
-	now := t.now().UnixNano()
+	now := unixNano(t.now())
 	if id, v, ok := t.verified.get(key); ok && now >= v.notBefore && now < v.until {
 		return id, v.gen, nil
 	}
@@ -140,12 +140,12 @@ func (t *CustomerTokens) Verify(token string) (customerID string, gen int64, err
 	if err != nil || claims.Subject == "" || claims.Gen < 1 {
 		return "", 0, errBadToken
 	}
-	v := verifiedToken{gen: claims.Gen, notBefore: math.MinInt64, until: claims.ExpiresAt.Add(tokenLeeway).UnixNano()}
+	v := verifiedToken{gen: claims.Gen, notBefore: math.MinInt64, until: unixNano(claims.ExpiresAt.Add(tokenLeeway))}
 	// Not before the later of its issue and its not-before times (a token
 	// a company backend mints may carry nbf), as the full check has it.
 	for _, at := range [...]*jwt.NumericDate{claims.IssuedAt, claims.NotBefore} {
 		if at != nil {
-			v.notBefore = max(v.notBefore, at.Add(-tokenLeeway).UnixNano())
+			v.notBefore = max(v.notBefore, unixNano(at.Add(-tokenLeeway)))
 		}
 	}
 	t.verified.put(key, claims.Subject, v)

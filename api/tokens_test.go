@@ -1,7 +1,9 @@
 package api
 
 import (
+	"crypto/sha256"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -211,5 +213,38 @@ func TestVerifiedTokensKeepWhatIsInUse(t *testing.T) {
 	}
 	if _, _, err := v.Verify(toks[0]); err == nil {
 		t.Fatal("a token not seen for a generation is still kept")
+	}
+}
+
+// A token whose times lie past 2262 (a company backend's "never
+// expires") is kept verified like any other, and keeping a token again
+// adds nothing to the arena of ids.
+func TestVerifiedTokensFarFuture(t *testing.T) {
+	v, err := NewCustomerTokens([][]byte{secretNew}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	forever := jwt.NewWithClaims(jwt.SigningMethodHS256, tokenClaims{
+		RegisteredClaims: jwt.RegisteredClaims{Issuer: tokenIssuer, Audience: jwt.ClaimStrings{tokenAudience}, Subject: "c-forever",
+			IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(time.Unix(9999999999, 0))},
+		Gen: 1,
+	})
+	forever.Header["kid"] = keyID(secretNew)
+	tok, err := forever.SignedString(secretNew)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, _, err := v.Verify(tok); err != nil || id != "c-forever" {
+		t.Fatalf("first: %q %v", id, err)
+	}
+	arena := len(v.verified.newer.ids)
+	v.verified.put(sha256.Sum256([]byte(tok)), "c-forever", verifiedToken{gen: 1, notBefore: math.MinInt64, until: math.MaxInt64})
+	if got := len(v.verified.newer.ids); got != arena {
+		t.Fatalf("keeping a token again grew the arena %d → %d bytes", arena, got)
+	}
+	clear(v.keys) // from here on only a kept token verifies
+	if id, _, err := v.Verify(tok); err != nil || id != "c-forever" {
+		t.Fatalf("a token expiring in 2286 was not kept: %q %v", id, err)
 	}
 }

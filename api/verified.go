@@ -2,7 +2,9 @@ package api
 
 import (
 	"crypto/sha256"
+	"math"
 	"sync"
+	"time"
 	"unsafe"
 )
 
@@ -77,11 +79,16 @@ func (v *verifiedTokens) put(key [sha256.Size]byte, customerID string, t verifie
 }
 
 func (v *verifiedTokens) putLocked(key [sha256.Size]byte, customerID string, t verifiedToken) {
+	if had, ok := v.newer.m[key]; ok && v.newer.id(had) == customerID {
+		t.at, t.n = had.at, had.n // verified again (two calls at once): its id is there
+		v.newer.m[key] = t
+		return
+	}
 	bound := v.bound
 	if bound == 0 {
 		bound = verifiedCacheSize
 	}
-	if len(v.newer.m) >= bound/2 {
+	if len(v.newer.m) >= bound/2 || len(v.newer.ids)+len(customerID) > bound/2*maxIDBytes {
 		v.older, v.newer = v.newer, tokenGen{}
 	}
 	if v.newer.m == nil {
@@ -90,6 +97,24 @@ func (v *verifiedTokens) putLocked(key [sha256.Size]byte, customerID string, t v
 	t.at, t.n = uint32(len(v.newer.ids)), uint32(len(customerID))
 	v.newer.ids = append(v.newer.ids, customerID...)
 	v.newer.m[key] = t
+}
+
+// maxIDBytes is what a generation's arena allows a token on average
+// (customer ids are at most 128 bytes): it is rotated when full, so it
+// stays well inside its uint32 offsets whatever the ids.
+const maxIDBytes = 256
+
+// unixNano is t in Unix nanoseconds, held to int64's range (years 1678
+// to 2262), so that a token that says it expires in 2286 stays valid
+// rather than expired.
+func unixNano(t time.Time) int64 {
+	switch {
+	case t.After(time.Unix(0, math.MaxInt64)):
+		return math.MaxInt64
+	case t.Before(time.Unix(0, math.MinInt64)):
+		return math.MinInt64
+	}
+	return t.UnixNano()
 }
 
 // len is how many tokens are kept.
