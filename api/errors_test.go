@@ -3,6 +3,7 @@ package api
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -36,5 +37,38 @@ func TestToError(t *testing.T) {
 				t.Fatalf("toError(%v) = %d %s, want %d %s", tt.err, e.Status, e.Code, tt.status, tt.code)
 			}
 		})
+	}
+}
+
+// A ping's Redis budget ends RequestTimeout after the ping began, a
+// millisecond later at most, and not before; the pings of one
+// millisecond share it.
+func TestPingBudget(t *testing.T) {
+	s := &Server{Deps: Deps{RequestTimeout: 200 * time.Millisecond}}
+	for {
+		before := time.Now()
+		a, b := s.pingCtx(), s.pingCtx()
+		after := time.Now()
+		d, ok := a.Deadline()
+		if !ok || d.Before(before.Add(200*time.Millisecond)) || d.After(after.Add(201*time.Millisecond)) {
+			t.Fatalf("deadline %v for a ping between %v and %v", d, before, after)
+		}
+		if before.UnixMilli() != after.UnixMilli() {
+			continue // the two straddled a millisecond: try again
+		}
+		if a != b {
+			t.Fatal("two pings of one millisecond have budgets of their own")
+		}
+		select {
+		case <-a.Done():
+			t.Fatal("a budget ended at once")
+		case <-time.After(150 * time.Millisecond):
+		}
+		select {
+		case <-a.Done():
+		case <-time.After(time.Second):
+			t.Fatal("a budget outlived its deadline")
+		}
+		return
 	}
 }

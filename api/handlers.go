@@ -845,9 +845,7 @@ func (s *Server) postPing(c *fiber.Ctx) error {
 	if p.Signals, err = s.integritySignal(c, p.CustomerID, p.DeviceID, p.Signals); err != nil {
 		return err
 	}
-	ctx, cancel := s.ctx()
-	defer cancel()
-	res, err := s.Engine.Evaluate(ctx, p, engine.Options{DryRun: dryRun, Explain: explain})
+	res, err := s.Engine.Evaluate(s.pingCtx(), p, engine.Options{DryRun: dryRun, Explain: explain})
 	if err != nil {
 		return err
 	}

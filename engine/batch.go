@@ -24,12 +24,18 @@ type batcher struct {
 	busy  int // lanes on the wire
 }
 
-// batch is one caller's commands, sent together and in order.
+// batch is one caller's commands, sent together and in order. Batches
+// are pooled (a ping makes one or two): done is a WaitGroup, which can be
+// used again once waited for, and a caller's one or two commands are
+// copied into the batch's own room.
 type batch struct {
 	ctx  context.Context
 	cmds []redis.Cmder
-	done chan struct{}
+	done sync.WaitGroup
+	room [2]redis.Cmder
 }
+
+var batchPool = sync.Pool{New: func() any { return new(batch) }}
 
 func newBatcher(rdb redis.UniversalClient, lanes int) *batcher {
 	return &batcher{rdb: rdb, lanes: max(1, lanes)}
@@ -42,13 +48,20 @@ func newBatcher(rdb redis.UniversalClient, lanes int) *batcher {
 // own, and a caller whose deadline passed while it queued is answered
 // its context's error without sending anything.
 func (b *batcher) do(ctx context.Context, cmds ...redis.Cmder) {
-	w := &batch{ctx: ctx, cmds: cmds, done: make(chan struct{})}
+	w := batchPool.Get().(*batch)
+	w.ctx, w.cmds = ctx, append(w.room[:0], cmds...)
+	w.done.Add(1)
+	defer func() {
+		w.done.Wait() // sendQueued is done with w
+		clear(w.room[:])
+		w.ctx, w.cmds = nil, nil
+		batchPool.Put(w)
+	}()
 	b.mu.Lock()
 	b.queue = append(b.queue, w)
 	if b.busy >= b.lanes {
 		// Every lane is on the wire; the first to come back takes us.
 		b.mu.Unlock()
-		<-w.done
 		return
 	}
 	b.busy++
@@ -64,7 +77,6 @@ func (b *batcher) do(ctx context.Context, cmds ...redis.Cmder) {
 		b.busy--
 		b.mu.Unlock()
 	}
-	<-w.done
 }
 
 // drain sends the queue until it is empty, then frees its lane.
@@ -94,7 +106,7 @@ func (b *batcher) sendQueued() {
 			for _, c := range w.cmds {
 				c.SetErr(err)
 			}
-			close(w.done)
+			w.done.Done()
 			continue
 		}
 		// The earliest, so that none waits past its own: callers that
@@ -125,7 +137,7 @@ func (b *batcher) sendQueued() {
 	}
 	_, _ = pipe.Exec(ctx) // each command carries its own error
 	for _, w := range live {
-		close(w.done)
+		w.done.Done()
 	}
 }
 
