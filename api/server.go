@@ -354,14 +354,17 @@ func (s *Server) ctx() (context.Context, context.CancelFunc) {
 // timer each was some 400 bytes of garbage a ping, a tenth of all a ping
 // made; the collections that garbage calls for are the stalls of p99.
 func (s *Server) pingCtx() context.Context {
-	now := time.Now().UnixMilli()
-	if b := s.budget.Load(); b != nil && b.ms == now {
+	ms := time.Since(budgetEpoch).Milliseconds() // on the monotonic clock: a step of the wall clock changes nothing
+	if b := s.budget.Load(); b != nil && b.ms == ms {
 		return b.ctx
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), time.UnixMilli(now+1).Add(s.RequestTimeout))
-	s.budget.Store(&sharedBudget{ms: now, ctx: ctx, cancel: cancel})
+	ctx, cancel := context.WithDeadline(context.Background(), budgetEpoch.Add(time.Duration(ms+1)*time.Millisecond+s.RequestTimeout))
+	s.budget.Store(&sharedBudget{ms: ms, ctx: ctx, cancel: cancel})
 	return ctx
 }
+
+// budgetEpoch is where the pings' milliseconds are counted from.
+var budgetEpoch = time.Now()
 
 // sharedBudget is the pings' budget of one millisecond. Its timer ends
 // it; cancel is kept only so that nothing says it was lost.

@@ -51,17 +51,12 @@ func (b *batcher) do(ctx context.Context, cmds ...redis.Cmder) {
 	w := batchPool.Get().(*batch)
 	w.ctx, w.cmds = ctx, append(w.room[:0], cmds...)
 	w.done.Add(1)
-	defer func() {
-		w.done.Wait() // sendQueued is done with w
-		clear(w.room[:])
-		w.ctx, w.cmds = nil, nil
-		batchPool.Put(w)
-	}()
 	b.mu.Lock()
 	b.queue = append(b.queue, w)
 	if b.busy >= b.lanes {
 		// Every lane is on the wire; the first to come back takes us.
 		b.mu.Unlock()
+		w.release()
 		return
 	}
 	b.busy++
@@ -77,6 +72,17 @@ func (b *batcher) do(ctx context.Context, cmds ...redis.Cmder) {
 		b.busy--
 		b.mu.Unlock()
 	}
+	w.release()
+}
+
+// release waits until the batch's commands have their answers, then
+// gives it back to the pool. (Not deferred: a panic while sending must
+// not wait for a Done that will never come.)
+func (w *batch) release() {
+	w.done.Wait() // sendQueued is done with w
+	clear(w.room[:])
+	w.ctx, w.cmds = nil, nil
+	batchPool.Put(w)
 }
 
 // drain sends the queue until it is empty, then frees its lane.
