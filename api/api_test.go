@@ -906,3 +906,43 @@ func TestSimulateWalk(t *testing.T) {
 		})
 	}
 }
+
+// What the app says in a ping's context reaches the audiences (the
+// scanner keeps it as the JSON it came as, decoded when a rule reads it):
+// the same walk in, foreground gets the offer, background does not.
+func TestPingContextReachesAudiences(t *testing.T) {
+	const rule = `{"name": "In the app", "enabled": true,
+ "trigger": {"on": "enter", "stores": {"tags": ["coffee"]}},
+ "audience": "context.app_state == 'foreground' && context.battery > 0.2",
+ "offer": {"title": {"de": "Hallo"}, "body": {"de": "Jetzt"}, "valid_for_s": 600}}`
+	for _, be := range redistest.Backends(srv) {
+		t.Run(be.Name, func(t *testing.T) {
+			c := newClient(t, be.New(t))
+			c.admin("PUT", "/v1/stores/s-alex", strings.Replace(storeAlex, `, "opening_hours": {"mon": ["07:00-20:00"]}`, "", 1))
+			if r := c.admin("PUT", "/v1/rules/in-app", rule); r.Status != 201 {
+				t.Fatalf("rule: %d %s", r.Status, r.Raw)
+			}
+			for _, tc := range []struct {
+				customer, context string
+				offers            int
+			}{
+				{"c-1", `{"app_state": "background", "battery": 0.9}`, 0},
+				{"c-2", `{"app_state":"foreground","battery":0.9}`, 1},
+				{"c-3", `{"battery": 0.1, "app_state": "foreground"}`, 0},
+				{"c-4", `null`, 0},
+			} {
+				if r := c.admin("PUT", "/v1/customers/"+tc.customer, customerAnna); r.Status != 201 {
+					t.Fatalf("customer: %d %s", r.Status, r.Raw)
+				}
+				ping := `{"customer_id": "` + tc.customer + `", "lat": 52.5215, "lng": 13.4130, "accuracy_m": 12, "context": ` + tc.context + `}`
+				r := c.do("POST", "/v1/pings", "admin-key", ping)
+				if r.Status != 200 {
+					t.Fatalf("ping: %d %s", r.Status, r.Raw)
+				}
+				if got := len(r.Body["offers"].([]any)); got != tc.offers || len(r.Body["events"].([]any)) != 1 {
+					t.Fatalf("context %s: %d offers, want %d: %s", tc.context, got, tc.offers, r.Raw)
+				}
+			}
+		})
+	}
+}

@@ -747,6 +747,9 @@ type pingRequest struct {
 	// Location.isMock(), iOS's sourceInformation.isSimulatedBySoftware).
 	Mocked  bool           `json:"mocked"`
 	Context map[string]any `json:"context"`
+	// ContextJSON is the context as the scanner found it (a flat object,
+	// Context left nil), decoded only if an audience reads it.
+	ContextJSON []byte `json:"-"`
 	// MonitorID is the monitor block the app watches (its id).
 	MonitorID string `json:"monitor_id"`
 }
@@ -769,7 +772,7 @@ func (r *pingRequest) toPing() (engine.Ping, error) {
 	if f := validCoord(r.Lng, "lng", 180); f != nil {
 		fs = append(fs, *f)
 	}
-	p := engine.Ping{CustomerID: r.CustomerID, DeviceID: r.DeviceID, SpeedMps: r.SpeedMps, Context: r.Context}
+	p := engine.Ping{CustomerID: r.CustomerID, DeviceID: r.DeviceID, SpeedMps: r.SpeedMps, Context: r.Context, ContextJSON: r.ContextJSON}
 	if r.AccuracyM != nil {
 		if *r.AccuracyM < 0 || *r.AccuracyM > 100000 {
 			fs = append(fs, rules.Fault{Field: "accuracy_m", Message: "accuracy_m must be between 0 and 100000"})

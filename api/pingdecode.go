@@ -118,7 +118,7 @@ func (s *pingScanner) field(key []byte, r *pingRequest) (bit uint16, ok bool) {
 	case "mocked":
 		return 1 << 8, s.boolField(&r.Mocked)
 	case "context":
-		return 1 << 9, s.contextField(&r.Context)
+		return 1 << 9, s.contextField(&r.Context, &r.ContextJSON)
 	}
 	return 0, false // a key a ping does not have
 }
@@ -167,26 +167,37 @@ func (s *pingScanner) boolField(to *bool) bool {
 	return true
 }
 
-// contextField reads a flat object, as encoding/json decodes it into a
-// map[string]any (an empty object is an empty map, not nil), or null,
-// which sets the map to nil. A nested object or list gives up: it is rare
-// in a ping, and the usual decoding knows it well.
-func (s *pingScanner) contextField(to *map[string]any) bool {
+// contextField reads a flat object, which encoding/json would decode
+// into a map[string]any (an empty object is an empty map, not nil), or
+// null, which sets the map to nil. It keeps the object's bytes in raw,
+// for encoding/json to decode if an audience reads them (few pings come
+// to one, and the map was some 350 bytes a ping). A nested object or list
+// gives up: it is rare in a ping, and the usual decoding knows it well.
+func (s *pingScanner) contextField(to *map[string]any, raw *[]byte) bool {
 	if s.literal("null") {
-		*to = nil
+		*to, *raw = nil, nil
 		return true
 	}
+	start := s.i
+	if !s.flatObject() {
+		return false
+	}
+	*to, *raw = nil, append([]byte(nil), s.b[start:s.i]...)
+	return true
+}
+
+// flatObject reads an object of strings, numbers, booleans and nulls
+// that encoding/json decodes as the scanner reads them.
+func (s *pingScanner) flatObject() bool {
 	if !s.eat('{') {
 		return false
 	}
-	m := make(map[string]any)
-	*to = m
 	s.space()
 	if s.eat('}') {
 		return true
 	}
 	for {
-		key, ok := s.key()
+		_, ok := s.key()
 		if !ok {
 			return false
 		}
@@ -195,8 +206,7 @@ func (s *pingScanner) contextField(to *map[string]any) bool {
 			return false
 		}
 		s.space()
-		// A duplicate key takes the later value, as in encoding/json.
-		if m[string(key)], ok = s.flatValue(); !ok {
+		if _, ok = s.flatValue(); !ok {
 			return false
 		}
 		s.space()

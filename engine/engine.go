@@ -8,6 +8,7 @@ package engine
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"math"
 	"slices"
@@ -265,11 +266,12 @@ func firedEvents(snap *rules.Snapshot, p Ping, hits []geo.Hit, obs observation, 
 func (e *Engine) eligible(snap *rules.Snapshot, p Ping, ts, now time.Time, cust *rules.Customer, obs observation, events []fired, ended map[int32]bool, res *Result) []candidate {
 	var eligible []candidate
 	late := now.Sub(ts) > e.cfg.LateFix
+	app := p.appContext()
 	for _, ev := range events {
 		store := snap.Stores[ev.store]
 		visit := visitEnv(obs, store.ID, ts)
 		visit.DurationS = ev.visitS
-		env := rules.AudienceEnv{Customer: cust, Store: store.Store, Context: pingContext(p.Context, ts, store.Location()), Visit: visit}
+		env := rules.AudienceEnv{Customer: cust, Store: store.Store, Context: pingContext(app, ts, store.Location()), Visit: visit}
 		for _, r := range snap.Candidates(ev.store, ev.on) {
 			if ev.on == rules.OnDwell && r.Rule.Trigger.DwellS != ev.dwellS {
 				continue
@@ -328,6 +330,20 @@ func arbitrate(eligible []candidate, affinityByTag map[string]int) {
 		}
 		return cmp.Compare(a.rule.Rule.ID, b.rule.Rule.ID)
 	})
+}
+
+// appContext is the app's context: Context, or ContextJSON decoded (an
+// object the API checked is flat; one that does not decode is no
+// context).
+func (p *Ping) appContext() map[string]any {
+	if p.Context != nil || len(p.ContextJSON) == 0 {
+		return p.Context
+	}
+	var m map[string]any
+	if json.Unmarshal(p.ContextJSON, &m) != nil {
+		return nil
+	}
+	return m
 }
 
 // pingContext is the context an audience sees: the app's own context plus

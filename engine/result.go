@@ -17,6 +17,10 @@ type Ping struct {
 	// TS is when the fix was taken; zero means now.
 	TS      time.Time
 	Context map[string]any
+	// ContextJSON is the app's context as the flat JSON object it came
+	// as, when Context is nil: decoded (as encoding/json decodes it into
+	// Context) only when an audience reads it, which few pings come to.
+	ContextJSON []byte
 	// TokenGen is the generation of the customer token the ping came
 	// with, checked against revocations in the ping's own Redis step; 0
 	// when it came with none (an admin key, a Firebase ID token, or the
