@@ -118,7 +118,7 @@ func (s *pingScanner) field(key []byte, r *pingRequest) (bit uint16, ok bool) {
 	case "mocked":
 		return 1 << 8, s.boolField(&r.Mocked)
 	case "context":
-		return 1 << 9, s.contextField(&r.Context, &r.ContextJSON)
+		return 1 << 9, s.contextField(&r.ContextJSON)
 	}
 	return 0, false // a key a ping does not have
 }
@@ -169,20 +169,21 @@ func (s *pingScanner) boolField(to *bool) bool {
 
 // contextField reads a flat object, which encoding/json would decode
 // into a map[string]any (an empty object is an empty map, not nil), or
-// null, which sets the map to nil. It keeps the object's bytes in raw,
-// for encoding/json to decode if an audience reads them (few pings come
-// to one, and the map was some 350 bytes a ping). A nested object or list
-// gives up: it is rare in a ping, and the usual decoding knows it well.
-func (s *pingScanner) contextField(to *map[string]any, raw *[]byte) bool {
+// null, which is no context. It keeps the object's bytes in raw, for
+// encoding/json to decode if an audience reads them (few pings come to
+// one, and the map was some 350 bytes a ping); the request's Context
+// stays nil. A nested object or list gives up: it is rare in a ping, and
+// the usual decoding knows it well.
+func (s *pingScanner) contextField(raw *[]byte) bool {
 	if s.literal("null") {
-		*to, *raw = nil, nil
+		*raw = nil
 		return true
 	}
 	start := s.i
 	if !s.flatObject() {
 		return false
 	}
-	*to, *raw = nil, append([]byte(nil), s.b[start:s.i]...)
+	*raw = append([]byte(nil), s.b[start:s.i]...)
 	return true
 }
 

@@ -248,3 +248,17 @@ func TestVerifiedTokensFarFuture(t *testing.T) {
 		t.Fatalf("a token expiring in 2286 was not kept: %q %v", id, err)
 	}
 }
+
+// len is how many tokens are kept.
+func (v *verifiedTokens) len() int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return len(v.newer.m) + len(v.older.m)
+}
+
+// reset forgets every token.
+func (v *verifiedTokens) reset() {
+	v.mu.Lock()
+	v.newer, v.older = tokenGen{}, tokenGen{}
+	v.mu.Unlock()
+}

@@ -117,20 +117,6 @@ func unixNano(t time.Time) int64 {
 	return t.UnixNano()
 }
 
-// len is how many tokens are kept.
-func (v *verifiedTokens) len() int {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	return len(v.newer.m) + len(v.older.m)
-}
-
-// reset forgets every token.
-func (v *verifiedTokens) reset() {
-	v.mu.Lock()
-	v.newer, v.older = tokenGen{}, tokenGen{}
-	v.mu.Unlock()
-}
-
 func (g *tokenGen) id(t verifiedToken) string {
 	if t.n == 0 {
 		return ""
