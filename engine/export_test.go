@@ -24,9 +24,12 @@ var CouponRecordKey = couponRecordKey
 // Hits are the fences the snapshot in force has near p.
 func (e *Engine) Hits(p Ping) []geo.Hit { return e.snaps.Current().Index.Near(p.Lat, p.Lng, nil) }
 
-// ObserveArgs are the observe step's arguments for p near hits.
-func (e *Engine) ObserveArgs(p Ping, hits []geo.Hit) []any {
-	return e.observeArgs(e.snaps.Current(), p, p.TS, p.TS, hits, Options{}, 0)
+// ObserveArgs are the observe step's arguments for p near hits, as a
+// ping's step builds them (in a pooled call, given back after read).
+func (e *Engine) ObserveArgs(p Ping, hits []geo.Hit, read func(args []any)) {
+	oc := observeCalls.Get().(*observeCall)
+	defer oc.release()
+	read(e.observeArgs(oc, e.snaps.Current(), p, p.TS, p.TS, hits, Options{}, 0))
 }
 
 // HoldBehind has the work behind each answer wait for gate before it

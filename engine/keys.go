@@ -21,7 +21,8 @@ import (
 func customerKey(id, part string) string { return custKeyOpen + id + custKeyClose + part }
 
 // customerKeys is customerKey for several parts at once, in one
-// allocation (the observe step names seven keys on every ping).
+// allocation. (A ping's observe step names its nine in a pooled buffer
+// instead: observeCall.)
 func customerKeys(id string, parts ...string) []string {
 	n := 0
 	for _, part := range parts {

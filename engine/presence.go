@@ -7,7 +7,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/nearcast/nearcast/geo"
 	"github.com/nearcast/nearcast/rules"
@@ -254,8 +256,10 @@ func counts(raw []string, i int) (map[string]int, int) {
 // (no consent, or no profile) or ReasonStale (a fix older than the last);
 // a revoked token or a call over its limit is an error.
 func (e *Engine) observe(ctx context.Context, snap *rules.Snapshot, p Ping, ts, now time.Time, hits []geo.Hit, opt Options) (obs observation, skipped string, err error) {
-	keys := customerKeys(p.CustomerID, partPresence, partProfile, partDeviceSeen, partVisits, partCaps, partRate, partTokens, partDevices, partEvents)
-	a := e.observeArgs(snap, p, ts, now, hits, opt, evalHead(keys))
+	oc := observeCalls.Get().(*observeCall)
+	defer oc.release()
+	keys := oc.customerKeys(p.CustomerID)
+	a := e.observeArgs(oc, snap, p, ts, now, hits, opt, evalHead(keys))
 	args := a[evalHead(keys):]
 	cmd := evalCmdIn(ctx, observeScript, keys, a)
 	if s := opt.spec; s != nil {
@@ -301,8 +305,9 @@ func (e *Engine) observe(ctx context.Context, snap *rules.Snapshot, p Ping, ts, 
 //
 // The arguments come after head empty words (evalCmdIn's), in a slice
 // of the size the command needs.
-func (e *Engine) observeArgs(snap *rules.Snapshot, p Ping, ts, now time.Time, hits []geo.Hit, opt Options, head int) []any {
-	v := &observeVals{ts: ts.UnixMilli(), timeout: e.cfg.VisitTimeout.Milliseconds(), device: p.DeviceID, speed: -1,
+func (e *Engine) observeArgs(oc *observeCall, snap *rules.Snapshot, p Ping, ts, now time.Time, hits []geo.Hit, opt Options, head int) []any {
+	v := &oc.vals
+	*v = observeVals{ts: ts.UnixMilli(), timeout: e.cfg.VisitTimeout.Milliseconds(), device: p.DeviceID, speed: -1,
 		maxSpeed: e.cfg.MaxEnterSpeedMps, lat: p.Lat, lng: p.Lng, now: now.UnixMilli(), tokenGen: p.TokenGen,
 		signals: strings.Join(p.Signals, ","), acc: p.AccuracyM, wanted: e.cfg.Events.Wanted()}
 	if p.SpeedMps != nil {
@@ -316,16 +321,19 @@ func (e *Engine) observeArgs(snap *rules.Snapshot, p Ping, ts, now time.Time, hi
 		}
 	}
 	v.limC, v.limD = e.limits(opt.limitScale)
-	args := make([]any, head, words)
+	if cap(oc.words) < words {
+		oc.words = make([]any, 0, words)
+	}
+	args := oc.words[:head]
 	args = append(args, &v.ts, &v.timeout, luaBool(opt.DryRun), &v.device, &v.speed, &v.maxSpeed, &v.lat, &v.lng,
 		&v.held, &v.now, &v.limC, &v.limD, &v.tokenGen, &v.signals, &v.acc, &v.wanted)
 	for _, h := range hits {
 		if !h.Held(p.AccuracyM) {
 			continue
 		}
-		kind := "h"
+		kind := &fenceHeld
 		if e.surelyInside(h, p) {
-			kind = "s"
+			kind = &fenceSure
 		}
 		th := snap.DwellThresholds(h.Fence)
 		args = append(args, &snap.Stores[h.Fence].ID, kind, len(th))
@@ -341,6 +349,60 @@ func (e *Engine) observeArgs(snap *rules.Snapshot, p Ping, ts, now time.Time, hi
 // configured least).
 func (e *Engine) surelyInside(h geo.Hit, p Ping) bool {
 	return h.Inside && p.AccuracyM <= math.Max(e.cfg.EnterAccuracyM, h.SizeM)
+}
+
+// The kinds of a fence held, as the values observeArgs points to: a
+// string put in an interface is copied to the heap (an int under 256, as
+// a count of dwell thresholds, is not).
+var fenceHeld, fenceSure = "h", "s"
+
+// observeCall is one ping's observe command, pooled: the values its
+// arguments point to, its keys and its words. It is given back once the
+// ping's step has its answer (observe), when nothing holds the command
+// any more: the batcher answers a caller only once its pipeline is done
+// with it, and orEval runs the script whole in the caller's goroutine.
+type observeCall struct {
+	vals  observeVals
+	kbuf  []byte
+	keys  [len(observeParts)]string
+	words []any
+}
+
+// observeParts are the observe step's keys, in the script's order.
+var observeParts = [...]string{partPresence, partProfile, partDeviceSeen, partVisits, partCaps, partRate, partTokens, partDevices, partEvents}
+
+var observeCalls = sync.Pool{New: func() any { return new(observeCall) }}
+
+// customerKeys are the step's keys for a customer, strings into the
+// call's own buffer: valid until release.
+func (oc *observeCall) customerKeys(id string) []string {
+	n := 0
+	for _, part := range observeParts {
+		n += len(custKeyOpen) + len(id) + len(custKeyClose) + len(part)
+	}
+	if cap(oc.kbuf) < n {
+		oc.kbuf = make([]byte, 0, n+n/2)
+	}
+	b := oc.kbuf[:0]
+	for i, part := range observeParts {
+		at := len(b)
+		b = append(append(append(append(b, custKeyOpen...), id...), custKeyClose...), part...)
+		oc.keys[i] = unsafe.String(&b[at], len(b)-at)
+	}
+	oc.kbuf = b
+	return oc.keys[:]
+}
+
+// release gives the call back to the pool, forgetting what it pointed to
+// (one near very many stores is let go: it would keep its words).
+func (oc *observeCall) release() {
+	clear(oc.words[:cap(oc.words)])
+	oc.words = oc.words[:0]
+	oc.vals = observeVals{}
+	clear(oc.keys[:])
+	if cap(oc.words) <= 256 && cap(oc.kbuf) <= 1024 {
+		observeCalls.Put(oc)
+	}
 }
 
 // observeVals are the values observeArgs points to.
