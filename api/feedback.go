@@ -132,7 +132,7 @@ func feedbackRange(c *fiber.Ctx) (from, to time.Time, err error) {
 // settled waits for the counts of the pings this replica answered before
 // the call, which go to Redis behind their answers (engine.Settled): a
 // marketer who reads the funnel or the scores right after a ping sees it
-// counted. (Another replica's are as far behind as their round trip.)
+// counted. (Another replica's are up to its tally's 100 ms behind.)
 func (s *Server) settled(ctx context.Context) {
 	if s.Engine != nil {
 		_ = s.Engine.Settled(ctx) // a deadline passed: the figures as they are

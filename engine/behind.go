@@ -95,6 +95,34 @@ func (e *Engine) runBehind(ctx context.Context, what string, f func(ctx context.
 	}()
 }
 
+// runAfter runs f behind the answers, as runBehind does, once wait has
+// passed or now is closed, on a context of its own (behindTimeout from
+// then): what it writes gathers the work of many answers.
+func (e *Engine) runAfter(now <-chan struct{}, wait time.Duration, what string, f func(ctx context.Context) error) {
+	done := e.behind.start()
+	go func() {
+		defer done()
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-now:
+			t.Stop()
+		}
+		if e.behind.gate != nil {
+			e.behind.gate()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), behindTimeout)
+		defer cancel()
+		if err := f(ctx); err != nil {
+			e.log.Warn(what, "err", err)
+		}
+	}()
+}
+
 // Settled waits until the work behind every answer given before the call
-// is done: the offers announced, the funnels counted.
-func (e *Engine) Settled(ctx context.Context) error { return e.behind.wait(ctx) }
+// is done: the offers announced, the funnels counted (the tally written
+// at once).
+func (e *Engine) Settled(ctx context.Context) error {
+	e.tally.flushNow()
+	return e.behind.wait(ctx)
+}

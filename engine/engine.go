@@ -40,6 +40,8 @@ type Engine struct {
 	now     func() time.Time
 	// funnelTTLs are the funnel keys this process gave their TTL today.
 	funnelTTLs onceADay
+	// tally is the funnel counts not written yet (funnel.go).
+	tally funnelTally
 	// batch sends the commands of concurrent pings together.
 	batch *batcher
 	// watched keeps what was watched near recent fixes (monitor.go).
@@ -145,6 +147,9 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 	}
 	e.pacing(snap, p, hits, obs, res)
 	events := firedEvents(snap, p, hits, obs, res)
+	if n := tooFastRules(snap, obs.tooFast); n > 0 {
+		res.Explain = slices.Grow(res.Explain, n)
+	}
 	for _, id := range obs.tooFast {
 		if pos, ok := snap.StoreByID(id); ok {
 			for _, r := range snap.Candidates(pos, rules.OnEnter) {
@@ -153,7 +158,7 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 		}
 	}
 	if len(events) == 0 || obs.doc == "" {
-		e.count(ctx, now, res.Explain, opt, e.returnCmds(ctx, obs.returns)) // rules not fired for speed
+		e.count(now, res.Explain, opt, obs.returns) // rules not fired for speed
 		return res, nil
 	}
 	cust, err := decodeCustomer([]byte(obs.doc), obs.lastNPS)
@@ -167,7 +172,7 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 			return nil, err
 		}
 	} else {
-		e.count(ctx, now, res.Explain, opt, e.returnCmds(ctx, obs.returns))
+		e.count(now, res.Explain, opt, obs.returns)
 	}
 	for i := range res.Explain {
 		if res.Explain[i].Result == "" {
@@ -175,6 +180,18 @@ func (e *Engine) evaluate(ctx context.Context, p Ping, opt Options) (*Result, er
 		}
 	}
 	return res, nil
+}
+
+// tooFastRules is how many rules the stores a fix passed too fast to
+// enter are told of: one explanation each, in one allocation.
+func tooFastRules(snap *rules.Snapshot, stores []string) int {
+	n := 0
+	for _, id := range stores {
+		if pos, ok := snap.StoreByID(id); ok {
+			n += len(snap.Candidates(pos, rules.OnEnter))
+		}
+	}
+	return n
 }
 
 // fixTime is when the fix was taken, as the step takes it (now when it

@@ -195,23 +195,129 @@ func (o *onceADay) first(day, key string) bool {
 	return true
 }
 
-// count adds what became of each explained rule to its funnel, in one
-// round trip behind the answer (behind.go); a dry run counts nothing. A
-// failure is logged: the decision stands.
-func (e *Engine) count(ctx context.Context, now time.Time, explain []Explanation, opt Options, extra []redis.Cmder) {
-	if opt.DryRun || len(explain)+len(extra) == 0 {
+// count adds what became of each explained rule to its funnel, and the
+// returns the presence step counted, in the replica's tally; a dry run
+// counts nothing.
+func (e *Engine) count(now time.Time, explain []Explanation, opt Options, returns []funnelCount) {
+	if opt.DryRun || len(explain)+len(returns) == 0 {
 		return
 	}
-	cmds := append(extra, e.funnelCmds(ctx, now.UTC().Format("20060102"), explain)...)
-	e.runBehind(ctx, "funnel counters not updated", func(ctx context.Context) error {
-		e.batch.do(ctx, cmds...)
-		for _, c := range cmds {
-			if err := c.Err(); err != nil {
-				return err
+	t := &e.tally
+	t.mu.Lock()
+	day := t.dayOf(now)
+	for _, x := range explain {
+		field := t.fieldOf(x.Result)
+		t.counts[funnelCount{x.RuleID, field, day}]++
+		if x.Result == ResultSent || x.Result == ReasonHoldout {
+			for _, f := range variantFields(field, x.Variant, x.StoreID) {
+				t.counts[funnelCount{x.RuleID, f, day}]++
 			}
 		}
+	}
+	for _, r := range returns {
+		t.counts[r]++
+	}
+	arm := t.flush == nil
+	if arm {
+		t.flush = make(chan struct{})
+	}
+	flush := t.flush
+	t.mu.Unlock()
+	if arm {
+		e.runAfter(flush, funnelTallyEvery, "funnel counters not updated", e.writeTally)
+	}
+}
+
+// funnelTallyEvery is how long a replica adds up the funnel counts of the
+// pings it answers before it writes them: one HINCRBY for each rule,
+// result and day in that time, rather than one for every rule each ping
+// looked at (a ping that passes a store too fast to enter is told so by
+// every rule of the store). A crash loses at most these; a stop writes
+// them, and so does a reader of the funnel on this replica (Settled).
+const funnelTallyEvery = 100 * time.Millisecond
+
+// funnelTally is the funnel counts not written yet.
+type funnelTally struct {
+	mu     sync.Mutex
+	counts map[funnelCount]int64
+	// flush, while a write is armed, is closed to have it written at
+	// once; flushing says it was.
+	flush    chan struct{}
+	flushing bool
+	// The day counted in, and the fields of the results, so that a count
+	// allocates nothing once its key is known.
+	dayN   int64
+	day    string
+	fields map[string]string
+}
+
+// dayOf is now's UTC day as a funnel names it (yyyymmdd), under mu.
+func (t *funnelTally) dayOf(now time.Time) string {
+	if n := now.Unix() / 86400; n != t.dayN || t.day == "" {
+		t.dayN, t.day = n, now.UTC().Format("20060102")
+	}
+	if t.counts == nil {
+		t.counts = map[funnelCount]int64{}
+	}
+	return t.day
+}
+
+// fieldOf is the funnel's field for a rule's result, under mu.
+func (t *funnelTally) fieldOf(result string) string {
+	switch result {
+	case ResultSent:
+		return "issued"
+	case ReasonHoldout:
+		return "holdout"
+	}
+	f, ok := t.fields[result]
+	if !ok {
+		if t.fields == nil {
+			t.fields = map[string]string{}
+		}
+		f = "skip:" + result
+		t.fields[result] = f
+	}
+	return f
+}
+
+// flushNow has an armed write of the tally go at once.
+func (t *funnelTally) flushNow() {
+	t.mu.Lock()
+	if t.flush != nil && !t.flushing {
+		close(t.flush)
+		t.flushing = true
+	}
+	t.mu.Unlock()
+}
+
+// writeTally writes the counts tallied so far, in one round trip; counts
+// that come meanwhile arm the next write.
+func (e *Engine) writeTally(ctx context.Context) error {
+	t := &e.tally
+	t.mu.Lock()
+	counts := t.counts
+	t.counts, t.flush, t.flushing = nil, nil, false
+	t.mu.Unlock()
+	if len(counts) == 0 {
 		return nil
-	})
+	}
+	today := e.now().UTC().Format("20060102")
+	cmds := make([]redis.Cmder, 0, len(counts)+len(counts)/4)
+	for c, n := range counts {
+		k := funnelKey(c.rule, c.day)
+		cmds = append(cmds, redis.NewIntCmd(ctx, "hincrby", k, c.field, n))
+		if e.funnelTTLs.first(today, k) {
+			cmds = append(cmds, redis.NewBoolCmd(ctx, "expire", k, int64(funnelTTL/time.Second)))
+		}
+	}
+	e.batch.do(ctx, cmds...)
+	for _, c := range cmds {
+		if err := c.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // countOne adds one to a funnel counter of a rule, today, and to its

@@ -3,8 +3,12 @@ package engine_test
 import (
 	"context"
 	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/nearcast/nearcast/engine"
 	"github.com/nearcast/nearcast/internal/redistest"
@@ -100,5 +104,97 @@ func TestFunnelAfterAScriptedDay(t *testing.T) {
 				t.Fatalf("holdout comparison %+v", hc)
 			}
 		})
+	}
+}
+
+// commandsTo counts the commands a client sends whose first key holds
+// part, by name (a script's own commands are Redis's, not counted).
+type commandsTo struct {
+	part string
+	mu   sync.Mutex
+	n    map[string]int
+}
+
+func (c *commandsTo) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *commandsTo) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.add(cmd)
+		return next(ctx, cmd)
+	}
+}
+func (c *commandsTo) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			c.add(cmd)
+		}
+		return next(ctx, cmds)
+	}
+}
+func (c *commandsTo) add(cmd redis.Cmder) {
+	if args := cmd.Args(); len(args) > 1 && strings.Contains(fmt.Sprint(args[1]), c.part) {
+		c.mu.Lock()
+		c.n[cmd.Name()]++
+		c.mu.Unlock()
+	}
+}
+func (c *commandsTo) calls(name string) int { c.mu.Lock(); defer c.mu.Unlock(); return c.n[name] }
+
+// TestFunnelTallyAddsUp passes a store too fast to enter, again and
+// again: each ping is told "speed" by the store's rule. A replica adds
+// such counts up and writes each rule's in one command, not one a ping,
+// and every one is counted: at once for a reader of the funnel on the
+// replica (Settled), and soon for one elsewhere.
+func TestFunnelTallyAddsUp(t *testing.T) {
+	f := setup(t, srv.Client(t))
+	ctx := context.Background()
+	hook := &commandsTo{part: ":funnel:", n: map[string]int{}}
+	counted := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	counted.AddHook(hook)
+	t.Cleanup(func() { counted.Close() })
+	eng := engine.New(counted, f.live, engine.NewCodeSigner([]byte("test-secret")), engine.DefaultConfig(), quiet, f.clock.Now)
+	day := f.clock.Now()
+	speed := 20.0 // m/s: a car
+	lat, lng := north(alexLat, alexLng, 10)
+	pass := func(id string, n int) {
+		for range n {
+			f.clock.Advance(time.Second)
+			res, err := eng.Evaluate(ctx, engine.Ping{CustomerID: id, Lat: lat, Lng: lng, SpeedMps: &speed, TS: f.clock.Now()}, engine.Options{Explain: true})
+			if err != nil || len(res.Explain) != 1 || res.Explain[0].Result != engine.ReasonSpeed {
+				t.Fatalf("%s: %+v, %v; want the rule told speed", id, res, err)
+			}
+		}
+	}
+	const customers, pings = 5, 8
+	for i := range customers {
+		id := fmt.Sprint("car-", i)
+		addCustomer(t, f, id)
+		pass(id, pings)
+	}
+	if err := eng.Settled(ctx); err != nil {
+		t.Fatal(err)
+	}
+	speedSkips := func() int {
+		rep, err := engine.Funnel(ctx, f.rdb, "latte", day, day)
+		if err != nil || len(rep.Days) != 1 {
+			t.Fatalf("funnel: %+v, %v", rep, err)
+		}
+		return rep.Days[0].Skipped[engine.ReasonSpeed]
+	}
+	if got := speedSkips(); got != customers*pings {
+		t.Fatalf("skip:speed %d after Settled, want %d", got, customers*pings)
+	}
+	// One command a write of the tally (every 100 ms, and at Settled):
+	// the pings above take far less than a second even under -race.
+	if n := hook.calls("hincrby"); n >= customers*pings/4 {
+		t.Errorf("%d HINCRBY for %d counts of one rule and result: not added up", n, customers*pings)
+	}
+	// Unsettled, the tally is written within its time.
+	pass("car-0", 3)
+	deadline := time.Now().Add(5 * time.Second)
+	for speedSkips() != customers*pings+3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("skip:speed %d 5 s after the pings, want %d", speedSkips(), customers*pings+3)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
