@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
@@ -754,6 +755,11 @@ type pingRequest struct {
 	MonitorID string `json:"monitor_id"`
 }
 
+// pingRequests are the requests pings are decoded into, used again: a
+// decoded request is copied into its engine.Ping (the pointers to its
+// numbers and its context go with it, and the request forgets them).
+var pingRequests = sync.Pool{New: func() any { return new(pingRequest) }}
+
 // toPing checks every field of a ping and reports all faults at once.
 func (r *pingRequest) toPing() (engine.Ping, error) {
 	var fs []rules.Fault
@@ -830,8 +836,9 @@ func (s *Server) postPing(c *fiber.Ctx) error {
 			}
 		}
 	}
-	var req pingRequest
-	if err := decodePing(c, &req); err != nil {
+	req := pingRequests.Get().(*pingRequest)
+	defer func() { *req = pingRequest{}; pingRequests.Put(req) }()
+	if err := decodePing(c, req); err != nil {
 		return err
 	}
 	if req.CustomerID == "" {

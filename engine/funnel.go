@@ -244,6 +244,8 @@ type funnelTally struct {
 	// once; flushing says it was.
 	flush    chan struct{}
 	flushing bool
+	// spare is the map the last write emptied, for the next counts.
+	spare map[funnelCount]int64
 	// The day counted in, and the fields of the results, so that a count
 	// allocates nothing once its key is known.
 	dayN   int64
@@ -257,7 +259,10 @@ func (t *funnelTally) dayOf(now time.Time) string {
 		t.dayN, t.day = n, now.UTC().Format("20060102")
 	}
 	if t.counts == nil {
-		t.counts = map[funnelCount]int64{}
+		t.counts, t.spare = t.spare, nil
+		if t.counts == nil {
+			t.counts = map[funnelCount]int64{}
+		}
 	}
 	return t.day
 }
@@ -312,6 +317,12 @@ func (e *Engine) writeTally(ctx context.Context) error {
 		}
 	}
 	e.batch.do(ctx, cmds...)
+	if len(counts) <= 4096 { // a burst's map is let go, not kept grown
+		clear(counts)
+		t.mu.Lock()
+		t.spare = counts
+		t.mu.Unlock()
+	}
 	for _, c := range cmds {
 		if err := c.Err(); err != nil {
 			return err
