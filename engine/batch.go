@@ -153,7 +153,7 @@ func (b *batcher) sendQueued() {
 //
 // The keys after the first go as pointers into keys, which go-redis writes
 // as the strings they point to: a string put in an interface is copied
-// to the heap, a pointer is not, and a ping's step has nine keys. The
+// to the heap, a pointer is not, and a ping's step has eight keys. The
 // first goes as itself: a cluster client reads it for the slot.
 func evalCmd(ctx context.Context, s *redis.Script, keys []string, args ...any) *redis.Cmd {
 	a := make([]any, evalHead(keys), evalHead(keys)+len(args))

@@ -430,9 +430,10 @@ func (cs *Customers) Export(ctx context.Context, id string) (*Export, error) {
 	if err != nil {
 		return nil, err
 	}
-	var seen, presence, caps, visits, fraud *redis.MapStringStringCmd
+	var all, seen, presence, caps, visits, fraud *redis.MapStringStringCmd
 	var codes *redis.StringSliceCmd
 	if _, err := cs.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		all = p.HGetAll(ctx, customerKey(id, partDevices)) // for the stamps
 		seen = p.HGetAll(ctx, customerKey(id, partDeviceSeen))
 		presence = p.HGetAll(ctx, customerKey(id, partPresence))
 		caps = p.HGetAll(ctx, customerKey(id, partCaps))
@@ -443,7 +444,7 @@ func (cs *Customers) Export(ctx context.Context, id string) (*Export, error) {
 	}); err != nil {
 		return nil, rules.RedisErr("export", err)
 	}
-	ex := &Export{Profile: prof, Devices: devices, DeviceSeen: seen.Val(), Presence: presence.Val(), Counters: caps.Val(), Visits: visits.Val(),
+	ex := &Export{Profile: prof, Devices: devices, DeviceSeen: devicesSeen(all.Val(), seen.Val()), Presence: presence.Val(), Counters: caps.Val(), Visits: visits.Val(),
 		Coupons: map[string]map[string]string{}, QueuedPushes: []Push{}, LocationRisk: fraud.Val()}
 	// The coupons' records in one round trip (a customer may have
 	// hundreds: one each would not fit a request's Redis budget).
@@ -536,7 +537,8 @@ var putDeviceScript = script("put_device", "presence")
 
 // dropDeviceScript removes a device from its customer while it still
 // holds a token (the app may have registered a new one meanwhile).
-// KEYS: devices, device_seen, presence. ARGV: device id, token.
+// KEYS: devices (the device and its stamp), device_seen (its stamp as
+// earlier releases kept it), presence. ARGV: device id, token.
 var dropDeviceScript = script("drop_device", "presence")
 
 // releaseTokenScript deletes a token's owner while it names the device
@@ -852,7 +854,8 @@ func (cs *Customers) runScripts(ctx context.Context, xs []*scripted) error {
 }
 
 // deleteDeviceScript removes a device, answering its doc.
-// KEYS: devices, device_seen, presence (which forgets its last device).
+// KEYS: devices (the device and its stamp), device_seen (its stamp as
+// earlier releases kept it), presence (which forgets its last device).
 // ARGV: device id.
 var deleteDeviceScript = script("delete_device", "presence")
 
@@ -894,7 +897,10 @@ func (cs *Customers) Devices(ctx context.Context, customerID string) ([]*rules.D
 		return nil, rules.RedisErr("read devices", err)
 	}
 	out := make([]*rules.Device, 0, len(m))
-	for _, doc := range m {
+	for id, doc := range m {
+		if strings.HasPrefix(id, deviceSeenPrefix) {
+			continue
+		}
 		var d rules.Device
 		if err := json.Unmarshal([]byte(doc), &d); err != nil {
 			return nil, fmt.Errorf("decode device: %w", err)
@@ -930,7 +936,11 @@ func (cs *Customers) target(ctx context.Context, customerID, deviceID string) (p
 	var best *rules.Device
 	var bestAt int64
 	var bestSeen bool
-	for id, doc := range devices.Val() {
+	all, legacy := devices.Val(), seen.Val()
+	for id, doc := range all {
+		if strings.HasPrefix(id, deviceSeenPrefix) {
+			continue
+		}
 		var d rules.Device
 		if json.Unmarshal([]byte(doc), &d) != nil {
 			continue
@@ -940,8 +950,7 @@ func (cs *Customers) target(ctx context.Context, customerID, deviceID string) (p
 			return t, nil
 		}
 		at := d.UpdatedAt.UnixMilli()
-		s, err := strconv.ParseInt(seen.Val()[id], 10, 64)
-		wasSeen := err == nil
+		s, wasSeen := lastSeen(all, legacy, id)
 		if wasSeen && s > at {
 			at = s
 		}
@@ -953,6 +962,40 @@ func (cs *Customers) target(ctx context.Context, customerID, deviceID string) (p
 	}
 	t.device = best
 	return t, nil
+}
+
+// devicesSeen is when each device was last seen, as lastSeen tells it:
+// device id → unix ms.
+func devicesSeen(devices, legacy map[string]string) map[string]string {
+	out := map[string]string{}
+	add := func(id string) {
+		if ms, ok := lastSeen(devices, legacy, id); ok {
+			out[id] = strconv.FormatInt(ms, 10)
+		}
+	}
+	for f := range devices {
+		if id, ok := strings.CutPrefix(f, deviceSeenPrefix); ok {
+			add(id)
+		}
+	}
+	for id := range legacy {
+		add(id)
+	}
+	return out
+}
+
+// lastSeen is when a device was last seen, from its stamp in the devices
+// hash or, from releases before, in the device_seen key: the newer.
+func lastSeen(devices, legacy map[string]string, id string) (int64, bool) {
+	s, err := strconv.ParseInt(devices[deviceSeenField(id)], 10, 64)
+	old, errOld := strconv.ParseInt(legacy[id], 10, 64)
+	switch {
+	case err != nil && errOld != nil:
+		return 0, false
+	case err != nil || errOld == nil && old > s:
+		return old, true
+	}
+	return s, true
 }
 
 // dropToken removes a device whose token the push service no longer

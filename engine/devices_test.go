@@ -94,15 +94,22 @@ func holdings(t *testing.T, f *fixture, customerID string) []string {
 	return out
 }
 
-// seenDevices lists the devices a customer's device_seen names, sorted.
+// seenDevices lists the devices whose stamps (when each was last seen)
+// a customer's devices hash holds, sorted.
 func seenDevices(t *testing.T, f *fixture, customerID string) []string {
 	t.Helper()
-	ids, err := f.rdb.HKeys(context.Background(), "nc:{c:"+customerID+"}:device_seen").Result()
+	fields, err := f.rdb.HKeys(context.Background(), "nc:{c:"+customerID+"}:devices").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
+	ids := []string{}
+	for _, field := range fields {
+		if id, ok := strings.CutPrefix(field, "#seen:"); ok {
+			ids = append(ids, id)
+		}
+	}
 	slices.Sort(ids)
-	return append([]string{}, ids...)
+	return ids
 }
 
 // A device id names a device of one customer only. Whoever registers
@@ -148,7 +155,7 @@ func TestDeviceTokenClaims(t *testing.T) {
 		device     rules.Device
 		created    bool
 		c42, c7    []string          // devices after, "device:token"
-		c42Seen    []string          // c-42's device_seen after
+		c42Seen    []string          // the devices c-42's stamps name after
 		owners     map[string]string // token → "customer/device" ("" none)
 		stale      map[string]string // owner keys written first, as a step cut short may leave them
 	}{
@@ -187,7 +194,7 @@ func TestDeviceTokenClaims(t *testing.T) {
 						setOwner(t, f.rdb, tok, holder, legacy)
 					}
 					if got := seenDevices(t, f, "c-42"); !slices.Equal(got, []string{"d-1"}) {
-						t.Fatalf("c-42's device_seen %v before, want d-1", got)
+						t.Fatalf("c-42's stamps %v before, want d-1", got)
 					}
 					d := tt.device
 					d.Platform = "ios"
@@ -202,7 +209,7 @@ func TestDeviceTokenClaims(t *testing.T) {
 						t.Fatalf("c-7's devices %v, want %v", got, tt.c7)
 					}
 					if got := seenDevices(t, f, "c-42"); !slices.Equal(got, tt.c42Seen) {
-						t.Fatalf("c-42's device_seen %v, want %v", got, tt.c42Seen)
+						t.Fatalf("c-42's stamps %v, want %v", got, tt.c42Seen)
 					}
 					for tok, want := range tt.owners {
 						if got := tokenOwner(t, f.rdb, tok); got != want {
@@ -271,7 +278,7 @@ func TestDeviceTokenReleases(t *testing.T) {
 						t.Fatalf("c-42 still has %v", got)
 					}
 					if got := seenDevices(t, f, "c-42"); len(got) != 0 {
-						t.Fatalf("c-42's device_seen still names %v", got)
+						t.Fatalf("c-42's stamps still name %v", got)
 					}
 					if got := tokenOwner(t, f.rdb, "tok-1"); got != want {
 						t.Fatalf("tok-1 belongs to %q, want %q", got, want)

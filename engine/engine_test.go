@@ -241,6 +241,9 @@ func TestNoConsentKeepsNothing(t *testing.T) {
 						t.Fatalf("%s: %s was stored without location consent", id, part)
 					}
 				}
+				if seen, _ := f.rdb.HExists(ctx, "nc:{c:"+id+"}:devices", "#seen:d").Result(); seen {
+					t.Fatalf("%s: the device's stamp was stored without location consent", id)
+				}
 			}
 			// Without push consent: presence moves, but no offer.
 			anna, _ := f.cust.Get(ctx, "c-42")

@@ -21,7 +21,7 @@ import (
 func customerKey(id, part string) string { return custKeyOpen + id + custKeyClose + part }
 
 // customerKeys is customerKey for several parts at once, in one
-// allocation. (A ping's observe step names its nine in a pooled buffer
+// allocation. (A ping's observe step names its eight in a pooled buffer
 // instead: observeCall.)
 func customerKeys(id string, parts ...string) []string {
 	n := 0
@@ -46,6 +46,12 @@ func customerKeys(id string, parts ...string) []string {
 	return keys
 }
 
+// deviceSeenField is where a customer's devices hash keeps when a device
+// was last seen (observe.lua writes it).
+func deviceSeenField(id string) string { return deviceSeenPrefix + id }
+
+const deviceSeenPrefix = "#seen:"
+
 // What comes before and after a customer id in their keys, for scripts
 // that find a customer's keys from a record naming them.
 const (
@@ -63,12 +69,17 @@ const (
 	// with neither "attrs" nor "fb" is from before the catalog, and not
 	// counted. No TTL: the customer's own.
 	partProfile = "profile"
-	// partDevices: hash, device id → the device's JSON. Ids are the
-	// customer's own: another customer's "d-1" is another device. No TTL.
+	// partDevices: hash, device id → the device's JSON, and
+	// deviceSeenField(id) → unix ms of when the device was last seen (the
+	// first ping of its latest run: one device's pings in a row, with no
+	// gap of a visit timeout, write it once; '#' is in no id). Ids are the
+	// customer's own: another customer's "d-1" is another device. No TTL:
+	// a device's stamp goes with it.
 	partDevices = "devices"
-	// partDeviceSeen: hash, device id → unix ms of when it was last seen
-	// (the first ping of its latest run: one device's pings in a row, with
-	// no gap of a visit timeout, write it once); TTL 400 days past that.
+	// partDeviceSeen: hash, device id → unix ms of when it was last seen,
+	// as releases before the stamps moved into the devices hash kept it:
+	// written no more, still read (the newer stamp wins) until its TTL, 400
+	// days past its last write, takes it; erasure deletes it.
 	partDeviceSeen = "device_seen"
 	// partPresence: hash, store id → "entered_ms:last_seen_ms:dwell_done_s"
 	// (a visit open), "#fix" → the last call (lua/lib/presence.lua: the

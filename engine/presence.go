@@ -28,8 +28,8 @@ import (
 // judge the next: its time, speed and trust), the minute its call was
 // counted in and the customer's calls in that minute, when the key's TTL
 // was set, and the device it came from with its platform as registered,
-// so that a run of pings from one device writes device_seen and reads the
-// device once, not every time; "#d:<device>" is each device's calls in
+// so that a run of pings from one device writes its "#seen:<device>" in
+// the devices hash and reads the device once, not every time; "#d:<device>" is each device's calls in
 // that minute ('#' is in no id, so no store's field can be taken for
 // them). Most pings read and write two fields. The key lives the visit
 // timeout and up to a minute more past the newest fix: its TTL is set at
@@ -37,7 +37,7 @@ import (
 // "#dev" and "#os", which older versions kept beside "#fix", go at the
 // next write.)
 //
-// KEYS: presence, profile, device_seen, visits, caps, rate, tokens, devices,
+// KEYS: presence, profile, visits, caps, rate, tokens, devices,
 // the journal of events out (events.go)
 // ARGV: ts_ms, visit_timeout_ms, dry ("1"), device_id, speed_mps (-1: unknown),
 // max_enter_speed_mps, lat, lng, n, now_ms (the server's clock), calls a
@@ -369,7 +369,7 @@ type observeCall struct {
 }
 
 // observeParts are the observe step's keys, in the script's order.
-var observeParts = [...]string{partPresence, partProfile, partDeviceSeen, partVisits, partCaps, partRate, partTokens, partDevices, partEvents}
+var observeParts = [...]string{partPresence, partProfile, partVisits, partCaps, partRate, partTokens, partDevices, partEvents}
 
 var observeCalls = sync.Pool{New: func() any { return new(observeCall) }}
 

@@ -341,16 +341,18 @@ func checkPutDevice(e luaEnv) {
 	e.Eq("last device forgotten", e.HGetAll(keys[2]), map[string]string{"#ts": "1", "#os": "ios", "#fix": lastCall(1, "2", "3", 4, 5, 6, "", "")})
 }
 
-// dropDeviceScript: KEYS devices, device_seen, presence; ARGV device id,
-// token. Answers 1 when it removed the device, else 0.
+// dropDeviceScript: KEYS devices, device_seen (the stamps as earlier
+// releases kept them), presence; ARGV device id, token. Answers 1 when it
+// removed the device (with its stamps), else 0.
 func checkDropDevice(e luaEnv) {
 	keys := []string{customerKey("c-1", partDevices), customerKey("c-1", partDeviceSeen), customerKey("c-1", partPresence)}
 	e.Do("hset", keys[2], "#dev", "d-1")
 	e.Eq("no device", e.Num(dropDeviceScript, keys, "d-1", "tok-1"), int64(0))
-	e.Do("hset", keys[0], "d-1", luaDevice("d-1", "tok-2"), "d-2", "not json")
+	e.Do("hset", keys[0], "d-1", luaDevice("d-1", "tok-2"), "d-2", "not json", "#seen:d-1", "1500")
 	e.Do("hset", keys[1], "d-1", "1000")
 	e.Eq("the device has another token", e.Num(dropDeviceScript, keys, "d-1", "tok-1"), int64(0))
 	e.Eq("kept", e.HGet(keys[0], "d-1"), luaDevice("d-1", "tok-2"))
+	e.Eq("its stamp kept", e.HGet(keys[0], "#seen:d-1"), "1500")
 	e.Eq("a doc that is not JSON", e.Num(dropDeviceScript, keys, "d-2", "tok-1"), int64(0))
 	e.Eq("the device holds the token", e.Num(dropDeviceScript, keys, "d-1", "tok-2"), int64(1))
 	e.Eq("devices left", e.HGetAll(keys[0]), map[string]string{"d-2": "not json"})
@@ -392,18 +394,19 @@ func checkClaimToken(e luaEnv) {
 	e.Eq("claimed again", e.HGet(o.key, o.field), tokenHolder("c-2", "d-5"))
 }
 
-// deleteDeviceScript: KEYS devices, device_seen, presence; ARGV device
-// id. Answers the device's doc, or nil when it had none; the presence
-// forgets its last device.
+// deleteDeviceScript: KEYS devices, device_seen (the stamps as earlier
+// releases kept them), presence; ARGV device id. Answers the device's
+// doc, or nil when it had none, and removes it with its stamps; the
+// presence forgets its last device.
 func checkDeleteDevice(e luaEnv) {
 	keys := []string{customerKey("c-1", partDevices), customerKey("c-1", partDeviceSeen), customerKey("c-1", partPresence)}
 	e.Do("hset", keys[2], "#fix", lastCall(1, "2", "3", 4, 5, 6, "android", "d-1"))
 	e.NilReply("no device", deleteDeviceScript, keys, "d-1")
 	doc := luaDevice("d-1", "tok-1")
-	e.Do("hset", keys[0], "d-1", doc, "d-2", luaDevice("d-2", "tok-2"))
+	e.Do("hset", keys[0], "d-1", doc, "d-2", luaDevice("d-2", "tok-2"), "#seen:d-1", "1500", "#seen:d-2", "2500")
 	e.Do("hset", keys[1], "d-1", "1000", "d-2", "2000")
 	e.Eq("deleted", e.Str(deleteDeviceScript, keys, "d-1"), doc)
-	e.Eq("devices left", len(e.HGetAll(keys[0])), 1)
+	e.Eq("devices left", e.HGetAll(keys[0]), map[string]string{"d-2": luaDevice("d-2", "tok-2"), "#seen:d-2": "2500"})
 	e.Eq("seen left", e.HGetAll(keys[1]), map[string]string{"d-2": "2000"})
 	e.Eq("last device forgotten", e.HGetAll(keys[2]), map[string]string{"#fix": lastCall(1, "2", "3", 4, 5, 6, "", "")})
 }
@@ -957,7 +960,7 @@ const (
 
 func (c obsCall) keys() []string {
 	id := c.customer
-	return []string{customerKey(id, partPresence), customerKey(id, partProfile), customerKey(id, partDeviceSeen),
+	return []string{customerKey(id, partPresence), customerKey(id, partProfile),
 		customerKey(id, partVisits), customerKey(id, partCaps), customerKey(id, partRate), customerKey(id, partTokens), customerKey(id, partDevices),
 		customerKey(id, partEvents)}
 }
@@ -1007,11 +1010,13 @@ func (c obsCall) run(e luaEnv) []string {
 	return out
 }
 
-// observeScript: KEYS presence, profile, device_seen, visits, caps, rate,
-// tokens; ARGV 13 shared, then per store id, kind, n, thresholds.
+// observeScript: KEYS presence, profile, visits, caps, rate, tokens,
+// devices, events; ARGV 16 shared, then per store id, kind, n, thresholds.
 func checkObserve(e luaEnv) {
 	id := "c-1"
-	presence, profile, seen := customerKey(id, partPresence), customerKey(id, partProfile), customerKey(id, partDeviceSeen)
+	// The devices hash holds the devices' stamps (when each was last
+	// seen): none registered yet, it must stay absent.
+	presence, profile, seen := customerKey(id, partPresence), customerKey(id, partProfile), customerKey(id, partDevices)
 	visits, caps, rate, tokens := customerKey(id, partVisits), customerKey(id, partCaps), customerKey(id, partRate), customerKey(id, partTokens)
 	T := time.Now().UnixMilli()
 	s1 := obsStore{"s-1", "s", []int{30, 60}}
@@ -1073,8 +1078,10 @@ func checkObserve(e luaEnv) {
 	e.Eq("presence", e.HGetAll(presence), map[string]string{
 		"#fix": lastCall(T, "48.85", "2.35", luaMin, 0, luaNowMs, "android", "d-1"), "s-1": fmt.Sprintf("%d:%d:0", T, T)})
 	e.TTL(presence, obsTimeout+time.Minute)
-	e.Eq("device seen", e.HGetAll(seen), map[string]string{"d-1": fmt.Sprint(T)})
-	e.TTL(seen, 400*luaDay)
+	// The registered device's stamp, beside it (no TTL: it goes with the
+	// device); none in the key earlier releases kept them in.
+	e.Eq("device seen", e.HGet(seen, "#seen:d-1"), fmt.Sprint(T))
+	e.Absent(customerKey(id, partDeviceSeen))
 	v := e.HGetAll(visits)
 	e.Eq("visits", []string{v["n"], v["prev"], v["last"], v["first"], v["n:s-1"], v["prev:s-1"], v["last:s-1"], v["first:s-1"], v["offer:s-1"]},
 		[]string{"4", "5000", fmt.Sprint(T), "1000", "1", "0", fmt.Sprint(T), fmt.Sprint(T), ""})
@@ -1093,16 +1100,32 @@ func checkObserve(e luaEnv) {
 	e.Eq("presence", e.HGet(presence, "s-1"), fmt.Sprintf("%d:%d:60", T, T+61000))
 	e.Eq("dwell not wanted: not journaled", len(luaFacts(e, journal)), 1)
 	// A run of pings from one device writes when it was seen once; a
-	// ping from another device writes it for that one.
-	e.Eq("device seen, one device", e.HGetAll(seen), map[string]string{"d-1": fmt.Sprint(T)})
+	// ping from another device writes it for that one, when it is
+	// registered (a stamp goes with its device: none for one unknown).
+	stamps := func() map[string]string {
+		out := map[string]string{}
+		for f, v := range e.HGetAll(seen) {
+			if id, ok := strings.CutPrefix(f, "#seen:"); ok {
+				out[id] = v
+			}
+		}
+		return out
+	}
+	e.Eq("device seen, one device", stamps(), map[string]string{"d-1": fmt.Sprint(T)})
 	other := call
 	other.device, other.ts = "d-2", T+62000
 	other.run(e)
-	e.Eq("device seen, another device", e.HGetAll(seen), map[string]string{"d-1": fmt.Sprint(T), "d-2": fmt.Sprint(T + 62000)})
+	e.Eq("device seen, another device, not registered", stamps(), map[string]string{"d-1": fmt.Sprint(T)})
 	e.Eq("last device", e.HGet(presence, "#fix"), lastCall(T+62000, "48.85", "2.35", luaMin, 0, luaNowMs, "", "d-2")) // not registered
 	call.ts = T + 63000
 	call.run(e)
-	e.Eq("device seen, back to the first", e.HGetAll(seen), map[string]string{"d-1": fmt.Sprint(T + 63000), "d-2": fmt.Sprint(T + 62000)})
+	e.Eq("device seen, back to the first", stamps(), map[string]string{"d-1": fmt.Sprint(T + 63000)})
+	e.Do("hset", seen, "d-2", luaDevice("d-2", "tok-2"))
+	other.ts = T + 64000
+	other.run(e)
+	e.Eq("device seen, another device, registered", stamps(), map[string]string{"d-1": fmt.Sprint(T + 63000), "d-2": fmt.Sprint(T + 64000)})
+	call.ts = T + 65000
+	call.run(e)
 
 	// An exit, with how long the visit lasted.
 	call.ts = T + 70000

@@ -3,7 +3,7 @@ local dry = ARGV[3] == '1'
 -- A customer token revoked since it was minted (ARGV[13], 0: none) is
 -- refused before anything is read or counted.
 local gen = tonumber(ARGV[13])
-if gen > 0 and gen < tonumber(redis.call('GET', KEYS[7]) or '1') then return {'revoked'} end
+if gen > 0 and gen < tonumber(redis.call('GET', KEYS[6]) or '1') then return {'revoked'} end
 -- Call limits, per minute of the server's clock (lib/rate.lua): every
 -- call counts, dry runs and customers without a profile or consent
 -- included, so that no one can tell them apart; a call over a limit
@@ -23,7 +23,7 @@ local rc, rd, fresh, takeover
 if #cur == 0 then
   if limited then
     local wait
-    wait, rc, rd = count_call(KEYS[6], now, limC, limD, ARGV[4], 120000)
+    wait, rc, rd = count_call(KEYS[5], now, limC, limD, ARGV[4], 120000)
     if wait then return {'rate_limited', string.format('%d', wait)} end
     fresh, takeover = true, true
   end
@@ -85,7 +85,7 @@ if #cur > 0 and limited then
     end
   else -- a presence an older version wrote: the rate key counts, till its next write
     local wait
-    wait, rc, rd = count_call(KEYS[6], now, limC, limD, ARGV[4], 120000)
+    wait, rc, rd = count_call(KEYS[5], now, limC, limD, ARGV[4], 120000)
     if wait then return {'rate_limited', string.format('%d', wait)} end
     fresh, takeover = true, true
   end
@@ -102,7 +102,7 @@ local writes, dels = {}, otherDevs
 if rc and ARGV[4] ~= '' then writes[1], writes[2] = dkey, rd end
 if not fresh then dels = nil end
 if takeover and not dry then -- the other devices' counts of the minute too
-  local r = redis.call('HGETALL', KEYS[6])
+  local r = redis.call('HGETALL', KEYS[5])
   for i = 1, #r, 2 do
     if string.sub(r[i], 1, 2) == 'd:' and r[i] ~= 'd:' .. ARGV[4] then
       table.insert(writes, '#' .. r[i]); table.insert(writes, r[i + 1])
@@ -234,19 +234,20 @@ end
 -- device differs from the last call's, so that a run of pings from one
 -- device reads it once; registering or removing a device forgets the
 -- last call's device (lib/presence.lua).
-local platform = ''
+local platform, registered = '', false
 if newDev then
-  local d = redis.call('HGET', KEYS[8], dev)
+  local d = redis.call('HGET', KEYS[7], dev)
   platform = d and string.match(d, '"platform":"(%a+)"') or ''
+  registered = d ~= false
 elseif dev ~= '' then
   platform = lastOS
 end
 if not dry then
-  -- When each device was last seen, for the push to pick the one seen
-  -- most recently: written when the last call's device changes.
-  if newDev then
-    redis.call('HSET', KEYS[3], dev, ARGV[1])
-    redis.call('PEXPIRE', KEYS[3], 400 * 86400000)
+  -- When each registered device was last seen, for the push to pick the
+  -- one seen most recently: beside it in the devices hash ('#' is in no
+  -- id), written when the last call's device changes.
+  if registered then
+    redis.call('HSET', KEYS[7], '#seen:' .. dev, ARGV[1])
   end
   local os, d = platform, dev
   if dev == '' then os, d = lastOS, lastDev or '' end -- the presence keeps the last device
@@ -257,12 +258,12 @@ if not dry then
   if refresh then redis.call('PEXPIRE', KEYS[1], timeout + 60000) end
   -- The events out (lib/journal.lua), when anyone wants them.
   if ARGV[16] ~= '' and #entered + #dwelt + #exited > 0 then
-    for _, id in ipairs(entered) do journal(KEYS[9], ARGV[16], {t = 'enter', s = id, d = dev, at = ARGV[1]}) end
+    for _, id in ipairs(entered) do journal(KEYS[8], ARGV[16], {t = 'enter', s = id, d = dev, at = ARGV[1]}) end
     for k = 1, #dwelt, 2 do
-      journal(KEYS[9], ARGV[16], {t = 'dwell', s = dwelt[k], d = dev, at = ARGV[1], dwell_s = tonumber(dwelt[k + 1])})
+      journal(KEYS[8], ARGV[16], {t = 'dwell', s = dwelt[k], d = dev, at = ARGV[1], dwell_s = tonumber(dwelt[k + 1])})
     end
     for k = 1, #exited, 2 do
-      journal(KEYS[9], ARGV[16], {t = 'exit', s = exited[k], d = dev, at = ARGV[1], visit_s = math.floor(tonumber(exited[k + 1]) / 1000)})
+      journal(KEYS[8], ARGV[16], {t = 'exit', s = exited[k], d = dev, at = ARGV[1], visit_s = math.floor(tonumber(exited[k + 1]) / 1000)})
     end
   end
 end
@@ -287,7 +288,7 @@ table.insert(out, redis.call('HGET', KEYS[2], 'doc') or '')
 -- Visit history of the stores with an event: how many visits, and when the
 -- one before the current began (0: none), for the store and for any store.
 -- An enter starts a visit; a dry run answers as if it had.
-local v = KEYS[4]
+local v = KEYS[3]
 local function num(f) return tonumber(redis.call('HGET', v, f) or '0') end
 local isEntered = {}
 for _, id in ipairs(entered) do isEntered[id] = true end
@@ -340,7 +341,7 @@ if #entered > 0 and not dry then redis.call('PEXPIRE', v, 400 * 86400000) end
 table.insert(out, tostring(gn)); table.insert(out, string.format('%d', gprev))
 table.insert(out, tostring(#info / 3))
 for _, x in ipairs(info) do table.insert(out, x) end
-table.insert(out, redis.call('HGET', KEYS[5], '*|t') or '0')
+table.insert(out, redis.call('HGET', KEYS[4], '*|t') or '0')
 -- Redemptions: how many, the last one's time, and per rule tag (affinity).
 table.insert(out, tostring(num('redeemed'))); table.insert(out, string.format('%d', num('redeemed_last')))
 local aff = {}
