@@ -166,7 +166,9 @@ func evalHead(keys []string) int { return 3 + len(keys) }
 
 // evalCmdIn is evalCmd on a command the caller built: its arguments
 // after evalHead(keys) words, which evalCmdIn fills, so that a hot path
-// builds the command in one slice.
+// builds the command in one slice. The keys may be strings into a buffer
+// the caller uses again once the command is answered (observeCall):
+// nothing here or behind it may keep them past that.
 func evalCmdIn(ctx context.Context, s *redis.Script, keys []string, a []any) *redis.Cmd {
 	a[0], a[1], a[2] = "evalsha", s.Hash(), len(keys)
 	for i := range keys {

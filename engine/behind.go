@@ -8,8 +8,10 @@ import (
 
 // Work behind the answer. What a ping decided is in Redis once its
 // customer's step has run: the answer need not wait for what follows, the
-// announcement of an offer (its push into the outbox) and the funnel's
-// counts, which go out right after it, in the next pipeline. A process
+// announcement of an offer (its push into the outbox) with its funnel's
+// counts, which go out right after it, in the next pipeline, and the
+// counts of pings that reached no offer's step, which the replica's tally
+// gathers for a while (funnel.go). A process
 // that stops before they are sent leaves the offer's intent to a
 // dispatcher, which announces it past its deadline (intent.go).
 //
@@ -97,9 +99,10 @@ func (e *Engine) runBehind(ctx context.Context, what string, f func(ctx context.
 
 // runAfter runs f behind the answers, as runBehind does, once wait has
 // passed or now is closed, on a context of its own (behindTimeout from
-// then): what it writes gathers the work of many answers.
-func (e *Engine) runAfter(now <-chan struct{}, wait time.Duration, what string, f func(ctx context.Context) error) {
-	done := e.behind.start()
+// then): what it writes gathers the work of many answers. done is its
+// record in behind, which the caller took (behind.start) when it armed
+// the work, before any answer that counts on it.
+func (e *Engine) runAfter(done func(), now <-chan struct{}, wait time.Duration, what string, f func(ctx context.Context) error) {
 	go func() {
 		defer done()
 		t := time.NewTimer(wait)

@@ -85,9 +85,10 @@ type candidate struct {
 }
 
 // Evaluate decides what a ping causes, and counts what became of every
-// rule looked at in the rules' funnels: in the same round trip as the
-// atomic step when an offer may be issued, else in one pipelined step,
-// and not at all for a ping that looked at no rule.
+// rule looked at in the rules' funnels: beside the offer's announcement
+// when an offer may be issued, else in the replica's tally (written every
+// 100 ms, and by Settled), and not at all for a ping that looked at no
+// rule.
 func (e *Engine) Evaluate(ctx context.Context, p Ping, opt Options) (*Result, error) {
 	res, err := e.evaluate(ctx, p, opt)
 	if err != nil {

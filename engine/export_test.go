@@ -32,6 +32,11 @@ func (e *Engine) ObserveArgs(p Ping, hits []geo.Hit, read func(args []any)) {
 	read(e.observeArgs(oc, e.snaps.Current(), p, p.TS, p.TS, hits, Options{}, 0))
 }
 
+// HoldTallyArm has f run after a ping arms the funnel tally's write,
+// before the write's goroutine starts; set it before the engine answers
+// its first ping.
+func (e *Engine) HoldTallyArm(f func()) { e.tally.armed = f }
+
 // HoldBehind has the work behind each answer wait for gate before it
 // starts; set it before the engine answers its first ping.
 func (e *Engine) HoldBehind(gate func()) { e.behind.gate = gate }

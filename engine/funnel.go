@@ -181,6 +181,15 @@ type onceADay struct {
 	done map[string]bool
 }
 
+// forget has first report key as new again (its TTL was not set).
+func (o *onceADay) forget(day, key string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.day == day {
+		delete(o.done, key)
+	}
+}
+
 // first reports whether key is new today, and remembers it.
 func (o *onceADay) first(day, key string) bool {
 	o.mu.Lock()
@@ -217,14 +226,21 @@ func (e *Engine) count(now time.Time, explain []Explanation, opt Options, return
 	for _, r := range returns {
 		t.counts[r]++
 	}
+	// The write is armed and recorded as work behind the answers at once,
+	// under mu: a ping whose counts join it is answered only after, and
+	// Settled, called after that answer, waits for it.
+	var done func()
 	arm := t.flush == nil
 	if arm {
-		t.flush = make(chan struct{})
+		t.flush, done = make(chan struct{}), e.behind.start()
 	}
 	flush := t.flush
 	t.mu.Unlock()
 	if arm {
-		e.runAfter(flush, funnelTallyEvery, "funnel counters not updated", e.writeTally)
+		if t.armed != nil {
+			t.armed() // tests only
+		}
+		e.runAfter(done, flush, funnelTallyEvery, "funnel counters not updated", e.writeTally)
 	}
 }
 
@@ -232,8 +248,11 @@ func (e *Engine) count(now time.Time, explain []Explanation, opt Options, return
 // pings it answers before it writes them: one HINCRBY for each rule,
 // result and day in that time, rather than one for every rule each ping
 // looked at (a ping that passes a store too fast to enter is told so by
-// every rule of the store). A crash loses at most these; a stop writes
-// them, and so does a reader of the funnel on this replica (Settled).
+// every rule of the store). A crash loses the counts not written yet
+// (these, and a write on the wire); a write that fails is logged and its
+// counts dropped, as a ping's own were; a stop writes them, and so does a
+// reader of the funnel on this replica (Settled).
+// The returns after offers that the presence step counts go the same way.
 const funnelTallyEvery = 100 * time.Millisecond
 
 // funnelTally is the funnel counts not written yet.
@@ -246,6 +265,9 @@ type funnelTally struct {
 	flushing bool
 	// spare is the map the last write emptied, for the next counts.
 	spare map[funnelCount]int64
+	// armed, when set (tests only), runs after a write is armed, before
+	// its goroutine starts.
+	armed func()
 	// The day counted in, and the fields of the results, so that a count
 	// allocates nothing once its key is known.
 	dayN   int64
@@ -317,6 +339,11 @@ func (e *Engine) writeTally(ctx context.Context) error {
 		}
 	}
 	e.batch.do(ctx, cmds...)
+	for _, c := range cmds {
+		if c.Name() == "expire" && c.Err() != nil {
+			e.funnelTTLs.forget(today, c.Args()[1].(string)) // the next write tries again
+		}
+	}
 	if len(counts) <= 4096 { // a burst's map is let go, not kept grown
 		clear(counts)
 		t.mu.Lock()

@@ -198,3 +198,46 @@ func TestFunnelTallyAddsUp(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A ping whose count joins a tally write another ping armed is answered
+// while the armer has not even started its write: Settled, called after
+// that answer, still waits for the write and finds the count in Redis.
+func TestSettledWaitsForAJoinedTally(t *testing.T) {
+	f := setup(t, srv.Client(t))
+	ctx := context.Background()
+	day := f.clock.Now()
+	speed := 20.0
+	lat, lng := north(alexLat, alexLng, 10)
+	addCustomer(t, f, "car-a")
+	addCustomer(t, f, "car-b")
+	armed, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	f.eng.HoldTallyArm(func() { once.Do(func() { close(armed); <-release }) })
+	pass := func(id string) {
+		f.clock.Advance(time.Second)
+		res, err := f.eng.Evaluate(ctx, engine.Ping{CustomerID: id, Lat: lat, Lng: lng, SpeedMps: &speed, TS: f.clock.Now()}, engine.Options{Explain: true})
+		if err != nil || len(res.Explain) != 1 || res.Explain[0].Result != engine.ReasonSpeed {
+			t.Errorf("%s: %+v, %v; want the rule told speed", id, res, err)
+		}
+	}
+	aDone := make(chan struct{})
+	go func() { defer close(aDone); pass("car-a") }()
+	<-armed // car-a armed the write, which has not started
+	pass("car-b")
+	settled := make(chan error, 1)
+	go func() { settled <- f.eng.Settled(ctx) }()
+	select {
+	case err := <-settled:
+		t.Fatalf("Settled returned (%v) before the write holding car-b's count started", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	if err := <-settled; err != nil {
+		t.Fatal(err)
+	}
+	<-aDone
+	rep, err := engine.Funnel(ctx, f.rdb, "latte", day, day)
+	if err != nil || len(rep.Days) != 1 || rep.Days[0].Skipped[engine.ReasonSpeed] != 2 {
+		t.Fatalf("funnel after Settled: %+v, %v; want skip:speed 2", rep, err)
+	}
+}

@@ -400,7 +400,7 @@ func (oc *observeCall) release() {
 	oc.words = oc.words[:0]
 	oc.vals = observeVals{}
 	clear(oc.keys[:])
-	if cap(oc.words) <= 256 && cap(oc.kbuf) <= 1024 {
+	if cap(oc.words) <= 256 && cap(oc.kbuf) <= 2048 { // 2048: room for ids of 128
 		observeCalls.Put(oc)
 	}
 }

@@ -85,11 +85,14 @@ func roundTripsPerPing(t *testing.T, rdb redis.UniversalClient, counted redis.Un
 		}
 	})
 	ctx := context.Background()
-	speed := 1.0
-	ping := func(northM float64, opt engine.Options) *engine.Result {
+	ping := func(northM float64, opt engine.Options, speedMps ...float64) *engine.Result {
 		t.Helper()
 		f.clock.Advance(time.Minute)
 		lat, lng := north(alexLat, alexLng, northM)
+		speed := 1.0
+		if len(speedMps) > 0 {
+			speed = speedMps[0]
+		}
 		res, err := eng.Evaluate(ctx, engine.Ping{CustomerID: "c-42", DeviceID: "d-1", Lat: lat, Lng: lng, AccuracyM: 10, SpeedMps: &speed, TS: f.clock.Now()}, opt)
 		if err != nil {
 			t.Fatal(err)
@@ -111,22 +114,30 @@ func roundTripsPerPing(t *testing.T, rdb redis.UniversalClient, counted redis.Un
 	}
 	f.clock.Advance(24 * time.Hour)
 	for _, step := range []struct {
-		name   string
-		northM float64
-		offers int
-		trips  int64 // before the answer
-		behind int64 // after it (Engine.Settled)
+		name     string
+		northM   float64
+		speedMps float64 // 0: walking
+		offers   int
+		trips    int64 // before the answer
+		behind   int64 // after it (Engine.Settled)
 	}{
-		{"near no store", 5000, 0, 1, 0},
-		{"near no store again", 4000, 0, 1, 0},
-		{"enters and fires an offer", 10, 1, 2, 1},
-		{"stays", 20, 0, 1, staysBehind},
-		{"leaves", 400, 0, 1, 0},
+		{"near no store", 5000, 0, 0, 1, 0},
+		{"near no store again", 4000, 0, 0, 1, 0},
+		{"enters and fires an offer", 10, 0, 1, 2, 1},
+		{"stays", 20, 0, 0, 1, staysBehind},
+		{"leaves", 400, 0, 0, 1, 0},
+		// Its rule told "speed": the count goes to the replica's tally,
+		// written behind the answer (at once here: Settled).
+		{"passes too fast to enter", 10, 20, 0, 1, 1 + staysBehind},
 	} {
 		gate := make(chan struct{})
 		answered.Store(&gate)
 		before := rt.n.Load()
-		res := ping(step.northM, engine.Options{})
+		speed := []float64{}
+		if step.speedMps > 0 {
+			speed = append(speed, step.speedMps)
+		}
+		res := ping(step.northM, engine.Options{}, speed...)
 		trips := rt.n.Load() - before
 		close(gate)
 		if err := eng.Settled(ctx); err != nil {
