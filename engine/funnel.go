@@ -323,13 +323,14 @@ func (t *funnelTally) flushNow() {
 func (e *Engine) writeTally(ctx context.Context) error {
 	t := &e.tally
 	t.mu.Lock()
-	counts := t.counts
+	// today is the day of the last count (not the engine's clock, which
+	// a simulation moves on a goroutine of its own).
+	counts, today := t.counts, t.day
 	t.counts, t.flush, t.flushing = nil, nil, false
 	t.mu.Unlock()
 	if len(counts) == 0 {
 		return nil
 	}
-	today := e.now().UTC().Format("20060102")
 	cmds := make([]redis.Cmder, 0, len(counts)+len(counts)/4)
 	for c, n := range counts {
 		k := funnelKey(c.rule, c.day)
