@@ -339,7 +339,14 @@ func (e *Engine) writeTally(ctx context.Context) error {
 			cmds = append(cmds, redis.NewBoolCmd(ctx, "expire", k, int64(funnelTTL/time.Second)))
 		}
 	}
-	e.batch.do(ctx, cmds...)
+	// A pipeline of its own, on a connection of its own, not the pings'
+	// lane: a tally of a thousand counters would hold up the pings behind
+	// it for the milliseconds it takes to send and read.
+	pipe := e.rdb.Pipeline()
+	for _, c := range cmds {
+		_ = pipe.Process(ctx, c)
+	}
+	_, _ = pipe.Exec(ctx) // each command carries its own error
 	for _, c := range cmds {
 		if c.Name() == "expire" && c.Err() != nil {
 			e.funnelTTLs.forget(today, c.Args()[1].(string)) // the next write tries again
