@@ -230,6 +230,10 @@ func TestNoConsentKeepsNothing(t *testing.T) {
 			if _, err := f.cust.Put(ctx, &bob); err != nil {
 				t.Fatal(err)
 			}
+			// A registered device, which a ping with consent would stamp.
+			if _, err := f.cust.PutDevice(ctx, "bob", &rules.Device{ID: "d", FCMToken: "tok-bob", Platform: "ios"}); err != nil {
+				t.Fatal(err)
+			}
 			for _, id := range []string{"bob", "nobody"} {
 				lat, lng := north(alexLat, alexLng, 10)
 				res, err := settled(f.eng).Evaluate(ctx, engine.Ping{CustomerID: id, DeviceID: "d", Lat: lat, Lng: lng}, engine.Options{})

@@ -255,6 +255,9 @@ func (e *Engine) count(now time.Time, explain []Explanation, opt Options, return
 // The returns after offers that the presence step counts go the same way.
 const funnelTallyEvery = 100 * time.Millisecond
 
+// funnelWriteTimeout bounds a write of the tally.
+const funnelWriteTimeout = time.Second
+
 // funnelTally is the funnel counts not written yet.
 type funnelTally struct {
 	mu     sync.Mutex
@@ -339,9 +342,13 @@ func (e *Engine) writeTally(ctx context.Context) error {
 			cmds = append(cmds, redis.NewBoolCmd(ctx, "expire", k, int64(funnelTTL/time.Second)))
 		}
 	}
-	// A pipeline of its own, on a connection of its own, not the pings'
-	// lane: a tally of a thousand counters would hold up the pings behind
-	// it for the milliseconds it takes to send and read.
+	// A pipeline of its own, on a connection from the pool, not the
+	// pings' lane: a tally of a thousand counters would hold up the pings
+	// behind it for the milliseconds it takes to send and read. Bounded
+	// by funnelWriteTimeout, so that a stalled Redis keeps a few of these
+	// on the wire at most, not one every 100 ms for 5 s.
+	ctx, cancel := context.WithTimeout(ctx, funnelWriteTimeout)
+	defer cancel()
 	pipe := e.rdb.Pipeline()
 	for _, c := range cmds {
 		_ = pipe.Process(ctx, c)

@@ -241,3 +241,81 @@ func TestSettledWaitsForAJoinedTally(t *testing.T) {
 		t.Fatalf("funnel after Settled: %+v, %v; want skip:speed 2", rep, err)
 	}
 }
+
+// holdFunnelWrites holds every pipeline that writes a funnel counter until
+// release is closed, saying so on held.
+type holdFunnelWrites struct {
+	held    chan struct{}
+	once    sync.Once
+	release chan struct{}
+}
+
+func (h *holdFunnelWrites) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *holdFunnelWrites) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return next
+}
+func (h *holdFunnelWrites) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			if args := c.Args(); c.Name() == "hincrby" && strings.Contains(fmt.Sprint(args[1]), ":funnel:") {
+				h.once.Do(func() { close(h.held) })
+				<-h.release
+				break
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// The tally's write goes in a pipeline of its own, not in the pings' lane
+// (one, by default): while it is on the wire, held here as a slow Redis
+// would, other pings are still answered.
+func TestTallyKeepsOutOfThePingsLane(t *testing.T) {
+	f := setup(t, srv.Client(t))
+	ctx := context.Background()
+	hold := &holdFunnelWrites{held: make(chan struct{}), release: make(chan struct{})}
+	held := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	held.AddHook(hold)
+	t.Cleanup(func() { held.Close() })
+	cfg := engine.DefaultConfig()
+	cfg.RedisLanes = 1
+	eng := engine.New(held, f.live, engine.NewCodeSigner([]byte("test-secret")), cfg, quiet, f.clock.Now)
+	addCustomer(t, f, "car")
+	addCustomer(t, f, "walker")
+	speed := 20.0
+	lat, lng := north(alexLat, alexLng, 10)
+	f.clock.Advance(time.Second)
+	if _, err := eng.Evaluate(ctx, engine.Ping{CustomerID: "car", Lat: lat, Lng: lng, SpeedMps: &speed, TS: f.clock.Now()}, engine.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	settled := make(chan error, 1)
+	go func() { settled <- eng.Settled(ctx) }() // writes the tally at once
+	select {
+	case <-hold.held:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the tally's write never came")
+	}
+	answered := make(chan error, 1)
+	go func() {
+		far, farLng := north(alexLat, alexLng, 5000)
+		_, err := eng.Evaluate(ctx, engine.Ping{CustomerID: "walker", Lat: far, Lng: farLng, TS: f.clock.Now()}, engine.Options{})
+		answered <- err
+	}()
+	waited := false
+	select {
+	case err := <-answered:
+		if err != nil {
+			t.Error(err)
+		}
+	case <-time.After(2 * time.Second):
+		waited = true
+		t.Error("a ping waited for the tally's write")
+	}
+	close(hold.release)
+	if err := <-settled; err != nil {
+		t.Fatal(err)
+	}
+	if waited {
+		<-answered
+	}
+}
