@@ -956,6 +956,17 @@ func (s *Server) devPushes(c *fiber.Ctx) error {
 	if s.Pushes == nil {
 		return newError(http.StatusNotFound, "", "pushes go to FCM (NEARCAST_PUSH=fcm); only the log sender keeps them")
 	}
+	// A ping's push goes out behind its answer (announced, then sent by a
+	// dispatcher): the list waits, 2 s at most, for the pushes of the
+	// pings this replica answered before the call to leave the outbox,
+	// so that a newcomer's curl right after a ping finds its push.
+	ctx := c.UserContext()
+	s.settled(ctx)
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if n, err := engine.Unsent(ctx, s.Redis); err != nil || n == 0 {
+			break
+		}
+	}
 	ps := s.Pushes.Pushes(c.Query("customer_id"))
 	if ps == nil {
 		ps = []engine.Push{}

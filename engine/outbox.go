@@ -78,6 +78,13 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	return nil
 }
 
+// Unsent is how many pushes wait in the outbox for a dispatcher: each
+// leaves it once sent or given up (those delayed for a retry wait
+// elsewhere).
+func Unsent(ctx context.Context, rdb redis.UniversalClient) (int64, error) {
+	return rdb.XLen(ctx, keyOutbox).Result()
+}
+
 func (d *Dispatcher) work(ctx context.Context, consumer string) {
 	claimEvery := d.cfg.ClaimIdle / 3
 	if claimEvery <= 0 {
