@@ -29,9 +29,9 @@ import (
 // counted in and the customer's calls in that minute, when the key's TTL
 // was set, and the device it came from with its platform as registered,
 // so that a run of pings from one device writes its "#seen:<device>" in
-// the devices hash and reads the device once, not every time; "#d:<device>" is each device's calls in
-// that minute ('#' is in no id, so no store's field can be taken for
-// them). Most pings read and write two fields. The key lives the visit
+// the devices hash and reads the device once, not every time;
+// "#d:<device>" is each device's calls in that minute ('#' is in no id,
+// so no store's field can be taken for them). Most pings read and write two fields. The key lives the visit
 // timeout and up to a minute more past the newest fix: its TTL is set at
 // most once a minute of the server's clock, not at every fix. ("#ts",
 // "#dev" and "#os", which older versions kept beside "#fix", go at the
@@ -303,8 +303,8 @@ func (e *Engine) observe(ctx context.Context, snap *rules.Snapshot, p Ping, ts, 
 // thresholds: never changed). A ping's arguments cost a few allocations,
 // not one each.
 //
-// The arguments come after head empty words (evalCmdIn's), in a slice
-// of the size the command needs.
+// The arguments come after head empty words (evalCmdIn's), in the
+// pooled call's words, grown to the size the command needs.
 func (e *Engine) observeArgs(oc *observeCall, snap *rules.Snapshot, p Ping, ts, now time.Time, hits []geo.Hit, opt Options, head int) []any {
 	v := &oc.vals
 	*v = observeVals{ts: ts.UnixMilli(), timeout: e.cfg.VisitTimeout.Milliseconds(), device: p.DeviceID, speed: -1,
