@@ -139,13 +139,7 @@ func (e *Engine) funnelCmds(ctx context.Context, day string, explain []Explanati
 	cmds := make([]redis.Cmder, 0, len(explain))
 	for _, x := range explain {
 		k := funnelKey(x.RuleID, day)
-		field := "skip:" + x.Result
-		switch x.Result {
-		case ResultSent:
-			field = "issued"
-		case ReasonHoldout:
-			field = "holdout"
-		}
+		field := funnelField(x.Result)
 		cmds = append(cmds, redis.NewIntCmd(ctx, "hincrby", k, field, 1))
 		if x.Result == ResultSent || x.Result == ReasonHoldout {
 			// Per store, and per variant: the experiments' results.
@@ -292,20 +286,25 @@ func (t *funnelTally) dayOf(now time.Time) string {
 	return t.day
 }
 
-// fieldOf is the funnel's field for a rule's result, under mu.
-func (t *funnelTally) fieldOf(result string) string {
+// funnelField is the funnel's field for a rule's result.
+func funnelField(result string) string {
 	switch result {
 	case ResultSent:
 		return "issued"
 	case ReasonHoldout:
 		return "holdout"
 	}
+	return "skip:" + result
+}
+
+// fieldOf is funnelField, each built once, under mu.
+func (t *funnelTally) fieldOf(result string) string {
 	f, ok := t.fields[result]
 	if !ok {
 		if t.fields == nil {
 			t.fields = map[string]string{}
 		}
-		f = "skip:" + result
+		f = funnelField(result)
 		t.fields[result] = f
 	}
 	return f

@@ -9,15 +9,7 @@ import (
 func TestCustomerKeys(t *testing.T) {
 	for _, id := range []string{"c-42", "", "a@b.example", "{c:x}:"} {
 		parts := []string{partPresence, partProfile, partDeviceSeen, partVisits, partCaps, partRate, partTokens}
-		keys := customerKeys(id, parts...)
-		if len(keys) != len(parts) {
-			t.Fatalf("%d keys for %d parts", len(keys), len(parts))
-		}
-		for i, part := range parts {
-			if keys[i] != customerKey(id, part) {
-				t.Errorf("customerKeys(%q)[%d] = %q, want %q", id, i, keys[i], customerKey(id, part))
-			}
-		}
+		sameKeys(t, "customerKeys", id, parts, customerKeys(id, parts...))
 	}
 }
 
@@ -26,14 +18,19 @@ func TestCustomerKeys(t *testing.T) {
 func TestObserveCallKeys(t *testing.T) {
 	oc := new(observeCall)
 	for _, id := range []string{"c-42", "a-much-longer-customer-id@example.com", "", "x"} {
-		keys := oc.customerKeys(id)
-		if len(keys) != len(observeParts) {
-			t.Fatalf("%d keys for %d parts", len(keys), len(observeParts))
-		}
-		for i, part := range observeParts {
-			if keys[i] != customerKey(id, part) {
-				t.Errorf("observeCall.customerKeys(%q)[%d] = %q, want %q", id, i, keys[i], customerKey(id, part))
-			}
+		sameKeys(t, "observeCall.customerKeys", id, observeParts[:], oc.customerKeys(id))
+	}
+}
+
+// sameKeys checks keys against customerKey(id, part), part by part.
+func sameKeys(t *testing.T, what, id string, parts, keys []string) {
+	t.Helper()
+	if len(keys) != len(parts) {
+		t.Fatalf("%s: %d keys for %d parts", what, len(keys), len(parts))
+	}
+	for i, part := range parts {
+		if keys[i] != customerKey(id, part) {
+			t.Errorf("%s(%q)[%d] = %q, want %q", what, id, i, keys[i], customerKey(id, part))
 		}
 	}
 }
