@@ -2,6 +2,7 @@ package bench
 
 import (
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -113,5 +114,35 @@ func TestJudge(t *testing.T) {
 		if got, ok := met[k]; !ok || got != v {
 			t.Errorf("%s: met %v (listed %v), want %v", k, got, ok, v)
 		}
+	}
+}
+
+// The floor is what the two reference phases together allow: a machine
+// busy with GEOSEARCHes at 80,000/s and round trips at 100,000/s would do
+// 44,444 of both a second, 0.56x the GEOSEARCHes; without both phases
+// there is none.
+func TestFloor(t *testing.T) {
+	r := &Report{Phases: []*Phase{
+		{Name: PhaseBaseline, Throughput: 80000, CPUPerPingUs: map[string]float64{"bench": 12, "redis": 10}},
+		{Name: PhaseHTTP, Throughput: 100000, CPUPerPingUs: map[string]float64{"bench": 9, "server": 9, "redis": 0}},
+		{Name: PhasePeak, Throughput: 20000, CPUPerPingUs: map[string]float64{"bench": 19, "server": 42, "redis": 22}},
+	}}
+	r.judge()
+	f := r.Floor
+	if f == nil {
+		t.Fatal("no floor with both reference phases")
+	}
+	if math.Abs(f.Throughput-44444.44) > 0.01 || math.Abs(f.VsGeosearch-0.5556) > 0.0001 || f.CPUUs != 40 || f.DecisionCPUUs != 83 {
+		t.Errorf("floor %+v, want 44,444/s, 0.5556x, 40 and 83 µs", *f)
+	}
+	var b strings.Builder
+	r.WriteText(&b)
+	if want := "floor: an HTTP round trip and a GEOSEARCH, with no other work, could run 44444 per s here (0.56x bare GEOSEARCH); they cost 40 µs of CPU, a full decision 83"; !strings.Contains(b.String(), want) {
+		t.Errorf("report lacks %q:\n%s", want, b.String())
+	}
+	r.Phases = r.Phases[1:] // no GEOSEARCH phase (--baseline http)
+	r.judge()
+	if r.Floor != nil {
+		t.Errorf("a floor without the GEOSEARCH phase: %+v", *r.Floor)
 	}
 }

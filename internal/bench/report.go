@@ -25,7 +25,50 @@ type Report struct {
 	DuplicateOffers int64 `json:"duplicate_offers"`
 	// Phones compares polling with monitoring on the same walks (phones.go).
 	Phones *PhoneReport `json:"phones,omitempty"`
-	Aims   []Aim        `json:"aims"`
+	// Floor is what the two reference phases leave a decision on this
+	// machine, when both ran.
+	Floor *Floor `json:"floor,omitempty"`
+	Aims  []Aim  `json:"aims"`
+}
+
+// Floor is the fastest a decision could be on the machine of the run: one
+// HTTP round trip to the server and one Redis query, with no other work.
+// Each reference phase keeps the machine busy, so one of its operations
+// takes 1/rate of the machine's time, and a decision that were both takes
+// the sum.
+type Floor struct {
+	// Throughput is 1 / (1/geosearch + 1/http-floor), per second.
+	Throughput float64 `json:"throughput_per_s"`
+	// VsGeosearch is Throughput over bare GEOSEARCH's: the most the
+	// decisions-per-second aim could measure.
+	VsGeosearch float64 `json:"vs_geosearch"`
+	// CPUUs is the CPU, all processes, of a GEOSEARCH and of an HTTP round
+	// trip together; DecisionCPUUs that of a full decision at the peak.
+	CPUUs         float64 `json:"cpu_us"`
+	DecisionCPUUs float64 `json:"decision_cpu_us"`
+}
+
+// floor works out the Floor from the phases, nil without both references.
+func (r *Report) floor() *Floor {
+	base, http, peak := r.phase(PhaseBaseline), r.phase(PhaseHTTP), r.phase(PhasePeak)
+	if base == nil || http == nil || base.Throughput <= 0 || http.Throughput <= 0 {
+		return nil
+	}
+	f := &Floor{Throughput: 1 / (1/base.Throughput + 1/http.Throughput)}
+	f.VsGeosearch = f.Throughput / base.Throughput
+	f.CPUUs = cpuSum(base.CPUPerPingUs) + cpuSum(http.CPUPerPingUs)
+	if peak != nil {
+		f.DecisionCPUUs = cpuSum(peak.CPUPerPingUs)
+	}
+	return f
+}
+
+func cpuSum(c map[string]float64) float64 {
+	n := 0.0
+	for _, v := range c {
+		n += v
+	}
+	return n
 }
 
 // Machine is where the run took place.
@@ -177,6 +220,7 @@ func (r *Report) phase(name string) *Phase {
 // judge fills the aims from the figures.
 func (r *Report) judge() {
 	r.Aims = nil
+	r.Floor = r.floor()
 	add := func(name, goal, value string, met bool) {
 		r.Aims = append(r.Aims, Aim{Name: name, Goal: goal, Value: value, Met: met})
 	}
@@ -297,6 +341,13 @@ func (r *Report) WriteText(w io.Writer) {
 	}
 	if peak, floor := r.phase(PhasePeak), r.phase(PhaseHTTP); peak != nil && floor != nil && floor.Throughput > 0 {
 		fmt.Fprintf(w, "\nfull decisions at %.0f%% of the rate of bare HTTP round trips to the same server (%.0f per s)\n", 100*peak.Throughput/floor.Throughput, floor.Throughput)
+	}
+	if f := r.Floor; f != nil {
+		fmt.Fprintf(w, "floor: an HTTP round trip and a GEOSEARCH, with no other work, could run %.0f per s here (%.2fx bare GEOSEARCH)", f.Throughput, f.VsGeosearch)
+		if f.CPUUs > 0 && f.DecisionCPUUs > 0 {
+			fmt.Fprintf(w, "; they cost %.0f µs of CPU, a full decision %.0f", f.CPUUs, f.DecisionCPUUs)
+		}
+		fmt.Fprintln(w)
 	}
 	if r.Phones != nil {
 		r.Phones.WriteText(w)
