@@ -916,27 +916,42 @@ type pushTarget struct {
 	device  *rules.Device
 }
 
+// targetRead is the reading of a push's target, queued on a pipeline
+// (the dispatcher's, with the push's record: one round trip for both).
+type targetRead struct {
+	consent       *redis.StringCmd
+	devices, seen *redis.MapStringStringCmd
+}
+
+// readTarget queues on p what target needs to know of a customer.
+func readTarget(ctx context.Context, p redis.Pipeliner, customerID string) targetRead {
+	return targetRead{
+		consent: p.HGet(ctx, customerKey(customerID, partProfile), "push"),
+		devices: p.HGetAll(ctx, customerKey(customerID, partDevices)),
+		seen:    p.HGetAll(ctx, customerKey(customerID, partDeviceSeen)),
+	}
+}
+
+// err is the reading's failure, if any; a field or key that is missing is none.
+func (r targetRead) err() error {
+	for _, err := range []error{r.consent.Err(), r.devices.Err(), r.seen.Err()} {
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return rules.RedisErr("read push target", err)
+		}
+	}
+	return nil
+}
+
 // target picks the device a push goes to: the one named, while it is still
 // registered, else the one seen most recently (or registered last).
-func (cs *Customers) target(ctx context.Context, customerID, deviceID string) (pushTarget, error) {
-	var consent *redis.StringCmd
-	var devices, seen *redis.MapStringStringCmd
-	_, err := cs.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		consent = p.HGet(ctx, customerKey(customerID, partProfile), "push")
-		devices = p.HGetAll(ctx, customerKey(customerID, partDevices))
-		seen = p.HGetAll(ctx, customerKey(customerID, partDeviceSeen))
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return pushTarget{}, rules.RedisErr("read push target", err)
-	}
-	t := pushTarget{consent: consent.Val() == "1"}
+func (r targetRead) target(deviceID string) pushTarget {
+	t := pushTarget{consent: r.consent.Val() == "1"}
 	// Latest first; at the same millisecond a device that pinged wins over
 	// one only registered, then the smaller id, so the choice is stable.
 	var best *rules.Device
 	var bestAt int64
 	var bestSeen bool
-	all, legacy := devices.Val(), seen.Val()
+	all, legacy := r.devices.Val(), r.seen.Val()
 	for id, doc := range all {
 		if strings.HasPrefix(id, deviceSeenPrefix) {
 			continue
@@ -947,7 +962,7 @@ func (cs *Customers) target(ctx context.Context, customerID, deviceID string) (p
 		}
 		if id == deviceID {
 			t.device = &d
-			return t, nil
+			return t
 		}
 		at := d.UpdatedAt.UnixMilli()
 		s, wasSeen := lastSeen(all, legacy, id)
@@ -961,7 +976,7 @@ func (cs *Customers) target(ctx context.Context, customerID, deviceID string) (p
 		}
 	}
 	t.device = best
-	return t, nil
+	return t
 }
 
 // devicesSeen is when each device was last seen, as lastSeen tells it:

@@ -139,7 +139,7 @@ func (d *Dispatcher) work(ctx context.Context, consumer string) {
 // cancelled, so that a shutdown finishes the sends in flight.
 func (d *Dispatcher) handle(ctx context.Context, m redis.XMessage) {
 	ctx = context.WithoutCancel(ctx)
-	p, ok := d.pushOf(ctx, m)
+	p, to, ok := d.pushOf(ctx, m)
 	if !ok {
 		return
 	}
@@ -147,11 +147,11 @@ func (d *Dispatcher) handle(ctx context.Context, m redis.XMessage) {
 		d.finish(ctx, m.ID, &p, "expired", nil)
 		return
 	}
-	target, err := d.customers.target(ctx, p.CustomerID, p.DeviceID)
-	if err != nil {
+	if err := to.err(); err != nil {
 		d.log.Warn("outbox: cannot resolve device, will retry", "push", p.ID, "err", err)
 		return
 	}
+	target := to.target(p.DeviceID)
 	if !target.consent {
 		d.finish(ctx, m.ID, &p, "no_consent", nil)
 		return
@@ -163,66 +163,71 @@ func (d *Dispatcher) handle(ctx context.Context, m redis.XMessage) {
 	p.DeviceID, p.Token, p.Platform = target.device.ID, target.device.FCMToken, target.device.Platform
 	_ = d.limiter.Wait(ctx) // its turn; ctx has no deadline, and a shutdown still finishes the sends in flight
 	sendCtx, cancel := context.WithTimeout(ctx, d.cfg.SendTimeout)
-	err = d.sender.Send(sendCtx, p)
+	err := d.sender.Send(sendCtx, p)
 	cancel()
 	d.settleSend(ctx, m.ID, p, err)
 }
 
-// pushOf reads the push an entry refers to. The entry is a reference; the
+// pushOf reads the push an entry refers to, and with it, in the same
+// round trip, what picks the device it goes to. The entry is a reference; the
 // push is in the coupon's record, with its customer's keys. A push whose
 // coupon is marked sent was delivered by a worker that stopped before
 // acknowledging it: it is not sent twice. A record gone means the
 // customer was erased. ok is false when the entry is settled (or left
 // for a retry) here.
-func (d *Dispatcher) pushOf(ctx context.Context, m redis.XMessage) (p Push, ok bool) {
+func (d *Dispatcher) pushOf(ctx context.Context, m redis.XMessage) (p Push, to targetRead, ok bool) {
 	raw, _ := m.Values["push"].(string)
 	if err := json.Unmarshal([]byte(raw), &p); err != nil {
 		d.finish(ctx, m.ID, nil, "malformed", err)
-		return p, false
+		return p, to, false
 	}
 	recKey := couponRecordKey(p.CustomerID, p.ID)
 	var recCmd *redis.SliceCmd
 	var ttlCmd *redis.DurationCmd
 	var indexCmd *redis.StringCmd
-	_, err := d.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+	_, _ = d.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
 		recCmd, ttlCmd = pl.HMGet(ctx, recKey, "push", "sent_at"), pl.PTTL(ctx, recKey)
 		indexCmd = pl.Get(ctx, codeIndexKey(p.ID))
+		to = readTarget(ctx, pl, p.CustomerID)
 		return nil
-	})
-	if errors.Is(err, redis.Nil) {
-		err = nil // no index: written below
+	}) // each command carries its own error; a missing index is written below
+	rec, err := recCmd.Result()
+	if err == nil {
+		err = ttlCmd.Err()
 	}
-	rec := recCmd.Val()
 	if err != nil || len(rec) != 2 {
 		d.log.Warn("outbox: cannot read a push's record, will retry", "push", p.ID, "err", err)
-		return p, false
+		return p, to, false
 	}
 	doc, _ := rec[0].(string)
 	if sent, _ := rec[1].(string); sent != "" || doc == "" {
 		d.finish(ctx, m.ID, nil, "", nil) // sent already, or erased with its customer
-		return p, false
+		return p, to, false
 	}
 	attempts := p.Attempts
 	p = Push{}
 	if err := json.Unmarshal([]byte(doc), &p); err != nil {
 		d.finish(ctx, m.ID, nil, "malformed", err)
-		return p, false
+		return p, to, false
 	}
 	p.Attempts = attempts
 	// The code's index, should the engine have failed to write it: a push
 	// never goes out with a code the till cannot look up. (Read with the
 	// record: most pushes find it written, and cost no write.)
 	switch index, err := indexCmd.Result(); {
+	case err != nil && !errors.Is(err, redis.Nil):
+		d.log.Warn("outbox: cannot read a push's code index, will retry", "push", p.ID, "err", err)
+		return p, to, false
 	case err == nil && index == p.CustomerID:
 	case err == nil && index == "":
 		d.finish(ctx, m.ID, nil, "", nil) // erased with its customer
-		return p, false
+		return p, to, false
 	default:
 		if !d.indexed(ctx, m, p, ttlCmd.Val()) {
-			return p, false
+			return p, to, false
 		}
 	}
-	return p, true
+	return p, to, true
 }
 
 // indexed writes a push's code index that was missing, answering whether

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -104,6 +106,83 @@ func newRealClockFixtureOn(t *testing.T, rdb redis.UniversalClient) *fixture {
 	cfg.QuietHours = [2]int{}
 	f.eng = engine.New(f.rdb, f.live, engine.NewCodeSigner([]byte("k")), cfg, quiet, nil)
 	return f
+}
+
+// tripsOn counts the round trips a client makes that name a key holding
+// part: a command sent on its own or a pipeline, once however many of its
+// commands name one.
+type tripsOn struct {
+	part string
+	n    atomic.Int64
+}
+
+func (r *tripsOn) names(cmds ...redis.Cmder) bool {
+	for _, c := range cmds {
+		for _, a := range c.Args() {
+			if s, ok := a.(string); ok && strings.Contains(s, r.part) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (r *tripsOn) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (r *tripsOn) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if r.names(cmd) {
+			r.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (r *tripsOn) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if r.names(cmds...) {
+			r.n.Add(1)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// A push costs its customer's keys two round trips of the dispatcher:
+// the push's record read with what picks its device (consent, devices,
+// when each was last seen), then the mark that it was sent. (The device
+// was read in a round trip of its own before: three.)
+func TestRoundTripsPerPush(t *testing.T) {
+	f := newRealClockFixture(t)
+	counted := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { counted.Close() })
+	// As a server does at start: a script Redis does not know yet costs
+	// its first call a round trip more.
+	if err := engine.LoadScripts(context.Background(), counted); err != nil {
+		t.Fatal(err)
+	}
+	trips := &tripsOn{part: "{c:c-42}"}
+	counted.AddHook(trips)
+	double := fcmtest.New(t)
+	sender, err := push.NewFCM(context.Background(), push.FCMConfig{ProjectID: "p", Endpoint: double.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := engine.DefaultDispatchConfig()
+	cfg.Block = 50 * time.Millisecond
+	d := engine.NewDispatcher(counted, sender, cfg, quiet, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+
+	o := f.realClockPing(t, "d-1")
+	eventually(t, "the push", func() bool { return len(double.Messages()) == 1 })
+	eventually(t, "the outbox to empty", func() bool { return outboxLen(t, f.rdb) == 0 })
+	if m := double.Messages()[0]; m.Token != "tok-1" || m.Data["coupon_code"] != o.CouponCode {
+		t.Fatalf("push %+v for offer %+v", m, o)
+	}
+	if n := trips.n.Load(); n != 2 {
+		t.Errorf("the push took %d round trips on its customer's keys, want 2", n)
+	}
 }
 
 func TestDispatcherSendsOnceAndAcknowledges(t *testing.T) {
