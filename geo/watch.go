@@ -201,10 +201,13 @@ func (ix *Index) Watch(lat, lng float64, k int, minRadiusM float64, dst []Region
 type scratch struct {
 	cs   []cand
 	his  []float32
+	regs []Region // the candidates measured, before the k nearest go to the caller
 	disk disk
 }
 
-var scratchPool = sync.Pool{New: func() any { return &scratch{cs: make([]cand, 0, 512), his: make([]float32, 0, 512)} }}
+var scratchPool = sync.Pool{New: func() any {
+	return &scratch{cs: make([]cand, 0, 512), his: make([]float32, 0, 512), regs: make([]Region, 0, 128)}
+}}
 
 // cand is a fence a search read, with bounds of how far the point lies
 // outside its circle.
@@ -307,17 +310,20 @@ func (sc *scratch) kthHigh(cs []cand, k int) float64 {
 // nearest (their lower bound under the (k+1)th upper bound) are measured:
 // those left out are farther than every one kept.
 func (ix *Index) watched(dst []Region, cs []cand, k int, covered, lat, lng, minRadiusM float64, sc *scratch) ([]Region, float64) {
-	base := len(dst)
 	t := math.Inf(1)
 	if len(cs) > k+1 {
 		t = sc.kthHigh(cs, k)
 	}
+	// Measured in the search's own room, not in dst: in a dense city more
+	// candidates may lie under t than dst has room for (a hundred regions
+	// for Android), and only k of them go to dst.
+	found := sc.regs[:0]
 	for _, c := range cs {
 		if float64(c.lo) <= t {
-			dst = append(dst, ix.region(c.fence, lat, lng, minRadiusM))
+			found = append(found, ix.region(c.fence, lat, lng, minRadiusM))
 		}
 	}
-	found := dst[base:]
+	sc.regs = found[:0] // keep what the search grew to
 	slices.SortFunc(found, func(a, b Region) int {
 		if c := cmp.Compare(a.EdgeM, b.EdgeM); c != 0 {
 			return c
@@ -332,7 +338,7 @@ func (ix *Index) watched(dst []Region, cs []cand, k int, covered, lat, lng, minR
 	for len(found) > 0 && found[len(found)-1].EdgeM > wake {
 		found = found[:len(found)-1]
 	}
-	return dst[:base+len(found)], wake
+	return append(dst, found...), wake
 }
 
 // region is fence i as a circle of at least minRadiusM, measured.

@@ -160,6 +160,18 @@ func BenchmarkWatch(b *testing.B) {
 				dst, _ = ix.Watch(p[0], p[1], 19, 100, dst[:0])
 			}
 		})
+		// As the engine asks for an Android phone: up to 99 regions, into
+		// room for 100 (each ping's own).
+		room := make([]Region, 0, 100)
+		b.Run(name+"_99_regions", func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				p := pts[i%len(pts)]
+				if got, _ := ix.Watch(p[0], p[1], 99, 100, room[:0]); len(got) > 99 {
+					b.Fatalf("%d regions", len(got))
+				}
+			}
+		})
 		b.Run(name+"_far_from_all", func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
