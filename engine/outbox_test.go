@@ -185,6 +185,48 @@ func TestRoundTripsPerPush(t *testing.T) {
 	}
 }
 
+// A push whose code index or device the dispatcher cannot read (a key of
+// the wrong type here; a Redis node away on a cluster) is neither sent
+// nor dropped: it stays pending, and goes out once the key reads again.
+func TestDispatcherRetriesWhatItCannotRead(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		key  func(code string) string
+	}{
+		{"code index", func(code string) string { return "nc:code:" + code }},
+		{"devices last seen", func(string) string { return "nc:{c:c-42}:device_seen" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newRealClockFixture(t)
+			o := f.realClockPing(t, "d-1")
+			ctx := context.Background()
+			key := tc.key(o.CouponCode)
+			if err := f.rdb.Del(ctx, key).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.rdb.RPush(ctx, key, "not what it should be").Err(); err != nil {
+				t.Fatal(err)
+			}
+			double := runDispatcher(t, f, nil)
+			time.Sleep(700 * time.Millisecond) // past ClaimIdle: tried again meanwhile
+			if n, dead := len(double.Messages()), deadReasons(t, f); n != 0 || len(dead) != 0 {
+				t.Fatalf("unreadable %s: %d pushes sent, dead letters %v", key, n, dead)
+			}
+			if undelivered(t, f.rdb) != 1 {
+				t.Fatalf("the push left the outbox: %d undelivered", undelivered(t, f.rdb))
+			}
+			if err := f.rdb.Del(ctx, key).Err(); err != nil { // the index is written again by the dispatcher
+				t.Fatal(err)
+			}
+			eventually(t, "the push", func() bool { return len(double.Messages()) == 1 })
+			if m := double.Messages()[0]; m.Data["coupon_code"] != o.CouponCode || m.Token != "tok-1" {
+				t.Fatalf("push %+v for offer %+v", m, o)
+			}
+			eventually(t, "the outbox to empty", func() bool { return outboxLen(t, f.rdb) == 0 })
+		})
+	}
+}
+
 func TestDispatcherSendsOnceAndAcknowledges(t *testing.T) {
 	f := newRealClockFixture(t)
 	double := runDispatcher(t, f, nil)

@@ -119,10 +119,11 @@ func TestJudge(t *testing.T) {
 
 // The floor is what the two reference phases together allow: a machine
 // busy with GEOSEARCHes at 80,000/s and round trips at 100,000/s would do
-// 44,444 of both a second, 0.56x the GEOSEARCHes; without both phases
-// there is none.
+// 44,444 of both a second, 0.56x the GEOSEARCHes; by their CPU, 22 + 18
+// µs on 2 CPUs, 50,000 (0.63x), the phases having kept 88% and 90% of
+// the CPUs busy. Without both phases there is none.
 func TestFloor(t *testing.T) {
-	r := &Report{Phases: []*Phase{
+	r := &Report{Machine: Machine{CPUs: 2}, Phases: []*Phase{
 		{Name: PhaseBaseline, Throughput: 80000, CPUPerPingUs: map[string]float64{"bench": 12, "redis": 10}},
 		{Name: PhaseHTTP, Throughput: 100000, CPUPerPingUs: map[string]float64{"bench": 9, "server": 9, "redis": 0}},
 		{Name: PhasePeak, Throughput: 20000, CPUPerPingUs: map[string]float64{"bench": 19, "server": 42, "redis": 22}},
@@ -135,9 +136,12 @@ func TestFloor(t *testing.T) {
 	if math.Abs(f.Throughput-44444.44) > 0.01 || math.Abs(f.VsGeosearch-0.5556) > 0.0001 || f.CPUUs != 40 || f.DecisionCPUUs != 83 {
 		t.Errorf("floor %+v, want 44,444/s, 0.5556x, 40 and 83 µs", *f)
 	}
+	if math.Abs(f.CPUThroughput-50000) > 0.01 || math.Abs(f.CPUVsGeosearch-0.625) > 0.0001 || math.Abs(f.GeosearchBusy-0.88) > 1e-9 || math.Abs(f.HTTPBusy-0.9) > 1e-9 {
+		t.Errorf("floor by CPU %+v, want 50,000/s, 0.625x, 88%% and 90%% busy", *f)
+	}
 	var b strings.Builder
 	r.WriteText(&b)
-	if want := "floor: an HTTP round trip and a GEOSEARCH, with no other work, could run 44444 per s here (0.56x bare GEOSEARCH); they cost 40 µs of CPU, a full decision 83"; !strings.Contains(b.String(), want) {
+	if want := "floor, estimated: an HTTP round trip and a GEOSEARCH, with no other work, 44444 per s by the two phases' rates (0.56x bare GEOSEARCH), 50000 per s with every CPU busy (0.62x; the phases kept 88% and 90% busy); they cost 40 µs of CPU, a full decision 83"; !strings.Contains(b.String(), want) {
 		t.Errorf("report lacks %q:\n%s", want, b.String())
 	}
 	r.Phases = r.Phases[1:] // no GEOSEARCH phase (--baseline http)

@@ -31,21 +31,34 @@ type Report struct {
 	Aims  []Aim  `json:"aims"`
 }
 
-// Floor is the fastest a decision could be on the machine of the run: one
-// HTTP round trip to the server and one Redis query, with no other work.
-// Each reference phase keeps the machine busy, so one of its operations
-// takes 1/rate of the machine's time, and a decision that were both takes
-// the sum.
+// Floor estimates the fastest a decision could be on the machine of the
+// run: one HTTP round trip to the server and one Redis query, with no
+// other work. Two estimates, neither a bound:
+//   - by rate, 1 / (1/geosearch + 1/http-floor): if each reference phase
+//     kept the machine busy, one of its operations took 1/rate of the
+//     machine's time, and a decision that were both would take the sum
+//     (each phase's Busy says how busy it kept it: its closed loop may
+//     leave CPU idle, and then this estimate is low);
+//   - by CPU, the machine's CPUs over the CPU both together cost
+//     (CPUThroughput): what they would do with every CPU busy.
 type Floor struct {
-	// Throughput is 1 / (1/geosearch + 1/http-floor), per second.
-	Throughput float64 `json:"throughput_per_s"`
-	// VsGeosearch is Throughput over bare GEOSEARCH's: the most the
-	// decisions-per-second aim could measure.
+	// Throughput is 1 / (1/geosearch + 1/http-floor), per second, and
+	// VsGeosearch its ratio to bare GEOSEARCH's rate.
+	Throughput  float64 `json:"throughput_per_s"`
 	VsGeosearch float64 `json:"vs_geosearch"`
 	// CPUUs is the CPU, all processes, of a GEOSEARCH and of an HTTP round
-	// trip together; DecisionCPUUs that of a full decision at the peak.
+	// trip together; DecisionCPUUs that of a full decision at the peak
+	// (none without a peak phase).
 	CPUUs         float64 `json:"cpu_us"`
-	DecisionCPUUs float64 `json:"decision_cpu_us"`
+	DecisionCPUUs float64 `json:"decision_cpu_us,omitempty"`
+	// CPUThroughput is the CPUs over CPUUs, per second, and
+	// CPUVsGeosearch its ratio to bare GEOSEARCH's rate.
+	CPUThroughput  float64 `json:"cpu_throughput_per_s,omitempty"`
+	CPUVsGeosearch float64 `json:"cpu_vs_geosearch,omitempty"`
+	// GeosearchBusy and HTTPBusy are the share of the machine's CPUs each
+	// reference phase kept busy: its rate times its CPU per operation.
+	GeosearchBusy float64 `json:"geosearch_busy,omitempty"`
+	HTTPBusy      float64 `json:"http_busy,omitempty"`
 }
 
 // floor works out the Floor from the phases, nil without both references.
@@ -59,6 +72,12 @@ func (r *Report) floor() *Floor {
 	f.CPUUs = cpuSum(base.CPUPerPingUs) + cpuSum(http.CPUPerPingUs)
 	if peak != nil {
 		f.DecisionCPUUs = cpuSum(peak.CPUPerPingUs)
+	}
+	if cpus := float64(r.Machine.CPUs); cpus > 0 && f.CPUUs > 0 {
+		f.CPUThroughput = cpus * 1e6 / f.CPUUs
+		f.CPUVsGeosearch = f.CPUThroughput / base.Throughput
+		f.GeosearchBusy = base.Throughput * cpuSum(base.CPUPerPingUs) / 1e6 / cpus
+		f.HTTPBusy = http.Throughput * cpuSum(http.CPUPerPingUs) / 1e6 / cpus
 	}
 	return f
 }
@@ -343,7 +362,10 @@ func (r *Report) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "\nfull decisions at %.0f%% of the rate of bare HTTP round trips to the same server (%.0f per s)\n", 100*peak.Throughput/floor.Throughput, floor.Throughput)
 	}
 	if f := r.Floor; f != nil {
-		fmt.Fprintf(w, "floor: an HTTP round trip and a GEOSEARCH, with no other work, could run %.0f per s here (%.2fx bare GEOSEARCH)", f.Throughput, f.VsGeosearch)
+		fmt.Fprintf(w, "floor, estimated: an HTTP round trip and a GEOSEARCH, with no other work, %.0f per s by the two phases' rates (%.2fx bare GEOSEARCH)", f.Throughput, f.VsGeosearch)
+		if f.CPUThroughput > 0 {
+			fmt.Fprintf(w, ", %.0f per s with every CPU busy (%.2fx; the phases kept %.0f%% and %.0f%% busy)", f.CPUThroughput, f.CPUVsGeosearch, 100*f.GeosearchBusy, 100*f.HTTPBusy)
+		}
 		if f.CPUUs > 0 && f.DecisionCPUUs > 0 {
 			fmt.Fprintf(w, "; they cost %.0f µs of CPU, a full decision %.0f", f.CPUUs, f.DecisionCPUUs)
 		}
