@@ -144,6 +144,10 @@ func TestFloor(t *testing.T) {
 	if want := "floor, estimated: an HTTP round trip and a GEOSEARCH, with no other work, 44444 per s by the two phases' rates (0.56x bare GEOSEARCH), 50000 per s with every CPU busy (0.62x; the phases kept 88% and 90% busy); they cost 40 µs of CPU, a full decision 83"; !strings.Contains(b.String(), want) {
 		t.Errorf("report lacks %q:\n%s", want, b.String())
 	}
+	// The aim's line says what the floor leaves it.
+	if want := "0.25x (20000 vs 80000 per s; the floor 0.56x by rate, 0.62x by CPU)"; !strings.Contains(b.String(), want) {
+		t.Errorf("the aim's line lacks %q:\n%s", want, b.String())
+	}
 	r.Phases = r.Phases[1:] // no GEOSEARCH phase (--baseline http)
 	r.judge()
 	if r.Floor != nil {
