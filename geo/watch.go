@@ -206,7 +206,7 @@ type scratch struct {
 }
 
 var scratchPool = sync.Pool{New: func() any {
-	return &scratch{cs: make([]cand, 0, 512), his: make([]float32, 0, 512), regs: make([]Region, 0, 128)}
+	return &scratch{cs: make([]cand, 0, 512), his: make([]float32, 0, 512), regs: make([]Region, 0, 256)}
 }}
 
 // cand is a fence a search read, with bounds of how far the point lies

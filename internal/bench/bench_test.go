@@ -120,7 +120,7 @@ func TestJudge(t *testing.T) {
 // The floor is what the two reference phases together allow: a machine
 // busy with GEOSEARCHes at 80,000/s and round trips at 100,000/s would do
 // 44,444 of both a second, 0.56x the GEOSEARCHes; by their CPU, 22 + 18
-// µs on 2 CPUs, 50,000 (0.63x), the phases having kept 88% and 90% of
+// µs on 2 CPUs, 50,000 (0.625x), the phases having kept 88% and 90% of
 // the CPUs busy. Without both phases there is none.
 func TestFloor(t *testing.T) {
 	r := &Report{Machine: Machine{CPUs: 2}, Phases: []*Phase{
@@ -147,6 +147,14 @@ func TestFloor(t *testing.T) {
 	// The aim's line says what the floor leaves it.
 	if want := "0.25x (20000 vs 80000 per s; the floor 0.56x by rate, 0.62x by CPU)"; !strings.Contains(b.String(), want) {
 		t.Errorf("the aim's line lacks %q:\n%s", want, b.String())
+	}
+	// Without the CPU count, the floor by rate alone.
+	r.Machine.CPUs = 0
+	r.judge()
+	b.Reset()
+	r.WriteText(&b)
+	if want := "0.25x (20000 vs 80000 per s; the floor 0.56x by rate)"; !strings.Contains(b.String(), want) {
+		t.Errorf("without the CPU count, the aim's line lacks %q:\n%s", want, b.String())
 	}
 	r.Phases = r.Phases[1:] // no GEOSEARCH phase (--baseline http)
 	r.judge()
