@@ -12,7 +12,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nearcast/nearcast/engine"
-	"github.com/nearcast/nearcast/engine/push"
 	"github.com/nearcast/nearcast/engine/webhook"
 	"github.com/nearcast/nearcast/internal/fcmtest"
 	"github.com/nearcast/nearcast/internal/hooktest"
@@ -51,14 +50,10 @@ func newEventsFixture(t *testing.T, rdb redis.UniversalClient, wanted string, re
 		runCtx(t, ev.Run)
 	}
 	double := fcmtest.New(t)
-	sender, err := push.NewFCM(context.Background(), push.FCMConfig{ProjectID: "p", Endpoint: double.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
 	dcfg := engine.DefaultDispatchConfig()
 	dcfg.Block = 50 * time.Millisecond
 	dcfg.Events = ev
-	runCtx(t, engine.NewDispatcher(rdb, sender, dcfg, quiet, nil).Run)
+	runCtx(t, engine.NewDispatcher(rdb, fcmSender(t, double), dcfg, quiet, nil).Run)
 	return &eventsFixture{fixture: f, events: ev, ledger: engine.NewLedger(rdb, signer, quiet, nil).WithEvents(ev), double: double}
 }
 

@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,20 +29,21 @@ func runDispatcher(t *testing.T, f *fixture, now func() time.Time) *fcmtest.Serv
 // runDispatcherOn sends the outbox to double until the test ends.
 func runDispatcherOn(t *testing.T, f *fixture, double *fcmtest.Server, now func() time.Time) {
 	t.Helper()
-	sender, err := push.NewFCM(context.Background(), push.FCMConfig{ProjectID: "p", Endpoint: double.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := engine.DefaultDispatchConfig()
 	cfg.Workers = 2
 	cfg.ClaimIdle = 300 * time.Millisecond
 	cfg.Block = 50 * time.Millisecond
-	d := engine.NewDispatcher(f.rdb, sender, cfg, quiet, now)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); d.Run(ctx) }()
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	runCtx(t, engine.NewDispatcher(f.rdb, fcmSender(t, double), cfg, quiet, now).Run)
+}
+
+// fcmSender sends through firebase-admin-go to double.
+func fcmSender(t *testing.T, double *fcmtest.Server) *push.FCM {
+	t.Helper()
+	sender, err := push.NewFCM(context.Background(), push.FCMConfig{ProjectID: "p", Endpoint: double.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sender
 }
 
 // undelivered counts pushes in the outbox and waiting for a retry, read in
@@ -108,43 +107,6 @@ func newRealClockFixtureOn(t *testing.T, rdb redis.UniversalClient) *fixture {
 	return f
 }
 
-// tripsOn counts the round trips a client makes that name a key holding
-// part: a command sent on its own or a pipeline, once however many of its
-// commands name one.
-type tripsOn struct {
-	part string
-	n    atomic.Int64
-}
-
-func (r *tripsOn) names(cmds ...redis.Cmder) bool {
-	for _, c := range cmds {
-		for _, a := range c.Args() {
-			if s, ok := a.(string); ok && strings.Contains(s, r.part) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-func (r *tripsOn) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (r *tripsOn) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if r.names(cmd) {
-			r.n.Add(1)
-		}
-		return next(ctx, cmd)
-	}
-}
-func (r *tripsOn) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if r.names(cmds...) {
-			r.n.Add(1)
-		}
-		return next(ctx, cmds)
-	}
-}
-
 // A push costs its customer's keys two round trips of the dispatcher:
 // the push's record read with what picks its device (consent, devices,
 // when each was last seen), then the mark that it was sent. (The device
@@ -158,21 +120,12 @@ func TestRoundTripsPerPush(t *testing.T) {
 	if err := engine.LoadScripts(context.Background(), counted); err != nil {
 		t.Fatal(err)
 	}
-	trips := &tripsOn{part: "{c:c-42}"}
+	trips := &roundTrips{part: "{c:c-42}"}
 	counted.AddHook(trips)
 	double := fcmtest.New(t)
-	sender, err := push.NewFCM(context.Background(), push.FCMConfig{ProjectID: "p", Endpoint: double.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := engine.DefaultDispatchConfig()
 	cfg.Block = 50 * time.Millisecond
-	d := engine.NewDispatcher(counted, sender, cfg, quiet, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); d.Run(ctx) }()
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	runCtx(t, engine.NewDispatcher(counted, fcmSender(t, double), cfg, quiet, nil).Run)
 
 	o := f.realClockPing(t, "d-1")
 	eventually(t, "the push", func() bool { return len(double.Messages()) == 1 })

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,19 +14,41 @@ import (
 )
 
 // roundTrips counts what a client sends to Redis: each command sent on
-// its own and each pipeline is one round trip.
-type roundTrips struct{ n atomic.Int64 }
+// its own and each pipeline is one round trip. With part, only those
+// that name a key holding it count, once however many of their commands do.
+type roundTrips struct {
+	part string
+	n    atomic.Int64
+}
+
+func (r *roundTrips) counts(cmds ...redis.Cmder) bool {
+	if r.part == "" {
+		return true
+	}
+	for _, c := range cmds {
+		for _, a := range c.Args() {
+			if s, ok := a.(string); ok && strings.Contains(s, r.part) {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		r.n.Add(1)
+		if r.counts(cmd) {
+			r.n.Add(1)
+		}
 		return next(ctx, cmd)
 	}
 }
 func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		r.n.Add(1)
+		if r.counts(cmds...) {
+			r.n.Add(1)
+		}
 		return next(ctx, cmds)
 	}
 }
