@@ -85,6 +85,12 @@ func TestBenchTinyCity(t *testing.T) {
 	}
 	if at80 := rep.Phases[3]; at80.RateTarget <= 0 || at80.RateTarget > rep.Phases[2].Throughput {
 		t.Errorf("80%% phase at %.0f per s, peak %.0f", at80.RateTarget, rep.Phases[2].Throughput)
+	} else if l := at80.Lag; l == nil || l.P99 < l.P50 || l.Max > at80.Latency.Max {
+		// How late its pings went out, which its latency includes.
+		t.Errorf("80%% phase: lag %+v, latency %+v", l, at80.Latency)
+	}
+	if rep.Phases[2].Lag != nil {
+		t.Errorf("the peak, a closed loop, has no lag: %+v", rep.Phases[2].Lag)
 	}
 	if offers == 0 || rep.DuplicateOffers != 0 {
 		t.Errorf("%d offers, %d duplicates", offers, rep.DuplicateOffers)
@@ -160,7 +166,7 @@ func TestBenchTinyCity(t *testing.T) {
 		t.Errorf("report.svg: root %q, %d lines", root, polylines)
 	}
 	txt, err := os.ReadFile(filepath.Join(cfg.Out, "report.txt"))
-	if err != nil || !strings.Contains(string(txt), "nearcast-peak") || !strings.Contains(string(txt), "aims:") || !strings.Contains(string(txt), "phones: 4 phones (ios) in each of 2 areas") {
+	if err != nil || !strings.Contains(string(txt), "nearcast-peak") || !strings.Contains(string(txt), "aims:") || !strings.Contains(string(txt), "nearcast-80%: pings as from many phones") || !strings.Contains(string(txt), "phones: 4 phones (ios) in each of 2 areas") {
 		t.Errorf("report.txt: %v\n%s", err, txt)
 	}
 }

@@ -449,7 +449,7 @@ func (r *runner) phase(ctx context.Context, name string, t target, rate float64,
 	cfg := &r.cfg
 	before, cmdsBefore := redisCPU(ctx, r.rdb), commandStats(ctx, r.rdb)
 	benchBefore, serverBefore := processCPU(os.Getpid()), processCPU(r.serverPID)
-	spec := phaseSpec{name: name, target: t, workers: cfg.Concurrency, duration: d, rate: rate, gap: minOfferGap}
+	spec := phaseSpec{name: name, target: t, workers: cfg.Concurrency, duration: d, rate: rate, seed: cfg.Seed, gap: minOfferGap}
 	if rate > 0 {
 		// Enough workers that a slow answer seldom holds up the next ping.
 		spec.workers = cfg.Concurrency * 2

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"math"
 	"strings"
 	"testing"
@@ -89,6 +90,95 @@ func TestSummarize(t *testing.T) {
 	}
 	if n != 1000 || prev < 100 {
 		t.Errorf("histogram holds %d pings up to %.1f ms", n, prev)
+	}
+}
+
+// TestArrivals: a fixed rate's pings come as from many independent
+// phones: a Poisson process, whose gaps are exponential (as many shorter
+// than the mean as 1-1/e, a spread equal to the mean), not evenly spaced
+// and not in bursts; the same seed gives the same times.
+func TestArrivals(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	end := t0.Add(100 * time.Second)
+	const rate = 1000.0
+	a := newArrivals(t0, end, rate, 7)
+	var gaps []float64
+	prev := t0
+	for {
+		at, ok := a.at()
+		if !ok {
+			break
+		}
+		if at.Before(prev) || !at.Before(end) {
+			t.Fatalf("arrival %v after %v, or past the end", at, prev)
+		}
+		gaps = append(gaps, float64(at.Sub(prev))/float64(time.Millisecond))
+		prev = at
+	}
+	// 100,000 expected; a Poisson count's spread is its square root, 316.
+	if n := len(gaps); n < 98_500 || n > 101_500 {
+		t.Fatalf("%d arrivals in 100 s at %.0f per s", n, rate)
+	}
+	var sum, short float64
+	for _, g := range gaps {
+		sum += g
+		if g < 1 {
+			short++
+		}
+	}
+	mean := sum / float64(len(gaps))
+	var sq float64
+	for _, g := range gaps {
+		sq += (g - mean) * (g - mean)
+	}
+	sd := math.Sqrt(sq / float64(len(gaps)))
+	if math.Abs(mean-1) > 0.015 || math.Abs(sd/mean-1) > 0.03 {
+		t.Errorf("gaps of mean %.4f ms, spread %.4f: want 1 ms and a spread equal to the mean", mean, sd)
+	}
+	if f := short / float64(len(gaps)); math.Abs(f-(1-1/math.E)) > 0.01 {
+		t.Errorf("%.3f of the gaps shorter than the mean, want %.3f", f, 1-1/math.E)
+	}
+	b, c := newArrivals(t0, end, rate, 7), newArrivals(t0, end, rate, 8)
+	x, _ := b.at()
+	y, _ := c.at()
+	if first := t0.Add(time.Duration(gaps[0] * float64(time.Millisecond))); !x.Equal(first) || y.Equal(x) {
+		t.Errorf("seed 7 starts at %v, then %v; seed 8 at %v", first, x, y)
+	}
+}
+
+// TestPaceNeverEarly: the pacer hands out every arrival, none before its
+// time, and closes the slots after the last; cancelled, it stops.
+func TestPaceNeverEarly(t *testing.T) {
+	start := time.Now()
+	end := start.Add(200 * time.Millisecond)
+	want := 0
+	for a := newArrivals(start, end, 5000, 3); ; want++ {
+		if _, ok := a.at(); !ok {
+			break
+		}
+	}
+	slots := make(chan time.Time, 1<<12)
+	go pace(context.Background(), newArrivals(start, end, 5000, 3), slots)
+	n := 0
+	for at := range slots {
+		if got := time.Now(); got.Before(at) {
+			t.Fatalf("arrival of %v handed out %v early", at.Sub(start), at.Sub(got))
+		}
+		n++
+	}
+	if n != want {
+		t.Errorf("%d arrivals handed out, want %d", n, want)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	slots = make(chan time.Time) // no one takes them: the pacer waits
+	done := make(chan struct{})
+	go func() { pace(ctx, newArrivals(time.Now(), time.Now().Add(time.Hour), 1000, 3), slots); close(done) }()
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a cancelled pacer did not stop")
 	}
 }
 

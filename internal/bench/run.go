@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -65,6 +66,7 @@ type worker struct {
 	answer  answer
 	lastOff map[int]time.Time // per customer, the bench's time of their last offer
 	dups    int64
+	lag     []time.Duration // at a fixed rate: each ping's wait for a worker, from its time
 }
 
 type answer struct {
@@ -85,6 +87,7 @@ type phaseSpec struct {
 	workers  int
 	duration time.Duration
 	rate     float64 // pings per second; 0: as fast as answers come
+	seed     uint64  // of the arrivals at a fixed rate
 	gap      time.Duration
 }
 
@@ -104,39 +107,15 @@ func drive(ctx context.Context, shards []*movers, spec phaseSpec) *Phase {
 	perSec := make([]atomic.Int64, secs)
 	start := time.Now()
 	end := start.Add(spec.duration)
-	// Open loop, at a fixed rate: a pacer hands out each ping's time as
-	// it comes, and a ping's latency counts from that time, so a slow
-	// answer cannot hide the pings that should have gone out meanwhile.
+	// Open loop, at a fixed rate: the pings come as from many phones
+	// that know nothing of each other (arrivals), a pacer hands out each
+	// one at its time, and a ping's latency counts from that time, so that
+	// neither a slow answer nor a late pacer can hide the pings that
+	// should have gone out meanwhile.
 	var slots chan time.Time
 	if spec.rate > 0 {
 		slots = make(chan time.Time, 1<<16)
-		interval := time.Duration(float64(time.Second) / spec.rate)
-		go func() {
-			defer close(slots)
-			tick := time.NewTicker(time.Millisecond)
-			defer tick.Stop()
-			for n := int64(0); ; {
-				for now := time.Now(); ; n++ {
-					at := start.Add(time.Duration(n) * interval)
-					if !at.Before(end) {
-						return
-					}
-					if at.After(now) {
-						break
-					}
-					select {
-					case slots <- at:
-					case <-ctx.Done():
-						return
-					}
-				}
-				select {
-				case <-tick.C:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}()
+		go pace(ctx, newArrivals(start, end, spec.rate, spec.seed), slots)
 	}
 	var wg sync.WaitGroup
 	for _, w := range ws {
@@ -150,6 +129,7 @@ func drive(ctx context.Context, shards []*movers, spec phaseSpec) *Phase {
 					if at, ok = <-slots; !ok {
 						return
 					}
+					w.lag = append(w.lag, time.Since(at))
 				} else if !at.Before(end) {
 					return
 				}
@@ -172,10 +152,11 @@ func drive(ctx context.Context, shards []*movers, spec phaseSpec) *Phase {
 	}
 
 	ph := &Phase{Name: spec.name, RateTarget: spec.rate, DurationS: elapsed.Seconds(), Errors: map[string]int64{}, Events: map[string]int64{}}
-	var lat []time.Duration
+	var lat, lag []time.Duration
 	codes := map[string]struct{}{}
 	for _, w := range ws {
 		lat = append(lat, w.lat...)
+		lag = append(lag, w.lag...)
 		for k, v := range w.errors {
 			ph.Errors[k] += v
 			ph.ErrorCount += v
@@ -200,6 +181,10 @@ func drive(ctx context.Context, shards []*movers, spec phaseSpec) *Phase {
 		ph.NearStorePct = 100 * float64(ph.near) / float64(ph.Requests)
 	}
 	ph.Latency, ph.Histogram = summarize(lat)
+	if len(lag) > 0 {
+		l, _ := summarize(lag)
+		ph.Lag = &l
+	}
 	full := int(spec.duration / time.Second)
 	for i := 0; i < full && i < secs; i++ {
 		ph.PerSecond = append(ph.PerSecond, perSec[i].Load())
@@ -230,6 +215,64 @@ func (w *worker) tally(p ping, out outcome, err error, gap time.Duration, now ti
 		}
 		w.lastOff[p.customer] = now
 		w.offers = append(w.offers, issued{customer: p.customer, offer: o})
+	}
+}
+
+// arrivals is the times of a fixed rate's pings: a Poisson process, the
+// gaps between pings drawn from an exponential distribution of mean
+// 1/rate, as when many phones, each on its own, make up the rate. (Evenly
+// spaced pings would be kinder than any crowd; released in bursts, as a
+// coarse ticker does, harsher.) The same seed gives the same times.
+type arrivals struct {
+	next, end time.Time
+	mean      float64 // ns
+	rng       *rand.Rand
+}
+
+func newArrivals(start, end time.Time, rate float64, seed uint64) *arrivals {
+	a := &arrivals{next: start, end: end, mean: float64(time.Second) / rate, rng: rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))}
+	a.step()
+	return a
+}
+
+func (a *arrivals) step() { a.next = a.next.Add(time.Duration(a.rng.ExpFloat64() * a.mean)) }
+
+// at is the next ping's time; false once the phase is over.
+func (a *arrivals) at() (time.Time, bool) {
+	t := a.next
+	if !t.Before(a.end) {
+		return time.Time{}, false
+	}
+	a.step()
+	return t, true
+}
+
+// pace hands out each arrival on slots at its time, never before, and
+// closes slots after the last. It sleeps till each time that has not
+// come (a timer, not a coarse ticker: a ping released late is latency
+// the server did not cause); one whose time has passed goes at once.
+func pace(ctx context.Context, arr *arrivals, slots chan<- time.Time) {
+	defer close(slots)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		at, ok := arr.at()
+		if !ok {
+			return
+		}
+		if d := time.Until(at); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				return
+			}
+		}
+		select {
+		case slots <- at:
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 
