@@ -85,11 +85,12 @@ func TestBenchTinyCity(t *testing.T) {
 	}
 	if at80 := rep.Phases[3]; at80.RateTarget <= 0 || at80.RateTarget > rep.Phases[2].Throughput {
 		t.Errorf("80%% phase at %.0f per s, peak %.0f", at80.RateTarget, rep.Phases[2].Throughput)
-	} else if l := at80.Lag; l == nil || l.P99 < l.P50 || l.Max > at80.Latency.Max {
-		// How late its pings went out, which its latency includes.
-		t.Errorf("80%% phase: lag %+v, latency %+v", l, at80.Latency)
+	} else if l, pl := at80.Lag, at80.PacerLate; l == nil || pl == nil || l.P99 < l.P50 || l.Max > at80.Latency.Max || pl.Max > l.Max {
+		// How late its pings went out, which its latency includes, and
+		// of it how late the pacer handed them out.
+		t.Errorf("80%% phase: lag %+v, the pacer's %+v, latency %+v", l, pl, at80.Latency)
 	}
-	if rep.Phases[2].Lag != nil {
+	if rep.Phases[2].Lag != nil || rep.Phases[2].PacerLate != nil {
 		t.Errorf("the peak, a closed loop, has no lag: %+v", rep.Phases[2].Lag)
 	}
 	if offers == 0 || rep.DuplicateOffers != 0 {

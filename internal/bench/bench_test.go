@@ -103,11 +103,15 @@ func TestArrivals(t *testing.T) {
 	const rate = 1000.0
 	a := newArrivals(t0, end, rate, 7)
 	var gaps []float64
+	var first time.Time
 	prev := t0
 	for {
 		at, ok := a.at()
 		if !ok {
 			break
+		}
+		if first.IsZero() {
+			first = at
 		}
 		if at.Before(prev) || !at.Before(end) {
 			t.Fatalf("arrival %v after %v, or past the end", at, prev)
@@ -141,44 +145,63 @@ func TestArrivals(t *testing.T) {
 	b, c := newArrivals(t0, end, rate, 7), newArrivals(t0, end, rate, 8)
 	x, _ := b.at()
 	y, _ := c.at()
-	if first := t0.Add(time.Duration(gaps[0] * float64(time.Millisecond))); !x.Equal(first) || y.Equal(x) {
+	if !x.Equal(first) || y.Equal(x) {
 		t.Errorf("seed 7 starts at %v, then %v; seed 8 at %v", first, x, y)
 	}
 }
 
-// TestPaceNeverEarly: the pacer hands out every arrival, none before its
-// time, and closes the slots after the last; cancelled, it stops.
+// TestPaceNeverEarly: the pacer hands out every arrival in order, each
+// as its own time (from which the ping's latency counts, so that a late
+// pacer or a busy bench cannot hide its wait), none before that time,
+// and closes the slots after the last.
 func TestPaceNeverEarly(t *testing.T) {
 	start := time.Now()
 	end := start.Add(200 * time.Millisecond)
-	want := 0
-	for a := newArrivals(start, end, 5000, 3); ; want++ {
-		if _, ok := a.at(); !ok {
-			break
-		}
-	}
-	slots := make(chan time.Time, 1<<12)
+	want := newArrivals(start, end, 5000, 3)
+	slots := make(chan slot, 1<<12)
 	go pace(context.Background(), newArrivals(start, end, 5000, 3), slots)
 	n := 0
-	for at := range slots {
-		if got := time.Now(); got.Before(at) {
-			t.Fatalf("arrival of %v handed out %v early", at.Sub(start), at.Sub(got))
+	for s := range slots {
+		got := time.Now()
+		at, ok := want.at()
+		if !ok || !s.at.Equal(at) {
+			t.Fatalf("slot %d is for %v, want the arrival at %v (%v)", n, s.at.Sub(start), at.Sub(start), ok)
+		}
+		if s.out.Before(at) || got.Before(at) {
+			t.Fatalf("arrival at %v handed out %v early", at.Sub(start), at.Sub(s.out))
 		}
 		n++
 	}
-	if n != want {
-		t.Errorf("%d arrivals handed out, want %d", n, want)
+	if _, more := want.at(); more || n == 0 {
+		t.Errorf("the pacer stopped after %d arrivals, before the last", n)
 	}
+}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	slots = make(chan time.Time) // no one takes them: the pacer waits
-	done := make(chan struct{})
-	go func() { pace(ctx, newArrivals(time.Now(), time.Now().Add(time.Hour), 1000, 3), slots); close(done) }()
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("a cancelled pacer did not stop")
+// TestPaceStopsWhenCancelled: cancelled while it waits for an arrival's
+// time, or while no one takes the arrivals that are due, the pacer stops
+// and closes its slots.
+func TestPaceStopsWhenCancelled(t *testing.T) {
+	now := time.Now()
+	for name, arr := range map[string]*arrivals{
+		"waiting for a time":  newArrivals(now.Add(time.Hour), now.Add(2*time.Hour), 1, 3),
+		"no one taking slots": newArrivals(now.Add(-time.Second), now.Add(time.Hour), 1000, 3),
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			slots := make(chan slot) // unbuffered, and never read
+			done := make(chan struct{})
+			go func() { pace(ctx, arr, slots); close(done) }()
+			time.Sleep(10 * time.Millisecond) // let it reach its wait
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				t.Fatal("a cancelled pacer did not stop")
+			}
+			if _, open := <-slots; open {
+				t.Error("a stopped pacer left its slots open")
+			}
+		})
 	}
 }
 

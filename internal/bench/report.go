@@ -159,9 +159,11 @@ type Phase struct {
 	Throughput float64 `json:"throughput_per_s"`
 	Latency    Latency `json:"latency_ms"`
 	// Lag is, at a fixed rate, how long after its time each ping went
-	// out: the pacer's and the bench's own delay, and the wait for a free
-	// worker. It is part of Latency, which counts from each ping's time.
-	Lag *Latency `json:"lag_ms,omitempty"`
+	// out: the pacer's lateness (PacerLate) and then the wait for a free
+	// connection. It is part of Latency, which counts from each ping's
+	// time.
+	Lag       *Latency `json:"lag_ms,omitempty"`
+	PacerLate *Latency `json:"pacer_late_ms,omitempty"`
 	// Errors by HTTP status or "transport".
 	Errors     map[string]int64 `json:"errors"`
 	ErrorCount int64            `json:"error_count"`
@@ -339,9 +341,9 @@ func (r *Report) WriteText(w io.Writer) {
 		if c := p.CPUPerPingUs; len(c) > 0 {
 			fmt.Fprintf(w, "  %s CPU per ping: bench %.0f µs, server %s, redis %.0f µs\n", p.Name, c["bench"], serverCPU(c), c["redis"])
 		}
-		if l := p.Lag; l != nil {
-			fmt.Fprintf(w, "  %s: pings as from many phones at %.0f per s (Poisson); they went out p50 %.2f ms, p99 %.2f ms after their time (the bench's delay and the wait for a free connection, counted in the latency)\n",
-				p.Name, p.RateTarget, l.P50, l.P99)
+		if l, pl := p.Lag, p.PacerLate; l != nil && pl != nil {
+			fmt.Fprintf(w, "  %s: pings as from many phones at %.0f per s (Poisson); they went out p50 %.2f ms, p99 %.2f ms after their time, counted in the latency (the pacer late by p50 %.2f ms, p99 %.2f ms; the rest waiting for a free connection)\n",
+				p.Name, p.RateTarget, l.P50, l.P99, pl.P50, pl.P99)
 		}
 		if len(p.RedisCommands) > 0 {
 			parts := make([]string, len(p.RedisCommands))

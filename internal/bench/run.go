@@ -66,7 +66,8 @@ type worker struct {
 	answer  answer
 	lastOff map[int]time.Time // per customer, the bench's time of their last offer
 	dups    int64
-	lag     []time.Duration // at a fixed rate: each ping's wait for a worker, from its time
+	lag     []time.Duration // at a fixed rate: how late each ping went out, from its time
+	late    []time.Duration // of it, how late the pacer handed it out
 }
 
 type answer struct {
@@ -112,9 +113,9 @@ func drive(ctx context.Context, shards []*movers, spec phaseSpec) *Phase {
 	// one at its time, and a ping's latency counts from that time, so that
 	// neither a slow answer nor a late pacer can hide the pings that
 	// should have gone out meanwhile.
-	var slots chan time.Time
+	var slots chan slot
 	if spec.rate > 0 {
-		slots = make(chan time.Time, 1<<16)
+		slots = make(chan slot, 1<<16)
 		go pace(ctx, newArrivals(start, end, spec.rate, spec.seed), slots)
 	}
 	var wg sync.WaitGroup
@@ -125,11 +126,13 @@ func drive(ctx context.Context, shards []*movers, spec phaseSpec) *Phase {
 			for ctx.Err() == nil {
 				at := time.Now()
 				if slots != nil {
-					var ok bool
-					if at, ok = <-slots; !ok {
+					s, ok := <-slots
+					if !ok {
 						return
 					}
+					at = s.at
 					w.lag = append(w.lag, time.Since(at))
+					w.late = append(w.late, s.out.Sub(at))
 				} else if !at.Before(end) {
 					return
 				}
@@ -152,11 +155,12 @@ func drive(ctx context.Context, shards []*movers, spec phaseSpec) *Phase {
 	}
 
 	ph := &Phase{Name: spec.name, RateTarget: spec.rate, DurationS: elapsed.Seconds(), Errors: map[string]int64{}, Events: map[string]int64{}}
-	var lat, lag []time.Duration
+	var lat, lag, late []time.Duration
 	codes := map[string]struct{}{}
 	for _, w := range ws {
 		lat = append(lat, w.lat...)
 		lag = append(lag, w.lag...)
+		late = append(late, w.late...)
 		for k, v := range w.errors {
 			ph.Errors[k] += v
 			ph.ErrorCount += v
@@ -183,7 +187,8 @@ func drive(ctx context.Context, shards []*movers, spec phaseSpec) *Phase {
 	ph.Latency, ph.Histogram = summarize(lat)
 	if len(lag) > 0 {
 		l, _ := summarize(lag)
-		ph.Lag = &l
+		p, _ := summarize(late)
+		ph.Lag, ph.PacerLate = &l, &p
 	}
 	full := int(spec.duration / time.Second)
 	for i := 0; i < full && i < secs; i++ {
@@ -247,11 +252,19 @@ func (a *arrivals) at() (time.Time, bool) {
 	return t, true
 }
 
+// slot is one ping of a fixed rate: its time, and when the pacer handed
+// it out.
+type slot struct{ at, out time.Time }
+
 // pace hands out each arrival on slots at its time, never before, and
 // closes slots after the last. It sleeps till each time that has not
-// come (a timer, not a coarse ticker: a ping released late is latency
-// the server did not cause); one whose time has passed goes at once.
-func pace(ctx context.Context, arr *arrivals, slots chan<- time.Time) {
+// come, on a timer; one whose time has passed goes at once. Go's timers
+// are late by some 0.1 ms under the bench's load, and by up to a
+// millisecond when the bench is idle (the runtime then waits in
+// epoll_wait, whose timeout is whole milliseconds): each slot says when
+// it went, so the report gives the pacer's own lateness, which the
+// latency includes.
+func pace(ctx context.Context, arr *arrivals, slots chan<- slot) {
 	defer close(slots)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -269,7 +282,7 @@ func pace(ctx context.Context, arr *arrivals, slots chan<- time.Time) {
 			}
 		}
 		select {
-		case slots <- at:
+		case slots <- slot{at, time.Now()}:
 		case <-ctx.Done():
 			return
 		}
