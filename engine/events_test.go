@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -144,8 +145,8 @@ func eventsOutOfADay(t *testing.T, rdb redis.UniversalClient) {
 		if q.VerifyErr != nil {
 			t.Fatalf("%s: signature: %v", q.Event.Type, q.VerifyErr)
 		}
-		if strings.Contains(string(q.Body), "52.52") || strings.Contains(string(q.Body), "13.41") || strings.Contains(string(q.Body), `"lat"`) || strings.Contains(string(q.Body), `"lng"`) {
-			t.Fatalf("%s carries a coordinate: %s", q.Event.Type, q.Body)
+		if where := coordinateIn(t, q.Body, alexLat, alexLng); where != "" {
+			t.Fatalf("%s carries a coordinate (%s): %s", q.Event.Type, where, q.Body)
 		}
 	}
 	for i, e := range got {
@@ -264,5 +265,72 @@ func TestEventsOnlyWhatIsWanted(t *testing.T) {
 				t.Fatalf("journaled %q, want %q", got, c.want)
 			}
 		})
+	}
+}
+
+// coordinateIn says where an event's JSON holds a location near lat, lng
+// (within some 10 km), or "" when it holds none: a field named for one,
+// a number near either, or a text with either in it to 0.01°. Times are
+// not searched: "…T19:29:13.416Z" holds 13.41 as seconds, not degrees.
+func coordinateIn(t *testing.T, body []byte, lat, lng float64) string {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal(body, &v); err != nil {
+		t.Fatalf("event %s: %v", body, err)
+	}
+	texts := []string{fmt.Sprintf("%.2f", lat), fmt.Sprintf("%.2f", lng)}
+	var walk func(path string, v any) string
+	walk = func(path string, v any) string {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, e := range x {
+				switch strings.ToLower(k) {
+				case "lat", "lng", "lon", "latitude", "longitude", "location", "coordinates":
+					return path + "." + k
+				}
+				if w := walk(path+"."+k, e); w != "" {
+					return w
+				}
+			}
+		case []any:
+			for i, e := range x {
+				if w := walk(fmt.Sprintf("%s[%d]", path, i), e); w != "" {
+					return w
+				}
+			}
+		case float64:
+			if math.Abs(x-lat) < 0.1 || math.Abs(x-lng) < 0.1 {
+				return path
+			}
+		case string:
+			if _, err := time.Parse(time.RFC3339Nano, x); err == nil {
+				return ""
+			}
+			for _, c := range texts {
+				if strings.Contains(x, c) {
+					return path
+				}
+			}
+		}
+		return ""
+	}
+	return walk("", v)
+}
+
+// The check above finds a location however an event would carry one,
+// and takes no time of day for one.
+func TestCoordinateIn(t *testing.T) {
+	for body, found := range map[string]bool{
+		`{"type":"enter","lat":1,"lng":2}`:                            true,
+		`{"type":"enter","where":{"x":52.5219,"y":13.4132}}`:          true,
+		`{"type":"enter","note":"at 52.52, 13.41"}`:                   true,
+		`{"type":"enter","points":[[13.4132,52.5219]]}`:               true,
+		`{"type":"coupon.opened","at":"2026-11-30T19:29:13.416Z"}`:    false,
+		`{"type":"coupon.opened","at":"2026-11-30T19:52:52.521Z"}`:    false,
+		`{"type":"exit","visit_s":1341,"store_id":"s-alex","n":5252}`: false,
+	} {
+		if got := coordinateIn(t, []byte(body), alexLat, alexLng) != ""; got != found {
+			t.Errorf("%s: found a location %v, want %v", body, got, found)
+		}
 	}
 }
