@@ -268,10 +268,10 @@ func TestEventsOnlyWhatIsWanted(t *testing.T) {
 	}
 }
 
-// coordinateIn says where an event's JSON holds a location near lat, lng
-// (within some 10 km), or "" when it holds none: a field named for one,
-// a number near either, or a text with either in it to 0.01°. Times are
-// not searched: "…T19:29:13.416Z" holds 13.41 as seconds, not degrees.
+// coordinateIn says where an event's JSON holds a location near lat, lng,
+// or "" when it holds none: a field named for one, a number within 0.1°
+// of either, or a text with either in it to 0.01°. Times are not
+// searched: "…T19:29:13.416Z" holds 13.41 as seconds, not degrees.
 func coordinateIn(t *testing.T, body []byte, lat, lng float64) string {
 	t.Helper()
 	var v any
@@ -284,9 +284,10 @@ func coordinateIn(t *testing.T, body []byte, lat, lng float64) string {
 		switch x := v.(type) {
 		case map[string]any:
 			for k, e := range x {
-				switch strings.ToLower(k) {
-				case "lat", "lng", "lon", "latitude", "longitude", "location", "coordinates":
-					return path + "." + k
+				for _, name := range []string{"lat", "lng", "lon", "coord", "geo", "location", "position"} {
+					if strings.Contains(strings.ToLower(k), name) {
+						return path + "." + k
+					}
 				}
 				if w := walk(path+"."+k, e); w != "" {
 					return w
@@ -325,6 +326,8 @@ func TestCoordinateIn(t *testing.T) {
 		`{"type":"enter","where":{"x":52.5219,"y":13.4132}}`:          true,
 		`{"type":"enter","note":"at 52.52, 13.41"}`:                   true,
 		`{"type":"enter","points":[[13.4132,52.5219]]}`:               true,
+		`{"type":"exit","store_geohash":"u33dc0"}`:                    true,
+		`{"type":"exit","to":{"n":52.5399}}`:                          true,
 		`{"type":"coupon.opened","at":"2026-11-30T19:29:13.416Z"}`:    false,
 		`{"type":"coupon.opened","at":"2026-11-30T19:52:52.521Z"}`:    false,
 		`{"type":"exit","visit_s":1341,"store_id":"s-alex","n":5252}`: false,
