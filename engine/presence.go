@@ -31,11 +31,11 @@ import (
 // so that a run of pings from one device writes its "#seen:<device>" in
 // the devices hash and reads the device once, not every time;
 // "#d:<device>" is each device's calls in that minute ('#' is in no id,
-// so no store's field can be taken for them). Most pings read and write two fields. The key lives the visit
-// timeout and up to a minute more past the newest fix: its TTL is set at
-// most once a minute of the server's clock, not at every fix. ("#ts",
-// "#dev" and "#os", which older versions kept beside "#fix", go at the
-// next write.)
+// so no store's field can be taken for them). Most pings read and write
+// two fields. The key lives the visit timeout and up to a minute more
+// past the newest fix: its TTL is set at most once a minute of the
+// server's clock, not at every fix. ("#ts", "#dev" and "#os", which older
+// versions kept beside "#fix", go at the next write.)
 //
 // KEYS: presence, profile, visits, caps, rate, tokens, devices,
 // the journal of events out (events.go)
